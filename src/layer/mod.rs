@@ -1,0 +1,70 @@
+//! [`PaymentLayer`]: charge for requests to any tower service.
+//!
+//! For each request the layer reads a payment credential (if any), asks the
+//! [`Pricing`](crate::Pricing) hook what the request costs, and then:
+//!
+//! - **free**: calls the inner service untouched (no allocation on this path);
+//! - **early response**: answers it (404, 409, 411, 413 …) before any money moves;
+//! - **no credential**: answers 402 with an offer from every scheme;
+//! - **a credential**: reserves the payment in the [`PaymentStore`](crate::PaymentStore),
+//!   verifies it, and settles it in the route's [`SettlementOrder`](crate::SettlementOrder).
+//!
+//! Paid requests carry [`Paid`] in their extensions, and with
+//! [`SettlementOrder::InHandler`](crate::SettlementOrder::InHandler) a [`SettleGuard`] too.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use std::sync::Arc;
+//! use tower_paywall::{PaymentLayer, Price, stellar::{Address, Network}, x402};
+//!
+//! # fn facilitator() -> Arc<dyn x402::Facilitator> { tower_paywall::doc_support::facilitator() }
+//! let pay_to: Address = "GB2Q4VZJ32UM4F2EMZR2QVKT4YHIAKGBEV2UDYH7Q6DOZ6KCX5KHSBNB".parse()?;
+//! let exact = x402::Exact::builder(Network::testnet(), pay_to, facilitator()).build()?;
+//! let paywall = PaymentLayer::builder()
+//!     .scheme(exact)
+//!     .price(Price::parse("$0.001")?)
+//!     .build()?;
+//! let app: Router = Router::new()
+//!     .route("/weather", get(|| async { "sunny" }))
+//!     .layer(paywall);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Settlement orders
+//!
+//! | order | sequence | the handler's side effects when payment fails |
+//! |---|---|---|
+//! | `AfterSuccess` (default) | verify → handler → settle if status < 400; the response head waits for settlement | happened; the body is withheld (402) |
+//! | `BeforeHandler` | verify → settle → handler | none: the handler never runs |
+//! | `InHandler` | verify → handler → `guard.settle()` where the handler chooses → commit | whatever the handler did before settling |
+//!
+//! # Status codes
+//!
+//! | status | when | headers |
+//! |---|---|---|
+//! | 402 | no payment, an invalid one, or a failed settlement | each protocol's challenge (`PAYMENT-REQUIRED` …); `PAYMENT-RESPONSE` after a failed x402 settlement |
+//! | 400 | a malformed or oversized credential | fresh challenge |
+//! | 409 | the same payment is in use by a concurrent request | |
+//! | 411, 413, 404 … | answered by the pricing hook before any money moves | |
+//! | 502 | the facilitator or RPC answered with an error or garbage | |
+//! | 503 | the facilitator, RPC or store is unreachable, or the settlement's outcome is not known yet: retry **with the same payment** | `Retry-After` |
+//!
+//! A retry of a completed payment gets the recorded response again, without a second settlement.
+
+mod body;
+mod builder;
+mod future;
+mod respond;
+mod service;
+mod settle;
+
+pub use body::PaymentBody;
+pub use builder::{
+    BuildError, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECORD_TTL, DEFAULT_RETRY_AFTER,
+    DEFAULT_SETTLE_WAIT, PaymentLayer, PaymentLayerBuilder,
+};
+pub use future::ResponseFuture;
+pub use service::PaymentService;
+pub use settle::{Paid, SettleError, SettleGuard};

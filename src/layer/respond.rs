@@ -1,0 +1,201 @@
+//! The answers the layer writes itself: 402 challenges, rejections, conflicts, replays.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body::PaymentBody;
+use super::builder::Shared;
+use crate::price::Price;
+use crate::scheme::{Challenge, ChallengeContext, Offer, Rejection, RejectionKind};
+use crate::store::RecordedResponse;
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Layer-level reasons, sent as `{"error": <code>}`.
+pub(crate) mod code {
+    /// Another request is using the same payment.
+    pub(crate) const PAYMENT_IN_USE: &str = "payment_in_use";
+    /// The payment's settlement is in flight or its outcome unknown: retry with the same payment.
+    pub(crate) const SETTLEMENT_PENDING: &str = "settlement_pending";
+    /// The payment store could not be reached.
+    pub(crate) const STORE_UNAVAILABLE: &str = "payment_store_unavailable";
+    /// No scheme could make an offer.
+    pub(crate) const NO_OFFER: &str = "no_payment_offer_available";
+    /// The response body failed after the payment settled.
+    pub(crate) const RESPONSE_FAILED: &str = "response_failed";
+}
+
+impl Shared {
+    /// The absolute URL of the requested resource, for the 402.
+    pub(crate) fn resource_url(&self, request: &Parts) -> String {
+        let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Some(base) = &self.public_url {
+            return format!("{base}{path}");
+        }
+        let scheme = request.uri.scheme_str().unwrap_or("http");
+        let authority = request
+            .uri
+            .authority()
+            .cloned()
+            .or_else(|| request.headers.get(HOST)?.to_str().ok()?.parse().ok());
+        match authority {
+            Some(authority) => format!("{scheme}://{authority}{path}"),
+            None => format!("{scheme}://localhost{path}"),
+        }
+    }
+
+    /// Answers a request without an acceptable payment: 402 (or the rejection's status) with a
+    /// fresh offer from every scheme.
+    pub(crate) async fn challenge<B>(
+        &self,
+        request: &Parts,
+        price: &Price,
+        rejection: Option<&Rejection>,
+    ) -> Response<PaymentBody<B>> {
+        let mut offers: Vec<(usize, Offer)> = Vec::with_capacity(self.schemes.len());
+        for (index, scheme) in self.schemes.iter().enumerate() {
+            match scheme.offer(price, request).await {
+                Ok(offer) => offers.push((index, offer)),
+                Err(refused) => {
+                    tracing::warn!(intent = %scheme.intent(), code = %refused.code, "scheme made no offer");
+                }
+            }
+        }
+        if offers.is_empty() {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::NO_OFFER,
+                Some(self.retry_after),
+            );
+        }
+        let resource_url = self.resource_url(request);
+        let context = ChallengeContext {
+            request,
+            resource_url: &resource_url,
+            price,
+            rejection,
+        };
+        let mut challenge = Challenge::default();
+        let mut rendered: Vec<&'static str> = Vec::new();
+        for (index, offer) in &offers {
+            let protocol = offer.intent().protocol;
+            if rendered.contains(&protocol) {
+                continue;
+            }
+            rendered.push(protocol);
+            let same_protocol: Vec<&Offer> = offers
+                .iter()
+                .map(|(_, offer)| offer)
+                .filter(|offer| offer.intent().protocol == protocol)
+                .collect();
+            self.schemes[*index].challenge(&same_protocol, &context, &mut challenge);
+        }
+        let status = match rejection.map(|r| r.kind) {
+            Some(RejectionKind::BadRequest) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::PAYMENT_REQUIRED,
+        };
+        let body = serde_json::to_vec(&challenge.body).unwrap_or_default();
+        let mut response = Response::new(PaymentBody::full(Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            challenge.content_type.unwrap_or(APPLICATION_JSON),
+        );
+        for (name, value) in challenge.headers {
+            if let Some(name) = name {
+                headers.append(name, value);
+            }
+        }
+        if let Some(rejection) = rejection {
+            for (name, value) in &rejection.headers {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        response
+    }
+
+    /// Answers a refused payment: a fresh challenge for 402 and 400, a plain error otherwise.
+    pub(crate) async fn rejected<B>(
+        &self,
+        request: &Parts,
+        price: &Price,
+        rejection: &Rejection,
+    ) -> Response<PaymentBody<B>> {
+        match rejection.kind {
+            RejectionKind::PaymentRequired | RejectionKind::BadRequest => {
+                self.challenge(request, price, Some(rejection)).await
+            }
+            RejectionKind::BadGateway => plain(StatusCode::BAD_GATEWAY, &rejection.code, None),
+            RejectionKind::Unavailable => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &rejection.code,
+                Some(self.retry_after),
+            ),
+        }
+    }
+
+    /// 409: the payment is being used by another request.
+    pub(crate) fn busy<B>(&self) -> Response<PaymentBody<B>> {
+        plain(StatusCode::CONFLICT, code::PAYMENT_IN_USE, None)
+    }
+
+    /// 503 + `Retry-After`: retry with the same payment.
+    pub(crate) fn pending<B>(&self) -> Response<PaymentBody<B>> {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::SETTLEMENT_PENDING,
+            Some(self.retry_after),
+        )
+    }
+
+    /// 503 + `Retry-After` with a specific reason.
+    pub(crate) fn unavailable<B>(&self, reason: &str) -> Response<PaymentBody<B>> {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+            Some(self.retry_after),
+        )
+    }
+}
+
+/// A JSON error answer `{"error": <code>}`.
+pub(crate) fn plain<B>(
+    status: StatusCode,
+    code: &str,
+    retry_after: Option<std::time::Duration>,
+) -> Response<PaymentBody<B>> {
+    let body = serde_json::to_vec(&serde_json::json!({ "error": code })).unwrap_or_default();
+    let mut response = Response::new(PaymentBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, APPLICATION_JSON);
+    if let Some(after) = retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(after.as_secs()));
+    }
+    response
+}
+
+/// A recorded response, replayed.
+pub(crate) fn replay<B>(recorded: &RecordedResponse) -> Response<PaymentBody<B>> {
+    let mut response = Response::new(PaymentBody::full(recorded.body.clone()));
+    *response.status_mut() = recorded.status;
+    *response.headers_mut() = recorded.headers.clone();
+    response
+}
+
+/// A copy of the request head without its extensions, kept to answer after the request moved
+/// into the handler.
+pub(crate) fn head(parts: &Parts) -> Parts {
+    let (mut head, ()) = http::Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}

@@ -1,0 +1,458 @@
+//! [`PaymentService`]: the payment flow around one inner service.
+
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower_service::Service;
+
+use super::body::PaymentBody;
+use super::builder::Shared;
+use super::future::ResponseFuture;
+use super::respond::{code, head, plain, replay};
+use super::settle::{Paid, SettleGuard, Settled, Settlement};
+use crate::price::{PriceRequest, Priced, SettlementOrder};
+use crate::scheme::{Credential, Rejection};
+use crate::store::{
+    CompletedPayment, PaymentKey, PaymentState, PaymentStore, RecordedResponse, Reservation,
+    SettledPayment, StateKind,
+};
+
+/// The service a [`PaymentLayer`](crate::PaymentLayer) wraps around an inner service.
+#[derive(Clone)]
+pub struct PaymentService<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S> PaymentService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> std::fmt::Debug for PaymentService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentService").finish_non_exhaustive()
+    }
+}
+
+type ReadCredential = Option<(usize, Result<Credential, Rejection>)>;
+
+impl Shared {
+    /// The first credential a scheme accepts; else the first a scheme refuses; else none.
+    fn read(&self, headers: &http::HeaderMap) -> ReadCredential {
+        let mut refused = None;
+        for (index, scheme) in self.schemes.iter().enumerate() {
+            match scheme.read(headers) {
+                Some(Ok(credential)) => return Some((index, Ok(credential))),
+                Some(Err(rejection)) if refused.is_none() => {
+                    refused = Some((index, Err(rejection)))
+                }
+                Some(Err(_)) | None => {}
+            }
+        }
+        refused
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PaymentService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send,
+{
+    type Response = Response<PaymentBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // Call the service that was polled ready; keep a fresh clone for the next call.
+        let clone = self.inner.clone();
+        let mut inner = mem::replace(&mut self.inner, clone);
+        let (parts, body) = request.into_parts();
+        let credential = self.shared.read(&parts.headers);
+        let payer = match &credential {
+            Some((_, Ok(credential))) => credential.payer(),
+            _ => None,
+        };
+        let priced = self.shared.pricing.price(&PriceRequest::new(&parts, payer));
+        let shared = self.shared.clone();
+        match priced.into_ready() {
+            Ok(Priced::Free) => {
+                ResponseFuture::passthrough(inner.call(Request::from_parts(parts, body)))
+            }
+            Ok(priced) => ResponseFuture::payment(Box::pin(async move {
+                Flow {
+                    shared,
+                    inner,
+                    parts,
+                    body,
+                }
+                .run(credential, priced)
+                .await
+            })),
+            Err(pending) => ResponseFuture::payment(Box::pin(async move {
+                let priced = pending.await;
+                Flow {
+                    shared,
+                    inner,
+                    parts,
+                    body,
+                }
+                .run(credential, priced)
+                .await
+            })),
+        }
+    }
+}
+
+/// One request's way through the layer.
+struct Flow<S, ReqBody> {
+    shared: Arc<Shared>,
+    inner: S,
+    parts: Parts,
+    body: ReqBody,
+}
+
+type Answer<ResBody, E> = Result<Response<PaymentBody<ResBody>>, E>;
+
+impl<S, ReqBody, ResBody> Flow<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send,
+{
+    async fn run(self, credential: ReadCredential, priced: Priced) -> Answer<ResBody, S::Error> {
+        let price = match priced {
+            Priced::Free => return self.call_inner().await.map(|r| r.map(PaymentBody::inner)),
+            Priced::Respond(response) => return Ok(response.map(PaymentBody::full)),
+            Priced::Charge(price) => price,
+        };
+        let shared = self.shared.clone();
+        let (index, credential) = match credential {
+            None => return Ok(shared.challenge(&self.parts, &price, None).await),
+            Some((_, Err(rejection))) => {
+                return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+            }
+            Some((index, Ok(credential))) => (index, credential),
+        };
+        let key = credential.key();
+        let hold = match shared.store.reserve(key, shared.record_ttl).await {
+            Ok(Reservation::New) => Hold::new(&shared, key),
+            Ok(Reservation::Busy) => return Ok(shared.busy()),
+            Ok(Reservation::Pending) => return Ok(shared.pending()),
+            Ok(Reservation::Replay(completed)) => return Ok(replay(&completed.response)),
+            Ok(Reservation::Resume(settled)) => {
+                let hold = Hold::new(&shared, key);
+                return self
+                    .resume(hold, settled, price.order().unwrap_or(shared.order))
+                    .await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "payment store unavailable");
+                return Ok(shared.unavailable(code::STORE_UNAVAILABLE));
+            }
+        };
+        let scheme = shared.schemes[index].clone();
+        let verified = match scheme.verify(&credential, &price, &self.parts).await {
+            Ok(verified) => Arc::new(verified),
+            Err(rejection) => {
+                hold.release().await;
+                return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+            }
+        };
+        let paid = Paid {
+            payer: verified.payer().to_owned(),
+            amount: verified.amount(),
+            asset: verified.asset().to_owned(),
+            intent: scheme.intent(),
+            reference: None,
+        };
+        let settlement = Settlement {
+            shared: shared.clone(),
+            scheme,
+            verified,
+            key,
+            paid,
+        };
+        let head = head(&self.parts);
+        let answer = match price.order().unwrap_or(shared.order) {
+            SettlementOrder::AfterSuccess => self.after_success(hold, settlement).await?,
+            SettlementOrder::BeforeHandler => self.before_handler(hold, settlement).await?,
+            SettlementOrder::InHandler => self.in_handler(hold, settlement).await?,
+        };
+        Ok(match answer {
+            Answered::Response(response) => response,
+            Answered::Refused(rejection) => shared.rejected(&head, &price, &rejection).await,
+        })
+    }
+
+    async fn call_inner(mut self) -> Result<Response<ResBody>, S::Error> {
+        self.inner
+            .call(Request::from_parts(self.parts, self.body))
+            .await
+    }
+
+    /// Verify → handler → settle if the handler succeeded.
+    async fn after_success(
+        self,
+        hold: Hold,
+        settlement: Settlement,
+    ) -> AnswerOr<ResBody, S::Error> {
+        let shared = self.shared.clone();
+        executing(&shared, settlement.key).await;
+        let response = self.with(settlement.paid.clone()).call_inner().await?;
+        if response.status().as_u16() >= 400 {
+            hold.release().await;
+            return Ok(Answered::Response(response.map(PaymentBody::inner)));
+        }
+        let settled = settlement.run(StateKind::Executing).await;
+        Ok(finish(&shared, hold, settled, response).await)
+    }
+
+    /// Verify → settle → handler.
+    async fn before_handler(
+        self,
+        hold: Hold,
+        settlement: Settlement,
+    ) -> AnswerOr<ResBody, S::Error> {
+        let shared = self.shared.clone();
+        let settled = match settlement.run(StateKind::Reserved).await {
+            Settled::Done(settled) => settled,
+            other => return Ok(not_settled(&shared, hold, other).await),
+        };
+        let response = self.with(settled.paid.clone()).call_inner().await?;
+        Ok(complete(&shared, hold, settled, response).await)
+    }
+
+    /// Verify → handler, which settles through its guard; settle afterwards if it did not.
+    async fn in_handler(self, hold: Hold, settlement: Settlement) -> AnswerOr<ResBody, S::Error> {
+        let shared = self.shared.clone();
+        executing(&shared, settlement.key).await;
+        let paid = settlement.paid.clone();
+        let guard = SettleGuard::new(settlement);
+        let response = self.with(paid).with(guard.clone()).call_inner().await?;
+        let settled = match guard.outcome() {
+            Some(settled) => settled.clone(),
+            None if response.status().as_u16() >= 400 => {
+                hold.release().await;
+                return Ok(Answered::Response(response.map(PaymentBody::inner)));
+            }
+            // The handler succeeded without settling: settle now, as after success.
+            None => match guard.settle().await {
+                Ok(_) | Err(_) => guard.outcome().cloned().unwrap_or(Settled::Pending),
+            },
+        };
+        Ok(finish(&shared, hold, settled, response).await)
+    }
+
+    /// A retry of a payment whose money moved but whose response was not recorded: run the
+    /// handler again, never settle again.
+    async fn resume(
+        self,
+        hold: Hold,
+        settled: Arc<SettledPayment>,
+        order: SettlementOrder,
+    ) -> Answer<ResBody, S::Error> {
+        let shared = self.shared.clone();
+        let mut flow = self.with(settled.paid.clone());
+        if order == SettlementOrder::InHandler {
+            flow = flow.with(SettleGuard::settled(settled.clone()));
+        }
+        let response = flow.call_inner().await?;
+        match complete(&shared, hold, settled, response).await {
+            Answered::Response(response) => Ok(response),
+            // `complete` never refuses.
+            Answered::Refused(rejection) => {
+                Ok(plain(rejection.kind.status(), &rejection.code, None))
+            }
+        }
+    }
+
+    fn with<T: Clone + Send + Sync + 'static>(mut self, extension: T) -> Self {
+        self.parts.extensions.insert(extension);
+        self
+    }
+}
+
+enum Answered<ResBody> {
+    Response(Response<PaymentBody<ResBody>>),
+    /// Answer with a fresh challenge for this rejection (rendered with the request head).
+    Refused(Rejection),
+}
+
+type AnswerOr<ResBody, E> = Result<Answered<ResBody>, E>;
+
+async fn executing(shared: &Shared, key: PaymentKey) {
+    let moved = shared
+        .store
+        .transition(key, StateKind::Reserved, PaymentState::Executing(None))
+        .await;
+    if !matches!(moved, Ok(true)) {
+        tracing::warn!(key = ?key, "payment was not in the reserved state before the handler");
+    }
+}
+
+/// The handler has answered; `settled` says what became of the money.
+async fn finish<ResBody>(
+    shared: &Shared,
+    hold: Hold,
+    settled: Settled,
+    response: Response<ResBody>,
+) -> Answered<ResBody>
+where
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send,
+{
+    match settled {
+        Settled::Done(settled) => complete(shared, hold, settled, response).await,
+        other => not_settled(shared, hold, other).await,
+    }
+}
+
+/// The money did not move (or nobody knows): the handler's response is withheld.
+async fn not_settled<ResBody>(shared: &Shared, hold: Hold, settled: Settled) -> Answered<ResBody> {
+    // Settling, failed and unknown payments are left as recorded; a payment the settlement
+    // never claimed (the store failed) is given back.
+    hold.release().await;
+    match settled {
+        Settled::Refused(rejection) | Settled::Unknown(rejection) => Answered::Refused(rejection),
+        Settled::Pending | Settled::Done(_) => Answered::Response(shared.pending()),
+    }
+}
+
+/// The money moved: add the receipt and record the response for retries.
+async fn complete<ResBody>(
+    shared: &Shared,
+    hold: Hold,
+    settled: Arc<SettledPayment>,
+    response: Response<ResBody>,
+) -> Answered<ResBody>
+where
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send,
+{
+    let (mut parts, body) = response.into_parts();
+    // A server error after payment is not recorded: the retry runs the handler again, unpaid.
+    if parts.status.is_server_error() {
+        hold.release().await;
+        return Answered::Response(Response::from_parts(parts, PaymentBody::inner(body)));
+    }
+    for (name, value) in &settled.receipt.headers {
+        parts.headers.append(name.clone(), value.clone());
+    }
+    let recordable = body
+        .size_hint()
+        .upper()
+        .is_some_and(|upper| upper <= shared.max_recorded_body as u64);
+    if !recordable {
+        let state = PaymentState::Settled(settled);
+        record(shared, hold, state).await;
+        return Answered::Response(Response::from_parts(parts, PaymentBody::inner(body)));
+    }
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            hold.release().await;
+            return Answered::Response(plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                code::RESPONSE_FAILED,
+                None,
+            ));
+        }
+    };
+    let recorded = RecordedResponse {
+        status: parts.status,
+        headers: parts.headers.clone(),
+        body: bytes.clone(),
+    };
+    let completed = CompletedPayment {
+        settled: (*settled).clone(),
+        response: recorded,
+    };
+    record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
+    Answered::Response(Response::from_parts(parts, PaymentBody::full(bytes)))
+}
+
+async fn record(shared: &Shared, hold: Hold, state: PaymentState) {
+    let key = hold.disarm();
+    if let Err(error) = shared
+        .store
+        .transition(key, StateKind::Executing, state)
+        .await
+    {
+        tracing::error!(%error, key = ?key, "cannot record completed payment");
+    }
+}
+
+/// Owns a reserved payment; gives it back if the request ends without deciding (the client hung
+/// up, the handler errored or panicked).
+struct Hold {
+    store: Arc<dyn PaymentStore>,
+    key: PaymentKey,
+    armed: bool,
+}
+
+impl Hold {
+    fn new(shared: &Shared, key: PaymentKey) -> Self {
+        Hold {
+            store: shared.store.clone(),
+            key,
+            armed: true,
+        }
+    }
+
+    async fn release(mut self) {
+        self.armed = false;
+        if let Err(error) = self.store.release(self.key).await {
+            tracing::error!(%error, key = ?self.key, "cannot release payment");
+        }
+    }
+
+    fn disarm(mut self) -> PaymentKey {
+        self.armed = false;
+        self.key
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (store, key) = (self.store.clone(), self.key);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.release(key).await {
+                    tracing::error!(%error, key = ?key, "cannot release abandoned payment");
+                }
+            });
+        }
+    }
+}

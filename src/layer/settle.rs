@@ -1,0 +1,252 @@
+//! Settling one payment: [`Paid`], the in-handler [`SettleGuard`], and the detached settlement
+//! that outlives the request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::{OnceCell, oneshot};
+
+use super::builder::Shared;
+use crate::price::Amount;
+use crate::scheme::{Intent, PaymentScheme, Receipt, Rejection, SettleOutcome, Verified};
+use crate::store::{PaymentKey, PaymentState, PaymentStore, SettledPayment, StateKind};
+
+/// What was paid for this request; in the request extensions of every paid request.
+///
+/// With axum: `Extension(paid): Extension<Paid>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Paid {
+    /// The verified payer (a Stellar strkey).
+    pub payer: String,
+    /// The amount paid, in atomic units.
+    pub amount: Amount,
+    /// The asset paid in (a contract strkey).
+    pub asset: String,
+    /// The intent that paid.
+    pub intent: Intent,
+    /// The settlement reference (a transaction hash), once the money has moved: always with
+    /// [`SettlementOrder::BeforeHandler`](crate::SettlementOrder::BeforeHandler), after
+    /// [`SettleGuard::settle`] with `InHandler`, never inside the handler with `AfterSuccess`.
+    pub reference: Option<String>,
+}
+
+/// Why [`SettleGuard::settle`] did not settle. Whatever the handler answers after this, the
+/// layer replaces it: a refused payment gets a 402, an unknown outcome a 503.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettleError {
+    /// The payment was refused; no money moved. Do not commit.
+    #[error("payment refused: {0}")]
+    Refused(String),
+    /// The outcome is not known yet (or settlement is in progress elsewhere). Do not commit; the
+    /// client retries with the same payment.
+    #[error("settlement outcome unknown")]
+    Unknown,
+}
+
+/// The end of one attempt to settle.
+#[derive(Clone, Debug)]
+pub(crate) enum Settled {
+    Done(Arc<SettledPayment>),
+    Refused(Rejection),
+    Unknown(Rejection),
+    Pending,
+}
+
+/// One verified payment, ready to settle.
+pub(crate) struct Settlement {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) scheme: Arc<dyn PaymentScheme>,
+    pub(crate) verified: Arc<Verified>,
+    pub(crate) key: PaymentKey,
+    pub(crate) paid: Paid,
+}
+
+impl Settlement {
+    /// Settles the payment, whose state is `from`. The scheme's settlement runs in its own task:
+    /// if the request gives up waiting (or is dropped), the task records the outcome itself.
+    pub(crate) async fn run(&self, from: StateKind) -> Settled {
+        let store = &self.shared.store;
+        match store
+            .transition(self.key, from, PaymentState::Settling)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Settled::Pending,
+            Err(error) => {
+                tracing::error!(%error, key = ?self.key, "cannot mark payment as settling");
+                return Settled::Refused(store_unavailable());
+            }
+        }
+        let (sender, mut receiver) = oneshot::channel();
+        let settle = self.scheme.clone().settle(self.verified.clone());
+        let (detached_store, key, paid) = (store.clone(), self.key, self.paid.clone());
+        tokio::spawn(async move {
+            let outcome = settle.await;
+            if let Err(outcome) = sender.send(outcome) {
+                record_detached(&*detached_store, key, paid, outcome).await;
+            }
+        });
+        let outcome = match tokio::time::timeout(self.shared.settle_wait, &mut receiver).await {
+            Ok(Ok(outcome)) => outcome,
+            // The settling task panicked: the state stays `Settling` (pending) for an operator.
+            Ok(Err(_)) => return Settled::Pending,
+            Err(_elapsed) => {
+                receiver.close();
+                match receiver.try_recv() {
+                    Ok(outcome) => outcome,
+                    Err(_) => return Settled::Pending,
+                }
+            }
+        };
+        self.record(outcome).await
+    }
+
+    async fn record(&self, outcome: SettleOutcome) -> Settled {
+        let (state, settled) = match outcome {
+            SettleOutcome::Settled(receipt) => {
+                let settled = Arc::new(settled_payment(&self.paid, receipt));
+                (
+                    PaymentState::Executing(Some(settled.clone())),
+                    Settled::Done(settled),
+                )
+            }
+            SettleOutcome::Rejected(rejection) => {
+                (PaymentState::Failed, Settled::Refused(rejection))
+            }
+            SettleOutcome::Unknown(rejection) => {
+                (PaymentState::Unknown, Settled::Unknown(rejection))
+            }
+        };
+        if let Err(error) = self
+            .shared
+            .store
+            .transition(self.key, StateKind::Settling, state)
+            .await
+        {
+            tracing::error!(%error, key = ?self.key, "cannot record settlement outcome");
+        }
+        settled
+    }
+}
+
+fn settled_payment(paid: &Paid, receipt: Receipt) -> SettledPayment {
+    let mut paid = paid.clone();
+    paid.reference = Some(receipt.reference.clone());
+    SettledPayment { paid, receipt }
+}
+
+/// Records the outcome of a settlement nobody waits for any more.
+async fn record_detached(
+    store: &dyn PaymentStore,
+    key: PaymentKey,
+    paid: Paid,
+    outcome: SettleOutcome,
+) {
+    let state = match outcome {
+        SettleOutcome::Settled(receipt) => {
+            PaymentState::Settled(Arc::new(settled_payment(&paid, receipt)))
+        }
+        SettleOutcome::Rejected(_) => PaymentState::Failed,
+        SettleOutcome::Unknown(rejection) => {
+            tracing::warn!(key = ?key, code = %rejection.code, "settlement outcome unknown");
+            PaymentState::Unknown
+        }
+    };
+    if let Err(error) = store.transition(key, StateKind::Settling, state).await {
+        tracing::error!(%error, key = ?key, "cannot record detached settlement outcome");
+    }
+}
+
+pub(crate) fn store_unavailable() -> Rejection {
+    Rejection::new(
+        crate::scheme::RejectionKind::Unavailable,
+        "layer",
+        super::respond::code::STORE_UNAVAILABLE,
+    )
+}
+
+/// Lets a handler settle its payment where it chooses, with
+/// [`SettlementOrder::InHandler`](crate::SettlementOrder::InHandler): validate → settle →
+/// commit. In the request extensions of such requests (`Extension<SettleGuard>` in axum).
+///
+/// ```
+/// use axum::Extension;
+/// use tower_paywall::SettleGuard;
+///
+/// async fn store_blob(Extension(guard): Extension<SettleGuard>) -> Result<String, http::StatusCode> {
+///     // 1. validate (nothing visible yet) …
+///     // 2. settle: the money moves here, once, however often this is called
+///     let receipt = guard.settle().await.map_err(|_| http::StatusCode::PAYMENT_REQUIRED)?;
+///     // 3. commit
+///     Ok(format!("stored, paid by transaction {}", receipt.reference))
+/// }
+/// # let _ = store_blob;
+/// ```
+#[derive(Clone)]
+pub struct SettleGuard {
+    inner: Arc<GuardInner>,
+}
+
+struct GuardInner {
+    settlement: Option<Settlement>,
+    outcome: OnceCell<Settled>,
+}
+
+impl SettleGuard {
+    pub(crate) fn new(settlement: Settlement) -> Self {
+        SettleGuard {
+            inner: Arc::new(GuardInner {
+                settlement: Some(settlement),
+                outcome: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// A guard whose payment has already settled (a retry resuming a settled payment).
+    pub(crate) fn settled(settled: Arc<SettledPayment>) -> Self {
+        SettleGuard {
+            inner: Arc::new(GuardInner {
+                settlement: None,
+                outcome: OnceCell::new_with(Some(Settled::Done(settled))),
+            }),
+        }
+    }
+
+    /// Settles the payment (once: later calls return the first outcome).
+    pub async fn settle(&self) -> Result<Receipt, SettleError> {
+        let outcome = self
+            .inner
+            .outcome
+            .get_or_init(|| async {
+                match &self.inner.settlement {
+                    Some(settlement) => settlement.run(StateKind::Executing).await,
+                    None => Settled::Pending,
+                }
+            })
+            .await;
+        match outcome {
+            Settled::Done(settled) => Ok(settled.receipt.clone()),
+            Settled::Refused(rejection) => Err(SettleError::Refused(rejection.code.to_string())),
+            Settled::Unknown(_) | Settled::Pending => Err(SettleError::Unknown),
+        }
+    }
+
+    /// Whether the payment has settled.
+    pub fn is_settled(&self) -> bool {
+        matches!(self.inner.outcome.get(), Some(Settled::Done(_)))
+    }
+
+    pub(crate) fn outcome(&self) -> Option<&Settled> {
+        self.inner.outcome.get()
+    }
+}
+
+impl fmt::Debug for SettleGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettleGuard")
+            .field("settled", &self.is_settled())
+            .finish()
+    }
+}

@@ -1,0 +1,72 @@
+//! Charge per request with HTTP 402 on Stellar, from any [tower] service (axum, tonic, hyper).
+//!
+//! One [`PaymentLayer`] speaks the payment intents a client may choose from:
+//!
+//! | intent | who settles | status |
+//! |---|---|---|
+//! | x402 v2 `exact` ([`x402::Exact`]) | a facilitator (`/verify`, `/settle`, `/supported`) | available |
+//! | MPP `charge` (method `stellar`) | the server, through Soroban RPC | planned |
+//! | MPP `channel` (method `stellar`) | off-chain vouchers, closed on-chain once | planned |
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_paywall::{PaymentLayer, Price, stellar::{Address, Network}, x402};
+//!
+//! let facilitator = x402::HttpFacilitator::builder("https://facilitator.example/x402/testnet")
+//!     .api_key("my-api-key")
+//!     .build()?;
+//! let pay_to: Address = "GB2Q4VZJ32UM4F2EMZR2QVKT4YHIAKGBEV2UDYH7Q6DOZ6KCX5KHSBNB".parse()?;
+//! let paywall = PaymentLayer::builder()
+//!     .scheme(x402::Exact::builder(Network::testnet(), pay_to, facilitator).build()?)
+//!     .price(Price::parse("$0.001")?)
+//!     .build()?;
+//! let app: Router = Router::new().route("/joke", get(|| async { "…" })).layer(paywall);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See [`layer`] for the request flow, the settlement orders and the status codes.
+//!
+//! # Features
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `http-facilitator` | yes | [`x402::HttpFacilitator`] (reqwest + rustls with the ring provider) |
+//!
+//! # Modules
+//!
+//! - [`stellar`]: the protocol-agnostic Stellar engine (networks, addresses, amounts, Soroban
+//!   authorization signing and verification, SAC transfer parsing).
+//! - [`x402`]: x402 v2 wire types and codecs, the `exact` scheme, facilitators.
+//! - [`price`], [`scheme`], [`store`]: the seams the layer is built on.
+//!
+//! [tower]: https://docs.rs/tower
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(unreachable_pub)]
+#![warn(rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod layer;
+pub mod price;
+pub mod scheme;
+pub mod stellar;
+pub mod store;
+pub mod x402;
+
+pub use layer::{
+    Paid, PaymentLayer, PaymentLayerBuilder, PaymentService, SettleError, SettleGuard,
+};
+pub use price::{Price, PriceFuture, PriceRequest, Priced, Pricing, SettlementOrder};
+pub use scheme::{Intent, PaymentScheme};
+pub use store::{MemoryStore, PaymentStore};
+
+/// A boxed, sendable future: what object-safe traits of this crate return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,315 @@
+//! What a request costs: [`Price`], the async [`Pricing`] hook and its answer, [`Priced`].
+//!
+//! Pricing sees the request head (never the body) and, when the request carries a payment
+//! credential, the payer that credential claims. It answers one of:
+//!
+//! - [`Priced::Free`]: the request passes straight to the inner service;
+//! - [`Priced::Charge`]: the request must be paid;
+//! - [`Priced::Respond`]: an early response (404, 409, 411, 413 …) sent before any money moves.
+//!
+//! ```
+//! use tower_paywall::price::{Price, PriceFuture, PriceRequest, Priced};
+//!
+//! // Charge 0.001 per started kilobyte of the declared body; refuse requests without a length.
+//! let pricing = |request: &PriceRequest<'_>| {
+//!     let answer = match request.content_length() {
+//!         None => Priced::Respond(
+//!             http::Response::builder().status(411).body(bytes::Bytes::new()).unwrap(),
+//!         ),
+//!         Some(len) => {
+//!             let kilobytes = len.div_ceil(1024).max(1) as i128;
+//!             match tower_paywall::stellar::Amount::from_atomic(10_000 * kilobytes) {
+//!                 Ok(amount) => Priced::Charge(Price::new(amount)),
+//!                 Err(_) => Priced::Respond(
+//!                     http::Response::builder().status(413).body(bytes::Bytes::new()).unwrap(),
+//!                 ),
+//!             }
+//!         }
+//!     };
+//!     PriceFuture::ready(answer)
+//! };
+//! # let _: &dyn tower_paywall::price::Pricing = &pricing;
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::BoxFuture;
+pub use crate::stellar::Amount;
+use crate::stellar::AmountError;
+
+/// When a verified payment is settled relative to the inner service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SettlementOrder {
+    /// Verify → handler → settle only if the handler answered with a status below 400.
+    /// The response head waits for settlement; a failed settlement withholds the handler's body.
+    #[default]
+    AfterSuccess,
+    /// Verify → settle → handler: the handler only runs for money that has moved.
+    BeforeHandler,
+    /// Verify → handler, which settles through the [`SettleGuard`](crate::SettleGuard) in its
+    /// request extensions at the point it chooses (validate → settle → commit). A handler that
+    /// answers below 400 without settling is settled after it returns, as with
+    /// [`AfterSuccess`](Self::AfterSuccess).
+    InHandler,
+}
+
+/// The price of one request, in atomic units (7 decimals) of the asset each scheme sells in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Price {
+    amount: Amount,
+    description: Option<Arc<str>>,
+    order: Option<SettlementOrder>,
+}
+
+impl Price {
+    /// A price of `amount`.
+    pub fn new(amount: Amount) -> Self {
+        Price {
+            amount,
+            description: None,
+            order: None,
+        }
+    }
+
+    /// Parses a display amount such as `"0.001"` or `"$0.001"`.
+    pub fn parse(amount: &str) -> Result<Self, AmountError> {
+        Ok(Price::new(amount.parse()?))
+    }
+
+    /// A human-readable description of what is sold, shown in the 402.
+    #[must_use]
+    pub fn with_description(mut self, description: impl Into<Arc<str>>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// Overrides the layer's settlement order for requests priced this way.
+    #[must_use]
+    pub fn with_order(mut self, order: SettlementOrder) -> Self {
+        self.order = Some(order);
+        self
+    }
+
+    /// The amount in atomic units.
+    pub fn amount(&self) -> Amount {
+        self.amount
+    }
+
+    /// The description, if any.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The settlement order this price asks for, if it overrides the layer's.
+    pub fn order(&self) -> Option<SettlementOrder> {
+        self.order
+    }
+}
+
+/// The answer of a [`Pricing`] hook.
+#[derive(Debug)]
+pub enum Priced {
+    /// No payment needed: the request goes straight to the inner service.
+    Free,
+    /// The request must be paid this price.
+    Charge(Price),
+    /// Answer with this response before any money moves (404, 409, 411, 413 …).
+    Respond(http::Response<Bytes>),
+}
+
+/// The request as pricing sees it: the head, and the payer a credential claims.
+#[derive(Clone, Copy)]
+pub struct PriceRequest<'a> {
+    parts: &'a http::request::Parts,
+    payer: Option<&'a str>,
+}
+
+impl<'a> PriceRequest<'a> {
+    /// A view over a request head and the payer its credential claims.
+    pub fn new(parts: &'a http::request::Parts, payer: Option<&'a str>) -> Self {
+        PriceRequest { parts, payer }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a http::Method {
+        &self.parts.method
+    }
+
+    /// The request URI.
+    pub fn uri(&self) -> &'a http::Uri {
+        &self.parts.uri
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &'a http::HeaderMap {
+        &self.parts.headers
+    }
+
+    /// The request extensions (route parameters, state set by outer layers …).
+    pub fn extensions(&self) -> &'a http::Extensions {
+        &self.parts.extensions
+    }
+
+    /// The declared body length (`Content-Length`), if present and valid. Size-based prices come
+    /// from here: the body is never buffered to price it.
+    pub fn content_length(&self) -> Option<u64> {
+        self.parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    /// The payer the request's credential claims (a Stellar strkey), before any verification.
+    /// Use it to scope business checks (is this key the payer's?), never to grant anything.
+    pub fn payer(&self) -> Option<&'a str> {
+        self.payer
+    }
+}
+
+impl fmt::Debug for PriceRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PriceRequest")
+            .field("method", &self.parts.method)
+            .field("uri", &self.parts.uri)
+            .field("payer", &self.payer)
+            .finish()
+    }
+}
+
+/// The future a [`Pricing`] hook returns: either a ready answer (no allocation; free routes
+/// then cost next to nothing) or a boxed future for answers that need I/O.
+pub struct PriceFuture(PriceFutureInner);
+
+enum PriceFutureInner {
+    Ready(Option<Priced>),
+    Pending(BoxFuture<'static, Priced>),
+}
+
+impl PriceFuture {
+    /// An answer known at once.
+    pub fn ready(priced: Priced) -> Self {
+        PriceFuture(PriceFutureInner::Ready(Some(priced)))
+    }
+
+    /// An answer that needs asynchronous work. The future owns what it needs from the request.
+    pub fn new(future: impl Future<Output = Priced> + Send + 'static) -> Self {
+        PriceFuture(PriceFutureInner::Pending(Box::pin(future)))
+    }
+
+    /// The answer if it is already known, else the future back.
+    pub(crate) fn into_ready(self) -> Result<Priced, PriceFuture> {
+        match self.0 {
+            PriceFutureInner::Ready(Some(priced)) => Ok(priced),
+            other => Err(PriceFuture(other)),
+        }
+    }
+}
+
+impl Future for PriceFuture {
+    type Output = Priced;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Priced> {
+        match &mut self.get_mut().0 {
+            // A ready answer polled twice is a caller bug; answering `Free` would give content
+            // away, so a second poll stays pending forever instead.
+            PriceFutureInner::Ready(priced) => match priced.take() {
+                Some(priced) => Poll::Ready(priced),
+                None => Poll::Pending,
+            },
+            PriceFutureInner::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for PriceFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            PriceFutureInner::Ready(priced) => f.debug_tuple("Ready").field(priced).finish(),
+            PriceFutureInner::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// Decides what a request costs. Implemented for closures
+/// `Fn(&PriceRequest<'_>) -> PriceFuture`; a fixed price is set with
+/// [`PaymentLayerBuilder::price`](crate::PaymentLayerBuilder::price).
+pub trait Pricing: Send + Sync + 'static {
+    /// Prices one request.
+    fn price(&self, request: &PriceRequest<'_>) -> PriceFuture;
+}
+
+impl<F> Pricing for F
+where
+    F: Fn(&PriceRequest<'_>) -> PriceFuture + Send + Sync + 'static,
+{
+    fn price(&self, request: &PriceRequest<'_>) -> PriceFuture {
+        self(request)
+    }
+}
+
+/// One fixed price for every request.
+#[derive(Clone, Debug)]
+pub(crate) struct FixedPrice(pub(crate) Price);
+
+impl Pricing for FixedPrice {
+    fn price(&self, _: &PriceRequest<'_>) -> PriceFuture {
+        PriceFuture::ready(Priced::Charge(self.0.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(length: Option<&str>) -> http::request::Parts {
+        let mut builder = http::Request::builder().uri("/blobs/a");
+        if let Some(length) = length {
+            builder = builder.header(http::header::CONTENT_LENGTH, length);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn content_length_is_read_from_the_head() {
+        assert_eq!(
+            PriceRequest::new(&parts(Some("1025")), None).content_length(),
+            Some(1025)
+        );
+        assert_eq!(
+            PriceRequest::new(&parts(Some("-1")), None).content_length(),
+            None
+        );
+        assert_eq!(
+            PriceRequest::new(&parts(Some("x")), None).content_length(),
+            None
+        );
+        assert_eq!(PriceRequest::new(&parts(None), None).content_length(), None);
+    }
+
+    #[test]
+    fn price_parses_display_amounts() {
+        let price = Price::parse("$0.001").unwrap().with_description("a blob");
+        assert_eq!(price.amount().atomic(), 10_000);
+        assert_eq!(price.description(), Some("a blob"));
+        assert!(Price::parse("-1").is_err());
+    }
+
+    #[tokio::test]
+    async fn ready_and_pending_futures_answer() {
+        let ready = PriceFuture::ready(Priced::Free);
+        assert!(matches!(ready.into_ready(), Ok(Priced::Free)));
+        let pending = PriceFuture::new(async { Priced::Charge(Price::parse("1").unwrap()) });
+        let pending = pending.into_ready().unwrap_err();
+        assert!(matches!(pending.await, Priced::Charge(_)));
+    }
+}

@@ -1,0 +1,666 @@
+//! The x402 `exact` scheme on Stellar: a SAC `transfer(from, payTo, amount)` authorized by the
+//! payer's signed Soroban auth entry, verified and settled by a [`Facilitator`].
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value, json};
+
+use super::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest};
+use super::header::{
+    self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X_PAYMENT,
+    X_PAYMENT_RESPONSE,
+};
+use super::wire::{
+    PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
+    SupportedResponse, X402_VERSION,
+};
+use crate::BoxFuture;
+use crate::price::{Amount, Price};
+use crate::scheme::{
+    Challenge, ChallengeContext, Credential, Intent, Offer, PaymentScheme, Receipt, Rejection,
+    RejectionKind, SettleOutcome, Verified,
+};
+use crate::stellar::xdr::{
+    SorobanAddressCredentials, SorobanAuthorizationEntry, SorobanCredentials,
+};
+use crate::stellar::{
+    Address, AuthError, Network, SacTransfer, TransferError, decode_envelope, sac_transfer,
+    verify_authorization,
+};
+use crate::store::PaymentKey;
+
+const PROTOCOL: &str = "x402";
+const SCHEME: &str = "exact";
+/// Default `maxTimeoutSeconds`.
+pub const DEFAULT_MAX_TIMEOUT_SECONDS: u64 = 60;
+/// A facilitator polls until the transaction is final: give it this much beyond
+/// `maxTimeoutSeconds`.
+const SETTLE_MARGIN: Duration = Duration::from_secs(15);
+
+/// Client-facing reasons (x402 `error` / `invalidReason`). Those of the Stellar scheme match the
+/// TypeScript and OpenZeppelin facilitators' strings.
+pub(crate) mod reason {
+    pub(crate) const PAYMENT_REQUIRED: &str = "Payment required";
+    pub(crate) const INVALID_PAYLOAD: &str = "invalid_payload";
+    pub(crate) const HEADER_TOO_LARGE: &str = "payment_header_too_large";
+    pub(crate) const INVALID_VERSION: &str = "invalid_x402_version";
+    pub(crate) const UNSUPPORTED_SCHEME: &str = "unsupported_scheme";
+    pub(crate) const INVALID_NETWORK: &str = "invalid_network";
+    pub(crate) const NO_MATCHING_REQUIREMENTS: &str = "invalid_payment_requirements";
+    pub(crate) const MALFORMED: &str = "invalid_exact_stellar_payload_malformed";
+    pub(crate) const WRONG_OPERATION: &str = "invalid_exact_stellar_payload_wrong_operation";
+    pub(crate) const WRONG_FUNCTION: &str = "invalid_exact_stellar_payload_wrong_function_name";
+    pub(crate) const WRONG_ARGS: &str = "invalid_exact_stellar_payload_wrong_function_args";
+    pub(crate) const WRONG_ASSET: &str = "invalid_exact_stellar_payload_wrong_asset";
+    pub(crate) const WRONG_RECIPIENT: &str = "invalid_exact_stellar_payload_wrong_recipient";
+    pub(crate) const WRONG_AMOUNT: &str = "invalid_exact_stellar_payload_wrong_amount";
+    pub(crate) const ENVELOPE_SIGNATURES: &str =
+        "invalid_exact_stellar_payload_has_envelope_signatures";
+    pub(crate) const NO_AUTH: &str = "invalid_exact_stellar_payload_no_auth_entries";
+    pub(crate) const CREDENTIAL_TYPE: &str =
+        "invalid_exact_stellar_payload_unsupported_credential_type";
+    pub(crate) const SUB_INVOCATIONS: &str = "invalid_exact_stellar_payload_has_subinvocations";
+    pub(crate) const AUTH_MISMATCH: &str = "invalid_exact_stellar_payload_auth_invocation_mismatch";
+    pub(crate) const MISSING_PAYER_AUTH: &str = "invalid_exact_stellar_payload_missing_payer_auth";
+    pub(crate) const MISSING_PAYER_SIGNATURE: &str =
+        "invalid_exact_stellar_payload_missing_payer_signature";
+    pub(crate) const BAD_SIGNATURE: &str = "invalid_exact_stellar_payload_bad_signature";
+    pub(crate) const UNSAFE_SOURCE: &str = "invalid_exact_stellar_payload_unsafe_tx_or_op_source";
+    pub(crate) const FACILITATOR_IS_PAYER: &str =
+        "invalid_exact_stellar_payload_facilitator_is_payer";
+    pub(crate) const FACILITATOR_IN_AUTH: &str =
+        "invalid_exact_stellar_payload_facilitator_in_auth";
+    pub(crate) const INVALID: &str = "invalid_payment";
+    pub(crate) const SETTLE_FAILED: &str = "unexpected_settle_error";
+    pub(crate) const FACILITATOR_UNAVAILABLE: &str = "facilitator_unavailable";
+    pub(crate) const FACILITATOR_ERROR: &str = "facilitator_error";
+}
+
+/// The x402 `exact` scheme on one Stellar network, selling in one asset to one recipient.
+///
+/// ```
+/// use tower_paywall::{stellar::{Address, Network}, x402};
+///
+/// let facilitator = x402::HttpFacilitator::builder("https://facilitator.example").build()?;
+/// let pay_to: Address = "GB2Q4VZJ32UM4F2EMZR2QVKT4YHIAKGBEV2UDYH7Q6DOZ6KCX5KHSBNB".parse()?;
+/// // USDC on testnet unless another asset is set.
+/// let exact = x402::Exact::builder(Network::testnet(), pay_to, facilitator)
+///     .max_timeout_seconds(60)
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Exact {
+    network: Network,
+    asset: Address,
+    asset_strkey: String,
+    pay_to: Address,
+    pay_to_strkey: String,
+    max_timeout_seconds: u64,
+    mime_type: Option<String>,
+    facilitator: Arc<dyn Facilitator>,
+    /// The facilitator's last `/supported` answer, for the offline checks.
+    supported: RwLock<Option<Arc<SupportedResponse>>>,
+}
+
+/// Builds an [`Exact`] scheme.
+#[must_use]
+pub struct ExactBuilder {
+    network: Network,
+    pay_to: Address,
+    facilitator: Arc<dyn Facilitator>,
+    asset: Option<Address>,
+    max_timeout_seconds: u64,
+    mime_type: Option<String>,
+}
+
+/// Why an [`ExactBuilder`] refused to build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExactBuildError {
+    /// No asset was set and the network has no known USDC contract.
+    #[error("no asset set, and the network has no known USDC contract")]
+    NoAsset,
+    /// The asset is not a contract (`C…`) address.
+    #[error("the asset must be a contract (C…) address")]
+    AssetNotContract,
+    /// `maxTimeoutSeconds` is zero or above one hour.
+    #[error("max_timeout_seconds must be between 1 and 3600")]
+    MaxTimeout,
+    /// The facilitator gives up on settlements sooner than `maxTimeoutSeconds` + 15 s.
+    #[error("the facilitator's settle timeout must be at least max_timeout_seconds + 15 s")]
+    SettleTimeoutTooShort,
+}
+
+impl Exact {
+    /// Starts a builder for payments to `pay_to` on `network`, verified and settled by
+    /// `facilitator`.
+    pub fn builder(
+        network: Network,
+        pay_to: Address,
+        facilitator: impl Facilitator,
+    ) -> ExactBuilder {
+        Self::builder_shared(network, pay_to, Arc::new(facilitator))
+    }
+
+    /// Like [`builder`](Self::builder), with a facilitator shared with other schemes.
+    pub fn builder_shared(
+        network: Network,
+        pay_to: Address,
+        facilitator: Arc<dyn Facilitator>,
+    ) -> ExactBuilder {
+        ExactBuilder {
+            network,
+            pay_to,
+            facilitator,
+            asset: None,
+            max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECONDS,
+            mime_type: None,
+        }
+    }
+}
+
+impl ExactBuilder {
+    /// The asset's contract (default: the network's USDC).
+    pub fn asset(mut self, asset: Address) -> Self {
+        self.asset = Some(asset);
+        self
+    }
+
+    /// `maxTimeoutSeconds` (default 60): how long the signed payment stays valid.
+    pub fn max_timeout_seconds(mut self, seconds: u64) -> Self {
+        self.max_timeout_seconds = seconds;
+        self
+    }
+
+    /// The resource's MIME type, shown in the 402.
+    pub fn mime_type(mut self, mime_type: impl Into<String>) -> Self {
+        self.mime_type = Some(mime_type.into());
+        self
+    }
+
+    /// Checks the settings and builds the scheme.
+    pub fn build(self) -> Result<Exact, ExactBuildError> {
+        let asset = match self.asset {
+            Some(asset) => asset,
+            None => self.network.usdc().ok_or(ExactBuildError::NoAsset)?,
+        };
+        if !asset.is_contract() {
+            return Err(ExactBuildError::AssetNotContract);
+        }
+        if !(1..=3600).contains(&self.max_timeout_seconds) {
+            return Err(ExactBuildError::MaxTimeout);
+        }
+        let needed = Duration::from_secs(self.max_timeout_seconds) + SETTLE_MARGIN;
+        if self
+            .facilitator
+            .settle_timeout()
+            .is_some_and(|timeout| timeout < needed)
+        {
+            return Err(ExactBuildError::SettleTimeoutTooShort);
+        }
+        Ok(Exact {
+            asset_strkey: asset.to_string(),
+            asset,
+            pay_to_strkey: self.pay_to.to_string(),
+            pay_to: self.pay_to,
+            network: self.network,
+            max_timeout_seconds: self.max_timeout_seconds,
+            mime_type: self.mime_type,
+            facilitator: self.facilitator,
+            supported: RwLock::new(None),
+        })
+    }
+}
+
+/// A decoded `PAYMENT-SIGNATURE`.
+struct ExactCredential {
+    payload: PaymentPayload,
+    transfer: SacTransfer,
+    payer_entry: SorobanAuthorizationEntry,
+}
+
+/// A verified payment and the requirements it was verified against.
+struct ExactVerified {
+    credential: Credential,
+    requirements: PaymentRequirements,
+}
+
+fn rejection(kind: RejectionKind, code: &'static str) -> Rejection {
+    Rejection::new(kind, PROTOCOL, code)
+}
+
+fn refused(code: &'static str) -> Rejection {
+    rejection(RejectionKind::PaymentRequired, code)
+}
+
+impl Exact {
+    /// The network this scheme takes payments on.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The requirements offered for `amount`.
+    pub fn requirements(&self, amount: Amount) -> PaymentRequirements {
+        let sponsored = self
+            .last_supported()
+            .and_then(|supported| supported.fees_sponsored(SCHEME, self.network.caip2()))
+            .unwrap_or(true);
+        let mut extra = Map::new();
+        extra.insert("areFeesSponsored".into(), Value::Bool(sponsored));
+        PaymentRequirements {
+            scheme: SCHEME.into(),
+            network: self.network.caip2().into(),
+            amount: amount.to_atomic_string(),
+            asset: self.asset_strkey.clone(),
+            pay_to: self.pay_to_strkey.clone(),
+            max_timeout_seconds: self.max_timeout_seconds,
+            extra,
+        }
+    }
+
+    fn last_supported(&self) -> Option<Arc<SupportedResponse>> {
+        match self.supported.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Asks the facilitator what it supports (cached by the facilitator) and keeps the answer
+    /// for the offline checks.
+    async fn refresh_supported(&self) {
+        match self.facilitator.supported().await {
+            Ok(supported) => {
+                if supported.kind(SCHEME, self.network.caip2()).is_none() {
+                    tracing::warn!(
+                        network = self.network.caip2(),
+                        "facilitator does not list exact on this network"
+                    );
+                }
+                let mut guard = self
+                    .supported
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                *guard = Some(supported);
+            }
+            Err(error) => tracing::warn!(%error, "facilitator /supported unavailable"),
+        }
+    }
+
+    /// The local pre-checks, run before any facilitator call: the payment's `accepted` matches
+    /// our requirements for `price`; the transaction is one SAC `transfer` of the exact amount of
+    /// our asset to our recipient, without envelope signatures; its auth entries are address
+    /// credentials without sub-invocations; the facilitator's own keys are neither the payer, a
+    /// source, nor in an auth entry; and a G-account payer's ed25519 signatures verify.
+    ///
+    /// A forged or mismatched payment is refused here, without a round trip.
+    pub fn check(&self, credential: &Credential, price: &Price) -> Result<(), Rejection> {
+        let detail = credential
+            .detail::<ExactCredential>()
+            .ok_or_else(|| refused(reason::INVALID_PAYLOAD))?;
+        self.check_payment(detail, &self.requirements(price.amount()))
+    }
+
+    fn check_payment(
+        &self,
+        detail: &ExactCredential,
+        requirements: &PaymentRequirements,
+    ) -> Result<(), Rejection> {
+        if !requirements.matches_accepted(detail.payload.accepted()) {
+            return Err(refused(reason::NO_MATCHING_REQUIREMENTS));
+        }
+        let transfer = &detail.transfer;
+        if transfer.fee_bump {
+            return Err(refused(reason::MALFORMED));
+        }
+        if transfer.envelope_signatures != 0 {
+            return Err(refused(reason::ENVELOPE_SIGNATURES));
+        }
+        if transfer.contract != self.asset {
+            return Err(refused(reason::WRONG_ASSET));
+        }
+        if transfer.to != self.pay_to {
+            return Err(refused(reason::WRONG_RECIPIENT));
+        }
+        if requirements.amount.parse::<i128>() != Ok(transfer.amount) {
+            return Err(refused(reason::WRONG_AMOUNT));
+        }
+        self.check_facilitator_safety(transfer)?;
+        self.check_signature(transfer, &detail.payer_entry)
+    }
+
+    fn check_facilitator_safety(&self, transfer: &SacTransfer) -> Result<(), Rejection> {
+        let Some(supported) = self.last_supported() else {
+            return Ok(());
+        };
+        let signers: Vec<&str> = supported.signers_for(self.network.caip2()).collect();
+        if signers.is_empty() {
+            return Ok(());
+        }
+        let is_signer = |address: &Address| signers.contains(&address.to_string().as_str());
+        if is_signer(&transfer.from) {
+            return Err(refused(reason::FACILITATOR_IS_PAYER));
+        }
+        if is_signer(&transfer.tx_source) || transfer.op_source.as_ref().is_some_and(is_signer) {
+            return Err(refused(reason::UNSAFE_SOURCE));
+        }
+        let in_auth = transfer.auth.iter().any(|entry| {
+            auth_address(&entry.credentials)
+                .and_then(|address| Address::from_sc_address(&address.address).ok())
+                .is_some_and(|address| is_signer(&address))
+        });
+        if in_auth {
+            return Err(refused(reason::FACILITATOR_IN_AUTH));
+        }
+        Ok(())
+    }
+
+    /// A G-account payer's signatures are checked offline; a contract payer's are left to the
+    /// facilitator's simulation. Keys other than the account's own (multisig signers) are
+    /// checked cryptographically; whether they carry enough weight is for the ledger to say.
+    fn check_signature(
+        &self,
+        transfer: &SacTransfer,
+        entry: &SorobanAuthorizationEntry,
+    ) -> Result<(), Rejection> {
+        if !transfer.from.is_account() {
+            return Ok(());
+        }
+        match verify_authorization(&self.network.id(), entry) {
+            Ok(_signers) => Ok(()),
+            Err(AuthError::Unsigned) => Err(refused(reason::MISSING_PAYER_SIGNATURE)),
+            Err(error) => {
+                tracing::debug!(%error, "payer authorization refused");
+                Err(refused(reason::BAD_SIGNATURE))
+            }
+        }
+    }
+
+    fn read_payment(&self, value: &HeaderValue) -> Result<Credential, Rejection> {
+        let payload = header::decode_payment(value).map_err(|error| match error {
+            HeaderError::TooLarge => rejection(RejectionKind::BadRequest, reason::HEADER_TOO_LARGE),
+            _ => refused(reason::INVALID_PAYLOAD),
+        })?;
+        if payload.x402_version() != X402_VERSION {
+            return Err(refused(reason::INVALID_VERSION));
+        }
+        if payload.accepted().scheme != SCHEME {
+            return Err(refused(reason::UNSUPPORTED_SCHEME));
+        }
+        if payload.accepted().network != self.network.caip2() {
+            return Err(refused(reason::INVALID_NETWORK));
+        }
+        let transaction = payload
+            .transaction()
+            .ok_or_else(|| refused(reason::MALFORMED))?;
+        let envelope =
+            decode_envelope(transaction).map_err(|error| refused(transfer_reason(&error)))?;
+        let transfer = sac_transfer(&envelope).map_err(|error| refused(transfer_reason(&error)))?;
+        let payer_entry = transfer
+            .payer_authorization()
+            .map_err(|error| refused(transfer_reason(&error)))?
+            .clone();
+        let nonce = auth_address(&payer_entry.credentials)
+            .map(|credentials| credentials.nonce)
+            .ok_or_else(|| refused(reason::CREDENTIAL_TYPE))?;
+        let payer = transfer.from.to_string();
+        let key = PaymentKey::derive(&[
+            self.network.caip2().as_bytes(),
+            payer.as_bytes(),
+            &nonce.to_be_bytes(),
+        ]);
+        let detail = ExactCredential {
+            payload,
+            transfer,
+            payer_entry,
+        };
+        Ok(Credential::new(key, Some(payer), detail))
+    }
+
+    fn challenge_body(
+        &self,
+        accepts: &[PaymentRequirements],
+        required: &PaymentRequired,
+        body: &mut Map<String, Value>,
+    ) {
+        let accepts: Vec<Value> = accepts
+            .iter()
+            .map(|requirements| {
+                let mut entry = serde_json::to_value(requirements).unwrap_or(Value::Null);
+                if let Value::Object(fields) = &mut entry {
+                    fields.insert(
+                        "maxAmountRequired".into(),
+                        Value::String(requirements.amount.clone()),
+                    );
+                }
+                entry
+            })
+            .collect();
+        body.insert("x402Version".into(), json!(X402_VERSION));
+        body.insert("error".into(), json!(required.error));
+        body.insert(
+            "resource".into(),
+            serde_json::to_value(&required.resource).unwrap_or(Value::Null),
+        );
+        body.insert("accepts".into(), Value::Array(accepts));
+    }
+}
+
+/// The address credentials of an `Address` or `AddressV2` entry.
+fn auth_address(credentials: &SorobanCredentials) -> Option<&SorobanAddressCredentials> {
+    match credentials {
+        SorobanCredentials::Address(address) | SorobanCredentials::AddressV2(address) => {
+            Some(address)
+        }
+        SorobanCredentials::SourceAccount | SorobanCredentials::AddressWithDelegates(_) => None,
+    }
+}
+
+fn transfer_reason(error: &TransferError) -> &'static str {
+    match error {
+        TransferError::OperationCount(_) | TransferError::NotInvokeContract => {
+            reason::WRONG_OPERATION
+        }
+        TransferError::WrongFunction => reason::WRONG_FUNCTION,
+        TransferError::WrongArguments => reason::WRONG_ARGS,
+        TransferError::NoAuthorization => reason::NO_AUTH,
+        TransferError::UnsupportedCredentials => reason::CREDENTIAL_TYPE,
+        TransferError::SubInvocations => reason::SUB_INVOCATIONS,
+        TransferError::InvocationMismatch => reason::AUTH_MISMATCH,
+        TransferError::PayerNotAuthorized | TransferError::DuplicateAuthorization => {
+            reason::MISSING_PAYER_AUTH
+        }
+        TransferError::UnsignedAuthorization => reason::MISSING_PAYER_SIGNATURE,
+        TransferError::TooLarge
+        | TransferError::InvalidXdr
+        | TransferError::UnsupportedEnvelope
+        | TransferError::InvalidContract
+        | TransferError::NotSorobanTransaction
+        | TransferError::InvalidSource
+        | TransferError::Auth(_) => reason::MALFORMED,
+    }
+}
+
+fn facilitator_rejection(error: &FacilitatorError) -> Rejection {
+    tracing::warn!(%error, "facilitator call failed");
+    match error {
+        FacilitatorError::Unreachable(_)
+        | FacilitatorError::Timeout
+        | FacilitatorError::Interrupted(_) => {
+            rejection(RejectionKind::Unavailable, reason::FACILITATOR_UNAVAILABLE)
+        }
+        _ => rejection(RejectionKind::BadGateway, reason::FACILITATOR_ERROR),
+    }
+}
+
+/// `PAYMENT-RESPONSE` and its legacy alias, readable by browsers.
+fn payment_response_headers(response: &SettleResponse) -> Vec<(HeaderName, HeaderValue)> {
+    let Ok(value) = header::encode(response) else {
+        return Vec::new();
+    };
+    vec![
+        (PAYMENT_RESPONSE, value.clone()),
+        (X_PAYMENT_RESPONSE, value),
+        (
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"),
+        ),
+    ]
+}
+
+impl PaymentScheme for Exact {
+    fn intent(&self) -> Intent {
+        Intent::X402_EXACT
+    }
+
+    fn read(&self, headers: &HeaderMap) -> Option<Result<Credential, Rejection>> {
+        let value = headers
+            .get(PAYMENT_SIGNATURE)
+            .or_else(|| headers.get(X_PAYMENT))?;
+        Some(self.read_payment(value))
+    }
+
+    fn offer<'a>(
+        &'a self,
+        price: &'a Price,
+        _: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Offer, Rejection>> {
+        Box::pin(async move {
+            self.refresh_supported().await;
+            Ok(Offer::new(
+                Intent::X402_EXACT,
+                self.requirements(price.amount()),
+            ))
+        })
+    }
+
+    fn challenge(
+        &self,
+        offers: &[&Offer],
+        context: &ChallengeContext<'_>,
+        challenge: &mut Challenge,
+    ) {
+        let accepts: Vec<PaymentRequirements> = offers
+            .iter()
+            .filter_map(|offer| offer.detail::<PaymentRequirements>())
+            .cloned()
+            .collect();
+        let error = match context.rejection {
+            Some(rejection) if rejection.protocol == PROTOCOL => rejection.code.to_string(),
+            _ => reason::PAYMENT_REQUIRED.to_owned(),
+        };
+        let required = PaymentRequired {
+            x402_version: X402_VERSION,
+            error: Some(error),
+            resource: ResourceInfo {
+                url: context.resource_url.to_owned(),
+                description: context.price.description().map(str::to_owned),
+                mime_type: self.mime_type.clone(),
+            },
+            accepts,
+            extensions: None,
+        };
+        match header::encode(&required) {
+            Ok(value) => {
+                challenge.headers.append(PAYMENT_REQUIRED, value);
+            }
+            Err(error) => tracing::error!(%error, "cannot encode PAYMENT-REQUIRED"),
+        }
+        challenge.headers.append(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"),
+        );
+        self.challenge_body(&required.accepts, &required, &mut challenge.body);
+    }
+
+    fn verify<'a>(
+        &'a self,
+        credential: &'a Credential,
+        price: &'a Price,
+        _: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Verified, Rejection>> {
+        Box::pin(async move {
+            let detail = credential
+                .detail::<ExactCredential>()
+                .ok_or_else(|| refused(reason::INVALID_PAYLOAD))?;
+            self.refresh_supported().await;
+            let requirements = self.requirements(price.amount());
+            self.check_payment(detail, &requirements)?;
+            let request = FacilitatorRequest::new(&detail.payload, &requirements);
+            let answer = self
+                .facilitator
+                .verify(&request)
+                .await
+                .map_err(|e| facilitator_rejection(&e))?;
+            if !answer.is_valid {
+                let code = answer
+                    .invalid_reason
+                    .unwrap_or_else(|| reason::INVALID.to_owned());
+                return Err(Rejection::new(
+                    RejectionKind::PaymentRequired,
+                    PROTOCOL,
+                    code,
+                ));
+            }
+            let payer = detail.transfer.from.to_string();
+            let amount = price.amount();
+            let verified = ExactVerified {
+                credential: credential.clone(),
+                requirements,
+            };
+            Ok(Verified::new(
+                payer,
+                amount,
+                self.asset_strkey.clone(),
+                verified,
+            ))
+        })
+    }
+
+    fn settle(self: Arc<Self>, verified: Arc<Verified>) -> BoxFuture<'static, SettleOutcome> {
+        Box::pin(async move {
+            let Some(detail) = verified.detail::<ExactVerified>() else {
+                return SettleOutcome::Rejected(refused(reason::INVALID_PAYLOAD));
+            };
+            let Some(payment) = detail.credential.detail::<ExactCredential>() else {
+                return SettleOutcome::Rejected(refused(reason::INVALID_PAYLOAD));
+            };
+            let request = FacilitatorRequest::new(&payment.payload, &detail.requirements);
+            match self.facilitator.settle(&request).await {
+                Ok(answer) if answer.success => SettleOutcome::Settled(Receipt {
+                    reference: answer.transaction.clone(),
+                    headers: payment_response_headers(&answer),
+                }),
+                Ok(mut answer) => {
+                    if answer.network.is_empty() {
+                        answer.network = self.network.caip2().to_owned();
+                    }
+                    let code = answer
+                        .error_reason
+                        .clone()
+                        .unwrap_or_else(|| reason::SETTLE_FAILED.to_owned());
+                    let mut rejection =
+                        Rejection::new(RejectionKind::PaymentRequired, PROTOCOL, code);
+                    rejection.headers = payment_response_headers(&answer);
+                    SettleOutcome::Rejected(rejection)
+                }
+                Err(error) if error.outcome_unknown() => {
+                    SettleOutcome::Unknown(facilitator_rejection(&error))
+                }
+                Err(error) => SettleOutcome::Rejected(facilitator_rejection(&error)),
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for Exact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exact")
+            .field("network", &self.network.caip2())
+            .field("asset", &self.asset_strkey)
+            .field("pay_to", &self.pay_to_strkey)
+            .field("max_timeout_seconds", &self.max_timeout_seconds)
+            .finish_non_exhaustive()
+    }
+}

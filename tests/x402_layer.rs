@@ -1,0 +1,905 @@
+//! Tower-level tests of `PaymentLayer` with the x402 `exact` scheme: every path, through an
+//! axum `Router`, with a test-double facilitator at the HTTP-client boundary.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::routing::get;
+use axum::{Extension, Router};
+use http::StatusCode;
+use support::*;
+use tower_paywall::price::{PriceFuture, PriceRequest, Priced};
+use tower_paywall::stellar::{Amount, CredentialsArm, Network};
+use tower_paywall::x402::{FacilitatorError, PaymentRequired, SettleResponse};
+use tower_paywall::{Paid, PaymentLayer, PaymentLayerBuilder, Price, SettleGuard, SettlementOrder};
+
+struct Harness {
+    facilitator: Arc<TestFacilitator>,
+    app: Router,
+    handler_calls: Arc<AtomicUsize>,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl Harness {
+    fn new(order: SettlementOrder) -> Self {
+        Self::with(order, |builder| builder)
+    }
+
+    fn with(
+        order: SettlementOrder,
+        configure: impl FnOnce(PaymentLayerBuilder) -> PaymentLayerBuilder,
+    ) -> Self {
+        let facilitator = Arc::new(TestFacilitator::default());
+        let handler_calls = Arc::new(AtomicUsize::new(0));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let layer = configure(
+            PaymentLayer::builder()
+                .scheme(exact(&facilitator))
+                .price(Price::parse(PRICE).unwrap())
+                .order(order),
+        )
+        .build()
+        .unwrap();
+        let (calls, log) = (handler_calls.clone(), events.clone());
+        let paid = move |Extension(paid): Extension<Paid>| {
+            let (calls, log) = (calls.clone(), log.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                log.lock()
+                    .unwrap()
+                    .push(format!("paid by {} ref {:?}", paid.payer, paid.reference));
+                "content"
+            }
+        };
+        let calls = handler_calls.clone();
+        let status = move |Path(code): Path<u16>| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                (StatusCode::from_u16(code).unwrap(), "handler body")
+            }
+        };
+        let log = events.clone();
+        let guarded = move |Path(mode): Path<String>, Extension(guard): Extension<SettleGuard>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push("validated".into());
+                match mode.as_str() {
+                    "conflict" => return (StatusCode::CONFLICT, "exists".to_owned()),
+                    "skip" => return (StatusCode::OK, "unsettled content".to_owned()),
+                    _ => {}
+                }
+                match guard.settle().await {
+                    Ok(receipt) => {
+                        // A second call returns the same outcome and settles nothing.
+                        assert_eq!(guard.settle().await.unwrap(), receipt);
+                        log.lock()
+                            .unwrap()
+                            .push(format!("settled {}", receipt.reference));
+                        log.lock().unwrap().push("committed".into());
+                        (StatusCode::CREATED, "committed content".to_owned())
+                    }
+                    Err(error) => {
+                        log.lock().unwrap().push(format!("not settled: {error}"));
+                        (StatusCode::OK, "content that must not leak".to_owned())
+                    }
+                }
+            }
+        };
+        let app = Router::new()
+            .route("/paid", get(paid))
+            .route("/status/{code}", get(status))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    "slow content"
+                }),
+            )
+            .route("/guard/{mode}", get(guarded))
+            .layer(layer);
+        Harness {
+            facilitator,
+            app,
+            handler_calls,
+            events,
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.handler_calls.load(Ordering::SeqCst)
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+fn payment_required(answer: &Answer) -> PaymentRequired {
+    decode_header(
+        answer
+            .headers
+            .get("payment-required")
+            .expect("PAYMENT-REQUIRED header"),
+    )
+}
+
+fn assert_refused(answer: &Answer, code: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.json()["error"], code);
+    assert_eq!(payment_required(answer).error.as_deref(), Some(code));
+}
+
+#[tokio::test]
+async fn no_payment_gets_a_402_with_header_and_body() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let answer = send(&h.app, req("/paid?x=1", None)).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(answer.headers["content-type"], "application/json");
+    let exposed = answer.headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("PAYMENT-REQUIRED") && exposed.contains("PAYMENT-RESPONSE"));
+
+    let required = payment_required(&answer);
+    assert_eq!(required.x402_version, 2);
+    assert_eq!(required.error.as_deref(), Some("Payment required"));
+    assert_eq!(required.resource.url, "http://example.com/paid?x=1");
+    assert_eq!(required.accepts, vec![requirements(PRICE_ATOMIC)]);
+
+    let body = answer.json();
+    assert_eq!(body["x402Version"], 2);
+    assert_eq!(body["error"], "Payment required");
+    assert_eq!(body["resource"]["url"], "http://example.com/paid?x=1");
+    let offer = &body["accepts"][0];
+    assert_eq!(offer["amount"], "10000");
+    assert_eq!(offer["maxAmountRequired"], "10000");
+    assert_eq!(offer["payTo"], PAY_TO);
+    assert_eq!(
+        offer["asset"],
+        "CBIELTK6YBZJU5UP2WWQEUCYKLPU6AUNZ2BQ4WWFEIE3USCIHMXQDAMA"
+    );
+    assert_eq!(offer["maxTimeoutSeconds"], 60);
+    assert_eq!(offer["extra"]["areFeesSponsored"], true);
+    assert_eq!(h.calls(), 0);
+    assert_eq!(h.facilitator.verify_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_valid_payment_is_verified_served_and_settled() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.text(), "content");
+    let settled: SettleResponse = decode_header(&answer.headers["payment-response"]);
+    assert!(settled.success);
+    assert_eq!(settled.transaction, "ab".repeat(32));
+    assert_eq!(
+        answer.headers["x-payment-response"],
+        answer.headers["payment-response"]
+    );
+    assert!(
+        answer.headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("PAYMENT-RESPONSE")
+    );
+    assert_eq!(
+        (h.facilitator.verify_calls(), h.facilitator.settle_calls()),
+        (1, 1)
+    );
+    // The handler saw the verified payer; with after-success ordering nothing has settled yet.
+    let payer = payer(7).address().to_string();
+    assert_eq!(h.events(), vec![format!("paid by {payer} ref None")]);
+    // The facilitator got our own requirements and the client's payload byte for byte.
+    let sent = h.facilitator.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(sent["x402Version"], 2);
+    assert_eq!(
+        sent["paymentRequirements"],
+        serde_json::to_value(requirements(PRICE_ATOMIC)).unwrap()
+    );
+    assert_eq!(
+        sent["paymentPayload"]["payload"]["transaction"],
+        envelope(&PaymentSpec::default())
+    );
+}
+
+#[tokio::test]
+async fn the_legacy_x_payment_header_is_accepted() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let request = http::Request::builder()
+        .uri("/paid")
+        .header("x-payment", payment(&PaymentSpec::default()))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let answer = send(&h.app, request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers.contains_key("x-payment-response"));
+}
+
+#[tokio::test]
+async fn both_credential_arms_are_accepted() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let spec = PaymentSpec {
+        credentials: CredentialsArm::AddressV2,
+        ..PaymentSpec::default()
+    };
+    let answer = send(&h.app, req("/paid", Some(payment(&spec)))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+}
+
+#[tokio::test]
+async fn garbage_headers_are_refused_cleanly() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    for garbage in [
+        "",
+        "!!!!",
+        "abc",
+        "eyJ4IjoxfQ",
+        "bm90IGpzb24=",
+        "e30=",
+        "W10=",
+        "-_-_",
+    ] {
+        let value = http::HeaderValue::from_str(garbage).unwrap();
+        let answer = send(&h.app, req("/paid", Some(value))).await;
+        assert_refused(&answer, "invalid_payload");
+    }
+    // Valid JSON, but no Stellar transaction inside.
+    let spec = PaymentSpec::default();
+    let answer = send(
+        &h.app,
+        req("/paid", Some(encode_header(&payload_json(&spec, "AAAA")))),
+    )
+    .await;
+    assert_refused(&answer, "invalid_exact_stellar_payload_malformed");
+    // Random bytes never panic.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..200 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 300) as usize;
+        let text: String = (0..len)
+            .map(|i| (b'+' + ((state >> (i % 56)) as u8 % 80)) as char)
+            .filter(|c| c.is_ascii_graphic())
+            .collect();
+        let value = http::HeaderValue::from_str(&text).unwrap();
+        let answer = send(&h.app, req("/paid", Some(value))).await;
+        assert!(matches!(
+            answer.status,
+            StatusCode::PAYMENT_REQUIRED | StatusCode::BAD_REQUEST
+        ));
+    }
+    // Oversized: refused before decoding.
+    let huge = http::HeaderValue::from_str(&"A".repeat(40 * 1024)).unwrap();
+    let answer = send(&h.app, req("/paid", Some(huge))).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"], "payment_header_too_large");
+    assert_eq!(h.facilitator.verify_calls(), 0);
+    assert_eq!(h.calls(), 0);
+}
+
+#[tokio::test]
+async fn mismatched_payments_never_reach_the_facilitator() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let other_amount = requirements(PRICE_ATOMIC + 1);
+    let mut other_network = requirements(PRICE_ATOMIC);
+    other_network.network = "stellar:pubnet".into();
+    let mut missing_extra = requirements(PRICE_ATOMIC);
+    missing_extra.extra.clear();
+    let other_payer = payer(9).address();
+    let cases: Vec<(PaymentSpec, &str)> = vec![
+        (
+            PaymentSpec {
+                accepted: other_amount,
+                amount: PRICE_ATOMIC + 1,
+                ..Default::default()
+            },
+            "invalid_payment_requirements",
+        ),
+        (
+            PaymentSpec {
+                accepted: missing_extra,
+                ..Default::default()
+            },
+            "invalid_payment_requirements",
+        ),
+        (
+            PaymentSpec {
+                accepted: other_network,
+                ..Default::default()
+            },
+            "invalid_network",
+        ),
+        (
+            PaymentSpec {
+                amount: PRICE_ATOMIC - 1,
+                ..Default::default()
+            },
+            "invalid_exact_stellar_payload_wrong_amount",
+        ),
+        (
+            PaymentSpec {
+                to: other_payer,
+                ..Default::default()
+            },
+            "invalid_exact_stellar_payload_wrong_recipient",
+        ),
+        (
+            PaymentSpec {
+                contract: Network::testnet().native_asset_contract(),
+                ..Default::default()
+            },
+            "invalid_exact_stellar_payload_wrong_asset",
+        ),
+        (
+            PaymentSpec {
+                network: Network::pubnet(),
+                ..Default::default()
+            },
+            "invalid_exact_stellar_payload_bad_signature",
+        ),
+        (
+            PaymentSpec {
+                sign: false,
+                ..Default::default()
+            },
+            "invalid_exact_stellar_payload_missing_payer_signature",
+        ),
+    ];
+    for (spec, code) in cases {
+        let answer = send(&h.app, req("/paid", Some(payment(&spec)))).await;
+        assert_refused(&answer, code);
+    }
+    let mut payload: serde_json::Value = serde_json::from_str(&payload_json(
+        &PaymentSpec::default(),
+        &envelope(&PaymentSpec::default()),
+    ))
+    .unwrap();
+    payload["accepted"]["scheme"] = "upto".into();
+    let answer = send(
+        &h.app,
+        req("/paid", Some(encode_header(&payload.to_string()))),
+    )
+    .await;
+    assert_refused(&answer, "unsupported_scheme");
+    payload["accepted"]["scheme"] = "exact".into();
+    payload["x402Version"] = 1.into();
+    let answer = send(
+        &h.app,
+        req("/paid", Some(encode_header(&payload.to_string()))),
+    )
+    .await;
+    assert_refused(&answer, "invalid_x402_version");
+    assert_eq!(h.facilitator.verify_calls(), 0);
+    assert_eq!(h.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_forged_signature_is_refused_offline() {
+    use base64::Engine;
+    use tower_paywall::stellar::decode_envelope;
+    use tower_paywall::stellar::xdr::{
+        Limits, OperationBody, ScVal, SorobanCredentials, TransactionEnvelope, WriteXdr,
+    };
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let spec = PaymentSpec::default();
+    let mut envelope = decode_envelope(&envelope(&spec)).unwrap();
+    // Flip one bit of the payer's signature.
+    let TransactionEnvelope::Tx(tx) = &mut envelope else {
+        unreachable!()
+    };
+    let mut operations = tx.tx.operations.to_vec();
+    let OperationBody::InvokeHostFunction(op) = &mut operations[0].body else {
+        unreachable!()
+    };
+    let mut auth = op.auth.to_vec();
+    let SorobanCredentials::Address(credentials) = &mut auth[0].credentials else {
+        unreachable!()
+    };
+    let ScVal::Vec(Some(signatures)) = &mut credentials.signature else {
+        unreachable!()
+    };
+    let mut signatures = signatures.to_vec();
+    let ScVal::Map(Some(map)) = &mut signatures[0] else {
+        unreachable!()
+    };
+    let mut entries = map.to_vec();
+    let ScVal::Bytes(bytes) = &mut entries[1].val else {
+        unreachable!()
+    };
+    let mut raw = bytes.to_vec();
+    raw[10] ^= 1;
+    entries[1].val = ScVal::Bytes(raw.try_into().unwrap());
+    signatures[0] = ScVal::Map(Some(entries.try_into().unwrap()));
+    credentials.signature = ScVal::Vec(Some(signatures.try_into().unwrap()));
+    op.auth = auth.try_into().unwrap();
+    tx.tx.operations = operations.try_into().unwrap();
+    let transaction = envelope.to_xdr_base64(Limits::none()).unwrap();
+    let header =
+        base64::engine::general_purpose::STANDARD.encode(payload_json(&spec, &transaction));
+    let answer = send(&h.app, req("/paid", Some(header.parse().unwrap()))).await;
+    assert_refused(&answer, "invalid_exact_stellar_payload_bad_signature");
+    assert_eq!(h.facilitator.verify_calls(), 0);
+}
+
+#[tokio::test]
+async fn verify_refusal_is_a_402_with_the_facilitator_reason() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    h.facilitator
+        .set_verify(VerifyMode::Invalid("insufficient_funds"));
+    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_refused(&answer, "insufficient_funds");
+    assert_eq!((h.calls(), h.facilitator.settle_calls()), (0, 0));
+    // The payment was not used up: once the payer has funds, the same payment goes through.
+    h.facilitator.set_verify(VerifyMode::Valid);
+    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn handler_errors_are_not_settled() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    for code in [400u16, 404, 500, 503] {
+        let answer = send(
+            &h.app,
+            req(
+                &format!("/status/{code}"),
+                Some(payment(&PaymentSpec::default())),
+            ),
+        )
+        .await;
+        assert_eq!(answer.status.as_u16(), code);
+        assert_eq!(answer.text(), "handler body");
+        assert!(!answer.headers.contains_key("payment-response"));
+    }
+    assert_eq!(h.facilitator.settle_calls(), 0);
+    // The payment is still unused.
+    let answer = send(
+        &h.app,
+        req("/status/200", Some(payment(&PaymentSpec::default()))),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(h.facilitator.settle_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_settlement_withholds_the_body() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    h.facilitator.set_settle(SettleMode::Failure(
+        "invalid_exact_stellar_payload_simulation_failed",
+    ));
+    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_refused(&answer, "invalid_exact_stellar_payload_simulation_failed");
+    assert!(!answer.text().contains("content"));
+    let settled: SettleResponse = decode_header(&answer.headers["payment-response"]);
+    assert!(!settled.success);
+    assert_eq!(
+        settled.error_reason.as_deref(),
+        Some("invalid_exact_stellar_payload_simulation_failed")
+    );
+    assert_eq!(settled.transaction, "");
+    assert!(answer.headers.contains_key("x-payment-response"));
+    assert_eq!(h.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_settlement_timeout_is_a_503_resolved_by_the_retry_without_a_second_settle() {
+    let h = Harness::with(SettlementOrder::AfterSuccess, |b| {
+        b.settle_wait(Duration::from_millis(100))
+    });
+    h.facilitator.set_settle_delay(Duration::from_millis(400));
+    let pay = || Some(payment(&PaymentSpec::default()));
+    let answer = send(&h.app, req("/paid", pay())).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers["retry-after"], "5");
+    assert_eq!(answer.json()["error"], "settlement_pending");
+    assert!(!answer.text().contains("content"));
+    // While the settlement is still in flight, a retry waits for it: 503 again, not a new 402.
+    let answer = send(&h.app, req("/paid", pay())).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The settlement finished on its own; the retry gets the content, paid once.
+    let answer = send(&h.app, req("/paid", pay())).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.text(), "content");
+    assert!(answer.headers.contains_key("payment-response"));
+    assert_eq!(h.facilitator.settle_calls(), 1);
+    assert_eq!(h.facilitator.verify_calls(), 1);
+}
+
+#[tokio::test]
+async fn facilitator_failures_map_to_502_and_503() {
+    let cases = [
+        (FacilitatorError::Status(500), StatusCode::BAD_GATEWAY),
+        (
+            FacilitatorError::Malformed("garbage".into()),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            FacilitatorError::Unreachable("refused".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (FacilitatorError::Timeout, StatusCode::SERVICE_UNAVAILABLE),
+    ];
+    for (error, status) in cases {
+        let h = Harness::new(SettlementOrder::AfterSuccess);
+        h.facilitator.set_verify(VerifyMode::Fail(error.clone()));
+        let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+        assert_eq!(answer.status, status, "verify {error:?}");
+        assert_eq!(h.calls(), 0);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(answer.headers.contains_key("retry-after"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_settlement_outcome_is_never_answered_with_a_fresh_402() {
+    for error in [
+        FacilitatorError::Status(502),
+        FacilitatorError::Malformed("x".into()),
+        FacilitatorError::Timeout,
+    ] {
+        let h = Harness::new(SettlementOrder::AfterSuccess);
+        h.facilitator.set_settle(SettleMode::Fail(error.clone()));
+        let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+        assert!(matches!(
+            answer.status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+        ));
+        assert!(
+            !answer.headers.contains_key("payment-required"),
+            "{error:?}"
+        );
+        assert!(!answer.text().contains("content"));
+        // Retries of the same payment wait; they are neither charged again nor asked to pay anew.
+        let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!answer.headers.contains_key("payment-required"));
+        assert_eq!(h.facilitator.settle_calls(), 1);
+    }
+    // A facilitator that could not be reached took nothing: 503, and the payment stays usable.
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    h.facilitator
+        .set_settle(SettleMode::Fail(FacilitatorError::Unreachable(
+            "refused".into(),
+        )));
+    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    h.facilitator.set_settle(SettleMode::Success);
+    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn two_concurrent_requests_with_one_payment_get_exactly_one_200() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let pay = || Some(payment(&PaymentSpec::default()));
+    let (a, b) = tokio::join!(
+        send(&h.app, req("/slow", pay())),
+        send(&h.app, req("/slow", pay()))
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let conflict = if a.status == StatusCode::CONFLICT {
+        a
+    } else {
+        b
+    };
+    assert_eq!(conflict.json()["error"], "payment_in_use");
+    assert_eq!(h.facilitator.settle_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_success_replays_the_recorded_response() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let first = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let second = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body, first.body);
+    assert_eq!(
+        second.headers["payment-response"],
+        first.headers["payment-response"]
+    );
+    assert_eq!(
+        (
+            h.calls(),
+            h.facilitator.settle_calls(),
+            h.facilitator.verify_calls()
+        ),
+        (1, 1, 1)
+    );
+    // Another payment (another nonce) is a new payment.
+    let other = PaymentSpec {
+        nonce: 43,
+        ..Default::default()
+    };
+    let third = send(&h.app, req("/paid", Some(payment(&other)))).await;
+    assert_eq!(third.status, StatusCode::OK);
+    assert_eq!(h.facilitator.settle_calls(), 2);
+}
+
+#[tokio::test]
+async fn before_handler_ordering_settles_first() {
+    let h = Harness::new(SettlementOrder::BeforeHandler);
+    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let payer = payer(7).address().to_string();
+    let reference = "ab".repeat(32);
+    assert_eq!(
+        h.events(),
+        vec![format!("paid by {payer} ref Some(\"{reference}\")")]
+    );
+    // A failed settlement never runs the handler.
+    let h = Harness::new(SettlementOrder::BeforeHandler);
+    h.facilitator
+        .set_settle(SettleMode::Failure("insufficient_funds"));
+    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    assert_refused(&answer, "insufficient_funds");
+    assert_eq!(h.calls(), 0);
+}
+
+#[tokio::test]
+async fn in_handler_ordering_settles_where_the_handler_says() {
+    let h = Harness::new(SettlementOrder::InHandler);
+    let answer = send(
+        &h.app,
+        req("/guard/settle", Some(payment(&PaymentSpec::default()))),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text());
+    assert_eq!(answer.text(), "committed content");
+    assert!(answer.headers.contains_key("payment-response"));
+    let reference = "ab".repeat(32);
+    assert_eq!(
+        h.events(),
+        vec![
+            "validated".to_owned(),
+            format!("settled {reference}"),
+            "committed".into()
+        ]
+    );
+    assert_eq!(h.facilitator.settle_calls(), 1);
+    // The retry gets the recorded answer; the handler does not run again.
+    let again = send(
+        &h.app,
+        req("/guard/settle", Some(payment(&PaymentSpec::default()))),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(h.events().len(), 3);
+}
+
+#[tokio::test]
+async fn in_handler_refusal_before_settling_costs_nothing() {
+    let h = Harness::new(SettlementOrder::InHandler);
+    let answer = send(
+        &h.app,
+        req("/guard/conflict", Some(payment(&PaymentSpec::default()))),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(h.facilitator.settle_calls(), 0);
+}
+
+#[tokio::test]
+async fn in_handler_without_settling_is_settled_after_the_handler() {
+    let h = Harness::new(SettlementOrder::InHandler);
+    let answer = send(
+        &h.app,
+        req("/guard/skip", Some(payment(&PaymentSpec::default()))),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers.contains_key("payment-response"));
+    assert_eq!(h.facilitator.settle_calls(), 1);
+    // …and when that settlement fails, the handler's content is withheld.
+    let h = Harness::new(SettlementOrder::InHandler);
+    h.facilitator
+        .set_settle(SettleMode::Failure("insufficient_funds"));
+    let answer = send(
+        &h.app,
+        req("/guard/skip", Some(payment(&PaymentSpec::default()))),
+    )
+    .await;
+    assert_refused(&answer, "insufficient_funds");
+    assert!(!answer.text().contains("unsettled content"));
+}
+
+#[tokio::test]
+async fn in_handler_settlement_failure_is_a_402_whatever_the_handler_answers() {
+    let h = Harness::new(SettlementOrder::InHandler);
+    h.facilitator
+        .set_settle(SettleMode::Failure("insufficient_funds"));
+    let answer = send(
+        &h.app,
+        req("/guard/settle", Some(payment(&PaymentSpec::default()))),
+    )
+    .await;
+    assert_refused(&answer, "insufficient_funds");
+    assert!(!answer.text().contains("must not leak"));
+    assert_eq!(
+        h.events(),
+        vec![
+            "validated".to_owned(),
+            "not settled: payment refused: insufficient_funds".into()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pricing_answers_before_any_money_moves() {
+    let facilitator = Arc::new(TestFacilitator::default());
+    let pricing = |request: &PriceRequest<'_>| {
+        let answer = match request.uri().path() {
+            "/free" => Priced::Free,
+            "/upload" => match request.content_length() {
+                None => Priced::Respond(
+                    http::Response::builder()
+                        .status(411)
+                        .body(bytes::Bytes::new())
+                        .unwrap(),
+                ),
+                Some(len) if len > 1000 => Priced::Respond(
+                    http::Response::builder()
+                        .status(413)
+                        .body(bytes::Bytes::new())
+                        .unwrap(),
+                ),
+                Some(len) => {
+                    Priced::Charge(Price::new(Amount::from_atomic(len as i128 * 100).unwrap()))
+                }
+            },
+            _ => Priced::Charge(Price::parse(PRICE).unwrap()),
+        };
+        PriceFuture::ready(answer)
+    };
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .pricing(pricing)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/free", get(|| async { "free" }))
+        .route("/upload", axum::routing::put(|| async { "stored" }))
+        .layer(layer);
+    let answer = send(&app, req("/free", None)).await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (StatusCode::OK, "free")
+    );
+    let put = |len: Option<&str>, pay: bool| {
+        let mut builder = http::Request::builder().method("PUT").uri("/upload");
+        if let Some(len) = len {
+            builder = builder.header("content-length", len);
+        }
+        if pay {
+            builder = builder.header("payment-signature", payment(&PaymentSpec::default()));
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    };
+    assert_eq!(
+        send(&app, put(None, true)).await.status,
+        StatusCode::LENGTH_REQUIRED
+    );
+    assert_eq!(
+        send(&app, put(Some("5000"), true)).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let answer = send(&app, put(Some("100"), false)).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(payment_required(&answer).accepts[0].amount, "10000");
+    assert_eq!(facilitator.verify_calls(), 0);
+}
+
+#[tokio::test]
+async fn async_pricing_sees_the_claimed_payer() {
+    let facilitator = Arc::new(TestFacilitator::default());
+    let expected = payer(7).address().to_string();
+    let pricing = move |request: &PriceRequest<'_>| {
+        let payer = request.payer().map(str::to_owned);
+        let expected = expected.clone();
+        PriceFuture::new(async move {
+            tokio::task::yield_now().await;
+            match payer {
+                Some(payer) if payer != expected => Priced::Respond(
+                    http::Response::builder()
+                        .status(404)
+                        .body(bytes::Bytes::new())
+                        .unwrap(),
+                ),
+                _ => Priced::Charge(Price::parse(PRICE).unwrap()),
+            }
+        })
+    };
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .pricing(pricing)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/mine", get(|| async { "mine" }))
+        .layer(layer);
+    let answer = send(&app, req("/mine", Some(payment(&PaymentSpec::default())))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let stranger = PaymentSpec {
+        seed: 8,
+        ..Default::default()
+    };
+    let answer = send(&app, req("/mine", Some(payment(&stranger)))).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(facilitator.verify_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_dropped_request_gives_its_payment_back() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let request = send(&h.app, req("/slow", Some(payment(&PaymentSpec::default()))));
+    // The client hangs up while the handler runs.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), request)
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let answer = send(&h.app, req("/slow", Some(payment(&PaymentSpec::default())))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(h.facilitator.settle_calls(), 1);
+}
+
+#[tokio::test]
+async fn the_builder_refuses_bad_settings() {
+    use tower_paywall::layer::BuildError;
+    let facilitator = Arc::new(TestFacilitator::default());
+    let price = || Price::parse(PRICE).unwrap();
+    assert_eq!(
+        PaymentLayer::builder().price(price()).build().unwrap_err(),
+        BuildError::NoScheme
+    );
+    assert_eq!(
+        PaymentLayer::builder()
+            .scheme(exact(&facilitator))
+            .build()
+            .unwrap_err(),
+        BuildError::NoPricing
+    );
+    let bad_url = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .price(price())
+        .public_url("ftp://x")
+        .build();
+    assert_eq!(bad_url.unwrap_err(), BuildError::PublicUrl);
+    let zero = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .price(price())
+        .settle_wait(Duration::ZERO)
+        .build();
+    assert!(matches!(zero.unwrap_err(), BuildError::Invalid(_)));
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .price(price())
+        .public_url("https://api.example.com/")
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/x", get(|| async { "x" }))
+        .layer(layer);
+    let answer = send(&app, req("/x?y=1", None)).await;
+    assert_eq!(
+        payment_required(&answer).resource.url,
+        "https://api.example.com/x?y=1"
+    );
+}
