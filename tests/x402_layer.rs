@@ -903,3 +903,65 @@ async fn the_builder_refuses_bad_settings() {
         "https://api.example.com/x?y=1"
     );
 }
+
+#[tokio::test]
+async fn the_facilitators_own_keys_are_refused_offline() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    let facilitator_key: tower_paywall::stellar::Address = FACILITATOR_KEY.parse().unwrap();
+    // The facilitator's key (seed 1) as the payer.
+    let answer = send(
+        &h.app,
+        req(
+            "/paid",
+            Some(payment(&PaymentSpec {
+                seed: 1,
+                ..Default::default()
+            })),
+        ),
+    )
+    .await;
+    assert_refused(
+        &answer,
+        "invalid_exact_stellar_payload_facilitator_is_payer",
+    );
+    // …as the transaction source.
+    let spec = PaymentSpec {
+        source: facilitator_key,
+        ..Default::default()
+    };
+    let answer = send(&h.app, req("/paid", Some(payment(&spec)))).await;
+    assert_refused(
+        &answer,
+        "invalid_exact_stellar_payload_unsafe_tx_or_op_source",
+    );
+    assert_eq!(h.facilitator.verify_calls(), 0);
+}
+
+#[tokio::test]
+async fn fee_sponsorship_comes_from_the_facilitator() {
+    let supported: tower_paywall::x402::SupportedResponse = serde_json::from_str(
+        r#"{"kinds":[{"x402Version":2,"scheme":"exact","network":"stellar:testnet","extra":{"areFeesSponsored":false}}]}"#,
+    )
+    .unwrap();
+    let facilitator = Arc::new(TestFacilitator {
+        supported: Arc::new(supported),
+        ..Default::default()
+    });
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .price(Price::parse(PRICE).unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/x", get(|| async { "x" }))
+        .layer(layer);
+    let answer = send(&app, req("/x", None)).await;
+    assert_eq!(
+        payment_required(&answer).accepts[0].extra["areFeesSponsored"],
+        false
+    );
+    assert_eq!(
+        answer.json()["accepts"][0]["extra"]["areFeesSponsored"],
+        false
+    );
+}

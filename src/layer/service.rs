@@ -265,9 +265,11 @@ where
                 return Ok(Answered::Response(response.map(PaymentBody::inner)));
             }
             // The handler succeeded without settling: settle now, as after success.
-            None => match guard.settle().await {
-                Ok(_) | Err(_) => guard.outcome().cloned().unwrap_or(Settled::Pending),
-            },
+            None => {
+                // The outcome is read back below, whichever it is.
+                let _ = guard.settle().await;
+                guard.outcome().cloned().unwrap_or(Settled::Pending)
+            }
         };
         Ok(finish(&shared, hold, settled, response).await)
     }
@@ -359,13 +361,14 @@ where
     ResBody::Error: Send,
 {
     let (mut parts, body) = response.into_parts();
-    // A server error after payment is not recorded: the retry runs the handler again, unpaid.
+    for (name, value) in &settled.receipt.headers {
+        parts.headers.append(name.clone(), value.clone());
+    }
+    // A server error after payment is not recorded: the retry runs the handler again without
+    // paying again.
     if parts.status.is_server_error() {
         hold.release().await;
         return Answered::Response(Response::from_parts(parts, PaymentBody::inner(body)));
-    }
-    for (name, value) in &settled.receipt.headers {
-        parts.headers.append(name.clone(), value.clone());
     }
     let recordable = body
         .size_hint()

@@ -178,7 +178,7 @@ fn parse_digits(text: &str) -> Result<i128, AmountError> {
     text.parse::<i128>().map_err(|_| AmountError::Overflow)
 }
 
-/// Parses up to 7 fractional digits into atomic units (`"5"` → 5_000_000). Empty means none.
+/// Parses up to 7 fractional digits into atomic units (`"5"` → `5_000_000`). Empty means none.
 fn parse_fraction(text: &str) -> Result<i128, AmountError> {
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(AmountError::Malformed);

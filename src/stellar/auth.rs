@@ -338,7 +338,7 @@ pub(crate) mod tests {
         Keypair::from_seed([2; 32]).address()
     }
 
-    pub(crate) const PAY_TO: &str = "GCATS5YOVB6ROX2WUNKGNQ2MP3GMXDMKSG2O4N5CLX3A6W4PZGZZI55U";
+    const PAY_TO: &str = "GCATS5YOVB6ROX2WUNKGNQ2MP3GMXDMKSG2O4N5CLX3A6W4PZGZZI55U";
 
     fn address(strkey: &str) -> Address {
         strkey.parse().expect("valid strkey")
@@ -424,6 +424,11 @@ pub(crate) mod tests {
         AAAAAAABUEXNXsBymnaP1a0CUFhS308Cjc6DDlrFIgm6SEg7LwEAAAAIdHJhbnNmZXIAAAADAAAAEgAAAAAAAAAAiojj3XQJ8ZX9Utst\
         PLpdcspnCb8dlBIb83SIAbQPb1wAAAASAAAAAAAAAACBOXcOqH0XX1ajVGbDTH7My42KkbTuN6Jd9g9bj8mzlAAAAAoAAAAAAAAAAAAA\
         AAAAmJaAAAAAAA==";
+
+    #[test]
+    fn pay_to_is_the_seed_2_account() {
+        assert_eq!(pay_to().to_string(), PAY_TO);
+    }
 
     #[test]
     fn golden_payloads() {

@@ -105,7 +105,8 @@ pub fn decode_limits() -> Limits {
     }
 }
 
-/// Decodes an untrusted base64 `TransactionEnvelope` within [`decode_limits`]. Never panics.
+/// Decodes an untrusted base64 `TransactionEnvelope` (standard alphabet, padded; whitespace is skipped)
+/// within [`decode_limits`]. Never panics.
 ///
 /// # Errors
 ///
@@ -347,14 +348,13 @@ impl SacTransfer {
 
     fn check_entry(&self, entry: &SorobanAuthorizationEntry) -> Result<(), TransferError> {
         address_credentials(entry).map_err(|_| TransferError::UnsupportedCredentials)?;
-        match &entry.root_invocation.function {
-            SorobanAuthorizedFunction::ContractFn(invocation) if *invocation == self.invocation => {
-            }
-            SorobanAuthorizedFunction::ContractFn(_)
-            | SorobanAuthorizedFunction::CreateContractHostFn(_)
-            | SorobanAuthorizedFunction::CreateContractV2HostFn(_) => {
-                return Err(TransferError::InvocationMismatch);
-            }
+        let authorizes_this_transfer = match &entry.root_invocation.function {
+            SorobanAuthorizedFunction::ContractFn(invocation) => *invocation == self.invocation,
+            SorobanAuthorizedFunction::CreateContractHostFn(_)
+            | SorobanAuthorizedFunction::CreateContractV2HostFn(_) => false,
+        };
+        if !authorizes_this_transfer {
+            return Err(TransferError::InvocationMismatch);
         }
         if entry.root_invocation.sub_invocations.is_empty() {
             Ok(())
@@ -511,7 +511,7 @@ fn zeroed_soroban_data() -> SorobanTransactionData {
     }
 }
 
-/// A one-element VecM.
+/// A one-element `VecM`.
 fn one<T: Clone, const MAX: u32>(item: T) -> VecM<T, MAX> {
     // Invariant: every VecM used here (operations: at most 100, auth: unbounded) holds one element.
     VecM::try_from([item]).expect("one element fits")
@@ -785,8 +785,18 @@ mod tests {
         ));
     }
 
-    /// The unsigned envelope for `request(CredentialsArm::Address)`, pinned.
-    const GOLDEN_UNSIGNED_ENVELOPE: &str = "";
+    /// The unsigned envelope for `request(CredentialsArm::Address)`. Cross-checked: @stellar/stellar-sdk
+    /// 17.2.0 `TransactionBuilder` (source `NULL_ACCOUNT` at sequence 0, fee 10100, time bounds
+    /// [0, 1800000000], `Operation.invokeContractFunction` with the same auth entry, default
+    /// `SorobanDataBuilder` data) builds the byte-identical envelope.
+    const GOLDEN_UNSIGNED_ENVELOPE: &str = "\
+        AAAAAgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAJ3QAAAAAAAAAAQAAAAEAAAAAAAAAAAAAAABrSdIAAAAAAAAA\
+        AAEAAAAAAAAAGAAAAAAAAAABUEXNXsBymnaP1a0CUFhS308Cjc6DDlrFIgm6SEg7LwEAAAAIdHJhbnNmZXIAAAADAAAAEgAAAAAAAAAA\
+        iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1wAAAASAAAAAAAAAACBOXcOqH0XX1ajVGbDTH7My42KkbTuN6Jd9g9bj8mzlAAA\
+        AAoAAAAAAAAAAAAAAAAAmJaAAAAAAQAAAAEAAAAAAAAAAIqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29cAAABH3H7BMsAAAAA\
+        AAAAAQAAAAAAAAABUEXNXsBymnaP1a0CUFhS308Cjc6DDlrFIgm6SEg7LwEAAAAIdHJhbnNmZXIAAAADAAAAEgAAAAAAAAAAiojj3XQJ\
+        8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1wAAAASAAAAAAAAAACBOXcOqH0XX1ajVGbDTH7My42KkbTuN6Jd9g9bj8mzlAAAAAoAAAAA\
+        AAAAAAAAAAAAmJaAAAAAAAAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
     #[test]
     fn golden_unsigned_envelope() {

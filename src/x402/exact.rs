@@ -270,22 +270,27 @@ impl Exact {
     /// Asks the facilitator what it supports (cached by the facilitator) and keeps the answer
     /// for the offline checks.
     async fn refresh_supported(&self) {
-        match self.facilitator.supported().await {
-            Ok(supported) => {
-                if supported.kind(SCHEME, self.network.caip2()).is_none() {
-                    tracing::warn!(
-                        network = self.network.caip2(),
-                        "facilitator does not list exact on this network"
-                    );
-                }
-                let mut guard = self
-                    .supported
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                *guard = Some(supported);
-            }
-            Err(error) => tracing::warn!(%error, "facilitator /supported unavailable"),
+        let supported = match self.facilitator.supported().await {
+            Ok(supported) => supported,
+            Err(error) => return tracing::warn!(%error, "facilitator /supported unavailable"),
+        };
+        if self
+            .last_supported()
+            .is_some_and(|current| Arc::ptr_eq(&current, &supported))
+        {
+            return;
         }
+        if supported.kind(SCHEME, self.network.caip2()).is_none() {
+            tracing::warn!(
+                network = self.network.caip2(),
+                "facilitator does not list exact on this network"
+            );
+        }
+        let mut guard = self
+            .supported
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = Some(supported);
     }
 
     /// The local pre-checks, run before any facilitator call: the payment's `accepted` matches

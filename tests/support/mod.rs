@@ -200,6 +200,7 @@ pub struct PaymentSpec {
     pub network: Network,
     pub credentials: CredentialsArm,
     pub sign: bool,
+    pub source: Address,
 }
 
 impl Default for PaymentSpec {
@@ -214,6 +215,9 @@ impl Default for PaymentSpec {
             network: Network::testnet(),
             credentials: CredentialsArm::Address,
             sign: true,
+            source: "GAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAWHF"
+                .parse()
+                .unwrap(),
         }
     }
 }
@@ -237,9 +241,7 @@ pub fn requirements(amount: i128) -> PaymentRequirements {
 pub fn envelope(spec: &PaymentSpec) -> String {
     let keypair = payer(spec.seed);
     let mut envelope = build_transfer(&TransferRequest {
-        source: "GAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAWHF"
-            .parse()
-            .unwrap(),
+        source: spec.source,
         sequence: 1,
         fee: 10_100,
         contract: spec.contract,
