@@ -344,6 +344,13 @@ async fn mismatched_payments_never_reach_the_facilitator() {
         ),
         (
             PaymentSpec {
+                signer_seed: Some(8),
+                ..Default::default()
+            },
+            "invalid_exact_stellar_payload_bad_signature",
+        ),
+        (
+            PaymentSpec {
                 network: Network::pubnet(),
                 ..Default::default()
             },

@@ -328,7 +328,7 @@ impl Exact {
         if transfer.to != self.pay_to {
             return Err(refused(reason::WRONG_RECIPIENT));
         }
-        if requirements.amount.parse::<i128>() != Ok(transfer.amount) {
+        if Amount::parse_atomic(&requirements.amount).map(Amount::atomic) != Ok(transfer.amount) {
             return Err(refused(reason::WRONG_AMOUNT));
         }
         self.check_facilitator_safety(transfer)?;
@@ -361,9 +361,9 @@ impl Exact {
         Ok(())
     }
 
-    /// A G-account payer's signatures are checked offline; a contract payer's are left to the
-    /// facilitator's simulation. Keys other than the account's own (multisig signers) are
-    /// checked cryptographically; whether they carry enough weight is for the ledger to say.
+    /// A G-account payer's signatures are checked offline: every signature must verify and one
+    /// must be the account's own key. A contract payer's are left to the facilitator's
+    /// simulation.
     fn check_signature(
         &self,
         transfer: &SacTransfer,
@@ -373,7 +373,10 @@ impl Exact {
             return Ok(());
         }
         match verify_authorization(&self.network.id(), entry) {
-            Ok(_signers) => Ok(()),
+            // Every signature verified; the account's own key must be among them (offline we
+            // cannot see other signers' weights, and a stranger's key proves nothing).
+            Ok(signers) if transfer.from.ed25519_key().is_some_and(|key| signers.contains(&key)) => Ok(()),
+            Ok(_) => Err(refused(reason::BAD_SIGNATURE)),
             Err(AuthError::Unsigned) => Err(refused(reason::MISSING_PAYER_SIGNATURE)),
             Err(error) => {
                 tracing::debug!(%error, "payer authorization refused");

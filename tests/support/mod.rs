@@ -200,6 +200,8 @@ pub struct PaymentSpec {
     pub network: Network,
     pub credentials: CredentialsArm,
     pub sign: bool,
+    /// Sign with this seed instead of the payer's.
+    pub signer_seed: Option<u8>,
     pub source: Address,
 }
 
@@ -215,6 +217,7 @@ impl Default for PaymentSpec {
             network: Network::testnet(),
             credentials: CredentialsArm::Address,
             sign: true,
+            signer_seed: None,
             source: "GAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAWHF"
                 .parse()
                 .unwrap(),
@@ -255,7 +258,8 @@ pub fn envelope(spec: &PaymentSpec) -> String {
     })
     .unwrap();
     if spec.sign {
-        sign_payer(&mut envelope, &keypair, &spec.network.id(), 1_000).unwrap();
+        let signer = spec.signer_seed.map_or(keypair, payer);
+        sign_payer(&mut envelope, &signer, &spec.network.id(), 1_000).unwrap();
     }
     envelope.to_xdr_base64(Limits::none()).unwrap()
 }
