@@ -207,6 +207,8 @@ impl PriceFuture {
     }
 
     /// The answer if it is already known, else the future back.
+    // Called once per request and moved straight on; boxing would cost more than the copy.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn into_ready(self) -> Result<Priced, PriceFuture> {
         match self.0 {
             PriceFutureInner::Ready(Some(priced)) => Ok(priced),

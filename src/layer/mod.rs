@@ -16,12 +16,11 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use std::sync::Arc;
 //! use tower_paywall::{PaymentLayer, Price, stellar::{Address, Network}, x402};
 //!
-//! # fn facilitator() -> Arc<dyn x402::Facilitator> { tower_paywall::doc_support::facilitator() }
 //! let pay_to: Address = "GB2Q4VZJ32UM4F2EMZR2QVKT4YHIAKGBEV2UDYH7Q6DOZ6KCX5KHSBNB".parse()?;
-//! let exact = x402::Exact::builder(Network::testnet(), pay_to, facilitator()).build()?;
+//! let facilitator = x402::HttpFacilitator::builder("https://facilitator.example").build()?;
+//! let exact = x402::Exact::builder(Network::testnet(), pay_to, facilitator).build()?;
 //! let paywall = PaymentLayer::builder()
 //!     .scheme(exact)
 //!     .price(Price::parse("$0.001")?)

@@ -375,7 +375,14 @@ impl Exact {
         match verify_authorization(&self.network.id(), entry) {
             // Every signature verified; the account's own key must be among them (offline we
             // cannot see other signers' weights, and a stranger's key proves nothing).
-            Ok(signers) if transfer.from.ed25519_key().is_some_and(|key| signers.contains(&key)) => Ok(()),
+            Ok(signers)
+                if transfer
+                    .from
+                    .ed25519_key()
+                    .is_some_and(|key| signers.contains(&key)) =>
+            {
+                Ok(())
+            }
             Ok(_) => Err(refused(reason::BAD_SIGNATURE)),
             Err(AuthError::Unsigned) => Err(refused(reason::MISSING_PAYER_SIGNATURE)),
             Err(error) => {
