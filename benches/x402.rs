@@ -114,17 +114,20 @@ fn routes() -> Router {
         .route("/paid", get(|| async { "paid" }))
 }
 
-fn layered() -> Router {
+fn paywall_layer() -> PaymentLayer {
     let pricing = |request: &PriceRequest<'_>| match request.uri().path() {
         "/free" => PriceFuture::ready(Priced::Free),
         _ => PriceFuture::ready(Priced::Charge(Price::parse("0.001").unwrap())),
     };
-    let layer = PaymentLayer::builder()
+    PaymentLayer::builder()
         .scheme(exact())
         .pricing(pricing)
         .build()
-        .unwrap();
-    routes().layer(layer)
+        .unwrap()
+}
+
+fn layered() -> Router {
+    routes().layer(paywall_layer())
 }
 
 fn unpriced_and_challenge(c: &mut Criterion) {
@@ -142,6 +145,13 @@ fn unpriced_and_challenge(c: &mut Criterion) {
     group.bench_function("unpriced /free through the layer", |b| {
         b.to_async(&runtime)
             .iter(|| paywalled.clone().oneshot(request("/free")))
+    });
+    let outside = tower::ServiceBuilder::new()
+        .layer(paywall_layer())
+        .service(routes());
+    group.bench_function("unpriced /free, layer around the router", |b| {
+        b.to_async(&runtime)
+            .iter(|| outside.clone().oneshot(request("/free")))
     });
     group.bench_function("bare router /paid (no layer)", |b| {
         b.to_async(&runtime)

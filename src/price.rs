@@ -127,41 +127,73 @@ pub enum Priced {
 /// The request as pricing sees it: the head, and the payer a credential claims.
 #[derive(Clone, Copy)]
 pub struct PriceRequest<'a> {
-    parts: &'a http::request::Parts,
-    payer: Option<&'a str>,
+    method: &'a http::Method,
+    uri: &'a http::Uri,
+    headers: &'a http::HeaderMap,
+    extensions: &'a http::Extensions,
+    payer: Payer<'a>,
+}
+
+/// Where the claimed payer comes from: given, or read from the credential on first ask (so a
+/// free route never pays for decoding a credential it ignores).
+#[derive(Clone, Copy)]
+enum Payer<'a> {
+    Known(Option<&'a str>),
+    Lazy(&'a dyn ClaimedPayer),
+}
+
+/// Reads the payer a request's credential claims, on demand.
+pub(crate) trait ClaimedPayer {
+    fn claimed_payer(&self) -> Option<&str>;
 }
 
 impl<'a> PriceRequest<'a> {
     /// A view over a request head and the payer its credential claims.
     pub fn new(parts: &'a http::request::Parts, payer: Option<&'a str>) -> Self {
-        PriceRequest { parts, payer }
+        PriceRequest {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+            payer: Payer::Known(payer),
+        }
+    }
+
+    /// A view over a whole request's head.
+    pub(crate) fn of<B>(request: &'a http::Request<B>, payer: &'a dyn ClaimedPayer) -> Self {
+        PriceRequest {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+            payer: Payer::Lazy(payer),
+        }
     }
 
     /// The request method.
     pub fn method(&self) -> &'a http::Method {
-        &self.parts.method
+        self.method
     }
 
     /// The request URI.
     pub fn uri(&self) -> &'a http::Uri {
-        &self.parts.uri
+        self.uri
     }
 
     /// The request headers.
     pub fn headers(&self) -> &'a http::HeaderMap {
-        &self.parts.headers
+        self.headers
     }
 
     /// The request extensions (route parameters, state set by outer layers …).
     pub fn extensions(&self) -> &'a http::Extensions {
-        &self.parts.extensions
+        self.extensions
     }
 
     /// The declared body length (`Content-Length`), if present and valid. Size-based prices come
     /// from here: the body is never buffered to price it.
     pub fn content_length(&self) -> Option<u64> {
-        self.parts
-            .headers
+        self.headers
             .get(http::header::CONTENT_LENGTH)?
             .to_str()
             .ok()?
@@ -171,18 +203,22 @@ impl<'a> PriceRequest<'a> {
 
     /// The payer the request's credential claims (a Stellar strkey), before any verification.
     /// Use it to scope business checks (is this key the payer's?), never to grant anything.
+    ///
+    /// Reading it decodes the credential (once); pricing that does not ask costs nothing.
     pub fn payer(&self) -> Option<&'a str> {
-        self.payer
+        match self.payer {
+            Payer::Known(payer) => payer,
+            Payer::Lazy(source) => source.claimed_payer(),
+        }
     }
 }
 
 impl fmt::Debug for PriceRequest<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PriceRequest")
-            .field("method", &self.parts.method)
-            .field("uri", &self.parts.uri)
-            .field("payer", &self.payer)
-            .finish()
+            .field("method", self.method)
+            .field("uri", self.uri)
+            .finish_non_exhaustive()
     }
 }
 

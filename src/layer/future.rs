@@ -7,12 +7,11 @@ use std::task::{Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::body::PaymentBody;
 use crate::BoxFuture;
 
 pin_project! {
-    /// Response future of [`PaymentService`](crate::PaymentService). Free requests are polled
-    /// in place, without allocation; paid ones run the payment flow in one boxed future.
+    /// Response future of [`PaymentService`](crate::PaymentService). Free requests poll the inner
+    /// service's future in place, untouched; paid ones run the payment flow in one boxed future.
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         kind: Kind<F, B, E>,
@@ -23,7 +22,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
         Passthrough { #[pin] future: F },
-        Payment { future: BoxFuture<'static, Result<Response<PaymentBody<B>>, E>> },
+        Payment { future: BoxFuture<'static, Result<Response<B>, E>> },
     }
 }
 
@@ -34,7 +33,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         }
     }
 
-    pub(crate) fn payment(future: BoxFuture<'static, Result<Response<PaymentBody<B>>, E>>) -> Self {
+    pub(crate) fn payment(future: BoxFuture<'static, Result<Response<B>, E>>) -> Self {
         ResponseFuture {
             kind: Kind::Payment { future },
         }
@@ -45,13 +44,11 @@ impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<PaymentBody<B>>, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Passthrough { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(PaymentBody::inner))),
+            KindProj::Passthrough { future } => future.poll(cx),
             KindProj::Payment { future } => future.as_mut().poll(cx),
         }
     }

@@ -52,14 +52,12 @@
 //!
 //! A retry of a completed payment gets the recorded response again, without a second settlement.
 
-mod body;
 mod builder;
 mod future;
 mod respond;
 mod service;
 mod settle;
 
-pub use body::PaymentBody;
 pub use builder::{
     BuildError, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECORD_TTL, DEFAULT_RETRY_AFTER,
     DEFAULT_SETTLE_WAIT, PaymentLayer, PaymentLayerBuilder,

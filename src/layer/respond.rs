@@ -5,7 +5,6 @@ use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
-use super::body::PaymentBody;
 use super::builder::Shared;
 use crate::price::Price;
 use crate::scheme::{Challenge, ChallengeContext, Offer, Rejection, RejectionKind};
@@ -48,12 +47,12 @@ impl Shared {
 
     /// Answers a request without an acceptable payment: 402 (or the rejection's status) with a
     /// fresh offer from every scheme.
-    pub(crate) async fn challenge<B>(
+    pub(crate) async fn challenge<B: From<Bytes>>(
         &self,
         request: &Parts,
         price: &Price,
         rejection: Option<&Rejection>,
-    ) -> Response<PaymentBody<B>> {
+    ) -> Response<B> {
         let mut offers: Vec<(usize, Offer)> = Vec::with_capacity(self.schemes.len());
         for (index, scheme) in self.schemes.iter().enumerate() {
             match scheme.offer(price, request).await {
@@ -97,7 +96,7 @@ impl Shared {
             _ => StatusCode::PAYMENT_REQUIRED,
         };
         let body = serde_json::to_vec(&challenge.body).unwrap_or_default();
-        let mut response = Response::new(PaymentBody::full(Bytes::from(body)));
+        let mut response = Response::new(B::from(Bytes::from(body)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(
@@ -118,12 +117,12 @@ impl Shared {
     }
 
     /// Answers a refused payment: a fresh challenge for 402 and 400, a plain error otherwise.
-    pub(crate) async fn rejected<B>(
+    pub(crate) async fn rejected<B: From<Bytes>>(
         &self,
         request: &Parts,
         price: &Price,
         rejection: &Rejection,
-    ) -> Response<PaymentBody<B>> {
+    ) -> Response<B> {
         match rejection.kind {
             RejectionKind::PaymentRequired | RejectionKind::BadRequest => {
                 self.challenge(request, price, Some(rejection)).await
@@ -138,12 +137,12 @@ impl Shared {
     }
 
     /// 409: the payment is being used by another request.
-    pub(crate) fn busy<B>(&self) -> Response<PaymentBody<B>> {
+    pub(crate) fn busy<B: From<Bytes>>(&self) -> Response<B> {
         plain(StatusCode::CONFLICT, code::PAYMENT_IN_USE, None)
     }
 
     /// 503 + `Retry-After`: retry with the same payment.
-    pub(crate) fn pending<B>(&self) -> Response<PaymentBody<B>> {
+    pub(crate) fn pending<B: From<Bytes>>(&self) -> Response<B> {
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
             code::SETTLEMENT_PENDING,
@@ -152,7 +151,7 @@ impl Shared {
     }
 
     /// 503 + `Retry-After` with a specific reason.
-    pub(crate) fn unavailable<B>(&self, reason: &str) -> Response<PaymentBody<B>> {
+    pub(crate) fn unavailable<B: From<Bytes>>(&self, reason: &str) -> Response<B> {
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
             reason,
@@ -162,13 +161,13 @@ impl Shared {
 }
 
 /// A JSON error answer `{"error": <code>}`.
-pub(crate) fn plain<B>(
+pub(crate) fn plain<B: From<Bytes>>(
     status: StatusCode,
     code: &str,
     retry_after: Option<std::time::Duration>,
-) -> Response<PaymentBody<B>> {
+) -> Response<B> {
     let body = serde_json::to_vec(&serde_json::json!({ "error": code })).unwrap_or_default();
-    let mut response = Response::new(PaymentBody::full(Bytes::from(body)));
+    let mut response = Response::new(B::from(Bytes::from(body)));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -182,8 +181,8 @@ pub(crate) fn plain<B>(
 }
 
 /// A recorded response, replayed.
-pub(crate) fn replay<B>(recorded: &RecordedResponse) -> Response<PaymentBody<B>> {
-    let mut response = Response::new(PaymentBody::full(recorded.body.clone()));
+pub(crate) fn replay<B: From<Bytes>>(recorded: &RecordedResponse) -> Response<B> {
+    let mut response = Response::new(B::from(recorded.body.clone()));
     *response.status_mut() = recorded.status;
     *response.headers_mut() = recorded.headers.clone();
     response

@@ -1,5 +1,6 @@
 //! [`PaymentService`]: the payment flow around one inner service.
 
+use std::cell::OnceCell;
 use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,12 +12,11 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
-use super::body::PaymentBody;
 use super::builder::Shared;
 use super::future::ResponseFuture;
 use super::respond::{code, head, plain, replay};
 use super::settle::{Paid, SettleGuard, Settled, Settlement};
-use crate::price::{PriceRequest, Priced, SettlementOrder};
+use crate::price::{ClaimedPayer, PriceRequest, Priced, SettlementOrder};
 use crate::scheme::{Credential, Rejection};
 use crate::store::{
     CompletedPayment, PaymentKey, PaymentState, PaymentStore, RecordedResponse, Reservation,
@@ -55,6 +55,35 @@ impl<S> std::fmt::Debug for PaymentService<S> {
 
 type ReadCredential = Option<(usize, Result<Credential, Rejection>)>;
 
+/// The request's credential, read when first needed.
+struct LazyCredential<'a> {
+    shared: &'a Shared,
+    headers: &'a http::HeaderMap,
+    read: OnceCell<ReadCredential>,
+}
+
+impl LazyCredential<'_> {
+    fn get(&self) -> &ReadCredential {
+        self.read.get_or_init(|| self.shared.read(self.headers))
+    }
+
+    fn into_credential(self) -> ReadCredential {
+        match self.read.into_inner() {
+            Some(read) => read,
+            None => self.shared.read(self.headers),
+        }
+    }
+}
+
+impl ClaimedPayer for LazyCredential<'_> {
+    fn claimed_payer(&self) -> Option<&str> {
+        match self.get() {
+            Some((_, Ok(credential))) => credential.payer(),
+            _ => None,
+        }
+    }
+}
+
 impl Shared {
     /// The first credential a scheme accepts; else the first a scheme refuses; else none.
     fn read(&self, headers: &http::HeaderMap) -> ReadCredential {
@@ -78,10 +107,10 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
-    type Response = Response<PaymentBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
@@ -90,43 +119,40 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // Call the service that was polled ready; keep a fresh clone for the next call.
-        let clone = self.inner.clone();
-        let mut inner = mem::replace(&mut self.inner, clone);
-        let (parts, body) = request.into_parts();
-        let credential = self.shared.read(&parts.headers);
-        let payer = match &credential {
-            Some((_, Ok(credential))) => credential.payer(),
-            _ => None,
+        let lazy = LazyCredential {
+            shared: &self.shared,
+            headers: request.headers(),
+            read: OnceCell::new(),
         };
-        let priced = self.shared.pricing.price(&PriceRequest::new(&parts, payer));
+        let priced = self
+            .shared
+            .pricing
+            .price(&PriceRequest::of(&request, &lazy));
+        let priced = match priced.into_ready() {
+            // Free: the service that was polled ready serves the request, untouched.
+            Ok(Priced::Free) => return ResponseFuture::passthrough(self.inner.call(request)),
+            Ok(priced) => Ok(priced),
+            Err(pending) => Err(pending),
+        };
+        let credential = lazy.into_credential();
+        // The flow calls the inner service later: take the ready one, leave a clone.
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        match priced.into_ready() {
-            Ok(Priced::Free) => {
-                ResponseFuture::passthrough(inner.call(Request::from_parts(parts, body)))
-            }
-            Ok(priced) => ResponseFuture::payment(Box::pin(async move {
-                Flow {
-                    shared,
-                    inner,
-                    parts,
-                    body,
-                }
-                .run(credential, priced)
-                .await
-            })),
-            Err(pending) => ResponseFuture::payment(Box::pin(async move {
-                let priced = pending.await;
-                Flow {
-                    shared,
-                    inner,
-                    parts,
-                    body,
-                }
-                .run(credential, priced)
-                .await
-            })),
-        }
+        let (parts, body) = request.into_parts();
+        ResponseFuture::payment(Box::pin(async move {
+            let priced = match priced {
+                Ok(priced) => priced,
+                Err(pending) => pending.await,
+            };
+            let flow = Flow {
+                shared,
+                inner,
+                parts,
+                body,
+            };
+            flow.run(credential, priced).await
+        }))
     }
 }
 
@@ -138,20 +164,20 @@ struct Flow<S, ReqBody> {
     body: ReqBody,
 }
 
-type Answer<ResBody, E> = Result<Response<PaymentBody<ResBody>>, E>;
+type Answer<ResBody, E> = Result<Response<ResBody>, E>;
 
 impl<S, ReqBody, ResBody> Flow<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
     async fn run(self, credential: ReadCredential, priced: Priced) -> Answer<ResBody, S::Error> {
         let price = match priced {
-            Priced::Free => return self.call_inner().await.map(|r| r.map(PaymentBody::inner)),
-            Priced::Respond(response) => return Ok(response.map(PaymentBody::full)),
+            Priced::Free => return self.call_inner().await,
+            Priced::Respond(response) => return Ok(response.map(ResBody::from)),
             Priced::Charge(price) => price,
         };
         let shared = self.shared.clone();
@@ -230,7 +256,7 @@ where
         let response = self.with(settlement.paid.clone()).call_inner().await?;
         if response.status().as_u16() >= 400 {
             hold.release().await;
-            return Ok(Answered::Response(response.map(PaymentBody::inner)));
+            return Ok(Answered::Response(response));
         }
         let settled = settlement.run(StateKind::Executing).await;
         Ok(finish(&shared, hold, settled, response).await)
@@ -262,7 +288,7 @@ where
             Some(settled) => settled.clone(),
             None if response.status().as_u16() >= 400 => {
                 hold.release().await;
-                return Ok(Answered::Response(response.map(PaymentBody::inner)));
+                return Ok(Answered::Response(response));
             }
             // The handler succeeded without settling: settle now, as after success.
             None => {
@@ -304,7 +330,7 @@ where
 }
 
 enum Answered<ResBody> {
-    Response(Response<PaymentBody<ResBody>>),
+    Response(Response<ResBody>),
     /// Answer with a fresh challenge for this rejection (rendered with the request head).
     Refused(Rejection),
 }
@@ -329,7 +355,7 @@ async fn finish<ResBody>(
     response: Response<ResBody>,
 ) -> Answered<ResBody>
 where
-    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
     match settled {
@@ -339,7 +365,11 @@ where
 }
 
 /// The money did not move (or nobody knows): the handler's response is withheld.
-async fn not_settled<ResBody>(shared: &Shared, hold: Hold, settled: Settled) -> Answered<ResBody> {
+async fn not_settled<ResBody: From<Bytes>>(
+    shared: &Shared,
+    hold: Hold,
+    settled: Settled,
+) -> Answered<ResBody> {
     // Settling, failed and unknown payments are left as recorded; a payment the settlement
     // never claimed (the store failed) is given back.
     hold.release().await;
@@ -357,7 +387,7 @@ async fn complete<ResBody>(
     response: Response<ResBody>,
 ) -> Answered<ResBody>
 where
-    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
     let (mut parts, body) = response.into_parts();
@@ -368,7 +398,7 @@ where
     // paying again.
     if parts.status.is_server_error() {
         hold.release().await;
-        return Answered::Response(Response::from_parts(parts, PaymentBody::inner(body)));
+        return Answered::Response(Response::from_parts(parts, body));
     }
     let recordable = body
         .size_hint()
@@ -377,7 +407,7 @@ where
     if !recordable {
         let state = PaymentState::Settled(settled);
         record(shared, hold, state).await;
-        return Answered::Response(Response::from_parts(parts, PaymentBody::inner(body)));
+        return Answered::Response(Response::from_parts(parts, body));
     }
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -400,7 +430,7 @@ where
         response: recorded,
     };
     record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
-    Answered::Response(Response::from_parts(parts, PaymentBody::full(bytes)))
+    Answered::Response(Response::from_parts(parts, ResBody::from(bytes)))
 }
 
 async fn record(shared: &Shared, hold: Hold, state: PaymentState) {

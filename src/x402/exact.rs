@@ -22,12 +22,10 @@ use crate::scheme::{
     Challenge, ChallengeContext, Credential, Intent, Offer, PaymentScheme, Receipt, Rejection,
     RejectionKind, SettleOutcome, Verified,
 };
-use crate::stellar::xdr::{
-    SorobanAddressCredentials, SorobanAuthorizationEntry, SorobanCredentials,
-};
+use crate::stellar::xdr::SorobanAuthorizationEntry;
 use crate::stellar::{
-    Address, AuthError, Network, SacTransfer, TransferError, decode_envelope, sac_transfer,
-    verify_authorization,
+    Address, AuthError, Network, SacTransfer, TransferError, address_credentials, decode_envelope,
+    sac_transfer, verify_authorization,
 };
 use crate::store::PaymentKey;
 
@@ -351,8 +349,9 @@ impl Exact {
             return Err(refused(reason::UNSAFE_SOURCE));
         }
         let in_auth = transfer.auth.iter().any(|entry| {
-            auth_address(&entry.credentials)
-                .and_then(|address| Address::from_sc_address(&address.address).ok())
+            address_credentials(entry)
+                .ok()
+                .and_then(|credentials| Address::from_sc_address(&credentials.address).ok())
                 .is_some_and(|address| is_signer(&address))
         });
         if in_auth {
@@ -416,9 +415,9 @@ impl Exact {
             .payer_authorization()
             .map_err(|error| refused(transfer_reason(&error)))?
             .clone();
-        let nonce = auth_address(&payer_entry.credentials)
+        let nonce = address_credentials(&payer_entry)
             .map(|credentials| credentials.nonce)
-            .ok_or_else(|| refused(reason::CREDENTIAL_TYPE))?;
+            .map_err(|_| refused(reason::CREDENTIAL_TYPE))?;
         let payer = transfer.from.to_string();
         let key = PaymentKey::derive(&[
             self.network.caip2().as_bytes(),
@@ -459,16 +458,6 @@ impl Exact {
             serde_json::to_value(&required.resource).unwrap_or(Value::Null),
         );
         body.insert("accepts".into(), Value::Array(accepts));
-    }
-}
-
-/// The address credentials of an `Address` or `AddressV2` entry.
-fn auth_address(credentials: &SorobanCredentials) -> Option<&SorobanAddressCredentials> {
-    match credentials {
-        SorobanCredentials::Address(address) | SorobanCredentials::AddressV2(address) => {
-            Some(address)
-        }
-        SorobanCredentials::SourceAccount | SorobanCredentials::AddressWithDelegates(_) => None,
     }
 }
 
