@@ -788,6 +788,10 @@ async fn pricing_answers_before_any_money_moves() {
         (answer.status, answer.text().as_str()),
         (StatusCode::OK, "free")
     );
+    // A free route ignores payment headers, garbage included.
+    let garbage = Some(http::HeaderValue::from_static("!!!"));
+    let answer = send(&app, req("/free", garbage)).await;
+    assert_eq!(answer.status, StatusCode::OK);
     let put = |len: Option<&str>, pay: bool| {
         let mut builder = http::Request::builder().method("PUT").uri("/upload");
         if let Some(len) = len {

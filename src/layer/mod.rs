@@ -9,6 +9,12 @@
 //! - **a credential**: reserves the payment in the [`PaymentStore`](crate::PaymentStore),
 //!   verifies it, and settles it in the route's [`SettlementOrder`](crate::SettlementOrder).
 //!
+//! The layer answers in the inner service's own response body type, which must be
+//! `http_body::Body<Data = Bytes> + From<Bytes>` (axum's `Body`, `http_body_util::Full<Bytes>`
+//! …), so free requests pass through with nothing added. For the lowest cost on free routes,
+//! wrap the whole router (`ServiceBuilder::new().layer(paywall).service(router)`) rather than
+//! each route: axum boxes every per-route layer again.
+//!
 //! Paid requests carry [`Paid`] in their extensions, and with
 //! [`SettlementOrder::InHandler`](crate::SettlementOrder::InHandler) a [`SettleGuard`] too.
 //!
