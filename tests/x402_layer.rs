@@ -110,6 +110,11 @@ impl Harness {
         }
     }
 
+    /// Sends `path` with the default (valid) payment.
+    async fn pay(&self, path: &str) -> Answer {
+        send(&self.app, req(path, Some(payment(&PaymentSpec::default())))).await
+    }
+
     fn calls(&self) -> usize {
         self.handler_calls.load(Ordering::SeqCst)
     }
@@ -177,7 +182,7 @@ async fn no_payment_gets_a_402_with_header_and_body() {
 #[tokio::test]
 async fn a_valid_payment_is_verified_served_and_settled() {
     let h = Harness::new(SettlementOrder::AfterSuccess);
-    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/paid").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     assert_eq!(answer.text(), "content");
     let settled: SettleResponse = decode_header(&answer.headers["payment-response"]);
@@ -445,12 +450,12 @@ async fn verify_refusal_is_a_402_with_the_facilitator_reason() {
     let h = Harness::new(SettlementOrder::AfterSuccess);
     h.facilitator
         .set_verify(VerifyMode::Invalid("insufficient_funds"));
-    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/paid").await;
     assert_refused(&answer, "insufficient_funds");
     assert_eq!((h.calls(), h.facilitator.settle_calls()), (0, 0));
     // The payment was not used up: once the payer has funds, the same payment goes through.
     h.facilitator.set_verify(VerifyMode::Valid);
-    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/paid").await;
     assert_eq!(answer.status, StatusCode::OK);
 }
 
@@ -458,25 +463,14 @@ async fn verify_refusal_is_a_402_with_the_facilitator_reason() {
 async fn handler_errors_are_not_settled() {
     let h = Harness::new(SettlementOrder::AfterSuccess);
     for code in [400u16, 404, 500, 503] {
-        let answer = send(
-            &h.app,
-            req(
-                &format!("/status/{code}"),
-                Some(payment(&PaymentSpec::default())),
-            ),
-        )
-        .await;
+        let answer = h.pay(&format!("/status/{code}")).await;
         assert_eq!(answer.status.as_u16(), code);
         assert_eq!(answer.text(), "handler body");
         assert!(!answer.headers.contains_key("payment-response"));
     }
     assert_eq!(h.facilitator.settle_calls(), 0);
     // The payment is still unused.
-    let answer = send(
-        &h.app,
-        req("/status/200", Some(payment(&PaymentSpec::default()))),
-    )
-    .await;
+    let answer = h.pay("/status/200").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(h.facilitator.settle_calls(), 1);
 }
@@ -487,7 +481,7 @@ async fn a_failed_settlement_withholds_the_body() {
     h.facilitator.set_settle(SettleMode::Failure(
         "invalid_exact_stellar_payload_simulation_failed",
     ));
-    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/paid").await;
     assert_refused(&answer, "invalid_exact_stellar_payload_simulation_failed");
     assert!(!answer.text().contains("content"));
     let settled: SettleResponse = decode_header(&answer.headers["payment-response"]);
@@ -543,7 +537,7 @@ async fn facilitator_failures_map_to_502_and_503() {
     for (error, status) in cases {
         let h = Harness::new(SettlementOrder::AfterSuccess);
         h.facilitator.set_verify(VerifyMode::Fail(error.clone()));
-        let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+        let answer = h.pay("/paid").await;
         assert_eq!(answer.status, status, "verify {error:?}");
         assert_eq!(h.calls(), 0);
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -561,7 +555,7 @@ async fn an_unknown_settlement_outcome_is_never_answered_with_a_fresh_402() {
     ] {
         let h = Harness::new(SettlementOrder::AfterSuccess);
         h.facilitator.set_settle(SettleMode::Fail(error.clone()));
-        let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+        let answer = h.pay("/paid").await;
         assert!(matches!(
             answer.status,
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
@@ -572,7 +566,7 @@ async fn an_unknown_settlement_outcome_is_never_answered_with_a_fresh_402() {
         );
         assert!(!answer.text().contains("content"));
         // Retries of the same payment wait; they are neither charged again nor asked to pay anew.
-        let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+        let answer = h.pay("/paid").await;
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(!answer.headers.contains_key("payment-required"));
         assert_eq!(h.facilitator.settle_calls(), 1);
@@ -583,10 +577,10 @@ async fn an_unknown_settlement_outcome_is_never_answered_with_a_fresh_402() {
         .set_settle(SettleMode::Fail(FacilitatorError::Unreachable(
             "refused".into(),
         )));
-    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/paid").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     h.facilitator.set_settle(SettleMode::Success);
-    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/paid").await;
     assert_eq!(answer.status, StatusCode::OK);
 }
 
@@ -613,8 +607,8 @@ async fn two_concurrent_requests_with_one_payment_get_exactly_one_200() {
 #[tokio::test]
 async fn a_retry_after_success_replays_the_recorded_response() {
     let h = Harness::new(SettlementOrder::AfterSuccess);
-    let first = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
-    let second = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let first = h.pay("/paid").await;
+    let second = h.pay("/paid").await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.body, first.body);
     assert_eq!(
@@ -642,7 +636,7 @@ async fn a_retry_after_success_replays_the_recorded_response() {
 #[tokio::test]
 async fn before_handler_ordering_settles_first() {
     let h = Harness::new(SettlementOrder::BeforeHandler);
-    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/paid").await;
     assert_eq!(answer.status, StatusCode::OK);
     let payer = payer(7).address().to_string();
     let reference = "ab".repeat(32);
@@ -654,7 +648,7 @@ async fn before_handler_ordering_settles_first() {
     let h = Harness::new(SettlementOrder::BeforeHandler);
     h.facilitator
         .set_settle(SettleMode::Failure("insufficient_funds"));
-    let answer = send(&h.app, req("/paid", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/paid").await;
     assert_refused(&answer, "insufficient_funds");
     assert_eq!(h.calls(), 0);
 }
@@ -662,11 +656,7 @@ async fn before_handler_ordering_settles_first() {
 #[tokio::test]
 async fn in_handler_ordering_settles_where_the_handler_says() {
     let h = Harness::new(SettlementOrder::InHandler);
-    let answer = send(
-        &h.app,
-        req("/guard/settle", Some(payment(&PaymentSpec::default()))),
-    )
-    .await;
+    let answer = h.pay("/guard/settle").await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text());
     assert_eq!(answer.text(), "committed content");
     assert!(answer.headers.contains_key("payment-response"));
@@ -681,11 +671,7 @@ async fn in_handler_ordering_settles_where_the_handler_says() {
     );
     assert_eq!(h.facilitator.settle_calls(), 1);
     // The retry gets the recorded answer; the handler does not run again.
-    let again = send(
-        &h.app,
-        req("/guard/settle", Some(payment(&PaymentSpec::default()))),
-    )
-    .await;
+    let again = h.pay("/guard/settle").await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(h.events().len(), 3);
 }
@@ -693,11 +679,7 @@ async fn in_handler_ordering_settles_where_the_handler_says() {
 #[tokio::test]
 async fn in_handler_refusal_before_settling_costs_nothing() {
     let h = Harness::new(SettlementOrder::InHandler);
-    let answer = send(
-        &h.app,
-        req("/guard/conflict", Some(payment(&PaymentSpec::default()))),
-    )
-    .await;
+    let answer = h.pay("/guard/conflict").await;
     assert_eq!(answer.status, StatusCode::CONFLICT);
     assert_eq!(h.facilitator.settle_calls(), 0);
 }
@@ -705,11 +687,7 @@ async fn in_handler_refusal_before_settling_costs_nothing() {
 #[tokio::test]
 async fn in_handler_without_settling_is_settled_after_the_handler() {
     let h = Harness::new(SettlementOrder::InHandler);
-    let answer = send(
-        &h.app,
-        req("/guard/skip", Some(payment(&PaymentSpec::default()))),
-    )
-    .await;
+    let answer = h.pay("/guard/skip").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.headers.contains_key("payment-response"));
     assert_eq!(h.facilitator.settle_calls(), 1);
@@ -717,11 +695,7 @@ async fn in_handler_without_settling_is_settled_after_the_handler() {
     let h = Harness::new(SettlementOrder::InHandler);
     h.facilitator
         .set_settle(SettleMode::Failure("insufficient_funds"));
-    let answer = send(
-        &h.app,
-        req("/guard/skip", Some(payment(&PaymentSpec::default()))),
-    )
-    .await;
+    let answer = h.pay("/guard/skip").await;
     assert_refused(&answer, "insufficient_funds");
     assert!(!answer.text().contains("unsettled content"));
 }
@@ -731,11 +705,7 @@ async fn in_handler_settlement_failure_is_a_402_whatever_the_handler_answers() {
     let h = Harness::new(SettlementOrder::InHandler);
     h.facilitator
         .set_settle(SettleMode::Failure("insufficient_funds"));
-    let answer = send(
-        &h.app,
-        req("/guard/settle", Some(payment(&PaymentSpec::default()))),
-    )
-    .await;
+    let answer = h.pay("/guard/settle").await;
     assert_refused(&answer, "insufficient_funds");
     assert!(!answer.text().contains("must not leak"));
     assert_eq!(
@@ -866,7 +836,7 @@ async fn a_dropped_request_gives_its_payment_back() {
             .is_err()
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let answer = send(&h.app, req("/slow", Some(payment(&PaymentSpec::default())))).await;
+    let answer = h.pay("/slow").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(h.facilitator.settle_calls(), 1);
 }
@@ -975,4 +945,45 @@ async fn fee_sponsorship_comes_from_the_facilitator() {
         answer.json()["accepts"][0]["extra"]["areFeesSponsored"],
         false
     );
+}
+
+#[tokio::test]
+async fn a_settled_payment_buys_nothing_dearer_on_resume() {
+    let facilitator = Arc::new(TestFacilitator::default());
+    facilitator.set_settle_delay(Duration::from_millis(150));
+    let pricing = |request: &PriceRequest<'_>| {
+        let price = if request.uri().path() == "/dear" {
+            "0.002"
+        } else {
+            PRICE
+        };
+        PriceFuture::ready(Priced::Charge(Price::parse(price).unwrap()))
+    };
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .pricing(pricing)
+        .settle_wait(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/cheap", get(|| async { "cheap" }))
+        .route("/dear", get(|| async { "dear" }))
+        .layer(layer);
+    let pay = || Some(payment(&PaymentSpec::default()));
+    // The client gives up before the settlement ends; the money still moves.
+    assert_eq!(
+        send(&app, req("/cheap", pay())).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The settled payment does not open a dearer route…
+    let answer = send(&app, req("/dear", pay())).await;
+    assert_refused(&answer, "payment_settled_for_another_price");
+    // …and still serves the one it paid for, without a second settlement.
+    let answer = send(&app, req("/cheap", pay())).await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (StatusCode::OK, "cheap")
+    );
+    assert_eq!(facilitator.settle_calls(), 1);
 }

@@ -22,6 +22,8 @@ pub(crate) mod code {
     pub(crate) const STORE_UNAVAILABLE: &str = "payment_store_unavailable";
     /// No scheme could make an offer.
     pub(crate) const NO_OFFER: &str = "no_payment_offer_available";
+    /// A settled payment was presented for a request with another price.
+    pub(crate) const PRICE_MISMATCH: &str = "payment_settled_for_another_price";
     /// The response body failed after the payment settled.
     pub(crate) const RESPONSE_FAILED: &str = "response_failed";
 }

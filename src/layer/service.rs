@@ -17,7 +17,7 @@ use super::future::ResponseFuture;
 use super::respond::{code, head, plain, replay};
 use super::settle::{Paid, SettleGuard, Settled, Settlement};
 use crate::price::{ClaimedPayer, PriceRequest, Priced, SettlementOrder};
-use crate::scheme::{Credential, Rejection};
+use crate::scheme::{Credential, Rejection, RejectionKind};
 use crate::store::{
     CompletedPayment, PaymentKey, PaymentState, PaymentStore, RecordedResponse, Reservation,
     SettledPayment, StateKind,
@@ -196,6 +196,17 @@ where
             Ok(Reservation::Replay(completed)) => return Ok(replay(&completed.response)),
             Ok(Reservation::Resume(settled)) => {
                 let hold = Hold::new(&shared, key);
+                let intent = shared.schemes[index].intent();
+                // The money moved for one price; it buys nothing dearer.
+                if settled.paid.amount != price.amount() || settled.paid.intent != intent {
+                    hold.release().await;
+                    let mismatch = Rejection::new(
+                        RejectionKind::PaymentRequired,
+                        intent.protocol,
+                        code::PRICE_MISMATCH,
+                    );
+                    return Ok(shared.rejected(&self.parts, &price, &mismatch).await);
+                }
                 return self
                     .resume(hold, settled, price.order().unwrap_or(shared.order))
                     .await;
