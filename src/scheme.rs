@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::BoxFuture;
 use crate::price::{Amount, Price};
-use crate::store::PaymentKey;
+use crate::store::{Fingerprint, PaymentKey};
 
 /// A payment intent: the protocol and the intent's name in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,15 +99,23 @@ impl fmt::Debug for Offer {
 #[derive(Clone)]
 pub struct Credential {
     key: PaymentKey,
+    fingerprint: Fingerprint,
     payer: Option<String>,
     detail: Detail,
 }
 
 impl Credential {
-    /// A credential identified by `key` (unique per payment), claiming `payer`.
-    pub fn new<T: Any + Send + Sync>(key: PaymentKey, payer: Option<String>, detail: T) -> Self {
+    /// A credential for the payment `key`, presented as `fingerprint` (a digest of exactly what
+    /// was signed), claiming `payer`.
+    pub fn new<T: Any + Send + Sync>(
+        key: PaymentKey,
+        fingerprint: Fingerprint,
+        payer: Option<String>,
+        detail: T,
+    ) -> Self {
         Credential {
             key,
+            fingerprint,
             payer,
             detail: Arc::new(detail),
         }
@@ -116,6 +124,11 @@ impl Credential {
     /// The key that makes this payment single-use in the [`PaymentStore`](crate::PaymentStore).
     pub fn key(&self) -> PaymentKey {
         self.key
+    }
+
+    /// The digest of the credential as presented: records of a payment answer only it.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
     }
 
     /// The payer the credential claims (unverified).

@@ -13,10 +13,16 @@
 //! | state found by `reserve` | answer |
 //! |---|---|
 //! | none, or `Failed` | [`Reservation::New`]: the caller owns the payment |
+//! | any other, held by another presentation of the payment | [`Reservation::Mismatch`]: 409 |
 //! | `Reserved`, `Executing` | [`Reservation::Busy`]: a concurrent use, 409 |
 //! | `Settling`, `Unknown` | [`Reservation::Pending`]: outcome not known yet, 503 + `Retry-After` |
 //! | `Settled` | [`Reservation::Resume`]: the money moved but no response was recorded; the caller owns it again (state becomes `Executing(settled)`) and runs the handler without settling |
-//! | `Completed` | [`Reservation::Replay`]: answer with the recorded response, never settle again |
+//! | `Completed` | [`Reservation::Replay`]: answer with the recorded response (or 409 when the body was too large to record), never settle again |
+//!
+//! A payment's key names the payment (for x402: network, payer, nonce), which is public once it
+//! settles; its [`Fingerprint`] names the exact credential presented (the signed transaction). A
+//! record answers only the credential that made it, so nobody can replay a payment they could
+//! merely name.
 //!
 //! [`PaymentStore::claim`] adds plain single-use claims (challenge ids, transaction hashes).
 
@@ -60,6 +66,27 @@ impl fmt::Debug for PaymentKey {
     }
 }
 
+/// A digest of the exact credential presented for a payment.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// SHA-256 of the credential's bytes.
+    pub fn of(credential: &[u8]) -> Fingerprint {
+        Fingerprint(Sha256::digest(credential).into())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint(")?;
+        for byte in &self.0[..8] {
+            write!(f, "{byte:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
+
 /// A payment whose money moved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SettledPayment {
@@ -80,13 +107,22 @@ pub struct RecordedResponse {
     pub body: Bytes,
 }
 
-/// A payment that settled and whose response was recorded.
+/// A payment that settled and was answered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompletedPayment {
     /// The settlement.
     pub settled: SettledPayment,
-    /// The response to replay.
-    pub response: RecordedResponse,
+    /// The response to replay; `None` when its body was too large (or unsized) to record.
+    pub response: Option<RecordedResponse>,
+}
+
+/// A stored payment: its state and the credential that holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaymentRecord {
+    /// Where the payment is.
+    pub state: PaymentState,
+    /// The credential that made the record.
+    pub fingerprint: Fingerprint,
 }
 
 /// Where a payment is in its life (see the [module docs](self)).
@@ -99,9 +135,9 @@ pub enum PaymentState {
     Executing(Option<Arc<SettledPayment>>),
     /// A settlement is in flight.
     Settling,
-    /// The money moved; no response was recorded.
+    /// The money moved; the request was not answered (its client left, or the handler failed).
     Settled(Arc<SettledPayment>),
-    /// The money moved and the response was recorded.
+    /// The money moved and the request was answered.
     Completed(Arc<CompletedPayment>),
     /// The payment was refused or its settlement failed; it may be tried again.
     Failed,
@@ -142,6 +178,8 @@ pub enum StateKind {
 pub enum Reservation {
     /// The caller owns the payment (state `Reserved`).
     New,
+    /// Another credential for the same payment holds the record.
+    Mismatch,
     /// Another request is using the payment right now.
     Busy,
     /// A settlement is in flight or ended without a known outcome.
@@ -164,11 +202,12 @@ pub enum StoreError {
 
 /// Durable or in-memory record of payments and single-use claims. Every operation is atomic.
 pub trait PaymentStore: Send + Sync + 'static {
-    /// Reserves `key` (see the table in the [module docs](self)). A new or changed record lives
-    /// for `ttl`.
+    /// Reserves `key` for the credential `fingerprint` (see the table in the
+    /// [module docs](self)). A new or changed record lives for `ttl`.
     fn reserve(
         &self,
         key: PaymentKey,
+        fingerprint: Fingerprint,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<Reservation, StoreError>>;
 
@@ -184,8 +223,8 @@ pub trait PaymentStore: Send + Sync + 'static {
     /// removed, `Executing(Some(settled))` goes back to `Settled`; other states are left alone.
     fn release(&self, key: PaymentKey) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// The current state of `key`, if any.
-    fn state(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<PaymentState>, StoreError>>;
+    /// The current record of `key`, if any.
+    fn record(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<PaymentRecord>, StoreError>>;
 
     /// Claims `id` once: `true` the first time, `false` while an earlier claim lives (`ttl`).
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>>;
@@ -195,9 +234,10 @@ impl<T: PaymentStore + ?Sized> PaymentStore for Arc<T> {
     fn reserve(
         &self,
         key: PaymentKey,
+        fingerprint: Fingerprint,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<Reservation, StoreError>> {
-        (**self).reserve(key, ttl)
+        (**self).reserve(key, fingerprint, ttl)
     }
     fn transition(
         &self,
@@ -210,8 +250,8 @@ impl<T: PaymentStore + ?Sized> PaymentStore for Arc<T> {
     fn release(&self, key: PaymentKey) -> BoxFuture<'_, Result<(), StoreError>> {
         (**self).release(key)
     }
-    fn state(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<PaymentState>, StoreError>> {
-        (**self).state(key)
+    fn record(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<PaymentRecord>, StoreError>> {
+        (**self).record(key)
     }
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
         (**self).claim(id, ttl)
@@ -234,6 +274,7 @@ struct Records {
 
 struct Record {
     state: PaymentState,
+    fingerprint: Fingerprint,
     ttl: Duration,
     expires: Instant,
 }
@@ -276,9 +317,17 @@ impl Records {
         }
     }
 
-    fn reserve(&mut self, key: PaymentKey, ttl: Duration, now: Instant) -> Reservation {
+    fn reserve(
+        &mut self,
+        key: PaymentKey,
+        fingerprint: Fingerprint,
+        ttl: Duration,
+        now: Instant,
+    ) -> Reservation {
         let answer = match self.live(&key, now) {
             None => None,
+            Some(record) if matches!(record.state, PaymentState::Failed) => None,
+            Some(record) if record.fingerprint != fingerprint => Some(Reservation::Mismatch),
             Some(record) => match &record.state {
                 PaymentState::Failed => None,
                 PaymentState::Reserved | PaymentState::Executing(_) => Some(Reservation::Busy),
@@ -287,7 +336,6 @@ impl Records {
                 PaymentState::Settled(settled) => {
                     let settled = settled.clone();
                     record.state = PaymentState::Executing(Some(settled.clone()));
-                    record.expires = now + record.ttl;
                     Some(Reservation::Resume(settled))
                 }
             },
@@ -299,6 +347,7 @@ impl Records {
             key,
             Record {
                 state: PaymentState::Reserved,
+                fingerprint,
                 ttl,
                 expires: now + ttl,
             },
@@ -361,9 +410,10 @@ impl PaymentStore for MemoryStore {
     fn reserve(
         &self,
         key: PaymentKey,
+        fingerprint: Fingerprint,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<Reservation, StoreError>> {
-        ready(self.lock().reserve(key, ttl, Instant::now()))
+        ready(self.lock().reserve(key, fingerprint, ttl, Instant::now()))
     }
 
     fn transition(
@@ -380,12 +430,15 @@ impl PaymentStore for MemoryStore {
         ready(())
     }
 
-    fn state(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<PaymentState>, StoreError>> {
-        let state = self
+    fn record(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<PaymentRecord>, StoreError>> {
+        let record = self
             .lock()
             .live(&key, Instant::now())
-            .map(|record| record.state.clone());
-        ready(state)
+            .map(|record| PaymentRecord {
+                state: record.state.clone(),
+                fingerprint: record.fingerprint,
+            });
+        ready(record)
     }
 
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
@@ -410,6 +463,7 @@ mod tests {
     use crate::scheme::Intent;
 
     const TTL: Duration = Duration::from_secs(60);
+    const PRINT: Fingerprint = Fingerprint([1; 32]);
 
     fn key(n: u8) -> PaymentKey {
         PaymentKey::derive(&[b"test", &[n]])
@@ -443,17 +497,29 @@ mod tests {
     #[tokio::test]
     async fn a_reserved_payment_is_busy_until_released() {
         let store = MemoryStore::new();
-        assert_eq!(store.reserve(key(1), TTL).await.unwrap(), Reservation::New);
-        assert_eq!(store.reserve(key(1), TTL).await.unwrap(), Reservation::Busy);
-        assert_eq!(store.reserve(key(2), TTL).await.unwrap(), Reservation::New);
+        assert_eq!(
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
+            Reservation::New
+        );
+        assert_eq!(
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
+            Reservation::Busy
+        );
+        assert_eq!(
+            store.reserve(key(2), PRINT, TTL).await.unwrap(),
+            Reservation::New
+        );
         store.release(key(1)).await.unwrap();
-        assert_eq!(store.reserve(key(1), TTL).await.unwrap(), Reservation::New);
+        assert_eq!(
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
+            Reservation::New
+        );
     }
 
     #[tokio::test]
     async fn settling_and_unknown_are_pending_and_survive_release() {
         let store = MemoryStore::new();
-        store.reserve(key(1), TTL).await.unwrap();
+        store.reserve(key(1), PRINT, TTL).await.unwrap();
         assert!(
             store
                 .transition(key(1), StateKind::Reserved, PaymentState::Settling)
@@ -462,7 +528,7 @@ mod tests {
         );
         store.release(key(1)).await.unwrap();
         assert_eq!(
-            store.reserve(key(1), TTL).await.unwrap(),
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
             Reservation::Pending
         );
         assert!(
@@ -472,7 +538,7 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(
-            store.reserve(key(1), TTL).await.unwrap(),
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
             Reservation::Pending
         );
     }
@@ -486,7 +552,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        store.reserve(key(1), TTL).await.unwrap();
+        store.reserve(key(1), PRINT, TTL).await.unwrap();
         assert!(
             !store
                 .transition(key(1), StateKind::Executing, PaymentState::Settling)
@@ -494,7 +560,7 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(
-            store.state(key(1)).await.unwrap(),
+            store.record(key(1)).await.unwrap().map(|r| r.state),
             Some(PaymentState::Reserved)
         );
     }
@@ -502,7 +568,7 @@ mod tests {
     #[tokio::test]
     async fn settled_payments_resume_once_and_fall_back_on_release() {
         let store = MemoryStore::new();
-        store.reserve(key(1), TTL).await.unwrap();
+        store.reserve(key(1), PRINT, TTL).await.unwrap();
         store
             .transition(
                 key(1),
@@ -512,15 +578,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            store.reserve(key(1), TTL).await.unwrap(),
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
             Reservation::Resume(settled())
         );
         // The resumer owns it now: a concurrent retry is busy.
-        assert_eq!(store.reserve(key(1), TTL).await.unwrap(), Reservation::Busy);
+        assert_eq!(
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
+            Reservation::Busy
+        );
         // Dropped without finishing: the settlement is kept, not forgotten.
         store.release(key(1)).await.unwrap();
         assert_eq!(
-            store.state(key(1)).await.unwrap(),
+            store.record(key(1)).await.unwrap().map(|r| r.state),
             Some(PaymentState::Settled(settled()))
         );
     }
@@ -528,14 +597,14 @@ mod tests {
     #[tokio::test]
     async fn completed_payments_replay_and_failed_ones_can_be_retried() {
         let store = MemoryStore::new();
-        store.reserve(key(1), TTL).await.unwrap();
+        store.reserve(key(1), PRINT, TTL).await.unwrap();
         let completed = Arc::new(CompletedPayment {
             settled: (*settled()).clone(),
-            response: RecordedResponse {
+            response: Some(RecordedResponse {
                 status: StatusCode::OK,
                 headers: HeaderMap::new(),
                 body: Bytes::from_static(b"done"),
-            },
+            }),
         });
         store
             .transition(
@@ -546,27 +615,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            store.reserve(key(1), TTL).await.unwrap(),
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
             Reservation::Replay(completed)
         );
 
-        store.reserve(key(2), TTL).await.unwrap();
+        store.reserve(key(2), PRINT, TTL).await.unwrap();
         store
             .transition(key(2), StateKind::Reserved, PaymentState::Failed)
             .await
             .unwrap();
-        assert_eq!(store.reserve(key(2), TTL).await.unwrap(), Reservation::New);
+        assert_eq!(
+            store.reserve(key(2), PRINT, TTL).await.unwrap(),
+            Reservation::New
+        );
     }
 
     #[tokio::test]
     async fn records_and_claims_expire() {
         let store = MemoryStore::new();
         let short = Duration::from_millis(20);
-        store.reserve(key(1), short).await.unwrap();
+        store.reserve(key(1), PRINT, short).await.unwrap();
         assert!(store.claim(b"challenge", short).await.unwrap());
         assert!(!store.claim(b"challenge", short).await.unwrap());
         tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(store.reserve(key(1), TTL).await.unwrap(), Reservation::New);
+        assert_eq!(
+            store.reserve(key(1), PRINT, TTL).await.unwrap(),
+            Reservation::New
+        );
         assert!(store.claim(b"challenge", TTL).await.unwrap());
     }
 
@@ -579,12 +654,49 @@ mod tests {
                     let store = store.clone();
                     scope.spawn(move || {
                         let now = Instant::now();
-                        matches!(store.lock().reserve(key(9), TTL, now), Reservation::New) as usize
+                        matches!(
+                            store.lock().reserve(key(9), PRINT, TTL, now),
+                            Reservation::New
+                        ) as usize
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!(winners, 1);
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_record_answers_only_the_credential_that_made_it() {
+        let store = MemoryStore::new();
+        let key = PaymentKey::derive(&[b"payment"]);
+        let (mine, forged) = (Fingerprint::of(b"signed"), Fingerprint::of(b"forged"));
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            store.reserve(key, mine, ttl).await.unwrap(),
+            Reservation::New
+        );
+        assert_eq!(
+            store.reserve(key, forged, ttl).await.unwrap(),
+            Reservation::Mismatch
+        );
+        store
+            .transition(key, StateKind::Reserved, PaymentState::Failed)
+            .await
+            .unwrap();
+        // A failed payment is open to any credential again.
+        assert_eq!(
+            store.reserve(key, forged, ttl).await.unwrap(),
+            Reservation::New
+        );
+        assert_eq!(
+            store.reserve(key, mine, ttl).await.unwrap(),
+            Reservation::Mismatch
+        );
     }
 }

@@ -987,3 +987,176 @@ async fn a_settled_payment_buys_nothing_dearer_on_resume() {
     );
     assert_eq!(facilitator.settle_calls(), 1);
 }
+
+#[tokio::test]
+async fn a_settled_payment_cannot_be_replayed_by_someone_who_only_knows_it() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    assert_eq!(h.pay("/paid").await.status, StatusCode::OK);
+    let mut conflicts = 0;
+    // Payer and nonce are public once settled; a header forged from them (same payment key,
+    // another signature) gets neither the recorded content nor a fresh settlement.
+    for forged in [
+        PaymentSpec {
+            signer_seed: Some(8),
+            ..Default::default()
+        },
+        PaymentSpec {
+            sign: false,
+            ..Default::default()
+        },
+        PaymentSpec {
+            accepted: requirements(PRICE_ATOMIC),
+            amount: PRICE_ATOMIC,
+            nonce: 42,
+            ..Default::default()
+        }
+        .with_fee(10_101),
+    ] {
+        let answer = send(&h.app, req("/paid", Some(payment(&forged)))).await;
+        // Refused at once when unreadable (402), else held off by the record (409).
+        assert!(
+            matches!(
+                answer.status,
+                StatusCode::CONFLICT | StatusCode::PAYMENT_REQUIRED
+            ),
+            "{}",
+            answer.text()
+        );
+        if answer.status == StatusCode::CONFLICT {
+            assert_eq!(answer.json()["error"], "payment_held_by_another_credential");
+            conflicts += 1;
+        }
+        assert!(!answer.text().contains("content"));
+    }
+    // The well-signed forgeries (another key, another fee) reach the record.
+    assert_eq!(conflicts, 2);
+    assert_eq!((h.calls(), h.facilitator.settle_calls()), (1, 1));
+}
+
+/// A body with no size hint, like a file or a stream.
+struct Unsized(Option<bytes::Bytes>);
+
+impl http_body::Body for Unsized {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|data| Ok(http_body::Frame::data(data))))
+    }
+}
+
+#[tokio::test]
+async fn an_unrecorded_response_is_delivered_once() {
+    let facilitator = Arc::new(TestFacilitator::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .price(Price::parse(PRICE).unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async {
+                    axum::body::Body::new(Unsized(Some(bytes::Bytes::from_static(b"streamed"))))
+                }
+            }),
+        )
+        .layer(layer);
+    let pay = || Some(payment(&PaymentSpec::default()));
+    let answer = send(&app, req("/stream", pay())).await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (StatusCode::OK, "streamed")
+    );
+    // Too large (here: unsized) to record, so a retry cannot replay it; it is not served again.
+    let again = send(&app, req("/stream", pay())).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.json()["error"], "payment_already_used");
+    assert!(again.headers.contains_key("payment-response"));
+    assert_eq!(
+        (calls.load(Ordering::SeqCst), facilitator.settle_calls()),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_retry_gets_its_recorded_answer_even_when_pricing_would_answer_early() {
+    let facilitator = Arc::new(TestFacilitator::default());
+    let stored = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let exists = stored.clone();
+    let pricing = move |_: &PriceRequest<'_>| {
+        let answer = if exists.load(Ordering::SeqCst) {
+            Priced::Respond(
+                http::Response::builder()
+                    .status(409)
+                    .body(bytes::Bytes::new())
+                    .unwrap(),
+            )
+        } else {
+            Priced::Charge(Price::parse(PRICE).unwrap())
+        };
+        PriceFuture::ready(answer)
+    };
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .pricing(pricing)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/blob",
+            axum::routing::put(move || {
+                stored.store(true, Ordering::SeqCst);
+                async { (StatusCode::CREATED, "stored") }
+            }),
+        )
+        .layer(layer);
+    let put = |spec: &PaymentSpec| {
+        http::Request::put("/blob")
+            .header("payment-signature", payment(spec))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&app, put(&PaymentSpec::default())).await.status,
+        StatusCode::CREATED
+    );
+    // The response was lost; the same payment gets the recorded 201, not pricing's 409…
+    let retry = send(&app, put(&PaymentSpec::default())).await;
+    assert_eq!(
+        (retry.status, retry.text().as_str()),
+        (StatusCode::CREATED, "stored")
+    );
+    assert!(retry.headers.contains_key("payment-response"));
+    // …and another payment gets pricing's 409, uncharged.
+    let other = send(
+        &app,
+        put(&PaymentSpec {
+            nonce: 43,
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert_eq!(facilitator.settle_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_settle_failure_without_a_reason_is_an_unknown_outcome() {
+    let h = Harness::new(SettlementOrder::AfterSuccess);
+    h.facilitator
+        .set_settle(SettleMode::Failure("unexpected_settle_error"));
+    let answer = h.pay("/paid").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.headers.contains_key("retry-after"));
+    assert!(!answer.headers.contains_key("payment-required"));
+    let answer = h.pay("/paid").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.facilitator.settle_calls(), 1);
+}

@@ -7,8 +7,12 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::builder::Shared;
 use crate::price::Price;
+use crate::scheme::Credential;
 use crate::scheme::{Challenge, ChallengeContext, Offer, Rejection, RejectionKind};
-use crate::store::RecordedResponse;
+use crate::store::{CompletedPayment, PaymentState, RecordedResponse};
+
+/// A credential as the layer read it.
+pub(crate) type ReadCredential = Option<(usize, Result<Credential, Rejection>)>;
 
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -22,6 +26,10 @@ pub(crate) mod code {
     pub(crate) const STORE_UNAVAILABLE: &str = "payment_store_unavailable";
     /// No scheme could make an offer.
     pub(crate) const NO_OFFER: &str = "no_payment_offer_available";
+    /// Another credential for the same payment holds it.
+    pub(crate) const CREDENTIAL_MISMATCH: &str = "payment_held_by_another_credential";
+    /// The payment completed; its response was too large to record and is not sent again.
+    pub(crate) const ALREADY_USED: &str = "payment_already_used";
     /// A settled payment was presented for a request with another price.
     pub(crate) const PRICE_MISMATCH: &str = "payment_settled_for_another_price";
     /// The response body failed after the payment settled.
@@ -138,9 +146,37 @@ impl Shared {
         }
     }
 
-    /// 409: the payment is being used by another request.
-    pub(crate) fn busy<B: From<Bytes>>(&self) -> Response<B> {
-        plain(StatusCode::CONFLICT, code::PAYMENT_IN_USE, None)
+    /// 409: the payment is held by another request or another credential.
+    pub(crate) fn busy<B: From<Bytes>>(&self, reason: &str) -> Response<B> {
+        plain(StatusCode::CONFLICT, reason, None)
+    }
+
+    /// The answer recorded for a completed payment; 409 with the receipt when its body was too
+    /// large to record (the content was delivered once and is not delivered again).
+    pub(crate) fn replay<B: From<Bytes>>(&self, completed: &CompletedPayment) -> Response<B> {
+        if let Some(recorded) = &completed.response {
+            return replay(recorded);
+        }
+        let mut response = plain(StatusCode::CONFLICT, code::ALREADY_USED, None);
+        for (name, value) in &completed.settled.receipt.headers {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+        response
+    }
+
+    /// The recorded response of a completed payment presented again with the same credential.
+    pub(crate) async fn recorded(&self, credential: &ReadCredential) -> Option<RecordedResponse> {
+        let Some((_, Ok(credential))) = credential else {
+            return None;
+        };
+        let record = self.store.record(credential.key()).await.ok()??;
+        if record.fingerprint != credential.fingerprint() {
+            return None;
+        }
+        match record.state {
+            PaymentState::Completed(completed) => completed.response.clone(),
+            _ => None,
+        }
     }
 
     /// 503 + `Retry-After`: retry with the same payment.

@@ -14,10 +14,10 @@ use tower_service::Service;
 
 use super::builder::Shared;
 use super::future::ResponseFuture;
-use super::respond::{code, head, plain, replay};
+use super::respond::{ReadCredential, code, head, plain, replay};
 use super::settle::{Paid, SettleGuard, Settled, Settlement};
 use crate::price::{ClaimedPayer, PriceRequest, Priced, SettlementOrder};
-use crate::scheme::{Credential, Rejection, RejectionKind};
+use crate::scheme::{Rejection, RejectionKind};
 use crate::store::{
     CompletedPayment, PaymentKey, PaymentState, PaymentStore, RecordedResponse, Reservation,
     SettledPayment, StateKind,
@@ -52,8 +52,6 @@ impl<S> std::fmt::Debug for PaymentService<S> {
         f.debug_struct("PaymentService").finish_non_exhaustive()
     }
 }
-
-type ReadCredential = Option<(usize, Result<Credential, Rejection>)>;
 
 /// The request's credential, read when first needed.
 struct LazyCredential<'a> {
@@ -175,12 +173,19 @@ where
     ResBody::Error: Send,
 {
     async fn run(self, credential: ReadCredential, priced: Priced) -> Answer<ResBody, S::Error> {
+        let shared = self.shared.clone();
         let price = match priced {
             Priced::Free => return self.call_inner().await,
-            Priced::Respond(response) => return Ok(response.map(ResBody::from)),
+            Priced::Respond(response) => {
+                // A retry of a completed payment gets its recorded answer, even when pricing
+                // would now answer early (the blob it paid to store exists now).
+                if let Some(recorded) = shared.recorded(&credential).await {
+                    return Ok(replay(&recorded));
+                }
+                return Ok(response.map(ResBody::from));
+            }
             Priced::Charge(price) => price,
         };
-        let shared = self.shared.clone();
         let (index, credential) = match credential {
             None => return Ok(shared.challenge(&self.parts, &price, None).await),
             Some((_, Err(rejection))) => {
@@ -189,11 +194,16 @@ where
             Some((index, Ok(credential))) => (index, credential),
         };
         let key = credential.key();
-        let hold = match shared.store.reserve(key, shared.record_ttl).await {
+        let reservation = shared
+            .store
+            .reserve(key, credential.fingerprint(), shared.record_ttl)
+            .await;
+        let hold = match reservation {
             Ok(Reservation::New) => Hold::new(&shared, key),
-            Ok(Reservation::Busy) => return Ok(shared.busy()),
+            Ok(Reservation::Busy) => return Ok(shared.busy(code::PAYMENT_IN_USE)),
+            Ok(Reservation::Mismatch) => return Ok(shared.busy(code::CREDENTIAL_MISMATCH)),
             Ok(Reservation::Pending) => return Ok(shared.pending()),
-            Ok(Reservation::Replay(completed)) => return Ok(replay(&completed.response)),
+            Ok(Reservation::Replay(completed)) => return Ok(shared.replay(&completed)),
             Ok(Reservation::Resume(settled)) => {
                 let hold = Hold::new(&shared, key);
                 let intent = shared.schemes[index].intent();
@@ -385,7 +395,9 @@ async fn not_settled<ResBody: From<Bytes>>(
     // never claimed (the store failed) is given back.
     hold.release().await;
     match settled {
-        Settled::Refused(rejection) | Settled::Unknown(rejection) => Answered::Refused(rejection),
+        Settled::Refused(rejection) => Answered::Refused(rejection),
+        // Nobody knows whether the money moved: the client retries with the same payment.
+        Settled::Unknown(rejection) => Answered::Response(shared.unavailable(&rejection.code)),
         Settled::Pending | Settled::Done(_) => Answered::Response(shared.pending()),
     }
 }
@@ -416,8 +428,11 @@ where
         .upper()
         .is_some_and(|upper| upper <= shared.max_recorded_body as u64);
     if !recordable {
-        let state = PaymentState::Settled(settled);
-        record(shared, hold, state).await;
+        let completed = CompletedPayment {
+            settled: (*settled).clone(),
+            response: None,
+        };
+        record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
         return Answered::Response(Response::from_parts(parts, body));
     }
     let bytes = match body.collect().await {
@@ -438,7 +453,7 @@ where
     };
     let completed = CompletedPayment {
         settled: (*settled).clone(),
-        response: recorded,
+        response: Some(recorded),
     };
     record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
     Answered::Response(Response::from_parts(parts, ResBody::from(bytes)))

@@ -81,53 +81,28 @@ impl Settlement {
         }
         let (sender, mut receiver) = oneshot::channel();
         let settle = self.scheme.clone().settle(self.verified.clone());
-        let (detached_store, key, paid) = (store.clone(), self.key, self.paid.clone());
+        let (store, key, paid) = (store.clone(), self.key, self.paid.clone());
+        // The task records the outcome before handing it over, so a known outcome is never lost
+        // with the request; if nobody takes it any more, the task gives the payment back too
+        // (a settled payment then waits, `Settled`, for the client's retry).
         tokio::spawn(async move {
             let outcome = settle.await;
-            if let Err(outcome) = sender.send(outcome) {
-                record_detached(&*detached_store, key, paid, outcome).await;
+            let settled = record(&*store, key, &paid, outcome).await;
+            if sender.send(settled).is_err()
+                && let Err(error) = store.release(key).await
+            {
+                tracing::error!(%error, key = ?key, "cannot release an abandoned settlement");
             }
         });
-        let outcome = match tokio::time::timeout(self.shared.settle_wait, &mut receiver).await {
-            Ok(Ok(outcome)) => outcome,
+        match tokio::time::timeout(self.shared.settle_wait, &mut receiver).await {
+            Ok(Ok(settled)) => settled,
             // The settling task panicked: the state stays `Settling` (pending) for an operator.
-            Ok(Err(_)) => return Settled::Pending,
+            Ok(Err(_)) => Settled::Pending,
             Err(_elapsed) => {
                 receiver.close();
-                match receiver.try_recv() {
-                    Ok(outcome) => outcome,
-                    Err(_) => return Settled::Pending,
-                }
+                receiver.try_recv().unwrap_or(Settled::Pending)
             }
-        };
-        self.record(outcome).await
-    }
-
-    async fn record(&self, outcome: SettleOutcome) -> Settled {
-        let (state, settled) = match outcome {
-            SettleOutcome::Settled(receipt) => {
-                let settled = Arc::new(settled_payment(&self.paid, receipt));
-                (
-                    PaymentState::Executing(Some(settled.clone())),
-                    Settled::Done(settled),
-                )
-            }
-            SettleOutcome::Rejected(rejection) => {
-                (PaymentState::Failed, Settled::Refused(rejection))
-            }
-            SettleOutcome::Unknown(rejection) => {
-                (PaymentState::Unknown, Settled::Unknown(rejection))
-            }
-        };
-        if let Err(error) = self
-            .shared
-            .store
-            .transition(self.key, StateKind::Settling, state)
-            .await
-        {
-            tracing::error!(%error, key = ?self.key, "cannot record settlement outcome");
         }
-        settled
     }
 }
 
@@ -137,26 +112,46 @@ fn settled_payment(paid: &Paid, receipt: Receipt) -> SettledPayment {
     SettledPayment { paid, receipt }
 }
 
-/// Records the outcome of a settlement nobody waits for any more.
-async fn record_detached(
+/// Records a settlement's outcome: the money moved (the requester owns the payment, now
+/// settled), it did not (`Failed`), or nobody knows (`Unknown`).
+async fn record(
     store: &dyn PaymentStore,
     key: PaymentKey,
-    paid: Paid,
+    paid: &Paid,
     outcome: SettleOutcome,
-) {
-    let state = match outcome {
+) -> Settled {
+    let (state, settled) = match outcome {
         SettleOutcome::Settled(receipt) => {
-            PaymentState::Settled(Arc::new(settled_payment(&paid, receipt)))
+            let settled = Arc::new(settled_payment(paid, receipt));
+            (
+                PaymentState::Executing(Some(settled.clone())),
+                Settled::Done(settled),
+            )
         }
-        SettleOutcome::Rejected(_) => PaymentState::Failed,
+        SettleOutcome::Rejected(rejection) => (PaymentState::Failed, Settled::Refused(rejection)),
         SettleOutcome::Unknown(rejection) => {
             tracing::warn!(key = ?key, code = %rejection.code, "settlement outcome unknown");
-            PaymentState::Unknown
+            (PaymentState::Unknown, Settled::Unknown(rejection))
         }
     };
-    if let Err(error) = store.transition(key, StateKind::Settling, state).await {
-        tracing::error!(%error, key = ?key, "cannot record detached settlement outcome");
+    for attempt in 1..=3u32 {
+        match store
+            .transition(key, StateKind::Settling, state.clone())
+            .await
+        {
+            Ok(true) => break,
+            Ok(false) => {
+                tracing::error!(key = ?key, "payment left the settling state during settlement");
+                break;
+            }
+            Err(error) => {
+                tracing::error!(%error, key = ?key, attempt, "cannot record settlement outcome");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+            }
+        }
     }
+    settled
 }
 
 pub(crate) fn store_unavailable() -> Rejection {

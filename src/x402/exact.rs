@@ -27,7 +27,7 @@ use crate::stellar::{
     Address, AuthError, Network, SacTransfer, TransferError, address_credentials, decode_envelope,
     sac_transfer, verify_authorization,
 };
-use crate::store::PaymentKey;
+use crate::store::{Fingerprint, PaymentKey};
 
 const PROTOCOL: &str = "x402";
 const SCHEME: &str = "exact";
@@ -72,6 +72,7 @@ pub(crate) mod reason {
         "invalid_exact_stellar_payload_facilitator_in_auth";
     pub(crate) const INVALID: &str = "invalid_payment";
     pub(crate) const SETTLE_FAILED: &str = "unexpected_settle_error";
+    pub(crate) const SETTLE_UNKNOWN: &str = "settlement_outcome_unknown";
     pub(crate) const FACILITATOR_UNAVAILABLE: &str = "facilitator_unavailable";
     pub(crate) const FACILITATOR_ERROR: &str = "facilitator_error";
 }
@@ -424,12 +425,13 @@ impl Exact {
             payer.as_bytes(),
             &nonce.to_be_bytes(),
         ]);
+        let fingerprint = Fingerprint::of(transaction.as_bytes());
         let detail = ExactCredential {
             payload,
             transfer,
             payer_entry,
         };
-        Ok(Credential::new(key, Some(payer), detail))
+        Ok(Credential::new(key, fingerprint, Some(payer), detail))
     }
 
     fn challenge_body(
@@ -644,6 +646,13 @@ impl PaymentScheme for Exact {
                         .error_reason
                         .clone()
                         .unwrap_or_else(|| reason::SETTLE_FAILED.to_owned());
+                    // A facilitator that fails without saying why may have submitted the
+                    // transaction before it failed: treat it as unknown, never as a refusal
+                    // that would make the client pay again.
+                    if code == reason::SETTLE_FAILED {
+                        let unknown = rejection(RejectionKind::Unavailable, reason::SETTLE_UNKNOWN);
+                        return SettleOutcome::Unknown(unknown);
+                    }
                     let mut rejection =
                         Rejection::new(RejectionKind::PaymentRequired, PROTOCOL, code);
                     rejection.headers = payment_response_headers(&answer);

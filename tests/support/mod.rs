@@ -203,6 +203,15 @@ pub struct PaymentSpec {
     /// Sign with this seed instead of the payer's.
     pub signer_seed: Option<u8>,
     pub source: Address,
+    pub fee: u32,
+}
+
+impl PaymentSpec {
+    /// The same payment (payer, nonce) in another envelope.
+    pub fn with_fee(mut self, fee: u32) -> Self {
+        self.fee = fee;
+        self
+    }
 }
 
 impl Default for PaymentSpec {
@@ -218,6 +227,7 @@ impl Default for PaymentSpec {
             credentials: CredentialsArm::Address,
             sign: true,
             signer_seed: None,
+            fee: 10_100,
             source: "GAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAWHF"
                 .parse()
                 .unwrap(),
@@ -246,7 +256,7 @@ pub fn envelope(spec: &PaymentSpec) -> String {
     let mut envelope = build_transfer(&TransferRequest {
         source: spec.source,
         sequence: 1,
-        fee: 10_100,
+        fee: spec.fee,
         contract: spec.contract,
         from: keypair.address(),
         to: spec.to,
