@@ -31,11 +31,12 @@
 //! | feature | default | enables |
 //! |---|---|---|
 //! | `http-facilitator` | yes | [`x402::HttpFacilitator`] (reqwest + rustls with the ring provider) |
+//! | `rpc` | yes | [`stellar::rpc`]: the [`SorobanRpc`](stellar::SorobanRpc) trait and [`JsonRpcClient`](stellar::JsonRpcClient), a Soroban JSON-RPC client (same stack) |
 //!
 //! # Modules
 //!
 //! - [`stellar`]: the protocol-agnostic Stellar engine (networks, addresses, amounts, Soroban
-//!   authorization signing and verification, SAC transfer parsing).
+//!   authorization signing and verification, SAC transfer parsing, Soroban RPC).
 //! - [`x402`]: x402 v2 wire types and codecs, the `exact` scheme, facilitators.
 //! - [`price`], [`scheme`], [`store`]: the seams the layer is built on.
 //!
@@ -50,6 +51,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+#[cfg(any(feature = "http-facilitator", feature = "rpc"))]
+mod http;
 pub mod layer;
 pub mod price;
 pub mod scheme;

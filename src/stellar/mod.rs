@@ -10,7 +10,9 @@
 //!   well-known USDC and XLM ids;
 //! - [`auth`]: Soroban authorization entries: the signature payload, signing, offline verification;
 //! - [`transfer`]: SAC `transfer(from, to, amount)` transactions: decoding untrusted envelopes within
-//!   explicit XDR limits, checking their shape and authorization, building and signing them.
+//!   explicit XDR limits, checking their shape and authorization, building and signing them;
+//! - `rpc` (feature `rpc`): the [`SorobanRpc`] trait over Soroban RPC, [`JsonRpcClient`], and
+//!   helpers such as [`wait_for_transaction`].
 //!
 //! Checks here are the ones that need no ledger. Balances, nonces, expiration and fees are ledger state,
 //! left to a simulation or a submission.
@@ -59,6 +61,8 @@ pub mod asset;
 pub mod auth;
 pub mod keypair;
 pub mod network;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 pub mod transfer;
 
 pub use address::{Address, AddressError};
@@ -74,6 +78,13 @@ pub use auth::{
 };
 pub use keypair::{Keypair, KeypairError, verify_ed25519};
 pub use network::{Network, NetworkError, NetworkId};
+#[cfg(feature = "rpc")]
+pub use rpc::{
+    Health, HostFunctionResult, JsonRpcClient, JsonRpcClientBuilder, LatestLedger, LedgerEntries,
+    LedgerEntryResult, NetworkInfo, RestorePreamble, RpcBuildError, RpcError, SendResult,
+    SendStatus, Simulation, SorobanRpc, TransactionHash, TransactionHashError, TransactionInfo,
+    TransactionStatus, account_sequence, contract_data, wait_for_transaction,
+};
 pub use stellar_xdr as xdr;
 pub use transfer::{
     CredentialsArm, MAX_ENVELOPE_BYTES, MAX_XDR_DEPTH, NULL_ACCOUNT, SacTransfer, TransferError,

@@ -11,12 +11,11 @@ use std::time::Duration;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
 use reqwest::Url;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::BoxFuture;
+use crate::http::{Body, ClientError, Failure, UrlError};
 use crate::x402::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest};
 use crate::x402::wire::{SettleResponse, SupportedResponse, VerifyResponse};
 
@@ -31,8 +30,6 @@ const MIN_SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_SUPPORTED_REFRESH: Duration = Duration::from_secs(600);
 /// Largest facilitator response body read; anything longer is not a facilitator answer.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
-/// Redirects followed per call.
-const MAX_REDIRECTS: usize = 5;
 
 /// Why an [`HttpFacilitator`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,13 +126,13 @@ impl HttpFacilitatorBuilder {
         let base_url = base_url(&self.base_url)?;
         check_timeouts(&self)?;
         let authorization = self.api_key.as_deref().map(bearer).transpose()?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config(&self.root_certificates)?)
-            .connect_timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-            .user_agent(concat!("tower-paywall/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|_| FacilitatorBuildError::Client)?;
+        let client = crate::http::client(self.timeout, &self.root_certificates).map_err(
+            |error| match error {
+                ClientError::Certificate(what) => FacilitatorBuildError::InvalidCertificate(what),
+                ClientError::Tls => FacilitatorBuildError::Tls,
+                ClientError::Client => FacilitatorBuildError::Client,
+            },
+        )?;
         let inner = Inner {
             client,
             verify_url: endpoint(&base_url, "verify")?,
@@ -158,20 +155,16 @@ impl HttpFacilitatorBuilder {
 /// Parses and checks the base URL; returns it without trailing `/`.
 fn base_url(input: &str) -> Result<String, FacilitatorBuildError> {
     use FacilitatorBuildError::InvalidUrl;
-    let url = Url::parse(input).map_err(|_| InvalidUrl("not an absolute URL"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(InvalidUrl("the scheme must be http or https"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(InvalidUrl("the URL has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(InvalidUrl(
-            "credentials in the URL are not supported; use api_key",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(InvalidUrl("the URL must not have a query or a fragment"));
+    const QUERY_OR_FRAGMENT: &str = "the URL must not have a query or a fragment";
+    let url = crate::http::http_url(input).map_err(|error| match error {
+        UrlError::Credentials => {
+            InvalidUrl("credentials in the URL are not supported; use api_key")
+        }
+        UrlError::Fragment => InvalidUrl(QUERY_OR_FRAGMENT),
+        other => InvalidUrl(other.message()),
+    })?;
+    if url.query().is_some() {
+        return Err(InvalidUrl(QUERY_OR_FRAGMENT));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -205,43 +198,6 @@ fn bearer(key: &str) -> Result<HeaderValue, FacilitatorBuildError> {
         .map_err(|_| FacilitatorBuildError::InvalidApiKey)?;
     value.set_sensitive(true);
     Ok(value)
-}
-
-/// rustls with the ring provider; webpki roots plus the extra PEM roots; ALPN h2 and http/1.1.
-fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, FacilitatorBuildError> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for pem in extra_roots {
-        add_pem_roots(&mut roots, pem)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|_| FacilitatorBuildError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-fn add_pem_roots(
-    roots: &mut rustls::RootCertStore,
-    pem: &[u8],
-) -> Result<(), FacilitatorBuildError> {
-    use FacilitatorBuildError::InvalidCertificate;
-    let mut added = 0_usize;
-    for certificate in CertificateDer::pem_slice_iter(pem) {
-        let certificate = certificate.map_err(|_| InvalidCertificate("unreadable PEM"))?;
-        roots
-            .add(certificate)
-            .map_err(|_| InvalidCertificate("not a usable X.509 certificate"))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(InvalidCertificate("no CERTIFICATE block in the PEM text"));
-    }
-    Ok(())
 }
 
 /// A remote x402 facilitator reached over HTTP(S): `POST {base}/verify`, `POST {base}/settle`,
@@ -386,12 +342,6 @@ async fn refresh_supported(weak: Weak<Inner>, period: Duration) {
     }
 }
 
-/// What a body read with [`read_capped`] gave.
-enum Body {
-    Complete(Vec<u8>),
-    TooLarge,
-}
-
 /// A `/verify` or `/settle` answer.
 trait Answer: DeserializeOwned + Send {
     /// The endpoint, for error messages.
@@ -488,22 +438,10 @@ impl Inner {
 }
 
 /// Reads a response body, giving up once it exceeds [`MAX_RESPONSE_BYTES`].
-async fn read_capped(mut response: reqwest::Response) -> Result<Body, FacilitatorError> {
-    let limit = MAX_RESPONSE_BYTES;
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Ok(Body::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|error| body_error(&error))? {
-        if body.len() + chunk.len() > limit {
-            return Ok(Body::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Body::Complete(body))
+async fn read_capped(response: reqwest::Response) -> Result<Body, FacilitatorError> {
+    crate::http::read_capped(response, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|error| body_error(&error))
 }
 
 /// A 2xx body: the expected JSON, or `Malformed`.
@@ -550,32 +488,37 @@ fn parse_failure<T: Answer>(status: StatusCode, body: Body) -> Result<T, Facilit
 /// Classifies a failed `send`: before the request was delivered, or after.
 fn send_error(error: &reqwest::Error) -> FacilitatorError {
     tracing::debug!(%error, "x402 facilitator request failed");
-    if error.is_connect() {
-        FacilitatorError::Unreachable("could not connect to the facilitator".into())
-    } else if error.is_timeout() {
-        FacilitatorError::Timeout
-    } else if error.is_builder() {
-        FacilitatorError::Unreachable("could not build the request".into())
-    } else if error.is_redirect() {
-        FacilitatorError::Malformed("too many redirects".into())
-    } else {
-        FacilitatorError::Interrupted("connection failed after the request was sent".into())
-    }
+    failure(crate::http::send_failure(error))
 }
 
 /// Classifies a failure while reading the answer's body.
 fn body_error(error: &reqwest::Error) -> FacilitatorError {
     tracing::debug!(%error, "x402 facilitator answer could not be read");
-    if error.is_timeout() {
-        FacilitatorError::Timeout
-    } else {
-        FacilitatorError::Interrupted("connection failed while reading the answer".into())
+    failure(crate::http::body_failure(error))
+}
+
+/// The facilitator error of a call that gave no answer.
+fn failure(failure: Failure) -> FacilitatorError {
+    match failure {
+        Failure::Connect => {
+            FacilitatorError::Unreachable("could not connect to the facilitator".into())
+        }
+        Failure::Timeout => FacilitatorError::Timeout,
+        Failure::Request => FacilitatorError::Unreachable("could not build the request".into()),
+        Failure::Redirect => FacilitatorError::Malformed("too many redirects".into()),
+        Failure::Sent => {
+            FacilitatorError::Interrupted("connection failed after the request was sent".into())
+        }
+        Failure::Reading => {
+            FacilitatorError::Interrupted("connection failed while reading the answer".into())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::testing::{TEST_CERT_PEM, serve_tls};
     use crate::x402::wire::{PaymentPayload, PaymentRequirements};
     use axum::Router;
     use axum::extract::Request;
@@ -586,26 +529,6 @@ mod tests {
     const PAYLOAD: &str = r#"{"x402Version":2,"payload":{"transaction":"AAAAAgAAAAA="},"resource":{"url":"https://api.example.com/premium-data"},"accepted":{"scheme":"exact","network":"stellar:testnet","amount":"10000000","asset":"CBIELTK6YBZJU5UP2WWQEUCYKLPU6AUNZ2BQ4WWFEIE3USCIHMXQDAMA","payTo":"GB2Q4VZJ32UM4F2EMZR2QVKT4YHIAKGBEV2UDYH7Q6DOZ6KCX5KHSBNB","maxTimeoutSeconds":60,"extra":{"areFeesSponsored":true,"clientKey":1.50}},  "unknown" : null}"#;
 
     const SUPPORTED: &str = r#"{"kinds":[{"x402Version":2,"scheme":"exact","network":"stellar:testnet","extra":{"areFeesSponsored":true}}],"extensions":[],"signers":{"stellar:*":["GFACILITATOR"]}}"#;
-
-    /// Test-only self-signed leaf certificate for 127.0.0.1 / localhost (CA:FALSE), and its key.
-    const TEST_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
-MIIBfjCCASWgAwIBAgIUIUHCi/pDV6hH+L+R7m/JDYCCLNgwCgYIKoZIzj0EAwIw
-HTEbMBkGA1UEAwwSdG93ZXItcGF5d2FsbCB0ZXN0MCAXDTAwMDEwMTAwMDAwMFoY
-DzIwOTkxMjMxMDAwMDAwWjAdMRswGQYDVQQDDBJ0b3dlci1wYXl3YWxsIHRlc3Qw
-WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQeRMNNwUHrk5+/o/ubr3v9F3EvCnim
-LcgiAEqzEM3VN5H5nA/KBSvELVURjBwJoGUNZRYfWeY/7uqq03RqEeABo0EwPzAa
-BgNVHREEEzARhwR/AAABgglsb2NhbGhvc3QwDAYDVR0TAQH/BAIwADATBgNVHSUE
-DDAKBggrBgEFBQcDATAKBggqhkjOPQQDAgNHADBEAiBg4RvhhsKpvxEUjgnm0D+p
-yw8bF0hgR8JJMZioxPs43AIgQRMAteTMPH+VSLGfTIIuawfWXQAEy+hZCHM0SKnI
-zps=
------END CERTIFICATE-----
-";
-    const TEST_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg9Poxe7G83E49Aigs
-ce0/Hlo8NZ6sQ+BwHRf9wQ/Ky9mhRANCAAQeRMNNwUHrk5+/o/ubr3v9F3EvCnim
-LcgiAEqzEM3VN5H5nA/KBSvELVURjBwJoGUNZRYfWeY/7uqq03RqEeAB
------END PRIVATE KEY-----
-";
 
     /// One request as the test double saw it.
     #[derive(Debug, Clone)]
@@ -1269,50 +1192,6 @@ LcgiAEqzEM3VN5H5nA/KBSvELVURjBwJoGUNZRYfWeY/7uqq03RqEeAB
         assert!(!debug.contains("super-secret-key"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
         assert_eq!(f.base_url(), "https://example.com");
-    }
-
-    /// A minimal blocking HTTPS/1.1 server (rustls, ring) answering every request with `body`.
-    fn serve_tls(body: &'static str) -> std::net::SocketAddr {
-        use rustls::pki_types::PrivateKeyDer;
-        use std::io::{Read, Write};
-        let certs = vec![CertificateDer::from_pem_slice(TEST_CERT_PEM.as_bytes()).unwrap()];
-        let key = PrivateKeyDer::from_pem_slice(TEST_KEY_PEM.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let config = Arc::new(config);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let Ok(connection) = rustls::ServerConnection::new(config.clone()) else {
-                    return;
-                };
-                let mut tls = rustls::StreamOwned::new(connection, stream);
-                let mut request = Vec::new();
-                let mut buffer = [0_u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buffer) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tls.write_all(response.as_bytes());
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            }
-        });
-        address
     }
 
     #[tokio::test]
