@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
+use super::checks::{Expected, check_transfer, read_transfer, reason};
 use super::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest};
 use super::header::{
     self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X_PAYMENT,
@@ -23,10 +24,7 @@ use crate::scheme::{
     RejectionKind, SettleOutcome, Verified,
 };
 use crate::stellar::xdr::SorobanAuthorizationEntry;
-use crate::stellar::{
-    Address, AuthError, Network, SacTransfer, TransferError, address_credentials, decode_envelope,
-    sac_transfer, verify_authorization,
-};
+use crate::stellar::{Address, Network, SacTransfer, address_credentials};
 use crate::store::{Fingerprint, PaymentKey};
 
 const PROTOCOL: &str = "x402";
@@ -36,46 +34,6 @@ pub const DEFAULT_MAX_TIMEOUT_SECONDS: u64 = 60;
 /// A facilitator polls until the transaction is final: give it this much beyond
 /// `maxTimeoutSeconds`.
 const SETTLE_MARGIN: Duration = Duration::from_secs(15);
-
-/// Client-facing reasons (x402 `error` / `invalidReason`). Those of the Stellar scheme match the
-/// TypeScript and OpenZeppelin facilitators' strings.
-pub(crate) mod reason {
-    pub(crate) const PAYMENT_REQUIRED: &str = "Payment required";
-    pub(crate) const INVALID_PAYLOAD: &str = "invalid_payload";
-    pub(crate) const HEADER_TOO_LARGE: &str = "payment_header_too_large";
-    pub(crate) const INVALID_VERSION: &str = "invalid_x402_version";
-    pub(crate) const UNSUPPORTED_SCHEME: &str = "unsupported_scheme";
-    pub(crate) const INVALID_NETWORK: &str = "invalid_network";
-    pub(crate) const NO_MATCHING_REQUIREMENTS: &str = "invalid_payment_requirements";
-    pub(crate) const MALFORMED: &str = "invalid_exact_stellar_payload_malformed";
-    pub(crate) const WRONG_OPERATION: &str = "invalid_exact_stellar_payload_wrong_operation";
-    pub(crate) const WRONG_FUNCTION: &str = "invalid_exact_stellar_payload_wrong_function_name";
-    pub(crate) const WRONG_ARGS: &str = "invalid_exact_stellar_payload_wrong_function_args";
-    pub(crate) const WRONG_ASSET: &str = "invalid_exact_stellar_payload_wrong_asset";
-    pub(crate) const WRONG_RECIPIENT: &str = "invalid_exact_stellar_payload_wrong_recipient";
-    pub(crate) const WRONG_AMOUNT: &str = "invalid_exact_stellar_payload_wrong_amount";
-    pub(crate) const ENVELOPE_SIGNATURES: &str =
-        "invalid_exact_stellar_payload_has_envelope_signatures";
-    pub(crate) const NO_AUTH: &str = "invalid_exact_stellar_payload_no_auth_entries";
-    pub(crate) const CREDENTIAL_TYPE: &str =
-        "invalid_exact_stellar_payload_unsupported_credential_type";
-    pub(crate) const SUB_INVOCATIONS: &str = "invalid_exact_stellar_payload_has_subinvocations";
-    pub(crate) const AUTH_MISMATCH: &str = "invalid_exact_stellar_payload_auth_invocation_mismatch";
-    pub(crate) const MISSING_PAYER_AUTH: &str = "invalid_exact_stellar_payload_missing_payer_auth";
-    pub(crate) const MISSING_PAYER_SIGNATURE: &str =
-        "invalid_exact_stellar_payload_missing_payer_signature";
-    pub(crate) const BAD_SIGNATURE: &str = "invalid_exact_stellar_payload_bad_signature";
-    pub(crate) const UNSAFE_SOURCE: &str = "invalid_exact_stellar_payload_unsafe_tx_or_op_source";
-    pub(crate) const FACILITATOR_IS_PAYER: &str =
-        "invalid_exact_stellar_payload_facilitator_is_payer";
-    pub(crate) const FACILITATOR_IN_AUTH: &str =
-        "invalid_exact_stellar_payload_facilitator_in_auth";
-    pub(crate) const INVALID: &str = "invalid_payment";
-    pub(crate) const SETTLE_FAILED: &str = "unexpected_settle_error";
-    pub(crate) const SETTLE_UNKNOWN: &str = "settlement_outcome_unknown";
-    pub(crate) const FACILITATOR_UNAVAILABLE: &str = "facilitator_unavailable";
-    pub(crate) const FACILITATOR_ERROR: &str = "facilitator_error";
-}
 
 /// The x402 `exact` scheme on one Stellar network, selling in one asset to one recipient.
 ///
@@ -314,82 +272,21 @@ impl Exact {
         if !requirements.matches_accepted(detail.payload.accepted()) {
             return Err(refused(reason::NO_MATCHING_REQUIREMENTS));
         }
-        let transfer = &detail.transfer;
-        if transfer.fee_bump {
-            return Err(refused(reason::MALFORMED));
-        }
-        if transfer.envelope_signatures != 0 {
-            return Err(refused(reason::ENVELOPE_SIGNATURES));
-        }
-        if transfer.contract != self.asset {
-            return Err(refused(reason::WRONG_ASSET));
-        }
-        if transfer.to != self.pay_to {
-            return Err(refused(reason::WRONG_RECIPIENT));
-        }
-        if Amount::parse_atomic(&requirements.amount).map(Amount::atomic) != Ok(transfer.amount) {
-            return Err(refused(reason::WRONG_AMOUNT));
-        }
-        self.check_facilitator_safety(transfer)?;
-        self.check_signature(transfer, &detail.payer_entry)
-    }
-
-    fn check_facilitator_safety(&self, transfer: &SacTransfer) -> Result<(), Rejection> {
-        let Some(supported) = self.last_supported() else {
-            return Ok(());
+        let amount = Amount::parse_atomic(&requirements.amount)
+            .map_err(|_| refused(reason::NO_MATCHING_REQUIREMENTS))?;
+        let supported = self.last_supported();
+        let signers: Vec<&str> = supported
+            .as_deref()
+            .map(|supported| supported.signers_for(self.network.caip2()).collect())
+            .unwrap_or_default();
+        let expected = Expected {
+            network: self.network.id(),
+            asset: &self.asset,
+            pay_to: &self.pay_to,
+            amount: amount.atomic(),
+            is_facilitator: &|address: &Address| signers.contains(&address.to_string().as_str()),
         };
-        let signers: Vec<&str> = supported.signers_for(self.network.caip2()).collect();
-        if signers.is_empty() {
-            return Ok(());
-        }
-        let is_signer = |address: &Address| signers.contains(&address.to_string().as_str());
-        if is_signer(&transfer.from) {
-            return Err(refused(reason::FACILITATOR_IS_PAYER));
-        }
-        if is_signer(&transfer.tx_source) || transfer.op_source.as_ref().is_some_and(is_signer) {
-            return Err(refused(reason::UNSAFE_SOURCE));
-        }
-        let in_auth = transfer.auth.iter().any(|entry| {
-            address_credentials(entry)
-                .ok()
-                .and_then(|credentials| Address::from_sc_address(&credentials.address).ok())
-                .is_some_and(|address| is_signer(&address))
-        });
-        if in_auth {
-            return Err(refused(reason::FACILITATOR_IN_AUTH));
-        }
-        Ok(())
-    }
-
-    /// A G-account payer's signatures are checked offline: every signature must verify and one
-    /// must be the account's own key. A contract payer's are left to the facilitator's
-    /// simulation.
-    fn check_signature(
-        &self,
-        transfer: &SacTransfer,
-        entry: &SorobanAuthorizationEntry,
-    ) -> Result<(), Rejection> {
-        if !transfer.from.is_account() {
-            return Ok(());
-        }
-        match verify_authorization(&self.network.id(), entry) {
-            // Every signature verified; the account's own key must be among them (offline we
-            // cannot see other signers' weights, and a stranger's key proves nothing).
-            Ok(signers)
-                if transfer
-                    .from
-                    .ed25519_key()
-                    .is_some_and(|key| signers.contains(&key)) =>
-            {
-                Ok(())
-            }
-            Ok(_) => Err(refused(reason::BAD_SIGNATURE)),
-            Err(AuthError::Unsigned) => Err(refused(reason::MISSING_PAYER_SIGNATURE)),
-            Err(error) => {
-                tracing::debug!(%error, "payer authorization refused");
-                Err(refused(reason::BAD_SIGNATURE))
-            }
-        }
+        check_transfer(&detail.transfer, &detail.payer_entry, &expected).map_err(refused)
     }
 
     fn read_payment(&self, value: &HeaderValue) -> Result<Credential, Rejection> {
@@ -409,13 +306,7 @@ impl Exact {
         let transaction = payload
             .transaction()
             .ok_or_else(|| refused(reason::MALFORMED))?;
-        let envelope =
-            decode_envelope(transaction).map_err(|error| refused(transfer_reason(&error)))?;
-        let transfer = sac_transfer(&envelope).map_err(|error| refused(transfer_reason(&error)))?;
-        let payer_entry = transfer
-            .payer_authorization()
-            .map_err(|error| refused(transfer_reason(&error)))?
-            .clone();
+        let (transfer, payer_entry) = read_transfer(transaction).map_err(refused)?;
         let nonce = address_credentials(&payer_entry)
             .map(|credentials| credentials.nonce)
             .map_err(|_| refused(reason::CREDENTIAL_TYPE))?;
@@ -460,31 +351,6 @@ impl Exact {
             serde_json::to_value(&required.resource).unwrap_or(Value::Null),
         );
         body.insert("accepts".into(), Value::Array(accepts));
-    }
-}
-
-fn transfer_reason(error: &TransferError) -> &'static str {
-    match error {
-        TransferError::OperationCount(_) | TransferError::NotInvokeContract => {
-            reason::WRONG_OPERATION
-        }
-        TransferError::WrongFunction => reason::WRONG_FUNCTION,
-        TransferError::WrongArguments => reason::WRONG_ARGS,
-        TransferError::NoAuthorization => reason::NO_AUTH,
-        TransferError::UnsupportedCredentials => reason::CREDENTIAL_TYPE,
-        TransferError::SubInvocations => reason::SUB_INVOCATIONS,
-        TransferError::InvocationMismatch => reason::AUTH_MISMATCH,
-        TransferError::PayerNotAuthorized | TransferError::DuplicateAuthorization => {
-            reason::MISSING_PAYER_AUTH
-        }
-        TransferError::UnsignedAuthorization => reason::MISSING_PAYER_SIGNATURE,
-        TransferError::TooLarge
-        | TransferError::InvalidXdr
-        | TransferError::UnsupportedEnvelope
-        | TransferError::InvalidContract
-        | TransferError::NotSorobanTransaction
-        | TransferError::InvalidSource
-        | TransferError::Auth(_) => reason::MALFORMED,
     }
 }
 

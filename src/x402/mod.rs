@@ -10,6 +10,7 @@
 //! accepts}`, each `accepts` entry with `maxAmountRequired` (= `amount`) for clients that read
 //! the v1 field.
 
+mod checks;
 mod exact;
 pub mod facilitator;
 pub mod header;
