@@ -32,6 +32,7 @@
 //! |---|---|---|
 //! | `http-facilitator` | yes | [`x402::HttpFacilitator`] (reqwest + rustls with the ring provider) |
 //! | `rpc` | yes | [`stellar::rpc`]: the [`SorobanRpc`](stellar::SorobanRpc) trait and [`JsonRpcClient`](stellar::JsonRpcClient), a Soroban JSON-RPC client (same stack) |
+//! | `local-facilitator` | no | `x402::LocalFacilitator` (the Stellar `exact` facilitator against a Soroban RPC) and `x402::facilitator_router`, its HTTP server |
 //!
 //! # Modules
 //!

@@ -47,6 +47,24 @@ pub(crate) mod reason {
     pub(crate) const SETTLE_UNKNOWN: &str = "settlement_outcome_unknown";
     pub(crate) const FACILITATOR_UNAVAILABLE: &str = "facilitator_unavailable";
     pub(crate) const FACILITATOR_ERROR: &str = "facilitator_error";
+    // Checks only a facilitator with a ledger view can make.
+    pub(crate) const UNSUPPORTED_ASSET: &str = "unsupported_asset";
+    pub(crate) const REQUIREMENTS_MALFORMED: &str = "invalid_exact_payload_malformed";
+    pub(crate) const EXPIRED: &str = "invalid_exact_stellar_payload_auth_already_expired";
+    pub(crate) const EXPIRATION_TOO_FAR: &str =
+        "invalid_exact_stellar_signature_expiration_too_far";
+    pub(crate) const FEE_TOO_HIGH: &str = "invalid_exact_stellar_payload_fee_exceeds_maximum";
+    pub(crate) const FEE_TOO_LOW: &str = "invalid_exact_stellar_payload_fee_below_minimum";
+    pub(crate) const SIMULATION_FAILED: &str = "invalid_exact_stellar_payload_simulation_failed";
+    pub(crate) const NO_TRANSFER_EVENTS: &str = "invalid_exact_stellar_payload_no_transfer_events";
+    pub(crate) const MULTIPLE_TRANSFERS: &str = "invalid_exact_stellar_payload_multiple_transfers";
+    pub(crate) const UNEXPECTED_EVENTS: &str =
+        "invalid_exact_stellar_payload_unexpected_balance_changes";
+    pub(crate) const EVENT_WRONG_FROM: &str = "invalid_exact_stellar_payload_event_wrong_from";
+    pub(crate) const EVENT_WRONG_TO: &str = "invalid_exact_stellar_payload_event_wrong_to";
+    pub(crate) const EVENT_WRONG_AMOUNT: &str = "invalid_exact_stellar_payload_event_wrong_amount";
+    pub(crate) const SUBMISSION_FAILED: &str = "settle_exact_stellar_transaction_submission_failed";
+    pub(crate) const TRANSACTION_FAILED: &str = "settle_exact_stellar_transaction_failed";
 }
 
 /// What a payment must be.

@@ -14,12 +14,19 @@ mod checks;
 mod exact;
 pub mod facilitator;
 pub mod header;
+#[cfg(feature = "local-facilitator")]
+mod local;
 pub mod wire;
 
 pub use exact::{DEFAULT_MAX_TIMEOUT_SECONDS, Exact, ExactBuildError, ExactBuilder};
 pub use facilitator::{Facilitator, FacilitatorError, FacilitatorRequest};
 #[cfg(feature = "http-facilitator")]
 pub use facilitator::{FacilitatorBuildError, HttpFacilitator, HttpFacilitatorBuilder};
+#[cfg(feature = "local-facilitator")]
+pub use local::{
+    DEFAULT_MAX_FEE, LocalFacilitator, LocalFacilitatorBuilder, LocalFacilitatorError,
+    facilitator_router,
+};
 pub use wire::{
     PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
     SupportedKind, SupportedResponse, VerifyResponse, X402_VERSION,

@@ -1,0 +1,852 @@
+//! [`LocalFacilitator`]: the Stellar `exact` facilitator, run by this crate against a Soroban RPC
+//! (a real network's, or the sandbox's), usable in-process by a
+//! [`PaymentLayer`](crate::PaymentLayer) or over HTTP through [`facilitator_router`].
+//!
+//! Verification makes the spec's MUST checks and the stricter of the TypeScript and
+//! OpenZeppelin facilitators' checks:
+//!
+//! | check | refusal |
+//! |---|---|
+//! | x402 version 2, scheme `exact`, our network, `extra.areFeesSponsored` a boolean | `invalid_x402_version`, `unsupported_scheme`, `invalid_network`, `invalid_exact_payload_malformed` |
+//! | the asset is one we settle | `unsupported_asset` |
+//! | one SAC `transfer` of the exact amount of the asset to `payTo`; no fee bump, no envelope signatures | `…_wrong_*`, `…_has_envelope_signatures` |
+//! | address credentials only, no sub-invocations, the payer signed (and a G payer's own key verifies) | `…_unsupported_credential_type`, `…_has_subinvocations`, `…_missing_payer_signature`, `…_bad_signature` |
+//! | our key is not the payer, a source, or in an authorization entry | `…_facilitator_is_payer`, `…_unsafe_tx_or_op_source`, `…_facilitator_in_auth` |
+//! | `latest < expiration ≤ latest + ⌈maxTimeoutSeconds / 5⌉` | `…_auth_already_expired`, `…_signature_expiration_too_far` |
+//! | the client's fee is within `[minResourceFee, max_fee]` | `…_fee_below_minimum`, `…_fee_exceeds_maximum` |
+//! | simulation succeeds with exactly one contract event: the asset's `transfer(from, to, amount)` | `…_simulation_failed`, `…_no_transfer_events`, `…_multiple_transfers`, `…_unexpected_balance_changes`, `…_event_wrong_*` |
+//!
+//! Settlement re-verifies, then rebuilds the transaction with the facilitator's own source
+//! account and sequence number (the client's operation and signed authorization unchanged),
+//! simulates it for its resources, signs it, submits it and waits until it is final. Sequence
+//! numbers are handed out under a lock, so concurrent settlements never collide.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::checks::{Expected, check_transfer, read_transfer, reason};
+use super::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest};
+use super::wire::{
+    PaymentPayload, PaymentRequirements, SettleResponse, SupportedKind, SupportedResponse,
+    VerifyResponse, X402_VERSION,
+};
+use crate::BoxFuture;
+use crate::stellar::rpc::{
+    RpcError, SendStatus, Simulation, SorobanRpc, TransactionHash, TransactionStatus,
+    account_sequence, wait_for_transaction,
+};
+use crate::stellar::xdr::{
+    BytesM, ContractEventBody, ContractEventType, DecoratedSignature, DiagnosticEvent,
+    HostFunction, InvokeHostFunctionOp, Memo, MuxedAccount, Operation, OperationBody,
+    Preconditions, ScMapEntry, ScSymbol, ScVal, SequenceNumber, Signature, SignatureHint,
+    TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
+    TransactionResultResult, TransactionV1Envelope, Uint256,
+};
+use crate::stellar::{Address, Amount, Keypair, Network, SacTransfer, address_credentials};
+
+mod server;
+pub use server::facilitator_router;
+
+const SCHEME: &str = "exact";
+/// The base fee per operation, in stroops.
+const BASE_FEE: u32 = 100;
+/// Default ceiling on the fees of a transaction this facilitator pays for: 1 XLM.
+pub const DEFAULT_MAX_FEE: u32 = 10_000_000;
+/// Ledgers close about every five seconds.
+const LEDGER_SECONDS: u64 = 5;
+/// Submissions retried when the network says "try again later", or the sequence was stale.
+const SEND_ATTEMPTS: usize = 3;
+
+/// The Stellar `exact` facilitator (see the [module docs](self)).
+///
+/// ```
+/// # #[cfg(feature = "rpc")] {
+/// use tower_paywall::stellar::{JsonRpcClient, Keypair, Network};
+/// use tower_paywall::x402::LocalFacilitator;
+///
+/// let rpc = JsonRpcClient::builder("https://soroban-rpc.example").build()?;
+/// let fee_payer = Keypair::from_seed([9; 32]);
+/// let facilitator = LocalFacilitator::builder(rpc, Network::testnet(), fee_payer).build()?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct LocalFacilitator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rpc: Arc<dyn SorobanRpc>,
+    network: Network,
+    fee_payer: Keypair,
+    fee_payer_address: Address,
+    assets: Vec<Address>,
+    max_fee: u32,
+    supported: Arc<SupportedResponse>,
+    /// The fee payer's last used sequence number; `None` until read from the ledger.
+    sequence: tokio::sync::Mutex<Option<i64>>,
+}
+
+/// Builds a [`LocalFacilitator`].
+#[must_use]
+pub struct LocalFacilitatorBuilder {
+    rpc: Arc<dyn SorobanRpc>,
+    network: Network,
+    fee_payer: Keypair,
+    assets: Vec<Address>,
+    max_fee: u32,
+}
+
+/// Why a [`LocalFacilitatorBuilder`] refused to build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalFacilitatorError {
+    /// No asset was set and the network has no known USDC contract.
+    #[error("no asset set, and the network has no known USDC contract")]
+    NoAsset,
+    /// An asset is not a contract address.
+    #[error("assets must be contract (C…) addresses")]
+    AssetNotContract,
+    /// The fee ceiling is below the base fee.
+    #[error("max_fee must be at least the base fee of 100 stroops")]
+    MaxFee,
+}
+
+impl LocalFacilitator {
+    /// Starts a builder: settle through `rpc` on `network`, paying fees from `fee_payer`'s
+    /// account.
+    pub fn builder(
+        rpc: impl SorobanRpc,
+        network: Network,
+        fee_payer: Keypair,
+    ) -> LocalFacilitatorBuilder {
+        Self::builder_shared(Arc::new(rpc), network, fee_payer)
+    }
+
+    /// Like [`builder`](Self::builder), with an RPC shared with others.
+    pub fn builder_shared(
+        rpc: Arc<dyn SorobanRpc>,
+        network: Network,
+        fee_payer: Keypair,
+    ) -> LocalFacilitatorBuilder {
+        LocalFacilitatorBuilder {
+            rpc,
+            network,
+            fee_payer,
+            assets: Vec::new(),
+            max_fee: DEFAULT_MAX_FEE,
+        }
+    }
+
+    /// The account that pays the fees (and must never be a payer).
+    pub fn fee_payer(&self) -> Address {
+        self.inner.fee_payer_address
+    }
+}
+
+impl LocalFacilitatorBuilder {
+    /// Adds an asset (a SAC or SEP-41 contract) this facilitator settles; default: the
+    /// network's USDC.
+    pub fn asset(mut self, asset: Address) -> Self {
+        self.assets.push(asset);
+        self
+    }
+
+    /// The most this facilitator pays in fees for one settlement, and the most a client's
+    /// transaction may declare (default [`DEFAULT_MAX_FEE`] stroops).
+    pub fn max_fee(mut self, stroops: u32) -> Self {
+        self.max_fee = stroops;
+        self
+    }
+
+    /// Checks the settings and builds the facilitator.
+    pub fn build(self) -> Result<LocalFacilitator, LocalFacilitatorError> {
+        let assets = if self.assets.is_empty() {
+            vec![self.network.usdc().ok_or(LocalFacilitatorError::NoAsset)?]
+        } else {
+            self.assets
+        };
+        if !assets.iter().all(Address::is_contract) {
+            return Err(LocalFacilitatorError::AssetNotContract);
+        }
+        if self.max_fee < BASE_FEE {
+            return Err(LocalFacilitatorError::MaxFee);
+        }
+        let fee_payer_address = self.fee_payer.address();
+        let mut extra = serde_json::Map::new();
+        extra.insert("areFeesSponsored".into(), true.into());
+        let supported = SupportedResponse {
+            kinds: vec![SupportedKind {
+                x402_version: X402_VERSION,
+                scheme: SCHEME.into(),
+                network: self.network.caip2().into(),
+                extra: Some(extra),
+            }],
+            extensions: Vec::new(),
+            signers: [(
+                self.network.caip2().to_owned(),
+                vec![fee_payer_address.to_string()],
+            )]
+            .into_iter()
+            .collect(),
+        };
+        Ok(LocalFacilitator {
+            inner: Arc::new(Inner {
+                rpc: self.rpc,
+                network: self.network,
+                fee_payer: self.fee_payer,
+                fee_payer_address,
+                assets,
+                max_fee: self.max_fee,
+                supported: Arc::new(supported),
+                sequence: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// Why a payment was not accepted: a reason for the client, or the ledger being unreachable.
+enum Refusal {
+    Invalid(&'static str),
+    /// The ledger could not be asked; nothing was submitted.
+    Rpc(RpcError),
+    /// The ledger stopped answering after a submission: the outcome is unknown.
+    Unknown(RpcError),
+}
+
+impl From<RpcError> for Refusal {
+    fn from(error: RpcError) -> Self {
+        Refusal::Rpc(error)
+    }
+}
+
+/// A payment that passed the offline and expiration checks.
+struct Payment {
+    transfer: SacTransfer,
+    envelope_fee: u32,
+    expiration: u32,
+    max_timeout_seconds: u64,
+}
+
+impl Inner {
+    /// Everything but simulation.
+    async fn validate(&self, request: &FacilitatorRequest<'_>) -> Result<Payment, Refusal> {
+        use Refusal::Invalid;
+        let requirements = request.payment_requirements;
+        let payload = PaymentPayload::from_json(request.payment_payload.get().as_bytes())
+            .map_err(|_| Invalid(reason::REQUIREMENTS_MALFORMED))?;
+        if request.x402_version != X402_VERSION || payload.x402_version() != X402_VERSION {
+            return Err(Invalid(reason::INVALID_VERSION));
+        }
+        let accepted = payload.accepted();
+        if requirements.scheme != SCHEME || accepted.scheme != SCHEME {
+            return Err(Invalid(reason::UNSUPPORTED_SCHEME));
+        }
+        let network = self.network.caip2();
+        if requirements.network != network || accepted.network != network {
+            return Err(Invalid(reason::INVALID_NETWORK));
+        }
+        let (asset, pay_to, amount) =
+            parse_requirements(requirements).ok_or(Invalid(reason::REQUIREMENTS_MALFORMED))?;
+        if !self.assets.contains(&asset) {
+            return Err(Invalid(reason::UNSUPPORTED_ASSET));
+        }
+        let transaction = payload.transaction().ok_or(Invalid(reason::MALFORMED))?;
+        let (transfer, payer_entry) = read_transfer(transaction).map_err(Invalid)?;
+        {
+            let is_facilitator = |address: &Address| *address == self.fee_payer_address;
+            let expected = Expected {
+                network: self.network.id(),
+                asset: &asset,
+                pay_to: &pay_to,
+                amount,
+                is_facilitator: &is_facilitator,
+            };
+            check_transfer(&transfer, &payer_entry, &expected).map_err(Invalid)?;
+        }
+        if transfer.fee > self.max_fee {
+            return Err(Invalid(reason::FEE_TOO_HIGH));
+        }
+        let expiration = address_credentials(&payer_entry)
+            .map_err(|_| Invalid(reason::CREDENTIAL_TYPE))?
+            .signature_expiration_ledger;
+        let latest = self.rpc.latest_ledger().await?.sequence;
+        let max_ledgers = requirements.max_timeout_seconds.div_ceil(LEDGER_SECONDS);
+        if expiration <= latest {
+            return Err(Invalid(reason::EXPIRED));
+        }
+        if u64::from(expiration) > u64::from(latest) + max_ledgers {
+            return Err(Invalid(reason::EXPIRATION_TOO_FAR));
+        }
+        Ok(Payment {
+            envelope_fee: transfer.fee,
+            transfer,
+            expiration,
+            max_timeout_seconds: requirements.max_timeout_seconds,
+        })
+    }
+
+    /// Simulates `envelope` and checks it moves exactly the payment.
+    async fn simulate(
+        &self,
+        envelope: &TransactionEnvelope,
+        payment: &Payment,
+    ) -> Result<Simulation, Refusal> {
+        let simulation = self.rpc.simulate_transaction(envelope).await?;
+        if !simulation.is_success() {
+            tracing::debug!(error = ?simulation.error, "payment simulation failed");
+            return Err(Refusal::Invalid(reason::SIMULATION_FAILED));
+        }
+        check_events(&simulation.events, &payment.transfer).map_err(Refusal::Invalid)?;
+        Ok(simulation)
+    }
+
+    async fn verify(&self, request: &FacilitatorRequest<'_>) -> Result<Payment, Refusal> {
+        let payment = self.validate(request).await?;
+        let envelope = client_envelope(request)?;
+        let simulation = self.simulate(&envelope, &payment).await?;
+        if i64::from(payment.envelope_fee) < simulation.min_resource_fee {
+            return Err(Refusal::Invalid(reason::FEE_TOO_LOW));
+        }
+        Ok(payment)
+    }
+
+    /// Rebuilds the payment with our source account, simulates it for its resources, and
+    /// submits it signed; returns its hash once the network accepted it.
+    async fn submit(&self, payment: &Payment) -> Result<TransactionHash, Refusal> {
+        let mut transaction = self.rebuild(payment, 0, BASE_FEE)?;
+        let probe = envelope_of(transaction.clone());
+        let simulation = self.simulate(&probe, payment).await?;
+        let data = simulation
+            .transaction_data
+            .ok_or(Refusal::Invalid(reason::SIMULATION_FAILED))?;
+        let resource_fee = u32::try_from(simulation.min_resource_fee.max(0))
+            .map_err(|_| Refusal::Invalid(reason::FEE_TOO_HIGH))?;
+        transaction.fee = BASE_FEE
+            .checked_add(resource_fee)
+            .filter(|fee| *fee <= self.max_fee)
+            .ok_or(Refusal::Invalid(reason::FEE_TOO_HIGH))?;
+        transaction.ext = TransactionExt::V1(data);
+        self.send(transaction).await
+    }
+
+    /// Assigns the next sequence number, signs and sends, under the sequence lock.
+    async fn send(&self, mut transaction: Transaction) -> Result<TransactionHash, Refusal> {
+        let mut last = self.sequence.lock().await;
+        for _ in 0..SEND_ATTEMPTS {
+            let current = match *last {
+                Some(sequence) => sequence,
+                None => account_sequence(&*self.rpc, &self.fee_payer_address).await?,
+            };
+            transaction.seq_num = SequenceNumber(current + 1);
+            let envelope = self.sign(transaction.clone())?;
+            let sent = match self.rpc.send_transaction(&envelope).await {
+                Ok(sent) => sent,
+                Err(error) => {
+                    *last = None;
+                    return Err(Refusal::Unknown(error));
+                }
+            };
+            match sent.status {
+                SendStatus::Pending | SendStatus::Duplicate => {
+                    *last = Some(current + 1);
+                    return Ok(sent.hash);
+                }
+                SendStatus::TryAgainLater => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                SendStatus::Error => {
+                    // Refused before applying: the sequence number was not used. Read it again.
+                    *last = None;
+                    let bad_sequence = sent
+                        .error_result
+                        .as_ref()
+                        .is_some_and(|r| matches!(r.result, TransactionResultResult::TxBadSeq));
+                    if !bad_sequence {
+                        tracing::warn!(result = ?sent.error_result, "settlement refused by the network");
+                        return Err(Refusal::Invalid(reason::SUBMISSION_FAILED));
+                    }
+                }
+            }
+        }
+        Err(Refusal::Invalid(reason::SUBMISSION_FAILED))
+    }
+
+    fn rebuild(&self, payment: &Payment, sequence: i64, fee: u32) -> Result<Transaction, Refusal> {
+        let transfer = &payment.transfer;
+        let auth = transfer
+            .auth
+            .clone()
+            .try_into()
+            .map_err(|_| Refusal::Invalid(reason::MALFORMED))?;
+        let operation = Operation {
+            source_account: None,
+            body: OperationBody::InvokeHostFunction(InvokeHostFunctionOp {
+                host_function: HostFunction::InvokeContract(transfer.invocation.clone()),
+                auth,
+            }),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let source = self
+            .fee_payer_address
+            .ed25519_key()
+            .ok_or(Refusal::Invalid(reason::MALFORMED))?;
+        Ok(Transaction {
+            source_account: MuxedAccount::Ed25519(Uint256(source)),
+            fee,
+            seq_num: SequenceNumber(sequence),
+            cond: Preconditions::Time(TimeBounds {
+                min_time: TimePoint(0),
+                max_time: TimePoint(now + payment.max_timeout_seconds),
+            }),
+            memo: Memo::None,
+            operations: vec![operation]
+                .try_into()
+                .map_err(|_| Refusal::Invalid(reason::MALFORMED))?,
+            ext: TransactionExt::V0,
+        })
+    }
+
+    fn sign(&self, transaction: Transaction) -> Result<TransactionEnvelope, Refusal> {
+        let hash = transaction
+            .hash(self.network.id().0)
+            .map_err(|_| Refusal::Invalid(reason::MALFORMED))?;
+        let signature = self.inner_signature(&hash)?;
+        Ok(TransactionEnvelope::Tx(TransactionV1Envelope {
+            tx: transaction,
+            signatures: vec![signature]
+                .try_into()
+                .map_err(|_| Refusal::Invalid(reason::MALFORMED))?,
+        }))
+    }
+
+    fn inner_signature(&self, hash: &[u8; 32]) -> Result<DecoratedSignature, Refusal> {
+        let key = self.fee_payer.public_key();
+        let signature: BytesM<64> = self
+            .fee_payer
+            .sign(hash)
+            .to_vec()
+            .try_into()
+            .map_err(|_| Refusal::Invalid(reason::MALFORMED))?;
+        Ok(DecoratedSignature {
+            hint: SignatureHint([key[28], key[29], key[30], key[31]]),
+            signature: Signature(signature),
+        })
+    }
+
+    async fn settle(&self, request: &FacilitatorRequest<'_>) -> Result<SettleResponse, Refusal> {
+        let payment = self.validate(request).await?;
+        let hash = self.submit(&payment).await?;
+        let deadline = Duration::from_secs(payment.max_timeout_seconds.max(LEDGER_SECONDS * 2));
+        let info = wait_for_transaction(&*self.rpc, &hash, deadline)
+            .await
+            .map_err(Refusal::Unknown)?;
+        let payer = Some(payment.transfer.from.to_string());
+        let network = self.network.caip2().to_owned();
+        tracing::debug!(expiration = payment.expiration, %hash, "settled");
+        Ok(match info.status {
+            TransactionStatus::Success => SettleResponse {
+                success: true,
+                error_reason: None,
+                error_message: None,
+                payer,
+                transaction: hash.to_string(),
+                network,
+                amount: Some(payment.transfer.amount.to_string()),
+            },
+            TransactionStatus::Failed | TransactionStatus::NotFound => SettleResponse {
+                success: false,
+                error_reason: Some(reason::TRANSACTION_FAILED.into()),
+                error_message: None,
+                payer,
+                transaction: hash.to_string(),
+                network,
+                amount: None,
+            },
+        })
+    }
+}
+
+fn parse_requirements(requirements: &PaymentRequirements) -> Option<(Address, Address, i128)> {
+    let sponsored = requirements.extra.get("areFeesSponsored")?.as_bool()?;
+    if !sponsored {
+        return None;
+    }
+    let asset = requirements.asset.parse().ok()?;
+    let pay_to = requirements.pay_to.parse().ok()?;
+    let amount = Amount::parse_atomic(&requirements.amount).ok()?.atomic();
+    Some((asset, pay_to, amount))
+}
+
+fn client_envelope(request: &FacilitatorRequest<'_>) -> Result<TransactionEnvelope, Refusal> {
+    let payload = PaymentPayload::from_json(request.payment_payload.get().as_bytes())
+        .map_err(|_| Refusal::Invalid(reason::REQUIREMENTS_MALFORMED))?;
+    let transaction = payload
+        .transaction()
+        .ok_or(Refusal::Invalid(reason::MALFORMED))?;
+    crate::stellar::decode_envelope(transaction).map_err(|_| Refusal::Invalid(reason::MALFORMED))
+}
+
+fn envelope_of(transaction: Transaction) -> TransactionEnvelope {
+    TransactionEnvelope::Tx(TransactionV1Envelope {
+        tx: transaction,
+        signatures: Default::default(),
+    })
+}
+
+/// Exactly one contract event, the asset's `transfer(from, to, amount)`; no other contract
+/// moved anything.
+fn check_events(events: &[DiagnosticEvent], transfer: &SacTransfer) -> Result<(), &'static str> {
+    let asset = transfer.contract.to_sc_address();
+    let mut transfers = Vec::new();
+    for event in events {
+        let event = &event.event;
+        if event.type_ != ContractEventType::Contract {
+            continue;
+        }
+        let ContractEventBody::V0(body) = &event.body;
+        let from_asset = event
+            .contract_id
+            .as_ref()
+            .is_some_and(|id| crate::stellar::xdr::ScAddress::Contract(id.clone()) == asset);
+        let is_transfer = matches!(body.topics.first(), Some(ScVal::Symbol(name)) if name.as_vec() == b"transfer");
+        if !from_asset || !is_transfer {
+            return Err(reason::UNEXPECTED_EVENTS);
+        }
+        transfers.push(body);
+    }
+    let body = match transfers.as_slice() {
+        [] => return Err(reason::NO_TRANSFER_EVENTS),
+        [body] => body,
+        _ => return Err(reason::MULTIPLE_TRANSFERS),
+    };
+    let topic = |index: usize| match body.topics.get(index) {
+        Some(ScVal::Address(address)) => Some(address.clone()),
+        _ => None,
+    };
+    if topic(1) != Some(transfer.from.to_sc_address()) {
+        return Err(reason::EVENT_WRONG_FROM);
+    }
+    if topic(2) != Some(transfer.to.to_sc_address()) {
+        return Err(reason::EVENT_WRONG_TO);
+    }
+    if event_amount(&body.data) != Some(transfer.amount) {
+        return Err(reason::EVENT_WRONG_AMOUNT);
+    }
+    Ok(())
+}
+
+/// A transfer event's amount: an `i128`, or (muxed recipients, CAP-67) a map with `amount`.
+fn event_amount(data: &ScVal) -> Option<i128> {
+    match data {
+        ScVal::I128(parts) => Some((i128::from(parts.hi) << 64) | i128::from(parts.lo)),
+        ScVal::Map(Some(map)) => map.iter().find_map(|ScMapEntry { key, val }| match key {
+            ScVal::Symbol(ScSymbol(name)) if name.as_vec() == b"amount" => event_amount(val),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// An RPC failure before anything was submitted: nothing happened.
+fn facilitator_error(error: &RpcError) -> FacilitatorError {
+    match error {
+        RpcError::Timeout | RpcError::NotFinal(_) => FacilitatorError::Timeout,
+        other if other.is_unavailable() => FacilitatorError::Unreachable(other.to_string()),
+        other => FacilitatorError::Malformed(other.to_string()),
+    }
+}
+
+/// An RPC failure after a submission: nobody knows whether the money moved.
+fn unknown_outcome(error: &RpcError) -> FacilitatorError {
+    tracing::warn!(%error, "settlement outcome unknown");
+    match error {
+        RpcError::Timeout | RpcError::NotFinal(_) => FacilitatorError::Timeout,
+        other => FacilitatorError::Interrupted(other.to_string()),
+    }
+}
+
+impl Facilitator for LocalFacilitator {
+    fn verify<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest<'a>,
+    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+        Box::pin(async move {
+            match self.inner.verify(request).await {
+                Ok(payment) => Ok(VerifyResponse {
+                    is_valid: true,
+                    invalid_reason: None,
+                    invalid_message: None,
+                    payer: Some(payment.transfer.from.to_string()),
+                }),
+                Err(Refusal::Invalid(code)) => Ok(VerifyResponse {
+                    is_valid: false,
+                    invalid_reason: Some(code.into()),
+                    invalid_message: None,
+                    payer: None,
+                }),
+                Err(Refusal::Rpc(error) | Refusal::Unknown(error)) => {
+                    Err(facilitator_error(&error))
+                }
+            }
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest<'a>,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        Box::pin(async move {
+            match self.inner.settle(request).await {
+                Ok(answer) => Ok(answer),
+                Err(Refusal::Invalid(code)) => Ok(SettleResponse {
+                    success: false,
+                    error_reason: Some(code.into()),
+                    error_message: None,
+                    payer: None,
+                    transaction: String::new(),
+                    network: self.inner.network.caip2().to_owned(),
+                    amount: None,
+                }),
+                Err(Refusal::Rpc(error)) => Err(facilitator_error(&error)),
+                Err(Refusal::Unknown(error)) => Err(unknown_outcome(&error)),
+            }
+        })
+    }
+
+    fn supported(&self) -> BoxFuture<'_, Result<Arc<SupportedResponse>, FacilitatorError>> {
+        let supported = self.inner.supported.clone();
+        Box::pin(async move { Ok(supported) })
+    }
+}
+
+impl std::fmt::Debug for LocalFacilitator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalFacilitator")
+            .field("network", &self.inner.network.caip2())
+            .field("fee_payer", &self.inner.fee_payer_address)
+            .field("assets", &self.inner.assets)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stellar::xdr::{
+        ContractEvent, ContractEventV0, ContractId, ExtensionPoint, Hash, Int128Parts,
+    };
+    use crate::stellar::{CredentialsArm, TransferRequest, build_transfer, sac_transfer};
+
+    fn transfer() -> SacTransfer {
+        let envelope = build_transfer(&TransferRequest {
+            source: Keypair::from_seed([7; 32]).address(),
+            sequence: 1,
+            fee: 100,
+            contract: Network::testnet().usdc().unwrap(),
+            from: Keypair::from_seed([7; 32]).address(),
+            to: Keypair::from_seed([8; 32]).address(),
+            amount: 10_000,
+            nonce: 1,
+            signature_expiration_ledger: 0,
+            max_time: 0,
+            credentials: CredentialsArm::Address,
+        })
+        .unwrap();
+        sac_transfer(&envelope).unwrap()
+    }
+
+    fn event(contract: &Address, topics: Vec<ScVal>, data: ScVal) -> DiagnosticEvent {
+        let Address::Contract(id) = contract else {
+            unreachable!()
+        };
+        DiagnosticEvent {
+            in_successful_contract_call: true,
+            event: ContractEvent {
+                ext: ExtensionPoint::V0,
+                contract_id: Some(ContractId(Hash(*id))),
+                type_: ContractEventType::Contract,
+                body: ContractEventBody::V0(ContractEventV0 {
+                    topics: topics.try_into().unwrap(),
+                    data,
+                }),
+            },
+        }
+    }
+
+    fn symbol(name: &str) -> ScVal {
+        ScVal::Symbol(ScSymbol(name.try_into().unwrap()))
+    }
+
+    fn amount(value: i128) -> ScVal {
+        ScVal::I128(Int128Parts {
+            hi: (value >> 64) as i64,
+            lo: value as u64,
+        })
+    }
+
+    fn transfer_event(
+        transfer: &SacTransfer,
+        from: &Address,
+        to: &Address,
+        value: i128,
+    ) -> DiagnosticEvent {
+        let topics = vec![
+            symbol("transfer"),
+            ScVal::Address(from.to_sc_address()),
+            ScVal::Address(to.to_sc_address()),
+            ScVal::String(crate::stellar::xdr::ScString("USDC:G…".try_into().unwrap())),
+        ];
+        event(&transfer.contract, topics, amount(value))
+    }
+
+    #[test]
+    fn exactly_one_matching_transfer_event_passes() {
+        let t = transfer();
+        let good = transfer_event(&t, &t.from, &t.to, t.amount);
+        assert_eq!(check_events(std::slice::from_ref(&good), &t), Ok(()));
+        // Diagnostic (non-contract) events are ignored.
+        let mut diagnostic = good.clone();
+        diagnostic.event.type_ = ContractEventType::Diagnostic;
+        diagnostic.event.contract_id = None;
+        assert_eq!(
+            check_events(&[diagnostic.clone(), good.clone()], &t),
+            Ok(())
+        );
+        // A muxed recipient's amount comes in a map.
+        let mut muxed = good.clone();
+        let ContractEventBody::V0(body) = &mut muxed.event.body;
+        body.data = ScVal::Map(Some(
+            vec![ScMapEntry {
+                key: symbol("amount"),
+                val: amount(t.amount),
+            }]
+            .try_into()
+            .unwrap(),
+        ));
+        assert_eq!(check_events(&[muxed], &t), Ok(()));
+    }
+
+    #[test]
+    fn every_other_event_shape_is_refused() {
+        let t = transfer();
+        let other = Keypair::from_seed([9; 32]).address();
+        let good = transfer_event(&t, &t.from, &t.to, t.amount);
+        assert_eq!(check_events(&[], &t), Err(reason::NO_TRANSFER_EVENTS));
+        assert_eq!(
+            check_events(&[good.clone(), good.clone()], &t),
+            Err(reason::MULTIPLE_TRANSFERS)
+        );
+        let foreign = Network::testnet().native_asset_contract();
+        let mut elsewhere = good.clone();
+        elsewhere.event.contract_id = event(&foreign, vec![], ScVal::Void).event.contract_id;
+        assert_eq!(
+            check_events(&[good.clone(), elsewhere], &t),
+            Err(reason::UNEXPECTED_EVENTS)
+        );
+        let mint = event(&t.contract, vec![symbol("mint")], amount(1));
+        assert_eq!(
+            check_events(&[good, mint], &t),
+            Err(reason::UNEXPECTED_EVENTS)
+        );
+        let cases = [
+            (
+                transfer_event(&t, &other, &t.to, t.amount),
+                reason::EVENT_WRONG_FROM,
+            ),
+            (
+                transfer_event(&t, &t.from, &other, t.amount),
+                reason::EVENT_WRONG_TO,
+            ),
+            (
+                transfer_event(&t, &t.from, &t.to, t.amount + 1),
+                reason::EVENT_WRONG_AMOUNT,
+            ),
+        ];
+        for (event, code) in cases {
+            assert_eq!(check_events(&[event], &t), Err(code));
+        }
+    }
+
+    #[test]
+    fn the_builder_checks_its_settings() {
+        struct NoRpc;
+        impl SorobanRpc for NoRpc {
+            fn health(&self) -> BoxFuture<'_, Result<crate::stellar::rpc::Health, RpcError>> {
+                Box::pin(async { Err(RpcError::Timeout) })
+            }
+            fn network(&self) -> BoxFuture<'_, Result<crate::stellar::rpc::NetworkInfo, RpcError>> {
+                Box::pin(async { Err(RpcError::Timeout) })
+            }
+            fn latest_ledger(
+                &self,
+            ) -> BoxFuture<'_, Result<crate::stellar::rpc::LatestLedger, RpcError>> {
+                Box::pin(async { Err(RpcError::Timeout) })
+            }
+            fn simulate_transaction<'a>(
+                &'a self,
+                _: &'a TransactionEnvelope,
+            ) -> BoxFuture<'a, Result<Simulation, RpcError>> {
+                Box::pin(async { Err(RpcError::Timeout) })
+            }
+            fn send_transaction<'a>(
+                &'a self,
+                _: &'a TransactionEnvelope,
+            ) -> BoxFuture<'a, Result<crate::stellar::rpc::SendResult, RpcError>> {
+                Box::pin(async { Err(RpcError::Timeout) })
+            }
+            fn transaction<'a>(
+                &'a self,
+                _: &'a TransactionHash,
+            ) -> BoxFuture<'a, Result<crate::stellar::rpc::TransactionInfo, RpcError>> {
+                Box::pin(async { Err(RpcError::Timeout) })
+            }
+            fn ledger_entries<'a>(
+                &'a self,
+                _: &'a [crate::stellar::xdr::LedgerKey],
+            ) -> BoxFuture<'a, Result<crate::stellar::rpc::LedgerEntries, RpcError>> {
+                Box::pin(async { Err(RpcError::Timeout) })
+            }
+        }
+        let key = || Keypair::from_seed([9; 32]);
+        let custom = Network::custom("stellar:local", "Local network").unwrap();
+        let no_asset = LocalFacilitator::builder(NoRpc, custom, key()).build();
+        assert_eq!(no_asset.unwrap_err(), LocalFacilitatorError::NoAsset);
+        let account = LocalFacilitator::builder(NoRpc, Network::testnet(), key())
+            .asset(key().address())
+            .build();
+        assert_eq!(
+            account.unwrap_err(),
+            LocalFacilitatorError::AssetNotContract
+        );
+        let fee = LocalFacilitator::builder(NoRpc, Network::testnet(), key())
+            .max_fee(99)
+            .build();
+        assert_eq!(fee.unwrap_err(), LocalFacilitatorError::MaxFee);
+        let facilitator = LocalFacilitator::builder(NoRpc, Network::testnet(), key())
+            .build()
+            .unwrap();
+        assert_eq!(facilitator.fee_payer(), key().address());
+        let supported = block_on(facilitator.supported());
+        assert_eq!(
+            supported.signers_for("stellar:testnet").collect::<Vec<_>>(),
+            vec![key().address().to_string().as_str()]
+        );
+        assert_eq!(
+            supported.fees_sponsored("exact", "stellar:testnet"),
+            Some(true)
+        );
+    }
+
+    fn block_on(
+        future: BoxFuture<'_, Result<Arc<SupportedResponse>, FacilitatorError>>,
+    ) -> Arc<SupportedResponse> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+            .unwrap()
+    }
+}
