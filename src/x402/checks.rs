@@ -11,6 +11,8 @@ use crate::stellar::{
 
 /// Client-facing reasons (x402 `error` / `invalidReason`). Those of the Stellar scheme match the
 /// TypeScript and OpenZeppelin facilitators' strings.
+// Some reasons are only given by the local facilitator.
+#[cfg_attr(not(feature = "local-facilitator"), allow(dead_code))]
 pub(crate) mod reason {
     pub(crate) const PAYMENT_REQUIRED: &str = "Payment required";
     pub(crate) const INVALID_PAYLOAD: &str = "invalid_payload";
