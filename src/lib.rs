@@ -32,6 +32,7 @@
 //! |---|---|---|
 //! | `http-facilitator` | yes | [`x402::HttpFacilitator`] (reqwest + rustls with the ring provider) |
 //! | `rpc` | yes | [`stellar::rpc`]: the [`SorobanRpc`](stellar::SorobanRpc) trait and [`JsonRpcClient`](stellar::JsonRpcClient), a Soroban JSON-RPC client (same stack) |
+//! | `sandbox` | no | `sandbox`: an offline Stellar ledger on the real Soroban host, usable in process as a [`SorobanRpc`](stellar::SorobanRpc) |
 //! | `local-facilitator` | no | `x402::LocalFacilitator` (the Stellar `exact` facilitator against a Soroban RPC) and `x402::facilitator_router`, its HTTP server |
 //!
 //! # Modules
@@ -56,6 +57,8 @@ use std::pin::Pin;
 mod http;
 pub mod layer;
 pub mod price;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod scheme;
 pub mod stellar;
 pub mod store;

@@ -16,10 +16,12 @@
 //! | the client's fee is within `[minResourceFee, max_fee]` | `…_fee_below_minimum`, `…_fee_exceeds_maximum` |
 //! | simulation succeeds with exactly one contract event: the asset's `transfer(from, to, amount)` | `…_simulation_failed`, `…_no_transfer_events`, `…_multiple_transfers`, `…_unexpected_balance_changes`, `…_event_wrong_*` |
 //!
-//! Settlement re-verifies, then rebuilds the transaction with the facilitator's own source
-//! account and sequence number (the client's operation and signed authorization unchanged),
-//! simulates it for its resources, signs it, submits it and waits until it is final. Sequence
-//! numbers are handed out under a lock, so concurrent settlements never collide.
+//! Settlement re-verifies, then rebuilds the transaction with one of the facilitator's own
+//! source accounts and its next sequence number (the client's operation and signed authorization
+//! unchanged), simulates it for its resources, signs it, submits it and waits until it is final.
+//! Each source account (the fee payer, plus any [channel accounts](LocalFacilitatorBuilder::channel))
+//! carries one settlement at a time, as the network queues one transaction per account, so
+//! concurrent settlements never collide on a sequence number.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,13 +80,22 @@ pub struct LocalFacilitator {
 struct Inner {
     rpc: Arc<dyn SorobanRpc>,
     network: Network,
-    fee_payer: Keypair,
-    fee_payer_address: Address,
+    /// The accounts settlements are sent from; each has one transaction in flight at most (the
+    /// network queues one per source account).
+    channels: Vec<tokio::sync::Mutex<Channel>>,
+    /// One permit per channel: a settlement waits here for a free channel.
+    free: tokio::sync::Semaphore,
+    addresses: Vec<Address>,
     assets: Vec<Address>,
     max_fee: u32,
     supported: Arc<SupportedResponse>,
-    /// The fee payer's last used sequence number; `None` until read from the ledger.
-    sequence: tokio::sync::Mutex<Option<i64>>,
+}
+
+/// A source account and its last used sequence number (`None` until read from the ledger).
+struct Channel {
+    keypair: Keypair,
+    address: Address,
+    sequence: Option<i64>,
 }
 
 /// Builds a [`LocalFacilitator`].
@@ -93,6 +104,7 @@ pub struct LocalFacilitatorBuilder {
     rpc: Arc<dyn SorobanRpc>,
     network: Network,
     fee_payer: Keypair,
+    channels: Vec<Keypair>,
     assets: Vec<Address>,
     max_fee: u32,
 }
@@ -133,6 +145,7 @@ impl LocalFacilitator {
             rpc,
             network,
             fee_payer,
+            channels: Vec::new(),
             assets: Vec::new(),
             max_fee: DEFAULT_MAX_FEE,
         }
@@ -140,7 +153,13 @@ impl LocalFacilitator {
 
     /// The account that pays the fees (and must never be a payer).
     pub fn fee_payer(&self) -> Address {
-        self.inner.fee_payer_address
+        self.inner.addresses[0]
+    }
+
+    /// Every account this facilitator sends from (the fee payer first): none of them may ever
+    /// be a payer, a source, or in an authorization entry of a payment.
+    pub fn accounts(&self) -> &[Address] {
+        &self.inner.addresses
     }
 }
 
@@ -149,6 +168,14 @@ impl LocalFacilitatorBuilder {
     /// network's USDC.
     pub fn asset(mut self, asset: Address) -> Self {
         self.assets.push(asset);
+        self
+    }
+
+    /// Adds a channel account: another funded source account settlements are sent from, so
+    /// that several settle in the same ledger (the network queues one transaction per source
+    /// account). Each pays its own fees.
+    pub fn channel(mut self, account: Keypair) -> Self {
+        self.channels.push(account);
         self
     }
 
@@ -172,7 +199,9 @@ impl LocalFacilitatorBuilder {
         if self.max_fee < BASE_FEE {
             return Err(LocalFacilitatorError::MaxFee);
         }
-        let fee_payer_address = self.fee_payer.address();
+        let mut keypairs = vec![self.fee_payer];
+        keypairs.extend(self.channels);
+        let addresses: Vec<Address> = keypairs.iter().map(Keypair::address).collect();
         let mut extra = serde_json::Map::new();
         extra.insert("areFeesSponsored".into(), true.into());
         let supported = SupportedResponse {
@@ -185,7 +214,7 @@ impl LocalFacilitatorBuilder {
             extensions: Vec::new(),
             signers: [(
                 self.network.caip2().to_owned(),
-                vec![fee_payer_address.to_string()],
+                addresses.iter().map(Address::to_string).collect(),
             )]
             .into_iter()
             .collect(),
@@ -194,12 +223,21 @@ impl LocalFacilitatorBuilder {
             inner: Arc::new(Inner {
                 rpc: self.rpc,
                 network: self.network,
-                fee_payer: self.fee_payer,
-                fee_payer_address,
+                free: tokio::sync::Semaphore::new(keypairs.len()),
+                channels: keypairs
+                    .into_iter()
+                    .map(|keypair| {
+                        tokio::sync::Mutex::new(Channel {
+                            address: keypair.address(),
+                            keypair,
+                            sequence: None,
+                        })
+                    })
+                    .collect(),
+                addresses,
                 assets,
                 max_fee: self.max_fee,
                 supported: Arc::new(supported),
-                sequence: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -254,7 +292,7 @@ impl Inner {
         let transaction = payload.transaction().ok_or(Invalid(reason::MALFORMED))?;
         let (transfer, payer_entry) = read_transfer(transaction).map_err(Invalid)?;
         {
-            let is_facilitator = |address: &Address| *address == self.fee_payer_address;
+            let is_facilitator = |address: &Address| self.addresses.contains(address);
             let expected = Expected {
                 network: self.network.id(),
                 asset: &asset,
@@ -311,10 +349,33 @@ impl Inner {
         Ok(payment)
     }
 
-    /// Rebuilds the payment with our source account, simulates it for its resources, and
+    /// Waits for a free channel account and takes it.
+    async fn lease(&self) -> Result<Lease<'_>, Refusal> {
+        let permit = self
+            .free
+            .acquire()
+            .await
+            .map_err(|_| Refusal::Invalid(reason::SUBMISSION_FAILED))?;
+        // A permit guarantees a free channel: channels are locked only with a permit held.
+        for channel in &self.channels {
+            if let Ok(channel) = channel.try_lock() {
+                return Ok(Lease {
+                    _permit: permit,
+                    channel,
+                });
+            }
+        }
+        Err(Refusal::Invalid(reason::SUBMISSION_FAILED))
+    }
+
+    /// Rebuilds the payment with the channel as source, simulates it for its resources, and
     /// submits it signed; returns its hash once the network accepted it.
-    async fn submit(&self, payment: &Payment) -> Result<TransactionHash, Refusal> {
-        let mut transaction = self.rebuild(payment, 0, BASE_FEE)?;
+    async fn submit(
+        &self,
+        payment: &Payment,
+        channel: &mut Channel,
+    ) -> Result<TransactionHash, Refusal> {
+        let mut transaction = self.rebuild(payment, &channel.address, BASE_FEE)?;
         let probe = envelope_of(transaction.clone());
         let simulation = self.simulate(&probe, payment).await?;
         let data = simulation
@@ -327,29 +388,32 @@ impl Inner {
             .filter(|fee| *fee <= self.max_fee)
             .ok_or(Refusal::Invalid(reason::FEE_TOO_HIGH))?;
         transaction.ext = TransactionExt::V1(data);
-        self.send(transaction).await
+        self.send(transaction, channel).await
     }
 
-    /// Assigns the next sequence number, signs and sends, under the sequence lock.
-    async fn send(&self, mut transaction: Transaction) -> Result<TransactionHash, Refusal> {
-        let mut last = self.sequence.lock().await;
+    /// Assigns the channel's next sequence number, signs and sends.
+    async fn send(
+        &self,
+        mut transaction: Transaction,
+        channel: &mut Channel,
+    ) -> Result<TransactionHash, Refusal> {
         for _ in 0..SEND_ATTEMPTS {
-            let current = match *last {
+            let current = match channel.sequence {
                 Some(sequence) => sequence,
-                None => account_sequence(&*self.rpc, &self.fee_payer_address).await?,
+                None => account_sequence(&*self.rpc, &channel.address).await?,
             };
             transaction.seq_num = SequenceNumber(current + 1);
-            let envelope = self.sign(transaction.clone())?;
+            let envelope = sign(&self.network, transaction.clone(), &channel.keypair)?;
             let sent = match self.rpc.send_transaction(&envelope).await {
                 Ok(sent) => sent,
                 Err(error) => {
-                    *last = None;
+                    channel.sequence = None;
                     return Err(Refusal::Unknown(error));
                 }
             };
             match sent.status {
                 SendStatus::Pending | SendStatus::Duplicate => {
-                    *last = Some(current + 1);
+                    channel.sequence = Some(current + 1);
                     return Ok(sent.hash);
                 }
                 SendStatus::TryAgainLater => {
@@ -357,7 +421,7 @@ impl Inner {
                 }
                 SendStatus::Error => {
                     // Refused before applying: the sequence number was not used. Read it again.
-                    *last = None;
+                    channel.sequence = None;
                     let bad_sequence = sent
                         .error_result
                         .as_ref()
@@ -372,7 +436,12 @@ impl Inner {
         Err(Refusal::Invalid(reason::SUBMISSION_FAILED))
     }
 
-    fn rebuild(&self, payment: &Payment, sequence: i64, fee: u32) -> Result<Transaction, Refusal> {
+    fn rebuild(
+        &self,
+        payment: &Payment,
+        source: &Address,
+        fee: u32,
+    ) -> Result<Transaction, Refusal> {
         let transfer = &payment.transfer;
         let auth = transfer
             .auth
@@ -389,14 +458,13 @@ impl Inner {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
-        let source = self
-            .fee_payer_address
+        let source = source
             .ed25519_key()
             .ok_or(Refusal::Invalid(reason::MALFORMED))?;
         Ok(Transaction {
             source_account: MuxedAccount::Ed25519(Uint256(source)),
             fee,
-            seq_num: SequenceNumber(sequence),
+            seq_num: SequenceNumber(0),
             cond: Preconditions::Time(TimeBounds {
                 min_time: TimePoint(0),
                 max_time: TimePoint(now + payment.max_timeout_seconds),
@@ -409,40 +477,16 @@ impl Inner {
         })
     }
 
-    fn sign(&self, transaction: Transaction) -> Result<TransactionEnvelope, Refusal> {
-        let hash = transaction
-            .hash(self.network.id().0)
-            .map_err(|_| Refusal::Invalid(reason::MALFORMED))?;
-        let signature = self.inner_signature(&hash)?;
-        Ok(TransactionEnvelope::Tx(TransactionV1Envelope {
-            tx: transaction,
-            signatures: vec![signature]
-                .try_into()
-                .map_err(|_| Refusal::Invalid(reason::MALFORMED))?,
-        }))
-    }
-
-    fn inner_signature(&self, hash: &[u8; 32]) -> Result<DecoratedSignature, Refusal> {
-        let key = self.fee_payer.public_key();
-        let signature: BytesM<64> = self
-            .fee_payer
-            .sign(hash)
-            .to_vec()
-            .try_into()
-            .map_err(|_| Refusal::Invalid(reason::MALFORMED))?;
-        Ok(DecoratedSignature {
-            hint: SignatureHint([key[28], key[29], key[30], key[31]]),
-            signature: Signature(signature),
-        })
-    }
-
     async fn settle(&self, request: &FacilitatorRequest<'_>) -> Result<SettleResponse, Refusal> {
         let payment = self.validate(request).await?;
-        let hash = self.submit(&payment).await?;
+        // The channel stays ours until its transaction is final: one in flight per account.
+        let mut lease = self.lease().await?;
+        let hash = self.submit(&payment, &mut lease.channel).await?;
         let deadline = Duration::from_secs(payment.max_timeout_seconds.max(LEDGER_SECONDS * 2));
         let info = wait_for_transaction(&*self.rpc, &hash, deadline)
             .await
             .map_err(Refusal::Unknown)?;
+        drop(lease);
         let payer = Some(payment.transfer.from.to_string());
         let network = self.network.caip2().to_owned();
         tracing::debug!(expiration = payment.expiration, %hash, "settled");
@@ -467,6 +511,36 @@ impl Inner {
             },
         })
     }
+}
+
+/// A channel account taken for one settlement.
+struct Lease<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    channel: tokio::sync::MutexGuard<'a, Channel>,
+}
+
+/// Signs `transaction` with `keypair` (a decorated ed25519 signature over its hash).
+fn sign(
+    network: &Network,
+    transaction: Transaction,
+    keypair: &Keypair,
+) -> Result<TransactionEnvelope, Refusal> {
+    let malformed = || Refusal::Invalid(reason::MALFORMED);
+    let hash = transaction.hash(network.id().0).map_err(|_| malformed())?;
+    let key = keypair.public_key();
+    let signature: BytesM<64> = keypair
+        .sign(&hash)
+        .to_vec()
+        .try_into()
+        .map_err(|_| malformed())?;
+    let signature = DecoratedSignature {
+        hint: SignatureHint([key[28], key[29], key[30], key[31]]),
+        signature: Signature(signature),
+    };
+    Ok(TransactionEnvelope::Tx(TransactionV1Envelope {
+        tx: transaction,
+        signatures: vec![signature].try_into().map_err(|_| malformed())?,
+    }))
 }
 
 fn parse_requirements(requirements: &PaymentRequirements) -> Option<(Address, Address, i128)> {
@@ -626,7 +700,7 @@ impl std::fmt::Debug for LocalFacilitator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalFacilitator")
             .field("network", &self.inner.network.caip2())
-            .field("fee_payer", &self.inner.fee_payer_address)
+            .field("accounts", &self.inner.addresses)
             .field("assets", &self.inner.assets)
             .finish_non_exhaustive()
     }

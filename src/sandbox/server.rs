@@ -1,0 +1,829 @@
+//! Soroban JSON-RPC served over HTTP and HTTPS on loopback, for any [`SorobanRpc`].
+//!
+//! The wire shapes are the official RPC's (what `@stellar/stellar-sdk` parses): XDR as base64
+//! strings, `minResourceFee` and `createdAt` as strings, ledgers as numbers. The HTTPS listener
+//! presents a certificate made at start and written to a file, because the TypeScript Stellar
+//! clients refuse plain-HTTP RPC.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::MAX_LEDGER_ENTRY_KEYS;
+use super::tls::{LoopbackIdentity, TlsError};
+use crate::stellar::rpc::{
+    Health, LatestLedger, LedgerEntries, NetworkInfo, RpcError, SendResult, Simulation, SorobanRpc,
+    TransactionHash, TransactionInfo,
+};
+use crate::stellar::xdr::{LedgerKey, ReadXdr, WriteXdr};
+use crate::stellar::{decode_envelope, decode_limits};
+
+/// JSON-RPC error codes.
+mod code {
+    pub(super) const PARSE_ERROR: i64 = -32700;
+    pub(super) const INVALID_REQUEST: i64 = -32600;
+    pub(super) const METHOD_NOT_FOUND: i64 = -32601;
+    pub(super) const INVALID_PARAMS: i64 = -32602;
+    pub(super) const INTERNAL: i64 = -32603;
+}
+
+/// A JSON-RPC error: code and message.
+type Fault = (i64, String);
+
+/// An axum router answering Soroban JSON-RPC at `POST /`, backed by `rpc`.
+pub fn rpc_router(rpc: Arc<dyn SorobanRpc>) -> Router {
+    Router::new().route("/", post(handle)).with_state(rpc)
+}
+
+async fn handle(State(rpc): State<Arc<dyn SorobanRpc>>, body: Bytes) -> axum::Json<Value> {
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(_) => return reply(Value::Null, Err((code::PARSE_ERROR, "parse error".into()))),
+    };
+    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let method = match (&request["jsonrpc"], &request["method"]) {
+        (Value::String(version), Value::String(method)) if version == "2.0" => method.clone(),
+        _ => return reply(id, Err((code::INVALID_REQUEST, "invalid request".into()))),
+    };
+    let params = request.get("params").cloned().unwrap_or(Value::Null);
+    reply(id, dispatch(&*rpc, &method, &params).await)
+}
+
+fn reply(id: Value, answer: Result<Value, Fault>) -> axum::Json<Value> {
+    axum::Json(match answer {
+        Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        Err((code, message)) => {
+            json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+        }
+    })
+}
+
+async fn dispatch(rpc: &dyn SorobanRpc, method: &str, params: &Value) -> Result<Value, Fault> {
+    match method {
+        "getHealth" => Ok(health(&rpc.health().await.map_err(fault)?)),
+        "getNetwork" => Ok(network(&rpc.network().await.map_err(fault)?)),
+        "getLatestLedger" => Ok(latest_ledger(&rpc.latest_ledger().await.map_err(fault)?)),
+        "simulateTransaction" => {
+            let envelope = envelope_param(params)?;
+            let simulation = rpc.simulate_transaction(&envelope).await.map_err(fault)?;
+            Ok(simulation_json(&simulation))
+        }
+        "sendTransaction" => {
+            let envelope = envelope_param(params)?;
+            Ok(send_json(
+                &rpc.send_transaction(&envelope).await.map_err(fault)?,
+            ))
+        }
+        "getTransaction" => {
+            let hash: TransactionHash = string_param(params, "hash")?
+                .parse()
+                .map_err(|_| invalid("`hash` must be 64 hex digits"))?;
+            Ok(transaction_json(
+                &rpc.transaction(&hash).await.map_err(fault)?,
+            ))
+        }
+        "getLedgerEntries" => {
+            let keys = keys_param(params)?;
+            Ok(entries_json(
+                &rpc.ledger_entries(&keys).await.map_err(fault)?,
+            ))
+        }
+        _ => Err((
+            code::METHOD_NOT_FOUND,
+            format!("method not found: {}", short(method)),
+        )),
+    }
+}
+
+fn invalid(message: &str) -> Fault {
+    (code::INVALID_PARAMS, message.to_owned())
+}
+
+fn fault(error: RpcError) -> Fault {
+    match error {
+        RpcError::Rpc { code, message } => (code, message),
+        other => {
+            tracing::warn!(error = %other, "sandbox RPC call failed");
+            (code::INTERNAL, "internal error".into())
+        }
+    }
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+fn string_param<'a>(params: &'a Value, name: &str) -> Result<&'a str, Fault> {
+    params
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(&format!("missing string parameter `{name}`")))
+}
+
+fn envelope_param(params: &Value) -> Result<crate::stellar::xdr::TransactionEnvelope, Fault> {
+    let text = string_param(params, "transaction")?;
+    decode_envelope(text).map_err(|_| invalid("`transaction` is not a transaction envelope"))
+}
+
+fn keys_param(params: &Value) -> Result<Vec<LedgerKey>, Fault> {
+    let keys = params
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("missing array parameter `keys`"))?;
+    if keys.is_empty() || keys.len() > MAX_LEDGER_ENTRY_KEYS {
+        return Err(invalid("`keys` must hold 1 to 200 keys"));
+    }
+    keys.iter()
+        .map(|key| {
+            let text = key
+                .as_str()
+                .ok_or_else(|| invalid("`keys` must be strings"))?;
+            LedgerKey::from_xdr_base64(text, decode_limits())
+                .map_err(|_| invalid("`keys` holds something that is not a ledger key"))
+        })
+        .collect()
+}
+
+fn b64(value: &impl WriteXdr) -> Value {
+    // Encoding our own values: they always fit.
+    value
+        .to_xdr_base64(crate::stellar::xdr::Limits::none())
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+fn health(health: &Health) -> Value {
+    let mut out = json!({ "status": health.status, "latestLedger": health.latest_ledger });
+    insert(
+        &mut out,
+        "oldestLedger",
+        health.oldest_ledger.map(Value::from),
+    );
+    let window = health.ledger_retention_window.map(Value::from);
+    insert(&mut out, "ledgerRetentionWindow", window);
+    out
+}
+
+fn network(network: &NetworkInfo) -> Value {
+    let mut out = json!({
+        "passphrase": network.passphrase,
+        "protocolVersion": network.protocol_version,
+    });
+    insert(
+        &mut out,
+        "friendbotUrl",
+        network.friendbot_url.clone().map(Value::String),
+    );
+    out
+}
+
+fn latest_ledger(ledger: &LatestLedger) -> Value {
+    json!({
+        "id": ledger.id,
+        "protocolVersion": ledger.protocol_version,
+        "sequence": ledger.sequence,
+    })
+}
+
+fn simulation_json(simulation: &Simulation) -> Value {
+    let mut out = json!({ "latestLedger": simulation.latest_ledger });
+    if let Some(error) = &simulation.error {
+        insert(&mut out, "error", Some(Value::String(error.clone())));
+    }
+    let events: Vec<Value> = simulation.events.iter().map(b64).collect();
+    insert(&mut out, "events", Some(Value::Array(events)));
+    if simulation.error.is_some() {
+        return out;
+    }
+    let fee = simulation.min_resource_fee.to_string();
+    insert(&mut out, "minResourceFee", Some(Value::String(fee)));
+    insert(
+        &mut out,
+        "transactionData",
+        simulation.transaction_data.as_ref().map(b64),
+    );
+    let results: Vec<Value> = simulation
+        .results
+        .iter()
+        .map(|result| {
+            let auth: Vec<Value> = result.auth.iter().map(b64).collect();
+            let retval = result
+                .retval
+                .as_ref()
+                .map_or(Value::String(String::new()), b64);
+            json!({ "auth": auth, "xdr": retval })
+        })
+        .collect();
+    insert(&mut out, "results", Some(Value::Array(results)));
+    if let Some(preamble) = &simulation.restore_preamble {
+        let preamble = json!({
+            "minResourceFee": preamble.min_resource_fee.to_string(),
+            "transactionData": b64(&preamble.transaction_data),
+        });
+        insert(&mut out, "restorePreamble", Some(preamble));
+    }
+    out
+}
+
+fn send_json(sent: &SendResult) -> Value {
+    let mut out = json!({
+        "status": sent.status.as_str(),
+        "hash": sent.hash.to_string(),
+        "latestLedger": sent.latest_ledger,
+    });
+    insert(
+        &mut out,
+        "errorResultXdr",
+        sent.error_result.as_ref().map(b64),
+    );
+    if !sent.diagnostic_events.is_empty() {
+        let events = sent.diagnostic_events.iter().map(b64).collect();
+        insert(&mut out, "diagnosticEventsXdr", Some(Value::Array(events)));
+    }
+    out
+}
+
+fn transaction_json(info: &TransactionInfo) -> Value {
+    let mut out = json!({
+        "status": info.status.as_str(),
+        "latestLedger": info.latest_ledger,
+    });
+    insert(&mut out, "ledger", info.ledger.map(Value::from));
+    let created = info.created_at.map(|at| Value::String(at.to_string()));
+    insert(&mut out, "createdAt", created);
+    insert(
+        &mut out,
+        "applicationOrder",
+        info.application_order.map(Value::from),
+    );
+    if info.status.is_final() {
+        insert(&mut out, "feeBump", Some(Value::Bool(info.fee_bump)));
+    }
+    insert(&mut out, "envelopeXdr", info.envelope.as_ref().map(b64));
+    insert(&mut out, "resultXdr", info.result.as_ref().map(b64));
+    insert(
+        &mut out,
+        "resultMetaXdr",
+        info.result_meta.as_ref().map(b64),
+    );
+    out
+}
+
+fn entries_json(entries: &LedgerEntries) -> Value {
+    let list: Vec<Value> = entries
+        .entries
+        .iter()
+        .map(|entry| {
+            let mut out = json!({
+                "key": b64(&entry.key),
+                "xdr": b64(&entry.data),
+                "lastModifiedLedgerSeq": entry.last_modified_ledger,
+            });
+            insert(
+                &mut out,
+                "liveUntilLedgerSeq",
+                entry.live_until_ledger.map(Value::from),
+            );
+            out
+        })
+        .collect();
+    json!({ "entries": list, "latestLedger": entries.latest_ledger })
+}
+
+fn insert(object: &mut Value, name: &str, value: Option<Value>) {
+    if let (Value::Object(fields), Some(value)) = (object, value) {
+        fields.insert(name.to_owned(), value);
+    }
+}
+
+/// Where [`RpcServer`] listens and writes its certificate.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ServeConfig {
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+    certificate_path: Option<PathBuf>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        ServeConfig {
+            http: Some(loopback),
+            https: Some(loopback),
+            certificate_path: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Plain HTTP on `address` (default `127.0.0.1:0`, a free port); `None` turns it off.
+    pub fn http(mut self, address: Option<SocketAddr>) -> Self {
+        self.http = address;
+        self
+    }
+
+    /// HTTPS on `address` (default `127.0.0.1:0`, a free port); `None` turns it off.
+    pub fn https(mut self, address: Option<SocketAddr>) -> Self {
+        self.https = address;
+        self
+    }
+
+    /// Where the certificate is written (default: a file of its own in the system's temporary
+    /// folder, `tower-paywall-sandbox/`).
+    pub fn certificate_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.certificate_path = Some(path.into());
+        self
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A listener could not bind.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS identity could not be made or written.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A running server: HTTP and HTTPS listeners serving one router. Dropping it stops them.
+pub struct RpcServer {
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+    certificate_path: PathBuf,
+    certificate_pem: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+static SERVERS: AtomicU64 = AtomicU64::new(0);
+
+impl RpcServer {
+    /// Binds the listeners, makes and writes the certificate, and serves `app` on both.
+    pub async fn start(app: Router, config: ServeConfig) -> Result<RpcServer, ServeError> {
+        let identity = LoopbackIdentity::generate()?;
+        let certificate_path = config
+            .certificate_path
+            .unwrap_or_else(default_certificate_path);
+        identity.write_certificate(&certificate_path)?;
+        let mut tasks = Vec::new();
+        let http = match config.http {
+            Some(address) => {
+                let listener = bind(address).await?;
+                let local = local_address(&listener, address)?;
+                tasks.push(tokio::spawn(serve_plain(listener, app.clone())));
+                Some(local)
+            }
+            None => None,
+        };
+        let https = match config.https {
+            Some(address) => {
+                let listener = bind(address).await?;
+                let local = local_address(&listener, address)?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
+                tasks.push(tokio::spawn(serve_tls(listener, acceptor, app)));
+                Some(local)
+            }
+            None => None,
+        };
+        Ok(RpcServer {
+            http,
+            https,
+            certificate_path,
+            certificate_pem: identity.certificate_pem,
+            tasks,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`, if plain HTTP is on.
+    pub fn http_url(&self) -> Option<String> {
+        self.http.map(|address| format!("http://{address}"))
+    }
+
+    /// `https://127.0.0.1:<port>`, if HTTPS is on.
+    pub fn https_url(&self) -> Option<String> {
+        self.https.map(|address| format!("https://{address}"))
+    }
+
+    /// The file holding the certificate to trust.
+    pub fn certificate_path(&self) -> &Path {
+        &self.certificate_path
+    }
+
+    /// The certificate to trust, PEM-encoded.
+    pub fn certificate_pem(&self) -> &str {
+        &self.certificate_pem
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for RpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcServer")
+            .field("http", &self.http)
+            .field("https", &self.https)
+            .field("certificate_path", &self.certificate_path)
+            .finish()
+    }
+}
+
+fn default_certificate_path() -> PathBuf {
+    let n = SERVERS.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir()
+        .join("tower-paywall-sandbox")
+        .join(format!("rpc-{}-{n}.pem", std::process::id()))
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })
+}
+
+fn local_address(listener: &TcpListener, address: SocketAddr) -> Result<SocketAddr, ServeError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { address, source })
+}
+
+async fn serve_plain(listener: TcpListener, app: Router) {
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "sandbox HTTP listener stopped");
+    }
+}
+
+async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "sandbox HTTPS accept failed");
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            let service = TowerToHyperService::new(app);
+            let builder = auto::Builder::new(TokioExecutor::new());
+            if let Err(error) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "sandbox HTTPS connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BoxFuture;
+    use crate::stellar::rpc::{
+        HostFunctionResult, JsonRpcClient, LedgerEntryResult, SendStatus, TransactionStatus,
+    };
+    use crate::stellar::xdr::{
+        AccountEntry, DiagnosticEvent, LedgerEntryData, LedgerKeyAccount, OperationMeta, ScVal,
+        SequenceNumber, SorobanTransactionData, TransactionEnvelope, TransactionExt,
+        TransactionMeta, TransactionResult, TransactionResultResult, VecM,
+    };
+    use crate::stellar::{
+        Address, CredentialsArm, Keypair, Network, TransferRequest, build_transfer,
+    };
+
+    /// A transfer envelope: a source of realistic auth entries and Soroban data.
+    fn envelope() -> TransactionEnvelope {
+        let payer = Keypair::from_seed([7; 32]);
+        build_transfer(&TransferRequest {
+            source: payer.address(),
+            sequence: 2,
+            fee: 100,
+            contract: Network::testnet().usdc().expect("testnet USDC"),
+            from: payer.address(),
+            to: Keypair::from_seed([8; 32]).address(),
+            amount: 10_000,
+            nonce: 42,
+            signature_expiration_ledger: 0,
+            max_time: 0,
+            credentials: CredentialsArm::Address,
+        })
+        .expect("a transfer")
+    }
+
+    fn soroban_data(envelope: &TransactionEnvelope) -> SorobanTransactionData {
+        match envelope {
+            TransactionEnvelope::Tx(v1) => match &v1.tx.ext {
+                TransactionExt::V1(data) => data.clone(),
+                TransactionExt::V0 => unreachable!("build_transfer sets Soroban data"),
+            },
+            _ => unreachable!("build_transfer makes v1 envelopes"),
+        }
+    }
+
+    /// Answers every method with fixed values, or a JSON-RPC error for the `error` account.
+    struct Canned;
+
+    fn simulation(transaction: &TransactionEnvelope) -> Simulation {
+        let auth = transaction.auths().cloned().collect();
+        Simulation {
+            latest_ledger: 77,
+            min_resource_fee: 12_345,
+            transaction_data: Some(soroban_data(transaction)),
+            results: vec![HostFunctionResult {
+                auth,
+                retval: Some(ScVal::Void),
+            }],
+            events: vec![DiagnosticEvent::default()],
+            error: None,
+            restore_preamble: None,
+        }
+    }
+
+    fn account_entry() -> LedgerEntryResult {
+        let account = Keypair::from_seed([7; 32]).address();
+        let Address::Account(key) = account else {
+            unreachable!()
+        };
+        let account_id = crate::stellar::xdr::AccountId(
+            crate::stellar::xdr::PublicKey::PublicKeyTypeEd25519(crate::stellar::xdr::Uint256(key)),
+        );
+        LedgerEntryResult {
+            key: LedgerKey::Account(LedgerKeyAccount {
+                account_id: account_id.clone(),
+            }),
+            data: LedgerEntryData::Account(AccountEntry {
+                account_id,
+                balance: 100_000_000,
+                seq_num: SequenceNumber(4242),
+                ..AccountEntry::default()
+            }),
+            last_modified_ledger: 70,
+            live_until_ledger: None,
+        }
+    }
+
+    impl SorobanRpc for Canned {
+        fn health(&self) -> BoxFuture<'_, Result<Health, RpcError>> {
+            Box::pin(async {
+                Ok(Health {
+                    status: "healthy".into(),
+                    latest_ledger: 77,
+                    oldest_ledger: Some(1),
+                    ledger_retention_window: Some(17_280),
+                })
+            })
+        }
+        fn network(&self) -> BoxFuture<'_, Result<NetworkInfo, RpcError>> {
+            Box::pin(async {
+                Ok(NetworkInfo {
+                    passphrase: Network::TESTNET_PASSPHRASE.into(),
+                    protocol_version: 23,
+                    friendbot_url: Some("http://127.0.0.1:1/friendbot".into()),
+                })
+            })
+        }
+        fn latest_ledger(&self) -> BoxFuture<'_, Result<LatestLedger, RpcError>> {
+            Box::pin(async {
+                Ok(LatestLedger {
+                    id: "ab".repeat(32),
+                    protocol_version: 23,
+                    sequence: 77,
+                })
+            })
+        }
+        fn simulate_transaction<'a>(
+            &'a self,
+            transaction: &'a TransactionEnvelope,
+        ) -> BoxFuture<'a, Result<Simulation, RpcError>> {
+            Box::pin(async move { Ok(simulation(transaction)) })
+        }
+        fn send_transaction<'a>(
+            &'a self,
+            _: &'a TransactionEnvelope,
+        ) -> BoxFuture<'a, Result<SendResult, RpcError>> {
+            Box::pin(async {
+                Ok(SendResult {
+                    status: SendStatus::Error,
+                    hash: TransactionHash([3; 32]),
+                    latest_ledger: 77,
+                    error_result: Some(TransactionResult {
+                        fee_charged: 100,
+                        result: TransactionResultResult::TxBadSeq,
+                        ext: Default::default(),
+                    }),
+                    diagnostic_events: Vec::new(),
+                })
+            })
+        }
+        fn transaction<'a>(
+            &'a self,
+            hash: &'a TransactionHash,
+        ) -> BoxFuture<'a, Result<TransactionInfo, RpcError>> {
+            Box::pin(async move {
+                if hash.0 == [0; 32] {
+                    return Err(RpcError::Rpc {
+                        code: -32000,
+                        message: "no such thing".into(),
+                    });
+                }
+                if hash.0 != [3; 32] {
+                    return Ok(TransactionInfo {
+                        status: TransactionStatus::NotFound,
+                        latest_ledger: 77,
+                        ledger: None,
+                        created_at: None,
+                        application_order: None,
+                        fee_bump: false,
+                        envelope: None,
+                        result: None,
+                        result_meta: None,
+                    });
+                }
+                Ok(TransactionInfo {
+                    status: TransactionStatus::Success,
+                    latest_ledger: 78,
+                    ledger: Some(78),
+                    created_at: Some(1_700_000_000),
+                    application_order: Some(1),
+                    fee_bump: false,
+                    envelope: Some(envelope()),
+                    result: Some(TransactionResult {
+                        fee_charged: 100,
+                        result: TransactionResultResult::TxSuccess(VecM::default()),
+                        ext: Default::default(),
+                    }),
+                    result_meta: Some(TransactionMeta::V0(
+                        vec![OperationMeta::default()].try_into().expect("one"),
+                    )),
+                })
+            })
+        }
+        fn ledger_entries<'a>(
+            &'a self,
+            _: &'a [LedgerKey],
+        ) -> BoxFuture<'a, Result<LedgerEntries, RpcError>> {
+            Box::pin(async {
+                Ok(LedgerEntries {
+                    entries: vec![account_entry()],
+                    latest_ledger: 77,
+                })
+            })
+        }
+    }
+
+    async fn server() -> RpcServer {
+        RpcServer::start(rpc_router(Arc::new(Canned)), ServeConfig::default())
+            .await
+            .expect("the server starts")
+    }
+
+    #[tokio::test]
+    async fn our_client_reads_every_answer_back_over_http_and_https() {
+        let server = server().await;
+        let http = JsonRpcClient::builder(server.http_url().unwrap())
+            .build()
+            .unwrap();
+        let https = JsonRpcClient::builder(server.https_url().unwrap())
+            .root_certificate_pem(server.certificate_pem().as_bytes())
+            .build()
+            .unwrap();
+        let written = std::fs::read_to_string(server.certificate_path()).unwrap();
+        assert_eq!(written, server.certificate_pem());
+        let envelope = envelope();
+        for client in [&http, &https] {
+            assert_eq!(
+                client.health().await.unwrap(),
+                Canned.health().await.unwrap()
+            );
+            assert_eq!(
+                client.network().await.unwrap(),
+                Canned.network().await.unwrap()
+            );
+            assert_eq!(
+                client.latest_ledger().await.unwrap(),
+                Canned.latest_ledger().await.unwrap()
+            );
+            assert_eq!(
+                client.simulate_transaction(&envelope).await.unwrap(),
+                simulation(&envelope)
+            );
+            let sent = client.send_transaction(&envelope).await.unwrap();
+            assert_eq!(sent, Canned.send_transaction(&envelope).await.unwrap());
+            let hash = TransactionHash([3; 32]);
+            let info = client.transaction(&hash).await.unwrap();
+            assert_eq!(info, Canned.transaction(&hash).await.unwrap());
+            let missing = client.transaction(&TransactionHash([4; 32])).await.unwrap();
+            assert_eq!(missing.status, TransactionStatus::NotFound);
+            let keys = [account_entry().key];
+            assert_eq!(
+                client.ledger_entries(&keys).await.unwrap().entries,
+                vec![account_entry()]
+            );
+            let failed = client.transaction(&TransactionHash([0; 32])).await;
+            assert!(matches!(failed, Err(RpcError::Rpc { code: -32000, .. })));
+        }
+    }
+
+    /// Posts `body` to the router itself and reads the JSON answer.
+    async fn raw(body: &str) -> Value {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let request = http::Request::post("/")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        let answer = rpc_router(Arc::new(Canned)).oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let bytes = answer.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_have_the_official_shapes() {
+        let transaction = envelope()
+            .to_xdr_base64(crate::stellar::xdr::Limits::none())
+            .unwrap();
+        let body = json!({"jsonrpc":"2.0","id":7,"method":"simulateTransaction","params":{"transaction": transaction}});
+        let answer = raw(&body.to_string()).await;
+        assert_eq!(answer["id"], 7);
+        let result = &answer["result"];
+        assert_eq!(result["minResourceFee"], "12345");
+        assert_eq!(result["latestLedger"], 77);
+        assert!(result["transactionData"].is_string());
+        assert!(result["results"][0]["auth"][0].is_string());
+        assert!(result.get("error").is_none());
+        let body = json!({"jsonrpc":"2.0","id":"x","method":"getTransaction","params":{"hash": "03".repeat(32)}});
+        let result = &raw(&body.to_string()).await["result"];
+        assert_eq!(result["status"], "SUCCESS");
+        assert_eq!(result["createdAt"], "1700000000");
+        assert_eq!(result["ledger"], 78);
+        for field in ["envelopeXdr", "resultXdr", "resultMetaXdr"] {
+            assert!(result[field].is_string(), "{field}");
+        }
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"getLatestLedger"}"#;
+        assert_eq!(raw(body).await["result"]["sequence"], 77);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_json_rpc_errors() {
+        let error_code = |answer: Value| answer["error"]["code"].as_i64();
+        assert_eq!(error_code(raw("{not json").await), Some(-32700));
+        assert_eq!(error_code(raw(r#"{"id":1}"#).await), Some(-32600));
+        let unknown = r#"{"jsonrpc":"2.0","id":1,"method":"getEverything"}"#;
+        assert_eq!(error_code(raw(unknown).await), Some(-32601));
+        let cases = [
+            json!({"method":"simulateTransaction","params":{}}),
+            json!({"method":"simulateTransaction","params":{"transaction":"AAAA"}}),
+            json!({"method":"sendTransaction","params":{"transaction":"not base64!"}}),
+            json!({"method":"getTransaction","params":{"hash":"xyz"}}),
+            json!({"method":"getLedgerEntries","params":{"keys":[]}}),
+            json!({"method":"getLedgerEntries","params":{"keys":["AAAA"]}}),
+            json!({"method":"getLedgerEntries","params":{"keys": vec!["AAAA"; MAX_LEDGER_ENTRY_KEYS + 1]}}),
+        ];
+        for mut case in cases {
+            case["jsonrpc"] = "2.0".into();
+            case["id"] = 1.into();
+            let answer = raw(&case.to_string()).await;
+            assert_eq!(error_code(answer), Some(-32602), "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_server_stops_it() {
+        let server = server().await;
+        let url = server.http_url().unwrap();
+        drop(server);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let client = JsonRpcClient::builder(url).build().unwrap();
+        assert!(client.latest_ledger().await.is_err());
+    }
+}
