@@ -1,0 +1,204 @@
+//! Interop with the official TypeScript x402 packages (`tests/interop/`, a node package), on
+//! loopback against the sandbox's HTTPS RPC:
+//!
+//! - the official client (`@x402/fetch` + `@x402/stellar`) pays an axum route behind our
+//!   `PaymentLayer`, and the ledger shows the transfer;
+//! - the official server (`@x402/express` with `@x402/core`'s HTTP facilitator client) settles
+//!   through our facilitator server.
+//!
+//! The TypeScript client also fetches a public Horizon host (to estimate ledger times; it falls
+//! back to 5 s), so these tests run only in a network namespace with nothing but loopback:
+//! `scripts/test` runs them under `unshare -rn` with `TOWER_PAYWALL_INTEROP=1` after installing
+//! the node package. With `TOWER_PAYWALL_GOLDEN=<dir>`, the client test also writes the
+//! `PAYMENT-SIGNATURE` it received there (see `tests/data/golden/`).
+#![cfg(feature = "sandbox")]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use tower_paywall::sandbox::{RpcServer, Sandbox, SandboxConfig, ServeConfig};
+use tower_paywall::stellar::{Address, Keypair, Network};
+use tower_paywall::x402::{Exact, LocalFacilitator, SettleResponse, facilitator_router};
+use tower_paywall::{PaymentLayer, Price};
+
+const PRICE_ATOMIC: i128 = 100_000;
+
+fn enabled() -> bool {
+    let on = std::env::var_os("TOWER_PAYWALL_INTEROP").is_some();
+    if !on {
+        eprintln!("interop tests run from scripts/test (an isolated network namespace); skipped");
+    }
+    on
+}
+
+fn package() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+struct World {
+    sandbox: Sandbox,
+    rpc: RpcServer,
+    facilitator: LocalFacilitator,
+    payer: Keypair,
+    pay_to: Address,
+}
+
+async fn world() -> World {
+    let config = SandboxConfig::default().ledger_period(Duration::from_millis(250));
+    let sandbox = Sandbox::start(config).unwrap();
+    let rpc = sandbox.serve(ServeConfig::default()).await.unwrap();
+    let fee_payer = sandbox.funded_keypair().await.unwrap();
+    let facilitator = LocalFacilitator::builder(sandbox.clone(), Network::testnet(), fee_payer)
+        .build()
+        .unwrap();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let pay_to = sandbox.funded_keypair().await.unwrap().address();
+    World {
+        sandbox,
+        rpc,
+        facilitator,
+        payer,
+        pay_to,
+    }
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+/// Runs a script of the node package and parses the JSON line it prints.
+async fn node(script: &str, world: &World, env: &[(&str, String)]) -> serde_json::Value {
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .current_dir(package())
+        .env("NODE_EXTRA_CA_CERTS", world.rpc.certificate_path())
+        .env("RPC_URL", world.rpc.https_url().unwrap())
+        .env("PAYER_SECRET", world.payer.secret_seed())
+        .env("USDC", world.sandbox.usdc().to_string())
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .output()
+        .await
+        .expect("node runs (scripts/test installs the package)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|_| panic!("{script} printed {stdout}\n{stderr}"))
+}
+
+async fn usdc(world: &World, holder: &Address) -> i128 {
+    world
+        .sandbox
+        .balance(&world.sandbox.usdc(), holder)
+        .await
+        .unwrap()
+}
+
+fn settled(answer: &serde_json::Value) -> SettleResponse {
+    let header = answer["paymentResponse"]
+        .as_str()
+        .expect("a PAYMENT-RESPONSE");
+    serde_json::from_slice(&STANDARD.decode(header).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_pays_our_layer() {
+    if !enabled() {
+        return;
+    }
+    let world = world().await;
+    let exact = Exact::builder(Network::testnet(), world.pay_to, world.facilitator.clone())
+        .build()
+        .unwrap();
+    let layer = PaymentLayer::builder()
+        .scheme(exact)
+        .price(Price::parse("0.01").unwrap())
+        .build()
+        .unwrap();
+    let captured: Arc<Mutex<Option<String>>> = Arc::default();
+    let capture = captured.clone();
+    let app = Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(layer)
+        .layer(axum::middleware::map_request(
+            move |request: axum::extract::Request| {
+                let capture = capture.clone();
+                async move {
+                    if let Some(value) = request.headers().get("payment-signature") {
+                        *capture.lock().unwrap() = value.to_str().ok().map(str::to_owned);
+                    }
+                    request
+                }
+            },
+        ));
+    let url = serve(app).await;
+    let (payer_before, pay_to_before) = (
+        usdc(&world, &world.payer.address()).await,
+        usdc(&world, &world.pay_to).await,
+    );
+    let answer = node(
+        "client.mjs",
+        &world,
+        &[("URL_TO_PAY", format!("{url}/paid"))],
+    )
+    .await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], "content");
+    let settlement = settled(&answer);
+    assert!(settlement.success, "{settlement:?}");
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        payer_before - PRICE_ATOMIC
+    );
+    assert_eq!(
+        usdc(&world, &world.pay_to).await,
+        pay_to_before + PRICE_ATOMIC
+    );
+    let header = captured
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the client sent a payment");
+    if let Some(folder) = std::env::var_os("TOWER_PAYWALL_GOLDEN") {
+        let golden = serde_json::json!({
+            "network": "stellar:testnet",
+            "payer": world.payer.address().to_string(),
+            "payTo": world.pay_to.to_string(),
+            "paymentSignature": header,
+        });
+        let path = PathBuf::from(folder).join("x402-fetch-payment.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&golden).unwrap()).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_server_settles_through_our_facilitator_server() {
+    if !enabled() {
+        return;
+    }
+    let world = world().await;
+    let router = facilitator_router(Arc::new(world.facilitator.clone()), Some("interop".into()));
+    let facilitator_url = serve(router).await;
+    let before = usdc(&world, &world.pay_to).await;
+    let env = [
+        ("FACILITATOR_URL", facilitator_url),
+        ("FACILITATOR_API_KEY", "interop".to_owned()),
+        ("PAY_TO", world.pay_to.to_string()),
+    ];
+    let answer = node("express.mjs", &world, &env).await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], "a joke");
+    assert!(settled(&answer).success);
+    assert_eq!(usdc(&world, &world.pay_to).await, before + PRICE_ATOMIC);
+}
