@@ -37,8 +37,20 @@ struct World {
     _server: RpcServer,
     rpc: Arc<JsonRpcClient>,
     facilitator: LocalFacilitator,
+    /// The same facilitator, reached over HTTP through its server (Bearer-authenticated).
+    remote: HttpFacilitator,
     payer: Keypair,
     pay_to: Address,
+}
+
+impl World {
+    /// The facilitator in-process and over HTTP: every test runs against both.
+    fn facilitators(&self) -> [(&'static str, Arc<dyn Facilitator>); 2] {
+        [
+            ("in-process", Arc::new(self.facilitator.clone())),
+            ("over HTTP", Arc::new(self.remote.clone())),
+        ]
+    }
 }
 
 /// A sandbox closing a ledger every 100 ms, served over HTTPS, with a facilitator of two
@@ -60,18 +72,27 @@ async fn world() -> World {
         .unwrap();
     let payer = sandbox.funded_keypair().await.unwrap();
     let pay_to = sandbox.funded_keypair().await.unwrap().address();
+    let router = facilitator_router(Arc::new(facilitator.clone()), Some("k3y".into()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let remote = HttpFacilitator::builder(format!("http://{address}"))
+        .api_key("k3y")
+        .build()
+        .unwrap();
     World {
         sandbox,
         _server: server,
         rpc,
         facilitator,
+        remote,
         payer,
         pay_to,
     }
 }
 
-fn app(world: &World, facilitator: impl Facilitator) -> Router {
-    let exact = Exact::builder(Network::testnet(), world.pay_to, facilitator)
+fn app(world: &World, facilitator: Arc<dyn Facilitator>) -> Router {
+    let exact = Exact::builder_shared(Network::testnet(), world.pay_to, facilitator)
         .build()
         .unwrap();
     let layer = PaymentLayer::builder()
@@ -209,114 +230,126 @@ async fn usdc(world: &World, holder: &Address) -> i128 {
 #[tokio::test]
 async fn a_payment_moves_usdc_through_the_layer() {
     let world = world().await;
-    let app = app(&world, world.facilitator.clone());
-    let requirements = offer(&app).await;
-    assert_eq!(requirements.asset, world.sandbox.usdc().to_string());
-    let (payer_before, pay_to_before) = (
-        usdc(&world, &world.payer.address()).await,
-        usdc(&world, &world.pay_to).await,
-    );
-    let transaction =
-        payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
-    let (status, headers, body) = send(&app, Some(header(&requirements, &transaction))).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, "content");
-    let settled: SettleResponse = serde_json::from_slice(
-        &STANDARD
-            .decode(headers["payment-response"].as_bytes())
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(settled.success);
-    assert_eq!(settled.payer, Some(world.payer.address().to_string()));
-    let hash: TransactionHash = settled.transaction.parse().unwrap();
-    let info = world.rpc.transaction(&hash).await.unwrap();
-    assert_eq!(info.status, TransactionStatus::Success);
-    assert_eq!(
-        usdc(&world, &world.payer.address()).await,
-        payer_before - PRICE_ATOMIC
-    );
-    assert_eq!(
-        usdc(&world, &world.pay_to).await,
-        pay_to_before + PRICE_ATOMIC
-    );
-    // The facilitator's channel account paid the fee; the payer paid nothing but the price.
-    let source = match info.envelope.unwrap() {
-        TransactionEnvelope::Tx(v1) => Address::from_muxed_account(&v1.tx.source_account),
-        _ => unreachable!(),
-    };
-    assert!(world.facilitator.accounts().contains(&source));
+    for (name, facilitator) in world.facilitators() {
+        let app = app(&world, facilitator);
+        let requirements = offer(&app).await;
+        assert_eq!(requirements.asset, world.sandbox.usdc().to_string());
+        let payer_before = usdc(&world, &world.payer.address()).await;
+        let pay_to_before = usdc(&world, &world.pay_to).await;
+        let transaction =
+            payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
+        let (status, headers, body) = send(&app, Some(header(&requirements, &transaction))).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert_eq!(body, "content");
+        let settled: SettleResponse = serde_json::from_slice(
+            &STANDARD
+                .decode(headers["payment-response"].as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(settled.success, "{name}");
+        assert_eq!(settled.payer, Some(world.payer.address().to_string()));
+        let hash: TransactionHash = settled.transaction.parse().unwrap();
+        let info = world.rpc.transaction(&hash).await.unwrap();
+        assert_eq!(info.status, TransactionStatus::Success, "{name}");
+        assert_eq!(
+            usdc(&world, &world.payer.address()).await,
+            payer_before - PRICE_ATOMIC
+        );
+        assert_eq!(
+            usdc(&world, &world.pay_to).await,
+            pay_to_before + PRICE_ATOMIC
+        );
+        // One of the facilitator's accounts paid the fee; the payer paid only the price.
+        let source = match info.envelope.unwrap() {
+            TransactionEnvelope::Tx(v1) => Address::from_muxed_account(&v1.tx.source_account),
+            _ => unreachable!(),
+        };
+        assert!(world.facilitator.accounts().contains(&source), "{name}");
+    }
+}
+
+fn request<'a>(
+    raw: &'a serde_json::value::RawValue,
+    requirements: &'a PaymentRequirements,
+) -> FacilitatorRequest<'a> {
+    FacilitatorRequest {
+        x402_version: 2,
+        payment_payload: raw,
+        payment_requirements: requirements,
+    }
+}
+
+fn raw(requirements: &PaymentRequirements, transaction: &str) -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string(payload(requirements, transaction)).unwrap()
 }
 
 #[tokio::test]
 async fn the_same_authorization_settled_twice_moves_money_once() {
     let world = world().await;
-    let app = app(&world, world.facilitator.clone());
-    let requirements = offer(&app).await;
-    let transaction =
-        payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
-    let raw =
-        serde_json::value::RawValue::from_string(payload(&requirements, &transaction)).unwrap();
-    let request = FacilitatorRequest {
-        x402_version: 2,
-        payment_payload: &raw,
-        payment_requirements: &requirements,
-    };
-    let before = usdc(&world, &world.payer.address()).await;
-    // Two settlements of one payment at once, from two channel accounts: both pass simulation,
-    // both reach the ledger, and the ledger refuses the second (the nonce is spent).
-    let (a, b) = tokio::join!(
-        world.facilitator.settle(&request),
-        world.facilitator.settle(&request)
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(u8::from(a.success) + u8::from(b.success), 1, "{a:?} {b:?}");
-    let failed = if a.success { b } else { a };
-    assert!(
-        matches!(
-            failed.error_reason.as_deref(),
-            Some(
-                "settle_exact_stellar_transaction_failed"
-                    | "invalid_exact_stellar_payload_simulation_failed"
-            )
-        ),
-        "{failed:?}"
-    );
-    assert_eq!(
-        usdc(&world, &world.payer.address()).await,
-        before - PRICE_ATOMIC
-    );
-    // And again, later: simulation sees the spent nonce.
-    let again = world.facilitator.settle(&request).await.unwrap();
-    assert!(!again.success);
-    assert_eq!(
-        usdc(&world, &world.payer.address()).await,
-        before - PRICE_ATOMIC
-    );
+    for (name, facilitator) in world.facilitators() {
+        let requirements = offer(&app(&world, facilitator.clone())).await;
+        let transaction =
+            payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
+        let raw = raw(&requirements, &transaction);
+        let request = request(&raw, &requirements);
+        let before = usdc(&world, &world.payer.address()).await;
+        // Two settlements of one payment at once, from two channel accounts: both may pass
+        // simulation and reach the ledger, which refuses the second (the nonce is spent).
+        let (a, b) = tokio::join!(facilitator.settle(&request), facilitator.settle(&request));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(
+            u8::from(a.success) + u8::from(b.success),
+            1,
+            "{name}: {a:?} {b:?}"
+        );
+        let failed = if a.success { b } else { a };
+        assert!(
+            matches!(
+                failed.error_reason.as_deref(),
+                Some(
+                    "settle_exact_stellar_transaction_failed"
+                        | "invalid_exact_stellar_payload_simulation_failed"
+                )
+            ),
+            "{name}: {failed:?}"
+        );
+        assert_eq!(
+            usdc(&world, &world.payer.address()).await,
+            before - PRICE_ATOMIC
+        );
+        // And again, later: simulation sees the spent nonce.
+        let again = facilitator.settle(&request).await.unwrap();
+        assert!(!again.success, "{name}");
+        assert_eq!(
+            usdc(&world, &world.payer.address()).await,
+            before - PRICE_ATOMIC
+        );
+    }
 }
 
 #[tokio::test]
 async fn an_expired_authorization_is_refused() {
     let world = world().await;
-    let app = app(&world, world.facilitator.clone());
-    let requirements = offer(&app).await;
-    let transaction =
-        payment_transaction(&*world.rpc, &world.payer, &requirements, 1, untouched).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let raw =
-        serde_json::value::RawValue::from_string(payload(&requirements, &transaction)).unwrap();
-    let request = FacilitatorRequest {
-        x402_version: 2,
-        payment_payload: &raw,
-        payment_requirements: &requirements,
-    };
-    let verdict = world.facilitator.verify(&request).await.unwrap();
-    assert_eq!(
-        verdict.invalid_reason.as_deref(),
-        Some("invalid_exact_stellar_payload_auth_already_expired")
-    );
-    let (status, _, _) = send(&app, Some(header(&requirements, &transaction))).await;
-    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    for (name, facilitator) in world.facilitators() {
+        let app = app(&world, facilitator.clone());
+        let requirements = offer(&app).await;
+        let transaction =
+            payment_transaction(&*world.rpc, &world.payer, &requirements, 1, untouched).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let raw = raw(&requirements, &transaction);
+        let verdict = facilitator
+            .verify(&request(&raw, &requirements))
+            .await
+            .unwrap();
+        assert_eq!(
+            verdict.invalid_reason.as_deref(),
+            Some("invalid_exact_stellar_payload_auth_already_expired"),
+            "{name}"
+        );
+        let (status, _, _) = send(&app, Some(header(&requirements, &transaction))).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{name}");
+    }
 }
 
 fn add_sub_invocation(envelope: &mut TransactionEnvelope) {
@@ -351,26 +384,9 @@ fn envelope_signature(envelope: &mut TransactionEnvelope) {
 #[tokio::test]
 async fn bad_payments_fail_verification_with_the_documented_reason() {
     let world = world().await;
-    let app = app(&world, world.facilitator.clone());
-    let requirements = offer(&app).await;
     let rpc = &*world.rpc;
-    let verify = |requirements: PaymentRequirements, transaction: String| {
-        let facilitator = world.facilitator.clone();
-        async move {
-            let raw =
-                serde_json::value::RawValue::from_string(payload(&requirements, &transaction))
-                    .unwrap();
-            let request = FacilitatorRequest {
-                x402_version: 2,
-                payment_payload: &raw,
-                payment_requirements: &requirements,
-            };
-            facilitator.verify(&request).await.unwrap().invalid_reason
-        }
-    };
+    let requirements = offer(&app(&world, Arc::new(world.facilitator.clone()))).await;
     let good = payment_transaction(rpc, &world.payer, &requirements, 12, untouched).await;
-    assert_eq!(verify(requirements.clone(), good.clone()).await, None);
-
     let mut dearer = requirements.clone();
     dearer.amount = (PRICE_ATOMIC + 1).to_string();
     let mut elsewhere = requirements.clone();
@@ -385,26 +401,21 @@ async fn bad_payments_fail_verification_with_the_documented_reason() {
     lumens.asset = world.sandbox.xlm().to_string();
     let mut pubnet = requirements.clone();
     pubnet.network = "stellar:pubnet".into();
-    let cases = [
+    let mut cases = vec![
+        (requirements.clone(), good.clone(), None),
         (
             dearer,
             good.clone(),
-            "invalid_exact_stellar_payload_wrong_amount",
+            Some("invalid_exact_stellar_payload_wrong_amount"),
         ),
         (
             elsewhere,
             good.clone(),
-            "invalid_exact_stellar_payload_wrong_recipient",
+            Some("invalid_exact_stellar_payload_wrong_recipient"),
         ),
-        (lumens, good.clone(), "unsupported_asset"),
-        (pubnet, good.clone(), "invalid_network"),
+        (lumens, good.clone(), Some("unsupported_asset")),
+        (pubnet, good, Some("invalid_network")),
     ];
-    for (requirements, transaction, reason) in cases {
-        assert_eq!(
-            verify(requirements, transaction).await.as_deref(),
-            Some(reason)
-        );
-    }
     let tampered: [(Tamper, &str); 3] = [
         (
             add_sub_invocation,
@@ -421,35 +432,31 @@ async fn bad_payments_fail_verification_with_the_documented_reason() {
     ];
     for (tamper, reason) in tampered {
         let transaction = payment_transaction(rpc, &world.payer, &requirements, 12, tamper).await;
-        assert_eq!(
-            verify(requirements.clone(), transaction).await.as_deref(),
-            Some(reason)
-        );
+        cases.push((requirements.clone(), transaction, Some(reason)));
+    }
+    for (name, facilitator) in world.facilitators() {
+        for (requirements, transaction, reason) in &cases {
+            let raw = raw(requirements, transaction);
+            let verdict = facilitator
+                .verify(&request(&raw, requirements))
+                .await
+                .unwrap();
+            assert_eq!(verdict.invalid_reason.as_deref(), *reason, "{name}");
+            assert_eq!(verdict.is_valid, reason.is_none(), "{name}");
+        }
     }
 }
 
 #[tokio::test]
-async fn the_http_facilitator_against_our_facilitator_server_moves_usdc() {
+async fn the_facilitator_server_refuses_requests_without_its_key() {
     let world = world().await;
-    let router = facilitator_router(Arc::new(world.facilitator.clone()), Some("k3y".into()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let remote = HttpFacilitator::builder(format!("http://{address}"))
-        .api_key("k3y")
-        .build()
-        .unwrap();
-    // Without the key, nothing.
-    let anonymous = HttpFacilitator::builder(format!("http://{address}"))
-        .build()
-        .unwrap();
+    assert!(world.remote.supported().await.is_ok());
+    let address = world.remote.base_url().to_owned();
+    let anonymous = HttpFacilitator::builder(address).build().unwrap();
     assert!(anonymous.supported().await.is_err());
-    let app = app(&world, remote);
-    let requirements = offer(&app).await;
-    let before = usdc(&world, &world.pay_to).await;
-    let transaction =
-        payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
-    let (status, _, body) = send(&app, Some(header(&requirements, &transaction))).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(usdc(&world, &world.pay_to).await, before + PRICE_ATOMIC);
+    let wrong = HttpFacilitator::builder(world.remote.base_url())
+        .api_key("nope")
+        .build()
+        .unwrap();
+    assert!(wrong.supported().await.is_err());
 }
