@@ -4,7 +4,7 @@
 #![cfg(feature = "sandbox")]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -16,12 +16,11 @@ use tower::ServiceExt;
 use tower_paywall::sandbox::{RpcServer, Sandbox, SandboxConfig, ServeConfig};
 use tower_paywall::stellar::rpc::{JsonRpcClient, SorobanRpc, TransactionHash, TransactionStatus};
 use tower_paywall::stellar::xdr::{
-    DecoratedSignature, Limits, OperationBody, SignatureHint, SorobanAuthorizationEntry,
-    SorobanAuthorizedInvocation, SorobanCredentials, TransactionEnvelope, TransactionExt, WriteXdr,
+    DecoratedSignature, Limits, SignatureHint, SorobanAuthorizationEntry,
+    SorobanAuthorizedInvocation, SorobanCredentials, TransactionEnvelope, WriteXdr,
 };
 use tower_paywall::stellar::{
-    Address, CredentialsArm, Keypair, NULL_ACCOUNT, Network, TransferRequest, build_transfer,
-    sign_payer,
+    Address, Keypair, Network, TransferOrder, prepare_transfer, set_authorization,
 };
 use tower_paywall::x402::{
     Exact, Facilitator, FacilitatorRequest, HttpFacilitator, LocalFacilitator, PaymentRequired,
@@ -137,17 +136,6 @@ async fn offer(app: &Router) -> PaymentRequirements {
     required.accepts[0].clone()
 }
 
-fn operation_auth(envelope: &mut TransactionEnvelope, auth: Vec<SorobanAuthorizationEntry>) {
-    let TransactionEnvelope::Tx(v1) = envelope else {
-        unreachable!("clients build v1 envelopes")
-    };
-    let mut operations = v1.tx.operations.to_vec();
-    if let OperationBody::InvokeHostFunction(invoke) = &mut operations[0].body {
-        invoke.auth = auth.try_into().unwrap();
-    }
-    v1.tx.operations = operations.try_into().unwrap();
-}
-
 fn first_auth(envelope: &TransactionEnvelope) -> Vec<SorobanAuthorizationEntry> {
     envelope.auths().cloned().collect()
 }
@@ -155,50 +143,23 @@ fn first_auth(envelope: &TransactionEnvelope) -> Vec<SorobanAuthorizationEntry> 
 /// How a payment is tampered with after signing (or not).
 type Tamper = fn(&mut TransactionEnvelope);
 
-/// A signed payment transaction, built as `@x402/stellar` builds it.
+/// A signed payment transaction, built as `@x402/stellar` builds it, then `tamper`ed with.
 async fn payment_transaction(
     rpc: &dyn SorobanRpc,
     payer: &Keypair,
     requirements: &PaymentRequirements,
-    expiration_ledgers: u32,
+    valid_for_ledgers: u32,
     tamper: Tamper,
 ) -> String {
-    let latest = rpc.latest_ledger().await.unwrap().sequence;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut envelope = build_transfer(&TransferRequest {
-        source: NULL_ACCOUNT,
-        sequence: 1,
-        fee: 100,
-        contract: requirements.asset.parse().unwrap(),
-        from: payer.address(),
-        to: requirements.pay_to.parse().unwrap(),
-        amount: requirements.amount.parse().unwrap(),
-        nonce: 0,
-        signature_expiration_ledger: 0,
-        max_time: now + 300,
-        credentials: CredentialsArm::Address,
-    })
-    .unwrap();
-    operation_auth(&mut envelope, Vec::new());
-    let simulation = rpc.simulate_transaction(&envelope).await.unwrap();
-    assert!(simulation.is_success(), "{:?}", simulation.error);
-    operation_auth(&mut envelope, simulation.results[0].auth.clone());
-    sign_payer(
-        &mut envelope,
-        payer,
-        &Network::testnet().id(),
-        latest + expiration_ledgers,
-    )
-    .unwrap();
-    let simulation = rpc.simulate_transaction(&envelope).await.unwrap();
-    assert!(simulation.is_success(), "{:?}", simulation.error);
-    if let TransactionEnvelope::Tx(v1) = &mut envelope {
-        v1.tx.ext = TransactionExt::V1(simulation.transaction_data.unwrap());
-        v1.tx.fee = 100 + u32::try_from(simulation.min_resource_fee).unwrap();
-    }
+    let order = TransferOrder::sponsored(
+        requirements.asset.parse().unwrap(),
+        requirements.pay_to.parse().unwrap(),
+        requirements.amount.parse().unwrap(),
+        valid_for_ledgers,
+    );
+    let mut envelope = prepare_transfer(rpc, &Network::testnet(), payer, &order)
+        .await
+        .unwrap();
     tamper(&mut envelope);
     envelope.to_xdr_base64(Limits::none()).unwrap()
 }
@@ -361,13 +322,13 @@ fn add_sub_invocation(envelope: &mut TransactionEnvelope) {
     }]
     .try_into()
     .unwrap();
-    operation_auth(envelope, auth);
+    set_authorization(envelope, auth).unwrap();
 }
 
 fn source_account_credentials(envelope: &mut TransactionEnvelope) {
     let mut auth = first_auth(envelope);
     auth[0].credentials = SorobanCredentials::SourceAccount;
-    operation_auth(envelope, auth);
+    set_authorization(envelope, auth).unwrap();
 }
 
 fn envelope_signature(envelope: &mut TransactionEnvelope) {

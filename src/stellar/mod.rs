@@ -62,6 +62,8 @@ pub mod auth;
 pub mod keypair;
 pub mod network;
 #[cfg(feature = "rpc")]
+pub mod prepare;
+#[cfg(feature = "rpc")]
 pub mod rpc;
 pub mod transfer;
 
@@ -79,6 +81,8 @@ pub use auth::{
 pub use keypair::{Keypair, KeypairError, verify_ed25519};
 pub use network::{Network, NetworkError, NetworkId};
 #[cfg(feature = "rpc")]
+pub use prepare::{PrepareError, TransferOrder, prepare_transfer};
+#[cfg(feature = "rpc")]
 pub use rpc::{
     Health, HostFunctionResult, JsonRpcClient, JsonRpcClientBuilder, LatestLedger, LedgerEntries,
     LedgerEntryResult, NetworkInfo, RestorePreamble, RpcBuildError, RpcError, SendResult,
@@ -88,5 +92,6 @@ pub use rpc::{
 pub use stellar_xdr as xdr;
 pub use transfer::{
     CredentialsArm, MAX_ENVELOPE_BYTES, MAX_XDR_DEPTH, NULL_ACCOUNT, SacTransfer, TransferError,
-    TransferRequest, build_transfer, decode_envelope, decode_limits, sac_transfer, sign_payer,
+    TransferRequest, build_transfer, decode_envelope, decode_limits, sac_transfer,
+    set_authorization, sign_payer,
 };

@@ -547,6 +547,29 @@ pub fn sign_payer(
     Ok(())
 }
 
+/// Replaces the authorization entries of the envelope's `invokeHostFunction` operation.
+pub fn set_authorization(
+    envelope: &mut TransactionEnvelope,
+    auth: Vec<SorobanAuthorizationEntry>,
+) -> Result<(), TransferError> {
+    let TransactionEnvelope::Tx(v1) = envelope else {
+        return Err(TransferError::UnsupportedEnvelope);
+    };
+    let mut operations = v1.tx.operations.to_vec();
+    for operation in &mut operations {
+        if let OperationBody::InvokeHostFunction(invoke) = &mut operation.body {
+            invoke.auth = auth
+                .clone()
+                .try_into()
+                .map_err(|_| TransferError::WrongArguments)?;
+        }
+    }
+    v1.tx.operations = operations
+        .try_into()
+        .map_err(|_| TransferError::UnsupportedEnvelope)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
