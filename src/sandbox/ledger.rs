@@ -262,17 +262,7 @@ impl Ledger {
                 result: Some(applied.result.clone()),
                 result_meta: Some(applied.meta.clone()),
             },
-            None => TransactionInfo {
-                status: TransactionStatus::NotFound,
-                latest_ledger: self.header.sequence,
-                ledger: None,
-                created_at: None,
-                application_order: None,
-                fee_bump: false,
-                envelope: None,
-                result: None,
-                result_meta: None,
-            },
+            None => TransactionInfo::not_found(self.header.sequence),
         }
     }
 }

@@ -656,17 +656,7 @@ mod tests {
                     });
                 }
                 if hash.0 != [3; 32] {
-                    return Ok(TransactionInfo {
-                        status: TransactionStatus::NotFound,
-                        latest_ledger: 77,
-                        ledger: None,
-                        created_at: None,
-                        application_order: None,
-                        fee_bump: false,
-                        envelope: None,
-                        result: None,
-                        result_meta: None,
-                    });
+                    return Ok(TransactionInfo::not_found(77));
                 }
                 Ok(TransactionInfo {
                     status: TransactionStatus::Success,

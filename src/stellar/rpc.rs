@@ -455,6 +455,24 @@ pub struct TransactionInfo {
     pub result_meta: Option<TransactionMeta>,
 }
 
+impl TransactionInfo {
+    /// The answer for a transaction not in any ledger (yet), as of `latest_ledger`.
+    #[must_use]
+    pub fn not_found(latest_ledger: u32) -> Self {
+        TransactionInfo {
+            status: TransactionStatus::NotFound,
+            latest_ledger,
+            ledger: None,
+            created_at: None,
+            application_order: None,
+            fee_bump: false,
+            envelope: None,
+            result: None,
+            result_meta: None,
+        }
+    }
+}
+
 /// `getLedgerEntries`' answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntries {
@@ -1773,20 +1791,7 @@ mod tests {
         }))
         .await;
         let info = rpc.transaction(&hash).await.unwrap();
-        assert_eq!(
-            info,
-            TransactionInfo {
-                status: TransactionStatus::NotFound,
-                latest_ledger: 1002,
-                ledger: None,
-                created_at: None,
-                application_order: None,
-                fee_bump: false,
-                envelope: None,
-                result: None,
-                result_meta: None,
-            }
-        );
+        assert_eq!(info, TransactionInfo::not_found(1002));
         assert!(!info.status.is_final());
 
         let (rpc, _) =
