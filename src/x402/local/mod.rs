@@ -1,27 +1,6 @@
 //! [`LocalFacilitator`]: the Stellar `exact` facilitator, run by this crate against a Soroban RPC
 //! (a real network's, or the sandbox's), usable in-process by a
 //! [`PaymentLayer`](crate::PaymentLayer) or over HTTP through [`facilitator_router`].
-//!
-//! Verification makes the spec's MUST checks and the stricter of the TypeScript and
-//! OpenZeppelin facilitators' checks:
-//!
-//! | check | refusal |
-//! |---|---|
-//! | x402 version 2, scheme `exact`, our network, `extra.areFeesSponsored` a boolean | `invalid_x402_version`, `unsupported_scheme`, `invalid_network`, `invalid_exact_payload_malformed` |
-//! | the asset is one we settle | `unsupported_asset` |
-//! | one SAC `transfer` of the exact amount of the asset to `payTo`; no fee bump, no envelope signatures | `…_wrong_*`, `…_has_envelope_signatures` |
-//! | address credentials only, no sub-invocations, the payer signed (and a G payer's own key verifies) | `…_unsupported_credential_type`, `…_has_subinvocations`, `…_missing_payer_signature`, `…_bad_signature` |
-//! | our key is not the payer, a source, or in an authorization entry | `…_facilitator_is_payer`, `…_unsafe_tx_or_op_source`, `…_facilitator_in_auth` |
-//! | `latest < expiration ≤ latest + ⌈maxTimeoutSeconds / 5⌉` | `…_auth_already_expired`, `…_signature_expiration_too_far` |
-//! | the client's fee is within `[minResourceFee, max_fee]` | `…_fee_below_minimum`, `…_fee_exceeds_maximum` |
-//! | simulation succeeds with exactly one contract event: the asset's `transfer(from, to, amount)` | `…_simulation_failed`, `…_no_transfer_events`, `…_multiple_transfers`, `…_unexpected_balance_changes`, `…_event_wrong_*` |
-//!
-//! Settlement re-verifies, then rebuilds the transaction with one of the facilitator's own
-//! source accounts and its next sequence number (the client's operation and signed authorization
-//! unchanged), simulates it for its resources, signs it, submits it and waits until it is final.
-//! Each source account (the fee payer, plus any [channel accounts](LocalFacilitatorBuilder::channel))
-//! carries one settlement at a time, as the network queues one transaction per account, so
-//! concurrent settlements never collide on a sequence number.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,7 +38,28 @@ const LEDGER_SECONDS: u64 = 5;
 /// Submissions retried when the network says "try again later", or the sequence was stale.
 const SEND_ATTEMPTS: usize = 3;
 
-/// The Stellar `exact` facilitator (see the [module docs](self)).
+/// The Stellar `exact` facilitator, run against a Soroban RPC.
+///
+/// Verification makes the spec's MUST checks and the stricter of the TypeScript and
+/// OpenZeppelin facilitators' checks:
+///
+/// | check | refusal |
+/// |---|---|
+/// | x402 version 2, scheme `exact`, our network, `extra.areFeesSponsored` a boolean | `invalid_x402_version`, `unsupported_scheme`, `invalid_network`, `invalid_exact_payload_malformed` |
+/// | the asset is one we settle | `unsupported_asset` |
+/// | one SAC `transfer` of the exact amount of the asset to `payTo`; no fee bump, no envelope signatures | `…_wrong_*`, `…_has_envelope_signatures` |
+/// | address credentials only, no sub-invocations, the payer signed (and a G payer's own key verifies) | `…_unsupported_credential_type`, `…_has_subinvocations`, `…_missing_payer_signature`, `…_bad_signature` |
+/// | our key is not the payer, a source, or in an authorization entry | `…_facilitator_is_payer`, `…_unsafe_tx_or_op_source`, `…_facilitator_in_auth` |
+/// | `latest < expiration ≤ latest + ⌈maxTimeoutSeconds / 5⌉` | `…_auth_already_expired`, `…_signature_expiration_too_far` |
+/// | the client's fee is within `[minResourceFee, max_fee]` | `…_fee_below_minimum`, `…_fee_exceeds_maximum` |
+/// | simulation succeeds with exactly one contract event: the asset's `transfer(from, to, amount)` | `…_simulation_failed`, `…_no_transfer_events`, `…_multiple_transfers`, `…_unexpected_balance_changes`, `…_event_wrong_*` |
+///
+/// Settlement re-verifies, then rebuilds the transaction with one of the facilitator's own
+/// source accounts and its next sequence number (the client's operation and signed authorization
+/// unchanged), simulates it for its resources, signs it, submits it and waits until it is final.
+/// Each source account (the fee payer, plus any [channel accounts](LocalFacilitatorBuilder::channel))
+/// carries one settlement at a time, as the network queues one transaction per account, so
+/// concurrent settlements never collide on a sequence number.
 ///
 /// ```
 /// # #[cfg(feature = "rpc")] {
