@@ -295,9 +295,10 @@ async fn an_expired_authorization_is_refused() {
     for (name, facilitator) in world.facilitators() {
         let app = app(&world, facilitator.clone());
         let requirements = offer(&app).await;
+        // Valid for three ledgers (300 ms here): long enough to prepare, then let it expire.
         let transaction =
-            payment_transaction(&*world.rpc, &world.payer, &requirements, 1, untouched).await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+            payment_transaction(&*world.rpc, &world.payer, &requirements, 3, untouched).await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
         let raw = raw(&requirements, &transaction);
         let verdict = facilitator
             .verify(&request(&raw, &requirements))

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use stellar_xdr::{LedgerKey, TransactionEnvelope};
 use tokio::sync::oneshot;
 
+use super::deploy::Deployment;
 use super::ledger::Ledger;
 use super::{ClosedLedger, SandboxConfig, SandboxError};
 use crate::stellar::Address;
@@ -32,6 +33,7 @@ pub(super) enum Command {
     Network(Reply<NetworkInfo>),
     Fund(Address, Reply<Result<(), SandboxError>>),
     Balance(Address, Address, Reply<Result<i128, SandboxError>>),
+    Deploy(Box<Deployment>, Reply<Result<Address, SandboxError>>),
     Close(Reply<ClosedLedger>),
 }
 
@@ -144,6 +146,9 @@ fn handle(ledger: &mut Ledger, command: Command) {
         }
         Command::Balance(token, holder, reply) => {
             let _ = reply.send(ledger.balance(&token, &holder));
+        }
+        Command::Deploy(deployment, reply) => {
+            let _ = reply.send(ledger.deploy(*deployment));
         }
         Command::Close(reply) => {
             let _ = reply.send(ledger.close());

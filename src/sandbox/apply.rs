@@ -37,7 +37,7 @@ use super::fees;
 use super::friendbot::i128_value;
 use super::invoke::{self, Enforcement};
 use super::ledger::{Delta, Header, Ledger, describe_change};
-use super::snapshot::{footprint_entries, is_live, is_persistent};
+use super::snapshot::{footprint_entries, footprint_wasm, is_live, is_persistent};
 use super::submit::{Checked, Moment, Stage, vec_m};
 use crate::stellar::Address;
 
@@ -310,6 +310,11 @@ impl Ledger {
         let Ok((entries, disk_read_bytes)) = footprint else {
             return failed(InvokeHostFunctionResult::Trapped, used);
         };
+        let wasm = footprint_wasm(
+            &self.entries.borrow(),
+            &resources.footprint,
+            moment.sequence,
+        );
         if disk_read_bytes > resources.disk_read_bytes {
             return failed(InvokeHostFunctionResult::ResourceLimitExceeded, used);
         }
@@ -322,6 +327,7 @@ impl Ledger {
             source,
             auth: op.auth.as_slice(),
             entries,
+            wasm,
             seed: seed.finalize().into(),
         };
         let info = invoke::ledger_info(&self.network.id(), moment.sequence, moment.close_time);

@@ -3,19 +3,21 @@
 //! Contracts of XLM and USDC, deployed through the host so their ids are the network's.
 //!
 //! Setup work runs on the host in recording mode: authorization is recorded, never checked. That is
-//! how the sandbox deploys and mints without the issuer's key.
+//! how the sandbox deploys and mints without the issuer's key. Setup that spends a user's money
+//! (deploying a funded channel) signs and enforces that user's authorization instead.
 
 use stellar_xdr::{
     Asset, ContractExecutable, ContractIdPreimage, CreateContractArgs, HostFunction,
-    InvokeContractArgs, ScAddress, ScSymbol, ScVal, StringM, VecM,
+    InvokeContractArgs, ScAddress, ScSymbol, ScVal, SorobanAuthorizationEntry, StringM, VecM,
 };
 
 use super::SandboxError;
 use super::account::{account_id, new_account, starting_sequence, usdc_asset};
-use super::invoke;
+use super::invoke::{self, Change};
 use super::ledger::{Assets, Delta, Ledger};
 use crate::stellar::{
-    Address, Keypair, Network, USDC_ISSUER_PUBNET, USDC_ISSUER_TESTNET, stellar_asset_contract,
+    Address, Keypair, Network, USDC_ISSUER_PUBNET, USDC_ISSUER_TESTNET, address_credentials,
+    sign_authorization, stellar_asset_contract,
 };
 
 /// The sequence of the first ledger.
@@ -26,6 +28,9 @@ const TOTAL_LUMENS: i64 = 1_000_000_000_000_000_000;
 
 /// The USDC issuer's balance (it needs none to issue; a plain account).
 const ISSUER_BALANCE: i64 = 100_000_000_000;
+
+/// For how many ledgers past the next one the signatures of a signed setup run stay valid.
+const SETUP_SIGNATURE_LEDGERS: u32 = 100;
 
 impl Ledger {
     /// A new ledger on `network`: accounts, then the two asset contracts.
@@ -133,11 +138,61 @@ impl Ledger {
 
     /// Runs a host function as the root account in recording mode (authorization recorded,
     /// not checked); with `apply`, commits its changes in the latest ledger.
-    fn run_setup(
+    pub(super) fn run_setup(
         &mut self,
         host_function: &HostFunction,
         apply: bool,
     ) -> Result<ScVal, SandboxError> {
+        let (value, changes, _) = self.record_setup(host_function, None)?;
+        if apply {
+            self.commit_setup(changes);
+        }
+        Ok(value)
+    }
+
+    /// Runs a host function as the root account with the authorization of `signers` really
+    /// given, and commits its changes in the latest ledger. The authorization is recorded
+    /// first; the recorded entries of each signer's address are signed (valid for
+    /// [`SETUP_SIGNATURE_LEDGERS`]), and the function runs again enforcing them: the host checks
+    /// each signature against the account's signers and thresholds, and consumes its nonce.
+    /// Entries of any other address but the root (the source) stay unsigned, and fail.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Host`] with the host's message if either run failed.
+    pub(super) fn run_setup_signed(
+        &mut self,
+        host_function: &HostFunction,
+        signers: &[&Keypair],
+    ) -> Result<ScVal, SandboxError> {
+        let (_, _, mut auth) = self.record_setup(host_function, None)?;
+        let expiration = self.next_sequence().saturating_add(SETUP_SIGNATURE_LEDGERS);
+        let network = self.network.id();
+        for entry in &mut auth {
+            // `SourceAccount` credentials (the root) need no signature.
+            let Ok(credentials) = address_credentials(entry) else {
+                continue;
+            };
+            let signer = signers
+                .iter()
+                .find(|signer| signer.address().to_sc_address() == credentials.address);
+            if let Some(signer) = signer {
+                sign_authorization(entry, signer, &network, expiration)
+                    .map_err(|error| SandboxError::Host(error.to_string()))?;
+            }
+        }
+        let (value, changes, _) = self.record_setup(host_function, Some(auth))?;
+        self.commit_setup(changes);
+        Ok(value)
+    }
+
+    /// Runs a host function as the root account in recording mode, recording authorization
+    /// (`None`) or enforcing the given entries: its value, its changes and its authorization.
+    fn record_setup(
+        &mut self,
+        host_function: &HostFunction,
+        auth: Option<Vec<SorobanAuthorizationEntry>>,
+    ) -> Result<(ScVal, Vec<Change>, Vec<SorobanAuthorizationEntry>), SandboxError> {
         let source = account_id(self.root.public_key());
         let seed = self.seed(b"tower-paywall sandbox setup");
         let recorded = invoke::record(
@@ -145,7 +200,7 @@ impl Ledger {
             self.next_ledger_info(),
             host_function,
             &source,
-            None,
+            auth,
             seed,
         )
         .map_err(|failure| SandboxError::Host(failure.message))?;
@@ -153,13 +208,15 @@ impl Ledger {
             .outcome
             .result
             .map_err(|failure| SandboxError::Host(failure.message))?;
-        if apply {
-            let mut delta = Delta::default();
-            let latest = self.header.sequence;
-            delta.put_host_changes(self, recorded.outcome.changes, latest, true);
-            let next = self.next_sequence();
-            self.commit(delta, next);
-        }
-        Ok(value)
+        Ok((value, recorded.outcome.changes, recorded.auth))
+    }
+
+    /// Commits a setup run's changes in the latest ledger.
+    fn commit_setup(&mut self, changes: Vec<Change>) {
+        let mut delta = Delta::default();
+        let latest = self.header.sequence;
+        delta.put_host_changes(self, changes, latest, true);
+        let next = self.next_sequence();
+        self.commit(delta, next);
     }
 }

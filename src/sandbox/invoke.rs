@@ -9,6 +9,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
+use soroban_env_host::budget::AsBudget;
 use soroban_env_host::budget::Budget;
 use soroban_env_host::e2e_invoke::{
     self, LedgerEntryChange as HostChange, RecordingInvocationAuthMode, TtlLedgerEntryMeta,
@@ -16,7 +17,10 @@ use soroban_env_host::e2e_invoke::{
 use soroban_env_host::fees::LedgerEntryRentChange;
 use soroban_env_host::storage::SnapshotSource;
 use soroban_env_host::xdr::{ScErrorCode, ScErrorType};
-use soroban_env_host::{DEFAULT_XDR_RW_LIMITS, HostError, LedgerInfo};
+use soroban_env_host::{
+    CompilationContext, DEFAULT_XDR_RW_LIMITS, ErrorHandler, HostError, LedgerInfo, ModuleCache,
+    Val,
+};
 use stellar_xdr::{
     AccountId, ContractEvent, DiagnosticEvent, HostFunction, LedgerEntry, LedgerKey, Limits,
     ReadXdr, ScVal, SorobanAuthorizationEntry, SorobanResources, WriteXdr,
@@ -218,6 +222,8 @@ pub(super) struct Enforcement<'a> {
     pub(super) auth: &'a [SorobanAuthorizationEntry],
     /// The footprint's entries.
     pub(super) entries: FootprintEntries,
+    /// The Wasm code of the contracts in the footprint (see [`module_cache`]).
+    pub(super) wasm: Vec<Vec<u8>>,
     /// The base seed of the invocation's PRNG.
     pub(super) seed: [u8; 32],
 }
@@ -238,9 +244,11 @@ pub(super) fn enforce(run: Enforcement<'_>, info: LedgerInfo) -> Result<Outcome,
         .entries
         .iter()
         .map(|(entry, ttl)| (entry.as_ref(), *ttl));
+    let protocol = info.protocol_version;
     let budget = Budget::default();
     let mut diagnostics = Vec::new();
     let ran = catch_unwind(AssertUnwindSafe(|| {
+        let modules = module_cache(&run.wasm, protocol)?;
         e2e_invoke::invoke_host_function(
             &budget,
             true,
@@ -254,7 +262,7 @@ pub(super) fn enforce(run: Enforcement<'_>, info: LedgerInfo) -> Result<Outcome,
             &seed,
             &mut diagnostics,
             None,
-            None,
+            Some(modules),
         )
     }));
     let invoked = match ran {
@@ -288,6 +296,46 @@ pub(super) fn enforce(run: Enforcement<'_>, info: LedgerInfo) -> Result<Outcome,
         diagnostics,
         instructions: budget.get_cpu_insns_consumed().unwrap_or(u64::MAX),
     })
+}
+
+/// Compiles contracts outside any invocation's budget, as stellar-core does.
+#[derive(Clone, Default)]
+struct Compiler(Budget);
+
+impl AsBudget for Compiler {
+    fn as_budget(&self) -> &Budget {
+        &self.0
+    }
+}
+
+impl ErrorHandler for Compiler {
+    fn map_err<T, E>(&self, result: Result<T, E>) -> Result<T, HostError>
+    where
+        soroban_env_host::Error: From<E>,
+        E: std::fmt::Debug,
+    {
+        result.map_err(HostError::from)
+    }
+
+    fn error(&self, error: soroban_env_host::Error, _: &str, _: &[Val]) -> HostError {
+        HostError::from(error)
+    }
+}
+
+impl CompilationContext for Compiler {}
+
+/// The module cache an invocation runs with: its footprint's contracts, parsed beforehand on
+/// their own budget. stellar-core keeps every live contract parsed this way, so an invocation
+/// pays to instantiate a contract, not to parse it, and recording mode (simulation) charges
+/// accordingly; without the cache an enforcing run would pay the parse too, and exceed the
+/// instructions its simulation declared.
+fn module_cache(wasm: &[Vec<u8>], protocol: u32) -> Result<ModuleCache, HostError> {
+    let compiler = Compiler::default();
+    let cache = ModuleCache::new(&compiler)?;
+    for code in wasm {
+        cache.parse_and_cache_module_simple(&compiler, protocol, code)?;
+    }
+    Ok(cache)
 }
 
 /// Encodes one of our own values for the host.

@@ -30,6 +30,13 @@
 //!   [`SandboxConfig::auto_close`]`(false)`.
 //! - **Classic operations**: `createAccount` and native `payment`; any other applies as
 //!   `opNOT_SUPPORTED`.
+//! - **Contracts**: [`Sandbox::deploy_wasm`] uploads and creates a Wasm contract, its
+//!   deployer's authorization signed and enforced; [`Sandbox::deploy_channel`] opens a one-way
+//!   payment channel (the ABI and signed commitment of the public `one-way-channel` contract,
+//!   written here in WebAssembly text). [`Sandbox::invoke`] calls any contract function as an
+//!   account through a real signed transaction, [`Sandbox::simulate_call`] only simulates.
+//!   Contract code is parsed outside the invocation's budget, as stellar-core's module cache
+//!   does.
 //! - **State**: temporary entries (nonces) expire at their live-until ledger; persistent entries
 //!   are never archived. Ledger close times follow the wall clock.
 //!
@@ -82,11 +89,14 @@
 mod account;
 mod actor;
 mod apply;
+mod channel;
 mod classic;
+mod deploy;
 mod diagnostics;
 mod fees;
 mod friendbot;
 mod genesis;
+mod invocation;
 mod invoke;
 mod ledger;
 mod server;
@@ -112,6 +122,8 @@ use crate::stellar::rpc::{
 };
 use crate::stellar::{Address, Keypair, Network};
 
+pub use channel::{ChannelError, ChannelParams, channel_wasm};
+pub use invocation::{ContractCall, Invoked};
 pub use server::{RpcServer, ServeConfig, ServeError, rpc_router};
 pub use tls::TlsError;
 
@@ -151,6 +163,10 @@ pub enum SandboxError {
     /// A contract call made by the sandbox failed; the host's message is attached.
     #[error("host invocation failed: {0}")]
     Host(String),
+    /// A transaction [`Sandbox::invoke`] sent was refused or failed in its ledger, or its
+    /// source has no account; the reason is attached.
+    #[error("transaction failed: {0}")]
+    Transaction(String),
 }
 
 /// How a [`Sandbox`] runs.
@@ -287,6 +303,7 @@ struct Inner {
     usdc: Address,
     xlm: Address,
     root: Keypair,
+    base_fee: u32,
     accounts: AtomicU64,
 }
 
@@ -315,6 +332,7 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 commands: started.commands,
                 root: Keypair::from_seed(config.network.id().0),
+                base_fee: config.base_fee,
                 network: config.network,
                 usdc: started.usdc,
                 xlm: started.xlm,

@@ -15,7 +15,8 @@ use soroban_env_host::storage::{EntryWithLiveUntil, SnapshotSource};
 use soroban_env_host::xdr::{ScErrorCode, ScErrorType};
 use soroban_env_host::{Error, HostError};
 use stellar_xdr::{
-    ContractDataDurability, LedgerEntry, LedgerFootprint, LedgerKey, Limits, WriteXdr,
+    ContractDataDurability, LedgerEntry, LedgerEntryData, LedgerFootprint, LedgerKey, Limits,
+    WriteXdr,
 };
 
 use super::invoke::FootprintEntries;
@@ -66,6 +67,26 @@ pub(super) fn live_entry(entries: &Entries, key: &LedgerKey, ledger: u32) -> Opt
         .get(key)
         .filter(|stored| is_live(key, stored.live_until, ledger))
         .cloned()
+}
+
+/// The Wasm code of the live contract code entries in `footprint`.
+pub(super) fn footprint_wasm(
+    entries: &Entries,
+    footprint: &LedgerFootprint,
+    ledger: u32,
+) -> Vec<Vec<u8>> {
+    footprint
+        .read_only
+        .iter()
+        .chain(footprint.read_write.iter())
+        .filter_map(|key| match (key, live_entry(entries, key, ledger)) {
+            (LedgerKey::ContractCode(_), Some(stored)) => match &stored.entry.data {
+                LedgerEntryData::ContractCode(code) => Some(code.code.to_vec()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// The entries as of ledger `ledger`, for recording mode.

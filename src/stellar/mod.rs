@@ -9,6 +9,7 @@
 //! - [`stellar_asset_contract`]: the contract id of a classic asset's Stellar Asset Contract, with the
 //!   well-known USDC and XLM ids;
 //! - [`auth`]: Soroban authorization entries: the signature payload, signing, offline verification;
+//! - [`channel`]: the one-way payment channel contract's signed commitment ([`commitment_bytes`]);
 //! - [`transfer`]: SAC `transfer(from, to, amount)` transactions: decoding untrusted envelopes within
 //!   explicit XDR limits, checking their shape and authorization, building and signing them;
 //! - `rpc` (feature `rpc`): the [`SorobanRpc`] trait over Soroban RPC, [`JsonRpcClient`], and
@@ -59,6 +60,7 @@ pub mod address;
 pub mod amount;
 pub mod asset;
 pub mod auth;
+pub mod channel;
 pub mod keypair;
 pub mod network;
 #[cfg(feature = "rpc")]
@@ -78,6 +80,7 @@ pub use auth::{
     authorization_payload, authorization_preimage, encode_account_signatures, sign_authorization,
     verify_authorization,
 };
+pub use channel::{COMMITMENT_LEN, CommitmentError, commitment_bytes};
 pub use keypair::{Keypair, KeypairError, verify_ed25519};
 pub use network::{Network, NetworkError, NetworkId};
 #[cfg(feature = "rpc")]
