@@ -5,11 +5,8 @@
 use std::time::Duration;
 
 use stellar_xdr::{
-    BytesM, ContractEvent, DecoratedSignature, HostFunction, InvokeContractArgs,
-    InvokeHostFunctionOp, Memo, MuxedAccount, Operation, OperationBody, Preconditions, ScSymbol,
-    ScVal, SequenceNumber, Signature, SignatureHint, SorobanAuthorizationEntry, StringM,
-    TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt, TransactionMeta,
-    TransactionV1Envelope, VecM,
+    ContractEvent, HostFunction, InvokeContractArgs, ScSymbol, ScVal, StringM, TransactionEnvelope,
+    TransactionMeta, VecM,
 };
 
 use super::diagnostics::describe;
@@ -17,8 +14,8 @@ use super::ledger::unix_now;
 use super::{Sandbox, SandboxError};
 use crate::stellar::rpc::{RpcError, SendStatus, Simulation, SorobanRpc, TransactionHash};
 use crate::stellar::{
-    Address, Keypair, NULL_ACCOUNT, NetworkId, TransactionStatus, account_sequence,
-    address_credentials, set_authorization, sign_authorization,
+    Address, Invocation, Keypair, NULL_ACCOUNT, PrepareError, TransactionStatus, account_sequence,
+    invocation_envelope, prepare_invocation, sign_envelope,
 };
 
 /// How long a transaction built by [`Sandbox::invoke`] stays valid.
@@ -107,7 +104,9 @@ impl Sandbox {
     /// [`SandboxError::Host`] with the simulation's error (`HostError: Error(Contract, #3)` …)
     /// if the call fails; [`SandboxError::Stopped`].
     pub async fn simulate_call(&self, call: &ContractCall) -> Result<ScVal, SandboxError> {
-        let envelope = envelope(&NULL_ACCOUNT, 1, 100, call.host_function()?)?;
+        let max_time = unix_now().saturating_add(VALID_FOR.as_secs());
+        let envelope = invocation_envelope(&NULL_ACCOUNT, 1, 100, call.host_function()?, max_time)
+            .map_err(|error| SandboxError::Host(error.to_string()))?;
         let simulation = self.simulate_ok(&envelope).await?;
         Ok(simulation
             .result()
@@ -134,7 +133,6 @@ impl Sandbox {
         source: &Keypair,
         call: &ContractCall,
     ) -> Result<Invoked, SandboxError> {
-        let network = self.network().id();
         let sequence =
             account_sequence(self, &source.address())
                 .await
@@ -142,27 +140,24 @@ impl Sandbox {
                     RpcError::Unreachable(_) => SandboxError::Stopped,
                     other => SandboxError::Transaction(other.to_string()),
                 })?;
-        let mut envelope = envelope(
-            &source.address(),
-            sequence.saturating_add(1),
-            self.inner.base_fee,
-            call.host_function()?,
-        )?;
-        let mut simulation = self.simulate_ok(&envelope).await?;
-        let mut auth = simulation
-            .result()
-            .map(|result| result.auth.clone())
-            .unwrap_or_default();
-        let expiration = simulation.latest_ledger.saturating_add(SIGNATURE_LEDGERS);
-        let signed = sign_entries(&mut auth, source, &network, expiration)?;
-        set_authorization(&mut envelope, auth)
+        let invocation = Invocation {
+            source: source.address(),
+            sequence: sequence.saturating_add(1),
+            fee: self.inner.base_fee,
+            host_function: call.host_function()?,
+            valid_for_ledgers: SIGNATURE_LEDGERS,
+            time_bound_seconds: VALID_FOR.as_secs(),
+        };
+        let network = self.network().clone();
+        let mut envelope = prepare_invocation(self, &network, source, &invocation)
+            .await
+            .map_err(|error| match error {
+                PrepareError::Rpc(_) => SandboxError::Stopped,
+                PrepareError::Simulation(message) => SandboxError::Host(message),
+                other => SandboxError::Host(other.to_string()),
+            })?;
+        sign_envelope(&mut envelope, source, &network.id())
             .map_err(|error| SandboxError::Host(error.to_string()))?;
-        if signed {
-            // Again with the signatures enforced: the resources of their verification.
-            simulation = self.simulate_ok(&envelope).await?;
-        }
-        assemble(&mut envelope, &simulation)?;
-        sign_envelope(&mut envelope, source, &network)?;
 
         let sent = self.send_transaction(&envelope).await.map_err(stopped)?;
         if sent.status != SendStatus::Pending {
@@ -230,106 +225,4 @@ impl Sandbox {
 /// The sandbox's RPC fails only when it has stopped.
 fn stopped(_: RpcError) -> SandboxError {
     SandboxError::Stopped
-}
-
-/// An unsigned v1 transaction of one `invokeHostFunction` operation without authorization,
-/// valid for [`VALID_FOR`].
-fn envelope(
-    source: &Address,
-    sequence: i64,
-    fee: u32,
-    host_function: HostFunction,
-) -> Result<TransactionEnvelope, SandboxError> {
-    let source_account: MuxedAccount = source
-        .to_muxed_account()
-        .ok_or_else(|| SandboxError::Transaction(format!("{source} is not an account")))?;
-    let operation = Operation {
-        source_account: None,
-        body: OperationBody::InvokeHostFunction(InvokeHostFunctionOp {
-            host_function,
-            auth: VecM::default(),
-        }),
-    };
-    let tx = Transaction {
-        source_account,
-        fee,
-        seq_num: SequenceNumber(sequence),
-        cond: Preconditions::Time(TimeBounds {
-            min_time: TimePoint(0),
-            max_time: TimePoint(unix_now().saturating_add(VALID_FOR.as_secs())),
-        }),
-        memo: Memo::None,
-        operations: VecM::try_from(vec![operation])
-            .map_err(|_| SandboxError::Host("one operation fits".into()))?,
-        ext: TransactionExt::V0,
-    };
-    Ok(TransactionEnvelope::Tx(TransactionV1Envelope {
-        tx,
-        signatures: VecM::default(),
-    }))
-}
-
-/// Signs the entries whose address is `signer`'s; whether any was.
-fn sign_entries(
-    auth: &mut [SorobanAuthorizationEntry],
-    signer: &Keypair,
-    network: &NetworkId,
-    expiration: u32,
-) -> Result<bool, SandboxError> {
-    let address = signer.address().to_sc_address();
-    let mut signed = false;
-    for entry in auth {
-        let mine =
-            address_credentials(entry).is_ok_and(|credentials| credentials.address == address);
-        if mine {
-            sign_authorization(entry, signer, network, expiration)
-                .map_err(|error| SandboxError::Host(error.to_string()))?;
-            signed = true;
-        }
-    }
-    Ok(signed)
-}
-
-/// Puts a simulation's Soroban data in the transaction and adds its resource fee to the fee.
-fn assemble(
-    envelope: &mut TransactionEnvelope,
-    simulation: &Simulation,
-) -> Result<(), SandboxError> {
-    let TransactionEnvelope::Tx(v1) = envelope else {
-        return Err(SandboxError::Host("not a v1 envelope".into()));
-    };
-    let data = simulation
-        .transaction_data
-        .clone()
-        .ok_or_else(|| SandboxError::Host("the simulation returned no transaction data".into()))?;
-    let resource_fee = u32::try_from(data.resource_fee.max(0))
-        .map_err(|_| SandboxError::Host("the resource fee is out of range".into()))?;
-    v1.tx.fee = v1.tx.fee.saturating_add(resource_fee);
-    v1.tx.ext = TransactionExt::V1(data);
-    Ok(())
-}
-
-/// Adds `keypair`'s decorated signature over the transaction hash.
-fn sign_envelope(
-    envelope: &mut TransactionEnvelope,
-    keypair: &Keypair,
-    network: &NetworkId,
-) -> Result<(), SandboxError> {
-    let hash = envelope
-        .hash(network.0)
-        .map_err(|_| SandboxError::Host("the transaction does not encode".into()))?;
-    let TransactionEnvelope::Tx(v1) = envelope else {
-        return Err(SandboxError::Host("not a v1 envelope".into()));
-    };
-    let key = keypair.public_key();
-    let signature = DecoratedSignature {
-        hint: SignatureHint([key[28], key[29], key[30], key[31]]),
-        // Invariant: an ed25519 signature is 64 bytes.
-        signature: Signature(BytesM::try_from(keypair.sign(&hash).to_vec()).expect("64 bytes fit")),
-    };
-    let mut signatures = v1.signatures.to_vec();
-    signatures.push(signature);
-    v1.signatures =
-        VecM::try_from(signatures).map_err(|_| SandboxError::Host("too many signatures".into()))?;
-    Ok(())
 }

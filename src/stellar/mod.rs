@@ -84,7 +84,7 @@ pub use channel::{COMMITMENT_LEN, CommitmentError, commitment_bytes};
 pub use keypair::{Keypair, KeypairError, verify_ed25519};
 pub use network::{Network, NetworkError, NetworkId};
 #[cfg(feature = "rpc")]
-pub use prepare::{PrepareError, TransferOrder, prepare_transfer};
+pub use prepare::{Invocation, PrepareError, TransferOrder, prepare_invocation, prepare_transfer};
 #[cfg(feature = "rpc")]
 pub use rpc::{
     Health, HostFunctionResult, JsonRpcClient, JsonRpcClientBuilder, LatestLedger, LedgerEntries,
@@ -95,6 +95,6 @@ pub use rpc::{
 pub use stellar_xdr as xdr;
 pub use transfer::{
     CredentialsArm, MAX_ENVELOPE_BYTES, MAX_XDR_DEPTH, NULL_ACCOUNT, SacTransfer, TransferError,
-    TransferRequest, build_transfer, decode_envelope, decode_limits, sac_transfer,
-    set_authorization, sign_payer,
+    TransferRequest, build_transfer, decode_envelope, decode_limits, invocation_envelope,
+    sac_transfer, set_authorization, sign_envelope, sign_payer,
 };

@@ -5,12 +5,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::rpc::{RpcError, SorobanRpc};
+use super::auth::{address_credentials, sign_authorization};
+use super::rpc::{RpcError, Simulation, SorobanRpc};
 use super::transfer::{
-    CredentialsArm, TransferError, TransferRequest, build_transfer, set_authorization, sign_payer,
+    CredentialsArm, TransferError, TransferRequest, build_transfer, invocation_envelope,
+    set_authorization,
 };
-use super::xdr::{TransactionEnvelope, TransactionExt};
+use super::xdr::{HostFunction, OperationBody, TransactionEnvelope, TransactionExt};
 use super::{Address, Keypair, NULL_ACCOUNT, Network};
+
+/// The base fee of one operation, in stroops.
+const BASE_FEE: u32 = 100;
 
 /// A transfer to prepare.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,56 +77,133 @@ pub async fn prepare_transfer(
     payer: &Keypair,
     order: &TransferOrder,
 ) -> Result<TransactionEnvelope, PrepareError> {
-    let latest = rpc.latest_ledger().await?.sequence;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let mut envelope = build_transfer(&TransferRequest {
+    let transfer = build_transfer(&TransferRequest {
         source: order.source,
         sequence: order.sequence,
-        fee: 100,
+        fee: BASE_FEE,
         contract: order.contract,
         from: payer.address(),
         to: order.to,
         amount: order.amount,
         nonce: 0,
         signature_expiration_ledger: 0,
-        max_time: now + order.time_bound_seconds,
+        max_time: 0,
         credentials: CredentialsArm::Address,
     })?;
-    // First simulation without authorization: the RPC records the entry to sign, nonce included.
-    set_authorization(&mut envelope, Vec::new())?;
-    let recorded = simulate(rpc, &envelope).await?;
-    let auth = recorded
+    let host_function = host_function(&transfer).ok_or(TransferError::NotInvokeContract)?;
+    let invocation = Invocation {
+        source: order.source,
+        sequence: order.sequence,
+        fee: BASE_FEE,
+        host_function,
+        valid_for_ledgers: order.valid_for_ledgers,
+        time_bound_seconds: order.time_bound_seconds,
+    };
+    prepare_invocation(rpc, network, payer, &invocation).await
+}
+
+/// A contract call to prepare.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invocation {
+    /// The transaction source.
+    pub source: Address,
+    /// Its sequence number for this transaction.
+    pub sequence: i64,
+    /// The inclusion fee in stroops (the base fee: 100 per operation on the networks); the
+    /// resource fee is added on top.
+    pub fee: u32,
+    /// What to invoke.
+    pub host_function: HostFunction,
+    /// For how many ledgers past the latest one signed authorizations stay valid.
+    pub valid_for_ledgers: u32,
+    /// Seconds the transaction's time bounds stay open from now.
+    pub time_bound_seconds: u64,
+}
+
+/// Prepares a contract call the way wallets and the official clients do: simulate without
+/// authorization to learn the entries to sign (nonces included), sign those of `signer`'s
+/// address until `latest + valid_for_ledgers`, simulate again with the signatures enforced,
+/// and put the resources and fee (base fee + resource fee) in. Entries of other addresses are
+/// left unsigned; the envelope is not signed.
+pub async fn prepare_invocation(
+    rpc: &dyn SorobanRpc,
+    network: &Network,
+    signer: &Keypair,
+    invocation: &Invocation,
+) -> Result<TransactionEnvelope, PrepareError> {
+    let latest = rpc.latest_ledger().await?.sequence;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let mut envelope = invocation_envelope(
+        &invocation.source,
+        invocation.sequence,
+        invocation.fee,
+        invocation.host_function.clone(),
+        now.saturating_add(invocation.time_bound_seconds),
+    )?;
+    let mut simulation = simulate(rpc, &envelope).await?;
+    let mut auth = simulation
         .results
         .first()
         .map(|result| result.auth.clone())
         .unwrap_or_default();
-    set_authorization(&mut envelope, auth)?;
-    sign_payer(
-        &mut envelope,
-        payer,
-        &network.id(),
-        latest.saturating_add(order.valid_for_ledgers),
-    )?;
-    // Second simulation with the signature enforced: the final resources and fee.
-    let enforced = simulate(rpc, &envelope).await?;
-    if let TransactionEnvelope::Tx(v1) = &mut envelope {
-        let data = enforced
-            .transaction_data
-            .ok_or_else(|| PrepareError::Simulation("no transaction data".into()))?;
-        v1.tx.ext = TransactionExt::V1(data);
-        let resource_fee = u32::try_from(enforced.min_resource_fee.max(0))
-            .map_err(|_| PrepareError::Simulation("resource fee out of range".into()))?;
-        v1.tx.fee = 100u32.saturating_add(resource_fee);
+    let expiration = latest.saturating_add(invocation.valid_for_ledgers);
+    let signer_address = signer.address().to_sc_address();
+    let mut signed = false;
+    for entry in &mut auth {
+        let mine = address_credentials(entry)
+            .is_ok_and(|credentials| credentials.address == signer_address);
+        if mine {
+            sign_authorization(entry, signer, &network.id(), expiration)
+                .map_err(TransferError::Auth)?;
+            signed = true;
+        }
     }
+    set_authorization(&mut envelope, auth)?;
+    if signed {
+        // Again with the signatures enforced: their verification costs resources too.
+        simulation = simulate(rpc, &envelope).await?;
+    }
+    assemble(&mut envelope, simulation)?;
     Ok(envelope)
+}
+
+/// Puts a simulation's Soroban data in the transaction and its resource fee on top of the fee.
+fn assemble(
+    envelope: &mut TransactionEnvelope,
+    simulation: Simulation,
+) -> Result<(), PrepareError> {
+    let TransactionEnvelope::Tx(v1) = envelope else {
+        return Err(TransferError::UnsupportedEnvelope.into());
+    };
+    let data = simulation
+        .transaction_data
+        .ok_or_else(|| PrepareError::Simulation("no transaction data".into()))?;
+    let resource_fee = u32::try_from(data.resource_fee.max(0))
+        .map_err(|_| PrepareError::Simulation("resource fee out of range".into()))?;
+    v1.tx.fee = v1.tx.fee.saturating_add(resource_fee);
+    v1.tx.ext = TransactionExt::V1(data);
+    Ok(())
+}
+
+fn host_function(envelope: &TransactionEnvelope) -> Option<HostFunction> {
+    let TransactionEnvelope::Tx(v1) = envelope else {
+        return None;
+    };
+    v1.tx
+        .operations
+        .iter()
+        .find_map(|operation| match &operation.body {
+            OperationBody::InvokeHostFunction(invoke) => Some(invoke.host_function.clone()),
+            _ => None,
+        })
 }
 
 async fn simulate(
     rpc: &dyn SorobanRpc,
     envelope: &TransactionEnvelope,
-) -> Result<super::rpc::Simulation, PrepareError> {
+) -> Result<Simulation, PrepareError> {
     let simulation = rpc.simulate_transaction(envelope).await?;
     if !simulation.is_success() {
         let error = simulation

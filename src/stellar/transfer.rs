@@ -6,13 +6,14 @@
 //! contract, carrying the payer's Soroban authorization entry, and Soroban resources in `ext`.
 
 use stellar_xdr::{
-    FeeBumpTransaction, FeeBumpTransactionEnvelope, FeeBumpTransactionInnerTx, HostFunction,
-    Int128Parts, InvokeContractArgs, InvokeHostFunctionOp, LedgerFootprint, Limits, Memo,
-    Operation, OperationBody, Preconditions, ReadXdr, ScSymbol, ScVal, ScVec, SequenceNumber,
-    SorobanAddressCredentials, SorobanAuthorizationEntry, SorobanAuthorizedFunction,
-    SorobanAuthorizedInvocation, SorobanCredentials, SorobanResources, SorobanTransactionData,
-    SorobanTransactionDataExt, StringM, TimeBounds, TimePoint, Transaction, TransactionEnvelope,
-    TransactionExt, TransactionV1Envelope, VecM,
+    BytesM, DecoratedSignature, FeeBumpTransaction, FeeBumpTransactionEnvelope,
+    FeeBumpTransactionInnerTx, HostFunction, Int128Parts, InvokeContractArgs, InvokeHostFunctionOp,
+    LedgerFootprint, Limits, Memo, Operation, OperationBody, Preconditions, ReadXdr, ScSymbol,
+    ScVal, ScVec, SequenceNumber, Signature, SignatureHint, SorobanAddressCredentials,
+    SorobanAuthorizationEntry, SorobanAuthorizedFunction, SorobanAuthorizedInvocation,
+    SorobanCredentials, SorobanResources, SorobanTransactionData, SorobanTransactionDataExt,
+    StringM, TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
+    TransactionV1Envelope, VecM,
 };
 
 use super::auth::{address_credentials, sign_authorization};
@@ -544,6 +545,69 @@ pub fn sign_payer(
         })
         .ok_or(TransferError::PayerNotAuthorized)?;
     sign_authorization(entry, keypair, network, signature_expiration_ledger)?;
+    Ok(())
+}
+
+/// An unsigned v1 transaction from `source` with one `invokeHostFunction` operation and no
+/// authorization yet, its time bounds open until `max_time` (Unix seconds).
+pub fn invocation_envelope(
+    source: &Address,
+    sequence: i64,
+    fee: u32,
+    host_function: HostFunction,
+    max_time: u64,
+) -> Result<TransactionEnvelope, TransferError> {
+    let source_account = source
+        .to_muxed_account()
+        .ok_or(TransferError::InvalidSource)?;
+    let operation = Operation {
+        source_account: None,
+        body: OperationBody::InvokeHostFunction(InvokeHostFunctionOp {
+            host_function,
+            auth: VecM::default(),
+        }),
+    };
+    Ok(TransactionEnvelope::Tx(TransactionV1Envelope {
+        tx: Transaction {
+            source_account,
+            fee,
+            seq_num: SequenceNumber(sequence),
+            cond: Preconditions::Time(TimeBounds {
+                min_time: TimePoint(0),
+                max_time: TimePoint(max_time),
+            }),
+            memo: Memo::None,
+            operations: one(operation),
+            ext: TransactionExt::V0,
+        },
+        signatures: VecM::default(),
+    }))
+}
+
+/// Adds `keypair`'s signature (a decorated ed25519 signature over the transaction hash for
+/// `network`) to a v1 envelope.
+pub fn sign_envelope(
+    envelope: &mut TransactionEnvelope,
+    keypair: &Keypair,
+    network: &NetworkId,
+) -> Result<(), TransferError> {
+    let hash = envelope
+        .hash(network.0)
+        .map_err(|_| TransferError::InvalidXdr)?;
+    let TransactionEnvelope::Tx(v1) = envelope else {
+        return Err(TransferError::UnsupportedEnvelope);
+    };
+    let key = keypair.public_key();
+    let signature =
+        BytesM::try_from(keypair.sign(&hash).to_vec()).map_err(|_| TransferError::InvalidXdr)?;
+    let mut signatures = v1.signatures.to_vec();
+    signatures.push(DecoratedSignature {
+        hint: SignatureHint([key[28], key[29], key[30], key[31]]),
+        signature: Signature(signature),
+    });
+    v1.signatures = signatures
+        .try_into()
+        .map_err(|_| TransferError::UnsupportedEnvelope)?;
     Ok(())
 }
 

@@ -17,13 +17,14 @@ use crate::stellar::rpc::{
     account_sequence, wait_for_transaction,
 };
 use crate::stellar::xdr::{
-    BytesM, ContractEventBody, ContractEventType, DecoratedSignature, DiagnosticEvent,
-    HostFunction, InvokeHostFunctionOp, Memo, MuxedAccount, Operation, OperationBody,
-    Preconditions, ScMapEntry, ScSymbol, ScVal, SequenceNumber, Signature, SignatureHint,
-    TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
-    TransactionResultResult, TransactionV1Envelope, Uint256,
+    ContractEventBody, ContractEventType, DiagnosticEvent, HostFunction, ScMapEntry, ScSymbol,
+    ScVal, SequenceNumber, Transaction, TransactionEnvelope, TransactionExt,
+    TransactionResultResult, TransactionV1Envelope,
 };
-use crate::stellar::{Address, Amount, Keypair, Network, SacTransfer, address_credentials};
+use crate::stellar::{
+    Address, Amount, Keypair, Network, SacTransfer, address_credentials, invocation_envelope,
+    set_authorization, sign_envelope,
+};
 
 mod server;
 pub use server::facilitator_router;
@@ -436,45 +437,28 @@ impl Inner {
         Err(Refusal::Invalid(reason::SUBMISSION_FAILED))
     }
 
+    /// The payment's operation (the client's call and signed authorization, no operation
+    /// source) in a transaction from `source`, valid for `maxTimeoutSeconds`.
     fn rebuild(
         &self,
         payment: &Payment,
         source: &Address,
         fee: u32,
     ) -> Result<Transaction, Refusal> {
+        let malformed = |_| Refusal::Invalid(reason::MALFORMED);
         let transfer = &payment.transfer;
-        let auth = transfer
-            .auth
-            .clone()
-            .try_into()
-            .map_err(|_| Refusal::Invalid(reason::MALFORMED))?;
-        let operation = Operation {
-            source_account: None,
-            body: OperationBody::InvokeHostFunction(InvokeHostFunctionOp {
-                host_function: HostFunction::InvokeContract(transfer.invocation.clone()),
-                auth,
-            }),
-        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
-        let source = source
-            .ed25519_key()
-            .ok_or(Refusal::Invalid(reason::MALFORMED))?;
-        Ok(Transaction {
-            source_account: MuxedAccount::Ed25519(Uint256(source)),
-            fee,
-            seq_num: SequenceNumber(0),
-            cond: Preconditions::Time(TimeBounds {
-                min_time: TimePoint(0),
-                max_time: TimePoint(now + payment.max_timeout_seconds),
-            }),
-            memo: Memo::None,
-            operations: vec![operation]
-                .try_into()
-                .map_err(|_| Refusal::Invalid(reason::MALFORMED))?,
-            ext: TransactionExt::V0,
-        })
+        let host_function = HostFunction::InvokeContract(transfer.invocation.clone());
+        let max_time = now.saturating_add(payment.max_timeout_seconds);
+        let mut envelope =
+            invocation_envelope(source, 0, fee, host_function, max_time).map_err(malformed)?;
+        set_authorization(&mut envelope, transfer.auth.clone()).map_err(malformed)?;
+        match envelope {
+            TransactionEnvelope::Tx(v1) => Ok(v1.tx),
+            _ => Err(Refusal::Invalid(reason::MALFORMED)),
+        }
     }
 
     async fn settle(&self, request: &FacilitatorRequest<'_>) -> Result<SettleResponse, Refusal> {
@@ -519,28 +503,16 @@ struct Lease<'a> {
     channel: tokio::sync::MutexGuard<'a, Channel>,
 }
 
-/// Signs `transaction` with `keypair` (a decorated ed25519 signature over its hash).
+/// Signs `transaction` with `keypair`.
 fn sign(
     network: &Network,
     transaction: Transaction,
     keypair: &Keypair,
 ) -> Result<TransactionEnvelope, Refusal> {
-    let malformed = || Refusal::Invalid(reason::MALFORMED);
-    let hash = transaction.hash(network.id().0).map_err(|_| malformed())?;
-    let key = keypair.public_key();
-    let signature: BytesM<64> = keypair
-        .sign(&hash)
-        .to_vec()
-        .try_into()
-        .map_err(|_| malformed())?;
-    let signature = DecoratedSignature {
-        hint: SignatureHint([key[28], key[29], key[30], key[31]]),
-        signature: Signature(signature),
-    };
-    Ok(TransactionEnvelope::Tx(TransactionV1Envelope {
-        tx: transaction,
-        signatures: vec![signature].try_into().map_err(|_| malformed())?,
-    }))
+    let mut envelope = envelope_of(transaction);
+    sign_envelope(&mut envelope, keypair, &network.id())
+        .map_err(|_| Refusal::Invalid(reason::MALFORMED))?;
+    Ok(envelope)
 }
 
 fn parse_requirements(requirements: &PaymentRequirements) -> Option<(Address, Address, i128)> {
