@@ -422,3 +422,53 @@ async fn the_facilitator_server_refuses_requests_without_its_key() {
         .unwrap();
     assert!(wrong.supported().await.is_err());
 }
+
+#[tokio::test]
+async fn a_fee_bumped_settlement_is_paid_by_the_bump_account() {
+    let world = world().await;
+    let source = world.sandbox.funded_keypair().await.unwrap();
+    let bumper = world.sandbox.funded_keypair().await.unwrap();
+    let facilitator =
+        LocalFacilitator::builder_shared(world.rpc.clone(), Network::testnet(), source.clone())
+            .fee_bump(bumper.clone())
+            .build()
+            .unwrap();
+    assert!(facilitator.accounts().contains(&bumper.address()));
+    let app = app(&world, Arc::new(facilitator));
+    let requirements = offer(&app).await;
+    let xlm = |holder: Address| {
+        let sandbox = world.sandbox.clone();
+        async move { sandbox.balance(&sandbox.xlm(), &holder).await.unwrap() }
+    };
+    let (source_before, bumper_before) = (xlm(source.address()).await, xlm(bumper.address()).await);
+    let pay_to_before = usdc(&world, &world.pay_to).await;
+    let transaction =
+        payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
+    let (status, headers, body) = send(&app, Some(header(&requirements, &transaction))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        usdc(&world, &world.pay_to).await,
+        pay_to_before + PRICE_ATOMIC
+    );
+    let settled: SettleResponse = serde_json::from_slice(
+        &STANDARD
+            .decode(headers["payment-response"].as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    let info = world
+        .rpc
+        .transaction(&settled.transaction.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(info.fee_bump);
+    assert_eq!(
+        xlm(source.address()).await,
+        source_before,
+        "the source lent only its sequence"
+    );
+    assert!(
+        xlm(bumper.address()).await < bumper_before,
+        "the bump account paid the fee"
+    );
+}

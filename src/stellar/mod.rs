@@ -95,6 +95,6 @@ pub use rpc::{
 pub use stellar_xdr as xdr;
 pub use transfer::{
     CredentialsArm, MAX_ENVELOPE_BYTES, MAX_XDR_DEPTH, NULL_ACCOUNT, SacTransfer, TransferError,
-    TransferRequest, build_transfer, decode_envelope, decode_limits, invocation_envelope,
+    TransferRequest, build_transfer, decode_envelope, decode_limits, fee_bump, invocation_envelope,
     sac_transfer, set_authorization, sign_envelope, sign_payer,
 };

@@ -585,7 +585,7 @@ pub fn invocation_envelope(
 }
 
 /// Adds `keypair`'s signature (a decorated ed25519 signature over the transaction hash for
-/// `network`) to a v1 envelope.
+/// `network`) to a v1 or fee-bump envelope (for a fee bump: the outer transaction's).
 pub fn sign_envelope(
     envelope: &mut TransactionEnvelope,
     keypair: &Keypair,
@@ -594,21 +594,50 @@ pub fn sign_envelope(
     let hash = envelope
         .hash(network.0)
         .map_err(|_| TransferError::InvalidXdr)?;
-    let TransactionEnvelope::Tx(v1) = envelope else {
-        return Err(TransferError::UnsupportedEnvelope);
-    };
     let key = keypair.public_key();
     let signature =
         BytesM::try_from(keypair.sign(&hash).to_vec()).map_err(|_| TransferError::InvalidXdr)?;
-    let mut signatures = v1.signatures.to_vec();
-    signatures.push(DecoratedSignature {
+    let signature = DecoratedSignature {
         hint: SignatureHint([key[28], key[29], key[30], key[31]]),
         signature: Signature(signature),
-    });
-    v1.signatures = signatures
+    };
+    let signatures = match envelope {
+        TransactionEnvelope::Tx(v1) => &mut v1.signatures,
+        TransactionEnvelope::TxFeeBump(bump) => &mut bump.signatures,
+        TransactionEnvelope::TxV0(_) => return Err(TransferError::UnsupportedEnvelope),
+    };
+    let mut list = signatures.to_vec();
+    list.push(signature);
+    *signatures = list
         .try_into()
         .map_err(|_| TransferError::UnsupportedEnvelope)?;
     Ok(())
+}
+
+/// Wraps a signed v1 envelope in a fee bump paid by `fee_source`: the outer fee is the inner
+/// fee plus one more base fee (a fee bump counts as one more operation). The outer envelope
+/// still needs `fee_source`'s signature ([`sign_envelope`]).
+pub fn fee_bump(
+    inner: TransactionEnvelope,
+    fee_source: &Address,
+    base_fee: u32,
+) -> Result<TransactionEnvelope, TransferError> {
+    let TransactionEnvelope::Tx(v1) = inner else {
+        return Err(TransferError::UnsupportedEnvelope);
+    };
+    let fee_source = fee_source
+        .to_muxed_account()
+        .ok_or(TransferError::InvalidSource)?;
+    let fee = i64::from(v1.tx.fee) + i64::from(base_fee);
+    Ok(TransactionEnvelope::TxFeeBump(FeeBumpTransactionEnvelope {
+        tx: FeeBumpTransaction {
+            fee_source,
+            fee,
+            inner_tx: FeeBumpTransactionInnerTx::Tx(v1),
+            ext: stellar_xdr::FeeBumpTransactionExt::V0,
+        },
+        signatures: VecM::default(),
+    }))
 }
 
 /// Replaces the authorization entries of the envelope's `invokeHostFunction` operation.

@@ -22,8 +22,8 @@ use crate::stellar::xdr::{
     TransactionResultResult, TransactionV1Envelope,
 };
 use crate::stellar::{
-    Address, Amount, Keypair, Network, SacTransfer, address_credentials, invocation_envelope,
-    set_authorization, sign_envelope,
+    Address, Amount, Keypair, Network, SacTransfer, address_credentials, fee_bump,
+    invocation_envelope, set_authorization, sign_envelope,
 };
 
 mod server;
@@ -87,6 +87,8 @@ struct Inner {
     /// One permit per channel: a settlement waits here for a free channel.
     free: tokio::sync::Semaphore,
     addresses: Vec<Address>,
+    /// The account that pays the fees through fee bumps, if any.
+    fee_bump: Option<Keypair>,
     assets: Vec<Address>,
     max_fee: u32,
     supported: Arc<SupportedResponse>,
@@ -106,6 +108,7 @@ pub struct LocalFacilitatorBuilder {
     network: Network,
     fee_payer: Keypair,
     channels: Vec<Keypair>,
+    fee_bump: Option<Keypair>,
     assets: Vec<Address>,
     max_fee: u32,
 }
@@ -147,6 +150,7 @@ impl LocalFacilitator {
             network,
             fee_payer,
             channels: Vec::new(),
+            fee_bump: None,
             assets: Vec::new(),
             max_fee: DEFAULT_MAX_FEE,
         }
@@ -180,6 +184,13 @@ impl LocalFacilitatorBuilder {
         self
     }
 
+    /// Pays every settlement's fees from `account` through a fee bump, so the source accounts
+    /// (the fee payer and the channels) only lend their sequence numbers.
+    pub fn fee_bump(mut self, account: Keypair) -> Self {
+        self.fee_bump = Some(account);
+        self
+    }
+
     /// The most this facilitator pays in fees for one settlement, and the most a client's
     /// transaction may declare (default [`DEFAULT_MAX_FEE`] stroops).
     pub fn max_fee(mut self, stroops: u32) -> Self {
@@ -202,7 +213,8 @@ impl LocalFacilitatorBuilder {
         }
         let mut keypairs = vec![self.fee_payer];
         keypairs.extend(self.channels);
-        let addresses: Vec<Address> = keypairs.iter().map(Keypair::address).collect();
+        let mut addresses: Vec<Address> = keypairs.iter().map(Keypair::address).collect();
+        addresses.extend(self.fee_bump.as_ref().map(Keypair::address));
         let mut extra = serde_json::Map::new();
         extra.insert("areFeesSponsored".into(), true.into());
         let supported = SupportedResponse {
@@ -236,6 +248,7 @@ impl LocalFacilitatorBuilder {
                     })
                     .collect(),
                 addresses,
+                fee_bump: self.fee_bump,
                 assets,
                 max_fee: self.max_fee,
                 supported: Arc::new(supported),
@@ -404,7 +417,7 @@ impl Inner {
                 None => account_sequence(&*self.rpc, &channel.address).await?,
             };
             transaction.seq_num = SequenceNumber(current + 1);
-            let envelope = sign(&self.network, transaction.clone(), &channel.keypair)?;
+            let envelope = self.sign(transaction.clone(), &channel.keypair)?;
             let sent = match self.rpc.send_transaction(&envelope).await {
                 Ok(sent) => sent,
                 Err(error) => {
@@ -435,6 +448,23 @@ impl Inner {
             }
         }
         Err(Refusal::Invalid(reason::SUBMISSION_FAILED))
+    }
+
+    /// Signs `transaction` as its source, and wraps it in a fee bump when one is configured.
+    fn sign(
+        &self,
+        transaction: Transaction,
+        source: &Keypair,
+    ) -> Result<TransactionEnvelope, Refusal> {
+        let malformed = |_| Refusal::Invalid(reason::MALFORMED);
+        let network = self.network.id();
+        let mut envelope = envelope_of(transaction);
+        sign_envelope(&mut envelope, source, &network).map_err(malformed)?;
+        if let Some(bumper) = &self.fee_bump {
+            envelope = fee_bump(envelope, &bumper.address(), BASE_FEE).map_err(malformed)?;
+            sign_envelope(&mut envelope, bumper, &network).map_err(malformed)?;
+        }
+        Ok(envelope)
     }
 
     /// The payment's operation (the client's call and signed authorization, no operation
@@ -501,18 +531,6 @@ impl Inner {
 struct Lease<'a> {
     _permit: tokio::sync::SemaphorePermit<'a>,
     channel: tokio::sync::MutexGuard<'a, Channel>,
-}
-
-/// Signs `transaction` with `keypair`.
-fn sign(
-    network: &Network,
-    transaction: Transaction,
-    keypair: &Keypair,
-) -> Result<TransactionEnvelope, Refusal> {
-    let mut envelope = envelope_of(transaction);
-    sign_envelope(&mut envelope, keypair, &network.id())
-        .map_err(|_| Refusal::Invalid(reason::MALFORMED))?;
-    Ok(envelope)
 }
 
 fn parse_requirements(requirements: &PaymentRequirements) -> Option<(Address, Address, i128)> {
