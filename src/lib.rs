@@ -40,6 +40,8 @@
 //! - [`stellar`]: the protocol-agnostic Stellar engine (networks, addresses, amounts, Soroban
 //!   authorization signing and verification, SAC transfer parsing, Soroban RPC).
 //! - [`x402`]: x402 v2 wire types and codecs, the `exact` scheme, facilitators.
+//! - [`mpp`]: the MPP `Payment` auth scheme (challenges, credentials, receipts, HMAC challenge
+//!   ids, JCS, Problem Details, `Accept-Payment`).
 //! - [`price`], [`scheme`], [`store`]: the seams the layer is built on.
 //!
 //! [tower]: https://docs.rs/tower
@@ -56,6 +58,7 @@ use std::pin::Pin;
 #[cfg(any(feature = "http-facilitator", feature = "rpc"))]
 mod http;
 pub mod layer;
+pub mod mpp;
 pub mod price;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -1,0 +1,650 @@
+//! The credential: `Authorization: Payment <base64url(JSON)>`, the client's answer to a challenge.
+//!
+//! ```json
+//! {"challenge": {"id", "realm", "method", "intent", "request", "description"?, "digest"?,
+//!                "expires"?, "header"?, "opaque"?},
+//!  "payload": {…method-specific…},
+//!  "source"?: "did:…"}
+//! ```
+//!
+//! Reading is tolerant where real clients differ and strict where it matters:
+//!
+//! - the `Payment` credential is found case-insensitively among comma-separated schemes; more
+//!   than one is [`CredentialError::MultiplePaymentCredentials`] (the spec's 400);
+//! - the token is at most [`MAX_CREDENTIAL_BYTES`], checked before decoding; base64url with or
+//!   without `=` padding, and standard base64 (`+ /`) too, as mppx and mpp-rs accept;
+//! - `challenge.opaque` may be the base64url string or (older mppx) the object itself, which is
+//!   normalized to base64url of its JCS; an echoed `description` is kept; unknown keys are
+//!   ignored; key order never matters;
+//! - `challenge.request` must be base64url of a JSON object, and is kept as sent: the challenge
+//!   id binds that text.
+//!
+//! `expires` is kept as text and not checked here: a missing or malformed `expires` is the
+//! server's `invalid-challenge`, a past one its `payment-expired`.
+
+use http::{HeaderMap, HeaderValue};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::auth_param::split_list;
+use super::binding::{ChallengeBinding, ChallengeKeys};
+use super::challenge::{CredentialHeader, SCHEME, decode_json_object};
+use super::expires::Timestamp;
+use super::{base64url, jcs};
+
+/// Largest credential token accepted, in bytes (16 KiB): room for a Stellar transaction
+/// (≤ 8 KiB of XDR) and its challenge echo.
+pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+
+/// Why an `Authorization` value did not give one `Payment` credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// No `Payment` credential in the value(s).
+    #[error("no Payment credential")]
+    NoPaymentCredential,
+    /// More than one `Payment` credential (answer 400).
+    #[error("more than one Payment credential")]
+    MultiplePaymentCredentials,
+    /// The token is longer than [`MAX_CREDENTIAL_BYTES`].
+    #[error("Payment credential is larger than {MAX_CREDENTIAL_BYTES} bytes")]
+    TooLarge,
+    /// The token is not base64url (nor base64).
+    #[error("Payment credential is not base64url")]
+    NotBase64,
+    /// The decoded bytes are not JSON.
+    #[error("Payment credential does not decode to JSON")]
+    NotJson,
+    /// A required field is missing.
+    #[error("Payment credential has no `{0}`")]
+    MissingField(&'static str),
+    /// A field has the wrong type or an invalid value.
+    #[error("Payment credential has an invalid `{0}`")]
+    InvalidField(&'static str),
+}
+
+/// The challenge a credential answers, as the client echoes it. Text as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChallengeEcho {
+    /// `id`.
+    pub id: String,
+    /// `realm`.
+    pub realm: String,
+    /// `method`.
+    pub method: String,
+    /// `intent`.
+    pub intent: String,
+    /// `request`: base64url text, as echoed.
+    pub request: String,
+    /// `description`, if echoed (display only, not bound).
+    pub description: Option<String>,
+    /// `digest`.
+    pub digest: Option<String>,
+    /// `expires`, RFC 3339 text (unchecked).
+    pub expires: Option<String>,
+    /// `header`.
+    pub header: Option<CredentialHeader>,
+    /// `opaque`: base64url text (an echoed object is normalized to base64url of its JCS).
+    pub opaque: Option<String>,
+}
+
+impl ChallengeEcho {
+    /// An echo of the required fields.
+    pub fn new(
+        id: impl Into<String>,
+        realm: impl Into<String>,
+        method: impl Into<String>,
+        intent: impl Into<String>,
+        request: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            realm: realm.into(),
+            method: method.into(),
+            intent: intent.into(),
+            request: request.into(),
+            description: None,
+            digest: None,
+            expires: None,
+            header: None,
+            opaque: None,
+        }
+    }
+
+    /// The parameters the id binds, as echoed.
+    pub fn binding(&self) -> ChallengeBinding<'_> {
+        ChallengeBinding {
+            realm: &self.realm,
+            method: &self.method,
+            intent: &self.intent,
+            request: &self.request,
+            expires: self.expires.as_deref(),
+            digest: self.digest.as_deref(),
+            opaque: self.opaque.as_deref(),
+            header: self.header,
+        }
+    }
+
+    /// Whether the echoed id is bound to the echoed parameters under one of `keys` (constant
+    /// time): the echo is a challenge this server issued, unmodified.
+    pub fn verify_id(&self, keys: &ChallengeKeys) -> bool {
+        keys.verify(&self.binding(), &self.id)
+    }
+
+    /// The decoded request object.
+    pub fn request_json(&self) -> Result<Map<String, Value>, CredentialError> {
+        decode_json_object(&self.request)
+            .map_err(|_| CredentialError::InvalidField("challenge.request"))
+    }
+
+    /// The parsed `expires`: `Ok(None)` when absent, an error when malformed.
+    pub fn expires_at(&self) -> Result<Option<Timestamp>, CredentialError> {
+        self.expires
+            .as_deref()
+            .map(Timestamp::parse)
+            .transpose()
+            .map_err(|_| CredentialError::InvalidField("challenge.expires"))
+    }
+}
+
+/// A `Payment` credential.
+///
+/// ```
+/// use serde_json::json;
+/// use tower_paywall::mpp::{ChallengeEcho, Credential};
+///
+/// let echo = ChallengeEcho::new("ch_1", "api.example.com", "stellar", "charge", "e30");
+/// let mut credential = Credential::new(echo, json!({"type": "transaction", "transaction": "AAAA…"}));
+/// credential.source = Some("did:pkh:stellar:testnet:GB…".into());
+/// let header = credential.encode();
+/// assert!(header.starts_with("Payment ey"));
+/// assert_eq!(Credential::parse(&header)?, credential);
+/// # Ok::<(), tower_paywall::mpp::CredentialError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Credential {
+    /// The echoed challenge.
+    pub challenge: ChallengeEcho,
+    /// `source`: the payer's identifier (a DID), if given.
+    pub source: Option<String>,
+    /// `payload`: the method-specific proof (a JSON object).
+    pub payload: Value,
+}
+
+impl Credential {
+    /// A credential without `source`.
+    pub fn new(challenge: ChallengeEcho, payload: Value) -> Self {
+        Self {
+            challenge,
+            source: None,
+            payload,
+        }
+    }
+
+    /// Reads the one `Payment` credential of an `Authorization` field value.
+    pub fn parse(value: &str) -> Result<Self, CredentialError> {
+        Self::parse_lines([value])
+    }
+
+    /// Reads the one `Payment` credential across several field lines (of `Authorization`, or of
+    /// `Payment-Authorization` when the challenge named it).
+    pub fn parse_lines<'a>(
+        lines: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, CredentialError> {
+        let mut found = None;
+        for line in lines {
+            for element in split_list(line) {
+                if let Some(token) = payment_token(element)
+                    && found.replace(token).is_some()
+                {
+                    return Err(CredentialError::MultiplePaymentCredentials);
+                }
+            }
+        }
+        let token = found.ok_or(CredentialError::NoPaymentCredential)?;
+        let json = decode_token(token)?;
+        let value: Value = serde_json::from_slice(&json).map_err(|_| CredentialError::NotJson)?;
+        Self::from_json(value)
+    }
+
+    /// Reads the one `Payment` credential of the given field values (`headers.get_all(…)`).
+    /// Bytes that are not UTF-8 are replaced before parsing.
+    pub fn from_header_values<'a>(
+        values: impl IntoIterator<Item = &'a HeaderValue>,
+    ) -> Result<Self, CredentialError> {
+        let lines: Vec<String> = values
+            .into_iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .collect();
+        Self::parse_lines(lines.iter().map(String::as_str))
+    }
+
+    /// Reads the one `Payment` credential of the `Authorization` fields of `headers`.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, CredentialError> {
+        Self::from_header_values(headers.get_all(http::header::AUTHORIZATION))
+    }
+
+    /// The `Authorization` value a client sends: `Payment ` and base64url (no padding) of
+    /// `{"challenge": {…}, "payload": …, "source"?: …}`, the echo's keys in mppx's parameter
+    /// order.
+    pub fn encode(&self) -> String {
+        let echo = &self.challenge;
+        let wire = WireCredential {
+            challenge: WireEcho {
+                id: &echo.id,
+                realm: &echo.realm,
+                method: &echo.method,
+                intent: &echo.intent,
+                request: &echo.request,
+                description: echo.description.as_deref(),
+                digest: echo.digest.as_deref(),
+                expires: echo.expires.as_deref(),
+                header: echo.header.map(CredentialHeader::as_str),
+                opaque: echo.opaque.as_deref(),
+            },
+            payload: &self.payload,
+            source: self.source.as_deref(),
+        };
+        // Strings and a `Value` (string keys only) always serialize.
+        let json = serde_json::to_vec(&wire).unwrap_or_default();
+        format!("{SCHEME} {}", base64url::encode(json))
+    }
+
+    fn from_json(value: Value) -> Result<Self, CredentialError> {
+        let Value::Object(mut root) = value else {
+            return Err(CredentialError::InvalidField("credential"));
+        };
+        let mut echo = match root.remove("challenge") {
+            Some(Value::Object(echo)) => echo,
+            Some(_) => return Err(CredentialError::InvalidField("challenge")),
+            None => return Err(CredentialError::MissingField("challenge")),
+        };
+        let payload = match root.remove("payload") {
+            Some(payload @ Value::Object(_)) => payload,
+            Some(_) => return Err(CredentialError::InvalidField("payload")),
+            None => return Err(CredentialError::MissingField("payload")),
+        };
+        let source = optional_string(&mut root, "source", "source")?;
+
+        let mut required = |key: &str, field: &'static str| match echo.remove(key) {
+            Some(Value::String(text)) if !text.is_empty() => Ok(text),
+            Some(_) => Err(CredentialError::InvalidField(field)),
+            None => Err(CredentialError::MissingField(field)),
+        };
+        let id = required("id", "challenge.id")?;
+        let realm = required("realm", "challenge.realm")?;
+        let method = required("method", "challenge.method")?;
+        let intent = required("intent", "challenge.intent")?;
+        let request = required("request", "challenge.request")?;
+        let description = match echo.remove("description") {
+            Some(Value::String(text)) => Some(text),
+            _ => None, // display only: anything else is ignored
+        };
+        let digest = optional_string(&mut echo, "digest", "challenge.digest")?;
+        let expires = optional_string(&mut echo, "expires", "challenge.expires")?;
+        let header = optional_string(&mut echo, "header", "challenge.header")?
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                CredentialHeader::parse(&name)
+                    .ok_or(CredentialError::InvalidField("challenge.header"))
+            })
+            .transpose()?;
+        let opaque = match echo.remove("opaque") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(text),
+            Some(object @ Value::Object(_)) => Some(jcs::to_base64url(&object)),
+            Some(_) => return Err(CredentialError::InvalidField("challenge.opaque")),
+        };
+        let challenge = ChallengeEcho {
+            id,
+            realm,
+            method,
+            intent,
+            request,
+            description,
+            digest,
+            expires,
+            header,
+            opaque,
+        };
+        challenge.request_json()?;
+        Ok(Self {
+            challenge,
+            source,
+            payload,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct WireCredential<'a> {
+    challenge: WireEcho<'a>,
+    payload: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WireEcho<'a> {
+    id: &'a str,
+    realm: &'a str,
+    method: &'a str,
+    intent: &'a str,
+    request: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opaque: Option<&'a str>,
+}
+
+/// A string member, `null` and absence both meaning `None`.
+fn optional_string(
+    object: &mut Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<String>, CredentialError> {
+    match object.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(CredentialError::InvalidField(field)),
+    }
+}
+
+/// The token of a list element whose scheme is `Payment` (`Payment` alone gives an empty token).
+fn payment_token(element: &str) -> Option<&str> {
+    let scheme_end = element.find([' ', '\t']).unwrap_or(element.len());
+    let (scheme, rest) = element.split_at(scheme_end);
+    scheme
+        .eq_ignore_ascii_case(SCHEME)
+        .then(|| rest.trim_matches([' ', '\t']))
+}
+
+/// Size check first, then base64url or base64, padded or not.
+fn decode_token(token: &str) -> Result<Vec<u8>, CredentialError> {
+    if token.len() > MAX_CREDENTIAL_BYTES {
+        return Err(CredentialError::TooLarge);
+    }
+    let unpadded = token.trim_end_matches('=');
+    if token.len() - unpadded.len() > 2 {
+        return Err(CredentialError::NotBase64);
+    }
+    let normalized: String = unpadded
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    base64url::decode(&normalized).map_err(|_| CredentialError::NotBase64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use serde_json::json;
+
+    fn sample() -> Credential {
+        let mut echo = ChallengeEcho::new("ch_1", "api.example.com", "stellar", "charge", "e30");
+        echo.expires = Some("2026-01-29T12:05:00.000Z".into());
+        echo.opaque = Some(jcs::to_base64url(&json!({"route": "/joke"})));
+        let mut credential =
+            Credential::new(echo, json!({"type": "transaction", "transaction": "AAAA"}));
+        credential.source = Some("did:pkh:stellar:testnet:GABC".into());
+        credential
+    }
+
+    fn wire(json: &Value) -> String {
+        format!("Payment {}", base64url::encode(json.to_string()))
+    }
+
+    #[test]
+    fn round_trips() {
+        let credential = sample();
+        assert_eq!(Credential::parse(&credential.encode()).unwrap(), credential);
+    }
+
+    #[test]
+    fn finds_payment_among_other_schemes() {
+        let token = sample().encode();
+        for value in [
+            format!("Bearer abc, {token}"),
+            format!("{token} , Basic YWxhZGRpbjpvcGVuc2VzYW1l"),
+            format!(
+                "Digest a=\"x, Payment y\", {}",
+                token.replacen("Payment", "pAyMeNt", 1)
+            ),
+            format!("  {token}  "),
+        ] {
+            assert_eq!(Credential::parse(&value).unwrap(), sample(), "{value}");
+        }
+        assert_eq!(
+            Credential::parse("Bearer abc, Basic xyz"),
+            Err(CredentialError::NoPaymentCredential)
+        );
+        assert_eq!(
+            Credential::parse("PaymentX abc"),
+            Err(CredentialError::NoPaymentCredential)
+        );
+    }
+
+    #[test]
+    fn several_payment_credentials_are_refused() {
+        let token = sample().encode();
+        assert_eq!(
+            Credential::parse(&format!("{token}, {token}")),
+            Err(CredentialError::MultiplePaymentCredentials)
+        );
+        assert_eq!(
+            Credential::parse(&format!("{token}, Payment")),
+            Err(CredentialError::MultiplePaymentCredentials)
+        );
+        let mut headers = HeaderMap::new();
+        headers.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&token).unwrap(),
+        );
+        assert_eq!(Credential::from_headers(&headers).unwrap(), sample());
+        headers.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&token).unwrap(),
+        );
+        assert_eq!(
+            Credential::from_headers(&headers),
+            Err(CredentialError::MultiplePaymentCredentials)
+        );
+    }
+
+    #[test]
+    fn size_is_capped_before_decoding() {
+        let json = json!({"challenge": {}, "payload": {"pad": "x".repeat(MAX_CREDENTIAL_BYTES)}});
+        assert_eq!(
+            Credential::parse(&wire(&json)),
+            Err(CredentialError::TooLarge)
+        );
+        // Not even base64: the size check still comes first.
+        let junk = format!("Payment {}", "!".repeat(MAX_CREDENTIAL_BYTES + 1));
+        assert_eq!(Credential::parse(&junk), Err(CredentialError::TooLarge));
+        // At the cap exactly, decoding happens.
+        let at_cap = format!("Payment {}", "A".repeat(MAX_CREDENTIAL_BYTES));
+        assert_eq!(Credential::parse(&at_cap), Err(CredentialError::NotJson));
+    }
+
+    #[test]
+    fn accepts_padding_and_standard_base64() {
+        let credential = sample();
+        let json = serde_json::to_vec(&json!({
+            "challenge": {"id": "ch_1", "realm": "api.example.com", "method": "stellar", "intent": "charge",
+                          "request": "e30", "expires": "2026-01-29T12:05:00.000Z",
+                          "opaque": jcs::to_base64url(&json!({"route": "/joke"}))},
+            "payload": {"type": "transaction", "transaction": "AAAA"},
+            "source": "did:pkh:stellar:testnet:GABC",
+            // Bytes whose base64 has `+` and `/`.
+            "unknown": "\u{fb}\u{ff}\u{fe}>>>???"
+        }))
+        .unwrap();
+        let standard = base64::engine::general_purpose::STANDARD.encode(&json);
+        assert!(standard.contains('+') || standard.contains('/'));
+        let url_padded = base64::engine::general_purpose::URL_SAFE.encode(&json);
+        for token in [standard, url_padded, base64url::encode(&json)] {
+            assert_eq!(
+                Credential::parse(&format!("Payment {token}")).unwrap(),
+                credential
+            );
+        }
+        assert_eq!(
+            Credential::parse("Payment e30==="),
+            Err(CredentialError::NotBase64)
+        );
+        assert_eq!(
+            Credential::parse("Payment e3 0"),
+            Err(CredentialError::NotBase64)
+        );
+    }
+
+    #[test]
+    fn tolerates_object_opaque_description_and_unknown_keys() {
+        let json = json!({
+            "challenge": {"request": "e30", "intent": "charge", "method": "stellar", "realm": "r", "id": "i",
+                          "opaque": {"route": "/joke"}, "description": "a joke", "future": [1, 2]},
+            "payload": {},
+            "source": null,
+            "extra": true
+        });
+        let credential = Credential::parse(&wire(&json)).unwrap();
+        assert_eq!(
+            credential.challenge.opaque.as_deref(),
+            Some(jcs::to_base64url(&json!({"route": "/joke"})).as_str())
+        );
+        assert_eq!(credential.challenge.description.as_deref(), Some("a joke"));
+        assert_eq!(credential.source, None);
+        let mut odd = json.clone();
+        odd["challenge"]["description"] = json!(7);
+        assert_eq!(
+            Credential::parse(&wire(&odd))
+                .unwrap()
+                .challenge
+                .description,
+            None
+        );
+    }
+
+    #[test]
+    fn refuses_wrong_shapes() {
+        let good = json!({
+            "challenge": {"id": "i", "realm": "r", "method": "stellar", "intent": "charge", "request": "e30"},
+            "payload": {}
+        });
+        let edit = |path: &[&str], value: Option<Value>| {
+            let mut json = good.clone();
+            let (last, parents) = path.split_last().unwrap();
+            let mut target = &mut json;
+            for key in parents {
+                target = &mut target[*key];
+            }
+            match value {
+                Some(value) => target[*last] = value,
+                None => {
+                    target.as_object_mut().unwrap().remove(*last);
+                }
+            }
+            json
+        };
+        let cases = [
+            (json!([]), CredentialError::InvalidField("credential")),
+            (
+                edit(&["challenge"], None),
+                CredentialError::MissingField("challenge"),
+            ),
+            (
+                edit(&["challenge"], Some(json!("x"))),
+                CredentialError::InvalidField("challenge"),
+            ),
+            (
+                edit(&["payload"], None),
+                CredentialError::MissingField("payload"),
+            ),
+            (
+                edit(&["payload"], Some(json!("x"))),
+                CredentialError::InvalidField("payload"),
+            ),
+            (
+                edit(&["source"], Some(json!(1))),
+                CredentialError::InvalidField("source"),
+            ),
+            (
+                edit(&["challenge", "id"], None),
+                CredentialError::MissingField("challenge.id"),
+            ),
+            (
+                edit(&["challenge", "id"], Some(json!(""))),
+                CredentialError::InvalidField("challenge.id"),
+            ),
+            (
+                edit(&["challenge", "realm"], Some(json!(1))),
+                CredentialError::InvalidField("challenge.realm"),
+            ),
+            (
+                edit(&["challenge", "request"], Some(json!("W10"))),
+                CredentialError::InvalidField("challenge.request"),
+            ),
+            (
+                edit(&["challenge", "request"], Some(json!({}))),
+                CredentialError::InvalidField("challenge.request"),
+            ),
+            (
+                edit(&["challenge", "expires"], Some(json!(5))),
+                CredentialError::InvalidField("challenge.expires"),
+            ),
+            (
+                edit(&["challenge", "header"], Some(json!("X-Pay"))),
+                CredentialError::InvalidField("challenge.header"),
+            ),
+            (
+                edit(&["challenge", "opaque"], Some(json!([]))),
+                CredentialError::InvalidField("challenge.opaque"),
+            ),
+        ];
+        for (json, error) in cases {
+            assert_eq!(Credential::parse(&wire(&json)), Err(error), "{json}");
+        }
+        assert_eq!(
+            Credential::parse("Payment bm90IGpzb24"),
+            Err(CredentialError::NotJson)
+        );
+        assert_eq!(Credential::parse("Payment"), Err(CredentialError::NotJson));
+    }
+
+    #[test]
+    fn echo_verifies_against_the_keys_that_issued_it() {
+        let keys = ChallengeKeys::new(
+            super::super::ChallengeSecret::new("test-vector-secret-minimum-32-byte-secret")
+                .unwrap(),
+        );
+        let challenge = super::super::Challenge::builder(
+            "api.example.com",
+            "stellar",
+            "charge",
+            json!({"amount": "1"}).as_object().unwrap(),
+        )
+        .description("not bound")
+        .issue(&keys);
+        let credential = Credential::new(challenge.echo(), json!({}));
+        let parsed = Credential::parse(&credential.encode()).unwrap();
+        assert!(parsed.challenge.verify_id(&keys));
+        let mut changed = parsed.challenge.clone();
+        changed.description = Some("changed".into());
+        assert!(changed.verify_id(&keys));
+        changed.realm = "evil.example.com".into();
+        assert!(!changed.verify_id(&keys));
+    }
+}
