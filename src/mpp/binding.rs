@@ -184,7 +184,7 @@ impl From<ChallengeSecret> for ChallengeKeys {
 /// The parameters a challenge id binds, as their wire text.
 ///
 /// Get one from [`Challenge::binding`](super::Challenge::binding) or
-/// [`ChallengeEcho::binding`](super::ChallengeEcho::binding), or build it with
+/// [`Challenge::binding`](super::Challenge::binding), or build it with
 /// [`new`](Self::new) and set the optional slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -29,7 +29,6 @@ use serde_json::{Map, Value};
 use super::auth_param::{RawChallenge, parse_challenges};
 use super::base64url;
 use super::binding::{ChallengeBinding, ChallengeKeys};
-use super::credential::ChallengeEcho;
 use super::expires::Timestamp;
 use super::jcs;
 
@@ -228,22 +227,6 @@ impl Challenge {
     /// Whether the id is bound to the parameters under one of `keys`.
     pub fn verify_id(&self, keys: &ChallengeKeys) -> bool {
         keys.verify(&self.binding(), &self.id)
-    }
-
-    /// The echo a client sends back in its credential (`description` included, as mppx does).
-    pub fn echo(&self) -> ChallengeEcho {
-        ChallengeEcho {
-            id: self.id.clone(),
-            realm: self.realm.clone(),
-            method: self.method.clone(),
-            intent: self.intent.clone(),
-            request: self.request.clone(),
-            description: self.description.clone(),
-            digest: self.digest.clone(),
-            expires: self.expires.clone(),
-            header: self.header,
-            opaque: self.opaque.clone(),
-        }
     }
 
     /// The decoded request object.

@@ -27,9 +27,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::auth_param::split_list;
-use super::binding::{ChallengeBinding, ChallengeKeys};
-use super::challenge::{CredentialHeader, SCHEME, decode_json_object};
-use super::expires::Timestamp;
+
+use super::challenge::{Challenge, CredentialHeader, SCHEME};
 use super::{base64url, jcs};
 
 /// Largest credential token accepted, in bytes (16 KiB): room for a Stellar transaction
@@ -63,98 +62,13 @@ pub enum CredentialError {
     InvalidField(&'static str),
 }
 
-/// The challenge a credential answers, as the client echoes it. Text as sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ChallengeEcho {
-    /// `id`.
-    pub id: String,
-    /// `realm`.
-    pub realm: String,
-    /// `method`.
-    pub method: String,
-    /// `intent`.
-    pub intent: String,
-    /// `request`: base64url text, as echoed.
-    pub request: String,
-    /// `description`, if echoed (display only, not bound).
-    pub description: Option<String>,
-    /// `digest`.
-    pub digest: Option<String>,
-    /// `expires`, RFC 3339 text (unchecked).
-    pub expires: Option<String>,
-    /// `header`.
-    pub header: Option<CredentialHeader>,
-    /// `opaque`: base64url text (an echoed object is normalized to base64url of its JCS).
-    pub opaque: Option<String>,
-}
-
-impl ChallengeEcho {
-    /// An echo of the required fields.
-    pub fn new(
-        id: impl Into<String>,
-        realm: impl Into<String>,
-        method: impl Into<String>,
-        intent: impl Into<String>,
-        request: impl Into<String>,
-    ) -> Self {
-        Self {
-            id: id.into(),
-            realm: realm.into(),
-            method: method.into(),
-            intent: intent.into(),
-            request: request.into(),
-            description: None,
-            digest: None,
-            expires: None,
-            header: None,
-            opaque: None,
-        }
-    }
-
-    /// The parameters the id binds, as echoed.
-    pub fn binding(&self) -> ChallengeBinding<'_> {
-        ChallengeBinding {
-            realm: &self.realm,
-            method: &self.method,
-            intent: &self.intent,
-            request: &self.request,
-            expires: self.expires.as_deref(),
-            digest: self.digest.as_deref(),
-            opaque: self.opaque.as_deref(),
-            header: self.header,
-        }
-    }
-
-    /// Whether the echoed id is bound to the echoed parameters under one of `keys` (constant
-    /// time): the echo is a challenge this server issued, unmodified.
-    pub fn verify_id(&self, keys: &ChallengeKeys) -> bool {
-        keys.verify(&self.binding(), &self.id)
-    }
-
-    /// The decoded request object.
-    pub fn request_json(&self) -> Result<Map<String, Value>, CredentialError> {
-        decode_json_object(&self.request)
-            .map_err(|_| CredentialError::InvalidField("challenge.request"))
-    }
-
-    /// The parsed `expires`: `Ok(None)` when absent, an error when malformed.
-    pub fn expires_at(&self) -> Result<Option<Timestamp>, CredentialError> {
-        self.expires
-            .as_deref()
-            .map(Timestamp::parse)
-            .transpose()
-            .map_err(|_| CredentialError::InvalidField("challenge.expires"))
-    }
-}
-
 /// A `Payment` credential.
 ///
 /// ```
 /// use serde_json::json;
-/// use tower_paywall::mpp::{ChallengeEcho, Credential};
+/// use tower_paywall::mpp::{Challenge, Credential};
 ///
-/// let echo = ChallengeEcho::new("ch_1", "api.example.com", "stellar", "charge", "e30");
+/// let echo = Challenge::new("ch_1", "api.example.com", "stellar", "charge", "e30");
 /// let mut credential = Credential::new(echo, json!({"type": "transaction", "transaction": "AAAA…"}));
 /// credential.source = Some("did:pkh:stellar:testnet:GB…".into());
 /// let header = credential.encode();
@@ -166,7 +80,7 @@ impl ChallengeEcho {
 #[non_exhaustive]
 pub struct Credential {
     /// The echoed challenge.
-    pub challenge: ChallengeEcho,
+    pub challenge: Challenge,
     /// `source`: the payer's identifier (a DID), if given.
     pub source: Option<String>,
     /// `payload`: the method-specific proof (a JSON object).
@@ -175,7 +89,7 @@ pub struct Credential {
 
 impl Credential {
     /// A credential without `source`.
-    pub fn new(challenge: ChallengeEcho, payload: Value) -> Self {
+    pub fn new(challenge: Challenge, payload: Value) -> Self {
         Self {
             challenge,
             source: None,
@@ -297,7 +211,7 @@ impl Credential {
             Some(object @ Value::Object(_)) => Some(jcs::to_base64url(&object)),
             Some(_) => return Err(CredentialError::InvalidField("challenge.opaque")),
         };
-        let challenge = ChallengeEcho {
+        let challenge = Challenge {
             id,
             realm,
             method,
@@ -309,7 +223,9 @@ impl Credential {
             header,
             opaque,
         };
-        challenge.request_json()?;
+        challenge
+            .request_json()
+            .map_err(|_| CredentialError::InvalidField("challenge.request"))?;
         Ok(Self {
             challenge,
             source,
@@ -390,11 +306,12 @@ fn decode_token(token: &str) -> Result<Vec<u8>, CredentialError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mpp::binding::ChallengeKeys;
     use base64::Engine as _;
     use serde_json::json;
 
     fn sample() -> Credential {
-        let mut echo = ChallengeEcho::new("ch_1", "api.example.com", "stellar", "charge", "e30");
+        let mut echo = Challenge::new("ch_1", "api.example.com", "stellar", "charge", "e30");
         echo.expires = Some("2026-01-29T12:05:00.000Z".into());
         echo.opaque = Some(jcs::to_base64url(&json!({"route": "/joke"})));
         let mut credential =
@@ -638,7 +555,7 @@ mod tests {
         )
         .description("not bound")
         .issue(&keys);
-        let credential = Credential::new(challenge.echo(), json!({}));
+        let credential = Credential::new(challenge.clone(), json!({}));
         let parsed = Credential::parse(&credential.encode()).unwrap();
         assert!(parsed.challenge.verify_id(&keys));
         let mut changed = parsed.challenge.clone();

@@ -45,7 +45,7 @@
 //! let offers = Challenge::parse_all(&www_authenticate)?;
 //! assert_eq!(offers, [challenge.clone()]);
 //! assert_eq!(offers[0].request_json()?["amount"], "100000");
-//! let authorization = Credential::new(offers[0].echo(), json!({"type": "transaction", "transaction": "AAAA…"}))
+//! let authorization = Credential::new(offers[0].clone(), json!({"type": "transaction", "transaction": "AAAA…"}))
 //!     .encode();
 //!
 //! // Server: read the credential, check that it echoes a challenge of ours, unmodified.
@@ -77,7 +77,7 @@ pub use challenge::{
     Challenge, ChallengeBuilder, ChallengeError, CredentialHeader, FormatError, MAX_REQUEST_BYTES,
     SCHEME,
 };
-pub use credential::{ChallengeEcho, Credential, CredentialError, MAX_CREDENTIAL_BYTES};
+pub use credential::{Credential, CredentialError, MAX_CREDENTIAL_BYTES};
 pub use expires::{DEFAULT_CHALLENGE_TTL, Timestamp, TimestampError};
 pub use problem::{PROBLEM_JSON, Problem, ProblemCode};
 pub use receipt::{PAYMENT_RECEIPT, Receipt, ReceiptError};
@@ -194,7 +194,7 @@ mod tests {
                 .issue(&keys);
         let www_authenticate = format!("Bearer realm=\"x\", {}", challenge.format().unwrap());
         let authorization =
-            Credential::new(challenge.echo(), json!({"type": "transaction"})).encode();
+            Credential::new(challenge.clone(), json!({"type": "transaction"})).encode();
         let receipt = Receipt::success("stellar", "abc", Timestamp::now()).encode();
 
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
