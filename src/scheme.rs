@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::BoxFuture;
 use crate::price::{Amount, Price};
-use crate::store::{Fingerprint, PaymentKey};
+use crate::store::{Fingerprint, PaymentKey, PaymentStore};
 
 /// A payment intent: the protocol and the intent's name in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -319,6 +319,27 @@ pub struct ChallengeContext<'a> {
     pub rejection: Option<&'a Rejection>,
 }
 
+/// What a scheme verifies a credential against.
+#[derive(Clone, Copy)]
+pub struct PaymentContext<'a> {
+    /// The request head.
+    pub request: &'a http::request::Parts,
+    /// The price asked.
+    pub price: &'a Price,
+    /// The layer's store, for single-use claims beyond the payment itself (a transaction hash
+    /// that must pay for one challenge only, for instance).
+    pub store: &'a dyn PaymentStore,
+}
+
+impl fmt::Debug for PaymentContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PaymentContext")
+            .field("uri", &self.request.uri)
+            .field("price", self.price)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A payment intent the layer can offer, verify and settle.
 ///
 /// The trait is object-safe: the layer holds `Arc<dyn PaymentScheme>`.
@@ -349,15 +370,18 @@ pub trait PaymentScheme: Send + Sync + 'static {
         challenge: &mut Challenge,
     );
 
-    /// Verifies a credential this scheme read against `price`. Must not move money.
+    /// Verifies a credential this scheme read against the price. Must not move money.
     fn verify<'a>(
         &'a self,
         credential: &'a Credential,
-        price: &'a Price,
-        request: &'a http::request::Parts,
+        context: PaymentContext<'a>,
     ) -> BoxFuture<'a, Result<Verified, Rejection>>;
 
     /// Moves the money. Runs detached from the request, so a client that hangs up cannot cut
-    /// a settlement in half.
-    fn settle(self: Arc<Self>, verified: Arc<Verified>) -> BoxFuture<'static, SettleOutcome>;
+    /// a settlement in half. `store` is the layer's, for single-use claims.
+    fn settle(
+        self: Arc<Self>,
+        verified: Arc<Verified>,
+        store: Arc<dyn PaymentStore>,
+    ) -> BoxFuture<'static, SettleOutcome>;
 }

@@ -17,7 +17,7 @@ use super::future::ResponseFuture;
 use super::respond::{ReadCredential, code, head, plain, replay};
 use super::settle::{Paid, SettleGuard, Settled, Settlement};
 use crate::price::{ClaimedPayer, PriceRequest, Priced, SettlementOrder};
-use crate::scheme::{Rejection, RejectionKind};
+use crate::scheme::{PaymentContext, Rejection, RejectionKind};
 use crate::store::{
     CompletedPayment, PaymentKey, PaymentState, PaymentStore, RecordedResponse, Reservation,
     SettledPayment, StateKind,
@@ -227,7 +227,12 @@ where
             }
         };
         let scheme = shared.schemes[index].clone();
-        let verified = match scheme.verify(&credential, &price, &self.parts).await {
+        let context = PaymentContext {
+            request: &self.parts,
+            price: &price,
+            store: &*shared.store,
+        };
+        let verified = match scheme.verify(&credential, context).await {
             Ok(verified) => Arc::new(verified),
             Err(rejection) => {
                 hold.release().await;

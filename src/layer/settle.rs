@@ -80,7 +80,10 @@ impl Settlement {
             }
         }
         let (sender, mut receiver) = oneshot::channel();
-        let settle = self.scheme.clone().settle(self.verified.clone());
+        let settle = self
+            .scheme
+            .clone()
+            .settle(self.verified.clone(), store.clone());
         let (store, key, paid) = (store.clone(), self.key, self.paid.clone());
         // The task records the outcome before handing it over, so a known outcome is never lost
         // with the request; if nobody takes it any more, the task gives the payment back too

@@ -20,12 +20,12 @@ use super::wire::{
 use crate::BoxFuture;
 use crate::price::{Amount, Price};
 use crate::scheme::{
-    Challenge, ChallengeContext, Credential, Intent, Offer, PaymentScheme, Receipt, Rejection,
-    RejectionKind, SettleOutcome, Verified,
+    Challenge, ChallengeContext, Credential, Intent, Offer, PaymentContext, PaymentScheme, Receipt,
+    Rejection, RejectionKind, SettleOutcome, Verified,
 };
 use crate::stellar::xdr::SorobanAuthorizationEntry;
 use crate::stellar::{Address, Network, SacTransfer, address_credentials};
-use crate::store::{Fingerprint, PaymentKey};
+use crate::store::{Fingerprint, PaymentKey, PaymentStore};
 
 const PROTOCOL: &str = "x402";
 const SCHEME: &str = "exact";
@@ -449,9 +449,9 @@ impl PaymentScheme for Exact {
     fn verify<'a>(
         &'a self,
         credential: &'a Credential,
-        price: &'a Price,
-        _: &'a http::request::Parts,
+        context: PaymentContext<'a>,
     ) -> BoxFuture<'a, Result<Verified, Rejection>> {
+        let price = context.price;
         Box::pin(async move {
             let detail = credential
                 .detail::<ExactCredential>()
@@ -490,7 +490,11 @@ impl PaymentScheme for Exact {
         })
     }
 
-    fn settle(self: Arc<Self>, verified: Arc<Verified>) -> BoxFuture<'static, SettleOutcome> {
+    fn settle(
+        self: Arc<Self>,
+        verified: Arc<Verified>,
+        _: Arc<dyn PaymentStore>,
+    ) -> BoxFuture<'static, SettleOutcome> {
         Box::pin(async move {
             let Some(detail) = verified.detail::<ExactVerified>() else {
                 return SettleOutcome::Rejected(refused(reason::INVALID_PAYLOAD));
