@@ -61,6 +61,7 @@ pub mod amount;
 pub mod asset;
 pub mod auth;
 pub mod channel;
+pub mod events;
 pub mod keypair;
 pub mod network;
 #[cfg(feature = "rpc")]
@@ -81,6 +82,7 @@ pub use auth::{
     verify_authorization,
 };
 pub use channel::{COMMITMENT_LEN, CommitmentError, commitment_bytes};
+pub use events::{TransferEventError, check_transfer_events};
 pub use keypair::{Keypair, KeypairError, verify_ed25519};
 pub use network::{Network, NetworkError, NetworkId};
 #[cfg(feature = "rpc")]

@@ -17,13 +17,12 @@ use crate::stellar::rpc::{
     account_sequence, wait_for_transaction,
 };
 use crate::stellar::xdr::{
-    ContractEventBody, ContractEventType, DiagnosticEvent, HostFunction, ScMapEntry, ScSymbol,
-    ScVal, SequenceNumber, Transaction, TransactionEnvelope, TransactionExt,
-    TransactionResultResult, TransactionV1Envelope,
+    DiagnosticEvent, HostFunction, SequenceNumber, Transaction, TransactionEnvelope,
+    TransactionExt, TransactionResultResult, TransactionV1Envelope,
 };
 use crate::stellar::{
-    Address, Amount, Keypair, Network, SacTransfer, address_credentials, fee_bump,
-    invocation_envelope, set_authorization, sign_envelope,
+    Address, Amount, Keypair, Network, SacTransfer, TransferEventError, address_credentials,
+    check_transfer_events, fee_bump, invocation_envelope, set_authorization, sign_envelope,
 };
 
 mod server;
@@ -560,58 +559,16 @@ fn envelope_of(transaction: Transaction) -> TransactionEnvelope {
     })
 }
 
-/// Exactly one contract event, the asset's `transfer(from, to, amount)`; no other contract
-/// moved anything.
+/// Exactly one contract event, the asset's `transfer(from, to, amount)`; nothing else moved.
 fn check_events(events: &[DiagnosticEvent], transfer: &SacTransfer) -> Result<(), &'static str> {
-    let asset = transfer.contract.to_sc_address();
-    let mut transfers = Vec::new();
-    for event in events {
-        let event = &event.event;
-        if event.type_ != ContractEventType::Contract {
-            continue;
-        }
-        let ContractEventBody::V0(body) = &event.body;
-        let from_asset = event
-            .contract_id
-            .as_ref()
-            .is_some_and(|id| crate::stellar::xdr::ScAddress::Contract(id.clone()) == asset);
-        let is_transfer = matches!(body.topics.first(), Some(ScVal::Symbol(name)) if name.as_vec() == b"transfer");
-        if !from_asset || !is_transfer {
-            return Err(reason::UNEXPECTED_EVENTS);
-        }
-        transfers.push(body);
-    }
-    let body = match transfers.as_slice() {
-        [] => return Err(reason::NO_TRANSFER_EVENTS),
-        [body] => body,
-        _ => return Err(reason::MULTIPLE_TRANSFERS),
-    };
-    let topic = |index: usize| match body.topics.get(index) {
-        Some(ScVal::Address(address)) => Some(address.clone()),
-        _ => None,
-    };
-    if topic(1) != Some(transfer.from.to_sc_address()) {
-        return Err(reason::EVENT_WRONG_FROM);
-    }
-    if topic(2) != Some(transfer.to.to_sc_address()) {
-        return Err(reason::EVENT_WRONG_TO);
-    }
-    if event_amount(&body.data) != Some(transfer.amount) {
-        return Err(reason::EVENT_WRONG_AMOUNT);
-    }
-    Ok(())
-}
-
-/// A transfer event's amount: an `i128`, or (muxed recipients, CAP-67) a map with `amount`.
-fn event_amount(data: &ScVal) -> Option<i128> {
-    match data {
-        ScVal::I128(parts) => Some((i128::from(parts.hi) << 64) | i128::from(parts.lo)),
-        ScVal::Map(Some(map)) => map.iter().find_map(|ScMapEntry { key, val }| match key {
-            ScVal::Symbol(ScSymbol(name)) if name.as_vec() == b"amount" => event_amount(val),
-            _ => None,
-        }),
-        _ => None,
-    }
+    check_transfer_events(events, transfer).map_err(|error| match error {
+        TransferEventError::NoTransfer => reason::NO_TRANSFER_EVENTS,
+        TransferEventError::MultipleTransfers => reason::MULTIPLE_TRANSFERS,
+        TransferEventError::Unexpected => reason::UNEXPECTED_EVENTS,
+        TransferEventError::WrongFrom => reason::EVENT_WRONG_FROM,
+        TransferEventError::WrongTo => reason::EVENT_WRONG_TO,
+        TransferEventError::WrongAmount => reason::EVENT_WRONG_AMOUNT,
+    })
 }
 
 /// An RPC failure before anything was submitted: nothing happened.
@@ -702,6 +659,7 @@ mod tests {
     use crate::stellar::xdr::{
         ContractEvent, ContractEventV0, ContractId, ExtensionPoint, Hash, Int128Parts,
     };
+    use crate::stellar::xdr::{ContractEventBody, ContractEventType, ScMapEntry, ScSymbol, ScVal};
     use crate::stellar::{CredentialsArm, TransferRequest, build_transfer, sac_transfer};
 
     fn transfer() -> SacTransfer {
