@@ -62,6 +62,8 @@ mod auth_param;
 pub mod base64url;
 pub mod binding;
 pub mod challenge;
+#[cfg(feature = "rpc")]
+mod charge;
 pub mod credential;
 pub mod expires;
 pub mod jcs;
@@ -77,6 +79,8 @@ pub use challenge::{
     Challenge, ChallengeBuilder, ChallengeError, CredentialHeader, FormatError, MAX_REQUEST_BYTES,
     SCHEME,
 };
+#[cfg(feature = "rpc")]
+pub use charge::{StellarCharge, StellarChargeBuilder, StellarChargeError};
 pub use credential::{Credential, CredentialError, MAX_CREDENTIAL_BYTES};
 pub use expires::{DEFAULT_CHALLENGE_TTL, Timestamp, TimestampError};
 pub use problem::{PROBLEM_JSON, Problem, ProblemCode};

@@ -1,0 +1,600 @@
+//! [`StellarCharge`]: the MPP `charge` intent with method `stellar` as a
+//! [`PaymentScheme`](crate::PaymentScheme): the server settles the client's SAC transfer itself,
+//! through Soroban RPC.
+//!
+//! | credential `payload.type` | what the client did | what the server does |
+//! |---|---|---|
+//! | `transaction` (pull) | signed a transfer transaction, its own account the source | simulates it (exactly one `transfer` event of the price to the recipient), submits it unmodified, waits until final |
+//! | `signedHash` (push) | submitted the transfer itself, then signed `"{challenge id}:{hash}"` | reads the transaction (`SUCCESS`, one transfer of the price from the signer to the recipient), checks the signature |
+//!
+//! A challenge is single-use (the layer reserves each challenge id), and so is each transaction
+//! hash (claimed in the layer's store), so one on-chain payment never pays twice. RPC outages
+//! answer 503, never 402.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderValue};
+use serde_json::{Map, Value, json};
+
+use super::accept::AcceptPayment;
+use super::binding::ChallengeKeys;
+use super::challenge::Challenge as MppChallenge;
+use super::credential::{Credential as MppCredential, CredentialError};
+use super::expires::{DEFAULT_CHALLENGE_TTL, Timestamp};
+use super::problem::{PROBLEM_JSON, Problem, ProblemCode};
+use super::receipt::{PAYMENT_RECEIPT, Receipt as MppReceipt};
+use crate::BoxFuture;
+use crate::price::Price;
+use crate::scheme::{
+    Challenge, ChallengeContext, Credential, Intent, Offer, PaymentContext, PaymentScheme, Receipt,
+    Rejection, RejectionKind, SettleOutcome, Verified,
+};
+use crate::stellar::rpc::{
+    RpcError, SendStatus, SorobanRpc, TransactionHash, TransactionStatus, wait_for_transaction,
+};
+use crate::stellar::xdr::TransactionEnvelope;
+use crate::stellar::{
+    Address, Network, SacTransfer, check_transfer_events, decode_envelope, sac_transfer,
+    verify_ed25519,
+};
+use crate::store::{Fingerprint, PaymentKey, PaymentStore};
+
+const PROTOCOL: &str = "mpp";
+const METHOD: &str = "stellar";
+const INTENT: &str = "charge";
+/// How long single-use claims on transaction hashes are kept.
+const CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a pull settlement waits for its transaction to be final.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The MPP `charge` intent on Stellar (see the [module docs](self)).
+pub struct StellarCharge {
+    network: Network,
+    currency: Address,
+    recipient: Address,
+    realm: Option<String>,
+    keys: ChallengeKeys,
+    rpc: Arc<dyn SorobanRpc>,
+    ttl: Duration,
+}
+
+/// Builds a [`StellarCharge`].
+#[must_use]
+pub struct StellarChargeBuilder {
+    network: Network,
+    recipient: Address,
+    keys: ChallengeKeys,
+    rpc: Arc<dyn SorobanRpc>,
+    currency: Option<Address>,
+    realm: Option<String>,
+    ttl: Duration,
+}
+
+/// Why a [`StellarChargeBuilder`] refused to build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StellarChargeError {
+    /// No currency was set and the network has no known USDC contract.
+    #[error("no currency set, and the network has no known USDC contract")]
+    NoCurrency,
+    /// The currency is not a contract address.
+    #[error("the currency must be a contract (C…) address")]
+    CurrencyNotContract,
+    /// The recipient is not an account or contract address.
+    #[error("the recipient must be a G… or C… address")]
+    Recipient,
+    /// The challenge lifetime is zero or above one hour.
+    #[error("the challenge lifetime must be between 1 s and 1 h")]
+    Ttl,
+}
+
+impl StellarCharge {
+    /// Starts a builder: charges paid to `recipient` on `network`, checked and settled through
+    /// `rpc`, with challenge ids bound by `keys`.
+    pub fn builder(
+        network: Network,
+        recipient: Address,
+        rpc: Arc<dyn SorobanRpc>,
+        keys: ChallengeKeys,
+    ) -> StellarChargeBuilder {
+        StellarChargeBuilder {
+            network,
+            recipient,
+            keys,
+            rpc,
+            currency: None,
+            realm: None,
+            ttl: DEFAULT_CHALLENGE_TTL,
+        }
+    }
+}
+
+impl StellarChargeBuilder {
+    /// The token contract charged in (default: the network's USDC).
+    pub fn currency(mut self, currency: Address) -> Self {
+        self.currency = Some(currency);
+        self
+    }
+
+    /// The protection space (default: the request's host).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// How long a challenge stays valid (default 5 minutes).
+    pub fn challenge_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Checks the settings and builds the scheme.
+    pub fn build(self) -> Result<StellarCharge, StellarChargeError> {
+        let currency = match self.currency {
+            Some(currency) => currency,
+            None => self.network.usdc().ok_or(StellarChargeError::NoCurrency)?,
+        };
+        if !currency.is_contract() {
+            return Err(StellarChargeError::CurrencyNotContract);
+        }
+        if matches!(self.recipient, Address::MuxedAccount { .. }) {
+            return Err(StellarChargeError::Recipient);
+        }
+        if self.ttl.is_zero() || self.ttl > Duration::from_secs(3600) {
+            return Err(StellarChargeError::Ttl);
+        }
+        Ok(StellarCharge {
+            network: self.network,
+            currency,
+            recipient: self.recipient,
+            realm: self.realm,
+            keys: self.keys,
+            rpc: self.rpc,
+            ttl: self.ttl,
+        })
+    }
+}
+
+fn problem(code: ProblemCode) -> Rejection {
+    let kind = if code == ProblemCode::MethodUnsupported {
+        RejectionKind::BadRequest
+    } else {
+        RejectionKind::PaymentRequired
+    };
+    Rejection::new(kind, PROTOCOL, code.as_str())
+}
+
+fn unavailable(error: &RpcError) -> Rejection {
+    tracing::warn!(%error, "Soroban RPC unavailable");
+    Rejection::new(RejectionKind::Unavailable, PROTOCOL, "rpc_unavailable")
+}
+
+/// What a credential proves.
+enum Proof {
+    /// A signed transaction to submit.
+    Pull(Box<TransactionEnvelope>),
+    /// A confirmed transaction.
+    Push(TransactionHash),
+}
+
+struct ChargeVerified {
+    proof: Proof,
+    hash: TransactionHash,
+}
+
+impl StellarCharge {
+    fn realm(&self, request: &http::request::Parts) -> String {
+        if let Some(realm) = &self.realm {
+            return realm.clone();
+        }
+        let host = request.uri.host().map(str::to_owned).or_else(|| {
+            let host = request.headers.get(http::header::HOST)?.to_str().ok()?;
+            Some(host.split(':').next().unwrap_or(host).to_owned())
+        });
+        host.unwrap_or_else(|| "MPP Payment".to_owned())
+    }
+
+    /// The challenge request for `price`.
+    fn request(&self, price: &Price) -> Map<String, Value> {
+        let request = json!({
+            "amount": price.amount().to_atomic_string(),
+            "currency": self.currency.to_string(),
+            "recipient": self.recipient.to_string(),
+            "methodDetails": {
+                "network": self.network.caip2(),
+                "credentialTypes": ["transaction", "signedHash"],
+            },
+        });
+        match request {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    /// The payer a `did:pkh:stellar:<network>:G…` source names, on our network.
+    fn payer(&self, source: Option<&str>) -> Result<Address, Rejection> {
+        let invalid = || problem(ProblemCode::InvalidPayload);
+        let source = source.ok_or_else(invalid)?;
+        let rest = source
+            .strip_prefix("did:pkh:stellar:")
+            .ok_or_else(invalid)?;
+        let (network, account) = rest.split_once(':').ok_or_else(invalid)?;
+        if format!("stellar:{network}") != self.network.caip2() {
+            return Err(invalid());
+        }
+        let payer: Address = account.parse().map_err(|_| invalid())?;
+        if !matches!(payer, Address::Account(_)) {
+            return Err(invalid());
+        }
+        Ok(payer)
+    }
+
+    /// The echoed challenge is ours, unexpired, and asks exactly this route's price.
+    fn check_challenge(
+        &self,
+        echo: &MppChallenge,
+        context: &PaymentContext<'_>,
+    ) -> Result<(), Rejection> {
+        if !echo.verify_id(&self.keys) {
+            return Err(problem(ProblemCode::InvalidChallenge));
+        }
+        let expires = echo
+            .expires_at()
+            .ok()
+            .flatten()
+            .ok_or_else(|| problem(ProblemCode::InvalidChallenge))?;
+        if expires.is_past(SystemTime::now()) {
+            return Err(problem(ProblemCode::PaymentExpired));
+        }
+        let pinned = echo.realm == self.realm(context.request)
+            && echo.method == METHOD
+            && echo.intent == INTENT
+            && echo.request_json().ok() == Some(self.request(context.price));
+        if !pinned {
+            return Err(problem(ProblemCode::InvalidChallenge));
+        }
+        Ok(())
+    }
+
+    /// The transfer is exactly the price, in our currency, from the payer to our recipient.
+    fn check_transfer(&self, transfer: &SacTransfer, payer: &Address, price: &Price) -> bool {
+        transfer.contract == self.currency
+            && transfer.to == self.recipient
+            && transfer.from == *payer
+            && transfer.amount == price.amount().atomic()
+    }
+
+    async fn verify_pull(
+        &self,
+        transaction: &str,
+        payer: &Address,
+        expires: Option<Timestamp>,
+        price: &Price,
+    ) -> Result<ChargeVerified, Rejection> {
+        let failed = || problem(ProblemCode::VerificationFailed);
+        let envelope = decode_envelope(transaction).map_err(|_| failed())?;
+        let transfer = sac_transfer(&envelope).map_err(|_| failed())?;
+        if transfer.fee_bump || !self.check_transfer(&transfer, payer, price) {
+            return Err(failed());
+        }
+        let max_time = match &envelope {
+            TransactionEnvelope::Tx(v1) => match &v1.tx.cond {
+                crate::stellar::xdr::Preconditions::Time(bounds) => Some(bounds.max_time.0),
+                _ => None,
+            },
+            _ => None,
+        };
+        let deadline = expires.map(|at| u64::try_from(at.unix_millis() / 1000).unwrap_or(0));
+        if let (Some(max_time), Some(deadline)) = (max_time, deadline)
+            && (max_time == 0 || max_time > deadline)
+        {
+            return Err(failed());
+        }
+        let simulation = self
+            .rpc
+            .simulate_transaction(&envelope)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if !simulation.is_success() || check_transfer_events(&simulation.events, &transfer).is_err()
+        {
+            return Err(failed());
+        }
+        let hash = TransactionHash::of(&envelope, &self.network.id()).map_err(|_| failed())?;
+        Ok(ChargeVerified {
+            proof: Proof::Pull(Box::new(envelope)),
+            hash,
+        })
+    }
+
+    async fn verify_push(
+        &self,
+        payload: &Map<String, Value>,
+        challenge_id: &str,
+        payer: &Address,
+        price: &Price,
+    ) -> Result<ChargeVerified, Rejection> {
+        let failed = || problem(ProblemCode::VerificationFailed);
+        let invalid = || problem(ProblemCode::InvalidPayload);
+        let hash: TransactionHash = payload
+            .get("hash")
+            .and_then(Value::as_str)
+            .ok_or_else(invalid)?
+            .to_ascii_lowercase()
+            .parse()
+            .map_err(|_| invalid())?;
+        let signature = payload
+            .get("sourceSignature")
+            .and_then(Value::as_str)
+            .and_then(decode_hex_64)
+            .ok_or_else(invalid)?;
+        let info = self
+            .rpc
+            .transaction(&hash)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if info.status != TransactionStatus::Success {
+            return Err(failed());
+        }
+        let envelope = info.envelope.ok_or_else(failed)?;
+        let transfer = sac_transfer(&envelope).map_err(|_| failed())?;
+        if !self.check_transfer(&transfer, payer, price) {
+            return Err(failed());
+        }
+        let key = payer.ed25519_key().ok_or_else(failed)?;
+        let message = format!("{challenge_id}:{hash}");
+        if !verify_ed25519(&key, message.as_bytes(), &signature) {
+            return Err(failed());
+        }
+        Ok(ChargeVerified {
+            proof: Proof::Push(hash),
+            hash,
+        })
+    }
+
+    async fn submit(
+        &self,
+        envelope: &TransactionEnvelope,
+        hash: &TransactionHash,
+    ) -> SettleOutcome {
+        let sent = match self.rpc.send_transaction(envelope).await {
+            Ok(sent) => sent,
+            Err(error) => return SettleOutcome::Unknown(unavailable(&error)),
+        };
+        match sent.status {
+            SendStatus::Pending | SendStatus::Duplicate => {}
+            SendStatus::TryAgainLater => return SettleOutcome::Rejected(unavailable_now()),
+            SendStatus::Error => {
+                return SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed));
+            }
+        }
+        match wait_for_transaction(&*self.rpc, hash, SETTLE_DEADLINE).await {
+            Ok(info) if info.status == TransactionStatus::Success => {
+                SettleOutcome::Settled(self.receipt(hash))
+            }
+            Ok(_) => SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed)),
+            Err(error) => SettleOutcome::Unknown(unavailable(&error)),
+        }
+    }
+
+    fn receipt(&self, hash: &TransactionHash) -> Receipt {
+        let receipt = MppReceipt::success(METHOD, hash.to_string(), Timestamp::now());
+        let mut headers = Vec::new();
+        if let Ok(value) = HeaderValue::from_str(&receipt.encode()) {
+            headers.push((PAYMENT_RECEIPT, value));
+        }
+        headers.push((
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("private"),
+        ));
+        headers.push((
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Payment-Receipt, WWW-Authenticate"),
+        ));
+        Receipt {
+            reference: hash.to_string(),
+            headers,
+        }
+    }
+}
+
+fn unavailable_now() -> Rejection {
+    Rejection::new(RejectionKind::Unavailable, PROTOCOL, "rpc_busy")
+}
+
+fn decode_hex_64(text: &str) -> Option<[u8; 64]> {
+    if text.len() != 128 {
+        return None;
+    }
+    let mut out = [0u8; 64];
+    for (index, pair) in text.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        out[index] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl PaymentScheme for StellarCharge {
+    fn intent(&self) -> Intent {
+        Intent::MPP_CHARGE
+    }
+
+    fn read(&self, headers: &HeaderMap) -> Option<Result<Credential, Rejection>> {
+        let credential = match MppCredential::from_headers(headers) {
+            Ok(credential) => credential,
+            Err(CredentialError::NoPaymentCredential) => return None,
+            Err(CredentialError::MultiplePaymentCredentials) => {
+                return Some(Err(Rejection::new(
+                    RejectionKind::BadRequest,
+                    PROTOCOL,
+                    ProblemCode::MalformedCredential.as_str(),
+                )));
+            }
+            Err(_) => return Some(Err(problem(ProblemCode::MalformedCredential))),
+        };
+        let echo = &credential.challenge;
+        if echo.method != METHOD {
+            return Some(Err(problem(ProblemCode::MethodUnsupported)));
+        }
+        if echo.intent != INTENT {
+            return None;
+        }
+        let key = PaymentKey::derive(&[b"mpp", echo.id.as_bytes()]);
+        let fingerprint = Fingerprint::of(
+            serde_json::to_string(&credential.payload)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        let payer = credential.source.clone();
+        Some(Ok(Credential::new(key, fingerprint, payer, credential)))
+    }
+
+    fn offer<'a>(
+        &'a self,
+        price: &'a Price,
+        request: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Offer, Rejection>> {
+        Box::pin(async move {
+            let expires = Timestamp::now()
+                .checked_add(self.ttl)
+                .ok_or_else(|| problem(ProblemCode::PaymentRequired))?;
+            let mut builder =
+                MppChallenge::builder(self.realm(request), METHOD, INTENT, &self.request(price))
+                    .expires(expires);
+            if let Some(description) = price.description() {
+                builder = builder.description(description);
+            }
+            Ok(Offer::new(Intent::MPP_CHARGE, builder.issue(&self.keys)))
+        })
+    }
+
+    fn challenge(
+        &self,
+        offers: &[&Offer],
+        context: &ChallengeContext<'_>,
+        challenge: &mut Challenge,
+    ) {
+        let challenges: Vec<&MppChallenge> = offers
+            .iter()
+            .filter_map(|offer| offer.detail::<MppChallenge>())
+            .collect();
+        let accept = AcceptPayment::from_headers(&context.request.headers);
+        let ordered = accept.order(challenges, |c| (c.method.as_str(), c.intent.as_str()));
+        for offer in &ordered {
+            match offer.to_header_value() {
+                Ok(value) => {
+                    challenge
+                        .headers
+                        .append(http::header::WWW_AUTHENTICATE, value);
+                }
+                Err(error) => tracing::error!(%error, "cannot format an MPP challenge"),
+            }
+        }
+        challenge.headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        challenge.headers.append(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("WWW-Authenticate, Payment-Receipt"),
+        );
+        let code = context
+            .rejection
+            .filter(|rejection| rejection.protocol == PROTOCOL)
+            .and_then(|rejection| {
+                ProblemCode::ALL
+                    .into_iter()
+                    .find(|code| code.as_str() == rejection.code)
+            })
+            .unwrap_or(ProblemCode::PaymentRequired);
+        let mut body = Problem::new(code);
+        if let Some(first) = ordered.first() {
+            body = body.with_challenge_id(first.id.clone());
+        }
+        if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body.to_json()) {
+            for (name, value) in fields {
+                challenge.body.entry(name).or_insert(value);
+            }
+        }
+        challenge.content_type = Some(HeaderValue::from_static(PROBLEM_JSON));
+    }
+
+    fn verify<'a>(
+        &'a self,
+        credential: &'a Credential,
+        context: PaymentContext<'a>,
+    ) -> BoxFuture<'a, Result<Verified, Rejection>> {
+        Box::pin(async move {
+            let mpp = credential
+                .detail::<MppCredential>()
+                .ok_or_else(|| problem(ProblemCode::MalformedCredential))?;
+            self.check_challenge(&mpp.challenge, &context)?;
+            let payer = self.payer(mpp.source.as_deref())?;
+            let payload = mpp
+                .payload
+                .as_object()
+                .ok_or_else(|| problem(ProblemCode::InvalidPayload))?;
+            let kind = payload.get("type").and_then(Value::as_str);
+            let verified = match kind {
+                Some("transaction") => {
+                    let transaction = payload
+                        .get("transaction")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| problem(ProblemCode::InvalidPayload))?;
+                    let expires = mpp.challenge.expires_at().ok().flatten();
+                    self.verify_pull(transaction, &payer, expires, context.price)
+                        .await?
+                }
+                Some("signedHash") => {
+                    self.verify_push(payload, &mpp.challenge.id, &payer, context.price)
+                        .await?
+                }
+                _ => return Err(problem(ProblemCode::InvalidPayload)),
+            };
+            Ok(Verified::new(
+                payer.to_string(),
+                context.price.amount(),
+                self.currency.to_string(),
+                verified,
+            ))
+        })
+    }
+
+    fn settle(
+        self: Arc<Self>,
+        verified: Arc<Verified>,
+        store: Arc<dyn PaymentStore>,
+    ) -> BoxFuture<'static, SettleOutcome> {
+        Box::pin(async move {
+            let Some(detail) = verified.detail::<ChargeVerified>() else {
+                return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
+            };
+            // One transaction pays for one challenge, whoever presents it.
+            let claim = [b"mpp:stellar:tx:".as_slice(), &detail.hash.0].concat();
+            match store.claim(&claim, CLAIM_TTL).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot claim a transaction hash");
+                    return SettleOutcome::Rejected(unavailable_now());
+                }
+            }
+            match &detail.proof {
+                Proof::Push(hash) => SettleOutcome::Settled(self.receipt(hash)),
+                Proof::Pull(envelope) => self.submit(envelope, &detail.hash).await,
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for StellarCharge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StellarCharge")
+            .field("network", &self.network.caip2())
+            .field("currency", &self.currency)
+            .field("recipient", &self.recipient)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,354 @@
+//! End to end on the sandbox: MPP `charge` (method `stellar`) through `PaymentLayer`, beside
+//! x402 `exact` in the same 402. Pull (the server submits the client's signed transfer) and push
+//! (`signedHash`) move USDC; every refusal has its problem type.
+#![cfg(feature = "sandbox")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tower_paywall::mpp::{
+    ChallengeKeys, ChallengeSecret, Credential as MppCredential, Receipt, StellarCharge,
+};
+use tower_paywall::sandbox::{Sandbox, SandboxConfig};
+use tower_paywall::stellar::rpc::{SorobanRpc, TransactionHash, wait_for_transaction};
+use tower_paywall::stellar::xdr::{HostFunction, Limits, TransactionEnvelope, WriteXdr};
+use tower_paywall::stellar::{
+    Address, Invocation, Keypair, Network, TransferRequest, account_sequence, build_transfer,
+    prepare_invocation, sign_envelope,
+};
+use tower_paywall::x402::{Exact, LocalFacilitator};
+use tower_paywall::{Paid, PaymentLayer, Price};
+
+const PRICE_ATOMIC: i128 = 100_000;
+
+struct World {
+    sandbox: Sandbox,
+    app: Router,
+    payer: Keypair,
+    pay_to: Address,
+}
+
+fn keys() -> ChallengeKeys {
+    ChallengeKeys::new(ChallengeSecret::new(*b"a test secret of at least 32 bytes!").unwrap())
+}
+
+async fn world(ttl: Duration) -> World {
+    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
+    let sandbox = Sandbox::start(config).unwrap();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let pay_to = sandbox.funded_keypair().await.unwrap().address();
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(sandbox.clone());
+    let charge = StellarCharge::builder(Network::testnet(), pay_to, rpc, keys())
+        .realm("example.com")
+        .challenge_ttl(ttl)
+        .build()
+        .unwrap();
+    let fee_payer = sandbox.funded_keypair().await.unwrap();
+    let facilitator = LocalFacilitator::builder(sandbox.clone(), Network::testnet(), fee_payer)
+        .build()
+        .unwrap();
+    let exact = Exact::builder(Network::testnet(), pay_to, facilitator)
+        .build()
+        .unwrap();
+    let layer = PaymentLayer::builder()
+        .scheme(exact)
+        .scheme(charge)
+        .price(Price::parse("0.01").unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/paid",
+            get(|axum::Extension(paid): axum::Extension<Paid>| async move {
+                format!("paid by {} with {}", paid.payer, paid.intent)
+            }),
+        )
+        .layer(layer);
+    World {
+        sandbox,
+        app,
+        payer,
+        pay_to,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+async fn send(world: &World, authorization: Option<String>) -> Answer {
+    let mut request = Request::builder()
+        .uri("/paid")
+        .header("host", "example.com");
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = world
+        .app
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into(),
+    }
+}
+
+/// The MPP challenge of a fresh 402.
+async fn challenge(world: &World) -> tower_paywall::mpp::Challenge {
+    let answer = send(world, None).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    let mut challenges = tower_paywall::mpp::Challenge::from_headers(&answer.headers).unwrap();
+    assert_eq!(challenges.len(), 1);
+    challenges.remove(0)
+}
+
+fn problem_type(answer: &Answer) -> String {
+    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    body["type"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("https://paymentauth.org/problems/")
+        .to_owned()
+}
+
+fn did(payer: &Keypair) -> String {
+    format!("did:pkh:stellar:testnet:{}", payer.address())
+}
+
+fn authorization(
+    challenge: tower_paywall::mpp::Challenge,
+    payer: &Keypair,
+    payload: Value,
+) -> String {
+    let mut credential = MppCredential::new(challenge, payload);
+    credential.source = Some(did(payer));
+    credential.encode()
+}
+
+/// A transfer from the payer's own account, signed: the unsponsored pull credential.
+async fn signed_transfer(world: &World, amount: i128) -> TransactionEnvelope {
+    let template = build_transfer(&TransferRequest {
+        source: world.payer.address(),
+        sequence: 1,
+        fee: 100,
+        contract: world.sandbox.usdc(),
+        from: world.payer.address(),
+        to: world.pay_to,
+        amount,
+        nonce: 0,
+        signature_expiration_ledger: 0,
+        max_time: 0,
+        credentials: tower_paywall::stellar::CredentialsArm::Address,
+    })
+    .unwrap();
+    let host_function: HostFunction = match &template {
+        TransactionEnvelope::Tx(v1) => match &v1.tx.operations[0].body {
+            tower_paywall::stellar::xdr::OperationBody::InvokeHostFunction(op) => {
+                op.host_function.clone()
+            }
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    let sequence = account_sequence(&world.sandbox, &world.payer.address())
+        .await
+        .unwrap();
+    let invocation = Invocation {
+        source: world.payer.address(),
+        sequence: sequence + 1,
+        fee: 100,
+        host_function,
+        valid_for_ledgers: 12,
+        time_bound_seconds: 60,
+    };
+    let mut envelope = prepare_invocation(
+        &world.sandbox,
+        &Network::testnet(),
+        &world.payer,
+        &invocation,
+    )
+    .await
+    .unwrap();
+    sign_envelope(&mut envelope, &world.payer, &Network::testnet().id()).unwrap();
+    envelope
+}
+
+fn base64(envelope: &TransactionEnvelope) -> String {
+    envelope.to_xdr_base64(Limits::none()).unwrap()
+}
+
+async fn usdc(world: &World, holder: &Address) -> i128 {
+    world
+        .sandbox
+        .balance(&world.sandbox.usdc(), holder)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_402_offers_x402_and_mpp_charge() {
+    let world = world(Duration::from_secs(300)).await;
+    let answer = send(&world, None).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(
+        answer.headers.contains_key("payment-required"),
+        "x402 offer"
+    );
+    assert!(answer.headers.contains_key("www-authenticate"), "MPP offer");
+    assert_eq!(answer.headers["cache-control"], "no-store");
+    assert_eq!(answer.headers["content-type"], "application/problem+json");
+    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        body["type"],
+        "https://paymentauth.org/problems/payment-required"
+    );
+    assert_eq!(body["x402Version"], 2);
+    let challenge = challenge(&world).await;
+    assert_eq!(
+        (challenge.method.as_str(), challenge.intent.as_str()),
+        ("stellar", "charge")
+    );
+    assert!(challenge.verify_id(&keys()));
+    let request = challenge.request_json().unwrap();
+    assert_eq!(request["amount"], "100000");
+    assert_eq!(request["recipient"], world.pay_to.to_string());
+    assert_eq!(request["methodDetails"]["network"], "stellar:testnet");
+}
+
+#[tokio::test]
+async fn a_pull_payment_is_submitted_and_moves_usdc() {
+    let world = world(Duration::from_secs(300)).await;
+    let before = (
+        usdc(&world, &world.payer.address()).await,
+        usdc(&world, &world.pay_to).await,
+    );
+    let challenge = challenge(&world).await;
+    let envelope = signed_transfer(&world, PRICE_ATOMIC).await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let answer = send(
+        &world,
+        Some(authorization(challenge, &world.payer, payload)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.body.ends_with("with mpp/charge"), "{}", answer.body);
+    let receipt = Receipt::parse(answer.headers["payment-receipt"].to_str().unwrap()).unwrap();
+    assert_eq!(receipt.method, "stellar");
+    assert_eq!(receipt.reference.len(), 64);
+    assert!(
+        answer
+            .headers
+            .get_all("cache-control")
+            .iter()
+            .any(|v| v == "private")
+    );
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        before.0 - PRICE_ATOMIC
+    );
+    assert_eq!(usdc(&world, &world.pay_to).await, before.1 + PRICE_ATOMIC);
+}
+
+/// Submits a transfer from the payer's own account and waits until it is final.
+async fn pushed_transfer(world: &World, amount: i128) -> TransactionHash {
+    let envelope = signed_transfer(world, amount).await;
+    let sent = world.sandbox.send_transaction(&envelope).await.unwrap();
+    wait_for_transaction(&world.sandbox, &sent.hash, Duration::from_secs(10))
+        .await
+        .unwrap();
+    sent.hash
+}
+
+fn signed_hash(
+    challenge: &tower_paywall::mpp::Challenge,
+    hash: &TransactionHash,
+    signer: &Keypair,
+) -> Value {
+    let signature = signer.sign(format!("{}:{hash}", challenge.id).as_bytes());
+    let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
+    json!({"type": "signedHash", "hash": hash.to_string(), "sourceSignature": hex})
+}
+
+#[tokio::test]
+async fn a_push_payment_is_accepted_once() {
+    let world = world(Duration::from_secs(300)).await;
+    let before = usdc(&world, &world.pay_to).await;
+    let hash = pushed_transfer(&world, PRICE_ATOMIC).await;
+    assert_eq!(usdc(&world, &world.pay_to).await, before + PRICE_ATOMIC);
+    let first = challenge(&world).await;
+    let payload = signed_hash(&first, &hash, &world.payer);
+    let answer = send(&world, Some(authorization(first, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    // The same transaction for another challenge: refused, it paid once already.
+    let second = challenge(&world).await;
+    let payload = signed_hash(&second, &hash, &world.payer);
+    let answer = send(&world, Some(authorization(second, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(problem_type(&answer), "verification-failed");
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_problem_type() {
+    let world = world(Duration::from_secs(300)).await;
+    // A forged sourceSignature.
+    let hash = pushed_transfer(&world, PRICE_ATOMIC).await;
+    let c = challenge(&world).await;
+    let payload = signed_hash(&c, &hash, &Keypair::from_seed([9; 32]));
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "verification-failed");
+    // Too little.
+    let short = pushed_transfer(&world, PRICE_ATOMIC - 1).await;
+    let c = challenge(&world).await;
+    let payload = signed_hash(&c, &short, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "verification-failed");
+    // A challenge whose id does not bind its parameters (a forged HMAC).
+    let mut c = challenge(&world).await;
+    c.id = "forged".into();
+    let payload = signed_hash(&c, &hash, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "invalid-challenge");
+    // An unknown payload type.
+    let c = challenge(&world).await;
+    let answer = send(
+        &world,
+        Some(authorization(c, &world.payer, json!({"type": "hash"}))),
+    )
+    .await;
+    assert_eq!(problem_type(&answer), "invalid-payload");
+    // A pull for another amount.
+    let c = challenge(&world).await;
+    let envelope = signed_transfer(&world, PRICE_ATOMIC + 1).await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "verification-failed");
+    // Garbage credentials.
+    let answer = send(&world, Some("Payment !!!".into())).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(problem_type(&answer), "malformed-credential");
+}
+
+#[tokio::test]
+async fn an_expired_challenge_is_refused() {
+    let world = world(Duration::from_secs(1)).await;
+    let hash = pushed_transfer(&world, PRICE_ATOMIC).await;
+    let c = challenge(&world).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let payload = signed_hash(&c, &hash, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(problem_type(&answer), "payment-expired");
+}
