@@ -224,6 +224,8 @@ pub enum RejectionKind {
     PaymentRequired,
     /// 400: the request is malformed (an oversized credential, several credentials …).
     BadRequest,
+    /// 409: the payment is held by another request or another credential.
+    Conflict,
     /// 502: the facilitator or RPC answered with garbage or an error.
     BadGateway,
     /// 503 + `Retry-After`: the facilitator or RPC is unreachable, or the outcome is not known
@@ -237,6 +239,7 @@ impl RejectionKind {
         match self {
             RejectionKind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
             RejectionKind::BadRequest => StatusCode::BAD_REQUEST,
+            RejectionKind::Conflict => StatusCode::CONFLICT,
             RejectionKind::BadGateway => StatusCode::BAD_GATEWAY,
             RejectionKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -376,6 +379,16 @@ pub trait PaymentScheme: Send + Sync + 'static {
         credential: &'a Credential,
         context: PaymentContext<'a>,
     ) -> BoxFuture<'a, Result<Verified, Rejection>>;
+
+    /// The answer to a credential for a payment that another credential already holds (for
+    /// MPP: a replayed challenge). Default: 409 `payment_held_by_another_credential`.
+    fn reused(&self) -> Rejection {
+        Rejection::new(
+            RejectionKind::Conflict,
+            "layer",
+            "payment_held_by_another_credential",
+        )
+    }
 
     /// Moves the money. Runs detached from the request, so a client that hangs up cannot cut
     /// a settlement in half. `store` is the layer's, for single-use claims.

@@ -140,50 +140,7 @@ fn authorization(
 
 /// A transfer from the payer's own account, signed: the unsponsored pull credential.
 async fn signed_transfer(world: &World, amount: i128) -> TransactionEnvelope {
-    let template = build_transfer(&TransferRequest {
-        source: world.payer.address(),
-        sequence: 1,
-        fee: 100,
-        contract: world.sandbox.usdc(),
-        from: world.payer.address(),
-        to: world.pay_to,
-        amount,
-        nonce: 0,
-        signature_expiration_ledger: 0,
-        max_time: 0,
-        credentials: tower_paywall::stellar::CredentialsArm::Address,
-    })
-    .unwrap();
-    let host_function: HostFunction = match &template {
-        TransactionEnvelope::Tx(v1) => match &v1.tx.operations[0].body {
-            tower_paywall::stellar::xdr::OperationBody::InvokeHostFunction(op) => {
-                op.host_function.clone()
-            }
-            _ => unreachable!(),
-        },
-        _ => unreachable!(),
-    };
-    let sequence = account_sequence(&world.sandbox, &world.payer.address())
-        .await
-        .unwrap();
-    let invocation = Invocation {
-        source: world.payer.address(),
-        sequence: sequence + 1,
-        fee: 100,
-        host_function,
-        valid_for_ledgers: 12,
-        time_bound_seconds: 60,
-    };
-    let mut envelope = prepare_invocation(
-        &world.sandbox,
-        &Network::testnet(),
-        &world.payer,
-        &invocation,
-    )
-    .await
-    .unwrap();
-    sign_envelope(&mut envelope, &world.payer, &Network::testnet().id()).unwrap();
-    envelope
+    signed_transfer_to(world, amount, world.pay_to, world.sandbox.usdc()).await
 }
 
 fn base64(envelope: &TransactionEnvelope) -> String {
@@ -351,4 +308,161 @@ async fn an_expired_challenge_is_refused() {
     let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
     assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(problem_type(&answer), "payment-expired");
+}
+
+#[tokio::test]
+async fn a_replayed_challenge_is_refused_and_a_replayed_answer_is_the_recorded_one() {
+    let world = world(Duration::from_secs(300)).await;
+    let c = challenge(&world).await;
+    let first = pushed_transfer(&world, PRICE_ATOMIC).await;
+    let payload = signed_hash(&c, &first, &world.payer);
+    let credential = authorization(c.clone(), &world.payer, payload);
+    let paid = send(&world, Some(credential.clone())).await;
+    assert_eq!(paid.status, StatusCode::OK);
+    // The very same credential again: the recorded answer, nothing paid twice.
+    let again = send(&world, Some(credential)).await;
+    assert_eq!(
+        (again.status, again.body.as_str()),
+        (StatusCode::OK, paid.body.as_str())
+    );
+    // The same challenge with another payment: the challenge is used up.
+    let second = pushed_transfer(&world, PRICE_ATOMIC).await;
+    let payload = signed_hash(&c, &second, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(problem_type(&answer), "invalid-challenge");
+}
+
+#[tokio::test]
+async fn transfers_of_the_wrong_kind_are_refused() {
+    let world = world(Duration::from_secs(300)).await;
+    // Paid to someone else.
+    let stranger = world.sandbox.funded_keypair().await.unwrap().address();
+    let mut envelope =
+        signed_transfer_to(&world, PRICE_ATOMIC, stranger, world.sandbox.usdc()).await;
+    let sent = world.sandbox.send_transaction(&envelope).await.unwrap();
+    wait_for_transaction(&world.sandbox, &sent.hash, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let c = challenge(&world).await;
+    let payload = signed_hash(&c, &sent.hash, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(
+        problem_type(&answer),
+        "verification-failed",
+        "wrong recipient"
+    );
+    // Paid in another currency (lumens).
+    envelope = signed_transfer_to(&world, PRICE_ATOMIC, world.pay_to, world.sandbox.xlm()).await;
+    let sent = world.sandbox.send_transaction(&envelope).await.unwrap();
+    wait_for_transaction(&world.sandbox, &sent.hash, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let c = challenge(&world).await;
+    let payload = signed_hash(&c, &sent.hash, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(
+        problem_type(&answer),
+        "verification-failed",
+        "wrong currency"
+    );
+    // A source on another network.
+    let hash = pushed_transfer(&world, PRICE_ATOMIC).await;
+    let c = challenge(&world).await;
+    let mut credential = MppCredential::new(c.clone(), signed_hash(&c, &hash, &world.payer));
+    credential.source = Some(format!("did:pkh:stellar:pubnet:{}", world.payer.address()));
+    let answer = send(&world, Some(credential.encode())).await;
+    assert_eq!(problem_type(&answer), "invalid-payload", "wrong network");
+    // A push for a transaction that was never submitted.
+    let unsent = signed_transfer(&world, PRICE_ATOMIC).await;
+    let unsent = TransactionHash::of(&unsent, &Network::testnet().id()).unwrap();
+    let c = challenge(&world).await;
+    let payload = signed_hash(&c, &unsent, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "verification-failed", "unconfirmed");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400() {
+    let world = world(Duration::from_secs(300)).await;
+    let c = challenge(&world).await;
+    let hash = pushed_transfer(&world, PRICE_ATOMIC).await;
+    let one = authorization(
+        c.clone(),
+        &world.payer,
+        signed_hash(&c, &hash, &world.payer),
+    );
+    let token = one.trim_start_matches("Payment ");
+    let answer = send(&world, Some(format!("Payment {token}, Payment {token}"))).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::BAD_REQUEST,
+        "several Payment credentials"
+    );
+    let mut other = c.clone();
+    other.method = "tempo".into();
+    let answer = send(
+        &world,
+        Some(authorization(other, &world.payer, json!({"type": "hash"}))),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::BAD_REQUEST,
+        "an unsupported method"
+    );
+    assert_eq!(problem_type(&answer), "method-unsupported");
+}
+
+/// A signed transfer of `amount` of `token` to `to`, from the payer's own account.
+async fn signed_transfer_to(
+    world: &World,
+    amount: i128,
+    to: Address,
+    token: Address,
+) -> TransactionEnvelope {
+    let template = build_transfer(&TransferRequest {
+        source: world.payer.address(),
+        sequence: 1,
+        fee: 100,
+        contract: token,
+        from: world.payer.address(),
+        to,
+        amount,
+        nonce: 0,
+        signature_expiration_ledger: 0,
+        max_time: 0,
+        credentials: tower_paywall::stellar::CredentialsArm::Address,
+    })
+    .unwrap();
+    let host_function: HostFunction = match &template {
+        TransactionEnvelope::Tx(v1) => match &v1.tx.operations[0].body {
+            tower_paywall::stellar::xdr::OperationBody::InvokeHostFunction(op) => {
+                op.host_function.clone()
+            }
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    let sequence = account_sequence(&world.sandbox, &world.payer.address())
+        .await
+        .unwrap();
+    let invocation = Invocation {
+        source: world.payer.address(),
+        sequence: sequence + 1,
+        fee: 100,
+        host_function,
+        valid_for_ledgers: 12,
+        time_bound_seconds: 60,
+    };
+    let mut envelope = prepare_invocation(
+        &world.sandbox,
+        &Network::testnet(),
+        &world.payer,
+        &invocation,
+    )
+    .await
+    .unwrap();
+    sign_envelope(&mut envelope, &world.payer, &Network::testnet().id()).unwrap();
+    envelope
 }

@@ -26,8 +26,6 @@ pub(crate) mod code {
     pub(crate) const STORE_UNAVAILABLE: &str = "payment_store_unavailable";
     /// No scheme could make an offer.
     pub(crate) const NO_OFFER: &str = "no_payment_offer_available";
-    /// Another credential for the same payment holds it.
-    pub(crate) const CREDENTIAL_MISMATCH: &str = "payment_held_by_another_credential";
     /// The payment completed; its response was too large to record and is not sent again.
     pub(crate) const ALREADY_USED: &str = "payment_already_used";
     /// A settled payment was presented for a request with another price.
@@ -138,6 +136,7 @@ impl Shared {
                 self.challenge(request, price, Some(rejection)).await
             }
             RejectionKind::BadGateway => plain(StatusCode::BAD_GATEWAY, &rejection.code, None),
+            RejectionKind::Conflict => plain(StatusCode::CONFLICT, &rejection.code, None),
             RejectionKind::Unavailable => plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &rejection.code,

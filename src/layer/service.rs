@@ -201,7 +201,10 @@ where
         let hold = match reservation {
             Ok(Reservation::New) => Hold::new(&shared, key),
             Ok(Reservation::Busy) => return Ok(shared.busy(code::PAYMENT_IN_USE)),
-            Ok(Reservation::Mismatch) => return Ok(shared.busy(code::CREDENTIAL_MISMATCH)),
+            Ok(Reservation::Mismatch) => {
+                let rejection = shared.schemes[index].reused();
+                return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+            }
             Ok(Reservation::Pending) => return Ok(shared.pending()),
             Ok(Reservation::Replay(completed)) => return Ok(shared.replay(&completed)),
             Ok(Reservation::Resume(settled)) => {

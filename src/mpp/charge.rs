@@ -560,6 +560,11 @@ impl PaymentScheme for StellarCharge {
         })
     }
 
+    /// A challenge answered by another credential before: it is used up.
+    fn reused(&self) -> Rejection {
+        problem(ProblemCode::InvalidChallenge)
+    }
+
     fn settle(
         self: Arc<Self>,
         verified: Arc<Verified>,
