@@ -466,3 +466,114 @@ async fn signed_transfer_to(
     sign_envelope(&mut envelope, &world.payer, &Network::testnet().id()).unwrap();
     envelope
 }
+
+/// A classic native payment from the payer to `to`, with `MEMO_HASH(memo)`, submitted and final.
+async fn memo_payment(world: &World, to: Address, amount: i64, memo: [u8; 32]) -> TransactionHash {
+    use tower_paywall::stellar::xdr::{
+        Asset, Hash, Memo, Operation, OperationBody, PaymentOp, Preconditions, SequenceNumber,
+        TimeBounds, TimePoint, Transaction, TransactionExt, TransactionV1Envelope,
+    };
+    let sequence = account_sequence(&world.sandbox, &world.payer.address())
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tx = Transaction {
+        source_account: world.payer.address().to_muxed_account().unwrap(),
+        fee: 100,
+        seq_num: SequenceNumber(sequence + 1),
+        cond: Preconditions::Time(TimeBounds {
+            min_time: TimePoint(0),
+            max_time: TimePoint(now + 60),
+        }),
+        memo: Memo::Hash(Hash(memo)),
+        operations: vec![Operation {
+            source_account: None,
+            body: OperationBody::Payment(PaymentOp {
+                destination: to.to_muxed_account().unwrap(),
+                asset: Asset::Native,
+                amount,
+            }),
+        }]
+        .try_into()
+        .unwrap(),
+        ext: TransactionExt::V0,
+    };
+    let mut envelope = TransactionEnvelope::Tx(TransactionV1Envelope {
+        tx,
+        signatures: Default::default(),
+    });
+    sign_envelope(&mut envelope, &world.payer, &Network::testnet().id()).unwrap();
+    let sent = world.sandbox.send_transaction(&envelope).await.unwrap();
+    wait_for_transaction(&world.sandbox, &sent.hash, Duration::from_secs(10))
+        .await
+        .unwrap();
+    sent.hash
+}
+
+#[tokio::test]
+async fn a_memo_bound_lumen_payment_pays_its_challenge_only() {
+    use sha2::{Digest, Sha256};
+    let mut world = world(Duration::from_secs(300)).await;
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
+    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc.clone(), keys())
+        .realm("example.com")
+        .currency(world.sandbox.xlm())
+        .memo_push(true)
+        .build()
+        .unwrap();
+    let usdc_only = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, keys())
+        .memo_push(true)
+        .build();
+    assert!(usdc_only.is_err(), "the memo-bound push takes lumens only");
+    world.app = Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(
+            PaymentLayer::builder()
+                .scheme(charge)
+                .price(Price::parse("0.01").unwrap())
+                .build()
+                .unwrap(),
+        );
+    let c = challenge(&world).await;
+    assert!(
+        c.request_json().unwrap()["methodDetails"]["credentialTypes"]
+            .to_string()
+            .contains("\"hash\"")
+    );
+    let xlm = |holder: Address| {
+        let sandbox = world.sandbox.clone();
+        async move { sandbox.balance(&sandbox.xlm(), &holder).await.unwrap() }
+    };
+    // Bound to another challenge: refused.
+    let other: [u8; 32] = Sha256::digest(b"another challenge").into();
+    let hash = memo_payment(&world, world.pay_to, PRICE_ATOMIC as i64, other).await;
+    let answer = send(
+        &world,
+        Some(authorization(
+            c.clone(),
+            &world.payer,
+            json!({"type": "hash", "hash": hash.to_string()}),
+        )),
+    )
+    .await;
+    assert_eq!(problem_type(&answer), "verification-failed");
+    // Bound to this one: accepted, and the lumens moved.
+    let before = xlm(world.pay_to).await;
+    let c = challenge(&world).await;
+    let memo: [u8; 32] = Sha256::digest(c.id.as_bytes()).into();
+    let hash = memo_payment(&world, world.pay_to, PRICE_ATOMIC as i64, memo).await;
+    assert_eq!(xlm(world.pay_to).await, before + PRICE_ATOMIC);
+    let answer = send(
+        &world,
+        Some(authorization(
+            c,
+            &world.payer,
+            json!({"type": "hash", "hash": hash.to_string()}),
+        )),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `transaction` (pull) | signed a transfer transaction, its own account the source | simulates it (exactly one `transfer` event of the price to the recipient), submits it unmodified, waits until final |
 //! | `signedHash` (push) | submitted the transfer itself, then signed `"{challenge id}:{hash}"` | reads the transaction (`SUCCESS`, one transfer of the price from the signer to the recipient), checks the signature |
+//! | `hash` (push, memo-bound; opt-in with [`StellarChargeBuilder::memo_push`]) | paid native XLM with a classic `payment` whose memo is `MEMO_HASH(sha256(challenge id))` | reads the transaction (`SUCCESS`, one payment of the price in lumens from the payer to the recipient, that memo) |
 //!
 //! A challenge is single-use (the layer reserves each challenge id), and so is each transaction
 //! hash (claimed in the layer's store), so one on-chain payment never pays twice. RPC outages
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 use super::accept::AcceptPayment;
 use super::binding::ChallengeKeys;
@@ -57,6 +59,7 @@ pub struct StellarCharge {
     keys: ChallengeKeys,
     rpc: Arc<dyn SorobanRpc>,
     ttl: Duration,
+    memo_push: bool,
 }
 
 /// Builds a [`StellarCharge`].
@@ -69,6 +72,7 @@ pub struct StellarChargeBuilder {
     currency: Option<Address>,
     realm: Option<String>,
     ttl: Duration,
+    memo_push: bool,
 }
 
 /// Why a [`StellarChargeBuilder`] refused to build.
@@ -84,6 +88,9 @@ pub enum StellarChargeError {
     /// The recipient is not an account or contract address.
     #[error("the recipient must be a G… or C… address")]
     Recipient,
+    /// The memo-bound push needs native XLM as the currency.
+    #[error("the memo-bound push takes native XLM: set the currency to the XLM contract")]
+    MemoPushCurrency,
     /// The challenge lifetime is zero or above one hour.
     #[error("the challenge lifetime must be between 1 s and 1 h")]
     Ttl,
@@ -106,6 +113,7 @@ impl StellarCharge {
             currency: None,
             realm: None,
             ttl: DEFAULT_CHALLENGE_TTL,
+            memo_push: false,
         }
     }
 }
@@ -129,6 +137,14 @@ impl StellarChargeBuilder {
         self
     }
 
+    /// Also accepts the memo-bound push: a classic native `payment` of the price whose memo is
+    /// `MEMO_HASH(sha256(challenge id))`, proven by its hash (`payload.type = "hash"`). The memo
+    /// ties the transaction to one challenge. The currency must be the network's XLM contract.
+    pub fn memo_push(mut self, enabled: bool) -> Self {
+        self.memo_push = enabled;
+        self
+    }
+
     /// Checks the settings and builds the scheme.
     pub fn build(self) -> Result<StellarCharge, StellarChargeError> {
         let currency = match self.currency {
@@ -144,6 +160,9 @@ impl StellarChargeBuilder {
         if self.ttl.is_zero() || self.ttl > Duration::from_secs(3600) {
             return Err(StellarChargeError::Ttl);
         }
+        if self.memo_push && currency != self.network.native_asset_contract() {
+            return Err(StellarChargeError::MemoPushCurrency);
+        }
         Ok(StellarCharge {
             network: self.network,
             currency,
@@ -152,6 +171,7 @@ impl StellarChargeBuilder {
             keys: self.keys,
             rpc: self.rpc,
             ttl: self.ttl,
+            memo_push: self.memo_push,
         })
     }
 }
@@ -203,7 +223,11 @@ impl StellarCharge {
             "recipient": self.recipient.to_string(),
             "methodDetails": {
                 "network": self.network.caip2(),
-                "credentialTypes": ["transaction", "signedHash"],
+                "credentialTypes": if self.memo_push {
+                    json!(["transaction", "signedHash", "hash"])
+                } else {
+                    json!(["transaction", "signedHash"])
+                },
             },
         });
         match request {
@@ -352,6 +376,44 @@ impl StellarCharge {
         })
     }
 
+    async fn verify_memo_push(
+        &self,
+        payload: &Map<String, Value>,
+        challenge_id: &str,
+        payer: &Address,
+        price: &Price,
+    ) -> Result<ChargeVerified, Rejection> {
+        let failed = || problem(ProblemCode::VerificationFailed);
+        let hash: TransactionHash = payload
+            .get("hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| problem(ProblemCode::InvalidPayload))?
+            .to_ascii_lowercase()
+            .parse()
+            .map_err(|_| problem(ProblemCode::InvalidPayload))?;
+        let info = self
+            .rpc
+            .transaction(&hash)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if info.status != TransactionStatus::Success {
+            return Err(failed());
+        }
+        let envelope = info.envelope.ok_or_else(failed)?;
+        let memo: [u8; 32] = Sha256::digest(challenge_id.as_bytes()).into();
+        let payment = native_payment(&envelope, &memo).ok_or_else(failed)?;
+        let paid_right = payment.from == *payer
+            && payment.to == self.recipient
+            && i128::from(payment.amount) == price.amount().atomic();
+        if !paid_right {
+            return Err(failed());
+        }
+        Ok(ChargeVerified {
+            proof: Proof::Push(hash),
+            hash,
+        })
+    }
+
     async fn submit(
         &self,
         envelope: &TransactionEnvelope,
@@ -396,6 +458,43 @@ impl StellarCharge {
             headers,
         }
     }
+}
+
+/// A classic native payment.
+struct NativePayment {
+    from: Address,
+    to: Address,
+    amount: i64,
+}
+
+/// The single native `payment` of a v1 transaction whose memo is `MEMO_HASH(memo)`.
+fn native_payment(envelope: &TransactionEnvelope, memo: &[u8; 32]) -> Option<NativePayment> {
+    use crate::stellar::xdr::{Asset, Memo, OperationBody};
+    let TransactionEnvelope::Tx(v1) = envelope else {
+        return None;
+    };
+    let tx = &v1.tx;
+    if !matches!(&tx.memo, Memo::Hash(hash) if hash.0 == *memo) {
+        return None;
+    }
+    let [operation] = tx.operations.as_slice() else {
+        return None;
+    };
+    let OperationBody::Payment(payment) = &operation.body else {
+        return None;
+    };
+    if payment.asset != Asset::Native {
+        return None;
+    }
+    let source = operation
+        .source_account
+        .as_ref()
+        .unwrap_or(&tx.source_account);
+    Some(NativePayment {
+        from: Address::from_muxed_account(source),
+        to: Address::from_muxed_account(&payment.destination),
+        amount: payment.amount,
+    })
 }
 
 fn unavailable_now() -> Rejection {
@@ -547,6 +646,10 @@ impl PaymentScheme for StellarCharge {
                 }
                 Some("signedHash") => {
                     self.verify_push(payload, &mpp.challenge.id, &payer, context.price)
+                        .await?
+                }
+                Some("hash") if self.memo_push => {
+                    self.verify_memo_push(payload, &mpp.challenge.id, &payer, context.price)
                         .await?
                 }
                 _ => return Err(problem(ProblemCode::InvalidPayload)),
