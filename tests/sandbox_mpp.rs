@@ -577,3 +577,44 @@ async fn a_memo_bound_lumen_payment_pays_its_challenge_only() {
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
+
+#[tokio::test]
+async fn a_push_for_a_failed_transaction_is_refused() {
+    use tower_paywall::stellar::xdr::{Int128Parts, OperationBody, ScVal};
+    let world = world(Duration::from_secs(300)).await;
+    // A transfer prepared for the price, then changed to more than the payer holds (its
+    // authorization is the source account's, so it still signs): it fails in its ledger.
+    let mut envelope = signed_transfer(&world, PRICE_ATOMIC).await;
+    let TransactionEnvelope::Tx(v1) = &mut envelope else {
+        unreachable!()
+    };
+    let mut operations = v1.tx.operations.to_vec();
+    let OperationBody::InvokeHostFunction(op) = &mut operations[0].body else {
+        unreachable!()
+    };
+    let HostFunction::InvokeContract(call) = &mut op.host_function else {
+        unreachable!()
+    };
+    let mut args = call.args.to_vec();
+    args[2] = ScVal::I128(Int128Parts {
+        hi: 0,
+        lo: u64::MAX / 2,
+    });
+    call.args = args.try_into().unwrap();
+    v1.tx.operations = operations.try_into().unwrap();
+    v1.signatures = Default::default();
+    sign_envelope(&mut envelope, &world.payer, &Network::testnet().id()).unwrap();
+    let sent = world.sandbox.send_transaction(&envelope).await.unwrap();
+    let info = wait_for_transaction(&world.sandbox, &sent.hash, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        info.status,
+        tower_paywall::stellar::TransactionStatus::Failed
+    );
+    let c = challenge(&world).await;
+    let payload = signed_hash(&c, &sent.hash, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(problem_type(&answer), "verification-failed");
+}
