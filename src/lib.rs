@@ -55,6 +55,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+mod hex;
 #[cfg(any(feature = "http-facilitator", feature = "rpc"))]
 mod http;
 pub mod layer;

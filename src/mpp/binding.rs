@@ -270,9 +270,7 @@ mod tests {
 
     const SECRET: &str = "test-vector-secret-minimum-32-byte-secret";
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use crate::hex::encode as hex;
 
     #[test]
     fn hmac_matches_rfc_4231() {

@@ -350,7 +350,7 @@ impl StellarCharge {
         let signature = payload
             .get("sourceSignature")
             .and_then(Value::as_str)
-            .and_then(decode_hex_64)
+            .and_then(crate::hex::decode::<64>)
             .ok_or_else(invalid)?;
         let info = self
             .rpc
@@ -499,18 +499,6 @@ fn native_payment(envelope: &TransactionEnvelope, memo: &[u8; 32]) -> Option<Nat
 
 fn unavailable_now() -> Rejection {
     Rejection::new(RejectionKind::Unavailable, PROTOCOL, "rpc_busy")
-}
-
-fn decode_hex_64(text: &str) -> Option<[u8; 64]> {
-    if text.len() != 128 {
-        return None;
-    }
-    let mut out = [0u8; 64];
-    for (index, pair) in text.as_bytes().chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).ok()?;
-        out[index] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(out)
 }
 
 impl PaymentScheme for StellarCharge {

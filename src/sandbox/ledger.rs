@@ -185,7 +185,7 @@ impl Ledger {
     /// `getLatestLedger`.
     pub(super) fn latest_ledger(&self) -> LatestLedger {
         LatestLedger {
-            id: hex(&self.header.hash),
+            id: crate::hex::encode(&self.header.hash),
             protocol_version: PROTOCOL_VERSION,
             sequence: self.header.sequence,
         }
@@ -406,13 +406,4 @@ impl Delta {
             );
         }
     }
-}
-
-/// Lowercase hex.
-pub(super) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut text, byte| {
-        let _ = write!(text, "{byte:02x}");
-        text
-    })
 }

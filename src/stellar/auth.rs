@@ -344,9 +344,7 @@ pub(crate) mod tests {
         strkey.parse().expect("valid strkey")
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use crate::hex::encode as hex;
 
     fn transfer_args(amount: i128) -> InvokeContractArgs {
         let symbol = StringM::try_from("transfer").expect("short symbol");

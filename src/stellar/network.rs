@@ -36,14 +36,9 @@ impl NetworkId {
 impl fmt::Debug for NetworkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("NetworkId(")?;
-        write_hex(f, &self.0)?;
+        f.write_str(&crate::hex::encode(&self.0))?;
         f.write_str(")")
     }
-}
-
-/// Writes bytes as lowercase hex.
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
 }
 
 /// Why a network name or passphrase was refused.
@@ -216,9 +211,7 @@ fn validate_caip2(caip2: &str) -> Result<(), NetworkError> {
 mod tests {
     use super::*;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use crate::hex::encode as hex;
 
     #[test]
     fn network_ids_match_the_published_values() {

@@ -523,7 +523,7 @@ impl TransactionHash {
 
 impl fmt::Display for TransactionHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&crate::hex::encode(&self.0))
     }
 }
 
@@ -542,27 +542,9 @@ impl FromStr for TransactionHash {
     type Err = TransactionHashError;
 
     fn from_str(text: &str) -> Result<TransactionHash, TransactionHashError> {
-        let digits = text.as_bytes();
-        if digits.len() != 64 {
-            return Err(TransactionHashError);
-        }
-        let mut bytes = [0_u8; 32];
-        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-            let (Some(high), Some(low)) = (hex_digit(pair[0]), hex_digit(pair[1])) else {
-                return Err(TransactionHashError);
-            };
-            *byte = (high << 4) | low;
-        }
-        Ok(TransactionHash(bytes))
-    }
-}
-
-fn hex_digit(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
+        crate::hex::decode(text)
+            .map(TransactionHash)
+            .ok_or(TransactionHashError)
     }
 }
 
