@@ -331,6 +331,28 @@ impl StellarCharge {
         })
     }
 
+    /// The transaction `payload.hash` names, confirmed (`SUCCESS`), with its envelope.
+    async fn confirmed(
+        &self,
+        payload: &Map<String, Value>,
+    ) -> Result<(TransactionHash, TransactionEnvelope), Rejection> {
+        let hash: TransactionHash = payload
+            .get("hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| problem(ProblemCode::InvalidPayload))?
+            .parse()
+            .map_err(|_| problem(ProblemCode::InvalidPayload))?;
+        let info = self
+            .rpc
+            .transaction(&hash)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        match (info.status, info.envelope) {
+            (TransactionStatus::Success, Some(envelope)) => Ok((hash, envelope)),
+            _ => Err(problem(ProblemCode::VerificationFailed)),
+        }
+    }
+
     async fn verify_push(
         &self,
         payload: &Map<String, Value>,
@@ -340,27 +362,12 @@ impl StellarCharge {
     ) -> Result<ChargeVerified, Rejection> {
         let failed = || problem(ProblemCode::VerificationFailed);
         let invalid = || problem(ProblemCode::InvalidPayload);
-        let hash: TransactionHash = payload
-            .get("hash")
-            .and_then(Value::as_str)
-            .ok_or_else(invalid)?
-            .to_ascii_lowercase()
-            .parse()
-            .map_err(|_| invalid())?;
         let signature = payload
             .get("sourceSignature")
             .and_then(Value::as_str)
             .and_then(crate::hex::decode::<64>)
             .ok_or_else(invalid)?;
-        let info = self
-            .rpc
-            .transaction(&hash)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        if info.status != TransactionStatus::Success {
-            return Err(failed());
-        }
-        let envelope = info.envelope.ok_or_else(failed)?;
+        let (hash, envelope) = self.confirmed(payload).await?;
         let transfer = sac_transfer(&envelope).map_err(|_| failed())?;
         if !self.check_transfer(&transfer, payer, price) {
             return Err(failed());
@@ -384,22 +391,7 @@ impl StellarCharge {
         price: &Price,
     ) -> Result<ChargeVerified, Rejection> {
         let failed = || problem(ProblemCode::VerificationFailed);
-        let hash: TransactionHash = payload
-            .get("hash")
-            .and_then(Value::as_str)
-            .ok_or_else(|| problem(ProblemCode::InvalidPayload))?
-            .to_ascii_lowercase()
-            .parse()
-            .map_err(|_| problem(ProblemCode::InvalidPayload))?;
-        let info = self
-            .rpc
-            .transaction(&hash)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        if info.status != TransactionStatus::Success {
-            return Err(failed());
-        }
-        let envelope = info.envelope.ok_or_else(failed)?;
+        let (hash, envelope) = self.confirmed(payload).await?;
         let memo: [u8; 32] = Sha256::digest(challenge_id.as_bytes()).into();
         let payment = native_payment(&envelope, &memo).ok_or_else(failed)?;
         let paid_right = payment.from == *payer
