@@ -68,6 +68,8 @@ pub mod network;
 pub mod prepare;
 #[cfg(feature = "rpc")]
 pub mod rpc;
+#[cfg(feature = "rpc")]
+pub mod sponsor;
 pub mod transfer;
 
 pub use address::{Address, AddressError};
@@ -94,6 +96,8 @@ pub use rpc::{
     SendStatus, Simulation, SorobanRpc, TransactionHash, TransactionHashError, TransactionInfo,
     TransactionStatus, account_sequence, contract_data, wait_for_transaction,
 };
+#[cfg(feature = "rpc")]
+pub use sponsor::{Sponsor, SponsorError, Sponsored, SponsoredCall};
 pub use stellar_xdr as xdr;
 pub use transfer::{
     CredentialsArm, MAX_ENVELOPE_BYTES, MAX_XDR_DEPTH, NULL_ACCOUNT, SacTransfer, TransferError,

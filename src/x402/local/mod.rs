@@ -3,7 +3,7 @@
 //! [`PaymentLayer`](crate::PaymentLayer) or over HTTP through [`facilitator_router`].
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::checks::{Expected, check_transfer, read_transfer, reason};
 use super::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest};
@@ -12,17 +12,11 @@ use super::wire::{
     VerifyResponse, X402_VERSION,
 };
 use crate::BoxFuture;
-use crate::stellar::rpc::{
-    RpcError, SendStatus, Simulation, SorobanRpc, TransactionHash, TransactionStatus,
-    account_sequence, wait_for_transaction,
-};
-use crate::stellar::xdr::{
-    DiagnosticEvent, HostFunction, SequenceNumber, Transaction, TransactionEnvelope,
-    TransactionExt, TransactionResultResult, TransactionV1Envelope,
-};
+use crate::stellar::rpc::{RpcError, Simulation, SorobanRpc, TransactionStatus};
+use crate::stellar::xdr::{DiagnosticEvent, HostFunction, TransactionEnvelope};
 use crate::stellar::{
-    Address, Amount, Keypair, Network, SacTransfer, TransferEventError, address_credentials,
-    check_transfer_events, fee_bump, invocation_envelope, set_authorization, sign_envelope,
+    Address, Amount, Keypair, Network, SacTransfer, Sponsor, SponsorError, SponsoredCall,
+    TransferEventError, address_credentials, check_transfer_events,
 };
 
 mod server;
@@ -35,8 +29,6 @@ const BASE_FEE: u32 = 100;
 pub const DEFAULT_MAX_FEE: u32 = 10_000_000;
 /// Ledgers close about every five seconds.
 const LEDGER_SECONDS: u64 = 5;
-/// Submissions retried when the network says "try again later", or the sequence was stale.
-const SEND_ATTEMPTS: usize = 3;
 
 /// The Stellar `exact` facilitator, run against a Soroban RPC.
 ///
@@ -80,24 +72,11 @@ pub struct LocalFacilitator {
 struct Inner {
     rpc: Arc<dyn SorobanRpc>,
     network: Network,
-    /// The accounts settlements are sent from; each has one transaction in flight at most (the
-    /// network queues one per source account).
-    channels: Vec<tokio::sync::Mutex<Channel>>,
-    /// One permit per channel: a settlement waits here for a free channel.
-    free: tokio::sync::Semaphore,
-    addresses: Vec<Address>,
-    /// The account that pays the fees through fee bumps, if any.
-    fee_bump: Option<Keypair>,
+    /// Sends settlements from the facilitator's accounts.
+    sponsor: Sponsor,
     assets: Vec<Address>,
     max_fee: u32,
     supported: Arc<SupportedResponse>,
-}
-
-/// A source account and its last used sequence number (`None` until read from the ledger).
-struct Channel {
-    keypair: Keypair,
-    address: Address,
-    sequence: Option<i64>,
 }
 
 /// Builds a [`LocalFacilitator`].
@@ -157,13 +136,13 @@ impl LocalFacilitator {
 
     /// The account that pays the fees (and must never be a payer).
     pub fn fee_payer(&self) -> Address {
-        self.inner.addresses[0]
+        self.inner.sponsor.accounts()[0]
     }
 
     /// Every account this facilitator sends from (the fee payer first): none of them may ever
     /// be a payer, a source, or in an authorization entry of a payment.
     pub fn accounts(&self) -> &[Address] {
-        &self.inner.addresses
+        self.inner.sponsor.accounts()
     }
 }
 
@@ -212,8 +191,15 @@ impl LocalFacilitatorBuilder {
         }
         let mut keypairs = vec![self.fee_payer];
         keypairs.extend(self.channels);
-        let mut addresses: Vec<Address> = keypairs.iter().map(Keypair::address).collect();
-        addresses.extend(self.fee_bump.as_ref().map(Keypair::address));
+        let sponsor = Sponsor::new(
+            self.rpc.clone(),
+            self.network.clone(),
+            keypairs,
+            self.fee_bump,
+            self.max_fee,
+        )
+        .map_err(|_| LocalFacilitatorError::MaxFee)?;
+        let addresses = sponsor.accounts().to_vec();
         let mut extra = serde_json::Map::new();
         extra.insert("areFeesSponsored".into(), true.into());
         let supported = SupportedResponse {
@@ -235,19 +221,7 @@ impl LocalFacilitatorBuilder {
             inner: Arc::new(Inner {
                 rpc: self.rpc,
                 network: self.network,
-                free: tokio::sync::Semaphore::new(keypairs.len()),
-                channels: keypairs
-                    .into_iter()
-                    .map(|keypair| {
-                        tokio::sync::Mutex::new(Channel {
-                            address: keypair.address(),
-                            keypair,
-                            sequence: None,
-                        })
-                    })
-                    .collect(),
-                addresses,
-                fee_bump: self.fee_bump,
+                sponsor,
                 assets,
                 max_fee: self.max_fee,
                 supported: Arc::new(supported),
@@ -305,7 +279,7 @@ impl Inner {
         let transaction = payload.transaction().ok_or(Invalid(reason::MALFORMED))?;
         let (transfer, payer_entry) = read_transfer(transaction).map_err(Invalid)?;
         {
-            let is_facilitator = |address: &Address| self.addresses.contains(address);
+            let is_facilitator = |address: &Address| self.sponsor.accounts().contains(address);
             let expected = Expected {
                 network: self.network.id(),
                 asset: &asset,
@@ -362,148 +336,35 @@ impl Inner {
         Ok(payment)
     }
 
-    /// Waits for a free channel account and takes it.
-    async fn lease(&self) -> Result<Lease<'_>, Refusal> {
-        let permit = self
-            .free
-            .acquire()
-            .await
-            .map_err(|_| Refusal::Invalid(reason::SUBMISSION_FAILED))?;
-        // A permit guarantees a free channel: channels are locked only with a permit held.
-        for channel in &self.channels {
-            if let Ok(channel) = channel.try_lock() {
-                return Ok(Lease {
-                    _permit: permit,
-                    channel,
-                });
-            }
-        }
-        Err(Refusal::Invalid(reason::SUBMISSION_FAILED))
-    }
-
-    /// Rebuilds the payment with the channel as source, simulates it for its resources, and
-    /// submits it signed; returns its hash once the network accepted it.
-    async fn submit(
-        &self,
-        payment: &Payment,
-        channel: &mut Channel,
-    ) -> Result<TransactionHash, Refusal> {
-        let mut transaction = self.rebuild(payment, &channel.address, BASE_FEE)?;
-        let probe = envelope_of(transaction.clone());
-        let simulation = self.simulate(&probe, payment).await?;
-        let data = simulation
-            .transaction_data
-            .ok_or(Refusal::Invalid(reason::SIMULATION_FAILED))?;
-        let resource_fee = u32::try_from(simulation.min_resource_fee.max(0))
-            .map_err(|_| Refusal::Invalid(reason::FEE_TOO_HIGH))?;
-        transaction.fee = BASE_FEE
-            .checked_add(resource_fee)
-            .filter(|fee| *fee <= self.max_fee)
-            .ok_or(Refusal::Invalid(reason::FEE_TOO_HIGH))?;
-        transaction.ext = TransactionExt::V1(data);
-        self.send(transaction, channel).await
-    }
-
-    /// Assigns the channel's next sequence number, signs and sends.
-    async fn send(
-        &self,
-        mut transaction: Transaction,
-        channel: &mut Channel,
-    ) -> Result<TransactionHash, Refusal> {
-        for _ in 0..SEND_ATTEMPTS {
-            let current = match channel.sequence {
-                Some(sequence) => sequence,
-                None => account_sequence(&*self.rpc, &channel.address).await?,
-            };
-            transaction.seq_num = SequenceNumber(current + 1);
-            let envelope = self.sign(transaction.clone(), &channel.keypair)?;
-            let sent = match self.rpc.send_transaction(&envelope).await {
-                Ok(sent) => sent,
-                Err(error) => {
-                    channel.sequence = None;
-                    return Err(Refusal::Unknown(error));
-                }
-            };
-            match sent.status {
-                SendStatus::Pending | SendStatus::Duplicate => {
-                    channel.sequence = Some(current + 1);
-                    return Ok(sent.hash);
-                }
-                SendStatus::TryAgainLater => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                SendStatus::Error => {
-                    // Refused before applying: the sequence number was not used. Read it again.
-                    channel.sequence = None;
-                    let bad_sequence = sent
-                        .error_result
-                        .as_ref()
-                        .is_some_and(|r| matches!(r.result, TransactionResultResult::TxBadSeq));
-                    if !bad_sequence {
-                        tracing::warn!(result = ?sent.error_result, "settlement refused by the network");
-                        return Err(Refusal::Invalid(reason::SUBMISSION_FAILED));
-                    }
-                }
-            }
-        }
-        Err(Refusal::Invalid(reason::SUBMISSION_FAILED))
-    }
-
-    /// Signs `transaction` as its source, and wraps it in a fee bump when one is configured.
-    fn sign(
-        &self,
-        transaction: Transaction,
-        source: &Keypair,
-    ) -> Result<TransactionEnvelope, Refusal> {
-        let malformed = |_| Refusal::Invalid(reason::MALFORMED);
-        let network = self.network.id();
-        let mut envelope = envelope_of(transaction);
-        sign_envelope(&mut envelope, source, &network).map_err(malformed)?;
-        if let Some(bumper) = &self.fee_bump {
-            envelope = fee_bump(envelope, &bumper.address(), BASE_FEE).map_err(malformed)?;
-            sign_envelope(&mut envelope, bumper, &network).map_err(malformed)?;
-        }
-        Ok(envelope)
-    }
-
-    /// The payment's operation (the client's call and signed authorization, no operation
-    /// source) in a transaction from `source`, valid for `maxTimeoutSeconds`.
-    fn rebuild(
-        &self,
-        payment: &Payment,
-        source: &Address,
-        fee: u32,
-    ) -> Result<Transaction, Refusal> {
-        let malformed = |_| Refusal::Invalid(reason::MALFORMED);
-        let transfer = &payment.transfer;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        let host_function = HostFunction::InvokeContract(transfer.invocation.clone());
-        let max_time = now.saturating_add(payment.max_timeout_seconds);
-        let mut envelope =
-            invocation_envelope(source, 0, fee, host_function, max_time).map_err(malformed)?;
-        set_authorization(&mut envelope, transfer.auth.clone()).map_err(malformed)?;
-        match envelope {
-            TransactionEnvelope::Tx(v1) => Ok(v1.tx),
-            _ => Err(Refusal::Invalid(reason::MALFORMED)),
-        }
-    }
-
     async fn settle(&self, request: &FacilitatorRequest<'_>) -> Result<SettleResponse, Refusal> {
         let payment = self.validate(request).await?;
-        // The channel stays ours until its transaction is final: one in flight per account.
-        let mut lease = self.lease().await?;
-        let hash = self.submit(&payment, &mut lease.channel).await?;
-        let deadline = Duration::from_secs(payment.max_timeout_seconds.max(LEDGER_SECONDS * 2));
-        let info = wait_for_transaction(&*self.rpc, &hash, deadline)
+        let transfer = &payment.transfer;
+        let call = SponsoredCall {
+            host_function: HostFunction::InvokeContract(transfer.invocation.clone()),
+            auth: transfer.auth.clone(),
+            valid_for: Duration::from_secs(payment.max_timeout_seconds.max(LEDGER_SECONDS * 2)),
+        };
+        let check = |simulation: &Simulation| check_events(&simulation.events, transfer);
+        let sponsored = self
+            .sponsor
+            .submit(&call, &check)
             .await
-            .map_err(Refusal::Unknown)?;
-        drop(lease);
+            .map_err(|error| match error {
+                SponsorError::Refused(reason) => Refusal::Invalid(reason),
+                SponsorError::Simulation(_) => Refusal::Invalid(reason::SIMULATION_FAILED),
+                SponsorError::FeeTooHigh => Refusal::Invalid(reason::FEE_TOO_HIGH),
+                SponsorError::Rpc(error) => Refusal::Rpc(error),
+                SponsorError::Unknown(error) => Refusal::Unknown(error),
+                other => {
+                    tracing::warn!(%other, "settlement not submitted");
+                    Refusal::Invalid(reason::SUBMISSION_FAILED)
+                }
+            })?;
+        let (hash, status) = (sponsored.hash, sponsored.status);
         let payer = Some(payment.transfer.from.to_string());
         let network = self.network.caip2().to_owned();
         tracing::debug!(expiration = payment.expiration, %hash, "settled");
-        Ok(match info.status {
+        Ok(match status {
             TransactionStatus::Success => SettleResponse {
                 success: true,
                 error_reason: None,
@@ -526,12 +387,6 @@ impl Inner {
     }
 }
 
-/// A channel account taken for one settlement.
-struct Lease<'a> {
-    _permit: tokio::sync::SemaphorePermit<'a>,
-    channel: tokio::sync::MutexGuard<'a, Channel>,
-}
-
 fn parse_requirements(requirements: &PaymentRequirements) -> Option<(Address, Address, i128)> {
     let sponsored = requirements.extra.get("areFeesSponsored")?.as_bool()?;
     if !sponsored {
@@ -550,13 +405,6 @@ fn client_envelope(request: &FacilitatorRequest<'_>) -> Result<TransactionEnvelo
         .transaction()
         .ok_or(Refusal::Invalid(reason::MALFORMED))?;
     crate::stellar::decode_envelope(transaction).map_err(|_| Refusal::Invalid(reason::MALFORMED))
-}
-
-fn envelope_of(transaction: Transaction) -> TransactionEnvelope {
-    TransactionEnvelope::Tx(TransactionV1Envelope {
-        tx: transaction,
-        signatures: Default::default(),
-    })
 }
 
 /// Exactly one contract event, the asset's `transfer(from, to, amount)`; nothing else moved.
@@ -647,7 +495,7 @@ impl std::fmt::Debug for LocalFacilitator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalFacilitator")
             .field("network", &self.inner.network.caip2())
-            .field("accounts", &self.inner.addresses)
+            .field("accounts", &self.inner.sponsor.accounts())
             .field("assets", &self.inner.assets)
             .finish_non_exhaustive()
     }
@@ -821,7 +669,7 @@ mod tests {
             }
             fn transaction<'a>(
                 &'a self,
-                _: &'a TransactionHash,
+                _: &'a crate::stellar::TransactionHash,
             ) -> BoxFuture<'a, Result<crate::stellar::rpc::TransactionInfo, RpcError>> {
                 Box::pin(async { Err(RpcError::Timeout) })
             }
