@@ -5,7 +5,7 @@
 //! | intent | who settles | status |
 //! |---|---|---|
 //! | x402 v2 `exact` ([`x402::Exact`]) | a facilitator (`/verify`, `/settle`, `/supported`) | available |
-//! | MPP `charge` (method `stellar`) | the server, through Soroban RPC | available: pull (unsponsored) and push `signedHash` ([`mpp::StellarCharge`]); the memo-bound XLM push (opt-in); sponsored pull is next |
+//! | MPP `charge` (method `stellar`) | the server, through Soroban RPC | available ([`mpp::StellarCharge`]): pull, unsponsored or sponsored; push `signedHash`; the memo-bound XLM push (opt-in) |
 //! | MPP `channel` (method `stellar`) | off-chain vouchers, closed on-chain once | planned |
 //!
 //! ```

@@ -618,3 +618,96 @@ async fn a_push_for_a_failed_transaction_is_refused() {
     assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(problem_type(&answer), "verification-failed");
 }
+
+/// An app whose MPP charge sponsors the payers' fees from one channel account.
+async fn sponsored_app(world: &World) -> (Router, Keypair) {
+    use tower_paywall::stellar::Sponsor;
+    let channel = world.sandbox.funded_keypair().await.unwrap();
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
+    let sponsor = Sponsor::new(
+        rpc.clone(),
+        Network::testnet(),
+        vec![channel.clone()],
+        None,
+        10_000_000,
+    )
+    .unwrap();
+    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, keys())
+        .realm("example.com")
+        .sponsor(Arc::new(sponsor))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(
+            PaymentLayer::builder()
+                .scheme(charge)
+                .price(Price::parse("0.01").unwrap())
+                .build()
+                .unwrap(),
+        );
+    (app, channel)
+}
+
+/// A transfer authorized by the payer only (source: `source`, the all-zeros account normally).
+async fn authorized_transfer(world: &World, source: Address) -> TransactionEnvelope {
+    use tower_paywall::stellar::{TransferOrder, prepare_transfer};
+    let mut order = TransferOrder::sponsored(world.sandbox.usdc(), world.pay_to, PRICE_ATOMIC, 12);
+    order.source = source;
+    prepare_transfer(&world.sandbox, &Network::testnet(), &world.payer, &order)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_sponsored_pull_is_submitted_from_our_account() {
+    let mut world = world(Duration::from_secs(300)).await;
+    let (app, channel) = sponsored_app(&world).await;
+    world.app = app;
+    let c = challenge(&world).await;
+    let details = &c.request_json().unwrap()["methodDetails"];
+    assert_eq!(details["feePayer"], true);
+    assert_eq!(details["credentialTypes"], json!(["transaction"]));
+    let xlm = |holder: Address| {
+        let sandbox = world.sandbox.clone();
+        async move { sandbox.balance(&sandbox.xlm(), &holder).await.unwrap() }
+    };
+    let (payer_xlm, channel_xlm) = (
+        xlm(world.payer.address()).await,
+        xlm(channel.address()).await,
+    );
+    let before = usdc(&world, &world.pay_to).await;
+    let envelope = authorized_transfer(&world, tower_paywall::stellar::NULL_ACCOUNT).await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(usdc(&world, &world.pay_to).await, before + PRICE_ATOMIC);
+    assert_eq!(
+        xlm(world.payer.address()).await,
+        payer_xlm,
+        "the payer paid no fee"
+    );
+    assert!(
+        xlm(channel.address()).await < channel_xlm,
+        "our account paid it"
+    );
+    // A push is refused while we sponsor.
+    let hash = pushed_transfer(&world, PRICE_ATOMIC).await;
+    let c = challenge(&world).await;
+    let payload = signed_hash(&c, &hash, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "invalid-payload");
+}
+
+#[tokio::test]
+async fn our_own_account_as_the_source_is_refused() {
+    let mut world = world(Duration::from_secs(300)).await;
+    let (app, channel) = sponsored_app(&world).await;
+    world.app = app;
+    let c = challenge(&world).await;
+    let envelope = authorized_transfer(&world, channel.address()).await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(problem_type(&answer), "verification-failed");
+}

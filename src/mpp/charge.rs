@@ -35,10 +35,14 @@ use crate::scheme::{
 use crate::stellar::rpc::{
     RpcError, SendStatus, SorobanRpc, TransactionHash, TransactionStatus, wait_for_transaction,
 };
+use crate::stellar::xdr::HostFunction;
 use crate::stellar::xdr::TransactionEnvelope;
 use crate::stellar::{
     Address, Network, SacTransfer, check_transfer_events, decode_envelope, sac_transfer,
     verify_ed25519,
+};
+use crate::stellar::{
+    NULL_ACCOUNT, Sponsor, SponsorError, SponsoredCall, address_credentials, verify_authorization,
 };
 use crate::store::{Fingerprint, PaymentKey, PaymentStore};
 
@@ -60,6 +64,7 @@ pub struct StellarCharge {
     rpc: Arc<dyn SorobanRpc>,
     ttl: Duration,
     memo_push: bool,
+    sponsor: Option<Arc<Sponsor>>,
 }
 
 /// Builds a [`StellarCharge`].
@@ -73,6 +78,7 @@ pub struct StellarChargeBuilder {
     realm: Option<String>,
     ttl: Duration,
     memo_push: bool,
+    sponsor: Option<Arc<Sponsor>>,
 }
 
 /// Why a [`StellarChargeBuilder`] refused to build.
@@ -114,6 +120,7 @@ impl StellarCharge {
             realm: None,
             ttl: DEFAULT_CHALLENGE_TTL,
             memo_push: false,
+            sponsor: None,
         }
     }
 }
@@ -145,6 +152,14 @@ impl StellarChargeBuilder {
         self
     }
 
+    /// Sponsors the payers' fees (`methodDetails.feePayer: true`): clients sign the transfer's
+    /// authorization only, from the all-zeros source, and `sponsor` submits it from its own
+    /// accounts. Pushes are then refused (the client would pay its own fee).
+    pub fn sponsor(mut self, sponsor: Arc<Sponsor>) -> Self {
+        self.sponsor = Some(sponsor);
+        self
+    }
+
     /// Checks the settings and builds the scheme.
     pub fn build(self) -> Result<StellarCharge, StellarChargeError> {
         let currency = match self.currency {
@@ -172,6 +187,7 @@ impl StellarChargeBuilder {
             rpc: self.rpc,
             ttl: self.ttl,
             memo_push: self.memo_push,
+            sponsor: self.sponsor,
         })
     }
 }
@@ -196,6 +212,8 @@ enum Proof {
     Pull(Box<TransactionEnvelope>),
     /// A confirmed transaction.
     Push(TransactionHash),
+    /// An authorized transfer to submit from our accounts.
+    Sponsored(Box<(SponsoredCall, SacTransfer)>),
 }
 
 struct ChargeVerified {
@@ -217,18 +235,21 @@ impl StellarCharge {
 
     /// The challenge request for `price`.
     fn request(&self, price: &Price) -> Map<String, Value> {
+        let mut details = json!({ "network": self.network.caip2() });
+        let types = if self.sponsor.is_some() {
+            details["feePayer"] = json!(true);
+            json!(["transaction"])
+        } else if self.memo_push {
+            json!(["transaction", "signedHash", "hash"])
+        } else {
+            json!(["transaction", "signedHash"])
+        };
+        details["credentialTypes"] = types;
         let request = json!({
             "amount": price.amount().to_atomic_string(),
             "currency": self.currency.to_string(),
             "recipient": self.recipient.to_string(),
-            "methodDetails": {
-                "network": self.network.caip2(),
-                "credentialTypes": if self.memo_push {
-                    json!(["transaction", "signedHash", "hash"])
-                } else {
-                    json!(["transaction", "signedHash"])
-                },
-            },
+            "methodDetails": details,
         });
         match request {
             Value::Object(map) => map,
@@ -302,6 +323,23 @@ impl StellarCharge {
         if transfer.fee_bump || !self.check_transfer(&transfer, payer, price) {
             return Err(failed());
         }
+        if let Some(sponsor) = &self.sponsor {
+            if transfer.tx_source == NULL_ACCOUNT {
+                return self
+                    .verify_sponsored(sponsor, envelope, transfer, expires)
+                    .await;
+            }
+            // Our own account as the source would make us pay, and sign, for the payer.
+            let ours = sponsor.accounts();
+            if ours.contains(&transfer.tx_source)
+                || transfer
+                    .op_source
+                    .as_ref()
+                    .is_some_and(|source| ours.contains(source))
+            {
+                return Err(failed());
+            }
+        }
         let max_time = match &envelope {
             TransactionEnvelope::Tx(v1) => match &v1.tx.cond {
                 crate::stellar::xdr::Preconditions::Time(bounds) => Some(bounds.max_time.0),
@@ -327,6 +365,73 @@ impl StellarCharge {
         let hash = TransactionHash::of(&envelope, &self.network.id()).map_err(|_| failed())?;
         Ok(ChargeVerified {
             proof: Proof::Pull(Box::new(envelope)),
+            hash,
+        })
+    }
+
+    /// A sponsored pull: the payer signed the transfer's authorization only; we submit it.
+    async fn verify_sponsored(
+        &self,
+        sponsor: &Sponsor,
+        envelope: TransactionEnvelope,
+        transfer: SacTransfer,
+        expires: Option<Timestamp>,
+    ) -> Result<ChargeVerified, Rejection> {
+        let failed = || problem(ProblemCode::VerificationFailed);
+        let entry = transfer.payer_authorization().map_err(|_| failed())?;
+        // Address credentials, signed by the payer's own key; none of ours anywhere.
+        let signers = verify_authorization(&self.network.id(), entry).map_err(|_| failed())?;
+        if !transfer
+            .from
+            .ed25519_key()
+            .is_some_and(|key| signers.contains(&key))
+        {
+            return Err(failed());
+        }
+        let ours = sponsor.accounts();
+        let in_auth = transfer.auth.iter().any(|entry| {
+            address_credentials(entry)
+                .ok()
+                .and_then(|credentials| Address::from_sc_address(&credentials.address).ok())
+                .is_some_and(|address| ours.contains(&address))
+        });
+        if ours.contains(&transfer.from) || in_auth {
+            return Err(failed());
+        }
+        // Valid no longer than the challenge: expiration ≤ latest + ⌈(expires − now) / 5 s⌉.
+        let expiration = address_credentials(entry)
+            .map_err(|_| failed())?
+            .signature_expiration_ledger;
+        let latest = self
+            .rpc
+            .latest_ledger()
+            .await
+            .map_err(|e| unavailable(&e))?
+            .sequence;
+        let now_ms = Timestamp::now().unix_millis();
+        let left_ms = expires.map_or(0, |at| at.unix_millis().saturating_sub(now_ms));
+        let left_ms = u64::try_from(left_ms).unwrap_or(0);
+        let max_ledgers = u32::try_from(left_ms.div_ceil(5_000)).unwrap_or(u32::MAX);
+        if expiration <= latest || expiration > latest.saturating_add(max_ledgers) {
+            return Err(failed());
+        }
+        let simulation = self
+            .rpc
+            .simulate_transaction(&envelope)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if !simulation.is_success() || check_transfer_events(&simulation.events, &transfer).is_err()
+        {
+            return Err(failed());
+        }
+        let hash = TransactionHash::of(&envelope, &self.network.id()).map_err(|_| failed())?;
+        let call = SponsoredCall {
+            host_function: HostFunction::InvokeContract(transfer.invocation.clone()),
+            auth: transfer.auth.clone(),
+            valid_for: SETTLE_DEADLINE,
+        };
+        Ok(ChargeVerified {
+            proof: Proof::Sponsored(Box::new((call, transfer))),
             hash,
         })
     }
@@ -428,6 +533,31 @@ impl StellarCharge {
             }
             Ok(_) => SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed)),
             Err(error) => SettleOutcome::Unknown(unavailable(&error)),
+        }
+    }
+
+    async fn submit_sponsored(
+        &self,
+        call: &SponsoredCall,
+        transfer: &SacTransfer,
+    ) -> SettleOutcome {
+        let Some(sponsor) = &self.sponsor else {
+            return SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed));
+        };
+        let check = |simulation: &crate::stellar::rpc::Simulation| {
+            check_transfer_events(&simulation.events, transfer).map_err(|_| "unexpected events")
+        };
+        match sponsor.submit(call, &check).await {
+            Ok(sponsored) if sponsored.status == TransactionStatus::Success => {
+                SettleOutcome::Settled(self.receipt(&sponsored.hash))
+            }
+            Ok(_) => SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed)),
+            Err(SponsorError::Unknown(error)) => SettleOutcome::Unknown(unavailable(&error)),
+            Err(SponsorError::Rpc(error)) => SettleOutcome::Rejected(unavailable(&error)),
+            Err(error) => {
+                tracing::warn!(%error, "sponsored settlement not submitted");
+                SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed))
+            }
         }
     }
 
@@ -624,6 +754,9 @@ impl PaymentScheme for StellarCharge {
                     self.verify_pull(transaction, &payer, expires, context.price)
                         .await?
                 }
+                Some("signedHash" | "hash") if self.sponsor.is_some() => {
+                    return Err(problem(ProblemCode::InvalidPayload));
+                }
                 Some("signedHash") => {
                     self.verify_push(payload, &mpp.challenge.id, &payer, context.price)
                         .await?
@@ -672,6 +805,9 @@ impl PaymentScheme for StellarCharge {
             match &detail.proof {
                 Proof::Push(hash) => SettleOutcome::Settled(self.receipt(hash)),
                 Proof::Pull(envelope) => self.submit(envelope, &detail.hash).await,
+                Proof::Sponsored(sponsored) => {
+                    self.submit_sponsored(&sponsored.0, &sponsored.1).await
+                }
             }
         })
     }
