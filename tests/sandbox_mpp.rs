@@ -711,3 +711,39 @@ async fn our_own_account_as_the_source_is_refused() {
     assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(problem_type(&answer), "verification-failed");
 }
+
+#[tokio::test]
+async fn an_unreachable_rpc_is_a_503_not_a_402() {
+    use tower_paywall::stellar::JsonRpcClient;
+    let mut world = world(Duration::from_secs(300)).await;
+    // Nothing listens on port 9 of loopback: the RPC is down.
+    let down: Arc<dyn SorobanRpc> = Arc::new(
+        JsonRpcClient::builder("http://127.0.0.1:9")
+            .build()
+            .unwrap(),
+    );
+    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, down, keys())
+        .realm("example.com")
+        .build()
+        .unwrap();
+    world.app = Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(
+            PaymentLayer::builder()
+                .scheme(charge)
+                .price(Price::parse("0.01").unwrap())
+                .build()
+                .unwrap(),
+        );
+    let hash = pushed_transfer(&world, PRICE_ATOMIC).await;
+    let c = challenge(&world).await;
+    let payload = signed_hash(&c, &hash, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert!(answer.headers.contains_key("retry-after"));
+}
