@@ -4,7 +4,10 @@
 //! - the official client (`@x402/fetch` + `@x402/stellar`) pays an axum route behind our
 //!   `PaymentLayer`, and the ledger shows the transfer;
 //! - the official server (`@x402/express` with `@x402/core`'s HTTP facilitator client) settles
-//!   through our facilitator server.
+//!   through our facilitator server;
+//! - an MPP client on the official `mppx` package (challenge parsing, credential serializing)
+//!   and `@stellar/stellar-sdk`, building transfers like the Stellar MPP SDK, pays our `charge`
+//!   by sponsored pull (beside x402 in the same 402) and by `signedHash` push.
 //!
 //! The TypeScript client also fetches a public Horizon host (to estimate ledger times; it falls
 //! back to 5 s), so these tests run only in a network namespace with nothing but loopback:
@@ -21,8 +24,10 @@ use axum::Router;
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, Receipt, StellarCharge};
 use tower_paywall::sandbox::{RpcServer, Sandbox, SandboxConfig, ServeConfig};
-use tower_paywall::stellar::{Address, Keypair, Network};
+use tower_paywall::stellar::rpc::SorobanRpc;
+use tower_paywall::stellar::{Address, Keypair, Network, Sponsor};
 use tower_paywall::x402::{Exact, LocalFacilitator, SettleResponse, facilitator_router};
 use tower_paywall::{PaymentLayer, Price};
 
@@ -201,4 +206,102 @@ async fn the_official_server_settles_through_our_facilitator_server() {
     assert_eq!(answer["body"], "a joke");
     assert!(settled(&answer).success);
     assert_eq!(usdc(&world, &world.pay_to).await, before + PRICE_ATOMIC);
+}
+
+/// MPP `charge` through the official `mppx` parser and serializer, with a client that builds
+/// its transfer like the Stellar MPP SDK (`tests/interop/mpp_client.mjs`).
+async fn mpp_pays(world: &World, app: Router, mode: &str) -> serde_json::Value {
+    let url = serve(app).await;
+    let (payer_before, pay_to_before) = (
+        usdc(world, &world.payer.address()).await,
+        usdc(world, &world.pay_to).await,
+    );
+    let answer = node(
+        "mpp_client.mjs",
+        world,
+        &[
+            ("URL_TO_PAY", format!("{url}/paid")),
+            ("MODE", mode.to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], "content");
+    let receipt = answer["receipt"].as_str().expect("a Payment-Receipt");
+    let receipt = Receipt::parse(receipt).unwrap();
+    assert_eq!(receipt.method, "stellar");
+    assert_eq!(
+        usdc(world, &world.payer.address()).await,
+        payer_before - PRICE_ATOMIC
+    );
+    assert_eq!(
+        usdc(world, &world.pay_to).await,
+        pay_to_before + PRICE_ATOMIC
+    );
+    answer
+}
+
+fn mpp_keys() -> ChallengeKeys {
+    ChallengeKeys::new(ChallengeSecret::new(*b"an interop secret of 32 bytes...").unwrap())
+}
+
+fn paid_app(layer: PaymentLayer) -> Router {
+    Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(layer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mppx_client_pays_our_sponsored_charge_beside_x402() {
+    if !enabled() {
+        return;
+    }
+    let world = world().await;
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
+    let channel = world.sandbox.funded_keypair().await.unwrap();
+    let sponsor = Sponsor::new(
+        rpc.clone(),
+        Network::testnet(),
+        vec![channel],
+        None,
+        10_000_000,
+    )
+    .unwrap();
+    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, mpp_keys())
+        .sponsor(Arc::new(sponsor))
+        .build()
+        .unwrap();
+    let exact = Exact::builder(Network::testnet(), world.pay_to, world.facilitator.clone())
+        .build()
+        .unwrap();
+    let layer = PaymentLayer::builder()
+        .scheme(exact)
+        .scheme(charge)
+        .price(Price::parse("0.01").unwrap())
+        .build()
+        .unwrap();
+    let answer = mpp_pays(&world, paid_app(layer), "sponsored").await;
+    // mppx parsed the one Payment challenge of a 402 that also carries x402's offer.
+    let challenges = answer["challenges"].as_array().unwrap();
+    assert_eq!(challenges.len(), 1, "{answer}");
+    assert_eq!(challenges[0]["method"], "stellar");
+    assert_eq!(challenges[0]["intent"], "charge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mppx_client_pays_our_charge_by_push() {
+    if !enabled() {
+        return;
+    }
+    let world = world().await;
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
+    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, mpp_keys())
+        .build()
+        .unwrap();
+    let layer = PaymentLayer::builder()
+        .scheme(charge)
+        .price(Price::parse("0.01").unwrap())
+        .build()
+        .unwrap();
+    mpp_pays(&world, paid_app(layer), "push").await;
 }

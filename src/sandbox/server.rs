@@ -189,11 +189,58 @@ fn network(network: &NetworkInfo) -> Value {
     out
 }
 
+/// `getLatestLedger`, with the `headerXdr` and `metadataXdr` current RPC servers send and the
+/// TypeScript SDK requires. The sandbox keeps no full header: these carry the sequence, protocol
+/// and hash, with every other field zero and an empty transaction set.
 fn latest_ledger(ledger: &LatestLedger) -> Value {
+    use crate::stellar::xdr::{
+        Hash, LedgerCloseMeta, LedgerCloseMetaV0, LedgerHeader, LedgerHeaderExt,
+        LedgerHeaderHistoryEntry, LedgerHeaderHistoryEntryExt, Limits, StellarValue,
+        StellarValueExt, TimePoint, TransactionSet,
+    };
+    let hash = crate::hex::decode::<32>(&ledger.id).unwrap_or([0; 32]);
+    let header = LedgerHeader {
+        ledger_version: ledger.protocol_version,
+        previous_ledger_hash: Hash([0; 32]),
+        scp_value: StellarValue {
+            tx_set_hash: Hash([0; 32]),
+            close_time: TimePoint(0),
+            upgrades: Default::default(),
+            ext: StellarValueExt::Basic,
+        },
+        tx_set_result_hash: Hash([0; 32]),
+        bucket_list_hash: Hash([0; 32]),
+        ledger_seq: ledger.sequence,
+        total_coins: 0,
+        fee_pool: 0,
+        inflation_seq: 0,
+        id_pool: 0,
+        base_fee: 0,
+        base_reserve: 0,
+        max_tx_set_size: 0,
+        skip_list: [Hash([0; 32]), Hash([0; 32]), Hash([0; 32]), Hash([0; 32])],
+        ext: LedgerHeaderExt::V0,
+    };
+    let meta = LedgerCloseMeta::V0(LedgerCloseMetaV0 {
+        ledger_header: LedgerHeaderHistoryEntry {
+            hash: Hash(hash),
+            header: header.clone(),
+            ext: LedgerHeaderHistoryEntryExt::V0,
+        },
+        tx_set: TransactionSet {
+            previous_ledger_hash: Hash([0; 32]),
+            txs: Default::default(),
+        },
+        tx_processing: Default::default(),
+        upgrades_processing: Default::default(),
+        scp_info: Default::default(),
+    });
     json!({
         "id": ledger.id,
         "protocolVersion": ledger.protocol_version,
         "sequence": ledger.sequence,
+        "headerXdr": header.to_xdr_base64(Limits::none()).unwrap_or_default(),
+        "metadataXdr": meta.to_xdr_base64(Limits::none()).unwrap_or_default(),
     })
 }
 
@@ -780,7 +827,23 @@ mod tests {
             assert!(result[field].is_string(), "{field}");
         }
         let body = r#"{"jsonrpc":"2.0","id":1,"method":"getLatestLedger"}"#;
-        assert_eq!(raw(body).await["result"]["sequence"], 77);
+        let latest = raw(body).await["result"].clone();
+        assert_eq!(latest["sequence"], 77);
+        // The TypeScript SDK refuses an answer without these two.
+        use crate::stellar::xdr::{LedgerCloseMeta, LedgerHeader, Limits};
+        let header =
+            LedgerHeader::from_xdr_base64(latest["headerXdr"].as_str().unwrap(), Limits::none())
+                .unwrap();
+        assert_eq!(header.ledger_seq, 77);
+        let meta = LedgerCloseMeta::from_xdr_base64(
+            latest["metadataXdr"].as_str().unwrap(),
+            Limits::none(),
+        )
+        .unwrap();
+        let LedgerCloseMeta::V0(meta) = meta else {
+            panic!("a V0 close meta")
+        };
+        assert_eq!(meta.ledger_header.header.ledger_seq, 77);
     }
 
     #[tokio::test]
