@@ -131,6 +131,27 @@ impl Tally {
     }
 }
 
+/// Runs `check` on every test of every scenario of a vector file, then checks that every
+/// scenario ran. `known` and `default` are as in [`Scenario::tests`].
+fn run(
+    file: &str,
+    text: &str,
+    known: &[&str],
+    default: &[&str],
+    check: impl Fn(&Scenario, &str, Expect),
+) {
+    let (scenarios, total) = load(file, text);
+    let mut tally = Tally::default();
+    for scenario in &scenarios {
+        for (test, expect) in scenario.tests(known, default) {
+            check(scenario, &test, expect);
+            tally.checks += 1;
+        }
+        tally.scenarios += 1;
+    }
+    tally.report(file, total);
+}
+
 fn optional_string(object: &Value, key: &str) -> Option<String> {
     object.get(key).and_then(Value::as_str).map(str::to_owned)
 }
@@ -187,30 +208,8 @@ fn challenge_from_json(object: &Value) -> Challenge {
 /// The harness's canonical credential object: the echo's `request` decoded, `source` omitted
 /// when absent.
 fn credential_to_json(credential: &Credential) -> Value {
-    let echo = &credential.challenge;
-    let mut challenge = Map::new();
-    challenge.insert("id".into(), echo.id.clone().into());
-    challenge.insert("realm".into(), echo.realm.clone().into());
-    challenge.insert("method".into(), echo.method.clone().into());
-    challenge.insert("intent".into(), echo.intent.clone().into());
-    challenge.insert(
-        "request".into(),
-        Value::Object(echo.request_json().expect("request decodes")),
-    );
-    let optionals = [
-        ("description", echo.description.clone()),
-        ("digest", echo.digest.clone()),
-        ("expires", echo.expires.clone()),
-        ("header", echo.header.map(|h| h.as_str().to_owned())),
-        ("opaque", echo.opaque.clone()),
-    ];
-    for (key, value) in optionals {
-        if let Some(value) = value {
-            challenge.insert(key.into(), value.into());
-        }
-    }
     let mut object = Map::new();
-    object.insert("challenge".into(), Value::Object(challenge));
+    object.insert("challenge".into(), challenge_to_json(&credential.challenge));
     object.insert("payload".into(), credential.payload.clone());
     if let Some(source) = &credential.source {
         object.insert("source".into(), source.clone().into());
@@ -228,20 +227,7 @@ fn normalized_credential(object: &Value) -> Value {
 }
 
 fn credential_from_json(object: &Value) -> Credential {
-    let challenge = &object["challenge"];
-    let text = |key: &str| challenge[key].as_str().expect("required string").to_owned();
-    let mut echo = Challenge::new(
-        text("id"),
-        text("realm"),
-        text("method"),
-        text("intent"),
-        jcs::to_base64url(&challenge["request"]),
-    );
-    echo.description = optional_string(challenge, "description");
-    echo.digest = optional_string(challenge, "digest");
-    echo.expires = optional_string(challenge, "expires");
-    echo.header = header_of(challenge);
-    echo.opaque = optional_string(challenge, "opaque");
+    let echo = challenge_from_json(&object["challenge"]);
     let mut credential = Credential::new(echo, object["payload"].clone());
     credential.source = optional_string(object, "source");
     credential
@@ -255,13 +241,14 @@ fn credential_wire_json(wire: &str) -> Value {
 
 #[test]
 fn www_authenticate_vectors() {
-    let file = "www-authenticate.json";
-    let (scenarios, total) = load(file, WWW_AUTHENTICATE);
-    let mut tally = Tally::default();
-    for scenario in &scenarios {
-        let name = &scenario.name;
-        for (test, expect) in scenario.tests(&["parse", "format", "roundtrip"], &[]) {
-            match (test.as_str(), expect) {
+    run(
+        "www-authenticate.json",
+        WWW_AUTHENTICATE,
+        &["parse", "format", "roundtrip"],
+        &[],
+        |scenario, test, expect| {
+            let name = &scenario.name;
+            match (test, expect) {
                 ("parse", Expect::Success) => {
                     let wire = scenario.wire();
                     let started = Instant::now();
@@ -318,22 +305,20 @@ fn www_authenticate_vectors() {
                 }
                 (test, _) => panic!("{name}: unexpected test `{test}` with an error expectation"),
             }
-            tally.checks += 1;
-        }
-        tally.scenarios += 1;
-    }
-    tally.report(file, total);
+        },
+    );
 }
 
 #[test]
 fn authorization_vectors() {
-    let file = "authorization.json";
-    let (scenarios, total) = load(file, AUTHORIZATION);
-    let mut tally = Tally::default();
-    for scenario in &scenarios {
-        let name = &scenario.name;
-        for (test, expect) in scenario.tests(&["parse", "format", "roundtrip"], &[]) {
-            match (test.as_str(), expect) {
+    run(
+        "authorization.json",
+        AUTHORIZATION,
+        &["parse", "format", "roundtrip"],
+        &[],
+        |scenario, test, expect| {
+            let name = &scenario.name;
+            match (test, expect) {
                 ("parse", Expect::Success) => {
                     let parsed = Credential::parse(&scenario.wire())
                         .unwrap_or_else(|e| panic!("{name}: parse failed: {e}"));
@@ -353,7 +338,9 @@ fn authorization_vectors() {
                     if encoded != scenario.wire() {
                         // serde_json's `Value` sorts the payload's keys; the vector keeps the
                         // sender's order. Same JSON, other bytes.
-                        eprintln!("{file}: {name}: format equal as JSON, not byte for byte");
+                        eprintln!(
+                            "authorization.json: {name}: format equal as JSON, not byte for byte"
+                        );
                     }
                     assert_eq!(
                         credential_wire_json(&encoded),
@@ -383,22 +370,20 @@ fn authorization_vectors() {
                 }
                 (test, _) => panic!("{name}: unexpected test `{test}` with an error expectation"),
             }
-            tally.checks += 1;
-        }
-        tally.scenarios += 1;
-    }
-    tally.report(file, total);
+        },
+    );
 }
 
 #[test]
 fn base64url_vectors() {
-    let file = "base64url.json";
-    let (scenarios, total) = load(file, BASE64URL);
-    let mut tally = Tally::default();
-    for scenario in &scenarios {
-        let name = &scenario.name;
-        for (test, expect) in scenario.tests(&["parse", "format", "roundtrip"], &[]) {
-            match (test.as_str(), expect) {
+    run(
+        "base64url.json",
+        BASE64URL,
+        &["parse", "format", "roundtrip"],
+        &[],
+        |scenario, test, expect| {
+            let name = &scenario.name;
+            match (test, expect) {
                 ("parse", Expect::Success) => {
                     let decoded = base64url::decode_to_string(scenario.str("encoded"))
                         .unwrap_or_else(|e| panic!("{name}: decode failed: {e}"));
@@ -432,23 +417,21 @@ fn base64url_vectors() {
                 }
                 (test, _) => panic!("{name}: unexpected test `{test}` with an error expectation"),
             }
-            tally.checks += 1;
-        }
-        tally.scenarios += 1;
-    }
-    tally.report(file, total);
+        },
+    );
 }
 
 #[test]
 fn challenge_id_vectors() {
-    let file = "challenge-id.json";
-    let (scenarios, total) = load(file, CHALLENGE_ID);
-    let mut tally = Tally::default();
-    for scenario in &scenarios {
-        let name = &scenario.name;
-        let input = &scenario.json["input"];
-        let secret = input["secretKey"].as_str().expect("secretKey");
-        for (test, expect) in scenario.tests(&["generate"], &["generate"]) {
+    run(
+        "challenge-id.json",
+        CHALLENGE_ID,
+        &["generate"],
+        &["generate"],
+        |scenario, test, expect| {
+            let name = &scenario.name;
+            let input = &scenario.json["input"];
+            let secret = input["secretKey"].as_str().expect("secretKey");
             match expect {
                 Expect::Success => {
                     let secret = ChallengeSecret::new(secret)
@@ -481,9 +464,6 @@ fn challenge_id_vectors() {
                 }
             }
             assert_eq!(test, "generate");
-            tally.checks += 1;
-        }
-        tally.scenarios += 1;
-    }
-    tally.report(file, total);
+        },
+    );
 }
