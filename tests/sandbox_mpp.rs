@@ -19,8 +19,7 @@ use tower_paywall::sandbox::{Sandbox, SandboxConfig};
 use tower_paywall::stellar::rpc::{SorobanRpc, TransactionHash, wait_for_transaction};
 use tower_paywall::stellar::xdr::{HostFunction, Limits, TransactionEnvelope, WriteXdr};
 use tower_paywall::stellar::{
-    Address, Invocation, Keypair, Network, TransferRequest, account_sequence, build_transfer,
-    prepare_invocation, sign_envelope,
+    Address, Keypair, Network, TransferOrder, account_sequence, prepare_transfer, sign_envelope,
 };
 use tower_paywall::x402::{Exact, LocalFacilitator};
 use tower_paywall::{Paid, PaymentLayer, Price};
@@ -421,48 +420,32 @@ async fn signed_transfer_to(
     to: Address,
     token: Address,
 ) -> TransactionEnvelope {
-    let template = build_transfer(&TransferRequest {
-        source: world.payer.address(),
-        sequence: 1,
-        fee: 100,
-        contract: token,
-        from: world.payer.address(),
-        to,
-        amount,
-        nonce: 0,
-        signature_expiration_ledger: 0,
-        max_time: 0,
-        credentials: tower_paywall::stellar::CredentialsArm::Address,
-    })
-    .unwrap();
-    let host_function: HostFunction = match &template {
-        TransactionEnvelope::Tx(v1) => match &v1.tx.operations[0].body {
-            tower_paywall::stellar::xdr::OperationBody::InvokeHostFunction(op) => {
-                op.host_function.clone()
-            }
-            _ => unreachable!(),
-        },
-        _ => unreachable!(),
-    };
+    signed_transfer_for(world, amount, to, token, 60).await
+}
+
+/// A transfer from the payer's own account whose time bounds close `seconds` from now.
+async fn signed_transfer_for(
+    world: &World,
+    amount: i128,
+    to: Address,
+    token: Address,
+    seconds: u64,
+) -> TransactionEnvelope {
     let sequence = account_sequence(&world.sandbox, &world.payer.address())
         .await
         .unwrap();
-    let invocation = Invocation {
+    let order = TransferOrder {
+        contract: token,
+        to,
+        amount,
+        valid_for_ledgers: 12,
         source: world.payer.address(),
         sequence: sequence + 1,
-        fee: 100,
-        host_function,
-        valid_for_ledgers: 12,
-        time_bound_seconds: 60,
+        time_bound_seconds: seconds,
     };
-    let mut envelope = prepare_invocation(
-        &world.sandbox,
-        &Network::testnet(),
-        &world.payer,
-        &invocation,
-    )
-    .await
-    .unwrap();
+    let mut envelope = prepare_transfer(&world.sandbox, &Network::testnet(), &world.payer, &order)
+        .await
+        .unwrap();
     sign_envelope(&mut envelope, &world.payer, &Network::testnet().id()).unwrap();
     envelope
 }
@@ -651,8 +634,17 @@ async fn sponsored_app(world: &World) -> (Router, Keypair) {
 
 /// A transfer authorized by the payer only (source: `source`, the all-zeros account normally).
 async fn authorized_transfer(world: &World, source: Address) -> TransactionEnvelope {
-    use tower_paywall::stellar::{TransferOrder, prepare_transfer};
-    let mut order = TransferOrder::sponsored(world.sandbox.usdc(), world.pay_to, PRICE_ATOMIC, 12);
+    authorized_transfer_for(world, source, 12).await
+}
+
+/// The same, its authorization valid for `ledgers` ledgers past the latest.
+async fn authorized_transfer_for(
+    world: &World,
+    source: Address,
+    ledgers: u32,
+) -> TransactionEnvelope {
+    let mut order =
+        TransferOrder::sponsored(world.sandbox.usdc(), world.pay_to, PRICE_ATOMIC, ledgers);
     order.source = source;
     prepare_transfer(&world.sandbox, &Network::testnet(), &world.payer, &order)
         .await
@@ -746,4 +738,40 @@ async fn an_unreachable_rpc_is_a_503_not_a_402() {
         answer.body
     );
     assert!(answer.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn a_pull_valid_beyond_its_challenge_is_refused() {
+    let world = world(Duration::from_secs(300)).await;
+    let c = challenge(&world).await;
+    // Time bounds open for an hour, past the challenge's five minutes.
+    let envelope = signed_transfer_for(
+        &world,
+        PRICE_ATOMIC,
+        world.pay_to,
+        world.sandbox.usdc(),
+        3_600,
+    )
+    .await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(problem_type(&answer), "verification-failed");
+}
+
+#[tokio::test]
+async fn a_sponsored_authorization_valid_beyond_its_challenge_is_refused() {
+    let mut world = world(Duration::from_secs(300)).await;
+    let (app, _channel) = sponsored_app(&world).await;
+    world.app = app;
+    let before = usdc(&world, &world.pay_to).await;
+    let c = challenge(&world).await;
+    // 1 000 ledgers (about 83 min) against a challenge that expires in 5 min (60 ledgers).
+    let envelope =
+        authorized_transfer_for(&world, tower_paywall::stellar::NULL_ACCOUNT, 1_000).await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(problem_type(&answer), "verification-failed");
+    assert_eq!(usdc(&world, &world.pay_to).await, before);
 }

@@ -353,20 +353,30 @@ impl StellarCharge {
         {
             return Err(failed());
         }
-        let simulation = self
-            .rpc
-            .simulate_transaction(&envelope)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        if !simulation.is_success() || check_transfer_events(&simulation.events, &transfer).is_err()
-        {
-            return Err(failed());
-        }
+        self.simulate_transfer(&envelope, &transfer).await?;
         let hash = TransactionHash::of(&envelope, &self.network.id()).map_err(|_| failed())?;
         Ok(ChargeVerified {
             proof: Proof::Pull(Box::new(envelope)),
             hash,
         })
+    }
+
+    /// Simulates the transaction: it must succeed with exactly the one transfer `transfer` names.
+    async fn simulate_transfer(
+        &self,
+        envelope: &TransactionEnvelope,
+        transfer: &SacTransfer,
+    ) -> Result<(), Rejection> {
+        let simulation = self
+            .rpc
+            .simulate_transaction(envelope)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if !simulation.is_success() || check_transfer_events(&simulation.events, transfer).is_err()
+        {
+            return Err(problem(ProblemCode::VerificationFailed));
+        }
+        Ok(())
     }
 
     /// A sponsored pull: the payer signed the transfer's authorization only; we submit it.
@@ -415,15 +425,7 @@ impl StellarCharge {
         if expiration <= latest || expiration > latest.saturating_add(max_ledgers) {
             return Err(failed());
         }
-        let simulation = self
-            .rpc
-            .simulate_transaction(&envelope)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        if !simulation.is_success() || check_transfer_events(&simulation.events, &transfer).is_err()
-        {
-            return Err(failed());
-        }
+        self.simulate_transfer(&envelope, &transfer).await?;
         let hash = TransactionHash::of(&envelope, &self.network.id()).map_err(|_| failed())?;
         let call = SponsoredCall {
             host_function: HostFunction::InvokeContract(transfer.invocation.clone()),
