@@ -84,6 +84,8 @@ pub use auth::{
     verify_authorization,
 };
 pub use channel::{COMMITMENT_LEN, CommitmentError, commitment_bytes};
+#[cfg(feature = "rpc")]
+pub use channel::{ChannelFunction, ChannelInfo, ChannelReadError, channel_call, read_channel};
 pub use events::{TransferEventError, check_transfer_events};
 pub use keypair::{Keypair, KeypairError, verify_ed25519};
 pub use network::{Network, NetworkError, NetworkId};

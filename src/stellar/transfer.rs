@@ -271,11 +271,11 @@ fn transfer_arguments(args: &[ScVal]) -> Result<(Address, Address, i128), Transf
     Ok((from, to, amount))
 }
 
-fn i128_from_parts(parts: &Int128Parts) -> i128 {
+pub(crate) fn i128_from_parts(parts: &Int128Parts) -> i128 {
     (i128::from(parts.hi) << 64) | i128::from(parts.lo)
 }
 
-fn i128_to_parts(value: i128) -> Int128Parts {
+pub(crate) fn i128_to_parts(value: i128) -> Int128Parts {
     Int128Parts {
         // Truncating casts on purpose: the high and the low 64 bits.
         hi: (value >> 64) as i64,

@@ -1,30 +1,4 @@
-//! Where payments are made single-use: the [`PaymentStore`] trait and [`MemoryStore`].
-//!
-//! Every payment the layer sees is reserved under its [`PaymentKey`] before verification, and
-//! walks this state machine:
-//!
-//! ```text
-//!  reserve ─► Reserved ─► Executing ─► Settling ─► Executing(settled) ─► Completed
-//!                │            │            │  └────► Failed | Unknown       (response recorded)
-//!                │            │            └──(requester gone)──► Settled
-//!                └─ release ◄─┘ (verify refused, handler answered ≥ 400, request dropped)
-//! ```
-//!
-//! | state found by `reserve` | answer |
-//! |---|---|
-//! | none, or `Failed` | [`Reservation::New`]: the caller owns the payment |
-//! | any other, held by another presentation of the payment | [`Reservation::Mismatch`]: 409 |
-//! | `Reserved`, `Executing` | [`Reservation::Busy`]: a concurrent use, 409 |
-//! | `Settling`, `Unknown` | [`Reservation::Pending`]: outcome not known yet, 503 + `Retry-After` |
-//! | `Settled` | [`Reservation::Resume`]: the money moved but no response was recorded; the caller owns it again (state becomes `Executing(settled)`) and runs the handler without settling |
-//! | `Completed` | [`Reservation::Replay`]: answer with the recorded response (or 409 when the body was too large to record), never settle again |
-//!
-//! A payment's key names the payment (for x402: network, payer, nonce), which is public once it
-//! settles; its [`Fingerprint`] names the exact credential presented (the signed transaction). A
-//! record answers only the credential that made it, so nobody can replay a payment they could
-//! merely name.
-//!
-//! [`PaymentStore::claim`] adds plain single-use claims (challenge ids, transaction hashes).
+//! Payments: reservations, recorded answers and single-use claims.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -125,7 +99,7 @@ pub struct PaymentRecord {
     pub fingerprint: Fingerprint,
 }
 
-/// Where a payment is in its life (see the [module docs](self)).
+/// Where a payment is in its life (see the [store docs](crate::store)).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum PaymentState {
@@ -203,7 +177,7 @@ pub enum StoreError {
 /// Durable or in-memory record of payments and single-use claims. Every operation is atomic.
 pub trait PaymentStore: Send + Sync + 'static {
     /// Reserves `key` for the credential `fingerprint` (see the table in the
-    /// [module docs](self)). A new or changed record lives for `ttl`.
+    /// [store docs](crate::store)). A new or changed record lives for `ttl`.
     fn reserve(
         &self,
         key: PaymentKey,

@@ -1,0 +1,326 @@
+//! Payment channels: the [`ChannelStore`] trait, its values, and [`MemoryChannelStore`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::StoreError;
+use crate::BoxFuture;
+use crate::stellar::Address;
+
+/// A payment channel: the id of its contract (a `C…` address).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub [u8; 32]);
+
+impl ChannelId {
+    /// The channel's contract address.
+    pub fn address(self) -> Address {
+        Address::Contract(self.0)
+    }
+}
+
+impl TryFrom<Address> for ChannelId {
+    type Error = NotAContract;
+
+    fn try_from(address: Address) -> Result<Self, NotAContract> {
+        match address {
+            Address::Contract(id) => Ok(ChannelId(id)),
+            _ => Err(NotAContract),
+        }
+    }
+}
+
+impl FromStr for ChannelId {
+    type Err = NotAContract;
+
+    fn from_str(text: &str) -> Result<Self, NotAContract> {
+        text.parse::<Address>()
+            .map_err(|_| NotAContract)?
+            .try_into()
+    }
+}
+
+/// The address is not a contract (`C…`), so it cannot be a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a channel is a contract (C…) address")]
+pub struct NotAContract;
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.address().fmt(f)
+    }
+}
+
+impl fmt::Debug for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChannelId({self})")
+    }
+}
+
+/// Where a channel is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChannelPhase {
+    /// Vouchers are accepted.
+    Open,
+    /// A close with the stored voucher is under way (or its outcome is not known yet); no more
+    /// vouchers are accepted.
+    Closing,
+    /// The channel is closed on the ledger, by `transaction` when we closed it (`None` when the
+    /// ledger showed it closed by someone else).
+    Closed {
+        /// The close transaction's hash.
+        transaction: Option<[u8; 32]>,
+    },
+}
+
+/// One channel's stored state: the best voucher and the phase.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ChannelState {
+    /// The highest cumulative amount accepted, in the token's atomic units (0 before the first
+    /// voucher).
+    pub cumulative: i128,
+    /// The commitment key's signature over `cumulative` (`None` before the first voucher).
+    pub signature: Option<[u8; 64]>,
+    /// The phase.
+    pub phase: ChannelPhase,
+}
+
+impl ChannelState {
+    /// A channel with no voucher yet, open.
+    pub const NEW: ChannelState = ChannelState {
+        cumulative: 0,
+        signature: None,
+        phase: ChannelPhase::Open,
+    };
+}
+
+impl fmt::Debug for ChannelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The signature is what lets the recipient withdraw: it stays out of logs.
+        f.debug_struct("ChannelState")
+            .field("cumulative", &self.cumulative)
+            .field("signed", &self.signature.is_some())
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+/// Keeps each channel's [`ChannelState`]. Writes are atomic per channel; a durable store has
+/// the new state on disk before [`compare_and_set`](Self::compare_and_set) returns `true`.
+pub trait ChannelStore: Send + Sync + 'static {
+    /// The stored state of `channel`, `None` if it has none.
+    fn load(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ChannelState>, StoreError>>;
+
+    /// Compare-and-set: stores `new` for `channel` if its stored state is `current` (`None`: it
+    /// has none). Returns whether it did.
+    fn compare_and_set(
+        &self,
+        channel: ChannelId,
+        current: Option<ChannelState>,
+        new: ChannelState,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Every channel with a stored state.
+    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>>;
+}
+
+impl<T: ChannelStore + ?Sized> ChannelStore for Arc<T> {
+    fn load(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ChannelState>, StoreError>> {
+        (**self).load(channel)
+    }
+    fn compare_and_set(
+        &self,
+        channel: ChannelId,
+        current: Option<ChannelState>,
+        new: ChannelState,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        (**self).compare_and_set(channel, current, new)
+    }
+    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+        (**self).channels()
+    }
+}
+
+/// An in-memory [`ChannelStore`]: one process, **lost on restart** (and the vouchers with it).
+/// For tests and for channels whose vouchers are settled often; use
+/// [`FileChannelStore`](super::FileChannelStore) otherwise.
+#[derive(Default)]
+pub struct MemoryChannelStore {
+    states: Mutex<HashMap<ChannelId, ChannelState>>,
+}
+
+impl MemoryChannelStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ChannelId, ChannelState>> {
+        // Every update is one insert: a poisoned lock is still consistent.
+        self.states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ChannelStore for MemoryChannelStore {
+    fn load(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ChannelState>, StoreError>> {
+        let state = self.lock().get(&channel).copied();
+        Box::pin(std::future::ready(Ok(state)))
+    }
+
+    fn compare_and_set(
+        &self,
+        channel: ChannelId,
+        current: Option<ChannelState>,
+        new: ChannelState,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut states = self.lock();
+        let set = states.get(&channel).copied() == current;
+        if set {
+            states.insert(channel, new);
+        }
+        Box::pin(std::future::ready(Ok(set)))
+    }
+
+    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+        let mut all: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(id, state)| (*id, *state))
+            .collect();
+        all.sort_by_key(|(id, _)| *id);
+        Box::pin(std::future::ready(Ok(all)))
+    }
+}
+
+impl fmt::Debug for MemoryChannelStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryChannelStore")
+            .field("channels", &self.lock().len())
+            .finish()
+    }
+}
+
+/// The behaviour every [`ChannelStore`] must have, run against each implementation.
+#[cfg(test)]
+pub(super) mod suite {
+    use super::*;
+
+    pub(crate) fn voucher(cumulative: i128, byte: u8) -> ChannelState {
+        ChannelState {
+            cumulative,
+            signature: Some([byte; 64]),
+            phase: ChannelPhase::Open,
+        }
+    }
+
+    pub(crate) async fn compare_and_set_is_atomic(store: Arc<dyn ChannelStore>) {
+        let a = ChannelId([1; 32]);
+        let b = ChannelId([2; 32]);
+        assert_eq!(store.load(a).await.unwrap(), None);
+        // From nothing.
+        assert!(
+            !store
+                .compare_and_set(a, Some(ChannelState::NEW), voucher(5, 1))
+                .await
+                .unwrap()
+        );
+        assert!(store.compare_and_set(a, None, voucher(5, 1)).await.unwrap());
+        assert!(!store.compare_and_set(a, None, voucher(6, 2)).await.unwrap());
+        // Only the exact current state is replaced.
+        assert!(
+            !store
+                .compare_and_set(a, Some(voucher(5, 9)), voucher(7, 3))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .compare_and_set(a, Some(voucher(5, 1)), voucher(7, 3))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.load(a).await.unwrap(), Some(voucher(7, 3)));
+        // Channels are independent.
+        assert_eq!(store.load(b).await.unwrap(), None);
+        let closed = ChannelState {
+            phase: ChannelPhase::Closed {
+                transaction: Some([0xab; 32]),
+            },
+            ..voucher(i128::MAX, 4)
+        };
+        assert!(store.compare_and_set(b, None, closed).await.unwrap());
+        assert_eq!(
+            store.channels().await.unwrap(),
+            [(a, voucher(7, 3)), (b, closed)]
+        );
+    }
+
+    /// Many tasks race to add 1 to one channel's cumulative: every success is one increment.
+    pub(crate) async fn racing_increments_are_never_lost(store: Arc<dyn ChannelStore>) {
+        let channel = ChannelId([3; 32]);
+        let tasks: Vec<_> = (0..8)
+            .map(|task| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut credited = 0;
+                    for _ in 0..25 {
+                        let current = store.load(channel).await.unwrap();
+                        let next = current.unwrap_or(ChannelState::NEW).cumulative + 1;
+                        if store
+                            .compare_and_set(channel, current, voucher(next, task))
+                            .await
+                            .unwrap()
+                        {
+                            credited += 1;
+                        }
+                    }
+                    credited
+                })
+            })
+            .collect();
+        let mut credited = 0;
+        for task in tasks {
+            credited += task.await.unwrap();
+        }
+        let last = store.load(channel).await.unwrap().unwrap();
+        assert_eq!(last.cumulative, credited);
+        assert!(credited > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_compare_and_set_is_atomic() {
+        suite::compare_and_set_is_atomic(Arc::new(MemoryChannelStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_store_racing_increments_are_never_lost() {
+        suite::racing_increments_are_never_lost(Arc::new(MemoryChannelStore::new())).await;
+    }
+
+    #[test]
+    fn channel_ids_are_contracts_and_debug_hides_signatures() {
+        let id: ChannelId = "CADQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQP5KR"
+            .parse()
+            .unwrap();
+        assert_eq!(id, ChannelId([7; 32]));
+        assert_eq!(
+            id.to_string(),
+            "CADQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQP5KR"
+        );
+        assert_eq!(
+            "GB2Q4VZJ7ZZ2SZKDCIOOQKWQLSGFFYNCKKZ6TZKBAI4YEGUDALPQSBNB".parse::<ChannelId>(),
+            Err(NotAContract)
+        );
+        let debug = format!("{:?}", suite::voucher(5, 0xcd));
+        assert!(!debug.to_lowercase().contains("cdcd"), "{debug}");
+        assert!(debug.contains("cumulative: 5"), "{debug}");
+    }
+}

@@ -1,0 +1,430 @@
+//! [`FileChannelStore`]: a durable [`ChannelStore`] in one append-only file.
+//!
+//! Each accepted state is appended as one fixed-size record and the file is synced
+//! (`fdatasync`) before the write is reported, so a state the store said it kept survives a
+//! crash or a power cut. Opening the store replays the file (the last record of a channel
+//! wins), drops a torn record at the tail (each record carries a checksum), and compacts the
+//! file to one record per channel when it holds more than that. The file is locked for the
+//! life of the store: a second process (or a second store in this one) cannot open it.
+//!
+//! Record layout (156 bytes, integers big-endian):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | format version (1) |
+//! | 1 | phase: 0 open, 1 closing, 2 closed |
+//! | 1 | flags: 1 signature present, 2 close transaction present |
+//! | 1 | zero |
+//! | 32 | channel contract id |
+//! | 16 | cumulative amount (i128) |
+//! | 64 | signature (zeros when absent) |
+//! | 32 | close transaction hash (zeros when absent) |
+//! | 8 | the first 8 bytes of SHA-256 over the 148 bytes before |
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use super::channel::{ChannelId, ChannelPhase, ChannelState, ChannelStore};
+use crate::BoxFuture;
+
+const RECORD_LEN: usize = 156;
+const BODY_LEN: usize = RECORD_LEN - 8;
+const VERSION: u8 = 1;
+const FILE_NAME: &str = "channels.log";
+/// Records appended before the file is compacted again, beyond one per channel.
+const COMPACT_AFTER: usize = 65_536;
+
+/// A durable [`ChannelStore`] kept in a directory (see the [module docs](self)).
+///
+/// ```
+/// use tower_paywall::store::{ChannelId, ChannelPhase, ChannelState, ChannelStore, FileChannelStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("channels-doc-{}", std::process::id()));
+/// let channel = ChannelId([7; 32]);
+/// let voucher = ChannelState { cumulative: 250, signature: Some([1; 64]), phase: ChannelPhase::Open };
+/// {
+///     let store = FileChannelStore::open(&dir)?;
+///     assert!(store.compare_and_set(channel, None, voucher).await?);
+/// } // dropped: as after a crash, only the file remains
+/// let store = FileChannelStore::open(&dir)?;
+/// assert_eq!(store.load(channel).await?, Some(voucher));
+/// # drop(store);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+pub struct FileChannelStore {
+    inner: Arc<Mutex<Log>>,
+    path: PathBuf,
+}
+
+struct Log {
+    file: File,
+    dir: PathBuf,
+    states: HashMap<ChannelId, ChannelState>,
+    records: usize,
+}
+
+impl FileChannelStore {
+    /// Opens (creating if needed) the store in the directory `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the directory or its file cannot be created, read or
+    /// locked (another store holds it).
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileChannelStore, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(io("create the directory"))?;
+        let path = dir.join(FILE_NAME);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io("open the file"))?;
+        file.try_lock()
+            .map_err(|_| StoreError::Unavailable(format!("{} is in use", path.display())))?;
+        // The file's name must survive a crash too.
+        sync_dir(&dir)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io("read the file"))?;
+        let mut states = HashMap::new();
+        let mut records = 0;
+        for chunk in bytes.chunks_exact(RECORD_LEN) {
+            let Some((channel, state)) = decode(chunk) else {
+                break;
+            };
+            states.insert(channel, state);
+            records += 1;
+        }
+        let mut log = Log {
+            file,
+            dir,
+            states,
+            records,
+        };
+        if records * RECORD_LEN != bytes.len() {
+            // A torn or corrupt tail: what follows the last good record was never reported kept.
+            tracing::warn!(
+                dropped = bytes.len() - records * RECORD_LEN,
+                "channel store: dropping a torn tail"
+            );
+            log.file
+                .set_len((records * RECORD_LEN) as u64)
+                .map_err(io("truncate the file"))?;
+            log.file.sync_all().map_err(io("sync the file"))?;
+        }
+        if log.records > log.states.len() {
+            log.compact()?;
+        }
+        Ok(FileChannelStore {
+            inner: Arc::new(Mutex::new(log)),
+            path,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        lock(&self.inner)
+    }
+}
+
+fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
+    // The map changes only after its record is on disk: a poisoned lock is still consistent.
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> StoreError {
+    move |error| StoreError::Unavailable(format!("channel store: cannot {what}: {error}"))
+}
+
+impl Log {
+    fn append(&mut self, channel: ChannelId, state: ChannelState) -> Result<(), StoreError> {
+        self.file
+            .write_all(&encode(channel, &state))
+            .and_then(|()| self.file.sync_data())
+            .map_err(io("write a record"))?;
+        self.states.insert(channel, state);
+        self.records += 1;
+        if self.records > self.states.len() + COMPACT_AFTER {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file with one record per channel: a new file, synced, renamed over the old
+    /// one, then the directory synced.
+    fn compact(&mut self) -> Result<(), StoreError> {
+        let path = self.dir.join(FILE_NAME);
+        let temporary = self.dir.join(format!("{FILE_NAME}.compact"));
+        let mut bytes = Vec::with_capacity(self.states.len() * RECORD_LEN);
+        for (channel, state) in &self.states {
+            bytes.extend_from_slice(&encode(*channel, state));
+        }
+        let mut file = File::create(&temporary).map_err(io("create the compacted file"))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io("write the compacted file"))?;
+        drop(file);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&temporary)
+            .map_err(io("reopen the compacted file"))?;
+        file.try_lock()
+            .map_err(|_| StoreError::Unavailable("channel store: cannot lock".into()))?;
+        std::fs::rename(&temporary, &path).map_err(io("replace the file"))?;
+        sync_dir(&self.dir)?;
+        file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
+        self.file = file;
+        self.records = self.states.len();
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io("sync the directory"))
+}
+
+fn encode(channel: ChannelId, state: &ChannelState) -> [u8; RECORD_LEN] {
+    let mut record = [0u8; RECORD_LEN];
+    record[0] = VERSION;
+    let (phase, transaction) = match state.phase {
+        ChannelPhase::Open => (0, None),
+        ChannelPhase::Closing => (1, None),
+        ChannelPhase::Closed { transaction } => (2, transaction),
+    };
+    record[1] = phase;
+    record[2] = u8::from(state.signature.is_some()) | (u8::from(transaction.is_some()) << 1);
+    record[4..36].copy_from_slice(&channel.0);
+    record[36..52].copy_from_slice(&state.cumulative.to_be_bytes());
+    record[52..116].copy_from_slice(&state.signature.unwrap_or([0; 64]));
+    record[116..148].copy_from_slice(&transaction.unwrap_or([0; 32]));
+    let digest = Sha256::digest(&record[..BODY_LEN]);
+    record[BODY_LEN..].copy_from_slice(&digest[..8]);
+    record
+}
+
+fn decode(record: &[u8]) -> Option<(ChannelId, ChannelState)> {
+    let digest = Sha256::digest(&record[..BODY_LEN]);
+    if record[BODY_LEN..] != digest[..8] || record[0] != VERSION || record[3] != 0 {
+        return None;
+    }
+    let flags = record[2];
+    if flags & !3 != 0 {
+        return None;
+    }
+    let transaction: Option<[u8; 32]> = if flags & 2 != 0 {
+        Some(record[116..148].try_into().ok()?)
+    } else {
+        None
+    };
+    let phase = match (record[1], transaction) {
+        (0, None) => ChannelPhase::Open,
+        (1, None) => ChannelPhase::Closing,
+        (2, transaction) => ChannelPhase::Closed { transaction },
+        _ => return None,
+    };
+    let signature = if flags & 1 != 0 {
+        Some(record[52..116].try_into().ok()?)
+    } else {
+        None
+    };
+    Some((
+        ChannelId(record[4..36].try_into().ok()?),
+        ChannelState {
+            cumulative: i128::from_be_bytes(record[36..52].try_into().ok()?),
+            signature,
+            phase,
+        },
+    ))
+}
+
+impl ChannelStore for FileChannelStore {
+    fn load(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ChannelState>, StoreError>> {
+        let state = self.lock().states.get(&channel).copied();
+        Box::pin(std::future::ready(Ok(state)))
+    }
+
+    fn compare_and_set(
+        &self,
+        channel: ChannelId,
+        current: Option<ChannelState>,
+        new: ChannelState,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            // The sync blocks: off the async workers.
+            let write = move || {
+                let mut log = lock(&inner);
+                if log.states.get(&channel).copied() != current {
+                    return Ok(false);
+                }
+                log.append(channel, new).map(|()| true)
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::spawn_blocking(write)
+                    .await
+                    .map_err(|error| StoreError::Unavailable(error.to_string()))?,
+                Err(_) => write(),
+            }
+        })
+    }
+
+    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+        let mut all: Vec<_> = self
+            .lock()
+            .states
+            .iter()
+            .map(|(id, state)| (*id, *state))
+            .collect();
+        all.sort_by_key(|(id, _)| *id);
+        Box::pin(std::future::ready(Ok(all)))
+    }
+}
+
+impl fmt::Debug for FileChannelStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileChannelStore")
+            .field("path", &self.path)
+            .field("channels", &self.lock().states.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::channel::suite;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tower-paywall-channels-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn file_store_compare_and_set_is_atomic_and_durable() {
+        let dir = dir("atomic");
+        let store = Arc::new(FileChannelStore::open(&dir).unwrap());
+        suite::compare_and_set_is_atomic(store.clone()).await;
+        let before = store.channels().await.unwrap();
+        drop(store);
+        let reopened = FileChannelStore::open(&dir).unwrap();
+        assert_eq!(reopened.channels().await.unwrap(), before);
+        // Reopening compacted the file to one record per channel.
+        let len = std::fs::metadata(dir.join(FILE_NAME)).unwrap().len();
+        assert_eq!(len, (before.len() * RECORD_LEN) as u64);
+        drop(reopened);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_store_racing_increments_are_never_lost() {
+        let dir = dir("race");
+        let store = Arc::new(FileChannelStore::open(&dir).unwrap());
+        suite::racing_increments_are_never_lost(store.clone()).await;
+        let before = store.load(ChannelId([3; 32])).await.unwrap();
+        drop(store);
+        let reopened = FileChannelStore::open(&dir).unwrap();
+        assert_eq!(reopened.load(ChannelId([3; 32])).await.unwrap(), before);
+        drop(reopened);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_dropped_and_the_last_whole_record_wins() {
+        let dir = dir("torn");
+        let channel = ChannelId([5; 32]);
+        let store = FileChannelStore::open(&dir).unwrap();
+        assert!(
+            store
+                .compare_and_set(channel, None, suite::voucher(10, 1))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .compare_and_set(channel, Some(suite::voucher(10, 1)), suite::voucher(20, 2))
+                .await
+                .unwrap()
+        );
+        drop(store);
+        // A crash in the middle of the third write: half a record.
+        let path = dir.join(FILE_NAME);
+        let third = encode(channel, &suite::voucher(30, 3));
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&third[..RECORD_LEN / 2]).unwrap();
+        drop(file);
+        let store = FileChannelStore::open(&dir).unwrap();
+        assert_eq!(
+            store.load(channel).await.unwrap(),
+            Some(suite::voucher(20, 2))
+        );
+        // And the store goes on from there.
+        assert!(
+            store
+                .compare_and_set(channel, Some(suite::voucher(20, 2)), suite::voucher(40, 4))
+                .await
+                .unwrap()
+        );
+        drop(store);
+        let store = FileChannelStore::open(&dir).unwrap();
+        assert_eq!(
+            store.load(channel).await.unwrap(),
+            Some(suite::voucher(40, 4))
+        );
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_replay() {
+        let channel = ChannelId([6; 32]);
+        let mut record = encode(channel, &suite::voucher(7, 7));
+        assert_eq!(decode(&record), Some((channel, suite::voucher(7, 7))));
+        record[40] ^= 1;
+        assert_eq!(decode(&record), None);
+        // Every phase and flag round-trips.
+        for phase in [
+            ChannelPhase::Open,
+            ChannelPhase::Closing,
+            ChannelPhase::Closed { transaction: None },
+            ChannelPhase::Closed {
+                transaction: Some([9; 32]),
+            },
+        ] {
+            let state = ChannelState {
+                cumulative: -1,
+                signature: None,
+                phase,
+            };
+            assert_eq!(decode(&encode(channel, &state)), Some((channel, state)));
+        }
+    }
+
+    #[test]
+    fn a_second_store_cannot_open_a_held_directory() {
+        let dir = dir("locked");
+        let store = FileChannelStore::open(&dir).unwrap();
+        assert!(matches!(
+            FileChannelStore::open(&dir),
+            Err(StoreError::Unavailable(_))
+        ));
+        drop(store);
+        assert!(FileChannelStore::open(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,56 @@
+//! What the layer and the schemes keep between requests.
+//!
+//! | store | what it keeps | implementations |
+//! |---|---|---|
+//! | [`PaymentStore`] | each payment's reservation and recorded answer, single-use claims (challenge ids, transaction hashes) | [`MemoryStore`] |
+//! | [`ChannelStore`] | each payment channel's best voucher (cumulative amount and signature) and its phase | [`MemoryChannelStore`], [`FileChannelStore`] (durable) |
+//!
+//! Every operation of both is atomic; both report failures as [`StoreError`].
+//!
+//! # Payments
+//!
+//! Every payment the layer sees is reserved under its [`PaymentKey`] before verification, and
+//! walks this state machine:
+//!
+//! ```text
+//!  reserve ─► Reserved ─► Executing ─► Settling ─► Executing(settled) ─► Completed
+//!                │            │            │  └────► Failed | Unknown       (response recorded)
+//!                │            │            └──(requester gone)──► Settled
+//!                └─ release ◄─┘ (verify refused, handler answered ≥ 400, request dropped)
+//! ```
+//!
+//! | state found by `reserve` | answer |
+//! |---|---|
+//! | none, or `Failed` | [`Reservation::New`]: the caller owns the payment |
+//! | any other, held by another presentation of the payment | [`Reservation::Mismatch`]: 409 |
+//! | `Reserved`, `Executing` | [`Reservation::Busy`]: a concurrent use, 409 |
+//! | `Settling`, `Unknown` | [`Reservation::Pending`]: outcome not known yet, 503 + `Retry-After` |
+//! | `Settled` | [`Reservation::Resume`]: the money moved but no response was recorded; the caller owns it again (state becomes `Executing(settled)`) and runs the handler without settling |
+//! | `Completed` | [`Reservation::Replay`]: answer with the recorded response (or 409 when the body was too large to record), never settle again |
+//!
+//! A payment's key names the payment (for x402: network, payer, nonce), which is public once it
+//! settles; its [`Fingerprint`] names the exact credential presented (the signed transaction). A
+//! record answers only the credential that made it, so nobody can replay a payment they could
+//! merely name.
+//!
+//! [`PaymentStore::claim`] adds plain single-use claims (challenge ids, transaction hashes).
+//!
+//! # Channels
+//!
+//! A channel's state is one [`ChannelState`]: the highest cumulative amount accepted, the
+//! commitment key's signature over it (the money: only it lets the recipient withdraw), and
+//! the [`ChannelPhase`]. It changes only by [`ChannelStore::compare_and_set`], so two requests
+//! that offer vouchers on one channel at once are never both credited for one increment.
+
+mod channel;
+mod file;
+mod payment;
+
+pub use channel::{
+    ChannelId, ChannelPhase, ChannelState, ChannelStore, MemoryChannelStore, NotAContract,
+};
+pub use file::FileChannelStore;
+pub use payment::{
+    CompletedPayment, Fingerprint, MemoryStore, PaymentKey, PaymentRecord, PaymentState,
+    PaymentStore, RecordedResponse, Reservation, SettledPayment, StateKind, StoreError,
+};
