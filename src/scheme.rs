@@ -226,6 +226,8 @@ pub enum RejectionKind {
     BadRequest,
     /// 409: the payment is held by another request or another credential.
     Conflict,
+    /// 410 with fresh offers: what the payment names is gone (a closed payment channel).
+    Gone,
     /// 502: the facilitator or RPC answered with garbage or an error.
     BadGateway,
     /// 503 + `Retry-After`: the facilitator or RPC is unreachable, or the outcome is not known
@@ -240,6 +242,7 @@ impl RejectionKind {
             RejectionKind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
             RejectionKind::BadRequest => StatusCode::BAD_REQUEST,
             RejectionKind::Conflict => StatusCode::CONFLICT,
+            RejectionKind::Gone => StatusCode::GONE,
             RejectionKind::BadGateway => StatusCode::BAD_GATEWAY,
             RejectionKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -71,6 +71,11 @@ impl Shared {
             }
         }
         if offers.is_empty() {
+            // Nothing to offer instead; a refusal that is not "pay" keeps its own status.
+            if let Some(rejection) = rejection.filter(|r| r.kind != RejectionKind::PaymentRequired)
+            {
+                return plain(rejection.kind.status(), &rejection.code, None);
+            }
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 code::NO_OFFER,
@@ -100,7 +105,7 @@ impl Shared {
             self.schemes[*index].challenge(&same_protocol, &context, &mut challenge);
         }
         let status = match rejection.map(|r| r.kind) {
-            Some(RejectionKind::BadRequest) => StatusCode::BAD_REQUEST,
+            Some(kind @ (RejectionKind::BadRequest | RejectionKind::Gone)) => kind.status(),
             _ => StatusCode::PAYMENT_REQUIRED,
         };
         let body = serde_json::to_vec(&challenge.body).unwrap_or_default();
@@ -111,9 +116,14 @@ impl Shared {
             CONTENT_TYPE,
             challenge.content_type.unwrap_or(APPLICATION_JSON),
         );
+        // A header's further values come with no name: they belong to the last one named.
+        let mut last = None;
         for (name, value) in challenge.headers {
             if let Some(name) = name {
-                headers.append(name, value);
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                headers.append(name.clone(), value);
             }
         }
         if let Some(rejection) = rejection {
@@ -124,7 +134,7 @@ impl Shared {
         response
     }
 
-    /// Answers a refused payment: a fresh challenge for 402 and 400, a plain error otherwise.
+    /// Answers a refused payment: a fresh challenge for 402, 400 and 410, a plain error otherwise.
     pub(crate) async fn rejected<B: From<Bytes>>(
         &self,
         request: &Parts,
@@ -132,7 +142,7 @@ impl Shared {
         rejection: &Rejection,
     ) -> Response<B> {
         match rejection.kind {
-            RejectionKind::PaymentRequired | RejectionKind::BadRequest => {
+            RejectionKind::PaymentRequired | RejectionKind::BadRequest | RejectionKind::Gone => {
                 self.challenge(request, price, Some(rejection)).await
             }
             RejectionKind::BadGateway => plain(StatusCode::BAD_GATEWAY, &rejection.code, None),

@@ -13,27 +13,24 @@
 //! answer 503, never 402.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::accept::AcceptPayment;
 use super::binding::ChallengeKeys;
-use super::challenge::Challenge as MppChallenge;
-use super::credential::{Credential as MppCredential, CredentialError};
 use super::expires::{DEFAULT_CHALLENGE_TTL, Timestamp};
-use super::problem::{PROBLEM_JSON, Problem, ProblemCode};
-use super::receipt::{PAYMENT_RECEIPT, Receipt as MppReceipt};
+use super::problem::ProblemCode;
+use super::server::{self, Issuer, busy, problem, unavailable};
 use crate::BoxFuture;
 use crate::price::Price;
 use crate::scheme::{
     Challenge, ChallengeContext, Credential, Intent, Offer, PaymentContext, PaymentScheme, Receipt,
-    Rejection, RejectionKind, SettleOutcome, Verified,
+    Rejection, SettleOutcome, Verified,
 };
 use crate::stellar::rpc::{
-    RpcError, SendStatus, SorobanRpc, TransactionHash, TransactionStatus, wait_for_transaction,
+    SendStatus, SorobanRpc, TransactionHash, TransactionStatus, wait_for_transaction,
 };
 use crate::stellar::xdr::HostFunction;
 use crate::stellar::xdr::TransactionEnvelope;
@@ -44,10 +41,8 @@ use crate::stellar::{
 use crate::stellar::{
     NULL_ACCOUNT, Sponsor, SponsorError, SponsoredCall, address_credentials, verify_authorization,
 };
-use crate::store::{Fingerprint, PaymentKey, PaymentStore};
+use crate::store::PaymentStore;
 
-const PROTOCOL: &str = "mpp";
-const METHOD: &str = "stellar";
 const INTENT: &str = "charge";
 /// How long single-use claims on transaction hashes are kept.
 const CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -192,20 +187,6 @@ impl StellarChargeBuilder {
     }
 }
 
-fn problem(code: ProblemCode) -> Rejection {
-    let kind = if code == ProblemCode::MethodUnsupported {
-        RejectionKind::BadRequest
-    } else {
-        RejectionKind::PaymentRequired
-    };
-    Rejection::new(kind, PROTOCOL, code.as_str())
-}
-
-fn unavailable(error: &RpcError) -> Rejection {
-    tracing::warn!(%error, "Soroban RPC unavailable");
-    Rejection::new(RejectionKind::Unavailable, PROTOCOL, "rpc_unavailable")
-}
-
 /// What a credential proves.
 enum Proof {
     /// A signed transaction to submit.
@@ -222,17 +203,6 @@ struct ChargeVerified {
 }
 
 impl StellarCharge {
-    fn realm(&self, request: &http::request::Parts) -> String {
-        if let Some(realm) = &self.realm {
-            return realm.clone();
-        }
-        let host = request.uri.host().map(str::to_owned).or_else(|| {
-            let host = request.headers.get(http::header::HOST)?.to_str().ok()?;
-            Some(host.split(':').next().unwrap_or(host).to_owned())
-        });
-        host.unwrap_or_else(|| "MPP Payment".to_owned())
-    }
-
     /// The challenge request for `price`.
     fn request(&self, price: &Price) -> Map<String, Value> {
         let mut details = json!({ "network": self.network.caip2() });
@@ -275,31 +245,13 @@ impl StellarCharge {
         Ok(payer)
     }
 
-    /// The echoed challenge is ours, unexpired, and asks exactly this route's price.
-    fn check_challenge(
-        &self,
-        echo: &MppChallenge,
-        context: &PaymentContext<'_>,
-    ) -> Result<(), Rejection> {
-        if !echo.verify_id(&self.keys) {
-            return Err(problem(ProblemCode::InvalidChallenge));
+    fn issuer(&self) -> Issuer<'_> {
+        Issuer {
+            keys: &self.keys,
+            realm: self.realm.as_deref(),
+            intent: INTENT,
+            ttl: self.ttl,
         }
-        let expires = echo
-            .expires_at()
-            .ok()
-            .flatten()
-            .ok_or_else(|| problem(ProblemCode::InvalidChallenge))?;
-        if expires.is_past(SystemTime::now()) {
-            return Err(problem(ProblemCode::PaymentExpired));
-        }
-        let pinned = echo.realm == self.realm(context.request)
-            && echo.method == METHOD
-            && echo.intent == INTENT
-            && echo.request_json().ok() == Some(self.request(context.price));
-        if !pinned {
-            return Err(problem(ProblemCode::InvalidChallenge));
-        }
-        Ok(())
     }
 
     /// The transfer is exactly the price, in our currency, from the payer to our recipient.
@@ -524,7 +476,7 @@ impl StellarCharge {
         };
         match sent.status {
             SendStatus::Pending | SendStatus::Duplicate => {}
-            SendStatus::TryAgainLater => return SettleOutcome::Rejected(unavailable_now()),
+            SendStatus::TryAgainLater => return SettleOutcome::Rejected(busy()),
             SendStatus::Error => {
                 return SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed));
             }
@@ -564,23 +516,7 @@ impl StellarCharge {
     }
 
     fn receipt(&self, hash: &TransactionHash) -> Receipt {
-        let receipt = MppReceipt::success(METHOD, hash.to_string(), Timestamp::now());
-        let mut headers = Vec::new();
-        if let Ok(value) = HeaderValue::from_str(&receipt.encode()) {
-            headers.push((PAYMENT_RECEIPT, value));
-        }
-        headers.push((
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("private"),
-        ));
-        headers.push((
-            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Payment-Receipt, WWW-Authenticate"),
-        ));
-        Receipt {
-            reference: hash.to_string(),
-            headers,
-        }
+        server::receipt(hash.to_string())
     }
 }
 
@@ -621,43 +557,13 @@ fn native_payment(envelope: &TransactionEnvelope, memo: &[u8; 32]) -> Option<Nat
     })
 }
 
-fn unavailable_now() -> Rejection {
-    Rejection::new(RejectionKind::Unavailable, PROTOCOL, "rpc_busy")
-}
-
 impl PaymentScheme for StellarCharge {
     fn intent(&self) -> Intent {
         Intent::MPP_CHARGE
     }
 
     fn read(&self, headers: &HeaderMap) -> Option<Result<Credential, Rejection>> {
-        let credential = match MppCredential::from_headers(headers) {
-            Ok(credential) => credential,
-            Err(CredentialError::NoPaymentCredential) => return None,
-            Err(CredentialError::MultiplePaymentCredentials) => {
-                return Some(Err(Rejection::new(
-                    RejectionKind::BadRequest,
-                    PROTOCOL,
-                    ProblemCode::MalformedCredential.as_str(),
-                )));
-            }
-            Err(_) => return Some(Err(problem(ProblemCode::MalformedCredential))),
-        };
-        let echo = &credential.challenge;
-        if echo.method != METHOD {
-            return Some(Err(problem(ProblemCode::MethodUnsupported)));
-        }
-        if echo.intent != INTENT {
-            return None;
-        }
-        let key = PaymentKey::derive(&[b"mpp", echo.id.as_bytes()]);
-        let fingerprint = Fingerprint::of(
-            serde_json::to_string(&credential.payload)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        let payer = credential.source.clone();
-        Some(Ok(Credential::new(key, fingerprint, payer, credential)))
+        server::read(headers, INTENT)
     }
 
     fn offer<'a>(
@@ -666,16 +572,8 @@ impl PaymentScheme for StellarCharge {
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Offer, Rejection>> {
         Box::pin(async move {
-            let expires = Timestamp::now()
-                .checked_add(self.ttl)
-                .ok_or_else(|| problem(ProblemCode::PaymentRequired))?;
-            let mut builder =
-                MppChallenge::builder(self.realm(request), METHOD, INTENT, &self.request(price))
-                    .expires(expires);
-            if let Some(description) = price.description() {
-                builder = builder.description(description);
-            }
-            Ok(Offer::new(Intent::MPP_CHARGE, builder.issue(&self.keys)))
+            let challenge = self.issuer().issue(price, request, &self.request(price))?;
+            Ok(Offer::new(Intent::MPP_CHARGE, challenge))
         })
     }
 
@@ -685,49 +583,7 @@ impl PaymentScheme for StellarCharge {
         context: &ChallengeContext<'_>,
         challenge: &mut Challenge,
     ) {
-        let challenges: Vec<&MppChallenge> = offers
-            .iter()
-            .filter_map(|offer| offer.detail::<MppChallenge>())
-            .collect();
-        let accept = AcceptPayment::from_headers(&context.request.headers);
-        let ordered = accept.order(challenges, |c| (c.method.as_str(), c.intent.as_str()));
-        for offer in &ordered {
-            match offer.to_header_value() {
-                Ok(value) => {
-                    challenge
-                        .headers
-                        .append(http::header::WWW_AUTHENTICATE, value);
-                }
-                Err(error) => tracing::error!(%error, "cannot format an MPP challenge"),
-            }
-        }
-        challenge.headers.insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
-        challenge.headers.append(
-            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("WWW-Authenticate, Payment-Receipt"),
-        );
-        let code = context
-            .rejection
-            .filter(|rejection| rejection.protocol == PROTOCOL)
-            .and_then(|rejection| {
-                ProblemCode::ALL
-                    .into_iter()
-                    .find(|code| code.as_str() == rejection.code)
-            })
-            .unwrap_or(ProblemCode::PaymentRequired);
-        let mut body = Problem::new(code);
-        if let Some(first) = ordered.first() {
-            body = body.with_challenge_id(first.id.clone());
-        }
-        if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body.to_json()) {
-            for (name, value) in fields {
-                challenge.body.entry(name).or_insert(value);
-            }
-        }
-        challenge.content_type = Some(HeaderValue::from_static(PROBLEM_JSON));
+        server::render(offers, context, challenge);
     }
 
     fn verify<'a>(
@@ -736,10 +592,10 @@ impl PaymentScheme for StellarCharge {
         context: PaymentContext<'a>,
     ) -> BoxFuture<'a, Result<Verified, Rejection>> {
         Box::pin(async move {
-            let mpp = credential
-                .detail::<MppCredential>()
-                .ok_or_else(|| problem(ProblemCode::MalformedCredential))?;
-            self.check_challenge(&mpp.challenge, &context)?;
+            let mpp = server::credential(credential)?;
+            let request = self.request(context.price);
+            self.issuer()
+                .check(&mpp.challenge, context.request, |echoed| *echoed == request)?;
             let payer = self.payer(mpp.source.as_deref())?;
             let payload = mpp
                 .payload
@@ -801,7 +657,7 @@ impl PaymentScheme for StellarCharge {
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot claim a transaction hash");
-                    return SettleOutcome::Rejected(unavailable_now());
+                    return SettleOutcome::Rejected(busy());
                 }
             }
             match &detail.proof {

@@ -63,12 +63,16 @@ pub mod base64url;
 pub mod binding;
 pub mod challenge;
 #[cfg(feature = "rpc")]
+mod channel;
+#[cfg(feature = "rpc")]
 mod charge;
 pub mod credential;
 pub mod expires;
 pub mod jcs;
 pub mod problem;
 pub mod receipt;
+#[cfg(feature = "rpc")]
+mod server;
 
 pub use accept::{ACCEPT_PAYMENT, AcceptPayment, PaymentRange};
 pub use base64url::Base64UrlError;
@@ -79,6 +83,8 @@ pub use challenge::{
     Challenge, ChallengeBuilder, ChallengeError, CredentialHeader, FormatError, MAX_REQUEST_BYTES,
     SCHEME,
 };
+#[cfg(feature = "rpc")]
+pub use channel::{ChannelError, StellarChannel, StellarChannelBuilder, StellarChannelError};
 #[cfg(feature = "rpc")]
 pub use charge::{StellarCharge, StellarChargeBuilder, StellarChargeError};
 pub use credential::{Credential, CredentialError, MAX_CREDENTIAL_BYTES};

@@ -13,6 +13,13 @@
 //! | `payment-insufficient` | 402 | the amount is too low |
 //! | `method-unsupported` | 400 | the method is not accepted |
 //! | `settlement-failed` | 402 | settlement on chain failed (Stellar spec) |
+//! | `session/insufficient-balance` | 402 | the channel cannot pay this much |
+//! | `session/invalid-signature` | 402 | the voucher's signature does not verify with the channel's commitment key |
+//! | `session/signer-mismatch` | 402 | the voucher is signed by a key the channel does not accept |
+//! | `session/amount-exceeds-deposit` | 402 | the voucher's cumulative amount is above what the channel holds |
+//! | `session/delta-too-small` | 402 | the voucher does not add at least the price to the channel's cumulative amount |
+//! | `session/channel-not-found` | 410 | the challenge's channel is not served here (any more) |
+//! | `session/channel-finalized` | 410 | the channel is closing or closed |
 //!
 //! `challengeId` names the fresh challenge sent with the problem.
 
@@ -47,11 +54,25 @@ pub enum ProblemCode {
     MethodUnsupported,
     /// `settlement-failed`.
     SettlementFailed,
+    /// `session/insufficient-balance`.
+    InsufficientBalance,
+    /// `session/invalid-signature`.
+    InvalidSignature,
+    /// `session/signer-mismatch`.
+    SignerMismatch,
+    /// `session/amount-exceeds-deposit`.
+    AmountExceedsDeposit,
+    /// `session/delta-too-small`.
+    DeltaTooSmall,
+    /// `session/channel-not-found`.
+    ChannelNotFound,
+    /// `session/channel-finalized`.
+    ChannelFinalized,
 }
 
 impl ProblemCode {
     /// Every code.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 16] = [
         Self::PaymentRequired,
         Self::MalformedCredential,
         Self::InvalidChallenge,
@@ -61,6 +82,13 @@ impl ProblemCode {
         Self::PaymentInsufficient,
         Self::MethodUnsupported,
         Self::SettlementFailed,
+        Self::InsufficientBalance,
+        Self::InvalidSignature,
+        Self::SignerMismatch,
+        Self::AmountExceedsDeposit,
+        Self::DeltaTooSmall,
+        Self::ChannelNotFound,
+        Self::ChannelFinalized,
     ];
 
     /// The code: the last segment of the `type` URI (`payment-required`, …).
@@ -75,6 +103,13 @@ impl ProblemCode {
             Self::PaymentInsufficient => "payment-insufficient",
             Self::MethodUnsupported => "method-unsupported",
             Self::SettlementFailed => "settlement-failed",
+            Self::InsufficientBalance => "session/insufficient-balance",
+            Self::InvalidSignature => "session/invalid-signature",
+            Self::SignerMismatch => "session/signer-mismatch",
+            Self::AmountExceedsDeposit => "session/amount-exceeds-deposit",
+            Self::DeltaTooSmall => "session/delta-too-small",
+            Self::ChannelNotFound => "session/channel-not-found",
+            Self::ChannelFinalized => "session/channel-finalized",
         }
     }
 
@@ -96,13 +131,22 @@ impl ProblemCode {
             Self::PaymentInsufficient => "Payment Insufficient",
             Self::MethodUnsupported => "Method Unsupported",
             Self::SettlementFailed => "Settlement Failed",
+            Self::InsufficientBalance => "Insufficient Balance",
+            Self::InvalidSignature => "Invalid Signature",
+            Self::SignerMismatch => "Signer Mismatch",
+            Self::AmountExceedsDeposit => "Amount Exceeds Deposit",
+            Self::DeltaTooSmall => "Delta Too Small",
+            Self::ChannelNotFound => "Channel Not Found",
+            Self::ChannelFinalized => "Channel Closed",
         }
     }
 
-    /// The response status: 400 for `method-unsupported`, 402 otherwise.
+    /// The response status: 400 for `method-unsupported`, 410 for a channel not found or
+    /// finalized, 402 otherwise.
     pub fn status(self) -> StatusCode {
         match self {
             Self::MethodUnsupported => StatusCode::BAD_REQUEST,
+            Self::ChannelNotFound | Self::ChannelFinalized => StatusCode::GONE,
             _ => StatusCode::PAYMENT_REQUIRED,
         }
     }
@@ -119,6 +163,13 @@ impl ProblemCode {
             Self::PaymentInsufficient => "The payment amount is insufficient.",
             Self::MethodUnsupported => "The payment method is not supported.",
             Self::SettlementFailed => "Payment settlement failed.",
+            Self::InsufficientBalance => "Insufficient balance.",
+            Self::InvalidSignature => "Invalid signature.",
+            Self::SignerMismatch => "Signer is not authorized for this channel.",
+            Self::AmountExceedsDeposit => "Voucher amount exceeds channel deposit.",
+            Self::DeltaTooSmall => "Amount increase below minimum voucher delta.",
+            Self::ChannelNotFound => "No channel with this ID exists.",
+            Self::ChannelFinalized => "Channel is closed.",
         }
     }
 
@@ -234,7 +285,20 @@ mod tests {
             ("payment-insufficient", "Payment Insufficient", 402),
             ("method-unsupported", "Method Unsupported", 400),
             ("settlement-failed", "Settlement Failed", 402),
+            // mppx's channel (session) problems.
+            ("session/insufficient-balance", "Insufficient Balance", 402),
+            ("session/invalid-signature", "Invalid Signature", 402),
+            ("session/signer-mismatch", "Signer Mismatch", 402),
+            (
+                "session/amount-exceeds-deposit",
+                "Amount Exceeds Deposit",
+                402,
+            ),
+            ("session/delta-too-small", "Delta Too Small", 402),
+            ("session/channel-not-found", "Channel Not Found", 410),
+            ("session/channel-finalized", "Channel Closed", 410),
         ];
+        assert_eq!(expected.len(), ProblemCode::ALL.len());
         for (code, (name, title, status)) in ProblemCode::ALL.into_iter().zip(expected) {
             assert_eq!(code.as_str(), name);
             assert_eq!(
@@ -251,9 +315,7 @@ mod tests {
         }
         assert_eq!(ProblemCode::from_type_uri("about:blank"), None);
         assert_eq!(
-            ProblemCode::from_type_uri(
-                "https://paymentauth.org/problems/session/channel-not-found"
-            ),
+            ProblemCode::from_type_uri("https://paymentauth.org/problems/session/no-such-problem"),
             None
         );
     }

@@ -1,0 +1,557 @@
+//! [`StellarChannel`]: the MPP `channel` intent with method `stellar` as a
+//! [`PaymentScheme`](crate::PaymentScheme). A funder deposits into a one-way payment channel
+//! contract once; each request is then paid off-chain with a voucher, the commitment key's
+//! signature over the new cumulative amount; the recipient closes the channel on the ledger with
+//! the best voucher.
+//!
+//! | wire | content |
+//! |---|---|
+//! | challenge `request` | `{"amount": "<price>", "channel": "C…", "methodDetails": {"reference": "<uuid>", "network": "stellar:testnet", "cumulativeAmount": "<highest accepted so far>"}}`, `intent="channel"` |
+//! | credential `payload` | `{"action": "voucher" \| "close", "amount": "<new cumulative>", "signature": "<128 hex>"}` (no `source`) |
+//! | receipt `reference` | the challenge's `reference` for a voucher, the close transaction's hash for a close |
+//!
+//! A voucher is accepted when its signature verifies (`verify_strict`) over the 192-byte
+//! commitment for (channel, amount, network) with the channel's commitment key, and, atomically
+//! in the [`ChannelStore`]: the channel is open, the amount is above the stored cumulative by at
+//! least the price, and no more than the channel's deposit (balance + withdrawn). The store keeps
+//! the signature with the amount: it is the money. Refusals carry mppx's problem types
+//! (`session/delta-too-small`, `session/amount-exceeds-deposit`, `session/invalid-signature`,
+//! `session/channel-finalized` …).
+//!
+//! Each channel's ledger state (recipient, token, commitment key, deposit, close) is read once
+//! when it is [added](StellarChannel::add_channel) and then by the [watcher](StellarChannel::watch):
+//! when the funder starts a close (`close_start`), the watcher closes the channel with the best
+//! voucher before the refund waiting period ends. The operator can
+//! [settle](StellarChannel::settle_channel) or [close](StellarChannel::close_channel) at any time.
+//! `close` and `settle` need the recipient's authorization, so the recipient's key signs and
+//! submits them (its account pays the fee unless a fee-bump account does).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel};
+//! use tower_paywall::stellar::{JsonRpcClient, Keypair, Network};
+//! use tower_paywall::store::FileChannelStore;
+//! use tower_paywall::{PaymentLayer, Price};
+//!
+//! let rpc = Arc::new(JsonRpcClient::builder("https://soroban-testnet.example").build()?);
+//! let recipient: Keypair = std::env::var("RECIPIENT_SECRET")?.parse()?;
+//! let keys = ChallengeKeys::new(ChallengeSecret::new(std::env::var("MPP_SECRET")?)?);
+//! let store = Arc::new(FileChannelStore::open("/var/lib/my-api/channels")?);
+//! let channels = Arc::new(
+//!     StellarChannel::builder(Network::testnet(), recipient, rpc, keys, store).build()?,
+//! );
+//! channels.add_channel("CDLZFC3SYJYDZT7K67VZ75HPJVIEUVNIXF47ZG2FB2RMQQVU2HHGCYSC".parse()?).await?;
+//! let _watcher = channels.watch(Duration::from_secs(5));
+//! let layer = PaymentLayer::builder()
+//!     .shared_scheme(channels.clone())
+//!     .price(Price::parse("0.001")?)
+//!     .build()?;
+//! # Ok(()) }
+//! ```
+
+mod ledger;
+mod voucher;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde_json::{Map, Value, json};
+
+pub use ledger::ChannelError;
+
+use self::voucher::{Action, Voucher};
+use super::binding::ChallengeKeys;
+use super::expires::DEFAULT_CHALLENGE_TTL;
+use super::problem::ProblemCode;
+use super::server::{self, Issuer, busy, problem};
+use crate::BoxFuture;
+use crate::price::Price;
+use crate::scheme::{
+    Challenge, ChallengeContext, Credential, Intent, Offer, PaymentContext, PaymentScheme,
+    Rejection, SettleOutcome, Verified,
+};
+use crate::stellar::rpc::SorobanRpc;
+use crate::stellar::{
+    Address, ChannelInfo, Keypair, Network, Sponsor, SponsorError, commitment_bytes, verify_ed25519,
+};
+use crate::store::{ChannelId, ChannelState, ChannelStore, PaymentStore, StoreError};
+
+const INTENT: &str = "channel";
+/// The default ceiling on a close or settle transaction's fee, in stroops.
+const DEFAULT_MAX_FEE: u32 = 2_000_000;
+
+/// The MPP `channel` intent on Stellar (see the [module docs](self)).
+pub struct StellarChannel {
+    network: Network,
+    currency: Address,
+    recipient: Address,
+    realm: Option<String>,
+    keys: ChallengeKeys,
+    ttl: Duration,
+    rpc: Arc<dyn SorobanRpc>,
+    store: Arc<dyn ChannelStore>,
+    /// Submits the recipient's close and settle calls, from the recipient's account.
+    submitter: Sponsor,
+    /// The channels served, with their ledger state as last read.
+    channels: RwLock<HashMap<ChannelId, ChannelInfo>>,
+    /// Channels with a close or settle transaction in flight.
+    submitting: Mutex<HashSet<ChannelId>>,
+    references: AtomicU64,
+}
+
+/// Builds a [`StellarChannel`].
+#[must_use]
+pub struct StellarChannelBuilder {
+    network: Network,
+    recipient: Keypair,
+    keys: ChallengeKeys,
+    rpc: Arc<dyn SorobanRpc>,
+    store: Arc<dyn ChannelStore>,
+    currency: Option<Address>,
+    realm: Option<String>,
+    ttl: Duration,
+    fee_bump: Option<Keypair>,
+    max_fee: u32,
+}
+
+/// Why a [`StellarChannelBuilder`] refused to build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StellarChannelError {
+    /// No currency was set and the network has no known USDC contract.
+    #[error("no currency set, and the network has no known USDC contract")]
+    NoCurrency,
+    /// The currency is not a contract address.
+    #[error("the currency must be a contract (C…) address")]
+    CurrencyNotContract,
+    /// The challenge lifetime is zero or above one hour.
+    #[error("the challenge lifetime must be between 1 s and 1 h")]
+    Ttl,
+    /// The recipient's submitter could not be set up.
+    #[error(transparent)]
+    Submitter(#[from] SponsorError),
+}
+
+impl StellarChannel {
+    /// Starts a builder: vouchers on channels paying `recipient` on `network`, whose state is
+    /// kept in `store`, read and closed through `rpc`, with challenge ids bound by `keys`. The
+    /// recipient's key signs the channels' close and settle calls.
+    pub fn builder(
+        network: Network,
+        recipient: Keypair,
+        rpc: Arc<dyn SorobanRpc>,
+        keys: ChallengeKeys,
+        store: Arc<dyn ChannelStore>,
+    ) -> StellarChannelBuilder {
+        StellarChannelBuilder {
+            network,
+            recipient,
+            keys,
+            rpc,
+            store,
+            currency: None,
+            realm: None,
+            ttl: DEFAULT_CHALLENGE_TTL,
+            fee_bump: None,
+            max_fee: DEFAULT_MAX_FEE,
+        }
+    }
+}
+
+impl StellarChannelBuilder {
+    /// The token the channels must hold (default: the network's USDC).
+    pub fn currency(mut self, currency: Address) -> Self {
+        self.currency = Some(currency);
+        self
+    }
+
+    /// The protection space (default: the request's host).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// How long a challenge stays valid (default 5 minutes).
+    pub fn challenge_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// An account that pays the close and settle transactions' fees (a fee bump) instead of
+    /// the recipient's.
+    pub fn fee_bump(mut self, account: Keypair) -> Self {
+        self.fee_bump = Some(account);
+        self
+    }
+
+    /// The most a close or settle transaction may cost, in stroops (default 2 000 000).
+    pub fn max_fee(mut self, stroops: u32) -> Self {
+        self.max_fee = stroops;
+        self
+    }
+
+    /// Checks the settings and builds the scheme. Add the channels to serve with
+    /// [`StellarChannel::add_channel`].
+    pub fn build(self) -> Result<StellarChannel, StellarChannelError> {
+        let currency = match self.currency {
+            Some(currency) => currency,
+            None => self.network.usdc().ok_or(StellarChannelError::NoCurrency)?,
+        };
+        if !currency.is_contract() {
+            return Err(StellarChannelError::CurrencyNotContract);
+        }
+        if self.ttl.is_zero() || self.ttl > Duration::from_secs(3600) {
+            return Err(StellarChannelError::Ttl);
+        }
+        let recipient = self.recipient.address();
+        let submitter = Sponsor::new(
+            self.rpc.clone(),
+            self.network.clone(),
+            vec![self.recipient],
+            self.fee_bump,
+            self.max_fee,
+        )?;
+        Ok(StellarChannel {
+            network: self.network,
+            currency,
+            recipient,
+            realm: self.realm,
+            keys: self.keys,
+            ttl: self.ttl,
+            rpc: self.rpc,
+            store: self.store,
+            submitter,
+            channels: RwLock::new(HashMap::new()),
+            submitting: Mutex::new(HashSet::new()),
+            references: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A verified voucher, waiting for its compare-and-set.
+struct ChannelVerified {
+    channel: ChannelId,
+    voucher: Voucher,
+    reference: String,
+}
+
+/// What the echoed challenge request says, once pinned.
+struct Pinned {
+    channel: ChannelId,
+    reference: String,
+}
+
+impl StellarChannel {
+    fn issuer(&self) -> Issuer<'_> {
+        Issuer {
+            keys: &self.keys,
+            realm: self.realm.as_deref(),
+            intent: INTENT,
+            ttl: self.ttl,
+        }
+    }
+
+    /// The cached ledger state of `channel`, if it is served.
+    fn info(&self, channel: ChannelId) -> Option<ChannelInfo> {
+        self.channels
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&channel)
+            .cloned()
+    }
+
+    fn remember(&self, info: ChannelInfo) {
+        if let Ok(channel) = ChannelId::try_from(info.channel) {
+            self.channels
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(channel, info);
+        }
+    }
+
+    /// The channels served, in id order.
+    pub fn channels(&self) -> Vec<ChannelId> {
+        let mut all: Vec<ChannelId> = self
+            .channels
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The stored state of `channel`: its best voucher and phase.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub async fn state(&self, channel: ChannelId) -> Result<ChannelState, StoreError> {
+        Ok(self.store.load(channel).await?.unwrap_or(ChannelState::NEW))
+    }
+
+    /// A fresh reference for a challenge: a version-4-shaped UUID from the clock, the process
+    /// and a counter (unique, not secret).
+    fn reference(&self) -> String {
+        let count = self.references.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&(now as u64).to_be_bytes());
+        bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+        bytes[12..].copy_from_slice(&(count as u32).to_be_bytes());
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let hex = crate::hex::encode(&bytes);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    }
+
+    /// The challenge request for `price` on `channel`, whose cumulative amount is `cumulative`.
+    fn request(&self, price: &Price, channel: ChannelId, cumulative: i128) -> Map<String, Value> {
+        let request = json!({
+            "amount": price.amount().to_atomic_string(),
+            "channel": channel.to_string(),
+            "methodDetails": {
+                "reference": self.reference(),
+                "network": self.network.caip2(),
+                "cumulativeAmount": cumulative.to_string(),
+            },
+        });
+        match request {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    /// The parts of an echoed request this route pins: the price, the network, a channel.
+    fn pin(&self, request: &Map<String, Value>, price: &Price) -> Option<Pinned> {
+        let details = request.get("methodDetails")?;
+        let priced = request.get("amount")?.as_str()? == price.amount().to_atomic_string();
+        let network = details.get("network")?.as_str()? == self.network.caip2();
+        if !(priced && network) {
+            return None;
+        }
+        Some(Pinned {
+            channel: request.get("channel")?.as_str()?.parse().ok()?,
+            reference: details.get("reference")?.as_str()?.to_owned(),
+        })
+    }
+
+    /// Checks a voucher against the channel's stored and ledger state, and its signature.
+    async fn check_voucher(
+        &self,
+        channel: ChannelId,
+        voucher: &Voucher,
+        price: i128,
+    ) -> Result<(), Rejection> {
+        let mut info = self
+            .info(channel)
+            .ok_or_else(|| problem(ProblemCode::ChannelNotFound))?;
+        if info.close_effective_at.is_some() {
+            return Err(problem(ProblemCode::ChannelFinalized));
+        }
+        let state = self.state(channel).await.map_err(|error| {
+            tracing::error!(%error, "channel store unavailable");
+            busy()
+        })?;
+        let mut accepted = voucher.accept(&state, price, info.deposited());
+        if let Err(code @ ProblemCode::DeltaTooSmall | code @ ProblemCode::ChannelFinalized) =
+            accepted
+        {
+            return Err(problem(code));
+        }
+        let bytes = commitment_bytes(&self.network.id(), &channel.address(), voucher.amount)
+            .map_err(|_| problem(ProblemCode::ChannelNotFound))?;
+        if !verify_ed25519(&info.commitment_key, &bytes, &voucher.signature) {
+            return Err(problem(ProblemCode::InvalidSignature));
+        }
+        if accepted == Err(ProblemCode::AmountExceedsDeposit) {
+            // The cached deposit may predate a top-up: read it again, once.
+            info = self.refresh(channel).await?;
+            if info.close_effective_at.is_some() {
+                return Err(problem(ProblemCode::ChannelFinalized));
+            }
+            accepted = voucher.accept(&state, price, info.deposited());
+        }
+        accepted.map(|_| ()).map_err(problem)
+    }
+
+    /// Stores the voucher if the channel still accepts it: compare-and-set against the state
+    /// it was checked with, again until it is stored or refused.
+    async fn credit(
+        &self,
+        channel: ChannelId,
+        voucher: &Voucher,
+        price: i128,
+    ) -> Result<(Option<ChannelState>, ChannelState), Rejection> {
+        let deposited = self
+            .info(channel)
+            .ok_or_else(|| problem(ProblemCode::ChannelNotFound))?
+            .deposited();
+        let unavailable = |error: StoreError| {
+            tracing::error!(%error, "channel store unavailable");
+            busy()
+        };
+        loop {
+            let current = self.store.load(channel).await.map_err(unavailable)?;
+            let next = voucher
+                .accept(&current.unwrap_or(ChannelState::NEW), price, deposited)
+                .map_err(problem)?;
+            if self
+                .store
+                .compare_and_set(channel, current, next)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok((current, next));
+            }
+        }
+    }
+}
+
+impl PaymentScheme for StellarChannel {
+    fn intent(&self) -> Intent {
+        Intent::MPP_CHANNEL
+    }
+
+    fn read(&self, headers: &HeaderMap) -> Option<Result<Credential, Rejection>> {
+        server::read(headers, INTENT)
+    }
+
+    fn offer<'a>(
+        &'a self,
+        price: &'a Price,
+        request: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Offer, Rejection>> {
+        Box::pin(async move {
+            let mut challenges = Vec::new();
+            for channel in self.channels() {
+                let open = self
+                    .info(channel)
+                    .is_some_and(|info| info.close_effective_at.is_none());
+                let Ok(state) = self.state(channel).await else {
+                    continue;
+                };
+                if !open || state.phase != crate::store::ChannelPhase::Open {
+                    continue;
+                }
+                let body = self.request(price, channel, state.cumulative);
+                challenges.push(self.issuer().issue(price, request, &body)?);
+            }
+            if challenges.is_empty() {
+                return Err(problem(ProblemCode::ChannelNotFound));
+            }
+            Ok(Offer::new(Intent::MPP_CHANNEL, challenges))
+        })
+    }
+
+    fn challenge(
+        &self,
+        offers: &[&Offer],
+        context: &ChallengeContext<'_>,
+        challenge: &mut Challenge,
+    ) {
+        server::render(offers, context, challenge);
+    }
+
+    fn verify<'a>(
+        &'a self,
+        credential: &'a Credential,
+        context: PaymentContext<'a>,
+    ) -> BoxFuture<'a, Result<Verified, Rejection>> {
+        Box::pin(async move {
+            let mpp = server::credential(credential)?;
+            let mut pinned = None;
+            self.issuer()
+                .check(&mpp.challenge, context.request, |request| {
+                    pinned = self.pin(request, context.price);
+                    pinned.is_some()
+                })?;
+            let Pinned { channel, reference } =
+                pinned.ok_or_else(|| problem(ProblemCode::InvalidChallenge))?;
+            let voucher = Voucher::parse(&mpp.payload).map_err(problem)?;
+            let price = context.price.amount().atomic();
+            self.check_voucher(channel, &voucher, price).await?;
+            let from = self
+                .info(channel)
+                .map(|info| info.from.to_string())
+                .unwrap_or_default();
+            Ok(Verified::new(
+                from,
+                context.price.amount(),
+                self.currency.to_string(),
+                ChannelVerified {
+                    channel,
+                    voucher,
+                    reference,
+                },
+            ))
+        })
+    }
+
+    /// A challenge answered by another credential before: it is used up.
+    fn reused(&self) -> Rejection {
+        problem(ProblemCode::InvalidChallenge)
+    }
+
+    fn settle(
+        self: Arc<Self>,
+        verified: Arc<Verified>,
+        _store: Arc<dyn PaymentStore>,
+    ) -> BoxFuture<'static, SettleOutcome> {
+        Box::pin(async move {
+            let Some(detail) = verified.detail::<ChannelVerified>() else {
+                return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
+            };
+            let price = verified.amount().atomic();
+            let (previous, stored) = match self.credit(detail.channel, &detail.voucher, price).await
+            {
+                Ok(credited) => credited,
+                Err(rejection) => return SettleOutcome::Rejected(rejection),
+            };
+            match detail.voucher.action {
+                Action::Voucher => {
+                    SettleOutcome::Settled(server::receipt(detail.reference.clone()))
+                }
+                Action::Close => {
+                    let revert = previous.unwrap_or(ChannelState::NEW);
+                    match self.close_stored(detail.channel, stored, revert).await {
+                        Ok(hash) => SettleOutcome::Settled(server::receipt(hash.to_string())),
+                        Err(ChannelError::Unknown(error)) => {
+                            SettleOutcome::Unknown(server::unavailable(&error))
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, channel = %detail.channel, "channel close failed");
+                            SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed))
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for StellarChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StellarChannel")
+            .field("network", &self.network.caip2())
+            .field("currency", &self.currency)
+            .field("recipient", &self.recipient)
+            .field("channels", &self.channels().len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,825 @@
+//! End to end on the sandbox: MPP `channel` (method `stellar`) through `PaymentLayer`. A funder
+//! deploys and funds a one-way channel; requests are paid with vouchers; the channel is closed
+//! on the ledger with the best one, by the client's `close`, by the operator, or by the watcher
+//! when the funder starts a close; the durable store keeps the best voucher across a crash.
+//! Every refusal has its problem type.
+#![cfg(feature = "sandbox")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tower_paywall::mpp::{
+    Challenge, ChallengeKeys, ChallengeSecret, ChannelError, Credential as MppCredential, Receipt,
+    StellarChannel,
+};
+use tower_paywall::sandbox::{ChannelParams, ContractCall, Sandbox, SandboxConfig};
+use tower_paywall::stellar::rpc::{SorobanRpc, TransactionHash};
+use tower_paywall::stellar::{Address, Keypair, Network, commitment_bytes, read_channel};
+use tower_paywall::store::{
+    ChannelId, ChannelPhase, ChannelStore, FileChannelStore, MemoryChannelStore,
+};
+use tower_paywall::{Paid, PaymentLayer, Price};
+
+/// The price of a request: 0.01 USDC.
+const PRICE_ATOMIC: i128 = 100_000;
+/// The first deposit: 10 USDC.
+const DEPOSIT: i128 = 100_000_000;
+
+fn keys() -> ChallengeKeys {
+    ChallengeKeys::new(ChallengeSecret::new(*b"a test secret of at least 32 bytes!").unwrap())
+}
+
+struct World {
+    sandbox: Sandbox,
+    funder: Keypair,
+    recipient: Keypair,
+    commitment_key: Keypair,
+    channel: Address,
+}
+
+impl World {
+    async fn new(refund_waiting_period: u32) -> World {
+        let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
+        let sandbox = Sandbox::start(config).unwrap();
+        let funder = sandbox.funded_keypair().await.unwrap();
+        let recipient = sandbox.funded_keypair().await.unwrap();
+        let commitment_key = Keypair::from_seed([42; 32]);
+        let mut world = World {
+            sandbox,
+            funder,
+            recipient,
+            commitment_key,
+            channel: Address::Contract([0; 32]),
+        };
+        world.channel = world
+            .deploy(refund_waiting_period, world.sandbox.usdc())
+            .await;
+        world
+    }
+
+    /// Another channel from the same funder, key and recipient.
+    async fn deploy(&self, refund_waiting_period: u32, token: Address) -> Address {
+        self.sandbox
+            .deploy_channel(ChannelParams {
+                token,
+                from: &self.funder,
+                commitment_key: self.commitment_key.public_key(),
+                to: self.recipient.address(),
+                amount: DEPOSIT,
+                refund_waiting_period,
+            })
+            .await
+            .unwrap()
+    }
+
+    fn rpc(&self) -> Arc<dyn SorobanRpc> {
+        Arc::new(self.sandbox.clone())
+    }
+
+    async fn scheme(&self, store: Arc<dyn ChannelStore>) -> Arc<StellarChannel> {
+        let scheme = StellarChannel::builder(
+            Network::testnet(),
+            self.recipient.clone(),
+            self.rpc(),
+            keys(),
+            store,
+        )
+        .currency(self.sandbox.usdc())
+        .realm("example.com")
+        .build()
+        .unwrap();
+        scheme.add_channel(self.channel).await.unwrap();
+        Arc::new(scheme)
+    }
+
+    fn app(scheme: &Arc<StellarChannel>) -> Router {
+        let layer = PaymentLayer::builder()
+            .shared_scheme(scheme.clone())
+            .price(Price::parse("0.01").unwrap())
+            .build()
+            .unwrap();
+        Router::new()
+            .route(
+                "/paid",
+                get(|axum::Extension(paid): axum::Extension<Paid>| async move {
+                    format!("paid by {} with {}", paid.payer, paid.intent)
+                }),
+            )
+            .layer(layer)
+    }
+
+    async fn usdc(&self, holder: &Address) -> i128 {
+        self.sandbox
+            .balance(&self.sandbox.usdc(), holder)
+            .await
+            .unwrap()
+    }
+
+    /// The commitment key's signature over the commitment for `amount` on `channel`.
+    fn sign(&self, channel: &Address, amount: i128) -> String {
+        let bytes = commitment_bytes(&Network::testnet().id(), channel, amount).unwrap();
+        hex(&self.commitment_key.sign(&bytes))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn problem(&self) -> String {
+        let body: Value = serde_json::from_str(&self.body).unwrap_or_default();
+        body["type"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("https://paymentauth.org/problems/")
+            .to_owned()
+    }
+
+    fn receipt(&self) -> Receipt {
+        Receipt::parse(self.headers["payment-receipt"].to_str().unwrap()).unwrap()
+    }
+}
+
+async fn send(app: &Router, authorization: Option<String>) -> Answer {
+    let mut request = Request::builder()
+        .uri("/paid")
+        .header("host", "example.com");
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into(),
+    }
+}
+
+/// The channel challenge for `channel` in a fresh 402.
+async fn challenge(app: &Router, channel: &Address) -> Challenge {
+    let answer = send(app, None).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        answer.body
+    );
+    Challenge::from_headers(&answer.headers)
+        .unwrap()
+        .into_iter()
+        .find(|c| {
+            c.intent == "channel" && c.request_json().unwrap()["channel"] == channel.to_string()
+        })
+        .expect("a challenge for the channel")
+}
+
+/// The client's next cumulative amount: the challenge's cumulative plus its price.
+fn next_amount(challenge: &Challenge) -> i128 {
+    let request = challenge.request_json().unwrap();
+    let cumulative: i128 = request["methodDetails"]["cumulativeAmount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let price: i128 = request["amount"].as_str().unwrap().parse().unwrap();
+    cumulative + price
+}
+
+fn authorization(challenge: Challenge, action: &str, amount: i128, signature: String) -> String {
+    let payload = json!({"action": action, "amount": amount.to_string(), "signature": signature});
+    MppCredential::new(challenge, payload).encode()
+}
+
+/// Pays one request with a voucher for the next amount; returns the answer and the amount.
+async fn pay(world: &World, app: &Router, action: &str) -> (Answer, i128) {
+    let challenge = challenge(app, &world.channel).await;
+    let amount = next_amount(&challenge);
+    let signature = world.sign(&world.channel, amount);
+    let answer = send(
+        app,
+        Some(authorization(challenge, action, amount, signature)),
+    )
+    .await;
+    (answer, amount)
+}
+
+#[tokio::test]
+async fn two_hundred_vouchers_then_close_settles_exactly_the_cumulative_amount() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let app = World::app(&scheme);
+    let funder_before = world.usdc(&world.funder.address()).await;
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+
+    for request in 1..=200 {
+        let (answer, amount) = pay(&world, &app, "voucher").await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "request {request}: {}",
+            answer.body
+        );
+        assert_eq!(amount, request * PRICE_ATOMIC);
+        assert_eq!(
+            answer.body,
+            format!("paid by {} with mpp/channel", world.funder.address())
+        );
+        let receipt = answer.receipt();
+        assert_eq!(receipt.method, "stellar");
+        assert_eq!(receipt.status, "success");
+        assert_eq!(receipt.reference.len(), 36, "a UUID: {}", receipt.reference);
+    }
+    let state = scheme.state(channel_id).await.unwrap();
+    assert_eq!(state.cumulative, 200 * PRICE_ATOMIC);
+    assert_eq!(state.phase, ChannelPhase::Open);
+    // Nothing moved on the ledger yet.
+    assert_eq!(world.usdc(&world.channel).await, DEPOSIT);
+
+    // A challenge kept from before the close.
+    let early = challenge(&app, &world.channel).await;
+    // The close is a paid request too: its amount adds the price.
+    let (answer, amount) = pay(&world, &app, "close").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(amount, 201 * PRICE_ATOMIC);
+    let receipt = answer.receipt();
+    assert_eq!(receipt.reference.len(), 64, "the close transaction hash");
+    let state = scheme.state(channel_id).await.unwrap();
+    assert_eq!(
+        state.phase,
+        ChannelPhase::Closed {
+            transaction: Some(receipt.reference.parse::<TransactionHash>().unwrap().0)
+        }
+    );
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + amount
+    );
+    assert_eq!(
+        world.usdc(&world.funder.address()).await,
+        funder_before + DEPOSIT - amount
+    );
+    assert_eq!(world.usdc(&world.channel).await, 0);
+
+    // A closed channel takes no more vouchers and is offered no more: with no other offer to
+    // make, the refusal keeps its status.
+    let amount = next_amount(&early);
+    let signature = world.sign(&world.channel, amount);
+    let answer = send(
+        &app,
+        Some(authorization(early, "voucher", amount, signature)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::GONE, "{}", answer.body);
+    assert_eq!(answer.body, r#"{"error":"session/channel-finalized"}"#);
+    let answer = send(&app, None).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no offer left"
+    );
+}
+
+#[tokio::test]
+async fn the_funders_close_start_is_answered_by_our_close_within_the_refund_window() {
+    // 20 s of 100 ms ledgers.
+    let world = World::new(200).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let app = World::app(&scheme);
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+    let mut best = 0;
+    for _ in 0..3 {
+        let (answer, amount) = pay(&world, &app, "voucher").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        best = amount;
+    }
+    let _watcher = scheme.watch(Duration::from_millis(100));
+
+    // The funder walks away: it starts the refund waiting period.
+    let started = world
+        .sandbox
+        .invoke(
+            &world.funder,
+            &ContractCall::new(world.channel, "close_start", vec![]),
+        )
+        .await
+        .unwrap();
+    let refundable_at = read_channel(&*world.rpc(), &world.channel, None)
+        .await
+        .unwrap()
+        .close_effective_at
+        .expect("the close started");
+    assert!(refundable_at > started.ledger);
+
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let state = scheme.state(channel_id).await.unwrap();
+            if let ChannelPhase::Closed { transaction } = state.phase {
+                return transaction;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the watcher closes the channel");
+    let hash = TransactionHash(closed.expect("closed by our transaction"));
+    let landed = world
+        .sandbox
+        .transaction(&hash)
+        .await
+        .unwrap()
+        .ledger
+        .unwrap();
+    assert!(
+        landed < refundable_at,
+        "closed at {landed}, refundable at {refundable_at}"
+    );
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + best
+    );
+    assert_eq!(world.usdc(&world.channel).await, 0);
+    // The funder's refund finds nothing left.
+    let info = read_channel(&*world.rpc(), &world.channel, None)
+        .await
+        .unwrap();
+    assert_eq!(info.withdrawn, best);
+    assert_eq!(info.close_effective_at, Some(landed));
+
+    // While a close is pending, no voucher is taken: a challenge issued before is refused.
+    let world = World::new(1_000).await;
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let still_open = world.deploy(1_000, world.sandbox.usdc()).await;
+    scheme.add_channel(still_open).await.unwrap();
+    let app = World::app(&scheme);
+    let early = challenge(&app, &world.channel).await;
+    world
+        .sandbox
+        .invoke(
+            &world.funder,
+            &ContractCall::new(world.channel, "close_start", vec![]),
+        )
+        .await
+        .unwrap();
+    scheme.watch_once().await;
+    let amount = next_amount(&early);
+    let signature = world.sign(&world.channel, amount);
+    let answer = send(
+        &app,
+        Some(authorization(early, "voucher", amount, signature)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::GONE, "{}", answer.body);
+    assert_eq!(answer.problem(), "session/channel-finalized");
+    // The fresh offers name the channels still open, and only them.
+    let offered: Vec<String> = Challenge::from_headers(&answer.headers)
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c.request_json().unwrap()["channel"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(offered, [still_open.to_string()]);
+    // With nothing to withdraw the channel is left to the funder.
+    assert_eq!(
+        scheme
+            .state(ChannelId::try_from(world.channel).unwrap())
+            .await
+            .unwrap()
+            .phase,
+        ChannelPhase::Closed { transaction: None }
+    );
+}
+
+#[tokio::test]
+async fn bad_vouchers_are_refused_with_their_problem_types() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let other = world.deploy(1_000, world.sandbox.usdc()).await;
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    scheme.add_channel(other).await.unwrap();
+    let app = World::app(&scheme);
+
+    // One good voucher first.
+    let (answer, paid) = pay(&world, &app, "voucher").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let recipient_state = || async { scheme.state(channel_id).await.unwrap().cumulative };
+    assert_eq!(recipient_state().await, paid);
+
+    // Each refusal on a fresh challenge: (amount, signature, problem).
+    let stranger = Keypair::from_seed([7; 32]);
+    let forged = {
+        let bytes = commitment_bytes(
+            &Network::testnet().id(),
+            &world.channel,
+            paid + PRICE_ATOMIC,
+        )
+        .unwrap();
+        hex(&stranger.sign(&bytes))
+    };
+    let cases: Vec<(&str, i128, String, &str)> = vec![
+        (
+            "beyond the deposit",
+            DEPOSIT + PRICE_ATOMIC,
+            world.sign(&world.channel, DEPOSIT + PRICE_ATOMIC),
+            "session/amount-exceeds-deposit",
+        ),
+        (
+            "equal to the stored amount (the last voucher replayed)",
+            paid,
+            world.sign(&world.channel, paid),
+            "session/delta-too-small",
+        ),
+        (
+            "lower",
+            paid - 1,
+            world.sign(&world.channel, paid - 1),
+            "session/delta-too-small",
+        ),
+        (
+            "less than the price above it",
+            paid + PRICE_ATOMIC - 1,
+            world.sign(&world.channel, paid + PRICE_ATOMIC - 1),
+            "session/delta-too-small",
+        ),
+        (
+            "signed for another channel",
+            paid + PRICE_ATOMIC,
+            world.sign(&other, paid + PRICE_ATOMIC),
+            "session/invalid-signature",
+        ),
+        (
+            "signed by another key",
+            paid + PRICE_ATOMIC,
+            forged,
+            "session/invalid-signature",
+        ),
+    ];
+    for (case, amount, signature, expected) in cases {
+        let fresh = challenge(&app, &world.channel).await;
+        let answer = send(
+            &app,
+            Some(authorization(fresh, "voucher", amount, signature)),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::PAYMENT_REQUIRED,
+            "{case}: {}",
+            answer.body
+        );
+        assert_eq!(answer.problem(), expected, "{case}");
+        assert!(
+            answer.headers.contains_key("www-authenticate"),
+            "{case}: fresh offers"
+        );
+        assert!(!answer.headers.contains_key("payment-receipt"), "{case}");
+    }
+    // Payloads that do not fit the schema.
+    for payload in [
+        json!({"action": "voucher", "amount": "0", "signature": world.sign(&world.channel, 0)}),
+        json!({"action": "open", "amount": "1", "signature": world.sign(&world.channel, 1)}),
+        json!({"action": "voucher", "amount": (paid + PRICE_ATOMIC).to_string(), "signature": "00"}),
+    ] {
+        let fresh = challenge(&app, &world.channel).await;
+        let answer = send(
+            &app,
+            Some(MppCredential::new(fresh, payload.clone()).encode()),
+        )
+        .await;
+        assert_eq!(answer.problem(), "invalid-payload", "{payload}");
+    }
+    // A challenge edited to name another channel is not ours any more.
+    let mut edited = challenge(&app, &world.channel).await;
+    let mut request = edited.request_json().unwrap();
+    request["channel"] = json!(other.to_string());
+    edited.request = tower_paywall::mpp::base64url::encode(
+        tower_paywall::mpp::jcs::to_string(&Value::Object(request)).as_bytes(),
+    );
+    let amount = paid + PRICE_ATOMIC;
+    let answer = send(
+        &app,
+        Some(authorization(
+            edited,
+            "voucher",
+            amount,
+            world.sign(&other, amount),
+        )),
+    )
+    .await;
+    assert_eq!(answer.problem(), "invalid-challenge");
+    assert_eq!(recipient_state().await, paid, "nothing was credited");
+
+    // The same credential twice: answered once, credited once.
+    let fresh = challenge(&app, &world.channel).await;
+    let amount = next_amount(&fresh);
+    let credential = authorization(fresh, "voucher", amount, world.sign(&world.channel, amount));
+    let first = send(&app, Some(credential.clone())).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let again = send(&app, Some(credential)).await;
+    assert_eq!(again.status, StatusCode::OK, "the recorded answer");
+    assert_eq!(again.body, first.body);
+    assert_eq!(recipient_state().await, amount);
+}
+
+#[tokio::test]
+async fn two_vouchers_from_one_state_are_never_both_credited() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let app = World::app(&scheme);
+    for round in 0..5 {
+        // Two challenges read the same cumulative amount; the client signs one increment for
+        // each (the second a little more, so both would pass on their own).
+        let first = challenge(&app, &world.channel).await;
+        let second = challenge(&app, &world.channel).await;
+        let a = next_amount(&first);
+        let b = a + 1;
+        let (one, two) = tokio::join!(
+            send(
+                &app,
+                Some(authorization(
+                    first,
+                    "voucher",
+                    a,
+                    world.sign(&world.channel, a)
+                ))
+            ),
+            send(
+                &app,
+                Some(authorization(
+                    second,
+                    "voucher",
+                    b,
+                    world.sign(&world.channel, b)
+                ))
+            ),
+        );
+        let statuses = [one.status, two.status];
+        let paid = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(paid, 1, "round {round}: {statuses:?}");
+        let refused = if one.status == StatusCode::OK {
+            &two
+        } else {
+            &one
+        };
+        assert_eq!(refused.problem(), "session/delta-too-small");
+        let stored = scheme.state(channel_id).await.unwrap().cumulative;
+        assert!(stored == a || stored == b, "{stored}");
+    }
+}
+
+#[tokio::test]
+async fn the_durable_store_keeps_the_best_voucher_across_a_crash_and_closes_with_it() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let dir = std::env::temp_dir().join(format!("tower-paywall-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+    let best = {
+        let store = Arc::new(FileChannelStore::open(&dir).unwrap());
+        let scheme = world.scheme(store).await;
+        let app = World::app(&scheme);
+        let mut best = 0;
+        for _ in 0..7 {
+            let (answer, amount) = pay(&world, &app, "voucher").await;
+            assert_eq!(answer.status, StatusCode::OK);
+            best = amount;
+        }
+        best
+        // The process state is dropped here: the scheme, its caches, the layer and the store.
+    };
+    let store = Arc::new(FileChannelStore::open(&dir).unwrap());
+    let scheme = world.scheme(store).await;
+    let state = scheme.state(channel_id).await.unwrap();
+    assert_eq!(state.cumulative, best);
+    assert_eq!(state.phase, ChannelPhase::Open);
+    let hash = scheme.close_channel(channel_id).await.unwrap();
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + best
+    );
+    assert_eq!(
+        scheme.state(channel_id).await.unwrap().phase,
+        ChannelPhase::Closed {
+            transaction: Some(hash.0)
+        }
+    );
+    assert!(matches!(
+        scheme.close_channel(channel_id).await,
+        Err(ChannelError::Closed(_))
+    ));
+    drop(scheme);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_operator_settles_and_the_channel_stays_open() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let app = World::app(&scheme);
+    assert!(matches!(
+        scheme.settle_channel(channel_id).await,
+        Err(ChannelError::NothingToWithdraw(_))
+    ));
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+    let (_, first) = pay(&world, &app, "voucher").await;
+    scheme.settle_channel(channel_id).await.unwrap();
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + first
+    );
+    assert!(matches!(
+        scheme.settle_channel(channel_id).await,
+        Err(ChannelError::NothingToWithdraw(_))
+    ));
+    // Vouchers go on from the same cumulative amount; the next settle pays the difference.
+    let (answer, second) = pay(&world, &app, "voucher").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(second, first + PRICE_ATOMIC);
+    scheme.settle_channel(channel_id).await.unwrap();
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + second
+    );
+    assert_eq!(world.usdc(&world.channel).await, DEPOSIT - second);
+}
+
+#[tokio::test]
+async fn only_channels_paying_us_in_our_currency_are_served() {
+    let world = World::new(1_000).await;
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let in_lumens = world.deploy(1_000, world.sandbox.xlm()).await;
+    assert!(matches!(
+        scheme.add_channel(in_lumens).await,
+        Err(ChannelError::WrongToken { .. })
+    ));
+    let elsewhere = world
+        .sandbox
+        .deploy_channel(ChannelParams {
+            token: world.sandbox.usdc(),
+            from: &world.funder,
+            commitment_key: world.commitment_key.public_key(),
+            to: world.funder.address(),
+            amount: DEPOSIT,
+            refund_waiting_period: 1_000,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        scheme.add_channel(elsewhere).await,
+        Err(ChannelError::WrongRecipient { .. })
+    ));
+    assert!(matches!(
+        scheme.add_channel(world.funder.address()).await,
+        Err(ChannelError::NotAContract(_))
+    ));
+    assert_eq!(
+        scheme.channels(),
+        [ChannelId::try_from(world.channel).unwrap()]
+    );
+    // A top-up after the channel was added is seen when a voucher needs it.
+    let app = World::app(&scheme);
+    let challenge = challenge(&app, &world.channel).await;
+    let amount = DEPOSIT + PRICE_ATOMIC;
+    world
+        .sandbox
+        .invoke(
+            &world.funder,
+            &ContractCall::new(
+                world.channel,
+                "top_up",
+                vec![tower_paywall::stellar::xdr::ScVal::I128(
+                    tower_paywall::stellar::xdr::Int128Parts {
+                        hi: 0,
+                        lo: PRICE_ATOMIC as u64,
+                    },
+                )],
+            ),
+        )
+        .await
+        .unwrap();
+    // The challenge asks for the price; the voucher jumps to the whole new deposit.
+    let signature = world.sign(&world.channel, amount);
+    let answer = send(
+        &app,
+        Some(authorization(challenge, "voucher", amount, signature)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn one_402_offers_x402_exact_mpp_charge_and_mpp_channel() {
+    use tower_paywall::mpp::StellarCharge;
+    use tower_paywall::x402::{Exact, LocalFacilitator};
+    let world = World::new(1_000).await;
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let pay_to = world.recipient.address();
+    let facilitator = LocalFacilitator::builder(
+        world.sandbox.clone(),
+        Network::testnet(),
+        world.sandbox.funded_keypair().await.unwrap(),
+    )
+    .build()
+    .unwrap();
+    let layer = PaymentLayer::builder()
+        .scheme(
+            Exact::builder(Network::testnet(), pay_to, facilitator)
+                .build()
+                .unwrap(),
+        )
+        .scheme(
+            StellarCharge::builder(Network::testnet(), pay_to, world.rpc(), keys())
+                .realm("example.com")
+                .build()
+                .unwrap(),
+        )
+        .shared_scheme(scheme.clone())
+        .price(Price::parse("0.01").unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(layer);
+    let answer = send(&app, None).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(
+        answer.headers.contains_key("payment-required"),
+        "x402 exact"
+    );
+    let offers: Vec<(String, String)> = Challenge::from_headers(&answer.headers)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.method, c.intent))
+        .collect();
+    assert_eq!(
+        offers,
+        [
+            ("stellar".to_owned(), "charge".to_owned()),
+            ("stellar".to_owned(), "channel".to_owned())
+        ]
+    );
+    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(body["x402Version"], 2);
+    assert_eq!(
+        body["type"],
+        "https://paymentauth.org/problems/payment-required"
+    );
+    // The client's Accept-Payment puts the channel first.
+    let response = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/paid")
+                .header("host", "example.com")
+                .header("accept-payment", "stellar/channel, stellar/charge;q=0.5")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let first = Challenge::from_headers(response.headers())
+        .unwrap()
+        .remove(0);
+    assert_eq!(first.intent, "channel");
+    let request = first.request_json().unwrap();
+    assert_eq!(request["amount"], PRICE_ATOMIC.to_string());
+    assert_eq!(request["channel"], world.channel.to_string());
+    assert_eq!(request["methodDetails"]["network"], "stellar:testnet");
+    assert_eq!(request["methodDetails"]["cumulativeAmount"], "0");
+    // And the channel pays through the combined layer.
+    let amount = next_amount(&first);
+    let signature = world.sign(&world.channel, amount);
+    let answer = send(
+        &app,
+        Some(authorization(first, "voucher", amount, signature)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body, "content");
+}
