@@ -128,11 +128,11 @@ impl Credential {
     pub fn from_header_values<'a>(
         values: impl IntoIterator<Item = &'a HeaderValue>,
     ) -> Result<Self, CredentialError> {
-        let lines: Vec<String> = values
+        let lines: Vec<std::borrow::Cow<'_, str>> = values
             .into_iter()
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .map(|value| String::from_utf8_lossy(value.as_bytes()))
             .collect();
-        Self::parse_lines(lines.iter().map(String::as_str))
+        Self::parse_lines(lines.iter().map(|line| line.as_ref()))
     }
 
     /// Reads the one `Payment` credential of the `Authorization` fields of `headers`.
@@ -292,14 +292,11 @@ fn decode_token(token: &str) -> Result<Vec<u8>, CredentialError> {
     if token.len() - unpadded.len() > 2 {
         return Err(CredentialError::NotBase64);
     }
-    let normalized: String = unpadded
-        .chars()
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect();
+    // Standard base64 is tolerated: its two letters become base64url's.
+    if !unpadded.contains(['+', '/']) {
+        return base64url::decode(unpadded).map_err(|_| CredentialError::NotBase64);
+    }
+    let normalized = unpadded.replace('+', "-").replace('/', "_");
     base64url::decode(&normalized).map_err(|_| CredentialError::NotBase64)
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use stellar_strkey::ed25519::PrivateKey;
 
 use super::Address;
@@ -97,15 +97,41 @@ impl fmt::Debug for Keypair {
 /// Verifies an ed25519 `signature` by `public_key` over `message`.
 ///
 /// Uses `verify_strict`: weak public keys and non-canonical signatures are refused. An invalid public key
-/// gives `false`.
+/// gives `false`. To check many signatures by one key, decode it once with [`VerifyingKey::new`].
 #[must_use]
 pub fn verify_ed25519(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
-    let Ok(verifying_key) = VerifyingKey::from_bytes(public_key) else {
-        return false;
-    };
-    verifying_key
-        .verify_strict(message, &Signature::from_bytes(signature))
-        .is_ok()
+    VerifyingKey::new(public_key).is_some_and(|key| key.verify(message, signature))
+}
+
+/// An ed25519 public key, decoded (decompressed) once for many verifications.
+///
+/// ```
+/// use tower_paywall::stellar::{Keypair, VerifyingKey};
+///
+/// let keypair = Keypair::from_seed([1; 32]);
+/// let key = VerifyingKey::new(&keypair.public_key()).unwrap();
+/// assert!(key.verify(b"hello", &keypair.sign(b"hello")));
+/// assert!(!key.verify(b"hello!", &keypair.sign(b"hello")));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyingKey(ed25519_dalek::VerifyingKey);
+
+impl VerifyingKey {
+    /// Decodes `public_key`; `None` when it is not a point on the curve.
+    #[must_use]
+    pub fn new(public_key: &[u8; 32]) -> Option<VerifyingKey> {
+        ed25519_dalek::VerifyingKey::from_bytes(public_key)
+            .ok()
+            .map(VerifyingKey)
+    }
+
+    /// Whether `signature` by this key over `message` verifies (`verify_strict`).
+    #[must_use]
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        self.0
+            .verify_strict(message, &Signature::from_bytes(signature))
+            .is_ok()
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ pub use channel::{COMMITMENT_LEN, CommitmentError, commitment_bytes};
 #[cfg(feature = "rpc")]
 pub use channel::{ChannelFunction, ChannelInfo, ChannelReadError, channel_call, read_channel};
 pub use events::{TransferEventError, check_transfer_events};
-pub use keypair::{Keypair, KeypairError, verify_ed25519};
+pub use keypair::{Keypair, KeypairError, VerifyingKey, verify_ed25519};
 pub use network::{Network, NetworkError, NetworkId};
 #[cfg(feature = "rpc")]
 pub use prepare::{Invocation, PrepareError, TransferOrder, prepare_invocation, prepare_transfer};

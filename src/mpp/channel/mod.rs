@@ -77,7 +77,7 @@ use crate::scheme::{
 };
 use crate::stellar::rpc::SorobanRpc;
 use crate::stellar::{
-    Address, ChannelInfo, Keypair, Network, Sponsor, SponsorError, commitment_bytes, verify_ed25519,
+    Address, ChannelInfo, Keypair, Network, Sponsor, SponsorError, VerifyingKey, commitment_bytes,
 };
 use crate::store::{ChannelId, ChannelState, ChannelStore, PaymentStore, StoreError};
 
@@ -98,7 +98,7 @@ pub struct StellarChannel {
     /// Submits the recipient's close and settle calls, from the recipient's account.
     submitter: Sponsor,
     /// The channels served, with their ledger state as last read.
-    channels: RwLock<HashMap<ChannelId, ChannelInfo>>,
+    channels: RwLock<HashMap<ChannelId, Served>>,
     /// Channels with a close or settle transaction in flight.
     submitting: Mutex<HashSet<ChannelId>>,
     references: AtomicU64,
@@ -233,6 +233,14 @@ impl StellarChannelBuilder {
     }
 }
 
+/// A served channel: its ledger state as last read, and its commitment key decoded.
+#[derive(Clone)]
+struct Served {
+    info: ChannelInfo,
+    /// `None` when the ledger's key is not a curve point: no voucher can verify.
+    key: Option<VerifyingKey>,
+}
+
 /// A verified voucher, waiting for its compare-and-set.
 struct ChannelVerified {
     channel: ChannelId,
@@ -257,7 +265,7 @@ impl StellarChannel {
     }
 
     /// The cached ledger state of `channel`, if it is served.
-    fn info(&self, channel: ChannelId) -> Option<ChannelInfo> {
+    fn served(&self, channel: ChannelId) -> Option<Served> {
         self.channels
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -265,12 +273,17 @@ impl StellarChannel {
             .cloned()
     }
 
+    fn info(&self, channel: ChannelId) -> Option<ChannelInfo> {
+        self.served(channel).map(|served| served.info)
+    }
+
     fn remember(&self, info: ChannelInfo) {
         if let Ok(channel) = ChannelId::try_from(info.channel) {
+            let key = VerifyingKey::new(&info.commitment_key);
             self.channels
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(channel, info);
+                .insert(channel, Served { info, key });
         }
     }
 
@@ -358,8 +371,8 @@ impl StellarChannel {
         voucher: &Voucher,
         price: i128,
     ) -> Result<(), Rejection> {
-        let mut info = self
-            .info(channel)
+        let Served { mut info, key } = self
+            .served(channel)
             .ok_or_else(|| problem(ProblemCode::ChannelNotFound))?;
         if info.close_effective_at.is_some() {
             return Err(problem(ProblemCode::ChannelFinalized));
@@ -376,7 +389,7 @@ impl StellarChannel {
         }
         let bytes = commitment_bytes(&self.network.id(), &channel.address(), voucher.amount)
             .map_err(|_| problem(ProblemCode::ChannelNotFound))?;
-        if !verify_ed25519(&info.commitment_key, &bytes, &voucher.signature) {
+        if !key.is_some_and(|key| key.verify(&bytes, &voucher.signature)) {
             return Err(problem(ProblemCode::InvalidSignature));
         }
         if accepted == Err(ProblemCode::AmountExceedsDeposit) {
