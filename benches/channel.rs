@@ -95,8 +95,9 @@ impl Bench {
             .realm("example.com")
             .build()
             .unwrap();
+            let scheme = Arc::new(scheme);
             scheme.add_channel(channel).await.unwrap();
-            (Arc::new(scheme), channel)
+            (scheme, channel)
         })
     }
 }

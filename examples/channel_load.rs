@@ -50,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .currency(sandbox.usdc())
     .realm("127.0.0.1")
     .build()?;
+    let scheme = Arc::new(scheme);
     let mut channels = Vec::with_capacity(clients);
     for _ in 0..clients {
         let channel = sandbox
@@ -65,7 +66,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         scheme.add_channel(channel).await?;
         channels.push(channel);
     }
-    let scheme = Arc::new(scheme);
     let layer = PaymentLayer::builder()
         .shared_scheme(scheme.clone())
         .price(Price::parse(PRICE)?)

@@ -22,7 +22,8 @@ use tower_paywall::sandbox::{ChannelParams, ContractCall, Sandbox, SandboxConfig
 use tower_paywall::stellar::rpc::{SorobanRpc, TransactionHash};
 use tower_paywall::stellar::{Address, Keypair, Network, commitment_bytes, read_channel};
 use tower_paywall::store::{
-    ChannelId, ChannelPhase, ChannelStore, FileChannelStore, MemoryChannelStore,
+    ChannelId, ChannelPhase, ChannelState, ChannelStore, FileChannelStore, MemoryChannelStore,
+    StoreError,
 };
 use tower_paywall::{Paid, PaymentLayer, Price};
 
@@ -92,10 +93,13 @@ impl World {
         )
         .currency(self.sandbox.usdc())
         .realm("example.com")
+        // 100 ms ledgers: the watcher keeps up with them.
+        .watch_period(Duration::from_millis(100))
         .build()
         .unwrap();
+        let scheme = Arc::new(scheme);
         scheme.add_channel(self.channel).await.unwrap();
-        Arc::new(scheme)
+        scheme
     }
 
     fn app(scheme: &Arc<StellarChannel>) -> Router {
@@ -313,7 +317,6 @@ async fn the_funders_close_start_is_answered_by_our_close_within_the_refund_wind
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
         best = amount;
     }
-    let _watcher = scheme.watch(Duration::from_millis(100));
 
     // The funder walks away: it starts the refund waiting period.
     let started = world
@@ -612,8 +615,22 @@ async fn the_durable_store_keeps_the_best_voucher_across_a_crash_and_closes_with
         best
         // The process state is dropped here: the scheme, its caches, the layer and the store.
     };
+    // A restarted server: the store reopened, the channels of the store served again.
     let store = Arc::new(FileChannelStore::open(&dir).unwrap());
-    let scheme = world.scheme(store).await;
+    let scheme = Arc::new(
+        StellarChannel::builder(
+            Network::testnet(),
+            world.recipient.clone(),
+            world.rpc(),
+            keys(),
+            store,
+        )
+        .currency(world.sandbox.usdc())
+        .realm("example.com")
+        .build()
+        .unwrap(),
+    );
+    assert_eq!(scheme.resume().await.unwrap(), [channel_id]);
     let state = scheme.state(channel_id).await.unwrap();
     assert_eq!(state.cumulative, best);
     assert_eq!(state.phase, ChannelPhase::Open);
@@ -822,4 +839,221 @@ async fn one_402_offers_x402_exact_mpp_charge_and_mpp_channel() {
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body, "content");
+}
+
+#[tokio::test]
+async fn channels_a_funder_could_empty_before_a_close_or_not_ours_are_never_served() {
+    let world = World::new(1_000).await;
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let served = scheme.channels();
+    // Refundable 10 ledgers after close_start: shorter than the 120 the scheme needs.
+    let hasty = world.deploy(10, world.sandbox.usdc()).await;
+    assert!(matches!(
+        scheme.add_channel(hasty).await,
+        Err(ChannelError::RefundPeriodTooShort {
+            period: 10,
+            minimum: 120,
+            ..
+        })
+    ));
+    // The operator's calls act on served channels only, and serve nothing new.
+    let hasty_id = ChannelId::try_from(hasty).unwrap();
+    assert!(matches!(
+        scheme.settle_channel(hasty_id).await,
+        Err(ChannelError::NotServed(_))
+    ));
+    assert!(matches!(
+        scheme.close_channel(hasty_id).await,
+        Err(ChannelError::NotServed(_))
+    ));
+    assert_eq!(scheme.channels(), served);
+
+    // An RPC of another network than the scheme's.
+    let pubnet = Arc::new(
+        StellarChannel::builder(
+            Network::pubnet(),
+            world.recipient.clone(),
+            world.rpc(),
+            keys(),
+            Arc::new(MemoryChannelStore::new()),
+        )
+        .currency(world.sandbox.usdc())
+        .build()
+        .unwrap(),
+    );
+    assert!(matches!(
+        pubnet.add_channel(world.channel).await,
+        Err(ChannelError::WrongNetwork)
+    ));
+    // Settings that cannot work.
+    let builder = || {
+        StellarChannel::builder(
+            Network::testnet(),
+            world.recipient.clone(),
+            world.rpc(),
+            keys(),
+            Arc::new(MemoryChannelStore::new()),
+        )
+        .currency(world.sandbox.usdc())
+    };
+    assert!(matches!(
+        builder().watch_period(Duration::ZERO).build(),
+        Err(tower_paywall::mpp::StellarChannelError::WatchPeriod)
+    ));
+    assert!(matches!(
+        builder().max_offers(0).build(),
+        Err(tower_paywall::mpp::StellarChannelError::MaxOffers)
+    ));
+}
+
+#[tokio::test]
+async fn a_402_offers_at_most_max_offers_channels_or_the_ones_the_client_names() {
+    let world = World::new(1_000).await;
+    let mut channels = vec![world.channel];
+    for _ in 0..2 {
+        channels.push(world.deploy(1_000, world.sandbox.usdc()).await);
+    }
+    let scheme = Arc::new(
+        StellarChannel::builder(
+            Network::testnet(),
+            world.recipient.clone(),
+            world.rpc(),
+            keys(),
+            Arc::new(MemoryChannelStore::new()),
+        )
+        .currency(world.sandbox.usdc())
+        .realm("example.com")
+        .max_offers(2)
+        .build()
+        .unwrap(),
+    );
+    for channel in &channels {
+        scheme.add_channel(*channel).await.unwrap();
+    }
+    let app = World::app(&scheme);
+    let offered = |headers: &http::HeaderMap| -> Vec<String> {
+        Challenge::from_headers(headers)
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c.request_json().unwrap()["channel"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let answer = send(&app, None).await;
+    assert_eq!(offered(&answer.headers).len(), 2);
+    let last = channels.iter().map(|c| c.to_string()).max().unwrap();
+    let response = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/paid")
+                .header("host", "example.com")
+                .header("payment-channel", format!("CBAD, {last}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(offered(response.headers()), [last]);
+}
+
+/// A channel store that holds every write moving a channel to `Closing` until released: a
+/// test double at the store boundary, to stop a client's close between its compare-and-set
+/// and its transaction.
+struct PausingStore {
+    inner: MemoryChannelStore,
+    paused: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl ChannelStore for PausingStore {
+    fn load(
+        &self,
+        channel: ChannelId,
+    ) -> tower_paywall::BoxFuture<'_, Result<Option<ChannelState>, StoreError>> {
+        self.inner.load(channel)
+    }
+
+    fn compare_and_set(
+        &self,
+        channel: ChannelId,
+        current: Option<ChannelState>,
+        new: ChannelState,
+    ) -> tower_paywall::BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let set = self.inner.compare_and_set(channel, current, new).await?;
+            if set && new.phase == ChannelPhase::Closing {
+                self.paused.notify_one();
+                self.release.notified().await;
+            }
+            Ok(set)
+        })
+    }
+
+    fn channels(
+        &self,
+    ) -> tower_paywall::BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+        self.inner.channels()
+    }
+}
+
+#[tokio::test]
+async fn a_clients_close_is_never_undone_by_an_operator_close_racing_it() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let store = Arc::new(PausingStore {
+        inner: MemoryChannelStore::new(),
+        paused: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let scheme = world.scheme(store.clone()).await;
+    let app = World::app(&scheme);
+    let (answer, first) = pay(&world, &app, "voucher").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+
+    let client = tokio::spawn({
+        let app = app.clone();
+        let challenge = challenge(&app, &world.channel).await;
+        let amount = next_amount(&challenge);
+        let signature = world.sign(&world.channel, amount);
+        async move {
+            let answer = send(
+                &app,
+                Some(authorization(challenge, "close", amount, signature)),
+            )
+            .await;
+            (answer, amount)
+        }
+    });
+    // The client's voucher is stored as `Closing`; its transaction is not sent yet.
+    store.paused.notified().await;
+    assert!(matches!(
+        scheme.close_channel(channel_id).await,
+        Err(ChannelError::Busy(_))
+    ));
+    assert!(matches!(
+        scheme.settle_channel(channel_id).await,
+        Err(ChannelError::Busy(_))
+    ));
+    store.release.notify_one();
+    let (answer, closed_at) = client.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(closed_at, first + PRICE_ATOMIC);
+    let state = scheme.state(channel_id).await.unwrap();
+    assert_eq!(state.cumulative, closed_at);
+    assert!(matches!(
+        state.phase,
+        ChannelPhase::Closed {
+            transaction: Some(_)
+        }
+    ));
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + closed_at
+    );
 }

@@ -84,7 +84,9 @@ pub use challenge::{
     SCHEME,
 };
 #[cfg(feature = "rpc")]
-pub use channel::{ChannelError, StellarChannel, StellarChannelBuilder, StellarChannelError};
+pub use channel::{
+    ChannelError, PAYMENT_CHANNEL, StellarChannel, StellarChannelBuilder, StellarChannelError,
+};
 #[cfg(feature = "rpc")]
 pub use charge::{StellarCharge, StellarChargeBuilder, StellarChargeError};
 pub use credential::{Credential, CredentialError, MAX_CREDENTIAL_BYTES};

@@ -26,7 +26,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use sha2::{Digest, Sha256};
 
@@ -62,15 +62,21 @@ const COMPACT_AFTER: usize = 65_536;
 /// # Ok(()) }
 /// ```
 pub struct FileChannelStore {
-    inner: Arc<Mutex<Log>>,
+    /// What the file holds, for readers; changed only after the record is on disk.
+    states: Arc<RwLock<HashMap<ChannelId, ChannelState>>>,
+    /// The file; one writer at a time, syncing outside the readers' lock.
+    log: Arc<Mutex<Log>>,
     path: PathBuf,
 }
 
 struct Log {
     file: File,
     dir: PathBuf,
-    states: HashMap<ChannelId, ChannelState>,
+    /// Whole records in the file.
     records: usize,
+    /// Set when a failed write could not be undone: the file's tail is unknown, so nothing
+    /// more is written until the store is opened again (which drops that tail).
+    poisoned: bool,
 }
 
 impl FileChannelStore {
@@ -79,7 +85,9 @@ impl FileChannelStore {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the directory or its file cannot be created, read or
-    /// locked (another store holds it).
+    /// locked (another store holds it), or if a record in the middle of the file is corrupt (a
+    /// torn record at the end, from a crash during a write, is dropped; anything else needs a
+    /// look before the store is used again).
     pub fn open(dir: impl AsRef<Path>) -> Result<FileChannelStore, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(io("create the directory"))?;
@@ -105,40 +113,89 @@ impl FileChannelStore {
             states.insert(channel, state);
             records += 1;
         }
+        let good = records * RECORD_LEN;
+        if bytes.len() - good >= 2 * RECORD_LEN {
+            // A bad record with whole records after it is not a torn write.
+            return Err(StoreError::Unavailable(format!(
+                "{}: record {records} is corrupt and is followed by others; move the file aside \
+                 and look at it",
+                path.display()
+            )));
+        }
         let mut log = Log {
             file,
             dir,
-            states,
             records,
+            poisoned: false,
         };
-        if records * RECORD_LEN != bytes.len() {
-            // A torn or corrupt tail: what follows the last good record was never reported kept.
+        if good != bytes.len() {
+            // A torn tail: what follows the last good record was never reported kept.
             tracing::warn!(
-                dropped = bytes.len() - records * RECORD_LEN,
+                dropped = bytes.len() - good,
                 "channel store: dropping a torn tail"
             );
-            log.file
-                .set_len((records * RECORD_LEN) as u64)
-                .map_err(io("truncate the file"))?;
-            log.file.sync_all().map_err(io("sync the file"))?;
+            log.truncate()?;
         }
-        if log.records > log.states.len() {
-            log.compact()?;
+        if log.records > states.len() {
+            log.compact(&states)?;
         }
         Ok(FileChannelStore {
-            inner: Arc::new(Mutex::new(log)),
+            states: Arc::new(RwLock::new(states)),
+            log: Arc::new(Mutex::new(log)),
             path,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Log> {
-        lock(&self.inner)
+    fn states(&self) -> RwLockReadGuard<'_, HashMap<ChannelId, ChannelState>> {
+        // Every update is one insert: a poisoned lock is still consistent.
+        self.states
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
 
-fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
-    // The map changes only after its record is on disk: a poisoned lock is still consistent.
-    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The blocking part of a compare-and-set: check, append, sync, publish.
+    fn write(
+        log: &Mutex<Log>,
+        states: &RwLock<HashMap<ChannelId, ChannelState>>,
+        channel: ChannelId,
+        current: Option<ChannelState>,
+        new: ChannelState,
+    ) -> Result<bool, StoreError> {
+        // The writer's lock orders writes; readers only wait for the brief publish below.
+        let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if log.poisoned {
+            return Err(StoreError::Unavailable(
+                "channel store: a write failed and could not be undone; reopen the store".into(),
+            ));
+        }
+        let stored = states
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&channel)
+            .copied();
+        if stored != current {
+            return Ok(false);
+        }
+        log.append(&encode(channel, &new))?;
+        let live = {
+            let mut states = states
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            states.insert(channel, new);
+            states.len()
+        };
+        if log.records > live + COMPACT_AFTER {
+            let snapshot = states
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            // The record is kept already; a failed compaction only leaves the file longer.
+            if let Err(error) = log.compact(&snapshot) {
+                tracing::warn!(%error, "channel store: compaction failed");
+            }
+        }
+        Ok(true)
+    }
 }
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> StoreError {
@@ -146,26 +203,43 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> StoreError {
 }
 
 impl Log {
-    fn append(&mut self, channel: ChannelId, state: ChannelState) -> Result<(), StoreError> {
-        self.file
-            .write_all(&encode(channel, &state))
-            .and_then(|()| self.file.sync_data())
-            .map_err(io("write a record"))?;
-        self.states.insert(channel, state);
-        self.records += 1;
-        if self.records > self.states.len() + COMPACT_AFTER {
-            self.compact()?;
+    /// Appends one record and syncs it. On failure the file is cut back to its whole records
+    /// (so the record is not there after a restart either), or the log is poisoned.
+    fn append(&mut self, record: &[u8; RECORD_LEN]) -> Result<(), StoreError> {
+        let written = self
+            .file
+            .write_all(record)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.records += 1;
+                Ok(())
+            }
+            Err(error) => {
+                if let Err(undo) = self.truncate() {
+                    tracing::error!(%undo, "channel store: a failed write could not be undone");
+                    self.poisoned = true;
+                }
+                Err(io("write a record")(error))
+            }
         }
-        Ok(())
+    }
+
+    /// Cuts the file back to its whole records, synced.
+    fn truncate(&mut self) -> Result<(), StoreError> {
+        self.file
+            .set_len((self.records * RECORD_LEN) as u64)
+            .and_then(|()| self.file.sync_all())
+            .map_err(io("truncate the file"))
     }
 
     /// Rewrites the file with one record per channel: a new file, synced, renamed over the old
     /// one, then the directory synced.
-    fn compact(&mut self) -> Result<(), StoreError> {
+    fn compact(&mut self, states: &HashMap<ChannelId, ChannelState>) -> Result<(), StoreError> {
         let path = self.dir.join(FILE_NAME);
         let temporary = self.dir.join(format!("{FILE_NAME}.compact"));
-        let mut bytes = Vec::with_capacity(self.states.len() * RECORD_LEN);
-        for (channel, state) in &self.states {
+        let mut bytes = Vec::with_capacity(states.len() * RECORD_LEN);
+        for (channel, state) in states {
             bytes.extend_from_slice(&encode(*channel, state));
         }
         let mut file = File::create(&temporary).map_err(io("create the compacted file"))?;
@@ -184,7 +258,7 @@ impl Log {
         sync_dir(&self.dir)?;
         file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
         self.file = file;
-        self.records = self.states.len();
+        self.records = states.len();
         Ok(())
     }
 }
@@ -251,7 +325,7 @@ fn decode(record: &[u8]) -> Option<(ChannelId, ChannelState)> {
 
 impl ChannelStore for FileChannelStore {
     fn load(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ChannelState>, StoreError>> {
-        let state = self.lock().states.get(&channel).copied();
+        let state = self.states().get(&channel).copied();
         Box::pin(std::future::ready(Ok(state)))
     }
 
@@ -261,16 +335,10 @@ impl ChannelStore for FileChannelStore {
         current: Option<ChannelState>,
         new: ChannelState,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let inner = self.inner.clone();
+        let (log, states) = (self.log.clone(), self.states.clone());
         Box::pin(async move {
+            let write = move || Self::write(&log, &states, channel, current, new);
             // The sync blocks: off the async workers.
-            let write = move || {
-                let mut log = lock(&inner);
-                if log.states.get(&channel).copied() != current {
-                    return Ok(false);
-                }
-                log.append(channel, new).map(|()| true)
-            };
             match tokio::runtime::Handle::try_current() {
                 Ok(_) => tokio::task::spawn_blocking(write)
                     .await
@@ -282,8 +350,7 @@ impl ChannelStore for FileChannelStore {
 
     fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
         let mut all: Vec<_> = self
-            .lock()
-            .states
+            .states()
             .iter()
             .map(|(id, state)| (*id, *state))
             .collect();
@@ -296,7 +363,7 @@ impl fmt::Debug for FileChannelStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileChannelStore")
             .field("path", &self.path)
-            .field("channels", &self.lock().states.len())
+            .field("channels", &self.states().len())
             .finish()
     }
 }
@@ -413,6 +480,71 @@ mod tests {
             };
             assert_eq!(decode(&encode(channel, &state)), Some((channel, state)));
         }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_with_records_after_it_is_not_a_torn_write() {
+        let dir = dir("corrupt");
+        let channel = ChannelId([8; 32]);
+        let store = FileChannelStore::open(&dir).unwrap();
+        let mut current = None;
+        for amount in [10, 20, 30] {
+            let next = suite::voucher(amount, amount as u8);
+            assert!(store.compare_and_set(channel, current, next).await.unwrap());
+            current = Some(next);
+        }
+        drop(store);
+        let path = dir.join(FILE_NAME);
+        let clean = std::fs::read(&path).unwrap();
+        // The last record damaged: a torn write, dropped.
+        let mut bytes = clean.clone();
+        bytes[2 * RECORD_LEN + 40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let store = FileChannelStore::open(&dir).unwrap();
+        assert_eq!(
+            store.load(channel).await.unwrap(),
+            Some(suite::voucher(20, 20))
+        );
+        drop(store);
+        // The first one damaged: the store refuses to guess.
+        let mut bytes = clean;
+        bytes[40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            FileChannelStore::open(&dir),
+            Err(StoreError::Unavailable(message)) if message.contains("corrupt")
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_undone_stops_all_writes() {
+        let dir = dir("poisoned");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        std::fs::write(&path, b"").unwrap();
+        // A file that can be neither written nor cut: the write fails, its undo too.
+        let log = Mutex::new(Log {
+            file: File::open(&path).unwrap(),
+            dir: dir.clone(),
+            records: 0,
+            poisoned: false,
+        });
+        let states = RwLock::new(HashMap::new());
+        let channel = ChannelId([9; 32]);
+        let first = FileChannelStore::write(&log, &states, channel, None, suite::voucher(1, 1));
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        assert!(log.lock().unwrap().poisoned);
+        assert!(states.read().unwrap().is_empty(), "nothing published");
+        let second = FileChannelStore::write(&log, &states, channel, None, suite::voucher(1, 1));
+        assert!(
+            matches!(&second, Err(StoreError::Unavailable(message)) if message.contains("reopen")),
+            "{second:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

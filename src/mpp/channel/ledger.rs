@@ -1,14 +1,19 @@
-//! The channels on the ledger: adding one, watching them, and the recipient's close and settle.
+//! The channels on the ledger: serving one, watching them, and the recipient's close and
+//! settle.
+//!
+//! Every close or settle of a channel runs under its in-flight mark ([`InFlight`]), taken
+//! before the stored state moves to `Closing`: the client's `close`, the watcher and the
+//! operator never submit for one channel at once, and none of them undoes another's close.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{StellarChannel, busy};
+use super::{Served, StellarChannel, busy};
 use crate::scheme::Rejection;
 use crate::stellar::rpc::{RpcError, TransactionHash, TransactionStatus};
 use crate::stellar::{
     Address, ChannelFunction, ChannelInfo, ChannelReadError, SponsorError, SponsoredCall,
-    channel_call, read_channel,
+    VerifyingKey, channel_call, read_channel,
 };
 use crate::store::{ChannelId, ChannelPhase, ChannelState, NotAContract, StoreError};
 
@@ -28,6 +33,9 @@ pub enum ChannelError {
     /// The channel could not be read from the ledger.
     #[error(transparent)]
     Read(#[from] ChannelReadError),
+    /// The RPC serves another network than the scheme's.
+    #[error("the RPC serves another network")]
+    WrongNetwork,
     /// The channel pays someone else.
     #[error("channel {channel} pays {to}, not this recipient")]
     WrongRecipient {
@@ -43,6 +51,21 @@ pub enum ChannelError {
         channel: ChannelId,
         /// Its token.
         token: Address,
+    },
+    /// The channel's commitment key changed since it was added (a different contract).
+    #[error("channel {0} changed its commitment key")]
+    WrongKey(ChannelId),
+    /// The funder could take the deposit back sooner than the watcher can close.
+    #[error(
+        "channel {channel} lets its funder refund {period} ledgers after starting a close; at least {minimum} are needed"
+    )]
+    RefundPeriodTooShort {
+        /// The channel.
+        channel: ChannelId,
+        /// Its refund waiting period, in ledgers.
+        period: u32,
+        /// The scheme's minimum.
+        minimum: u32,
     },
     /// The channel is closing or closed.
     #[error("channel {0} is closing or closed")]
@@ -68,8 +91,8 @@ pub enum ChannelError {
     Unknown(RpcError),
 }
 
-/// Clears a channel's in-flight mark when the submission is over.
-struct InFlight<'a> {
+/// A channel's in-flight mark: while it is held, nobody else closes or settles the channel.
+pub(super) struct InFlight<'a> {
     scheme: &'a StellarChannel,
     channel: ChannelId,
 }
@@ -86,51 +109,156 @@ impl Drop for InFlight<'_> {
 
 impl StellarChannel {
     /// Serves vouchers on `channel` from now on: reads it from the ledger and checks that it
-    /// pays this recipient in this currency. Its stored state (from an earlier run, with a
-    /// durable store) is kept.
+    /// pays this recipient in this currency, and that its refund waiting period leaves the
+    /// watcher time to close. Starts the watcher (every
+    /// [`watch_period`](super::StellarChannelBuilder::watch_period)) if it is not running. A
+    /// stored state from an earlier run (with a durable store) is kept; see also
+    /// [`resume`](Self::resume).
     ///
     /// # Errors
     ///
-    /// [`ChannelError::WrongRecipient`], [`ChannelError::WrongToken`]; the ledger's errors.
-    pub async fn add_channel(&self, channel: Address) -> Result<ChannelInfo, ChannelError> {
+    /// [`ChannelError::WrongRecipient`], [`ChannelError::WrongToken`],
+    /// [`ChannelError::RefundPeriodTooShort`], [`ChannelError::WrongNetwork`]; the ledger's
+    /// errors.
+    pub async fn add_channel(
+        self: &Arc<Self>,
+        channel: Address,
+    ) -> Result<ChannelInfo, ChannelError> {
         let id = ChannelId::try_from(channel)?;
+        self.check_network().await?;
         let info = read_channel(&*self.rpc, &channel, Some(&self.currency)).await?;
+        let key = self.check(id, &info, None)?;
+        self.channels
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(
+                id,
+                Served {
+                    info: info.clone(),
+                    key,
+                    read_at: Instant::now(),
+                },
+            );
+        self.start_watcher();
+        Ok(info)
+    }
+
+    /// Serves again every channel of the store that is not closed: what a restarted server
+    /// calls first, so that stored vouchers are watched and closed in time. Returns the
+    /// channels served; a channel that cannot be served any more is logged and left out.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub async fn resume(self: &Arc<Self>) -> Result<Vec<ChannelId>, ChannelError> {
+        let mut served = Vec::new();
+        for (channel, state) in self.store.channels().await? {
+            if matches!(state.phase, ChannelPhase::Closed { .. }) {
+                continue;
+            }
+            match self.add_channel(channel.address()).await {
+                Ok(_) => served.push(channel),
+                Err(error) => tracing::error!(%error, %channel, "a stored channel is not served"),
+            }
+        }
+        Ok(served)
+    }
+
+    async fn check_network(&self) -> Result<(), ChannelError> {
+        if self.network_checked.get().is_some() {
+            return Ok(());
+        }
+        let info = self
+            .rpc
+            .network()
+            .await
+            .map_err(|error| ChannelError::Read(ChannelReadError::Rpc(error)))?;
+        if info.network_id() != self.network.id() {
+            return Err(ChannelError::WrongNetwork);
+        }
+        let _ = self.network_checked.set(());
+        Ok(())
+    }
+
+    /// The checks a channel passes to be served, on every read: our recipient and currency, a
+    /// refund waiting period long enough, and (once served) the same commitment key.
+    fn check(
+        &self,
+        channel: ChannelId,
+        info: &ChannelInfo,
+        served: Option<&Served>,
+    ) -> Result<Option<VerifyingKey>, ChannelError> {
         if info.to != self.recipient {
             return Err(ChannelError::WrongRecipient {
-                channel: id,
+                channel,
                 to: info.to,
             });
         }
         if info.token != self.currency {
             return Err(ChannelError::WrongToken {
-                channel: id,
+                channel,
                 token: info.token,
             });
         }
-        self.remember(info.clone());
-        Ok(info)
+        if info.refund_waiting_period < self.min_refund_period {
+            return Err(ChannelError::RefundPeriodTooShort {
+                channel,
+                period: info.refund_waiting_period,
+                minimum: self.min_refund_period,
+            });
+        }
+        if served.is_some_and(|served| served.info.commitment_key != info.commitment_key) {
+            return Err(ChannelError::WrongKey(channel));
+        }
+        Ok(VerifyingKey::new(&info.commitment_key))
     }
 
     /// Reads a served channel's ledger state again.
-    pub(super) async fn refresh(&self, channel: ChannelId) -> Result<ChannelInfo, Rejection> {
-        let info = read_channel(&*self.rpc, &channel.address(), Some(&self.currency))
-            .await
-            .map_err(|error| match error {
-                ChannelReadError::Rpc(error) => super::server::unavailable(&error),
-                error => {
-                    tracing::error!(%error, %channel, "cannot read a served channel");
-                    busy()
-                }
-            })?;
-        self.remember(info.clone());
+    pub(super) async fn refresh(&self, channel: ChannelId) -> Result<ChannelInfo, ChannelError> {
+        let served = self
+            .served(channel)
+            .ok_or(ChannelError::NotServed(channel))?;
+        let info = read_channel(&*self.rpc, &channel.address(), Some(&self.currency)).await?;
+        let key = self.check(channel, &info, Some(&served))?;
+        self.channels
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(
+                channel,
+                Served {
+                    info: info.clone(),
+                    key,
+                    read_at: Instant::now(),
+                },
+            );
         Ok(info)
     }
 
-    /// Starts a task that calls [`watch_once`](Self::watch_once) every `period`, until the
-    /// scheme is dropped.
-    pub fn watch(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+    /// [`refresh`](Self::refresh) for a request: failures are answered 503.
+    pub(super) async fn refresh_for_request(
+        &self,
+        channel: ChannelId,
+    ) -> Result<ChannelInfo, Rejection> {
+        self.refresh(channel).await.map_err(|error| match error {
+            ChannelError::Read(ChannelReadError::Rpc(error)) => super::server::unavailable(&error),
+            error => {
+                tracing::error!(%error, %channel, "cannot read a served channel");
+                busy()
+            }
+        })
+    }
+
+    fn start_watcher(self: &Arc<Self>) {
+        let mut watcher = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if watcher.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
         let scheme: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
+        let period = self.watch_period;
+        *watcher = Some(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -140,53 +268,52 @@ impl StellarChannel {
                 };
                 scheme.watch_once().await;
             }
-        })
+        }));
     }
 
-    /// Reads every served channel from the ledger and acts on what changed:
+    /// One round of the watcher (which runs it every watch period): reads every served channel
+    /// that is not closed from the ledger, then, the nearest refund deadline first:
     ///
     /// - the funder started a close (`close_start`): closes the channel with the best stored
-    ///   voucher, before the refund waiting period ends;
+    ///   voucher, before the refund waiting period ends (with nothing to withdraw, marks it
+    ///   closed and leaves it to the funder);
     /// - a close of ours whose outcome was unknown (or cut short by a crash): marks the channel
     ///   closed when the ledger shows it, submits the close again otherwise.
     ///
-    /// Failures are logged and tried again on the next call.
+    /// Failures are logged and tried again on the next round.
     pub async fn watch_once(&self) {
+        let mut due = Vec::new();
         for channel in self.channels() {
-            let busy = self
-                .submitting
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .contains(&channel);
-            if busy {
-                continue;
-            }
-            let info = match self.refresh(channel).await {
-                Ok(info) => info,
-                Err(_) => continue,
-            };
-            let current = match self.store.load(channel).await {
-                Ok(current) => current,
+            let state = match self.store.load(channel).await {
+                Ok(state) => state.unwrap_or(ChannelState::NEW),
                 Err(error) => {
                     tracing::error!(%error, %channel, "channel store unavailable");
                     continue;
                 }
             };
-            let state = current.unwrap_or(ChannelState::NEW);
-            let act = match state.phase {
-                ChannelPhase::Closed { .. } => false,
-                ChannelPhase::Closing => true,
-                ChannelPhase::Open => info.close_effective_at.is_some(),
-            };
-            if !act {
+            if matches!(state.phase, ChannelPhase::Closed { .. }) {
                 continue;
             }
+            let info = match self.refresh(channel).await {
+                Ok(info) => info,
+                Err(error) => {
+                    tracing::warn!(%error, %channel, "cannot read a served channel");
+                    continue;
+                }
+            };
+            if state.phase == ChannelPhase::Closing || info.close_effective_at.is_some() {
+                due.push((info.close_effective_at.unwrap_or(u32::MAX), channel, info));
+            }
+        }
+        due.sort_by_key(|(deadline, channel, _)| (*deadline, *channel));
+        for (_, channel, info) in due {
             if info.close_effective_at.is_some() {
                 tracing::info!(%channel, effective = ?info.close_effective_at, latest = info.latest_ledger, "channel close started on the ledger");
             }
-            match self.close_from(channel, current, &info).await {
+            match self.close_from(channel, &info).await {
                 Ok(Some(hash)) => tracing::info!(%channel, %hash, "channel closed"),
                 Ok(None) => tracing::info!(%channel, "channel closed, nothing to withdraw"),
+                Err(ChannelError::Busy(_)) => {}
                 Err(error) => tracing::warn!(%error, %channel, "channel close failed"),
             }
         }
@@ -197,21 +324,11 @@ impl StellarChannel {
     /// # Errors
     ///
     /// [`ChannelError::NothingToWithdraw`] when no voucher adds to what the channel paid out
-    /// (the funder can close it alone); [`ChannelError::Closed`]; the submission's errors.
+    /// (nothing changes: the funder can close it alone); [`ChannelError::Closed`];
+    /// [`ChannelError::Busy`]; the submission's errors.
     pub async fn close_channel(&self, channel: ChannelId) -> Result<TransactionHash, ChannelError> {
-        let info = self
-            .refresh(channel)
-            .await
-            .map_err(|_| ChannelError::NotServed(channel))?;
-        let current = self.store.load(channel).await?;
-        if let Some(ChannelState {
-            phase: ChannelPhase::Closed { .. },
-            ..
-        }) = current
-        {
-            return Err(ChannelError::Closed(channel));
-        }
-        self.close_from(channel, current, &info)
+        let info = self.refresh(channel).await?;
+        self.close_from(channel, &info)
             .await?
             .ok_or(ChannelError::NothingToWithdraw(channel))
     }
@@ -221,19 +338,16 @@ impl StellarChannel {
     ///
     /// # Errors
     ///
-    /// [`ChannelError::NothingToWithdraw`]; the submission's errors.
+    /// [`ChannelError::NothingToWithdraw`]; [`ChannelError::Busy`]; the submission's errors.
     pub async fn settle_channel(
         &self,
         channel: ChannelId,
     ) -> Result<TransactionHash, ChannelError> {
-        let info = self
-            .refresh(channel)
-            .await
-            .map_err(|_| ChannelError::NotServed(channel))?;
+        let info = self.refresh(channel).await?;
+        let _guard = self.in_flight(channel)?;
         let state = self.state(channel).await?;
         match (state.signature, state.cumulative > info.withdrawn) {
             (Some(signature), true) => {
-                let _guard = self.in_flight(channel)?;
                 self.submit(
                     channel,
                     ChannelFunction::Settle,
@@ -246,100 +360,116 @@ impl StellarChannel {
         }
     }
 
-    /// Closes a channel whose stored state is `current`: moves it to `Closing`, submits the
-    /// close with its voucher, and marks it `Closed`. With no voucher beyond what the channel
-    /// paid out there is nothing to submit: it is marked closed at once (`Ok(None)`).
+    /// Closes a channel (for the watcher and the operator), as its stored state and `info` say:
+    /// under its in-flight mark, moves it to `Closing`, submits the close with its voucher, and
+    /// marks it `Closed`. With nothing to withdraw, a channel whose funder started a close is
+    /// marked closed (`Ok(None)`) and any other is left alone (`Ok(None)`).
     async fn close_from(
         &self,
         channel: ChannelId,
-        current: Option<ChannelState>,
         info: &ChannelInfo,
     ) -> Result<Option<TransactionHash>, ChannelError> {
+        let guard = self.in_flight(channel)?;
+        let current = self.store.load(channel).await?;
         let state = current.unwrap_or(ChannelState::NEW);
-        let signature = match state.signature {
-            Some(signature) if state.cumulative > info.withdrawn => signature,
-            _ => {
-                // Nothing to claim: the funder's close stands, and no voucher is taken.
-                let closed = ChannelState {
-                    phase: ChannelPhase::Closed { transaction: None },
-                    ..state
-                };
-                self.store.compare_and_set(channel, current, closed).await?;
+        if matches!(state.phase, ChannelPhase::Closed { .. }) {
+            return Err(ChannelError::Closed(channel));
+        }
+        let claimable = state.signature.is_some() && state.cumulative > info.withdrawn;
+        // After the refund, nothing is left to withdraw, whatever the voucher says.
+        let emptied = info.is_closed() && info.balance <= 0;
+        if !claimable || emptied {
+            if info.close_effective_at.is_none() {
                 return Ok(None);
             }
-        };
+            if claimable {
+                tracing::error!(%channel, cumulative = state.cumulative, withdrawn = info.withdrawn, "the funder took the deposit back before the close");
+            }
+            let closed = ChannelState {
+                phase: ChannelPhase::Closed { transaction: None },
+                ..state
+            };
+            self.store.compare_and_set(channel, current, closed).await?;
+            return Ok(None);
+        }
         let closing = ChannelState {
             phase: ChannelPhase::Closing,
             ..state
         };
-        if state.phase != ChannelPhase::Closing
-            && !self
+        let revert = if state.phase == ChannelPhase::Open {
+            // A voucher credited since the load makes this fail: try again next round.
+            if !self
                 .store
                 .compare_and_set(channel, current, closing)
                 .await?
-        {
-            return Err(ChannelError::Busy(channel));
-        }
-        // A close already under way stays `Closing` if this one fails too.
-        let revert = if state.phase == ChannelPhase::Closing {
-            closing
+            {
+                return Err(ChannelError::Busy(channel));
+            }
+            Some(state)
         } else {
-            state
+            None
         };
-        debug_assert_eq!(closing.signature, Some(signature));
-        self.close_stored(channel, closing, revert).await.map(Some)
+        self.finish_close(&guard, channel, closing, revert)
+            .await
+            .map(Some)
     }
 
-    /// Submits the close of a channel stored as `stored` (`Closing`): on success marks it
-    /// `Closed` by the transaction; when the transaction definitely did not apply, stores
-    /// `revert` again; when its outcome is unknown, leaves it `Closing` for the watcher.
-    pub(super) async fn close_stored(
+    /// Submits the close of a channel stored as `closing`, while its in-flight mark is held:
+    /// on success marks it `Closed` by the transaction; when the transaction definitely did
+    /// not apply, stores `revert` (if any) again; when its outcome is unknown, leaves it
+    /// `Closing` for the watcher.
+    pub(super) async fn finish_close(
         &self,
+        _guard: &InFlight<'_>,
         channel: ChannelId,
-        stored: ChannelState,
-        revert: ChannelState,
+        closing: ChannelState,
+        revert: Option<ChannelState>,
     ) -> Result<TransactionHash, ChannelError> {
-        let Some(signature) = stored.signature else {
+        let Some(signature) = closing.signature else {
             return Err(ChannelError::NothingToWithdraw(channel));
         };
-        let outcome = match self.in_flight(channel) {
-            Ok(_guard) => {
-                self.submit(
-                    channel,
-                    ChannelFunction::Close,
-                    stored.cumulative,
-                    &signature,
-                )
-                .await
-            }
-            Err(error) => Err(error),
-        };
+        let outcome = self
+            .submit(
+                channel,
+                ChannelFunction::Close,
+                closing.cumulative,
+                &signature,
+            )
+            .await;
         match outcome {
             Ok(hash) => {
                 let closed = ChannelState {
                     phase: ChannelPhase::Closed {
                         transaction: Some(hash.0),
                     },
-                    ..stored
+                    ..closing
                 };
-                self.store
-                    .compare_and_set(channel, Some(stored), closed)
-                    .await?;
+                if !self
+                    .store
+                    .compare_and_set(channel, Some(closing), closed)
+                    .await?
+                {
+                    tracing::error!(%channel, %hash, "a closing channel changed under its in-flight mark");
+                }
                 Ok(hash)
             }
             Err(error @ ChannelError::Unknown(_)) => Err(error),
             Err(error) => {
-                if revert != stored {
-                    self.store
-                        .compare_and_set(channel, Some(stored), revert)
-                        .await?;
+                if let Some(revert) = revert
+                    && !self
+                        .store
+                        .compare_and_set(channel, Some(closing), revert)
+                        .await?
+                {
+                    tracing::error!(%channel, "a closing channel changed under its in-flight mark");
                 }
                 Err(error)
             }
         }
     }
 
-    fn in_flight(&self, channel: ChannelId) -> Result<InFlight<'_>, ChannelError> {
+    /// Takes `channel`'s in-flight mark.
+    pub(super) fn in_flight(&self, channel: ChannelId) -> Result<InFlight<'_>, ChannelError> {
         let fresh = self
             .submitting
             .lock()

@@ -18,13 +18,25 @@
 //! (`session/delta-too-small`, `session/amount-exceeds-deposit`, `session/invalid-signature`,
 //! `session/channel-finalized` …).
 //!
-//! Each channel's ledger state (recipient, token, commitment key, deposit, close) is read once
-//! when it is [added](StellarChannel::add_channel) and then by the [watcher](StellarChannel::watch):
-//! when the funder starts a close (`close_start`), the watcher closes the channel with the best
-//! voucher before the refund waiting period ends. The operator can
-//! [settle](StellarChannel::settle_channel) or [close](StellarChannel::close_channel) at any time.
-//! `close` and `settle` need the recipient's authorization, so the recipient's key signs and
-//! submits them (its account pays the fee unless a fee-bump account does).
+//! Each channel's ledger state (recipient, token, commitment key, refund waiting period,
+//! deposit, close) is read when it is [added](StellarChannel::add_channel), then by the
+//! watcher, a task the first `add_channel` starts, every
+//! [watch period](StellarChannelBuilder::watch_period): when the funder starts a close
+//! (`close_start`), the watcher closes the channel with the best voucher before the refund
+//! waiting period ends. A channel whose refund waiting period is shorter than
+//! [the minimum](StellarChannelBuilder::min_refund_waiting_period) is refused: its funder could
+//! take the deposit back before the watcher sees the close. A voucher checked against a state
+//! older than four watch periods reads the channel again first. The operator can
+//! [settle](StellarChannel::settle_channel) or [close](StellarChannel::close_channel) at any
+//! time; a restarted server [resumes](StellarChannel::resume) the channels of its store. `close`
+//! and `settle` need the recipient's authorization, so the recipient's key signs and submits
+//! them (its account pays the fee unless a fee-bump account does).
+//!
+//! A 402 offers one challenge per open channel served, at most
+//! [`max_offers`](StellarChannelBuilder::max_offers) of them; a client names its own with the
+//! request header `Payment-Channel: C…` to get only its challenge. Each offer shows the
+//! channel's cumulative amount. Run one server (one store) per recipient: two servers with
+//! their own stores would each credit the same voucher.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,10 +52,12 @@
 //! let keys = ChallengeKeys::new(ChallengeSecret::new(std::env::var("MPP_SECRET")?)?);
 //! let store = Arc::new(FileChannelStore::open("/var/lib/my-api/channels")?);
 //! let channels = Arc::new(
-//!     StellarChannel::builder(Network::testnet(), recipient, rpc, keys, store).build()?,
+//!     StellarChannel::builder(Network::testnet(), recipient, rpc, keys, store)
+//!         .watch_period(Duration::from_secs(5))
+//!         .build()?,
 //! );
+//! channels.resume().await?; // the channels of an earlier run
 //! channels.add_channel("CDLZFC3SYJYDZT7K67VZ75HPJVIEUVNIXF47ZG2FB2RMQQVU2HHGCYSC".parse()?).await?;
-//! let _watcher = channels.watch(Duration::from_secs(5));
 //! let layer = PaymentLayer::builder()
 //!     .shared_scheme(channels.clone())
 //!     .price(Price::parse("0.001")?)
@@ -56,8 +70,8 @@ mod voucher;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use serde_json::{Map, Value, json};
@@ -84,6 +98,14 @@ use crate::store::{ChannelId, ChannelState, ChannelStore, PaymentStore, StoreErr
 const INTENT: &str = "channel";
 /// The default ceiling on a close or settle transaction's fee, in stroops.
 const DEFAULT_MAX_FEE: u32 = 2_000_000;
+/// The default watch period.
+const DEFAULT_WATCH_PERIOD: Duration = Duration::from_secs(5);
+/// The default minimum refund waiting period: 10 minutes of 5-second ledgers.
+const DEFAULT_MIN_REFUND_PERIOD: u32 = 120;
+/// The default number of channels offered in one 402.
+const DEFAULT_MAX_OFFERS: usize = 8;
+/// The request header naming the client's channels.
+pub const PAYMENT_CHANNEL: http::HeaderName = http::HeaderName::from_static("payment-channel");
 
 /// The MPP `channel` intent on Stellar (see the [module docs](self)).
 pub struct StellarChannel {
@@ -102,6 +124,12 @@ pub struct StellarChannel {
     /// Channels with a close or settle transaction in flight.
     submitting: Mutex<HashSet<ChannelId>>,
     references: AtomicU64,
+    watch_period: Duration,
+    min_refund_period: u32,
+    max_offers: usize,
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set once the RPC's network was checked against ours.
+    network_checked: OnceLock<()>,
 }
 
 /// Builds a [`StellarChannel`].
@@ -117,6 +145,9 @@ pub struct StellarChannelBuilder {
     ttl: Duration,
     fee_bump: Option<Keypair>,
     max_fee: u32,
+    watch_period: Duration,
+    min_refund_period: u32,
+    max_offers: usize,
 }
 
 /// Why a [`StellarChannelBuilder`] refused to build.
@@ -132,6 +163,12 @@ pub enum StellarChannelError {
     /// The challenge lifetime is zero or above one hour.
     #[error("the challenge lifetime must be between 1 s and 1 h")]
     Ttl,
+    /// The watch period is zero or above one hour.
+    #[error("the watch period must be between 1 ms and 1 h")]
+    WatchPeriod,
+    /// No channel could be offered.
+    #[error("at least one channel must be offered")]
+    MaxOffers,
     /// The recipient's submitter could not be set up.
     #[error(transparent)]
     Submitter(#[from] SponsorError),
@@ -159,6 +196,9 @@ impl StellarChannel {
             ttl: DEFAULT_CHALLENGE_TTL,
             fee_bump: None,
             max_fee: DEFAULT_MAX_FEE,
+            watch_period: DEFAULT_WATCH_PERIOD,
+            min_refund_period: DEFAULT_MIN_REFUND_PERIOD,
+            max_offers: DEFAULT_MAX_OFFERS,
         }
     }
 }
@@ -195,6 +235,27 @@ impl StellarChannelBuilder {
         self
     }
 
+    /// How often the watcher reads the served channels (default 5 s). A funder's close is
+    /// seen within one period.
+    pub fn watch_period(mut self, period: Duration) -> Self {
+        self.watch_period = period;
+        self
+    }
+
+    /// The shortest refund waiting period a served channel may have, in ledgers (default 120:
+    /// 10 minutes). It must leave the watcher time to see a funder's close and to get its own
+    /// close in: several watch periods plus a minute.
+    pub fn min_refund_waiting_period(mut self, ledgers: u32) -> Self {
+        self.min_refund_period = ledgers;
+        self
+    }
+
+    /// The most channels one 402 offers (default 8).
+    pub fn max_offers(mut self, channels: usize) -> Self {
+        self.max_offers = channels;
+        self
+    }
+
     /// Checks the settings and builds the scheme. Add the channels to serve with
     /// [`StellarChannel::add_channel`].
     pub fn build(self) -> Result<StellarChannel, StellarChannelError> {
@@ -207,6 +268,12 @@ impl StellarChannelBuilder {
         }
         if self.ttl.is_zero() || self.ttl > Duration::from_secs(3600) {
             return Err(StellarChannelError::Ttl);
+        }
+        if self.watch_period.is_zero() || self.watch_period > Duration::from_secs(3600) {
+            return Err(StellarChannelError::WatchPeriod);
+        }
+        if self.max_offers == 0 {
+            return Err(StellarChannelError::MaxOffers);
         }
         let recipient = self.recipient.address();
         let submitter = Sponsor::new(
@@ -229,6 +296,11 @@ impl StellarChannelBuilder {
             channels: RwLock::new(HashMap::new()),
             submitting: Mutex::new(HashSet::new()),
             references: AtomicU64::new(0),
+            watch_period: self.watch_period,
+            min_refund_period: self.min_refund_period,
+            max_offers: self.max_offers,
+            watcher: Mutex::new(None),
+            network_checked: OnceLock::new(),
         })
     }
 }
@@ -239,6 +311,8 @@ struct Served {
     info: ChannelInfo,
     /// `None` when the ledger's key is not a curve point: no voucher can verify.
     key: Option<VerifyingKey>,
+    /// When `info` was read.
+    read_at: Instant,
 }
 
 /// A verified voucher, waiting for its compare-and-set.
@@ -275,16 +349,6 @@ impl StellarChannel {
 
     fn info(&self, channel: ChannelId) -> Option<ChannelInfo> {
         self.served(channel).map(|served| served.info)
-    }
-
-    fn remember(&self, info: ChannelInfo) {
-        if let Ok(channel) = ChannelId::try_from(info.channel) {
-            let key = VerifyingKey::new(&info.commitment_key);
-            self.channels
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(channel, Served { info, key });
-        }
     }
 
     /// The channels served, in id order.
@@ -371,9 +435,17 @@ impl StellarChannel {
         voucher: &Voucher,
         price: i128,
     ) -> Result<(), Rejection> {
-        let Served { mut info, key } = self
+        let Served {
+            mut info,
+            key,
+            read_at,
+        } = self
             .served(channel)
             .ok_or_else(|| problem(ProblemCode::ChannelNotFound))?;
+        if read_at.elapsed() > self.watch_period * 4 {
+            // The watcher is behind: a close may have started since.
+            info = self.refresh_for_request(channel).await?;
+        }
         if info.close_effective_at.is_some() {
             return Err(problem(ProblemCode::ChannelFinalized));
         }
@@ -394,7 +466,7 @@ impl StellarChannel {
         }
         if accepted == Err(ProblemCode::AmountExceedsDeposit) {
             // The cached deposit may predate a top-up: read it again, once.
-            info = self.refresh(channel).await?;
+            info = self.refresh_for_request(channel).await?;
             if info.close_effective_at.is_some() {
                 return Err(problem(ProblemCode::ChannelFinalized));
             }
@@ -451,8 +523,18 @@ impl PaymentScheme for StellarChannel {
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Offer, Rejection>> {
         Box::pin(async move {
+            let named = named_channels(&request.headers);
             let mut challenges = Vec::new();
             for channel in self.channels() {
+                if challenges.len() == self.max_offers {
+                    break;
+                }
+                if named
+                    .as_ref()
+                    .is_some_and(|named| !named.contains(&channel))
+                {
+                    continue;
+                }
                 let open = self
                     .info(channel)
                     .is_some_and(|info| info.close_effective_at.is_none());
@@ -531,31 +613,51 @@ impl PaymentScheme for StellarChannel {
                 return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
             };
             let price = verified.amount().atomic();
-            let (previous, stored) = match self.credit(detail.channel, &detail.voucher, price).await
-            {
+            let channel = detail.channel;
+            if detail.voucher.action == Action::Voucher {
+                return match self.credit(channel, &detail.voucher, price).await {
+                    Ok(_) => SettleOutcome::Settled(server::receipt(detail.reference.clone())),
+                    Err(rejection) => SettleOutcome::Rejected(rejection),
+                };
+            }
+            // A close: the channel's in-flight mark first, so that no other close runs (or
+            // undoes this one) between the voucher's compare-and-set and the transaction.
+            let Ok(guard) = self.in_flight(channel) else {
+                return SettleOutcome::Rejected(problem(ProblemCode::ChannelFinalized));
+            };
+            let (previous, closing) = match self.credit(channel, &detail.voucher, price).await {
                 Ok(credited) => credited,
                 Err(rejection) => return SettleOutcome::Rejected(rejection),
             };
-            match detail.voucher.action {
-                Action::Voucher => {
-                    SettleOutcome::Settled(server::receipt(detail.reference.clone()))
+            let revert = previous.unwrap_or(ChannelState::NEW);
+            match self
+                .finish_close(&guard, channel, closing, Some(revert))
+                .await
+            {
+                Ok(hash) => SettleOutcome::Settled(server::receipt(hash.to_string())),
+                Err(ChannelError::Unknown(error)) => {
+                    SettleOutcome::Unknown(server::unavailable(&error))
                 }
-                Action::Close => {
-                    let revert = previous.unwrap_or(ChannelState::NEW);
-                    match self.close_stored(detail.channel, stored, revert).await {
-                        Ok(hash) => SettleOutcome::Settled(server::receipt(hash.to_string())),
-                        Err(ChannelError::Unknown(error)) => {
-                            SettleOutcome::Unknown(server::unavailable(&error))
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, channel = %detail.channel, "channel close failed");
-                            SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed))
-                        }
-                    }
+                Err(error) => {
+                    tracing::warn!(%error, %channel, "channel close failed");
+                    SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed))
                 }
             }
         })
     }
+}
+
+/// The channels a request names in `Payment-Channel` (comma-separated `C…` addresses), if it
+/// names any.
+fn named_channels(headers: &HeaderMap) -> Option<Vec<ChannelId>> {
+    let named: Vec<ChannelId> = headers
+        .get_all(PAYMENT_CHANNEL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| name.trim().parse().ok())
+        .collect();
+    (!named.is_empty()).then_some(named)
 }
 
 impl std::fmt::Debug for StellarChannel {

@@ -261,17 +261,25 @@ fn lookup<'a>(storage: &'a ScMap, name: &str) -> Option<&'a ScVal> {
     })
 }
 
-/// The `amount` of a SAC balance value `Map{amount: I128, authorized, clawback}`.
+/// The `amount` of a SAC balance value `Map{amount: I128, authorized: Bool, clawback: Bool}`;
+/// 0 when the balance is frozen (`authorized: false`): the channel could not pay it out.
 fn sac_amount(value: &ScVal) -> Option<i128> {
     let ScVal::Map(Some(map)) = value else {
         return None;
     };
-    map.iter().find_map(|entry| match (&entry.key, &entry.val) {
-        (ScVal::Symbol(key), ScVal::I128(parts)) if key.as_slice() == b"amount" => {
-            Some(i128_from_parts(parts))
-        }
-        _ => None,
-    })
+    let field = |name: &str| {
+        map.iter()
+            .find(|entry| matches!(&entry.key, ScVal::Symbol(key) if key.as_slice() == name.as_bytes()))
+            .map(|entry| &entry.val)
+    };
+    let amount = match field("amount")? {
+        ScVal::I128(parts) => i128_from_parts(parts),
+        _ => return None,
+    };
+    match field("authorized") {
+        Some(ScVal::Bool(false)) => Some(0),
+        _ => Some(amount),
+    }
 }
 
 /// `token.balance(holder)`, simulated from the all-zeros account.
@@ -300,7 +308,34 @@ async fn simulated_balance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stellar_xdr::{Hash, ScAddress};
+    use stellar_xdr::{Hash, ScAddress, ScMapEntry};
+
+    #[test]
+    fn a_frozen_sac_balance_counts_as_nothing() {
+        let balance = |authorized: bool| {
+            ScVal::Map(Some(ScMap(
+                vec![
+                    ScMapEntry {
+                        key: symbol("amount"),
+                        val: ScVal::I128(i128_to_parts(500)),
+                    },
+                    ScMapEntry {
+                        key: symbol("authorized"),
+                        val: ScVal::Bool(authorized),
+                    },
+                    ScMapEntry {
+                        key: symbol("clawback"),
+                        val: ScVal::Bool(false),
+                    },
+                ]
+                .try_into()
+                .unwrap(),
+            )))
+        };
+        assert_eq!(sac_amount(&balance(true)), Some(500));
+        assert_eq!(sac_amount(&balance(false)), Some(0));
+        assert_eq!(sac_amount(&ScVal::I128(i128_to_parts(500))), None);
+    }
 
     #[test]
     fn calls_name_the_function_and_carry_amount_and_signature() {
