@@ -88,7 +88,7 @@ impl Settlement {
         // The task records the outcome before handing it over, so a known outcome is never lost
         // with the request; if nobody takes it any more, the task gives the payment back too
         // (a settled payment then waits, `Settled`, for the client's retry).
-        tokio::spawn(async move {
+        let mut task = Box::pin(async move {
             let outcome = settle.await;
             let settled = record(&*store, key, &paid, outcome).await;
             if sender.send(settled).is_err()
@@ -97,6 +97,21 @@ impl Settlement {
                 tracing::error!(%error, key = ?key, "cannot release an abandoned settlement");
             }
         });
+        // A settlement with nothing to wait for (an off-chain voucher, an in-memory store) ends
+        // on its first poll, here, with no task to spawn. Otherwise the spawned task polls it
+        // again with its own waker (a future wakes the waker of its latest poll).
+        // A panic stays in the settlement, as it would in its task: the state stays `Settling`.
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            task.as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        }));
+        match first {
+            Ok(std::task::Poll::Ready(())) | Err(_) => {
+                return receiver.try_recv().unwrap_or(Settled::Pending);
+            }
+            Ok(std::task::Poll::Pending) => {}
+        }
+        tokio::spawn(task);
         match tokio::time::timeout(self.shared.settle_wait, &mut receiver).await {
             Ok(Ok(settled)) => settled,
             // The settling task panicked: the state stays `Settling` (pending) for an operator.

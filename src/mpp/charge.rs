@@ -595,7 +595,9 @@ impl PaymentScheme for StellarCharge {
             let mpp = server::credential(credential)?;
             let request = self.request(context.price);
             self.issuer()
-                .check(&mpp.challenge, context.request, |echoed| *echoed == request)?;
+                .check(&mpp.challenge, context.request, |echo| {
+                    echo.request_json().is_ok_and(|echoed| echoed == request)
+                })?;
             let payer = self.payer(mpp.source.as_deref())?;
             let payload = mpp
                 .payload

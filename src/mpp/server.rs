@@ -127,12 +127,13 @@ impl Issuer<'_> {
     }
 
     /// The echoed challenge is ours (its id verifies), unexpired, for this realm and intent,
-    /// and `pinned` accepts its request: the rest is up to the scheme.
+    /// and `pinned` accepts it (its request, read as the scheme likes): the rest is up to the
+    /// scheme.
     pub(crate) fn check(
         &self,
         echo: &MppChallenge,
         parts: &http::request::Parts,
-        pinned: impl FnOnce(&Map<String, Value>) -> bool,
+        pinned: impl FnOnce(&MppChallenge) -> bool,
     ) -> Result<(), Rejection> {
         if !echo.verify_id(self.keys) {
             return Err(problem(ProblemCode::InvalidChallenge));
@@ -148,7 +149,7 @@ impl Issuer<'_> {
         let ours = echo.realm == realm(self.realm, parts)
             && echo.method == METHOD
             && echo.intent == self.intent
-            && echo.request_json().is_ok_and(|request| pinned(&request));
+            && pinned(echo);
         if !ours {
             return Err(problem(ProblemCode::InvalidChallenge));
         }

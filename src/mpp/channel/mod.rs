@@ -80,6 +80,7 @@ pub use ledger::ChannelError;
 
 use self::voucher::{Action, Voucher};
 use super::binding::ChallengeKeys;
+use super::challenge::Challenge as MppChallenge;
 use super::expires::DEFAULT_CHALLENGE_TTL;
 use super::problem::ProblemCode;
 use super::server::{self, Issuer, busy, problem};
@@ -415,16 +416,29 @@ impl StellarChannel {
     }
 
     /// The parts of an echoed request this route pins: the price, the network, a channel.
-    fn pin(&self, request: &Map<String, Value>, price: &Price) -> Option<Pinned> {
-        let details = request.get("methodDetails")?;
-        let priced = request.get("amount")?.as_str()? == price.amount().to_atomic_string();
-        let network = details.get("network")?.as_str()? == self.network.caip2();
-        if !(priced && network) {
+    fn pin(&self, echo: &MppChallenge, price: &Price) -> Option<Pinned> {
+        // Read into a struct, not a map: this runs for every paid request.
+        #[derive(serde::Deserialize)]
+        struct Request {
+            amount: String,
+            channel: String,
+            #[serde(rename = "methodDetails")]
+            details: Details,
+        }
+        #[derive(serde::Deserialize)]
+        struct Details {
+            reference: String,
+            network: String,
+        }
+        let bytes = super::base64url::decode(&echo.request).ok()?;
+        let request: Request = serde_json::from_slice(&bytes).ok()?;
+        let priced = request.amount == price.amount().to_atomic_string();
+        if !(priced && request.details.network == self.network.caip2()) {
             return None;
         }
         Some(Pinned {
-            channel: request.get("channel")?.as_str()?.parse().ok()?,
-            reference: details.get("reference")?.as_str()?.to_owned(),
+            channel: request.channel.parse().ok()?,
+            reference: request.details.reference,
         })
     }
 
@@ -572,8 +586,8 @@ impl PaymentScheme for StellarChannel {
             let mpp = server::credential(credential)?;
             let mut pinned = None;
             self.issuer()
-                .check(&mpp.challenge, context.request, |request| {
-                    pinned = self.pin(request, context.price);
+                .check(&mpp.challenge, context.request, |echo| {
+                    pinned = self.pin(echo, context.price);
                     pinned.is_some()
                 })?;
             let Pinned { channel, reference } =
