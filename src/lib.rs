@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | x402 v2 `exact` ([`x402::Exact`]) | a facilitator (`/verify`, `/settle`, `/supported`) | available |
 //! | MPP `charge` (method `stellar`) | the server, through Soroban RPC | available ([`mpp::StellarCharge`]): pull, unsponsored or sponsored; push `signedHash`; the memo-bound XLM push (opt-in) |
-//! | MPP `channel` (method `stellar`) | off-chain vouchers, closed on-chain once | planned |
+//! | MPP `channel` (method `stellar`) | off-chain vouchers, closed on-chain once | available ([`mpp::StellarChannel`]): vouchers credited by compare-and-set in a [`ChannelStore`](store::ChannelStore) (durable: [`FileChannelStore`](store::FileChannelStore)), the client's `close`, a watcher answering the funder's `close_start` |
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -41,8 +41,9 @@
 //!   authorization signing and verification, SAC transfer parsing, Soroban RPC).
 //! - [`x402`]: x402 v2 wire types and codecs, the `exact` scheme, facilitators.
 //! - [`mpp`]: the MPP `Payment` auth scheme (challenges, credentials, receipts, HMAC challenge
-//!   ids, JCS, Problem Details, `Accept-Payment`).
-//! - [`price`], [`scheme`], [`store`]: the seams the layer is built on.
+//!   ids, JCS, Problem Details, `Accept-Payment`), and its Stellar `charge` and `channel` intents.
+//! - [`price`], [`scheme`], [`store`]: the seams the layer is built on (the payment store; the
+//!   channel stores).
 //!
 //! [tower]: https://docs.rs/tower
 

@@ -121,7 +121,7 @@ impl Credential {
         }
     }
 
-    /// The key that makes this payment single-use in the [`PaymentStore`](crate::PaymentStore).
+    /// The key that makes this payment single-use in the [`PaymentStore`].
     pub fn key(&self) -> PaymentKey {
         self.key
     }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_paywall::mpp::{
     Challenge, ChallengeKeys, ChallengeSecret, ChannelError, Credential as MppCredential, Receipt,
-    StellarChannel,
+    StellarChannel, StellarChannelBuilder,
 };
 use tower_paywall::sandbox::{ChannelParams, ContractCall, Sandbox, SandboxConfig};
 use tower_paywall::stellar::rpc::{SorobanRpc, TransactionHash};
@@ -83,8 +83,9 @@ impl World {
         Arc::new(self.sandbox.clone())
     }
 
-    async fn scheme(&self, store: Arc<dyn ChannelStore>) -> Arc<StellarChannel> {
-        let scheme = StellarChannel::builder(
+    /// A channel scheme for this world's recipient and USDC.
+    fn builder(&self, store: Arc<dyn ChannelStore>) -> StellarChannelBuilder {
+        StellarChannel::builder(
             Network::testnet(),
             self.recipient.clone(),
             self.rpc(),
@@ -93,10 +94,15 @@ impl World {
         )
         .currency(self.sandbox.usdc())
         .realm("example.com")
-        // 100 ms ledgers: the watcher keeps up with them.
-        .watch_period(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    }
+
+    async fn scheme(&self, store: Arc<dyn ChannelStore>) -> Arc<StellarChannel> {
+        let scheme = self
+            .builder(store)
+            // 100 ms ledgers: the watcher keeps up with them.
+            .watch_period(Duration::from_millis(100))
+            .build()
+            .unwrap();
         let scheme = Arc::new(scheme);
         scheme.add_channel(self.channel).await.unwrap();
         scheme
@@ -617,19 +623,7 @@ async fn the_durable_store_keeps_the_best_voucher_across_a_crash_and_closes_with
     };
     // A restarted server: the store reopened, the channels of the store served again.
     let store = Arc::new(FileChannelStore::open(&dir).unwrap());
-    let scheme = Arc::new(
-        StellarChannel::builder(
-            Network::testnet(),
-            world.recipient.clone(),
-            world.rpc(),
-            keys(),
-            store,
-        )
-        .currency(world.sandbox.usdc())
-        .realm("example.com")
-        .build()
-        .unwrap(),
-    );
+    let scheme = Arc::new(world.builder(store).build().unwrap());
     assert_eq!(scheme.resume().await.unwrap(), [channel_id]);
     let state = scheme.state(channel_id).await.unwrap();
     assert_eq!(state.cumulative, best);
@@ -886,16 +880,7 @@ async fn channels_a_funder_could_empty_before_a_close_or_not_ours_are_never_serv
         Err(ChannelError::WrongNetwork)
     ));
     // Settings that cannot work.
-    let builder = || {
-        StellarChannel::builder(
-            Network::testnet(),
-            world.recipient.clone(),
-            world.rpc(),
-            keys(),
-            Arc::new(MemoryChannelStore::new()),
-        )
-        .currency(world.sandbox.usdc())
-    };
+    let builder = || world.builder(Arc::new(MemoryChannelStore::new()));
     assert!(matches!(
         builder().watch_period(Duration::ZERO).build(),
         Err(tower_paywall::mpp::StellarChannelError::WatchPeriod)
@@ -914,18 +899,11 @@ async fn a_402_offers_at_most_max_offers_channels_or_the_ones_the_client_names()
         channels.push(world.deploy(1_000, world.sandbox.usdc()).await);
     }
     let scheme = Arc::new(
-        StellarChannel::builder(
-            Network::testnet(),
-            world.recipient.clone(),
-            world.rpc(),
-            keys(),
-            Arc::new(MemoryChannelStore::new()),
-        )
-        .currency(world.sandbox.usdc())
-        .realm("example.com")
-        .max_offers(2)
-        .build()
-        .unwrap(),
+        world
+            .builder(Arc::new(MemoryChannelStore::new()))
+            .max_offers(2)
+            .build()
+            .unwrap(),
     );
     for channel in &channels {
         scheme.add_channel(*channel).await.unwrap();

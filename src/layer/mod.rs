@@ -52,6 +52,7 @@
 //! | 402 | no payment, an invalid one, or a failed settlement | each protocol's challenge (`PAYMENT-REQUIRED` …); `PAYMENT-RESPONSE` after a failed x402 settlement |
 //! | 400 | a malformed or oversized credential | fresh challenge |
 //! | 409 | the same payment is in use by a concurrent request | |
+//! | 410 | what the payment names is gone (an MPP channel not served any more, or closing) | fresh challenge |
 //! | 411, 413, 404 … | answered by the pricing hook before any money moves | |
 //! | 502 | the facilitator or RPC answered with an error or garbage | |
 //! | 503 | the facilitator, RPC or store is unreachable, or the settlement's outcome is not known yet: retry **with the same payment** | `Retry-After` |

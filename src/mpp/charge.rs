@@ -1,5 +1,5 @@
 //! [`StellarCharge`]: the MPP `charge` intent with method `stellar` as a
-//! [`PaymentScheme`](crate::PaymentScheme): the server settles the client's SAC transfer itself,
+//! [`PaymentScheme`]: the server settles the client's SAC transfer itself,
 //! through Soroban RPC.
 //!
 //! | credential `payload.type` | what the client did | what the server does |

@@ -63,9 +63,9 @@ pub mod base64url;
 pub mod binding;
 pub mod challenge;
 #[cfg(feature = "rpc")]
-mod channel;
+pub mod channel;
 #[cfg(feature = "rpc")]
-mod charge;
+pub mod charge;
 pub mod credential;
 pub mod expires;
 pub mod jcs;

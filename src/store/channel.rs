@@ -185,14 +185,17 @@ impl ChannelStore for MemoryChannelStore {
     }
 
     fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
-        let mut all: Vec<_> = self
-            .lock()
-            .iter()
-            .map(|(id, state)| (*id, *state))
-            .collect();
-        all.sort_by_key(|(id, _)| *id);
-        Box::pin(std::future::ready(Ok(all)))
+        Box::pin(std::future::ready(Ok(in_order(&self.lock()))))
     }
+}
+
+/// Every channel of `states`, in id order.
+pub(super) fn in_order(
+    states: &HashMap<ChannelId, ChannelState>,
+) -> Vec<(ChannelId, ChannelState)> {
+    let mut all: Vec<_> = states.iter().map(|(id, state)| (*id, *state)).collect();
+    all.sort_by_key(|(id, _)| *id);
+    all
 }
 
 impl fmt::Debug for MemoryChannelStore {

@@ -1,25 +1,4 @@
-//! [`FileChannelStore`]: a durable [`ChannelStore`] in one append-only file.
-//!
-//! Each accepted state is appended as one fixed-size record and the file is synced
-//! (`fdatasync`) before the write is reported, so a state the store said it kept survives a
-//! crash or a power cut. Opening the store replays the file (the last record of a channel
-//! wins), drops a torn record at the tail (each record carries a checksum), and compacts the
-//! file to one record per channel when it holds more than that. The file is locked for the
-//! life of the store: a second process (or a second store in this one) cannot open it.
-//!
-//! Record layout (156 bytes, integers big-endian):
-//!
-//! | bytes | field |
-//! |---|---|
-//! | 1 | format version (1) |
-//! | 1 | phase: 0 open, 1 closing, 2 closed |
-//! | 1 | flags: 1 signature present, 2 close transaction present |
-//! | 1 | zero |
-//! | 32 | channel contract id |
-//! | 16 | cumulative amount (i128) |
-//! | 64 | signature (zeros when absent) |
-//! | 32 | close transaction hash (zeros when absent) |
-//! | 8 | the first 8 bytes of SHA-256 over the 148 bytes before |
+//! [`FileChannelStore`]: the durable channel store.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
-use super::channel::{ChannelId, ChannelPhase, ChannelState, ChannelStore};
+use super::channel::{ChannelId, ChannelPhase, ChannelState, ChannelStore, in_order};
 use crate::BoxFuture;
 
 const RECORD_LEN: usize = 156;
@@ -41,7 +20,28 @@ const FILE_NAME: &str = "channels.log";
 /// Records appended before the file is compacted again, beyond one per channel.
 const COMPACT_AFTER: usize = 65_536;
 
-/// A durable [`ChannelStore`] kept in a directory (see the [module docs](self)).
+/// A durable [`ChannelStore`] kept in one append-only file in a directory.
+///
+/// Each accepted state is appended as one fixed-size record and the file is synced
+/// (`fdatasync`) before the write is reported, so a state the store said it kept survives a
+/// crash or a power cut. Opening the store replays the file (the last record of a channel
+/// wins), drops a torn record at the tail (each record carries a checksum), and compacts the
+/// file to one record per channel when it holds more than that. The file is locked for the
+/// life of the store: a second process (or a second store in this one) cannot open it.
+///
+/// Record layout (156 bytes, integers big-endian):
+///
+/// | bytes | field |
+/// |---|---|
+/// | 1 | format version (1) |
+/// | 1 | phase: 0 open, 1 closing, 2 closed |
+/// | 1 | flags: 1 signature present, 2 close transaction present |
+/// | 1 | zero |
+/// | 32 | channel contract id |
+/// | 16 | cumulative amount (i128) |
+/// | 64 | signature (zeros when absent) |
+/// | 32 | close transaction hash (zeros when absent) |
+/// | 8 | the first 8 bytes of SHA-256 over the 148 bytes before |
 ///
 /// ```
 /// use tower_paywall::store::{ChannelId, ChannelPhase, ChannelState, ChannelStore, FileChannelStore};
@@ -349,13 +349,7 @@ impl ChannelStore for FileChannelStore {
     }
 
     fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
-        let mut all: Vec<_> = self
-            .states()
-            .iter()
-            .map(|(id, state)| (*id, *state))
-            .collect();
-        all.sort_by_key(|(id, _)| *id);
-        Box::pin(std::future::ready(Ok(all)))
+        Box::pin(std::future::ready(Ok(in_order(&self.states()))))
     }
 }
 

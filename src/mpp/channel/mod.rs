@@ -1,5 +1,5 @@
 //! [`StellarChannel`]: the MPP `channel` intent with method `stellar` as a
-//! [`PaymentScheme`](crate::PaymentScheme). A funder deposits into a one-way payment channel
+//! [`PaymentScheme`]. A funder deposits into a one-way payment channel
 //! contract once; each request is then paid off-chain with a voucher, the commitment key's
 //! signature over the new cumulative amount; the recipient closes the channel on the ledger with
 //! the best voucher.
