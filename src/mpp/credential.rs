@@ -23,7 +23,7 @@
 //! server's `invalid-challenge`, a past one its `payment-expired`.
 
 use http::{HeaderMap, HeaderValue};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::auth_param::split_list;
@@ -119,6 +119,11 @@ impl Credential {
         }
         let token = found.ok_or(CredentialError::NoPaymentCredential)?;
         let json = decode_token(token)?;
+        // The common case read straight into its fields; anything unusual (and every error)
+        // takes the general path, which names the field at fault.
+        if let Some(credential) = Self::from_fields(&json) {
+            return Ok(credential);
+        }
         let value: Value = serde_json::from_slice(&json).map_err(|_| CredentialError::NotJson)?;
         Self::from_json(value)
     }
@@ -164,6 +169,68 @@ impl Credential {
         // Strings and a `Value` (string keys only) always serialize.
         let json = serde_json::to_vec(&wire).unwrap_or_default();
         format!("{SCHEME} {}", base64url::encode(json))
+    }
+
+    /// A well-formed credential whose members have their usual types (strings, an object
+    /// payload, a string `opaque`), read without building maps; `None` otherwise.
+    fn from_fields(json: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Fields {
+            challenge: Echo,
+            payload: Value,
+            source: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Echo {
+            id: String,
+            realm: String,
+            method: String,
+            intent: String,
+            request: String,
+            description: Option<String>,
+            digest: Option<String>,
+            expires: Option<String>,
+            header: Option<String>,
+            opaque: Option<String>,
+        }
+        let Fields {
+            challenge: echo,
+            payload,
+            source,
+        } = serde_json::from_slice(json).ok()?;
+        let required = [
+            &echo.id,
+            &echo.realm,
+            &echo.method,
+            &echo.intent,
+            &echo.request,
+        ];
+        if !payload.is_object() || required.iter().any(|text| text.is_empty()) {
+            return None;
+        }
+        let header = match echo.header.as_deref() {
+            None | Some("") => None,
+            Some(name) => Some(CredentialHeader::parse(name)?),
+        };
+        if !is_json_object(&echo.request) {
+            return None;
+        }
+        Some(Self {
+            challenge: Challenge {
+                id: echo.id,
+                realm: echo.realm,
+                method: echo.method,
+                intent: echo.intent,
+                request: echo.request,
+                description: echo.description,
+                digest: echo.digest,
+                expires: echo.expires,
+                header,
+                opaque: echo.opaque,
+            },
+            source,
+            payload,
+        })
     }
 
     fn from_json(value: Value) -> Result<Self, CredentialError> {
@@ -328,6 +395,70 @@ mod tests {
             Credential::new(echo, json!({"type": "transaction", "transaction": "AAAA"}));
         credential.source = Some("did:pkh:stellar:testnet:GABC".into());
         credential
+    }
+
+    #[test]
+    fn the_field_reader_agrees_with_the_general_one_or_leaves_it_the_case() {
+        let request = jcs::to_base64url(&json!({"amount": "1"}));
+        let echo = |extra: Value| {
+            let mut echo = json!({"id": "a", "realm": "r", "method": "stellar", "intent": "charge", "request": request});
+            echo.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            echo
+        };
+        let cases = [
+            (
+                json!({"challenge": echo(json!({})), "payload": {"a": 1}}),
+                true,
+            ),
+            (
+                json!({"challenge": echo(json!({"description": "d", "digest": null, "expires": "2030-01-01T00:00:00Z", "header": "", "opaque": "e30"})), "payload": {}, "source": "did:x"}),
+                true,
+            ),
+            (
+                json!({"challenge": echo(json!({"header": "Payment-Authorization"})), "payload": {}}),
+                true,
+            ),
+            // Unusual shapes: left to the general reader.
+            (
+                json!({"challenge": echo(json!({"description": 5})), "payload": {}}),
+                false,
+            ),
+            (
+                json!({"challenge": echo(json!({"opaque": {"route": "/x"}})), "payload": {}}),
+                false,
+            ),
+            (
+                json!({"challenge": echo(json!({"id": ""})), "payload": {}}),
+                false,
+            ),
+            (
+                json!({"challenge": echo(json!({"header": "X-Other"})), "payload": {}}),
+                false,
+            ),
+            (
+                json!({"challenge": echo(json!({"request": "bm90IGpzb24"})), "payload": {}}),
+                false,
+            ),
+            (
+                json!({"challenge": echo(json!({})), "payload": "text"}),
+                false,
+            ),
+            (
+                json!({"challenge": echo(json!({})), "payload": {}, "source": 1}),
+                false,
+            ),
+        ];
+        for (value, fast) in cases {
+            let bytes = serde_json::to_vec(&value).unwrap();
+            let read = Credential::from_fields(&bytes);
+            assert_eq!(read.is_some(), fast, "{value}");
+            let general = Credential::from_json(value.clone());
+            if let Some(read) = read {
+                assert_eq!(Ok(read), general, "{value}");
+            }
+        }
     }
 
     fn wire(json: &Value) -> String {
