@@ -18,7 +18,9 @@ use tower_paywall::mpp::{
     Challenge, ChallengeKeys, ChallengeSecret, ChannelError, Credential as MppCredential, Receipt,
     StellarChannel, StellarChannelBuilder,
 };
-use tower_paywall::sandbox::{ChannelParams, ContractCall, Sandbox, SandboxConfig};
+use tower_paywall::sandbox::{
+    ChannelParams, ContractCall, Invoked, Sandbox, SandboxConfig, SandboxError,
+};
 use tower_paywall::stellar::rpc::{SorobanRpc, TransactionHash};
 use tower_paywall::stellar::{Address, Keypair, Network, commitment_bytes, read_channel};
 use tower_paywall::store::{
@@ -77,6 +79,16 @@ impl World {
             })
             .await
             .unwrap()
+    }
+
+    /// The funder calls `function()` on the channel.
+    async fn as_funder(&self, function: &str) -> Result<Invoked, SandboxError> {
+        self.sandbox
+            .invoke(
+                &self.funder,
+                &ContractCall::new(self.channel, function, vec![]),
+            )
+            .await
     }
 
     fn rpc(&self) -> Arc<dyn SorobanRpc> {
@@ -219,17 +231,17 @@ fn authorization(challenge: Challenge, action: &str, amount: i128, signature: St
     MppCredential::new(challenge, payload).encode()
 }
 
-/// Pays one request with a voucher for the next amount; returns the answer and the amount.
-async fn pay(world: &World, app: &Router, action: &str) -> (Answer, i128) {
-    let challenge = challenge(app, &world.channel).await;
+/// The credential answering `challenge` with a voucher for its next amount, and the amount.
+fn voucher(world: &World, challenge: Challenge, action: &str) -> (String, i128) {
     let amount = next_amount(&challenge);
     let signature = world.sign(&world.channel, amount);
-    let answer = send(
-        app,
-        Some(authorization(challenge, action, amount, signature)),
-    )
-    .await;
-    (answer, amount)
+    (authorization(challenge, action, amount, signature), amount)
+}
+
+/// Pays one request with a voucher for the next amount; returns the answer and the amount.
+async fn pay(world: &World, app: &Router, action: &str) -> (Answer, i128) {
+    let (credential, amount) = voucher(world, challenge(app, &world.channel).await, action);
+    (send(app, Some(credential)).await, amount)
 }
 
 #[tokio::test]
@@ -292,13 +304,8 @@ async fn two_hundred_vouchers_then_close_settles_exactly_the_cumulative_amount()
 
     // A closed channel takes no more vouchers and is offered no more: with no other offer to
     // make, the refusal keeps its status.
-    let amount = next_amount(&early);
-    let signature = world.sign(&world.channel, amount);
-    let answer = send(
-        &app,
-        Some(authorization(early, "voucher", amount, signature)),
-    )
-    .await;
+    let (credential, _) = voucher(&world, early, "voucher");
+    let answer = send(&app, Some(credential)).await;
     assert_eq!(answer.status, StatusCode::GONE, "{}", answer.body);
     assert_eq!(answer.body, r#"{"error":"session/channel-finalized"}"#);
     let answer = send(&app, None).await;
@@ -325,14 +332,7 @@ async fn the_funders_close_start_is_answered_by_our_close_within_the_refund_wind
     }
 
     // The funder walks away: it starts the refund waiting period.
-    let started = world
-        .sandbox
-        .invoke(
-            &world.funder,
-            &ContractCall::new(world.channel, "close_start", vec![]),
-        )
-        .await
-        .unwrap();
+    let started = world.as_funder("close_start").await.unwrap();
     let refundable_at = read_channel(&*world.rpc(), &world.channel, None)
         .await
         .unwrap()
@@ -382,22 +382,10 @@ async fn the_funders_close_start_is_answered_by_our_close_within_the_refund_wind
     scheme.add_channel(still_open).await.unwrap();
     let app = World::app(&scheme);
     let early = challenge(&app, &world.channel).await;
-    world
-        .sandbox
-        .invoke(
-            &world.funder,
-            &ContractCall::new(world.channel, "close_start", vec![]),
-        )
-        .await
-        .unwrap();
+    world.as_funder("close_start").await.unwrap();
     scheme.watch_once().await;
-    let amount = next_amount(&early);
-    let signature = world.sign(&world.channel, amount);
-    let answer = send(
-        &app,
-        Some(authorization(early, "voucher", amount, signature)),
-    )
-    .await;
+    let (credential, _) = voucher(&world, early, "voucher");
+    let answer = send(&app, Some(credential)).await;
     assert_eq!(answer.status, StatusCode::GONE, "{}", answer.body);
     assert_eq!(answer.problem(), "session/channel-finalized");
     // The fresh offers name the channels still open, and only them.
@@ -543,9 +531,7 @@ async fn bad_vouchers_are_refused_with_their_problem_types() {
     assert_eq!(recipient_state().await, paid, "nothing was credited");
 
     // The same credential twice: answered once, credited once.
-    let fresh = challenge(&app, &world.channel).await;
-    let amount = next_amount(&fresh);
-    let credential = authorization(fresh, "voucher", amount, world.sign(&world.channel, amount));
+    let (credential, amount) = voucher(&world, challenge(&app, &world.channel).await, "voucher");
     let first = send(&app, Some(credential.clone())).await;
     assert_eq!(first.status, StatusCode::OK);
     let again = send(&app, Some(credential)).await;
@@ -824,13 +810,8 @@ async fn one_402_offers_x402_exact_mpp_charge_and_mpp_channel() {
     assert_eq!(request["methodDetails"]["network"], "stellar:testnet");
     assert_eq!(request["methodDetails"]["cumulativeAmount"], "0");
     // And the channel pays through the combined layer.
-    let amount = next_amount(&first);
-    let signature = world.sign(&world.channel, amount);
-    let answer = send(
-        &app,
-        Some(authorization(first, "voucher", amount, signature)),
-    )
-    .await;
+    let (credential, _) = voucher(&world, first, "voucher");
+    let answer = send(&app, Some(credential)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body, "content");
 }
@@ -996,17 +977,8 @@ async fn a_clients_close_is_never_undone_by_an_operator_close_racing_it() {
 
     let client = tokio::spawn({
         let app = app.clone();
-        let challenge = challenge(&app, &world.channel).await;
-        let amount = next_amount(&challenge);
-        let signature = world.sign(&world.channel, amount);
-        async move {
-            let answer = send(
-                &app,
-                Some(authorization(challenge, "close", amount, signature)),
-            )
-            .await;
-            (answer, amount)
-        }
+        let (credential, amount) = voucher(&world, challenge(&app, &world.channel).await, "close");
+        async move { (send(&app, Some(credential)).await, amount) }
     });
     // The client's voucher is stored as `Closing`; its transaction is not sent yet.
     store.paused.notified().await;
@@ -1033,5 +1005,92 @@ async fn a_clients_close_is_never_undone_by_an_operator_close_racing_it() {
     assert_eq!(
         world.usdc(&world.recipient.address()).await,
         recipient_before + closed_at
+    );
+}
+
+#[tokio::test]
+async fn a_challenge_for_another_channel_or_price_is_refused() {
+    let world = World::new(1_000).await;
+    let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
+    let app = World::app(&scheme);
+    // Another server with the same secret serves another channel: its challenges verify here,
+    // but name a channel this one does not serve.
+    let elsewhere = World {
+        channel: world.deploy(1_000, world.sandbox.usdc()).await,
+        sandbox: world.sandbox.clone(),
+        funder: world.funder.clone(),
+        recipient: world.recipient.clone(),
+        commitment_key: world.commitment_key.clone(),
+    };
+    let other_app = World::app(&elsewhere.scheme(Arc::new(MemoryChannelStore::new())).await);
+    let foreign = challenge(&other_app, &elsewhere.channel).await;
+    let (credential, _) = voucher(&elsewhere, foreign, "voucher");
+    let answer = send(&app, Some(credential)).await;
+    assert_eq!(answer.status, StatusCode::GONE, "{}", answer.body);
+    assert_eq!(answer.problem(), "session/channel-not-found");
+
+    // A challenge of a dearer route of the same scheme does not pay this one.
+    let dearer = Router::new()
+        .route("/paid", get(|| async { "dear content" }))
+        .layer(
+            PaymentLayer::builder()
+                .shared_scheme(scheme.clone())
+                .price(Price::parse("0.02").unwrap())
+                .build()
+                .unwrap(),
+        );
+    let (credential, _) = voucher(&world, challenge(&dearer, &world.channel).await, "voucher");
+    let answer = send(&app, Some(credential)).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(answer.problem(), "invalid-challenge");
+    let state = scheme
+        .state(ChannelId::try_from(world.channel).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(state.cumulative, 0, "nothing was credited");
+}
+
+#[tokio::test]
+async fn a_close_whose_transaction_fails_is_refused_and_the_voucher_before_it_stays() {
+    // A refund waiting period of 5 ledgers, and a watcher that reads the channel once: the
+    // funder empties the channel while the scheme still believes it open.
+    let world = World::new(5).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let scheme = Arc::new(
+        world
+            .builder(Arc::new(MemoryChannelStore::new()))
+            .min_refund_waiting_period(5)
+            .watch_period(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    scheme.add_channel(world.channel).await.unwrap();
+    let app = World::app(&scheme);
+    let (answer, paid) = pay(&world, &app, "voucher").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let closing = world.as_funder("close_start").await.unwrap();
+    let refundable_at = closing.ledger + 5;
+    while world.sandbox.latest_ledger().await.unwrap().sequence < refundable_at {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.as_funder("refund").await.unwrap();
+    assert_eq!(world.usdc(&world.channel).await, 0);
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+
+    let (answer, _) = pay(&world, &app, "close").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.problem(), "settlement-failed");
+    assert!(!answer.headers.contains_key("payment-receipt"));
+    let state = scheme.state(channel_id).await.unwrap();
+    assert_eq!(state.cumulative, paid, "the close's voucher is not kept");
+    assert_eq!(state.phase, ChannelPhase::Open);
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before
     );
 }

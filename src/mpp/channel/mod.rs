@@ -442,13 +442,14 @@ impl StellarChannel {
         })
     }
 
-    /// Checks a voucher against the channel's stored and ledger state, and its signature.
+    /// Checks a voucher against the channel's stored and ledger state, and its signature;
+    /// returns the channel's funder (the payer).
     async fn check_voucher(
         &self,
         channel: ChannelId,
         voucher: &Voucher,
         price: i128,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Address, Rejection> {
         let Served {
             mut info,
             key,
@@ -486,7 +487,7 @@ impl StellarChannel {
             }
             accepted = voucher.accept(&state, price, info.deposited());
         }
-        accepted.map(|_| ()).map_err(problem)
+        accepted.map(|_| info.from).map_err(problem)
     }
 
     /// Stores the voucher if the channel still accepts it: compare-and-set against the state
@@ -594,13 +595,9 @@ impl PaymentScheme for StellarChannel {
                 pinned.ok_or_else(|| problem(ProblemCode::InvalidChallenge))?;
             let voucher = Voucher::parse(&mpp.payload).map_err(problem)?;
             let price = context.price.amount().atomic();
-            self.check_voucher(channel, &voucher, price).await?;
-            let from = self
-                .info(channel)
-                .map(|info| info.from.to_string())
-                .unwrap_or_default();
+            let from = self.check_voucher(channel, &voucher, price).await?;
             Ok(Verified::new(
-                from,
+                from.to_string(),
                 context.price.amount(),
                 self.currency.to_string(),
                 ChannelVerified {
