@@ -20,21 +20,35 @@ pub(crate) fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
         return None;
     }
     let mut bytes = [0_u8; N];
+    // Every pair is decoded, then checked once: no branch per digit.
+    let mut invalid = 0_u8;
     for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
+        let (high, low) = (DIGITS[usize::from(pair[0])], DIGITS[usize::from(pair[1])]);
+        invalid |= (high | low) & INVALID;
+        *byte = (high << 4) | (low & 0x0f);
     }
-    Some(bytes)
+    (invalid == 0).then_some(bytes)
 }
 
-#[cfg_attr(not(feature = "rpc"), allow(dead_code))]
-fn digit(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
+/// Marks a byte that is not a hex digit in [`DIGITS`].
+const INVALID: u8 = 0x80;
+
+/// The value of each byte as a hex digit, or [`INVALID`].
+const DIGITS: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut index = 0;
+    while index < 10 {
+        table[b'0' as usize + index] = index as u8;
+        index += 1;
     }
-}
+    let mut index = 0;
+    while index < 6 {
+        table[b'a' as usize + index] = 10 + index as u8;
+        table[b'A' as usize + index] = 10 + index as u8;
+        index += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

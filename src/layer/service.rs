@@ -437,7 +437,7 @@ where
         .is_some_and(|upper| upper <= shared.max_recorded_body as u64);
     if !recordable {
         let completed = CompletedPayment {
-            settled: (*settled).clone(),
+            settled,
             response: None,
         };
         record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
@@ -460,7 +460,7 @@ where
         body: bytes.clone(),
     };
     let completed = CompletedPayment {
-        settled: (*settled).clone(),
+        settled,
         response: Some(recorded),
     };
     record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;

@@ -48,6 +48,21 @@ pub fn decode(text: &str) -> Result<Vec<u8>, Base64UrlError> {
         .map_err(|_| Base64UrlError::NotBase64Url)
 }
 
+/// Decodes base64url text of exactly `N` bytes (`N` ≤ 48) without allocating; `None` for
+/// anything else.
+pub(crate) fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut buffer = [0_u8; 51];
+    if N > 48 || text.len() > 68 {
+        return None;
+    }
+    let length = URL_SAFE.decode_slice(text.as_bytes(), &mut buffer).ok()?;
+    (length == N).then(|| {
+        let mut bytes = [0_u8; N];
+        bytes.copy_from_slice(&buffer[..N]);
+        bytes
+    })
+}
+
 /// Decodes base64url text into a UTF-8 string; invalid UTF-8 is an error, never replaced.
 pub fn decode_to_string(text: &str) -> Result<String, Base64UrlError> {
     String::from_utf8(decode(text)?).map_err(|_| Base64UrlError::NotUtf8)
@@ -74,6 +89,18 @@ mod tests {
         assert_eq!(decode("YQ==="), Err(Base64UrlError::NotBase64Url));
         assert_eq!(decode("Y=Q="), Err(Base64UrlError::NotBase64Url));
         assert_eq!(decode("YR"), Err(Base64UrlError::NotBase64Url));
+    }
+
+    #[test]
+    fn decodes_arrays_of_exactly_their_length() {
+        let id = encode([7_u8; 32]);
+        assert_eq!(decode_array::<32>(&id), Some([7; 32]));
+        assert_eq!(decode_array::<31>(&id), None);
+        assert_eq!(decode_array::<33>(&id), None);
+        assert_eq!(decode_array::<48>(&encode([1_u8; 48])), Some([1; 48]));
+        assert_eq!(decode_array::<32>(&"A".repeat(69)), None);
+        assert_eq!(decode_array::<32>(&format!("+{}", &id[1..])), None);
+        assert_eq!(decode_array::<2>("YR"), None);
     }
 
     #[test]

@@ -223,11 +223,11 @@ impl<'a> ChallengeBinding<'a> {
     }
 }
 
-fn decode_id(id: &str) -> Option<Vec<u8>> {
+fn decode_id(id: &str) -> Option<[u8; 32]> {
     if id.len() != ID_LEN {
         return None;
     }
-    base64url::decode(id).ok()
+    base64url::decode_array(id)
 }
 
 /// Compares without branching on the bytes: every byte is looked at, whatever differs.

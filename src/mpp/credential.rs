@@ -135,7 +135,10 @@ impl Credential {
     ) -> Result<Self, CredentialError> {
         let lines: Vec<std::borrow::Cow<'_, str>> = values
             .into_iter()
-            .map(|value| String::from_utf8_lossy(value.as_bytes()))
+            .map(|value| match std::str::from_utf8(value.as_bytes()) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(value.as_bytes()),
+            })
             .collect();
         Self::parse_lines(lines.iter().map(|line| line.as_ref()))
     }
@@ -373,7 +376,7 @@ fn decode_token(token: &str) -> Result<Vec<u8>, CredentialError> {
         return Err(CredentialError::NotBase64);
     }
     // Standard base64 is tolerated: its two letters become base64url's.
-    if !unpadded.contains(['+', '/']) {
+    if !unpadded.bytes().any(|byte| byte == b'+' || byte == b'/') {
         return base64url::decode(unpadded).map_err(|_| CredentialError::NotBase64);
     }
     let normalized = unpadded.replace('+', "-").replace('/', "_");

@@ -12,7 +12,7 @@ use super::challenge::Challenge as MppChallenge;
 use super::credential::{Credential as MppCredential, CredentialError};
 use super::expires::Timestamp;
 use super::problem::{PROBLEM_JSON, Problem, ProblemCode};
-use super::receipt::{PAYMENT_RECEIPT, Receipt as MppReceipt};
+use super::receipt::{PAYMENT_RECEIPT, encode_success};
 use crate::price::Price;
 use crate::scheme::{
     Challenge, ChallengeContext, Credential, Offer, Receipt, Rejection, RejectionKind,
@@ -213,9 +213,9 @@ pub(crate) fn render(offers: &[&Offer], context: &ChallengeContext<'_>, challeng
 /// A successful payment's receipt: `Payment-Receipt` naming `reference`, `Cache-Control:
 /// private`.
 pub(crate) fn receipt(reference: String) -> Receipt {
-    let receipt = MppReceipt::success(METHOD, reference.clone(), Timestamp::now());
-    let mut headers = Vec::new();
-    if let Ok(value) = HeaderValue::from_str(&receipt.encode()) {
+    let receipt = encode_success(METHOD, &reference, Timestamp::now());
+    let mut headers = Vec::with_capacity(3);
+    if let Ok(value) = HeaderValue::try_from(receipt) {
         headers.push((PAYMENT_RECEIPT, value));
     }
     headers.push((

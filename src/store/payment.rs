@@ -85,7 +85,7 @@ pub struct RecordedResponse {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompletedPayment {
     /// The settlement.
-    pub settled: SettledPayment,
+    pub settled: Arc<SettledPayment>,
     /// The response to replay; `None` when its body was too large (or unsized) to record.
     pub response: Option<RecordedResponse>,
 }
@@ -573,7 +573,7 @@ mod tests {
         let store = MemoryStore::new();
         store.reserve(key(1), PRINT, TTL).await.unwrap();
         let completed = Arc::new(CompletedPayment {
-            settled: (*settled()).clone(),
+            settled: settled(),
             response: Some(RecordedResponse {
                 status: StatusCode::OK,
                 headers: HeaderMap::new(),

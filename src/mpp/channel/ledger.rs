@@ -6,7 +6,7 @@
 //! operator never submit for one channel at once, and none of them undoes another's close.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Served, StellarChannel, busy};
 use crate::scheme::Rejection;
@@ -131,14 +131,7 @@ impl StellarChannel {
         self.channels
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(
-                id,
-                Served {
-                    info: info.clone(),
-                    key,
-                    read_at: Instant::now(),
-                },
-            );
+            .insert(id, Served::new(info.clone(), key));
         self.start_watcher();
         Ok(info)
     }
@@ -223,14 +216,7 @@ impl StellarChannel {
         self.channels
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(
-                channel,
-                Served {
-                    info: info.clone(),
-                    key,
-                    read_at: Instant::now(),
-                },
-            );
+            .insert(channel, Served::new(info.clone(), key));
         Ok(info)
     }
 
@@ -239,13 +225,18 @@ impl StellarChannel {
         &self,
         channel: ChannelId,
     ) -> Result<ChannelInfo, Rejection> {
-        self.refresh(channel).await.map_err(|error| match error {
-            ChannelError::Read(ChannelReadError::Rpc(error)) => super::server::unavailable(&error),
-            error => {
-                tracing::error!(%error, %channel, "cannot read a served channel");
-                busy()
-            }
-        })
+        // Boxed: a rare path whose RPC future would otherwise size every voucher's future.
+        Box::pin(self.refresh(channel))
+            .await
+            .map_err(|error| match error {
+                ChannelError::Read(ChannelReadError::Rpc(error)) => {
+                    super::server::unavailable(&error)
+                }
+                error => {
+                    tracing::error!(%error, %channel, "cannot read a served channel");
+                    busy()
+                }
+            })
     }
 
     fn start_watcher(self: &Arc<Self>) {

@@ -68,6 +68,7 @@
 mod ledger;
 mod voucher;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -112,6 +113,8 @@ pub const PAYMENT_CHANNEL: http::HeaderName = http::HeaderName::from_static("pay
 pub struct StellarChannel {
     network: Network,
     currency: Address,
+    /// `currency` as text, as every verified voucher names it.
+    asset: String,
     recipient: Address,
     realm: Option<String>,
     keys: ChallengeKeys,
@@ -121,7 +124,7 @@ pub struct StellarChannel {
     /// Submits the recipient's close and settle calls, from the recipient's account.
     submitter: Sponsor,
     /// The channels served, with their ledger state as last read.
-    channels: RwLock<HashMap<ChannelId, Served>>,
+    channels: RwLock<HashMap<ChannelId, Arc<Served>>>,
     /// Channels with a close or settle transaction in flight.
     submitting: Mutex<HashSet<ChannelId>>,
     references: AtomicU64,
@@ -286,6 +289,7 @@ impl StellarChannelBuilder {
         )?;
         Ok(StellarChannel {
             network: self.network,
+            asset: currency.to_string(),
             currency,
             recipient,
             realm: self.realm,
@@ -307,13 +311,26 @@ impl StellarChannelBuilder {
 }
 
 /// A served channel: its ledger state as last read, and its commitment key decoded.
-#[derive(Clone)]
 struct Served {
     info: ChannelInfo,
     /// `None` when the ledger's key is not a curve point: no voucher can verify.
     key: Option<VerifyingKey>,
+    /// The funder as text: the payer of every voucher.
+    payer: String,
     /// When `info` was read.
     read_at: Instant,
+}
+
+impl Served {
+    /// Just read.
+    fn new(info: ChannelInfo, key: Option<VerifyingKey>) -> Arc<Served> {
+        Arc::new(Served {
+            payer: info.from.to_string(),
+            info,
+            key,
+            read_at: Instant::now(),
+        })
+    }
 }
 
 /// A verified voucher, waiting for its compare-and-set.
@@ -340,7 +357,7 @@ impl StellarChannel {
     }
 
     /// The cached ledger state of `channel`, if it is served.
-    fn served(&self, channel: ChannelId) -> Option<Served> {
+    fn served(&self, channel: ChannelId) -> Option<Arc<Served>> {
         self.channels
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -349,7 +366,7 @@ impl StellarChannel {
     }
 
     fn info(&self, channel: ChannelId) -> Option<ChannelInfo> {
-        self.served(channel).map(|served| served.info)
+        self.served(channel).map(|served| served.info.clone())
     }
 
     /// The channels served, in id order.
@@ -417,58 +434,61 @@ impl StellarChannel {
 
     /// The parts of an echoed request this route pins: the price, the network, a channel.
     fn pin(&self, echo: &MppChallenge, price: &Price) -> Option<Pinned> {
-        // Read into a struct, not a map: this runs for every paid request.
+        // Read into a struct of borrowed text, not a map: this runs for every paid request.
         #[derive(serde::Deserialize)]
-        struct Request {
-            amount: String,
-            channel: String,
-            #[serde(rename = "methodDetails")]
-            details: Details,
+        struct Request<'a> {
+            #[serde(borrow)]
+            amount: Cow<'a, str>,
+            #[serde(borrow)]
+            channel: Cow<'a, str>,
+            #[serde(borrow, rename = "methodDetails")]
+            details: Details<'a>,
         }
         #[derive(serde::Deserialize)]
-        struct Details {
-            reference: String,
-            network: String,
+        struct Details<'a> {
+            #[serde(borrow)]
+            reference: Cow<'a, str>,
+            #[serde(borrow)]
+            network: Cow<'a, str>,
         }
         let bytes = super::base64url::decode(&echo.request).ok()?;
-        let request: Request = serde_json::from_slice(&bytes).ok()?;
+        let request: Request<'_> = serde_json::from_slice(&bytes).ok()?;
         let priced = request.amount == price.amount().to_atomic_string();
         if !(priced && request.details.network == self.network.caip2()) {
             return None;
         }
         Some(Pinned {
             channel: request.channel.parse().ok()?,
-            reference: request.details.reference,
+            reference: request.details.reference.into_owned(),
         })
     }
 
     /// Checks a voucher against the channel's stored and ledger state, and its signature;
-    /// returns the channel's funder (the payer).
+    /// returns the channel's funder (the payer) as text.
     async fn check_voucher(
         &self,
         channel: ChannelId,
         voucher: &Voucher,
         price: i128,
-    ) -> Result<Address, Rejection> {
-        let Served {
-            mut info,
-            key,
-            read_at,
-        } = self
+    ) -> Result<String, Rejection> {
+        let mut served = self
             .served(channel)
             .ok_or_else(|| problem(ProblemCode::ChannelNotFound))?;
-        if read_at.elapsed() > self.watch_period * 4 {
+        if served.read_at.elapsed() > self.watch_period * 4 {
             // The watcher is behind: a close may have started since.
-            info = self.refresh_for_request(channel).await?;
+            self.refresh_for_request(channel).await?;
+            served = self
+                .served(channel)
+                .ok_or_else(|| problem(ProblemCode::ChannelNotFound))?;
         }
-        if info.close_effective_at.is_some() {
+        if served.info.close_effective_at.is_some() {
             return Err(problem(ProblemCode::ChannelFinalized));
         }
         let state = self.state(channel).await.map_err(|error| {
             tracing::error!(%error, "channel store unavailable");
             busy()
         })?;
-        let mut accepted = voucher.accept(&state, price, info.deposited());
+        let accepted = voucher.accept(&state, price, served.info.deposited());
         if let Err(code @ ProblemCode::DeltaTooSmall | code @ ProblemCode::ChannelFinalized) =
             accepted
         {
@@ -476,18 +496,22 @@ impl StellarChannel {
         }
         let bytes = commitment_bytes(&self.network.id(), &channel.address(), voucher.amount)
             .map_err(|_| problem(ProblemCode::ChannelNotFound))?;
-        if !key.is_some_and(|key| key.verify(&bytes, &voucher.signature)) {
+        let signed = served.key.as_ref();
+        if !signed.is_some_and(|key| key.verify(&bytes, &voucher.signature)) {
             return Err(problem(ProblemCode::InvalidSignature));
         }
-        if accepted == Err(ProblemCode::AmountExceedsDeposit) {
-            // The cached deposit may predate a top-up: read it again, once.
-            info = self.refresh_for_request(channel).await?;
-            if info.close_effective_at.is_some() {
-                return Err(problem(ProblemCode::ChannelFinalized));
-            }
-            accepted = voucher.accept(&state, price, info.deposited());
+        if accepted != Err(ProblemCode::AmountExceedsDeposit) {
+            return accepted.map(|_| served.payer.clone()).map_err(problem);
         }
-        accepted.map(|_| info.from).map_err(problem)
+        // The cached deposit may predate a top-up: read it again, once.
+        let info = self.refresh_for_request(channel).await?;
+        if info.close_effective_at.is_some() {
+            return Err(problem(ProblemCode::ChannelFinalized));
+        }
+        voucher
+            .accept(&state, price, info.deposited())
+            .map(|_| info.from.to_string())
+            .map_err(problem)
     }
 
     /// Stores the voucher if the channel still accepts it: compare-and-set against the state
@@ -595,11 +619,11 @@ impl PaymentScheme for StellarChannel {
                 pinned.ok_or_else(|| problem(ProblemCode::InvalidChallenge))?;
             let voucher = Voucher::parse(&mpp.payload).map_err(problem)?;
             let price = context.price.amount().atomic();
-            let from = self.check_voucher(channel, &voucher, price).await?;
+            let payer = self.check_voucher(channel, &voucher, price).await?;
             Ok(Verified::new(
-                from.to_string(),
+                payer,
                 context.price.amount(),
-                self.currency.to_string(),
+                self.asset.clone(),
                 ChannelVerified {
                     channel,
                     voucher,
@@ -619,42 +643,61 @@ impl PaymentScheme for StellarChannel {
         verified: Arc<Verified>,
         _store: Arc<dyn PaymentStore>,
     ) -> BoxFuture<'static, SettleOutcome> {
-        Box::pin(async move {
-            let Some(detail) = verified.detail::<ChannelVerified>() else {
-                return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
-            };
-            let price = verified.amount().atomic();
-            let channel = detail.channel;
-            if detail.voucher.action == Action::Voucher {
-                return match self.credit(channel, &detail.voucher, price).await {
+        let Some(action) = verified
+            .detail::<ChannelVerified>()
+            .map(|detail| detail.voucher.action)
+        else {
+            let rejection = problem(ProblemCode::VerificationFailed);
+            return Box::pin(std::future::ready(SettleOutcome::Rejected(rejection)));
+        };
+        // Two futures: a voucher's stays small (the close's transaction is not part of it).
+        match action {
+            Action::Voucher => Box::pin(async move {
+                let Some(detail) = verified.detail::<ChannelVerified>() else {
+                    return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
+                };
+                let price = verified.amount().atomic();
+                match self.credit(detail.channel, &detail.voucher, price).await {
                     Ok(_) => SettleOutcome::Settled(server::receipt(detail.reference.clone())),
                     Err(rejection) => SettleOutcome::Rejected(rejection),
-                };
-            }
-            // A close: the channel's in-flight mark first, so that no other close runs (or
-            // undoes this one) between the voucher's compare-and-set and the transaction.
-            let Ok(guard) = self.in_flight(channel) else {
-                return SettleOutcome::Rejected(problem(ProblemCode::ChannelFinalized));
-            };
-            let (previous, closing) = match self.credit(channel, &detail.voucher, price).await {
-                Ok(credited) => credited,
-                Err(rejection) => return SettleOutcome::Rejected(rejection),
-            };
-            let revert = previous.unwrap_or(ChannelState::NEW);
-            match self
-                .finish_close(&guard, channel, closing, Some(revert))
-                .await
-            {
-                Ok(hash) => SettleOutcome::Settled(server::receipt(hash.to_string())),
-                Err(ChannelError::Unknown(error)) => {
-                    SettleOutcome::Unknown(server::unavailable(&error))
                 }
-                Err(error) => {
-                    tracing::warn!(%error, %channel, "channel close failed");
-                    SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed))
-                }
+            }),
+            Action::Close => Box::pin(self.settle_close(verified)),
+        }
+    }
+}
+
+impl StellarChannel {
+    /// Settles a `close`: stores its voucher and closes the channel with it.
+    async fn settle_close(self: Arc<Self>, verified: Arc<Verified>) -> SettleOutcome {
+        let Some(detail) = verified.detail::<ChannelVerified>() else {
+            return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
+        };
+        let price = verified.amount().atomic();
+        let channel = detail.channel;
+        // A close: the channel's in-flight mark first, so that no other close runs (or
+        // undoes this one) between the voucher's compare-and-set and the transaction.
+        let Ok(guard) = self.in_flight(channel) else {
+            return SettleOutcome::Rejected(problem(ProblemCode::ChannelFinalized));
+        };
+        let (previous, closing) = match self.credit(channel, &detail.voucher, price).await {
+            Ok(credited) => credited,
+            Err(rejection) => return SettleOutcome::Rejected(rejection),
+        };
+        let revert = previous.unwrap_or(ChannelState::NEW);
+        match self
+            .finish_close(&guard, channel, closing, Some(revert))
+            .await
+        {
+            Ok(hash) => SettleOutcome::Settled(server::receipt(hash.to_string())),
+            Err(ChannelError::Unknown(error)) => {
+                SettleOutcome::Unknown(server::unavailable(&error))
             }
-        })
+            Err(error) => {
+                tracing::warn!(%error, %channel, "channel close failed");
+                SettleOutcome::Rejected(problem(ProblemCode::SettlementFailed))
+            }
+        }
     }
 }
 
