@@ -20,6 +20,7 @@ use stellar_xdr::{
     SorobanCredentials, StringM, VecM, WriteXdr,
 };
 
+use super::signer::{SignError, Signer, sign_checked};
 use super::{Address, Keypair, NetworkId, verify_ed25519};
 
 /// The most signatures an account authorization may carry (the host's limit).
@@ -53,6 +54,9 @@ pub enum AuthError {
     /// The signature payload could not be encoded as XDR.
     #[error("authorization entry could not be encoded")]
     Encoding,
+    /// The signer did not sign.
+    #[error(transparent)]
+    Signer(#[from] SignError),
 }
 
 /// One ed25519 signature in an account's authorization: the signer's public key and its signature over
@@ -305,17 +309,55 @@ pub fn sign_authorization(
     network: &NetworkId,
     signature_expiration_ledger: u32,
 ) -> Result<(), AuthError> {
+    let (mut signed, payload) = to_sign(entry, network, signature_expiration_ledger)?;
+    put_signature(&mut signed, keypair.public_key(), keypair.sign(&payload))?;
+    *entry = signed;
+    Ok(())
+}
+
+/// [`sign_authorization`] by any [`Signer`] (a remote or hardware one too). The signature is
+/// checked under the signer's key before it is put in; on error the entry is left unchanged.
+///
+/// # Errors
+///
+/// As [`sign_authorization`], and [`AuthError::Signer`] when the signer refuses or answers with
+/// a signature that does not verify.
+pub async fn sign_authorization_by(
+    entry: &mut SorobanAuthorizationEntry,
+    signer: &dyn Signer,
+    network: &NetworkId,
+    signature_expiration_ledger: u32,
+) -> Result<(), AuthError> {
+    let (mut signed, payload) = to_sign(entry, network, signature_expiration_ledger)?;
+    let signature = sign_checked(signer, &payload).await?;
+    put_signature(&mut signed, signer.public_key(), signature)?;
+    *entry = signed;
+    Ok(())
+}
+
+/// The entry with its expiration set, and the payload its account signs.
+fn to_sign(
+    entry: &SorobanAuthorizationEntry,
+    network: &NetworkId,
+    signature_expiration_ledger: u32,
+) -> Result<(SorobanAuthorizationEntry, [u8; 32]), AuthError> {
     let mut signed = entry.clone();
     let credentials = address_credentials_mut(&mut signed)?;
     account_key(&credentials.address)?;
     credentials.signature_expiration_ledger = signature_expiration_ledger;
     let payload = authorization_payload(network, &signed)?;
-    let signature = encode_account_signatures(&[AccountSignature {
-        public_key: keypair.public_key(),
-        signature: keypair.sign(&payload),
+    Ok((signed, payload))
+}
+
+fn put_signature(
+    entry: &mut SorobanAuthorizationEntry,
+    public_key: [u8; 32],
+    signature: [u8; 64],
+) -> Result<(), AuthError> {
+    address_credentials_mut(entry)?.signature = encode_account_signatures(&[AccountSignature {
+        public_key,
+        signature,
     }])?;
-    address_credentials_mut(&mut signed)?.signature = signature;
-    *entry = signed;
     Ok(())
 }
 

@@ -68,6 +68,7 @@ pub mod network;
 pub mod prepare;
 #[cfg(feature = "rpc")]
 pub mod rpc;
+pub mod signer;
 #[cfg(feature = "rpc")]
 pub mod sponsor;
 pub mod transfer;
@@ -81,7 +82,7 @@ pub use asset::{
 pub use auth::{
     AccountSignature, AuthError, MAX_ACCOUNT_SIGNATURES, account_signatures, address_credentials,
     authorization_payload, authorization_preimage, encode_account_signatures, sign_authorization,
-    verify_authorization,
+    sign_authorization_by, verify_authorization,
 };
 pub use channel::{COMMITMENT_LEN, CommitmentError, commitment_bytes};
 #[cfg(feature = "rpc")]
@@ -98,11 +99,12 @@ pub use rpc::{
     SendStatus, Simulation, SorobanRpc, TransactionHash, TransactionHashError, TransactionInfo,
     TransactionStatus, account_sequence, contract_data, wait_for_transaction,
 };
+pub use signer::{CallbackSigner, SignError, Signer};
 #[cfg(feature = "rpc")]
 pub use sponsor::{Sponsor, SponsorError, Sponsored, SponsoredCall};
 pub use stellar_xdr as xdr;
 pub use transfer::{
     CredentialsArm, MAX_ENVELOPE_BYTES, MAX_XDR_DEPTH, NULL_ACCOUNT, SacTransfer, TransferError,
     TransferRequest, build_transfer, decode_envelope, decode_limits, fee_bump, invocation_envelope,
-    sac_transfer, set_authorization, sign_envelope, sign_payer,
+    sac_transfer, set_authorization, sign_envelope, sign_envelope_by, sign_payer,
 };

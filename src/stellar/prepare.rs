@@ -5,14 +5,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::auth::{address_credentials, sign_authorization};
+use super::auth::{address_credentials, sign_authorization_by};
 use super::rpc::{RpcError, Simulation, SorobanRpc};
+use super::signer::Signer;
 use super::transfer::{
     CredentialsArm, TransferError, TransferRequest, build_transfer, invocation_envelope,
     set_authorization,
 };
 use super::xdr::{HostFunction, OperationBody, TransactionEnvelope, TransactionExt};
-use super::{Address, Keypair, NULL_ACCOUNT, Network};
+use super::{Address, NULL_ACCOUNT, Network};
 
 /// The base fee of one operation, in stroops.
 const BASE_FEE: u32 = 100;
@@ -74,7 +75,7 @@ pub enum PrepareError {
 pub async fn prepare_transfer(
     rpc: &dyn SorobanRpc,
     network: &Network,
-    payer: &Keypair,
+    payer: &dyn Signer,
     order: &TransferOrder,
 ) -> Result<TransactionEnvelope, PrepareError> {
     let transfer = build_transfer(&TransferRequest {
@@ -128,7 +129,7 @@ pub struct Invocation {
 pub async fn prepare_invocation(
     rpc: &dyn SorobanRpc,
     network: &Network,
-    signer: &Keypair,
+    signer: &dyn Signer,
     invocation: &Invocation,
 ) -> Result<TransactionEnvelope, PrepareError> {
     let latest = rpc.latest_ledger().await?.sequence;
@@ -155,7 +156,8 @@ pub async fn prepare_invocation(
         let mine = address_credentials(entry)
             .is_ok_and(|credentials| credentials.address == signer_address);
         if mine {
-            sign_authorization(entry, signer, &network.id(), expiration)
+            sign_authorization_by(entry, signer, &network.id(), expiration)
+                .await
                 .map_err(TransferError::Auth)?;
             signed = true;
         }

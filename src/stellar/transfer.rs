@@ -17,6 +17,7 @@ use stellar_xdr::{
 };
 
 use super::auth::{address_credentials, sign_authorization};
+use super::signer::{Signer, sign_checked};
 use super::{Address, AuthError, Keypair, NetworkId};
 
 /// The largest transaction envelope [`decode_envelope`] accepts, in XDR bytes.
@@ -591,12 +592,38 @@ pub fn sign_envelope(
     keypair: &Keypair,
     network: &NetworkId,
 ) -> Result<(), TransferError> {
-    let hash = envelope
+    let hash = envelope_hash(envelope, network)?;
+    add_signature(envelope, keypair.public_key(), keypair.sign(&hash))
+}
+
+/// [`sign_envelope`] by any [`Signer`]; the signature is checked under the signer's key first.
+pub async fn sign_envelope_by(
+    envelope: &mut TransactionEnvelope,
+    signer: &dyn Signer,
+    network: &NetworkId,
+) -> Result<(), TransferError> {
+    let hash = envelope_hash(envelope, network)?;
+    let signature = sign_checked(signer, &hash)
+        .await
+        .map_err(|error| TransferError::Auth(error.into()))?;
+    add_signature(envelope, signer.public_key(), signature)
+}
+
+fn envelope_hash(
+    envelope: &TransactionEnvelope,
+    network: &NetworkId,
+) -> Result<[u8; 32], TransferError> {
+    envelope
         .hash(network.0)
-        .map_err(|_| TransferError::InvalidXdr)?;
-    let key = keypair.public_key();
-    let signature =
-        BytesM::try_from(keypair.sign(&hash).to_vec()).map_err(|_| TransferError::InvalidXdr)?;
+        .map_err(|_| TransferError::InvalidXdr)
+}
+
+fn add_signature(
+    envelope: &mut TransactionEnvelope,
+    key: [u8; 32],
+    signature: [u8; 64],
+) -> Result<(), TransferError> {
+    let signature = BytesM::try_from(signature.to_vec()).map_err(|_| TransferError::InvalidXdr)?;
     let signature = DecoratedSignature {
         hint: SignatureHint([key[28], key[29], key[30], key[31]]),
         signature: Signature(signature),

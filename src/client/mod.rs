@@ -1,0 +1,571 @@
+//! The paying client (feature `client`): sends a request, and when the answer is a 402 reads
+//! every offer in it (x402 `exact`, MPP `charge`), picks one by [`Policy`], pays, and sends
+//! the request again with the payment, once.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use tower_paywall::client::{PayingClient, Policy};
+//! use tower_paywall::stellar::{JsonRpcClient, Keypair, Network};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let key: Keypair = std::env::var("STELLAR_SECRET")?.parse()?;
+//! let rpc = JsonRpcClient::builder("https://soroban-rpc.example").build()?;
+//! let client = PayingClient::builder(key, Arc::new(rpc), Network::testnet())
+//!     .policy(Policy::default().max_per_payment(1_000_000).budget(100_000_000))
+//!     .build()?;
+//! let response = client.get("https://api.example/paid").send().await?;
+//! println!("{} {:?}", response.status(), tower_paywall::client::payment(&response));
+//! # Ok(()) }
+//! ```
+//!
+//! # Why a wrapper and not a reqwest middleware
+//!
+//! Paying is not a transparent retry: it needs the 402's body (x402 servers without the
+//! header put their offers there), a policy and a budget that outlive one request, and an
+//! answer that says what was paid. A wrapper owns all of that in one value you can clone, and
+//! needs no extra dependency; it hands back plain `reqwest::Response`s (with a [`Payment`] in
+//! their extensions when one was made), so the rest of your code stays reqwest.
+//!
+//! # Never paying twice
+//!
+//! A request is paid at most once. When the paid retry is answered 503 (the server's "retry
+//! with the same payment") or its connection is lost, the client sends the **same** payment
+//! again (up to [`PayingClientBuilder::retries`] times, honouring `Retry-After`); it never
+//! signs a new one on its own. A server that answers the paid request with another 402 gets
+//! no second payment: that 402 is returned.
+//!
+//! Limits are checked before anything is signed: an offer over
+//! [`Policy::max_per_payment`] or one that does not fit the remaining budget is refused with
+//! [`ClientError::OverLimit`] or [`ClientError::BudgetExceeded`].
+
+mod charge;
+mod exact;
+mod offer;
+mod policy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use reqwest::{Method, Request, Response};
+
+pub use charge::ChargeMode;
+pub use offer::{ChannelRequest, ChargeRequest, PaymentOffer, read_offers};
+pub use policy::Policy;
+
+use crate::mpp::Credential as MppCredential;
+use crate::scheme::Intent;
+use crate::stellar::rpc::{RpcError, SorobanRpc};
+use crate::stellar::{Network, PrepareError, Signer, TransferError};
+use policy::{Refusal, Spent};
+
+/// How many times a paid request is sent again, with the same payment, by default.
+const DEFAULT_RETRIES: u32 = 3;
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Why a payment could not be made. Nothing was paid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayError {
+    /// The RPC failed.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The transfer could not be prepared (it does not simulate, the payer is not funded …).
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// The transaction could not be built or signed.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// The signer refused.
+    #[error("the signer refused: {0}")]
+    Signer(String),
+    /// The offer is malformed.
+    #[error("invalid offer: {0}")]
+    InvalidOffer(&'static str),
+    /// The offer asks for something this client does not do.
+    #[error("unsupported offer: {0}")]
+    Unsupported(&'static str),
+    /// A pushed transaction was refused or failed.
+    #[error("the transaction was not accepted: {0}")]
+    Submission(String),
+}
+
+/// Why a request did not get its answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The request could not be sent, or its answer read.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    /// The 402 offered nothing this client may pay (each offer's reason listed).
+    #[error("no acceptable payment offer: {}", .0.join("; "))]
+    NoAcceptableOffer(Vec<String>),
+    /// The only payable offers cost more than the policy's cap per payment.
+    #[error("the server asks {amount}, more than the cap of {cap} per payment")]
+    OverLimit {
+        /// The cheapest amount asked, in atomic units.
+        amount: i128,
+        /// The cap.
+        cap: i128,
+    },
+    /// The payment does not fit the remaining budget.
+    #[error("paying {amount} would exceed the budget of {budget} ({spent} spent)")]
+    BudgetExceeded {
+        /// The amount asked.
+        amount: i128,
+        /// The budget.
+        budget: i128,
+        /// What was spent (or is being paid) already.
+        spent: i128,
+    },
+    /// The payment could not be made; nothing was paid.
+    #[error(transparent)]
+    Pay(#[from] PayError),
+    /// The request's body is a stream: it cannot be sent again with a payment.
+    #[error("the request body cannot be sent twice")]
+    BodyNotReplayable,
+}
+
+/// What was paid for a response; in the extensions of every paid response
+/// (see [`payment`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Payment {
+    /// The intent paid with.
+    pub intent: Intent,
+    /// The amount, in atomic units.
+    pub amount: i128,
+    /// The network (a CAIP-2 id).
+    pub network: String,
+    /// The receipt header the server answered with (`Payment-Receipt` or `PAYMENT-RESPONSE`),
+    /// as sent.
+    pub receipt: Option<String>,
+}
+
+/// The payment made for `response`, if one was.
+pub fn payment(response: &Response) -> Option<&Payment> {
+    response.extensions().get::<Payment>()
+}
+
+/// A reqwest client that pays 402s (see the [module docs](self)). Cheap to clone: clones share
+/// the budget.
+#[derive(Clone)]
+pub struct PayingClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    settings: Settings,
+    spent: Spent,
+}
+
+/// What a client is set up with.
+struct Settings {
+    signer: Arc<dyn Signer>,
+    rpc: Arc<dyn SorobanRpc>,
+    network: Network,
+    policy: Policy,
+    charge_mode: ChargeMode,
+    retries: u32,
+}
+
+/// Builds a [`PayingClient`].
+#[must_use]
+pub struct PayingClientBuilder {
+    http: Option<reqwest::Client>,
+    extra_roots: Vec<Vec<u8>>,
+    settings: Settings,
+}
+
+impl PayingClientBuilder {
+    /// The reqwest client to send with (default: a new one).
+    pub fn http(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// What may be paid (default: [`Policy::default`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.settings.policy = policy;
+        self
+    }
+
+    /// How an MPP `charge` the server does not sponsor is paid (default: pull).
+    pub fn charge_mode(mut self, mode: ChargeMode) -> Self {
+        self.settings.charge_mode = mode;
+        self
+    }
+
+    /// How many times a paid request is sent again with the same payment after a 503 or a lost
+    /// connection (default 3).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.settings.retries = retries;
+        self
+    }
+
+    /// Trusts these PEM roots too (a server with its own certificate authority, such as the
+    /// sandbox's), beside the webpki roots. Ignored when [`http`](Self::http) is set.
+    pub fn extra_roots(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots.push(pem.into());
+        self
+    }
+
+    /// The client.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientBuildError`] when no reqwest client was given and one cannot be built (an
+    /// unreadable extra root).
+    pub fn build(self) -> Result<PayingClient, ClientBuildError> {
+        let http = match self.http {
+            Some(http) => http,
+            None => crate::http::client(CONNECT_TIMEOUT, &self.extra_roots)
+                .map_err(|_| ClientBuildError::Http)?,
+        };
+        Ok(PayingClient {
+            inner: Arc::new(Inner {
+                http,
+                settings: self.settings,
+                spent: Spent::default(),
+            }),
+        })
+    }
+}
+
+/// Why a [`PayingClient`] could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientBuildError {
+    /// The HTTP client could not be built (an extra root is not a PEM certificate).
+    #[error("the HTTP client could not be built (check the extra roots)")]
+    Http,
+}
+
+impl std::fmt::Debug for PayingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayingClient")
+            .field("signer", &self.inner.settings.signer)
+            .field("network", &self.inner.settings.network.caip2())
+            .field("policy", &self.inner.settings.policy)
+            .field("spent", &self.inner.spent.total())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request being built; [`send`](Self::send) pays if asked to.
+#[must_use]
+pub struct PayRequest {
+    client: PayingClient,
+    builder: reqwest::RequestBuilder,
+}
+
+impl PayRequest {
+    /// Adds a header.
+    pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        self.builder = self.builder.header(name.as_ref(), value.as_ref());
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.builder = self.builder.body(body);
+        self
+    }
+
+    /// Sets a JSON body.
+    pub fn json<T: serde::Serialize + ?Sized>(mut self, json: &T) -> Self {
+        self.builder = self.builder.json(json);
+        self
+    }
+
+    /// Sets a timeout for each send.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.builder = self.builder.timeout(timeout);
+        self
+    }
+
+    /// Sends the request, paying a 402 once.
+    pub async fn send(self) -> Result<Response, ClientError> {
+        let request = self.builder.build()?;
+        self.client.execute(request).await
+    }
+}
+
+impl PayingClient {
+    /// A client paying from `signer`'s account on `network`, preparing transactions through
+    /// `rpc`.
+    pub fn builder(
+        signer: impl Signer + 'static,
+        rpc: Arc<dyn SorobanRpc>,
+        network: Network,
+    ) -> PayingClientBuilder {
+        PayingClientBuilder {
+            http: None,
+            extra_roots: Vec::new(),
+            settings: Settings {
+                signer: Arc::new(signer),
+                rpc,
+                network,
+                policy: Policy::default(),
+                charge_mode: ChargeMode::default(),
+                retries: DEFAULT_RETRIES,
+            },
+        }
+    }
+
+    /// A request of any method.
+    pub fn request(&self, method: Method, url: impl reqwest::IntoUrl) -> PayRequest {
+        PayRequest {
+            client: self.clone(),
+            builder: self.inner.http.request(method, url),
+        }
+    }
+
+    /// A `GET`.
+    pub fn get(&self, url: impl reqwest::IntoUrl) -> PayRequest {
+        self.request(Method::GET, url)
+    }
+
+    /// A `POST`.
+    pub fn post(&self, url: impl reqwest::IntoUrl) -> PayRequest {
+        self.request(Method::POST, url)
+    }
+
+    /// A `PUT`.
+    pub fn put(&self, url: impl reqwest::IntoUrl) -> PayRequest {
+        self.request(Method::PUT, url)
+    }
+
+    /// A `DELETE`.
+    pub fn delete(&self, url: impl reqwest::IntoUrl) -> PayRequest {
+        self.request(Method::DELETE, url)
+    }
+
+    /// What the client has spent (or is paying right now), in atomic units.
+    pub fn spent(&self) -> i128 {
+        self.inner.spent.total()
+    }
+
+    /// Sends `request`; a 402 is paid once (see the [module docs](self)).
+    pub async fn execute(&self, request: Request) -> Result<Response, ClientError> {
+        let retry = request.try_clone();
+        let response = self.inner.http.execute(request).await?;
+        if response.status() != StatusCode::PAYMENT_REQUIRED {
+            return Ok(response);
+        }
+        let Some(retry) = retry else {
+            return Err(ClientError::BodyNotReplayable);
+        };
+        let headers = response.headers().clone();
+        let body = read_limited(response).await?;
+        let offers = read_offers(&headers, &body);
+        let offer = self.choose(&offers)?;
+        let amount = offer.amount().unwrap_or_default();
+        let budget = self.inner.settings.policy.budget;
+        if !self.inner.spent.reserve(amount, budget) {
+            return Err(ClientError::BudgetExceeded {
+                amount,
+                budget: budget.unwrap_or_default(),
+                spent: self.inner.spent.total(),
+            });
+        }
+        let built = match self.pay(offer).await {
+            Ok(built) => built,
+            Err(error) => {
+                self.inner.spent.release(amount);
+                return Err(error.into());
+            }
+        };
+        let payment = Payment {
+            intent: offer.intent(),
+            amount,
+            network: offer.network().to_owned(),
+            receipt: None,
+        };
+        let answer = self.send_paid(retry, &built).await;
+        let refused =
+            matches!(&answer, Ok(response) if response.status() == StatusCode::PAYMENT_REQUIRED);
+        if refused && !built.moved {
+            // The server refused the payment before it moved: nothing was spent.
+            self.inner.spent.release(amount);
+        }
+        let mut response = answer?;
+        if !refused {
+            let receipt = receipt(response.headers());
+            response
+                .extensions_mut()
+                .insert(Payment { receipt, ..payment });
+        }
+        Ok(response)
+    }
+
+    /// The best offer the policy allows, or why there is none.
+    fn choose<'a>(&self, offers: &'a [PaymentOffer]) -> Result<&'a PaymentOffer, ClientError> {
+        let policy = &self.inner.settings.policy;
+        let mut reasons = Vec::new();
+        let mut over_cap: Option<i128> = None;
+        let mut payable: Vec<&PaymentOffer> = Vec::new();
+        for offer in offers {
+            let refusal = if offer.network() != self.inner.settings.network.caip2() {
+                Some(Refusal::Network)
+            } else if matches!(offer, PaymentOffer::MppChannel { .. }) {
+                Some(Refusal::Intent)
+            } else {
+                policy.refusal(offer)
+            };
+            match refusal {
+                None => payable.push(offer),
+                Some(Refusal::OverCap { amount }) => {
+                    over_cap = Some(over_cap.map_or(amount, |least| least.min(amount)));
+                }
+                Some(refusal) => reasons.push(format!("{}: {}", offer.intent(), refusal.reason())),
+            }
+        }
+        payable.sort_by_key(|offer| policy.rank(offer.intent()));
+        if let Some(offer) = payable.first() {
+            return Ok(offer);
+        }
+        if let (Some(amount), Some(cap)) = (over_cap, policy.max_per_payment) {
+            return Err(ClientError::OverLimit { amount, cap });
+        }
+        if offers.is_empty() {
+            reasons.push("the 402 carries no offer this client reads".into());
+        }
+        Err(ClientError::NoAcceptableOffer(reasons))
+    }
+
+    async fn pay(&self, offer: &PaymentOffer) -> Result<Built, PayError> {
+        let inner = &self.inner.settings;
+        match offer {
+            PaymentOffer::X402 {
+                requirements,
+                resource,
+                in_header,
+            } => {
+                let (name, value) = exact::payment(
+                    &*inner.rpc,
+                    &inner.network,
+                    &*inner.signer,
+                    requirements,
+                    resource.as_ref(),
+                    *in_header,
+                )
+                .await?;
+                Ok(Built {
+                    name,
+                    value,
+                    moved: false,
+                })
+            }
+            PaymentOffer::MppCharge { challenge, request } => {
+                let payload = charge::payload(
+                    &*inner.rpc,
+                    &inner.network,
+                    &*inner.signer,
+                    challenge,
+                    request,
+                    inner.charge_mode,
+                )
+                .await?;
+                let pushed = payload["type"] == "signedHash";
+                let mut credential = MppCredential::new(challenge.clone(), payload);
+                credential.source = Some(charge::source(&inner.network, &*inner.signer));
+                let value = HeaderValue::try_from(credential.encode())
+                    .map_err(|_| PayError::InvalidOffer("charge credential"))?;
+                Ok(Built {
+                    name: http::header::AUTHORIZATION,
+                    value,
+                    moved: pushed,
+                })
+            }
+            PaymentOffer::MppChannel { .. } => {
+                Err(PayError::Unsupported("no payment channel is configured"))
+            }
+        }
+    }
+
+    /// Sends the paid request, and again with the same payment after a 503 or a lost
+    /// connection.
+    async fn send_paid(&self, request: Request, built: &Built) -> Result<Response, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let Some(mut next) = request.try_clone() else {
+                return Err(ClientError::BodyNotReplayable);
+            };
+            next.headers_mut()
+                .insert(built.name.clone(), built.value.clone());
+            let delay = match self.inner.http.execute(next).await {
+                Ok(response) if response.status() != StatusCode::SERVICE_UNAVAILABLE => {
+                    return Ok(response);
+                }
+                Ok(response) if attempt >= self.inner.settings.retries => return Ok(response),
+                Ok(response) => retry_after(response.headers()),
+                Err(error) if attempt >= self.inner.settings.retries || error.is_builder() => {
+                    return Err(error.into());
+                }
+                Err(error) => {
+                    tracing::debug!(%error, attempt, "paid request lost; sending the same payment again");
+                    Duration::from_millis(250 << attempt.min(4))
+                }
+            };
+            attempt += 1;
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// A payment ready to send.
+struct Built {
+    name: HeaderName,
+    value: HeaderValue,
+    /// Whether the money moved already (a pushed transaction).
+    moved: bool,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::Intent => "intent not allowed (or no channel configured)",
+            Refusal::Network => "network not allowed",
+            Refusal::Asset => "asset not allowed",
+            Refusal::Amount => "no valid amount",
+            Refusal::OverCap { .. } => "over the cap per payment",
+        }
+    }
+}
+
+/// The receipt header of a paid answer.
+fn receipt(headers: &HeaderMap) -> Option<String> {
+    [
+        crate::mpp::PAYMENT_RECEIPT,
+        crate::x402::header::PAYMENT_RESPONSE,
+        crate::x402::header::X_PAYMENT_RESPONSE,
+    ]
+    .iter()
+    .find_map(|name| headers.get(name)?.to_str().ok().map(str::to_owned))
+}
+
+/// `Retry-After` in seconds, capped; one second when absent.
+fn retry_after(headers: &HeaderMap) -> Duration {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .min(MAX_RETRY_AFTER)
+}
+
+/// The body of a 402, up to [`offer::MAX_BODY`] bytes (the rest is not read).
+async fn read_limited(mut response: Response) -> Result<Vec<u8>, ClientError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > offer::MAX_BODY {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,369 @@
+//! The paying client against our server over HTTP on loopback, on the sandbox ledger: each
+//! intent pays and the ledger shows it; limits refuse before anything is signed; a lost
+//! answer is retried with the same payment and charged once.
+#![cfg(all(feature = "sandbox", feature = "client"))]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_paywall::client::{ChargeMode, ClientError, PayingClient, Policy, payment};
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarCharge};
+use tower_paywall::sandbox::{Sandbox, SandboxConfig};
+use tower_paywall::scheme::Intent;
+use tower_paywall::stellar::rpc::SorobanRpc;
+use tower_paywall::stellar::{
+    Address, CallbackSigner, Keypair, Network, SignError, Signer, Sponsor,
+};
+use tower_paywall::x402::{Exact, LocalFacilitator};
+use tower_paywall::{Paid, PaymentLayer, Price};
+
+const PRICE: &str = "0.01";
+const PRICE_ATOMIC: i128 = 100_000;
+
+struct World {
+    sandbox: Sandbox,
+    payer: Keypair,
+    pay_to: Address,
+    url: String,
+}
+
+/// Which schemes the server offers.
+#[derive(Clone, Copy)]
+enum Offers {
+    /// x402 `exact` and MPP `charge` (unsponsored: pull or push).
+    Both,
+    /// MPP `charge` with the server paying the fees.
+    SponsoredCharge,
+}
+
+fn keys() -> ChallengeKeys {
+    ChallengeKeys::new(ChallengeSecret::new(*b"a test secret of at least 32 bytes!").unwrap())
+}
+
+async fn world(offers: Offers) -> World {
+    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
+    let sandbox = Sandbox::start(config).unwrap();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let pay_to = sandbox.funded_keypair().await.unwrap().address();
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(sandbox.clone());
+    let mut charge =
+        StellarCharge::builder(Network::testnet(), pay_to, rpc.clone(), keys()).realm("example");
+    let mut layer = PaymentLayer::builder();
+    match offers {
+        Offers::Both => {
+            let fee_payer = sandbox.funded_keypair().await.unwrap();
+            let facilitator =
+                LocalFacilitator::builder(sandbox.clone(), Network::testnet(), fee_payer)
+                    .build()
+                    .unwrap();
+            let exact = Exact::builder(Network::testnet(), pay_to, facilitator)
+                .build()
+                .unwrap();
+            layer = layer.scheme(exact);
+        }
+        Offers::SponsoredCharge => {
+            let account = sandbox.funded_keypair().await.unwrap();
+            let sponsor = Sponsor::new(
+                rpc.clone(),
+                Network::testnet(),
+                vec![account],
+                None,
+                1_000_000,
+            )
+            .unwrap();
+            charge = charge.sponsor(Arc::new(sponsor));
+        }
+    }
+    let layer = layer
+        .scheme(charge.build().unwrap())
+        .price(Price::parse(PRICE).unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/paid",
+            get(|axum::Extension(paid): axum::Extension<Paid>| async move {
+                format!("paid by {} with {}", paid.payer, paid.intent)
+            }),
+        )
+        .layer(layer);
+    let url = serve(app).await;
+    World {
+        sandbox,
+        payer,
+        pay_to,
+        url,
+    }
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}/paid")
+}
+
+fn client(world: &World, signer: impl Signer + 'static, policy: Policy) -> PayingClient {
+    PayingClient::builder(signer, Arc::new(world.sandbox.clone()), Network::testnet())
+        .policy(policy)
+        .build()
+        .unwrap()
+}
+
+async fn usdc(world: &World, holder: &Address) -> i128 {
+    world
+        .sandbox
+        .balance(&world.sandbox.usdc(), holder)
+        .await
+        .unwrap()
+}
+
+async fn balances(world: &World) -> (i128, i128) {
+    (
+        usdc(world, &world.payer.address()).await,
+        usdc(world, &world.pay_to).await,
+    )
+}
+
+/// Pays `world`'s route once with `client` and asserts what moved.
+async fn pays_once(world: &World, client: &PayingClient, intent: Intent) {
+    let before = balances(world).await;
+    let response = client.get(&world.url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let paid = payment(&response).cloned().expect("a payment was made");
+    assert_eq!(paid.intent, intent);
+    assert_eq!(paid.amount, PRICE_ATOMIC);
+    assert!(paid.receipt.is_some(), "the receipt header is kept");
+    let body = response.text().await.unwrap();
+    assert_eq!(
+        body,
+        format!("paid by {} with {intent}", world.payer.address())
+    );
+    assert_eq!(
+        balances(world).await,
+        (before.0 - PRICE_ATOMIC, before.1 + PRICE_ATOMIC)
+    );
+    assert_eq!(client.spent(), PRICE_ATOMIC);
+}
+
+#[tokio::test]
+async fn x402_exact_pays_and_the_ledger_shows_it() {
+    let world = world(Offers::Both).await;
+    let client = client(&world, world.payer.clone(), Policy::default());
+    pays_once(&world, &client, Intent::X402_EXACT).await;
+}
+
+#[tokio::test]
+async fn mpp_charge_pull_pays_and_the_ledger_shows_it() {
+    let world = world(Offers::Both).await;
+    let policy = Policy::default().prefer([Intent::MPP_CHARGE]);
+    let client = client(&world, world.payer.clone(), policy);
+    pays_once(&world, &client, Intent::MPP_CHARGE).await;
+}
+
+#[tokio::test]
+async fn mpp_charge_push_pays_and_the_ledger_shows_it() {
+    let world = world(Offers::Both).await;
+    let client = PayingClient::builder(
+        world.payer.clone(),
+        Arc::new(world.sandbox.clone()),
+        Network::testnet(),
+    )
+    .policy(Policy::default().prefer([Intent::MPP_CHARGE]))
+    .charge_mode(ChargeMode::Push)
+    .build()
+    .unwrap();
+    pays_once(&world, &client, Intent::MPP_CHARGE).await;
+}
+
+#[tokio::test]
+async fn a_sponsored_mpp_charge_pays_with_the_signature_only() {
+    let world = world(Offers::SponsoredCharge).await;
+    let xlm_before = world
+        .sandbox
+        .balance(&world.sandbox.xlm(), &world.payer.address())
+        .await
+        .unwrap();
+    let client = client(&world, world.payer.clone(), Policy::default());
+    pays_once(&world, &client, Intent::MPP_CHARGE).await;
+    let xlm_after = world
+        .sandbox
+        .balance(&world.sandbox.xlm(), &world.payer.address())
+        .await
+        .unwrap();
+    assert_eq!(xlm_after, xlm_before, "the server paid the fee");
+}
+
+/// A signer that counts its signatures: proves that limits refuse before signing.
+fn counting(key: &Keypair, count: &Arc<AtomicUsize>) -> CallbackSigner {
+    let (inner, count) = (key.clone(), count.clone());
+    CallbackSigner::new(key.public_key(), move |message: Vec<u8>| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let key = inner.clone();
+        async move { Ok::<_, SignError>(key.sign(&message)) }
+    })
+}
+
+#[tokio::test]
+async fn limits_refuse_before_anything_is_signed() {
+    let world = world(Offers::Both).await;
+    let signatures = Arc::new(AtomicUsize::new(0));
+    let before = balances(&world).await;
+
+    // The server asks more than the cap.
+    let capped = client(
+        &world,
+        counting(&world.payer, &signatures),
+        Policy::default().max_per_payment(PRICE_ATOMIC - 1),
+    );
+    match capped.get(&world.url).send().await {
+        Err(ClientError::OverLimit { amount, cap }) => {
+            assert_eq!((amount, cap), (PRICE_ATOMIC, PRICE_ATOMIC - 1));
+        }
+        other => panic!("expected OverLimit, got {other:?}"),
+    }
+    assert_eq!(signatures.load(Ordering::SeqCst), 0);
+
+    // One payment fits the budget, the second does not.
+    let budgeted = client(
+        &world,
+        counting(&world.payer, &signatures),
+        Policy::default().budget(PRICE_ATOMIC + PRICE_ATOMIC / 2),
+    );
+    let first = budgeted.get(&world.url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let signed_once = signatures.load(Ordering::SeqCst);
+    assert!(signed_once > 0);
+    match budgeted.get(&world.url).send().await {
+        Err(ClientError::BudgetExceeded {
+            amount,
+            budget,
+            spent,
+        }) => {
+            assert_eq!(
+                (amount, budget, spent),
+                (PRICE_ATOMIC, PRICE_ATOMIC * 3 / 2, PRICE_ATOMIC)
+            );
+        }
+        other => panic!("expected BudgetExceeded, got {other:?}"),
+    }
+    assert_eq!(signatures.load(Ordering::SeqCst), signed_once);
+
+    // Another network only, or another asset only: nothing payable.
+    for policy in [
+        Policy::default().networks(["stellar:pubnet"]),
+        Policy::default().assets([world.sandbox.xlm().to_string()]),
+    ] {
+        let refused = client(&world, counting(&world.payer, &signatures), policy);
+        assert!(matches!(
+            refused.get(&world.url).send().await,
+            Err(ClientError::NoAcceptableOffer(_))
+        ));
+    }
+    assert_eq!(signatures.load(Ordering::SeqCst), signed_once);
+    assert_eq!(
+        balances(&world).await,
+        (before.0 - PRICE_ATOMIC, before.1 + PRICE_ATOMIC)
+    );
+}
+
+/// What the proxy does to the first paid request.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Forwards it, lets the server settle, and closes the client's connection unanswered.
+    DropAnswer,
+    /// Answers 503 with `Retry-After: 0` without forwarding it.
+    Unavailable,
+}
+
+/// A proxy in front of `upstream` (one request per connection) that applies `fault` to the
+/// first request carrying a payment, and records every payment header it sees.
+async fn faulty_proxy(upstream: String, fault: Fault) -> (String, Arc<Mutex<Vec<String>>>) {
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches("/paid")
+        .to_owned();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let (upstream, log) = (upstream.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0_u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let payment = text.lines().find(|line| {
+                    let line = line.to_ascii_lowercase();
+                    line.starts_with("authorization: payment")
+                        || line.starts_with("payment-signature:")
+                });
+                let first_paid = payment.is_some_and(|line| {
+                    let mut log = log.lock().unwrap();
+                    log.push(line.to_owned());
+                    log.len() == 1
+                });
+                if first_paid && matches!(fault, Fault::Unavailable) {
+                    let answer = "HTTP/1.1 503 Service Unavailable\r\nretry-after: 0\r\n\
+                                  content-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let head = text.replacen("\r\n", "\r\nconnection: close\r\n", 1);
+                server.write_all(head.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                let _ = server.read_to_end(&mut answer).await;
+                if first_paid {
+                    return; // the server settled; the client never hears of it
+                }
+                let _ = client.write_all(&answer).await;
+                let _ = client.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{address}/paid"), seen)
+}
+
+#[tokio::test]
+async fn a_lost_answer_or_a_503_is_retried_with_the_same_payment_and_charged_once() {
+    let world = world(Offers::Both).await;
+    for (fault, intent) in [
+        (Fault::DropAnswer, Intent::X402_EXACT),
+        (Fault::DropAnswer, Intent::MPP_CHARGE),
+        (Fault::Unavailable, Intent::X402_EXACT),
+        (Fault::Unavailable, Intent::MPP_CHARGE),
+    ] {
+        let (url, seen) = faulty_proxy(world.url.clone(), fault).await;
+        let client = client(
+            &world,
+            world.payer.clone(),
+            Policy::default().prefer([intent]),
+        );
+        let before = balances(&world).await;
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(payment(&response).map(|paid| paid.intent), Some(intent));
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "one payment sent twice: {seen:?}");
+        assert_eq!(seen[0], seen[1], "the retry carries the same payment");
+        assert_eq!(
+            balances(&world).await,
+            (before.0 - PRICE_ATOMIC, before.1 + PRICE_ATOMIC),
+            "charged once"
+        );
+        assert_eq!(client.spent(), PRICE_ATOMIC);
+    }
+}
