@@ -9,15 +9,20 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_paywall::client::{ChargeMode, ClientError, PayingClient, Policy, payment};
-use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarCharge};
-use tower_paywall::sandbox::{Sandbox, SandboxConfig};
+use tower_paywall::client::{
+    ChargeMode, ClientError, CumulativeStore, FileCumulativeStore, PayingClient, Policy, payment,
+};
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
+use tower_paywall::sandbox::{ChannelParams, Sandbox, SandboxConfig, channel_wasm};
 use tower_paywall::scheme::Intent;
+use tower_paywall::stellar::channel::{OpenChannel, open_channel};
 use tower_paywall::stellar::rpc::SorobanRpc;
 use tower_paywall::stellar::{
     Address, CallbackSigner, Keypair, Network, SignError, Signer, Sponsor,
 };
+use tower_paywall::store::MemoryChannelStore;
 use tower_paywall::x402::{Exact, LocalFacilitator};
 use tower_paywall::{Paid, PaymentLayer, Price};
 
@@ -366,4 +371,141 @@ async fn a_lost_answer_or_a_503_is_retried_with_the_same_payment_and_charged_onc
         );
         assert_eq!(client.spent(), PRICE_ATOMIC);
     }
+}
+
+#[tokio::test]
+async fn a_channel_opened_through_rpc_pays_with_vouchers_that_survive_a_restart_and_closes() {
+    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
+    let sandbox = Sandbox::start(config).unwrap();
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(sandbox.clone());
+    let (payer, recipient) = (
+        sandbox.funded_keypair().await.unwrap(),
+        sandbox.funded_keypair().await.unwrap(),
+    );
+    // The channel contract's code on the ledger, as on a real network: an instance deployed
+    // once by someone else uploads it.
+    let someone = sandbox.funded_keypair().await.unwrap();
+    sandbox
+        .deploy_channel(ChannelParams {
+            token: sandbox.usdc(),
+            from: &someone,
+            commitment_key: someone.public_key(),
+            to: recipient.address(),
+            amount: 0,
+            refund_waiting_period: 200,
+        })
+        .await
+        .unwrap();
+
+    // The client opens its own channel through the RPC.
+    let commitment_key = Keypair::from_seed([77; 32]);
+    let deposit = 100 * PRICE_ATOMIC;
+    let payer_before = sandbox
+        .balance(&sandbox.usdc(), &payer.address())
+        .await
+        .unwrap();
+    let channel = open_channel(
+        &*rpc,
+        &Network::testnet(),
+        &payer,
+        &OpenChannel {
+            wasm_hash: Sha256::digest(channel_wasm().unwrap()).into(),
+            token: sandbox.usdc(),
+            commitment_key: commitment_key.public_key(),
+            to: recipient.address(),
+            amount: deposit,
+            refund_waiting_period: 200,
+            salt: [1; 32],
+        },
+    )
+    .await
+    .unwrap();
+    let usdc_of = |holder: Address| {
+        let sandbox = sandbox.clone();
+        async move { sandbox.balance(&sandbox.usdc(), &holder).await.unwrap() }
+    };
+    assert_eq!(usdc_of(channel).await, deposit);
+    assert_eq!(usdc_of(payer.address()).await, payer_before - deposit);
+
+    // The server serves it.
+    let scheme = StellarChannel::builder(
+        Network::testnet(),
+        recipient.clone(),
+        rpc.clone(),
+        keys(),
+        Arc::new(MemoryChannelStore::new()),
+    )
+    .currency(sandbox.usdc())
+    .realm("example")
+    .build()
+    .unwrap();
+    let scheme = Arc::new(scheme);
+    scheme.add_channel(channel).await.unwrap();
+    let layer = PaymentLayer::builder()
+        .shared_scheme(scheme)
+        .price(Price::parse(PRICE).unwrap())
+        .build()
+        .unwrap();
+    let url = serve(
+        Router::new()
+            .route("/paid", get(|| async { "content" }))
+            .layer(layer),
+    )
+    .await;
+
+    let dir = std::env::temp_dir().join(format!("paying-client-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("channels.json");
+    let paying = |store: Arc<FileCumulativeStore>| {
+        PayingClient::builder(payer.clone(), rpc.clone(), Network::testnet())
+            .channel(channel, commitment_key.clone())
+            .cumulative_store(store)
+            .build()
+            .unwrap()
+    };
+    let client = paying(Arc::new(FileCumulativeStore::open(&path).unwrap()));
+    for _ in 0..3 {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(payment(&response).unwrap().intent, Intent::MPP_CHANNEL);
+        assert_eq!(response.text().await.unwrap(), "content");
+    }
+    assert_eq!(
+        usdc_of(channel).await,
+        deposit,
+        "vouchers move nothing on the ledger"
+    );
+
+    // A restart: the amounts come back from the file, and the next voucher goes on from them.
+    drop(client);
+    let store = Arc::new(FileCumulativeStore::open(&path).unwrap());
+    assert_eq!(
+        store.current("stellar:testnet", &channel).unwrap(),
+        3 * PRICE_ATOMIC
+    );
+    let client = paying(store.clone());
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+
+    // The close is a paid request too: the channel pays out 5 prices and the rest goes back.
+    let recipient_before = usdc_of(recipient.address()).await;
+    let payer_before = usdc_of(payer.address()).await;
+    let response = client.get(&url).close_channel().send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(payment(&response).unwrap().receipt.is_some());
+    assert_eq!(
+        store.current("stellar:testnet", &channel).unwrap(),
+        5 * PRICE_ATOMIC
+    );
+    assert_eq!(
+        usdc_of(recipient.address()).await,
+        recipient_before + 5 * PRICE_ATOMIC
+    );
+    assert_eq!(
+        usdc_of(payer.address()).await,
+        payer_before + deposit - 5 * PRICE_ATOMIC
+    );
+    assert_eq!(usdc_of(channel).await, 0);
+    assert_eq!(client.spent(), 2 * PRICE_ATOMIC);
+    let _ = std::fs::remove_dir_all(&dir);
 }

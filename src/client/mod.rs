@@ -1,6 +1,12 @@
 //! The paying client (feature `client`): sends a request, and when the answer is a 402 reads
-//! every offer in it (x402 `exact`, MPP `charge`), picks one by [`Policy`], pays, and sends
-//! the request again with the payment, once.
+//! every offer in it (x402 `exact`, MPP `charge`, MPP `channel`), picks one by [`Policy`],
+//! pays, and sends the request again with the payment, once.
+//!
+//! | intent | how it pays |
+//! |---|---|
+//! | x402 `exact` | a sponsored transfer, its authorization signed as `@x402/stellar` does |
+//! | MPP `charge` | pull (sponsored or from the payer's account) or push ([`ChargeMode`]) |
+//! | MPP `channel` | a voucher on one of the client's channels ([`PayingClientBuilder::channel`], opened with [`open_channel`](crate::stellar::channel::open_channel)); the cumulative amount is stored before it is signed ([`FileCumulativeStore`]); [`PayRequest::close_channel`] closes it |
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -38,6 +44,7 @@
 //! [`Policy::max_per_payment`] or one that does not fit the remaining budget is refused with
 //! [`ClientError::OverLimit`] or [`ClientError::BudgetExceeded`].
 
+mod channel;
 mod charge;
 mod exact;
 mod offer;
@@ -49,6 +56,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use reqwest::{Method, Request, Response};
 
+pub use channel::{CumulativeError, CumulativeStore, FileCumulativeStore, MemoryCumulativeStore};
 pub use charge::ChargeMode;
 pub use offer::{ChannelRequest, ChargeRequest, PaymentOffer, read_offers};
 pub use policy::Policy;
@@ -56,7 +64,8 @@ pub use policy::Policy;
 use crate::mpp::Credential as MppCredential;
 use crate::scheme::Intent;
 use crate::stellar::rpc::{RpcError, SorobanRpc};
-use crate::stellar::{Network, PrepareError, Signer, TransferError};
+use crate::stellar::{Address, Network, PrepareError, Signer, TransferError};
+use channel::{Action, Wallet};
 use policy::{Refusal, Spent};
 
 /// How many times a paid request is sent again, with the same payment, by default.
@@ -91,6 +100,9 @@ pub enum PayError {
     /// A pushed transaction was refused or failed.
     #[error("the transaction was not accepted: {0}")]
     Submission(String),
+    /// The channel's cumulative amount could not be raised durably; nothing was signed.
+    #[error("the channel's cumulative amount could not be stored: {0}")]
+    Channel(String),
 }
 
 /// Why a request did not get its answer.
@@ -171,6 +183,7 @@ struct Settings {
     policy: Policy,
     charge_mode: ChargeMode,
     retries: u32,
+    wallet: Wallet,
 }
 
 /// Builds a [`PayingClient`].
@@ -204,6 +217,23 @@ impl PayingClientBuilder {
     /// connection (default 3).
     pub fn retries(mut self, retries: u32) -> Self {
         self.settings.retries = retries;
+        self
+    }
+
+    /// Pays MPP `channel` challenges of `channel` (opened with
+    /// [`open_channel`](crate::stellar::channel::open_channel)), signing its commitments with
+    /// `commitment_signer`. Requests then name the client's channels in `Payment-Channel`.
+    pub fn channel(mut self, channel: Address, commitment_signer: impl Signer + 'static) -> Self {
+        let channels = &mut self.settings.wallet.channels;
+        channels.retain(|(address, _)| *address != channel);
+        channels.push((channel, Arc::new(commitment_signer)));
+        self
+    }
+
+    /// Where each channel's cumulative amount is kept (default: in memory). Use a
+    /// [`FileCumulativeStore`] for channels that outlive the process.
+    pub fn cumulative_store(mut self, store: Arc<dyn CumulativeStore>) -> Self {
+        self.settings.wallet.store = store;
         self
     }
 
@@ -261,6 +291,7 @@ impl std::fmt::Debug for PayingClient {
 pub struct PayRequest {
     client: PayingClient,
     builder: reqwest::RequestBuilder,
+    action: Action,
 }
 
 impl PayRequest {
@@ -288,10 +319,17 @@ impl PayRequest {
         self
     }
 
+    /// Pays this request with a `close` of one of the client's channels: the server closes
+    /// the channel on the ledger with this voucher, and its receipt names the transaction.
+    pub fn close_channel(mut self) -> Self {
+        self.action = Action::Close;
+        self
+    }
+
     /// Sends the request, paying a 402 once.
     pub async fn send(self) -> Result<Response, ClientError> {
         let request = self.builder.build()?;
-        self.client.execute(request).await
+        self.client.execute_as(request, self.action).await
     }
 }
 
@@ -313,6 +351,7 @@ impl PayingClient {
                 policy: Policy::default(),
                 charge_mode: ChargeMode::default(),
                 retries: DEFAULT_RETRIES,
+                wallet: Wallet::default(),
             },
         }
     }
@@ -322,6 +361,7 @@ impl PayingClient {
         PayRequest {
             client: self.clone(),
             builder: self.inner.http.request(method, url),
+            action: Action::Voucher,
         }
     }
 
@@ -352,6 +392,23 @@ impl PayingClient {
 
     /// Sends `request`; a 402 is paid once (see the [module docs](self)).
     pub async fn execute(&self, request: Request) -> Result<Response, ClientError> {
+        self.execute_as(request, Action::Voucher).await
+    }
+
+    async fn execute_as(
+        &self,
+        mut request: Request,
+        action: Action,
+    ) -> Result<Response, ClientError> {
+        let channels = &self.inner.settings.wallet.channels;
+        if !channels.is_empty() && !request.headers().contains_key(crate::mpp::PAYMENT_CHANNEL) {
+            let names: Vec<String> = channels.iter().map(|(name, _)| name.to_string()).collect();
+            if let Ok(value) = HeaderValue::try_from(names.join(", ")) {
+                request
+                    .headers_mut()
+                    .insert(crate::mpp::PAYMENT_CHANNEL, value);
+            }
+        }
         let retry = request.try_clone();
         let response = self.inner.http.execute(request).await?;
         if response.status() != StatusCode::PAYMENT_REQUIRED {
@@ -363,7 +420,7 @@ impl PayingClient {
         let headers = response.headers().clone();
         let body = read_limited(response).await?;
         let offers = read_offers(&headers, &body);
-        let offer = self.choose(&offers)?;
+        let offer = self.choose(&offers, action)?;
         let amount = offer.amount().unwrap_or_default();
         let budget = self.inner.settings.policy.budget;
         if !self.inner.spent.reserve(amount, budget) {
@@ -373,7 +430,7 @@ impl PayingClient {
                 spent: self.inner.spent.total(),
             });
         }
-        let built = match self.pay(offer).await {
+        let built = match self.pay(offer, action).await {
             Ok(built) => built,
             Err(error) => {
                 self.inner.spent.release(amount);
@@ -404,7 +461,11 @@ impl PayingClient {
     }
 
     /// The best offer the policy allows, or why there is none.
-    fn choose<'a>(&self, offers: &'a [PaymentOffer]) -> Result<&'a PaymentOffer, ClientError> {
+    fn choose<'a>(
+        &self,
+        offers: &'a [PaymentOffer],
+        action: Action,
+    ) -> Result<&'a PaymentOffer, ClientError> {
         let policy = &self.inner.settings.policy;
         let mut reasons = Vec::new();
         let mut over_cap: Option<i128> = None;
@@ -412,7 +473,7 @@ impl PayingClient {
         for offer in offers {
             let refusal = if offer.network() != self.inner.settings.network.caip2() {
                 Some(Refusal::Network)
-            } else if matches!(offer, PaymentOffer::MppChannel { .. }) {
+            } else if !self.can_pay(offer, action) {
                 Some(Refusal::Intent)
             } else {
                 policy.refusal(offer)
@@ -438,7 +499,21 @@ impl PayingClient {
         Err(ClientError::NoAcceptableOffer(reasons))
     }
 
-    async fn pay(&self, offer: &PaymentOffer) -> Result<Built, PayError> {
+    /// Whether this client holds what `offer` needs: a channel offer names one of its
+    /// channels; a close takes a channel offer only.
+    fn can_pay(&self, offer: &PaymentOffer, action: Action) -> bool {
+        match offer {
+            PaymentOffer::MppChannel { request, .. } => self
+                .inner
+                .settings
+                .wallet
+                .signer(&request.channel)
+                .is_some(),
+            _ => action == Action::Voucher,
+        }
+    }
+
+    async fn pay(&self, offer: &PaymentOffer, action: Action) -> Result<Built, PayError> {
         let inner = &self.inner.settings;
         match offer {
             PaymentOffer::X402 {
@@ -482,8 +557,18 @@ impl PayingClient {
                     moved: pushed,
                 })
             }
-            PaymentOffer::MppChannel { .. } => {
-                Err(PayError::Unsupported("no payment channel is configured"))
+            PaymentOffer::MppChannel { challenge, request } => {
+                let payload =
+                    channel::payload(&inner.wallet, &inner.network, request, action).await?;
+                let credential = MppCredential::new(challenge.clone(), payload);
+                let value = HeaderValue::try_from(credential.encode())
+                    .map_err(|_| PayError::InvalidOffer("channel credential"))?;
+                // A signed voucher is money the server may claim: it counts as spent.
+                Ok(Built {
+                    name: http::header::AUTHORIZATION,
+                    value,
+                    moved: true,
+                })
             }
         }
     }
@@ -529,7 +614,7 @@ struct Built {
 impl Refusal {
     fn reason(self) -> &'static str {
         match self {
-            Refusal::Intent => "intent not allowed (or no channel configured)",
+            Refusal::Intent => "intent not allowed, or not one of this client's channels",
             Refusal::Network => "network not allowed",
             Refusal::Asset => "asset not allowed",
             Refusal::Amount => "no valid amount",

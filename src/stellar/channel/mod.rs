@@ -22,13 +22,17 @@
 //!
 //! The ledger side (feature `rpc`): [`read_channel`] reads a channel's instance storage and
 //! its token balance with one `getLedgerEntries`; [`channel_call`] builds the recipient's
-//! `settle` and `close` calls.
+//! `settle` and `close` calls; [`open_channel`] opens one from the funder's account.
 
 mod commitment;
+#[cfg(feature = "rpc")]
+mod open;
 #[cfg(feature = "rpc")]
 mod state;
 
 pub use commitment::{COMMITMENT_DOMAIN, COMMITMENT_LEN, CommitmentError, commitment_bytes};
+#[cfg(feature = "rpc")]
+pub use open::{OpenChannel, OpenChannelError, channel_address, open_channel};
 #[cfg(feature = "rpc")]
 pub use state::{
     ChannelFunction, ChannelInfo, ChannelReadError, channel_call, read_channel,

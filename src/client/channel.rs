@@ -1,0 +1,302 @@
+//! Paying MPP `channel` challenges with vouchers: the cumulative amount of each channel is
+//! raised and written durably **before** the commitment is signed, so that no restart ever
+//! signs an amount lower than one already given away (`@stellar/mpp`'s client keeps it in
+//! memory only).
+//!
+//! A voucher's amount is `max(stored, the server's cumulativeAmount) + price`; a `close` is a
+//! paid request too, and raises it the same way.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::PayError;
+use super::offer::ChannelRequest;
+use crate::stellar::{Address, Network, Signer, commitment_bytes};
+
+/// Why the cumulative amounts could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CumulativeError {
+    /// The file could not be read, written or synced.
+    #[error("cumulative store I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not this store's format.
+    #[error("the cumulative store file is corrupt")]
+    Corrupt,
+    /// The amount would overflow.
+    #[error("the cumulative amount would overflow")]
+    Overflow,
+}
+
+/// Where a client keeps, per channel, the highest cumulative amount it signed.
+pub trait CumulativeStore: Send + Sync + 'static {
+    /// The highest amount signed for `channel` on `network` (0 when none).
+    ///
+    /// # Errors
+    ///
+    /// The store failed.
+    fn current(&self, network: &str, channel: &Address) -> Result<i128, CumulativeError>;
+
+    /// Atomically sets the channel's amount to `max(current, floor) + amount`, durably, and
+    /// returns it; the caller signs that amount only after this returns.
+    ///
+    /// # Errors
+    ///
+    /// The store failed (nothing may be signed then) or the amount overflows.
+    fn advance(
+        &self,
+        network: &str,
+        channel: &Address,
+        floor: i128,
+        amount: i128,
+    ) -> Result<i128, CumulativeError>;
+}
+
+type Amounts = BTreeMap<String, i128>;
+
+fn key(network: &str, channel: &Address) -> String {
+    format!("{network} {channel}")
+}
+
+fn advanced(
+    amounts: &mut Amounts,
+    key: String,
+    floor: i128,
+    amount: i128,
+) -> Result<i128, CumulativeError> {
+    let current = amounts.get(&key).copied().unwrap_or(0).max(floor);
+    let next = current
+        .checked_add(amount)
+        .ok_or(CumulativeError::Overflow)?;
+    amounts.insert(key, next);
+    Ok(next)
+}
+
+/// Cumulative amounts in memory: lost on exit (tests, short-lived agents whose channels are
+/// closed before they stop).
+#[derive(Debug, Default)]
+pub struct MemoryCumulativeStore {
+    amounts: Mutex<Amounts>,
+}
+
+impl CumulativeStore for MemoryCumulativeStore {
+    fn current(&self, network: &str, channel: &Address) -> Result<i128, CumulativeError> {
+        let amounts = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(amounts.get(&key(network, channel)).copied().unwrap_or(0))
+    }
+
+    fn advance(
+        &self,
+        network: &str,
+        channel: &Address,
+        floor: i128,
+        amount: i128,
+    ) -> Result<i128, CumulativeError> {
+        let mut amounts = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
+        advanced(&mut amounts, key(network, channel), floor, amount)
+    }
+}
+
+/// Cumulative amounts in one JSON file, replaced atomically (written beside, synced, renamed,
+/// the directory synced) on every advance.
+#[derive(Debug)]
+pub struct FileCumulativeStore {
+    path: PathBuf,
+    amounts: Mutex<Amounts>,
+}
+
+impl FileCumulativeStore {
+    /// Opens (or starts) the store at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`CumulativeError::Io`] when the file cannot be read, [`CumulativeError::Corrupt`] when
+    /// it is not a map of amounts.
+    pub fn open(path: impl AsRef<Path>) -> Result<FileCumulativeStore, CumulativeError> {
+        let path = path.as_ref().to_path_buf();
+        let amounts = match fs::read(&path) {
+            Ok(bytes) => parse(&bytes)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Amounts::new(),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(FileCumulativeStore {
+            path,
+            amounts: Mutex::new(amounts),
+        })
+    }
+
+    fn write(&self, amounts: &Amounts) -> Result<(), CumulativeError> {
+        let text: BTreeMap<&String, String> = amounts
+            .iter()
+            .map(|(key, amount)| (key, amount.to_string()))
+            .collect();
+        let json = serde_json::to_vec_pretty(&text).map_err(|_| CumulativeError::Corrupt)?;
+        let temporary = self.path.with_extension("tmp");
+        let mut file = File::create(&temporary)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        fs::rename(&temporary, &self.path)?;
+        if let Some(directory) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(directory)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<Amounts, CumulativeError> {
+    let text: BTreeMap<String, String> =
+        serde_json::from_slice(bytes).map_err(|_| CumulativeError::Corrupt)?;
+    text.into_iter()
+        .map(|(key, amount)| {
+            let amount: i128 = amount.parse().map_err(|_| CumulativeError::Corrupt)?;
+            if amount < 0 {
+                return Err(CumulativeError::Corrupt);
+            }
+            Ok((key, amount))
+        })
+        .collect()
+}
+
+impl CumulativeStore for FileCumulativeStore {
+    fn current(&self, network: &str, channel: &Address) -> Result<i128, CumulativeError> {
+        let amounts = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(amounts.get(&key(network, channel)).copied().unwrap_or(0))
+    }
+
+    fn advance(
+        &self,
+        network: &str,
+        channel: &Address,
+        floor: i128,
+        amount: i128,
+    ) -> Result<i128, CumulativeError> {
+        let mut amounts = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = amounts.clone();
+        let cumulative = advanced(&mut next, key(network, channel), floor, amount)?;
+        // Only what reached the disk is kept: a failed write leaves the old amounts.
+        self.write(&next)?;
+        *amounts = next;
+        Ok(cumulative)
+    }
+}
+
+/// The channels a client pays from: each with the signer of its commitment key.
+#[derive(Clone)]
+pub(crate) struct Wallet {
+    /// Each channel with the signer of its commitment key, in the order they were added.
+    pub(crate) channels: Vec<(Address, Arc<dyn Signer>)>,
+    pub(crate) store: Arc<dyn CumulativeStore>,
+}
+
+impl Default for Wallet {
+    fn default() -> Self {
+        Wallet {
+            channels: Vec::new(),
+            store: Arc::new(MemoryCumulativeStore::default()),
+        }
+    }
+}
+
+impl Wallet {
+    /// The signer of `channel`'s commitments, if it is one of the wallet's.
+    pub(crate) fn signer(&self, channel: &Address) -> Option<&Arc<dyn Signer>> {
+        self.channels
+            .iter()
+            .find(|(address, _)| address == channel)
+            .map(|(_, signer)| signer)
+    }
+}
+
+/// What a voucher asks the server to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    Voucher,
+    Close,
+}
+
+/// The voucher's payload for `request`.
+pub(crate) async fn payload(
+    wallet: &Wallet,
+    network: &Network,
+    request: &ChannelRequest,
+    action: Action,
+) -> Result<Value, PayError> {
+    let signer = wallet
+        .signer(&request.channel)
+        .ok_or(PayError::Unsupported("not one of this client's channels"))?;
+    let cumulative = wallet
+        .store
+        .advance(
+            &request.network,
+            &request.channel,
+            request.cumulative,
+            request.amount,
+        )
+        .map_err(|error| PayError::Channel(error.to_string()))?;
+    let bytes = commitment_bytes(&network.id(), &request.channel, cumulative)
+        .map_err(|_| PayError::InvalidOffer("channel commitment"))?;
+    let signature = crate::stellar::signer::sign_checked(&**signer, &bytes)
+        .await
+        .map_err(|error| PayError::Signer(error.to_string()))?;
+    let action = match action {
+        Action::Voucher => "voucher",
+        Action::Close => "close",
+    };
+    Ok(json!({
+        "action": action,
+        "amount": cumulative.to_string(),
+        "signature": crate::hex::encode(&signature),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_only_go_up_and_survive_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("cumulative-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("channels.json");
+        let channel = Address::Contract([7; 32]);
+        let store = FileCumulativeStore::open(&path).unwrap();
+        assert_eq!(store.current("stellar:testnet", &channel).unwrap(), 0);
+        assert_eq!(
+            store.advance("stellar:testnet", &channel, 0, 10).unwrap(),
+            10
+        );
+        // The server holds more than we remember (another device paid): start from there.
+        assert_eq!(
+            store.advance("stellar:testnet", &channel, 50, 10).unwrap(),
+            60
+        );
+        // It holds less (it lost state): never sign lower than we did.
+        assert_eq!(
+            store.advance("stellar:testnet", &channel, 5, 10).unwrap(),
+            70
+        );
+        drop(store);
+        let store = FileCumulativeStore::open(&path).unwrap();
+        assert_eq!(store.current("stellar:testnet", &channel).unwrap(), 70);
+        assert_eq!(store.current("stellar:pubnet", &channel).unwrap(), 0);
+        assert!(matches!(
+            store.advance("stellar:testnet", &channel, i128::MAX, 1),
+            Err(CumulativeError::Overflow)
+        ));
+        assert_eq!(store.current("stellar:testnet", &channel).unwrap(), 70);
+        for corrupt in [&b"[]"[..], b"{\"k\": \"-1\"}", b"{\"k\": 5}", b"\xff"] {
+            fs::write(&path, corrupt).unwrap();
+            assert!(matches!(
+                FileCumulativeStore::open(&path),
+                Err(CumulativeError::Corrupt)
+            ));
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
