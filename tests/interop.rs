@@ -4,7 +4,7 @@
 //! - the official client (`@x402/fetch` + `@x402/stellar`) pays an axum route behind our
 //!   `PaymentLayer`, and the ledger shows the transfer;
 //! - the official server (`@x402/express` with `@x402/core`'s HTTP facilitator client) settles
-//!   through our facilitator server;
+//!   through our facilitator server, paid by the official client and by our `PayingClient`;
 //! - an MPP client on the official `mppx` package (challenge parsing, credential serializing)
 //!   and `@stellar/stellar-sdk`, building transfers like the Stellar MPP SDK, pays our `charge`
 //!   by sponsored pull (beside x402 in the same 402) and by `signedHash` push.
@@ -79,16 +79,23 @@ async fn serve(app: Router) -> String {
     format!("http://{address}")
 }
 
-/// Runs a script of the node package and parses the JSON line it prints.
-async fn node(script: &str, world: &World, env: &[(&str, String)]) -> serde_json::Value {
-    let output = tokio::process::Command::new("node")
+/// A script of the node package, with the world's RPC, payer and USDC in its environment.
+fn node_command(script: &str, world: &World, env: &[(&str, String)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg(script)
         .current_dir(package())
         .env("NODE_EXTRA_CA_CERTS", world.rpc.certificate_path())
         .env("RPC_URL", world.rpc.https_url().unwrap())
         .env("PAYER_SECRET", world.payer.secret_seed())
         .env("USDC", world.sandbox.usdc().to_string())
-        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())));
+    command
+}
+
+/// Runs a script of the node package and parses the JSON line it prints.
+async fn node(script: &str, world: &World, env: &[(&str, String)]) -> serde_json::Value {
+    let output = node_command(script, world, env)
         .output()
         .await
         .expect("node runs (scripts/test installs the package)");
@@ -206,6 +213,72 @@ async fn the_official_server_settles_through_our_facilitator_server() {
     assert_eq!(answer["body"], "a joke");
     assert!(settled(&answer).success);
     assert_eq!(usdc(&world, &world.pay_to).await, before + PRICE_ATOMIC);
+}
+
+#[cfg(feature = "client")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_pays_the_official_server() {
+    use tokio::io::AsyncBufReadExt;
+    use tower_paywall::client::{PayingClient, payment};
+    use tower_paywall::scheme::Intent;
+
+    if !enabled() {
+        return;
+    }
+    let world = world().await;
+    let router = facilitator_router(Arc::new(world.facilitator.clone()), Some("interop".into()));
+    let facilitator_url = serve(router).await;
+    let env = [
+        ("FACILITATOR_URL", facilitator_url),
+        ("FACILITATOR_API_KEY", "interop".to_owned()),
+        ("PAY_TO", world.pay_to.to_string()),
+        ("SERVE_ONLY", "1".to_owned()),
+    ];
+    let mut server = node_command("express.mjs", &world, &env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (scripts/test installs the package)");
+    let stdout = server.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the server starts")
+        .unwrap()
+        .expect("the server prints its URL");
+    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = started["url"].as_str().unwrap().to_owned();
+
+    let before = (
+        usdc(&world, &world.payer.address()).await,
+        usdc(&world, &world.pay_to).await,
+    );
+    let client = PayingClient::builder(
+        world.payer.clone(),
+        Arc::new(world.sandbox.clone()),
+        Network::testnet(),
+    )
+    .build()
+    .unwrap();
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let paid = payment(&response).cloned().expect("paid");
+    assert_eq!(paid.intent, Intent::X402_EXACT);
+    let receipt = paid.receipt.expect("a PAYMENT-RESPONSE");
+    let receipt: SettleResponse =
+        serde_json::from_slice(&STANDARD.decode(receipt).unwrap()).unwrap();
+    assert!(receipt.success);
+    assert_eq!(response.text().await.unwrap(), "a joke");
+    assert_eq!(
+        (
+            usdc(&world, &world.payer.address()).await,
+            usdc(&world, &world.pay_to).await
+        ),
+        (before.0 - PRICE_ATOMIC, before.1 + PRICE_ATOMIC)
+    );
+    drop(server.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
 }
 
 /// MPP `charge` through the official `mppx` parser and serializer, with a client that builds

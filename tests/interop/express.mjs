@@ -1,8 +1,10 @@
 // The official x402 server (`@x402/express`), settling through a facilitator given by URL, paid
 // by the official client. Prints the client's {status, body, paymentResponse} as JSON.
+// With SERVE_ONLY=1 it only serves: it prints {url} and runs until its stdin closes (another
+// client pays it).
 //
 // Environment: FACILITATOR_URL, FACILITATOR_API_KEY, PAY_TO (G…), RPC_URL (https),
-// PAYER_SECRET (S…), USDC (contract id).
+// PAYER_SECRET (S…), USDC (contract id), SERVE_ONLY.
 import express from "express";
 import { HTTPFacilitatorClient } from "x402-core-2.9/server";
 import { paymentMiddleware, x402ResourceServer } from "x402-express-2.9";
@@ -27,8 +29,14 @@ app.use(paymentMiddleware(routes, server));
 app.get("/joke", (_request, response) => response.send("a joke"));
 
 const listener = app.listen(0, "127.0.0.1", async () => {
+  const url = `http://127.0.0.1:${listener.address().port}/joke`;
+  if (process.env.SERVE_ONLY) {
+    console.log(JSON.stringify({ url }));
+    process.stdin.on("end", () => listener.close());
+    process.stdin.resume();
+    return;
+  }
   try {
-    const url = `http://127.0.0.1:${listener.address().port}/joke`;
     const result = await pay(url, { rpcUrl: RPC_URL, payerSecret: PAYER_SECRET, usdc: USDC });
     console.log(JSON.stringify(result));
   } catch (error) {
