@@ -3,8 +3,10 @@
 //! signs an amount lower than one already given away (`@stellar/mpp`'s client keeps it in
 //! memory only).
 //!
-//! A voucher's amount is `max(stored, the server's cumulativeAmount) + price`; a `close` is a
-//! paid request too, and raises it the same way.
+//! A voucher's amount is the stored amount plus the price; a `close` is a paid request too, and
+//! raises it the same way. A server's `cumulativeAmount` above the stored amount is refused
+//! (`@stellar/mpp` would start from it, and so sign away the difference); one below it (a
+//! server that lost its state) changes nothing.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -229,6 +231,17 @@ pub(crate) async fn payload(
     let signer = wallet
         .signer(&request.channel)
         .ok_or(PayError::Unsupported("not one of this client's channels"))?;
+    let signed = wallet
+        .store
+        .current(&request.network, &request.channel)
+        .map_err(|error| PayError::Channel(error.to_string()))?;
+    // The server's word on the channel is only trusted downwards: a server that claims more
+    // than this client ever signed would have it sign away the difference.
+    if request.cumulative > signed {
+        return Err(PayError::InvalidOffer(
+            "the server holds a cumulative amount this client never signed",
+        ));
+    }
     let cumulative = wallet
         .store
         .advance(
@@ -257,6 +270,45 @@ pub(crate) async fn payload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_claiming_more_than_was_signed_gets_no_voucher() {
+        let channel = Address::Contract([7; 32]);
+        let key = crate::stellar::Keypair::from_seed([3; 32]);
+        let wallet = Wallet {
+            channels: vec![(channel, Arc::new(key) as Arc<dyn Signer>)],
+            store: Arc::new(MemoryCumulativeStore::default()),
+        };
+        let request = |cumulative| ChannelRequest {
+            amount: 10,
+            channel,
+            network: "stellar:testnet".into(),
+            cumulative,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let pay = |cumulative| {
+            runtime.block_on(payload(
+                &wallet,
+                &Network::testnet(),
+                &request(cumulative),
+                Action::Voucher,
+            ))
+        };
+        assert_eq!(pay(0).unwrap()["amount"], "10");
+        // The whole deposit, asked as the "held" amount: refused, nothing raised or signed.
+        assert!(matches!(pay(1_000_000_000), Err(PayError::InvalidOffer(_))));
+        assert_eq!(
+            wallet.store.current("stellar:testnet", &channel).unwrap(),
+            10
+        );
+        // A server that lost its state: the next voucher still goes on from what was signed.
+        assert_eq!(pay(0).unwrap()["amount"], "20");
+        let voucher = pay(20).unwrap();
+        assert_eq!(voucher["amount"], "30");
+        assert_eq!(voucher["action"], "voucher");
+    }
 
     #[test]
     fn amounts_only_go_up_and_survive_a_reopen() {
