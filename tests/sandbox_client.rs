@@ -12,7 +12,8 @@ use axum::routing::get;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_paywall::client::{
-    ChargeMode, ClientError, CumulativeStore, FileCumulativeStore, PayingClient, Policy, payment,
+    ChargeMode, ClientError, CumulativeStore, FileCumulativeStore, PayError, PayingClient, Policy,
+    payment,
 };
 use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
 use tower_paywall::sandbox::{ChannelParams, Sandbox, SandboxConfig, channel_wasm};
@@ -20,7 +21,7 @@ use tower_paywall::scheme::Intent;
 use tower_paywall::stellar::channel::{OpenChannel, open_channel};
 use tower_paywall::stellar::rpc::SorobanRpc;
 use tower_paywall::stellar::{
-    Address, CallbackSigner, Keypair, Network, SignError, Signer, Sponsor,
+    Address, CallbackSigner, Keypair, Network, PrepareError, SignError, Signer, Sponsor,
 };
 use tower_paywall::store::MemoryChannelStore;
 use tower_paywall::x402::{Exact, LocalFacilitator};
@@ -459,7 +460,7 @@ async fn a_channel_opened_through_rpc_pays_with_vouchers_that_survive_a_restart_
     let path = dir.join("channels.json");
     let paying = |store: Arc<FileCumulativeStore>| {
         PayingClient::builder(payer.clone(), rpc.clone(), Network::testnet())
-            .channel(channel, commitment_key.clone())
+            .channel(&url, channel, commitment_key.clone())
             .cumulative_store(store)
             .build()
             .unwrap()
@@ -508,4 +509,144 @@ async fn a_channel_opened_through_rpc_pays_with_vouchers_that_survive_a_restart_
     assert_eq!(usdc_of(channel).await, 0);
     assert_eq!(client.spent(), 2 * PRICE_ATOMIC);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A token contract whose `transfer` also moves 500 USDC from `from` to `to` with `from`'s
+/// authority (a server's trap: it names this contract as the asset, at a price of 1).
+const GREEDY_TOKEN: &str = r#"(module
+  (import "a" "0" (func $require_auth (param i64) (result i64)))
+  (import "d" "_" (func $call (param i64 i64 i64) (result i64)))
+  (import "l" "_" (func $put (param i64 i64 i64) (result i64)))
+  (import "l" "1" (func $get (param i64 i64) (result i64)))
+  (import "v" "_" (func $vec_new (result i64)))
+  (import "v" "6" (func $push (param i64 i64) (result i64)))
+  (func (export "__constructor") (param $usdc i64) (result i64)
+    (drop (call $put (i64.const 0x0000001fd30ab30e) (local.get $usdc) (i64.const 2)))
+    (i64.const 2))
+  (func (export "transfer") (param $from i64) (param $to i64) (param $amount i64) (result i64)
+    (drop (call $require_auth (local.get $from)))
+    (drop (call $call
+      (call $get (i64.const 0x0000001fd30ab30e) (i64.const 2))
+      (i64.const 0x00e779b3e2bab70e)
+      (call $push (call $push (call $push (call $vec_new) (local.get $from)) (local.get $to))
+                  (i64.const 0x12a05f2000b))))
+    (i64.const 2))
+  (@custom "contractenvmetav0" "\00\00\00\00" "\00\00\00\1e" "\00\00\00\00"))"#;
+
+/// A server at a fixed 402: `offers` as its headers; every payment it receives is recorded,
+/// and answered 402 again.
+async fn fixed_402(offers: Vec<(&'static str, String)>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    let app = Router::new().route(
+        "/paid",
+        get(move |headers: http::HeaderMap| {
+            let (offers, log) = (offers.clone(), log.clone());
+            async move {
+                for name in ["authorization", "payment-signature"] {
+                    if let Some(value) = headers.get(name) {
+                        log.lock().unwrap().push(value.to_str().unwrap().to_owned());
+                    }
+                }
+                let mut response = http::Response::builder().status(402);
+                for (name, value) in offers {
+                    response = response.header(name, value);
+                }
+                response.body(axum::body::Body::empty()).unwrap()
+            }
+        }),
+    );
+    (serve(app).await, received)
+}
+
+fn challenge_header(intent: &str, request: serde_json::Value) -> String {
+    let serde_json::Value::Object(request) = request else {
+        panic!("an object")
+    };
+    tower_paywall::mpp::Challenge::builder("example", "stellar", intent, &request)
+        .issue(&keys())
+        .to_header_value()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_token_whose_transfer_reaches_further_is_refused_before_signing() {
+    let world = world(Offers::Both).await;
+    let attacker = world.sandbox.funded_keypair().await.unwrap();
+    let greedy = world
+        .sandbox
+        .deploy_wasm(
+            &wat::parse_str(GREEDY_TOKEN).unwrap(),
+            &attacker,
+            vec![tower_paywall::stellar::xdr::ScVal::Address(
+                world.sandbox.usdc().to_sc_address(),
+            )],
+        )
+        .await
+        .unwrap();
+    let to = attacker.address().to_string();
+    let x402 = serde_json::json!({"x402Version": 2, "resource": {"url": "http://x/paid"},
+        "accepts": [{"scheme": "exact", "network": "stellar:testnet", "amount": "1",
+            "asset": greedy.to_string(), "payTo": to, "maxTimeoutSeconds": 60,
+            "extra": {"areFeesSponsored": true}}]});
+    let charge = serde_json::json!({"amount": "1", "currency": greedy.to_string(),
+        "recipient": to, "methodDetails": {"network": "stellar:testnet"}});
+    let (url, received) = fixed_402(vec![
+        (
+            "payment-required",
+            tower_paywall::x402::header::encode(&x402)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ),
+        ("www-authenticate", challenge_header("charge", charge)),
+    ])
+    .await;
+    let before = balances(&world).await;
+    for intent in [Intent::X402_EXACT, Intent::MPP_CHARGE] {
+        let client = client(
+            &world,
+            world.payer.clone(),
+            Policy::default().prefer([intent]),
+        );
+        match client.get(&url).send().await {
+            Err(ClientError::Pay(PayError::Prepare(PrepareError::UnexpectedAuthorization(_)))) => {}
+            other => panic!("{intent}: expected a refusal before signing, got {other:?}"),
+        }
+        assert_eq!(client.spent(), 0);
+    }
+    assert!(received.lock().unwrap().is_empty(), "no payment was sent");
+    assert_eq!(balances(&world).await, before);
+}
+
+#[tokio::test]
+async fn a_payment_answered_with_another_402_still_counts_against_the_budget() {
+    let world = world(Offers::Both).await;
+    let charge = serde_json::json!({"amount": PRICE_ATOMIC.to_string(),
+        "currency": world.sandbox.usdc().to_string(), "recipient": world.pay_to.to_string(),
+        "methodDetails": {"network": "stellar:testnet", "credentialTypes": ["transaction"]}});
+    let (url, received) = fixed_402(vec![(
+        "www-authenticate",
+        challenge_header("charge", charge),
+    )])
+    .await;
+    let client = client(
+        &world,
+        world.payer.clone(),
+        Policy::default().budget(PRICE_ATOMIC * 3 / 2),
+    );
+    let refused = client.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 402);
+    assert!(payment(&refused).is_none());
+    // The server holds a signed transfer it may still submit: the budget keeps it.
+    assert_eq!(client.spent(), PRICE_ATOMIC);
+    assert!(matches!(
+        client.get(&url).send().await,
+        Err(ClientError::BudgetExceeded { .. })
+    ));
+    assert_eq!(received.lock().unwrap().len(), 1, "paid once, never again");
 }

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::PayError;
 use super::offer::ChannelRequest;
+use super::{Failure, PayError};
 use crate::stellar::{Address, Network, Signer, commitment_bytes};
 
 /// Why the cumulative amounts could not be read or written.
@@ -33,6 +33,9 @@ pub enum CumulativeError {
     /// The amount would overflow.
     #[error("the cumulative amount would overflow")]
     Overflow,
+    /// Another store (this process or another) has the file open.
+    #[error("the cumulative store file is in use by another store")]
+    Locked,
 }
 
 /// Where a client keeps, per channel, the highest cumulative amount it signed.
@@ -105,11 +108,15 @@ impl CumulativeStore for MemoryCumulativeStore {
 }
 
 /// Cumulative amounts in one JSON file, replaced atomically (written beside, synced, renamed,
-/// the directory synced) on every advance.
+/// the directory synced) on every advance. The file is locked (a `.lock` file beside it) for
+/// as long as the store is open: a second store on the same path is refused. Each advance
+/// syncs to disk on the caller's thread (a few milliseconds).
 #[derive(Debug)]
 pub struct FileCumulativeStore {
     path: PathBuf,
     amounts: Mutex<Amounts>,
+    /// Held for the store's life.
+    _lock: File,
 }
 
 impl FileCumulativeStore {
@@ -121,6 +128,8 @@ impl FileCumulativeStore {
     /// it is not a map of amounts.
     pub fn open(path: impl AsRef<Path>) -> Result<FileCumulativeStore, CumulativeError> {
         let path = path.as_ref().to_path_buf();
+        let lock = File::create(beside(&path, "lock"))?;
+        lock.try_lock().map_err(|_| CumulativeError::Locked)?;
         let amounts = match fs::read(&path) {
             Ok(bytes) => parse(&bytes)?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Amounts::new(),
@@ -129,6 +138,7 @@ impl FileCumulativeStore {
         Ok(FileCumulativeStore {
             path,
             amounts: Mutex::new(amounts),
+            _lock: lock,
         })
     }
 
@@ -138,16 +148,26 @@ impl FileCumulativeStore {
             .map(|(key, amount)| (key, amount.to_string()))
             .collect();
         let json = serde_json::to_vec_pretty(&text).map_err(|_| CumulativeError::Corrupt)?;
-        let temporary = self.path.with_extension("tmp");
+        let temporary = beside(&self.path, "tmp");
         let mut file = File::create(&temporary)?;
         file.write_all(&json)?;
         file.sync_all()?;
         fs::rename(&temporary, &self.path)?;
-        if let Some(directory) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            File::open(directory)?.sync_all()?;
-        }
+        let directory = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(directory)?.sync_all()?;
         Ok(())
     }
+}
+
+/// `path` with `.suffix` appended to its name (never replacing its extension).
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 fn parse(bytes: &[u8]) -> Result<Amounts, CumulativeError> {
@@ -190,8 +210,8 @@ impl CumulativeStore for FileCumulativeStore {
 /// The channels a client pays from: each with the signer of its commitment key.
 #[derive(Clone)]
 pub(crate) struct Wallet {
-    /// Each channel with the signer of its commitment key, in the order they were added.
-    pub(crate) channels: Vec<(Address, Arc<dyn Signer>)>,
+    /// Each channel, in the order they were added.
+    pub(crate) channels: Vec<WalletChannel>,
     pub(crate) store: Arc<dyn CumulativeStore>,
 }
 
@@ -204,13 +224,31 @@ impl Default for Wallet {
     }
 }
 
+/// One of the wallet's channels.
+#[derive(Clone)]
+pub(crate) struct WalletChannel {
+    /// The only origin (`scheme://host:port`) it pays and is named to.
+    pub(crate) origin: String,
+    pub(crate) channel: Address,
+    /// Signs its commitments.
+    pub(crate) signer: Arc<dyn Signer>,
+}
+
 impl Wallet {
-    /// The signer of `channel`'s commitments, if it is one of the wallet's.
-    pub(crate) fn signer(&self, channel: &Address) -> Option<&Arc<dyn Signer>> {
+    /// The signer of `channel`'s commitments, if it is one of the wallet's for `origin`.
+    pub(crate) fn signer(&self, origin: &str, channel: &Address) -> Option<&Arc<dyn Signer>> {
         self.channels
             .iter()
-            .find(|(address, _)| address == channel)
-            .map(|(_, signer)| signer)
+            .find(|entry| entry.channel == *channel && entry.origin == origin)
+            .map(|entry| &entry.signer)
+    }
+
+    /// The channels paid to `origin`.
+    pub(crate) fn for_origin<'a>(&'a self, origin: &'a str) -> impl Iterator<Item = &'a Address> {
+        self.channels
+            .iter()
+            .filter(move |entry| entry.origin == origin)
+            .map(|entry| &entry.channel)
     }
 }
 
@@ -224,12 +262,13 @@ pub(crate) enum Action {
 /// The voucher's payload for `request`.
 pub(crate) async fn payload(
     wallet: &Wallet,
+    origin: &str,
     network: &Network,
     request: &ChannelRequest,
     action: Action,
-) -> Result<Value, PayError> {
+) -> Result<Value, Failure> {
     let signer = wallet
-        .signer(&request.channel)
+        .signer(origin, &request.channel)
         .ok_or(PayError::Unsupported("not one of this client's channels"))?;
     let signed = wallet
         .store
@@ -240,7 +279,8 @@ pub(crate) async fn payload(
     if request.cumulative > signed {
         return Err(PayError::InvalidOffer(
             "the server holds a cumulative amount this client never signed",
-        ));
+        )
+        .into());
     }
     let cumulative = wallet
         .store
@@ -251,11 +291,13 @@ pub(crate) async fn payload(
             request.amount,
         )
         .map_err(|error| PayError::Channel(error.to_string()))?;
+    // Raised, the amount is part of every later voucher: a failure from here on counts as
+    // spent.
     let bytes = commitment_bytes(&network.id(), &request.channel, cumulative)
-        .map_err(|_| PayError::InvalidOffer("channel commitment"))?;
+        .map_err(|_| Failure::spent(PayError::InvalidOffer("channel commitment")))?;
     let signature = crate::stellar::signer::sign_checked(&**signer, &bytes)
         .await
-        .map_err(|error| PayError::Signer(error.to_string()))?;
+        .map_err(|error| Failure::spent(PayError::Signer(error.to_string())))?;
     let action = match action {
         Action::Voucher => "voucher",
         Action::Close => "close",
@@ -276,7 +318,11 @@ mod tests {
         let channel = Address::Contract([7; 32]);
         let key = crate::stellar::Keypair::from_seed([3; 32]);
         let wallet = Wallet {
-            channels: vec![(channel, Arc::new(key) as Arc<dyn Signer>)],
+            channels: vec![WalletChannel {
+                origin: "http://a".into(),
+                channel,
+                signer: Arc::new(key),
+            }],
             store: Arc::new(MemoryCumulativeStore::default()),
         };
         let request = |cumulative| ChannelRequest {
@@ -291,6 +337,7 @@ mod tests {
         let pay = |cumulative| {
             runtime.block_on(payload(
                 &wallet,
+                "http://a",
                 &Network::testnet(),
                 &request(cumulative),
                 Action::Voucher,
@@ -298,7 +345,13 @@ mod tests {
         };
         assert_eq!(pay(0).unwrap()["amount"], "10");
         // The whole deposit, asked as the "held" amount: refused, nothing raised or signed.
-        assert!(matches!(pay(1_000_000_000), Err(PayError::InvalidOffer(_))));
+        assert!(matches!(
+            pay(1_000_000_000),
+            Err(Failure {
+                error: PayError::InvalidOffer(_),
+                spent: false
+            })
+        ));
         assert_eq!(
             wallet.store.current("stellar:testnet", &channel).unwrap(),
             10
@@ -308,6 +361,21 @@ mod tests {
         let voucher = pay(20).unwrap();
         assert_eq!(voucher["amount"], "30");
         assert_eq!(voucher["action"], "voucher");
+        // Another origin does not get to use the channel.
+        let elsewhere = runtime.block_on(payload(
+            &wallet,
+            "http://b",
+            &Network::testnet(),
+            &request(30),
+            Action::Voucher,
+        ));
+        assert!(matches!(
+            elsewhere,
+            Err(Failure {
+                error: PayError::Unsupported(_),
+                spent: false
+            })
+        ));
     }
 
     #[test]
@@ -333,6 +401,10 @@ mod tests {
             store.advance("stellar:testnet", &channel, 5, 10).unwrap(),
             70
         );
+        assert!(matches!(
+            FileCumulativeStore::open(&path),
+            Err(CumulativeError::Locked)
+        ));
         drop(store);
         let store = FileCumulativeStore::open(&path).unwrap();
         assert_eq!(store.current("stellar:testnet", &channel).unwrap(), 70);
@@ -342,6 +414,7 @@ mod tests {
             Err(CumulativeError::Overflow)
         ));
         assert_eq!(store.current("stellar:testnet", &channel).unwrap(), 70);
+        drop(store);
         for corrupt in [&b"[]"[..], b"{\"k\": \"-1\"}", b"{\"k\": 5}", b"\xff"] {
             fs::write(&path, corrupt).unwrap();
             assert!(matches!(

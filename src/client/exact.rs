@@ -1,6 +1,7 @@
 //! Paying an x402 `exact` offer on Stellar the way `@x402/stellar` does: a sponsored transfer
 //! (NULL_ACCOUNT source) simulated, its authorization entry signed until
-//! `latest + ⌈maxTimeoutSeconds / 5⌉`, simulated again with the signature enforced.
+//! `latest + ⌈maxTimeoutSeconds / 5⌉` (at most [`MAX_AUTHORIZATION_SECONDS`](super::MAX_AUTHORIZATION_SECONDS)),
+//! simulated again with the signature enforced.
 
 use http::{HeaderName, HeaderValue};
 use serde_json::json;
@@ -36,6 +37,7 @@ pub(crate) async fn payment(
     let invalid = |_| PayError::InvalidOffer("x402 requirements");
     let valid_for_ledgers = requirements
         .max_timeout_seconds
+        .min(super::MAX_AUTHORIZATION_SECONDS)
         .div_ceil(LEDGER_SECONDS)
         .max(1);
     let order = TransferOrder::sponsored(

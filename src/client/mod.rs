@@ -40,9 +40,27 @@
 //! signs a new one on its own. A server that answers the paid request with another 402 gets
 //! no second payment: that 402 is returned.
 //!
+//! # What is signed, and what counts as spent
+//!
 //! Limits are checked before anything is signed: an offer over
 //! [`Policy::max_per_payment`] or one that does not fit the remaining budget is refused with
-//! [`ClientError::OverLimit`] or [`ClientError::BudgetExceeded`].
+//! [`ClientError::OverLimit`] or [`ClientError::BudgetExceeded`]. What is signed is exactly
+//! what was checked:
+//!
+//! - a transfer is signed only when the simulation asks the payer to authorize
+//!   `asset.transfer(payer, recipient, amount)` itself and nothing beneath it (a token whose
+//!   `transfer` reaches for the payer's other tokens is refused,
+//!   [`PrepareError::UnexpectedAuthorization`]); authorizations last at most
+//!   [`MAX_AUTHORIZATION_SECONDS`]; a transaction from the payer's own account carries at most
+//!   [`MAX_FEE_STROOPS`] of fee (fees are not counted in the budget);
+//! - a voucher raises the channel's stored amount by the price only: a server that claims to
+//!   hold more than this client ever signed gets no voucher.
+//!
+//! A payment counts against the budget from the moment it is handed to the server, whatever
+//! the answer: a server that answers 402 may still submit what it holds while it is valid. A
+//! payment that fails after a transaction was submitted, or after a channel's amount was
+//! raised, counts too ([`ClientError::Incomplete`]). [`PayingClient::spent`] is therefore an
+//! upper bound of what left the account (fees aside).
 
 mod channel;
 mod charge;
@@ -65,17 +83,27 @@ use crate::mpp::Credential as MppCredential;
 use crate::scheme::Intent;
 use crate::stellar::rpc::{RpcError, SorobanRpc};
 use crate::stellar::{Address, Network, PrepareError, Signer, TransferError};
-use channel::{Action, Wallet};
+use channel::{Action, Wallet, WalletChannel};
 use policy::{Refusal, Spent};
 
 /// How many times a paid request is sent again, with the same payment, by default.
 const DEFAULT_RETRIES: u32 = 3;
+/// The longest a payment authorization is signed for, whatever the server asks: an offer
+/// with a longer `maxTimeoutSeconds` or expiry gets an authorization (and time bounds) this
+/// long, so that a payment the server did not use soon cannot be used months later.
+pub const MAX_AUTHORIZATION_SECONDS: u64 = 600;
+/// The most fee (in stroops, base fee and resource fee) a transaction from the payer's own
+/// account may carry: 1 XLM.
+pub const MAX_FEE_STROOPS: u32 = 10_000_000;
+/// How long the body of a 402 may take to arrive.
+const OFFER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// Why a payment could not be made. Nothing was paid.
+/// Why a payment could not be made ([`ClientError::Pay`]: nothing was paid;
+/// [`ClientError::Incomplete`]: it was committed).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PayError {
@@ -135,7 +163,12 @@ pub enum ClientError {
     },
     /// The payment could not be made; nothing was paid.
     #[error(transparent)]
-    Pay(#[from] PayError),
+    Pay(PayError),
+    /// The payment failed after the point of no return: a pushed transaction was submitted,
+    /// or a channel's cumulative amount was raised. Its amount counts against the budget, and
+    /// the money may have moved (or will be claimed with the next voucher).
+    #[error("the payment failed after it was committed: {0}")]
+    Incomplete(PayError),
     /// The request's body is a stream: it cannot be sent again with a payment.
     #[error("the request body cannot be sent twice")]
     BodyNotReplayable,
@@ -192,6 +225,8 @@ pub struct PayingClientBuilder {
     http: Option<reqwest::Client>,
     extra_roots: Vec<Vec<u8>>,
     settings: Settings,
+    /// A channel was given an origin that is not an absolute `http(s)` URL.
+    bad_origin: bool,
 }
 
 impl PayingClientBuilder {
@@ -220,13 +255,30 @@ impl PayingClientBuilder {
         self
     }
 
-    /// Pays MPP `channel` challenges of `channel` (opened with
-    /// [`open_channel`](crate::stellar::channel::open_channel)), signing its commitments with
-    /// `commitment_signer`. Requests then name the client's channels in `Payment-Channel`.
-    pub fn channel(mut self, channel: Address, commitment_signer: impl Signer + 'static) -> Self {
-        let channels = &mut self.settings.wallet.channels;
-        channels.retain(|(address, _)| *address != channel);
-        channels.push((channel, Arc::new(commitment_signer)));
+    /// Pays MPP `channel` challenges of `channel` from the server at `origin` (a URL; its
+    /// scheme, host and port count), signing its commitments with `commitment_signer`; the
+    /// channel is opened with [`open_channel`](crate::stellar::channel::open_channel). Requests
+    /// to that origin name it in `Payment-Channel`; no other origin learns of it or may ask
+    /// for a voucher on it.
+    pub fn channel(
+        mut self,
+        origin: &str,
+        channel: Address,
+        commitment_signer: impl Signer + 'static,
+    ) -> Self {
+        match reqwest::Url::parse(origin) {
+            Ok(url) if url.origin().is_tuple() => {
+                let origin = url.origin().ascii_serialization();
+                let channels = &mut self.settings.wallet.channels;
+                channels.retain(|entry| entry.channel != channel || entry.origin != origin);
+                channels.push(WalletChannel {
+                    origin,
+                    channel,
+                    signer: Arc::new(commitment_signer),
+                });
+            }
+            _ => self.bad_origin = true,
+        }
         self
     }
 
@@ -249,8 +301,11 @@ impl PayingClientBuilder {
     /// # Errors
     ///
     /// [`ClientBuildError`] when no reqwest client was given and one cannot be built (an
-    /// unreadable extra root).
+    /// unreadable extra root), or a channel's origin is not a URL.
     pub fn build(self) -> Result<PayingClient, ClientBuildError> {
+        if self.bad_origin {
+            return Err(ClientBuildError::Origin);
+        }
         let http = match self.http {
             Some(http) => http,
             None => crate::http::client(CONNECT_TIMEOUT, &self.extra_roots)
@@ -273,6 +328,9 @@ pub enum ClientBuildError {
     /// The HTTP client could not be built (an extra root is not a PEM certificate).
     #[error("the HTTP client could not be built (check the extra roots)")]
     Http,
+    /// A channel's origin is not an absolute URL with a host.
+    #[error("a channel's origin is not an absolute URL")]
+    Origin,
 }
 
 impl std::fmt::Debug for PayingClient {
@@ -343,6 +401,7 @@ impl PayingClient {
     ) -> PayingClientBuilder {
         PayingClientBuilder {
             http: None,
+            bad_origin: false,
             extra_roots: Vec::new(),
             settings: Settings {
                 signer: Arc::new(signer),
@@ -400,14 +459,17 @@ impl PayingClient {
         mut request: Request,
         action: Action,
     ) -> Result<Response, ClientError> {
-        let channels = &self.inner.settings.wallet.channels;
-        if !channels.is_empty() && !request.headers().contains_key(crate::mpp::PAYMENT_CHANNEL) {
-            let names: Vec<String> = channels.iter().map(|(name, _)| name.to_string()).collect();
-            if let Ok(value) = HeaderValue::try_from(names.join(", ")) {
-                request
-                    .headers_mut()
-                    .insert(crate::mpp::PAYMENT_CHANNEL, value);
-            }
+        let origin = request.url().origin().ascii_serialization();
+        let names: Vec<String> = (self.inner.settings.wallet.for_origin(&origin))
+            .map(ToString::to_string)
+            .collect();
+        if !names.is_empty()
+            && !request.headers().contains_key(crate::mpp::PAYMENT_CHANNEL)
+            && let Ok(value) = HeaderValue::try_from(names.join(", "))
+        {
+            request
+                .headers_mut()
+                .insert(crate::mpp::PAYMENT_CHANNEL, value);
         }
         let retry = request.try_clone();
         let response = self.inner.http.execute(request).await?;
@@ -418,9 +480,9 @@ impl PayingClient {
             return Err(ClientError::BodyNotReplayable);
         };
         let headers = response.headers().clone();
-        let body = read_limited(response).await?;
+        let body = read_limited(response).await;
         let offers = read_offers(&headers, &body);
-        let offer = self.choose(&offers, action)?;
+        let offer = self.choose(&offers, &origin, action)?;
         let amount = offer.amount().unwrap_or_default();
         let budget = self.inner.settings.policy.budget;
         if !self.inner.spent.reserve(amount, budget) {
@@ -430,12 +492,16 @@ impl PayingClient {
                 spent: self.inner.spent.total(),
             });
         }
-        let built = match self.pay(offer, action).await {
+        let built = match self.pay(offer, &origin, action).await {
             Ok(built) => built,
-            Err(error) => {
+            Err(Failure {
+                error,
+                spent: false,
+            }) => {
                 self.inner.spent.release(amount);
-                return Err(error.into());
+                return Err(ClientError::Pay(error));
             }
+            Err(Failure { error, spent: true }) => return Err(ClientError::Incomplete(error)),
         };
         let payment = Payment {
             intent: offer.intent(),
@@ -443,15 +509,10 @@ impl PayingClient {
             network: offer.network().to_owned(),
             receipt: None,
         };
-        let answer = self.send_paid(retry, &built).await;
-        let refused =
-            matches!(&answer, Ok(response) if response.status() == StatusCode::PAYMENT_REQUIRED);
-        if refused && !built.moved {
-            // The server refused the payment before it moved: nothing was spent.
-            self.inner.spent.release(amount);
-        }
-        let mut response = answer?;
-        if !refused {
+        // From here the payment is the server's: it counts against the budget whatever the
+        // answer (a server that answers 402 may still settle it while it is valid).
+        let mut response = self.send_paid(retry, &built).await?;
+        if response.status() != StatusCode::PAYMENT_REQUIRED {
             let receipt = receipt(response.headers());
             response
                 .extensions_mut()
@@ -464,6 +525,7 @@ impl PayingClient {
     fn choose<'a>(
         &self,
         offers: &'a [PaymentOffer],
+        origin: &str,
         action: Action,
     ) -> Result<&'a PaymentOffer, ClientError> {
         let policy = &self.inner.settings.policy;
@@ -473,7 +535,7 @@ impl PayingClient {
         for offer in offers {
             let refusal = if offer.network() != self.inner.settings.network.caip2() {
                 Some(Refusal::Network)
-            } else if !self.can_pay(offer, action) {
+            } else if !self.can_pay(offer, origin, action) {
                 Some(Refusal::Intent)
             } else {
                 policy.refusal(offer)
@@ -500,20 +562,25 @@ impl PayingClient {
     }
 
     /// Whether this client holds what `offer` needs: a channel offer names one of its
-    /// channels; a close takes a channel offer only.
-    fn can_pay(&self, offer: &PaymentOffer, action: Action) -> bool {
+    /// channels for this origin; a close takes a channel offer only.
+    fn can_pay(&self, offer: &PaymentOffer, origin: &str, action: Action) -> bool {
         match offer {
             PaymentOffer::MppChannel { request, .. } => self
                 .inner
                 .settings
                 .wallet
-                .signer(&request.channel)
+                .signer(origin, &request.channel)
                 .is_some(),
             _ => action == Action::Voucher,
         }
     }
 
-    async fn pay(&self, offer: &PaymentOffer, action: Action) -> Result<Built, PayError> {
+    async fn pay(
+        &self,
+        offer: &PaymentOffer,
+        origin: &str,
+        action: Action,
+    ) -> Result<Built, Failure> {
         let inner = &self.inner.settings;
         match offer {
             PaymentOffer::X402 {
@@ -530,11 +597,7 @@ impl PayingClient {
                     *in_header,
                 )
                 .await?;
-                Ok(Built {
-                    name,
-                    value,
-                    moved: false,
-                })
+                Ok(Built { name, value })
             }
             PaymentOffer::MppCharge { challenge, request } => {
                 let payload = charge::payload(
@@ -546,28 +609,25 @@ impl PayingClient {
                     inner.charge_mode,
                 )
                 .await?;
-                let pushed = payload["type"] == "signedHash";
                 let mut credential = MppCredential::new(challenge.clone(), payload);
                 credential.source = Some(charge::source(&inner.network, &*inner.signer));
                 let value = HeaderValue::try_from(credential.encode())
-                    .map_err(|_| PayError::InvalidOffer("charge credential"))?;
+                    .map_err(|_| Failure::spent(PayError::InvalidOffer("charge credential")))?;
                 Ok(Built {
                     name: http::header::AUTHORIZATION,
                     value,
-                    moved: pushed,
                 })
             }
             PaymentOffer::MppChannel { challenge, request } => {
                 let payload =
-                    channel::payload(&inner.wallet, &inner.network, request, action).await?;
+                    channel::payload(&inner.wallet, origin, &inner.network, request, action)
+                        .await?;
                 let credential = MppCredential::new(challenge.clone(), payload);
                 let value = HeaderValue::try_from(credential.encode())
-                    .map_err(|_| PayError::InvalidOffer("channel credential"))?;
-                // A signed voucher is money the server may claim: it counts as spent.
+                    .map_err(|_| Failure::spent(PayError::InvalidOffer("channel credential")))?;
                 Ok(Built {
                     name: http::header::AUTHORIZATION,
                     value,
-                    moved: true,
                 })
             }
         }
@@ -607,8 +667,34 @@ impl PayingClient {
 struct Built {
     name: HeaderName,
     value: HeaderValue,
-    /// Whether the money moved already (a pushed transaction).
-    moved: bool,
+}
+
+/// A payment that could not be made.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: PayError,
+    /// Whether it counts as spent anyway: a transaction was submitted, or a channel's
+    /// cumulative amount was raised (the next voucher includes it).
+    pub(crate) spent: bool,
+}
+
+impl Failure {
+    /// A failure after the point of no return.
+    pub(crate) fn spent(error: impl Into<PayError>) -> Failure {
+        Failure {
+            error: error.into(),
+            spent: true,
+        }
+    }
+}
+
+impl<E: Into<PayError>> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure {
+            error: error.into(),
+            spent: false,
+        }
+    }
 }
 
 impl Refusal {
@@ -643,14 +729,18 @@ fn retry_after(headers: &HeaderMap) -> Duration {
         .min(MAX_RETRY_AFTER)
 }
 
-/// The body of a 402, up to [`offer::MAX_BODY`] bytes (the rest is not read).
-async fn read_limited(mut response: Response) -> Result<Vec<u8>, ClientError> {
+/// The body of a 402, up to [`offer::MAX_BODY`] bytes and [`OFFER_READ_TIMEOUT`] (what is
+/// late or beyond is not read; offers in the headers stand alone).
+async fn read_limited(mut response: Response) -> Vec<u8> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > offer::MAX_BODY {
-            break;
+    let read = async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            if body.len() + chunk.len() > offer::MAX_BODY {
+                break;
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    };
+    let _ = tokio::time::timeout(OFFER_READ_TIMEOUT, read).await;
+    body
 }

@@ -1,5 +1,6 @@
 //! What the client may pay: preferred intents, allowed networks and assets, a cap per payment
-//! and a budget per client. Every check runs before anything is signed.
+//! and a budget per client. Every check runs before anything is signed (see the
+//! [client docs](super) for what is signed and what counts as spent).
 
 use std::sync::Mutex;
 

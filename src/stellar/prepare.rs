@@ -12,7 +12,10 @@ use super::transfer::{
     CredentialsArm, TransferError, TransferRequest, build_transfer, invocation_envelope,
     set_authorization,
 };
-use super::xdr::{HostFunction, OperationBody, TransactionEnvelope, TransactionExt};
+use super::xdr::{
+    HostFunction, OperationBody, SorobanAuthorizationEntry, SorobanAuthorizedFunction,
+    SorobanAuthorizedInvocation, SorobanCredentials, TransactionEnvelope, TransactionExt, VecM,
+};
 use super::{Address, NULL_ACCOUNT, Network};
 
 /// The base fee of one operation, in stroops.
@@ -67,11 +70,21 @@ pub enum PrepareError {
     /// The transaction could not be built or signed.
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    /// The simulation asks the payer to authorize more than the transfer (a token contract
+    /// that calls others with the payer's authority, say): nothing is signed.
+    #[error("the transfer asks for an authorization beyond itself: {0}")]
+    UnexpectedAuthorization(&'static str),
 }
 
 /// Prepares `order` for `payer`: a transaction whose only authorization entry is the payer's,
 /// signed until `latest + valid_for_ledgers`, with the simulated resources and fee, and no
 /// envelope signature (the submitter signs the envelope).
+///
+/// The simulation must ask for exactly one authorization: of the payer, for
+/// `contract.transfer(payer, to, amount)` itself, with no calls beneath it. A token contract
+/// whose `transfer` would use the payer's authority for anything else (another token's
+/// transfer, say) is refused with [`PrepareError::UnexpectedAuthorization`] before anything is
+/// signed.
 pub async fn prepare_transfer(
     rpc: &dyn SorobanRpc,
     network: &Network,
@@ -92,6 +105,13 @@ pub async fn prepare_transfer(
         credentials: CredentialsArm::Address,
     })?;
     let host_function = host_function(&transfer).ok_or(TransferError::NotInvokeContract)?;
+    let HostFunction::InvokeContract(call) = &host_function else {
+        return Err(TransferError::NotInvokeContract.into());
+    };
+    let expected = SorobanAuthorizedInvocation {
+        function: SorobanAuthorizedFunction::ContractFn(call.clone()),
+        sub_invocations: VecM::default(),
+    };
     let invocation = Invocation {
         source: order.source,
         sequence: order.sequence,
@@ -100,7 +120,40 @@ pub async fn prepare_transfer(
         valid_for_ledgers: order.valid_for_ledgers,
         time_bound_seconds: order.time_bound_seconds,
     };
-    prepare_invocation(rpc, network, payer, &invocation).await
+    prepare(rpc, network, payer, &invocation, Some(&expected)).await
+}
+
+/// The simulated authorizations of a transfer are exactly the payer's one of `expected`.
+fn check_transfer_authorization(
+    auth: &[SorobanAuthorizationEntry],
+    payer: &Address,
+    source: &Address,
+    expected: &SorobanAuthorizedInvocation,
+) -> Result<(), PrepareError> {
+    let [entry] = auth else {
+        return Err(PrepareError::UnexpectedAuthorization(
+            "not exactly one authorization entry",
+        ));
+    };
+    if entry.root_invocation != *expected {
+        return Err(PrepareError::UnexpectedAuthorization(
+            "the entry authorizes another call, or calls beneath the transfer",
+        ));
+    }
+    let payers = match &entry.credentials {
+        SorobanCredentials::Address(credentials) | SorobanCredentials::AddressV2(credentials) => {
+            credentials.address == payer.to_sc_address()
+        }
+        // The envelope's signature authorizes it: only when the payer is the source.
+        SorobanCredentials::SourceAccount => source == payer,
+        SorobanCredentials::AddressWithDelegates(_) => false,
+    };
+    if !payers {
+        return Err(PrepareError::UnexpectedAuthorization(
+            "the entry is not the payer's",
+        ));
+    }
+    Ok(())
 }
 
 /// A contract call to prepare.
@@ -132,6 +185,18 @@ pub async fn prepare_invocation(
     signer: &dyn Signer,
     invocation: &Invocation,
 ) -> Result<TransactionEnvelope, PrepareError> {
+    prepare(rpc, network, signer, invocation, None).await
+}
+
+/// [`prepare_invocation`], with the simulated authorizations checked against the one
+/// transfer `expected` (when given) before anything is signed.
+async fn prepare(
+    rpc: &dyn SorobanRpc,
+    network: &Network,
+    signer: &dyn Signer,
+    invocation: &Invocation,
+    expected: Option<&SorobanAuthorizedInvocation>,
+) -> Result<TransactionEnvelope, PrepareError> {
     let latest = rpc.latest_ledger().await?.sequence;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -149,6 +214,9 @@ pub async fn prepare_invocation(
         .first()
         .map(|result| result.auth.clone())
         .unwrap_or_default();
+    if let Some(expected) = expected {
+        check_transfer_authorization(&auth, &signer.address(), &invocation.source, expected)?;
+    }
     let expiration = latest.saturating_add(invocation.valid_for_ledgers);
     let signer_address = signer.address().to_sc_address();
     let mut signed = false;
