@@ -650,3 +650,116 @@ async fn a_payment_answered_with_another_402_still_counts_against_the_budget() {
     ));
     assert_eq!(received.lock().unwrap().len(), 1, "paid once, never again");
 }
+
+#[tokio::test]
+async fn offers_the_client_cannot_pay_as_asked_are_refused_with_nothing_sent() {
+    let world = world(Offers::Both).await;
+    let usdc = world.sandbox.usdc().to_string();
+    let pay_to = world.pay_to.to_string();
+    let unsponsored = serde_json::json!({"x402Version": 2, "resource": {"url": "http://x/paid"},
+        "accepts": [{"scheme": "exact", "network": "stellar:testnet", "amount": "1",
+            "asset": usdc, "payTo": pay_to, "maxTimeoutSeconds": 60, "extra": {}}]});
+    let pull_only = serde_json::json!({"amount": "1", "currency": usdc, "recipient": pay_to,
+        "methodDetails": {"network": "stellar:testnet", "credentialTypes": ["transaction"]}});
+    let mut expired = tower_paywall::mpp::Challenge::builder(
+        "example",
+        "stellar",
+        "charge",
+        pull_only.as_object().unwrap(),
+    );
+    expired = expired.expires(tower_paywall::mpp::Timestamp::from_unix_millis(1_000).unwrap());
+    let expired = expired.issue(&keys()).to_header_value().unwrap();
+    let cases: Vec<(&str, (&'static str, String), Policy, ChargeMode)> = vec![
+        (
+            "x402 without sponsored fees",
+            (
+                "payment-required",
+                tower_paywall::x402::header::encode(&unsponsored)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            Policy::default(),
+            ChargeMode::Pull,
+        ),
+        (
+            "a push the server does not take",
+            ("www-authenticate", challenge_header("charge", pull_only)),
+            Policy::default(),
+            ChargeMode::Push,
+        ),
+        (
+            "an expired challenge",
+            ("www-authenticate", expired.to_str().unwrap().to_owned()),
+            Policy::default(),
+            ChargeMode::Pull,
+        ),
+    ];
+    for (case, offer, policy, mode) in cases {
+        let (url, received) = fixed_402(vec![offer]).await;
+        let client = PayingClient::builder(
+            world.payer.clone(),
+            Arc::new(world.sandbox.clone()),
+            Network::testnet(),
+        )
+        .policy(policy)
+        .charge_mode(mode)
+        .build()
+        .unwrap();
+        match client.get(&url).send().await {
+            Err(ClientError::Pay(PayError::Unsupported(_) | PayError::InvalidOffer(_))) => {}
+            other => panic!("{case}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(client.spent(), 0, "{case}");
+        assert!(received.lock().unwrap().is_empty(), "{case}");
+    }
+
+    // A channel's origin must be a URL.
+    let built = PayingClient::builder(
+        world.payer.clone(),
+        Arc::new(world.sandbox.clone()),
+        Network::testnet(),
+    )
+    .channel("not a url", Address::Contract([1; 32]), world.payer.clone())
+    .build();
+    assert!(matches!(
+        built,
+        Err(tower_paywall::client::ClientBuildError::Origin)
+    ));
+}
+
+#[tokio::test]
+async fn a_push_that_fails_after_submitting_counts_as_spent() {
+    let world = world(Offers::Both).await;
+    // The envelope's signature is given, the `signedHash` one refused.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (key, count) = (world.payer.clone(), calls.clone());
+    let signer = CallbackSigner::new(world.payer.public_key(), move |message: Vec<u8>| {
+        let key = key.clone();
+        let call = count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if call == 0 {
+                Ok(key.sign(&message))
+            } else {
+                Err(SignError::Refused("no".into()))
+            }
+        }
+    });
+    let client = PayingClient::builder(signer, Arc::new(world.sandbox.clone()), Network::testnet())
+        .policy(Policy::default().prefer([Intent::MPP_CHARGE]))
+        .charge_mode(ChargeMode::Push)
+        .build()
+        .unwrap();
+    let before = balances(&world).await;
+    match client.get(&world.url).send().await {
+        Err(ClientError::Incomplete(PayError::Signer(_))) => {}
+        other => panic!("expected Incomplete, got {other:?}"),
+    }
+    assert_eq!(client.spent(), PRICE_ATOMIC);
+    assert_eq!(
+        balances(&world).await,
+        (before.0 - PRICE_ATOMIC, before.1 + PRICE_ATOMIC),
+        "the transfer landed"
+    );
+}

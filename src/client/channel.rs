@@ -379,6 +379,50 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_commitment_signature_still_counts_as_spent() {
+        let channel = Address::Contract([7; 32]);
+        let refusing = crate::stellar::CallbackSigner::new([9; 32], |_| async {
+            Err(crate::stellar::SignError::Refused("no".into()))
+        });
+        let wallet = Wallet {
+            channels: vec![WalletChannel {
+                origin: "http://a".into(),
+                channel,
+                signer: Arc::new(refusing),
+            }],
+            store: Arc::new(MemoryCumulativeStore::default()),
+        };
+        let request = ChannelRequest {
+            amount: 10,
+            channel,
+            network: "stellar:testnet".into(),
+            cumulative: 0,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let failed = runtime.block_on(payload(
+            &wallet,
+            "http://a",
+            &Network::testnet(),
+            &request,
+            Action::Close,
+        ));
+        // The amount was raised before the signature: the next voucher will include it.
+        assert!(matches!(
+            failed,
+            Err(Failure {
+                error: PayError::Signer(_),
+                spent: true
+            })
+        ));
+        assert_eq!(
+            wallet.store.current("stellar:testnet", &channel).unwrap(),
+            10
+        );
+    }
+
+    #[test]
     fn amounts_only_go_up_and_survive_a_reopen() {
         let dir = std::env::temp_dir().join(format!("cumulative-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
