@@ -108,6 +108,30 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// A payer on a fresh channel (in-memory store), and the same route unpriced and paid.
+    fn routes(&self) -> (Payer, Router, Router) {
+        let (scheme, channel) = self.scheme(Arc::new(MemoryChannelStore::new()));
+        let payer = Payer {
+            scheme: scheme.clone(),
+            channel,
+            key: self.key.clone(),
+            cumulative: AtomicI64::new(0),
+        };
+        let unpriced = Router::new().route("/paid", get(|| async { "content" }));
+        let paid = Router::new()
+            .route("/paid", get(|| async { "content" }))
+            .layer(
+                PaymentLayer::builder()
+                    .shared_scheme(scheme)
+                    .price(Price::parse(PRICE).unwrap())
+                    .build()
+                    .unwrap(),
+            );
+        (payer, unpriced, paid)
+    }
+}
+
 fn keys() -> ChallengeKeys {
     ChallengeKeys::new(ChallengeSecret::new(*b"a benchmark secret of 32 bytes..").unwrap())
 }
@@ -227,23 +251,7 @@ fn voucher(c: &mut Criterion) {
 
 fn route(c: &mut Criterion) {
     let bench = Bench::new();
-    let (scheme, channel) = bench.scheme(Arc::new(MemoryChannelStore::new()));
-    let payer = Payer {
-        scheme: scheme.clone(),
-        channel,
-        key: bench.key.clone(),
-        cumulative: AtomicI64::new(0),
-    };
-    let unpriced = Router::new().route("/paid", get(|| async { "content" }));
-    let paid = Router::new()
-        .route("/paid", get(|| async { "content" }))
-        .layer(
-            PaymentLayer::builder()
-                .shared_scheme(scheme)
-                .price(Price::parse(PRICE).unwrap())
-                .build()
-                .unwrap(),
-        );
+    let (payer, unpriced, paid) = bench.routes();
     let mut group = c.benchmark_group("channel route");
     // Both run the same way: a request built outside the timing, then one `block_on`.
     group.bench_function("the route unpriced", |b| {
@@ -279,23 +287,7 @@ fn paired() {
     };
     const BLOCK: usize = 100;
     let bench = Bench::new();
-    let (scheme, channel) = bench.scheme(Arc::new(MemoryChannelStore::new()));
-    let payer = Payer {
-        scheme: scheme.clone(),
-        channel,
-        key: bench.key.clone(),
-        cumulative: AtomicI64::new(0),
-    };
-    let unpriced = Router::new().route("/paid", get(|| async { "content" }));
-    let paid = Router::new()
-        .route("/paid", get(|| async { "content" }))
-        .layer(
-            PaymentLayer::builder()
-                .shared_scheme(scheme)
-                .price(Price::parse(PRICE).unwrap())
-                .build()
-                .unwrap(),
-        );
+    let (payer, unpriced, paid) = bench.routes();
     let bytes =
         commitment_bytes(&Network::testnet().id(), &Address::Contract([7; 32]), 42).unwrap();
     let signature = bench.key.sign(&bytes);

@@ -64,35 +64,57 @@ pub trait CumulativeStore: Send + Sync + 'static {
 
 type Amounts = BTreeMap<String, i128>;
 
-fn key(network: &str, channel: &Address) -> String {
-    format!("{network} {channel}")
+/// The amounts of a store, under one lock: what both stores share.
+#[derive(Debug, Default)]
+struct Locked(Mutex<Amounts>);
+
+impl Locked {
+    fn current(&self, network: &str, channel: &Address) -> i128 {
+        let amounts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        amounts.get(&key(network, channel)).copied().unwrap_or(0)
+    }
+
+    /// Raises the amount to `max(current, floor) + amount`; the new amounts are kept only once
+    /// `persist` has accepted them.
+    fn advance(
+        &self,
+        network: &str,
+        channel: &Address,
+        floor: i128,
+        amount: i128,
+        persist: impl FnOnce(&Amounts) -> Result<(), CumulativeError>,
+    ) -> Result<i128, CumulativeError> {
+        let mut amounts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = key(network, channel);
+        let next = amounts
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
+            .max(floor)
+            .checked_add(amount)
+            .ok_or(CumulativeError::Overflow)?;
+        let mut raised = amounts.clone();
+        raised.insert(key, next);
+        persist(&raised)?;
+        *amounts = raised;
+        Ok(next)
+    }
 }
 
-fn advanced(
-    amounts: &mut Amounts,
-    key: String,
-    floor: i128,
-    amount: i128,
-) -> Result<i128, CumulativeError> {
-    let current = amounts.get(&key).copied().unwrap_or(0).max(floor);
-    let next = current
-        .checked_add(amount)
-        .ok_or(CumulativeError::Overflow)?;
-    amounts.insert(key, next);
-    Ok(next)
+fn key(network: &str, channel: &Address) -> String {
+    format!("{network} {channel}")
 }
 
 /// Cumulative amounts in memory: lost on exit (tests, short-lived agents whose channels are
 /// closed before they stop).
 #[derive(Debug, Default)]
 pub struct MemoryCumulativeStore {
-    amounts: Mutex<Amounts>,
+    amounts: Locked,
 }
 
 impl CumulativeStore for MemoryCumulativeStore {
     fn current(&self, network: &str, channel: &Address) -> Result<i128, CumulativeError> {
-        let amounts = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(amounts.get(&key(network, channel)).copied().unwrap_or(0))
+        Ok(self.amounts.current(network, channel))
     }
 
     fn advance(
@@ -102,8 +124,7 @@ impl CumulativeStore for MemoryCumulativeStore {
         floor: i128,
         amount: i128,
     ) -> Result<i128, CumulativeError> {
-        let mut amounts = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
-        advanced(&mut amounts, key(network, channel), floor, amount)
+        (self.amounts).advance(network, channel, floor, amount, |_| Ok(()))
     }
 }
 
@@ -114,7 +135,7 @@ impl CumulativeStore for MemoryCumulativeStore {
 #[derive(Debug)]
 pub struct FileCumulativeStore {
     path: PathBuf,
-    amounts: Mutex<Amounts>,
+    amounts: Locked,
     /// Held for the store's life.
     _lock: File,
 }
@@ -137,7 +158,7 @@ impl FileCumulativeStore {
         };
         Ok(FileCumulativeStore {
             path,
-            amounts: Mutex::new(amounts),
+            amounts: Locked(Mutex::new(amounts)),
             _lock: lock,
         })
     }
@@ -186,8 +207,7 @@ fn parse(bytes: &[u8]) -> Result<Amounts, CumulativeError> {
 
 impl CumulativeStore for FileCumulativeStore {
     fn current(&self, network: &str, channel: &Address) -> Result<i128, CumulativeError> {
-        let amounts = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(amounts.get(&key(network, channel)).copied().unwrap_or(0))
+        Ok(self.amounts.current(network, channel))
     }
 
     fn advance(
@@ -197,13 +217,8 @@ impl CumulativeStore for FileCumulativeStore {
         floor: i128,
         amount: i128,
     ) -> Result<i128, CumulativeError> {
-        let mut amounts = self.amounts.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = amounts.clone();
-        let cumulative = advanced(&mut next, key(network, channel), floor, amount)?;
         // Only what reached the disk is kept: a failed write leaves the old amounts.
-        self.write(&next)?;
-        *amounts = next;
-        Ok(cumulative)
+        (self.amounts).advance(network, channel, floor, amount, |raised| self.write(raised))
     }
 }
 

@@ -115,21 +115,15 @@ pub(crate) async fn payload(
     if info.status != TransactionStatus::Success {
         return Err(PayError::Submission(format!("{:?}", info.status)).into());
     }
-    let hash = sent.hash.to_string();
-    let message = format!("{}:{hash}", challenge.id);
+    let message = crate::mpp::charge::push_message(&challenge.id, &sent.hash);
     let signature = crate::stellar::signer::sign_checked(signer, message.as_bytes())
         .await
         .map_err(|error| Failure::spent(PayError::Signer(error.to_string())))?;
     Ok(json!({
         "type": "signedHash",
-        "hash": hash,
+        "hash": sent.hash.to_string(),
         "sourceSignature": crate::hex::encode(&signature),
     }))
-}
-
-/// The `source` DID of the payer.
-pub(crate) fn source(network: &Network, signer: &dyn Signer) -> String {
-    format!("did:pkh:{}:{}", network.caip2(), signer.address())
 }
 
 /// Seconds until the challenge expires (the official client's default without an expiry).

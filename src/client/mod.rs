@@ -610,7 +610,10 @@ impl PayingClient {
                 )
                 .await?;
                 let mut credential = MppCredential::new(challenge.clone(), payload);
-                credential.source = Some(charge::source(&inner.network, &*inner.signer));
+                credential.source = Some(crate::mpp::charge::source_did(
+                    &inner.network,
+                    &inner.signer.address(),
+                ));
                 let value = HeaderValue::try_from(credential.encode())
                     .map_err(|_| Failure::spent(PayError::InvalidOffer("charge credential")))?;
                 Ok(Built {

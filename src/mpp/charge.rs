@@ -202,6 +202,17 @@ struct ChargeVerified {
     hash: TransactionHash,
 }
 
+/// The credential `source` naming `payer` on `network`: `did:pkh:<network CAIP-2>:G…` (read
+/// back by the server's payer check).
+pub(crate) fn source_did(network: &Network, payer: &Address) -> String {
+    format!("did:pkh:{}:{payer}", network.caip2())
+}
+
+/// What a `signedHash` push signs: `"{challenge id}:{lowercase hash}"`.
+pub(crate) fn push_message(challenge_id: &str, hash: &TransactionHash) -> String {
+    format!("{challenge_id}:{hash}")
+}
+
 impl StellarCharge {
     /// The challenge request for `price`.
     fn request(&self, price: &Price) -> Map<String, Value> {
@@ -432,7 +443,7 @@ impl StellarCharge {
             return Err(failed());
         }
         let key = payer.ed25519_key().ok_or_else(failed)?;
-        let message = format!("{challenge_id}:{hash}");
+        let message = push_message(challenge_id, &hash);
         if !verify_ed25519(&key, message.as_bytes(), &signature) {
             return Err(failed());
         }

@@ -20,7 +20,7 @@
 
 use std::sync::OnceLock;
 
-use stellar_xdr::{BytesM, ScBytes, ScVal};
+use stellar_xdr::ScVal;
 
 use super::{Sandbox, SandboxError};
 use crate::stellar::{Address, Keypair};
@@ -128,16 +128,15 @@ impl Sandbox {
 
 /// The channel constructor's arguments.
 pub(super) fn constructor_args(params: &ChannelParams<'_>) -> Result<Vec<ScVal>, SandboxError> {
-    let commitment_key = BytesM::try_from(params.commitment_key.to_vec())
-        .map_err(|_| SandboxError::Host("a commitment key is 32 bytes".into()))?;
-    Ok(vec![
-        ScVal::Address(params.token.to_sc_address()),
-        ScVal::Address(params.from.address().to_sc_address()),
-        ScVal::Bytes(ScBytes(commitment_key)),
-        ScVal::Address(params.to.to_sc_address()),
-        super::friendbot::i128_value(params.amount),
-        ScVal::U32(params.refund_waiting_period),
-    ])
+    crate::stellar::channel::constructor_args(
+        &params.token,
+        &params.from.address(),
+        &params.commitment_key,
+        &params.to,
+        params.amount,
+        params.refund_waiting_period,
+    )
+    .map_err(|error| SandboxError::Host(error.to_string()))
 }
 
 #[cfg(test)]

@@ -6,10 +6,7 @@
 //! its key and enforced by the host (see `Ledger::run_setup_signed`). The root account is the
 //! source and pays nothing. Both steps take effect at once, in the latest ledger.
 
-use stellar_xdr::{
-    BytesM, ContractExecutable, ContractIdPreimage, ContractIdPreimageFromAddress,
-    CreateContractArgsV2, Hash, HostFunction, ScAddress, ScVal, Uint256, VecM,
-};
+use stellar_xdr::{BytesM, Hash, HostFunction, ScAddress, ScVal};
 
 use super::actor::Command;
 use super::ledger::Ledger;
@@ -75,16 +72,8 @@ fn create_contract(
     hash: Hash,
     args: Vec<ScVal>,
 ) -> Result<HostFunction, SandboxError> {
-    let constructor_args = VecM::try_from(args)
-        .map_err(|_| SandboxError::Host("too many constructor arguments".into()))?;
-    Ok(HostFunction::CreateContractV2(CreateContractArgsV2 {
-        contract_id_preimage: ContractIdPreimage::Address(ContractIdPreimageFromAddress {
-            address: deployer.to_sc_address(),
-            salt: Uint256(salt),
-        }),
-        executable: ContractExecutable::Wasm(hash),
-        constructor_args,
-    }))
+    crate::stellar::channel::create_contract(deployer, salt, hash.0, args)
+        .map_err(|error| SandboxError::Host(error.to_string()))
 }
 
 impl Sandbox {

@@ -283,3 +283,59 @@ async fn simulate(
     }
     Ok(simulation)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stellar::{Keypair, USDC_TESTNET};
+
+    /// Every way a simulated authorization may differ from the one transfer is refused.
+    #[test]
+    fn only_the_payers_authorization_of_the_transfer_itself_passes() {
+        let payer = Keypair::from_seed([1; 32]).address();
+        let other = Keypair::from_seed([2; 32]).address();
+        let transfer = build_transfer(&TransferRequest {
+            source: NULL_ACCOUNT,
+            sequence: 1,
+            fee: BASE_FEE,
+            contract: USDC_TESTNET.parse().unwrap(),
+            from: payer,
+            to: other,
+            amount: 10,
+            nonce: 7,
+            signature_expiration_ledger: 100,
+            max_time: 0,
+            credentials: CredentialsArm::Address,
+        })
+        .unwrap();
+        let entry = transfer.auths().next().unwrap().clone();
+        let expected = entry.root_invocation.clone();
+        let check = |auth: &[SorobanAuthorizationEntry], source: &Address| {
+            check_transfer_authorization(auth, &payer, source, &expected)
+        };
+        assert!(check(std::slice::from_ref(&entry), &NULL_ACCOUNT).is_ok());
+
+        let refused = |auth: &[SorobanAuthorizationEntry], source: &Address| {
+            matches!(
+                check(auth, source),
+                Err(PrepareError::UnexpectedAuthorization(_))
+            )
+        };
+        assert!(refused(&[], &NULL_ACCOUNT));
+        assert!(refused(&[entry.clone(), entry.clone()], &NULL_ACCOUNT));
+        let mut deeper = entry.clone();
+        deeper.root_invocation.sub_invocations = vec![expected.clone()].try_into().unwrap();
+        assert!(refused(&[deeper], &NULL_ACCOUNT));
+        let mut elsewhere = entry.clone();
+        if let SorobanCredentials::Address(credentials) = &mut elsewhere.credentials {
+            credentials.address = other.to_sc_address();
+        }
+        assert!(refused(&[elsewhere], &NULL_ACCOUNT));
+        // Source-account credentials: the envelope's signature authorizes them, so only when
+        // the payer is the source.
+        let mut by_source = entry;
+        by_source.credentials = SorobanCredentials::SourceAccount;
+        assert!(refused(std::slice::from_ref(&by_source), &NULL_ACCOUNT));
+        assert!(check(&[by_source], &payer).is_ok());
+    }
+}

@@ -34,6 +34,8 @@ pub use commitment::{COMMITMENT_DOMAIN, COMMITMENT_LEN, CommitmentError, commitm
 #[cfg(feature = "rpc")]
 pub use open::{OpenChannel, OpenChannelError, channel_address, open_channel};
 #[cfg(feature = "rpc")]
+pub(crate) use open::{constructor_args, create_contract};
+#[cfg(feature = "rpc")]
 pub use state::{
     ChannelFunction, ChannelInfo, ChannelReadError, channel_call, read_channel,
     source_authorization,

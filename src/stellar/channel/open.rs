@@ -87,25 +87,15 @@ pub async fn open_channel(
     channel: &OpenChannel,
 ) -> Result<Address, OpenChannelError> {
     let from = funder.address();
-    let args = vec![
-        ScVal::Address(channel.token.to_sc_address()),
-        ScVal::Address(from.to_sc_address()),
-        ScVal::Bytes(ScBytes(
-            channel
-                .commitment_key
-                .to_vec()
-                .try_into()
-                .map_err(|_| TransferError::InvalidXdr)?,
-        )),
-        ScVal::Address(channel.to.to_sc_address()),
-        ScVal::I128(i128_to_parts(channel.amount)),
-        ScVal::U32(channel.refund_waiting_period),
-    ];
-    let host_function = HostFunction::CreateContractV2(CreateContractArgsV2 {
-        contract_id_preimage: preimage(&from, channel.salt),
-        executable: ContractExecutable::Wasm(Hash(channel.wasm_hash)),
-        constructor_args: VecM::try_from(args).map_err(|_| TransferError::InvalidXdr)?,
-    });
+    let args = constructor_args(
+        &channel.token,
+        &from,
+        &channel.commitment_key,
+        &channel.to,
+        channel.amount,
+        channel.refund_waiting_period,
+    )?;
+    let host_function = create_contract(&from, channel.salt, channel.wasm_hash, args)?;
     let invocation = Invocation {
         source: from,
         sequence: account_sequence(rpc, &from).await?.saturating_add(1),
@@ -125,6 +115,45 @@ pub async fn open_channel(
         return Err(OpenChannelError::NotApplied("failed on the ledger"));
     }
     Ok(channel_address(&network.id(), &from, channel.salt))
+}
+
+/// The channel constructor's arguments, in its ABI's order: `(token, from, commitment_key,
+/// to, amount, refund_waiting_period)`.
+pub(crate) fn constructor_args(
+    token: &Address,
+    from: &Address,
+    commitment_key: &[u8; 32],
+    to: &Address,
+    amount: i128,
+    refund_waiting_period: u32,
+) -> Result<Vec<ScVal>, TransferError> {
+    let commitment_key = commitment_key
+        .to_vec()
+        .try_into()
+        .map_err(|_| TransferError::InvalidXdr)?;
+    Ok(vec![
+        ScVal::Address(token.to_sc_address()),
+        ScVal::Address(from.to_sc_address()),
+        ScVal::Bytes(ScBytes(commitment_key)),
+        ScVal::Address(to.to_sc_address()),
+        ScVal::I128(i128_to_parts(amount)),
+        ScVal::U32(refund_waiting_period),
+    ])
+}
+
+/// `CreateContractV2`: the contract of code `wasm_hash`, from `deployer`'s address and `salt`,
+/// built by its constructor with `args`.
+pub(crate) fn create_contract(
+    deployer: &Address,
+    salt: [u8; 32],
+    wasm_hash: [u8; 32],
+    args: Vec<ScVal>,
+) -> Result<HostFunction, TransferError> {
+    Ok(HostFunction::CreateContractV2(CreateContractArgsV2 {
+        contract_id_preimage: preimage(deployer, salt),
+        executable: ContractExecutable::Wasm(Hash(wasm_hash)),
+        constructor_args: VecM::try_from(args).map_err(|_| TransferError::InvalidXdr)?,
+    }))
 }
 
 fn preimage(funder: &Address, salt: [u8; 32]) -> ContractIdPreimage {
