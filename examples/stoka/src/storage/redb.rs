@@ -6,6 +6,10 @@
 //!   range-scans it up to `now` and deletes both. Reads check the expiry too.
 //! - Writes commit in two phases (the bodies are attacker-chosen bytes) and are durable when
 //!   they return; the file is compacted when it is opened, when no transaction is live.
+//! - Queues follow research/storage.md §3.4: a message row, its body, a `ready` index ordered
+//!   by `(mailbox, visible_at, seq)` that `pop` range-scans up to `now`, and an expiry index
+//!   for the 4-day retention.
+//! - Challenges have their own expiry index; taking one removes it in the same transaction.
 //! - redb is blocking: every operation runs on the blocking pool.
 
 use std::path::Path;
@@ -13,7 +17,11 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Blob, Put, PutMode, Storage, StorageError};
+use super::receipt::{self, Token};
+use super::{
+    Ack, Blob, Challenge, DeadLetter, Delivery, NewMessage, PopOptions, Put, PutMode, Storage,
+    StorageError, Usage,
+};
 use tower_paywall::BoxFuture;
 
 /// The largest chunk of a blob, in bytes.
@@ -25,6 +33,39 @@ const BLOBS: TableDefinition<(&str, &str), (u64, u64, u32)> = TableDefinition::n
 const CHUNKS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("blob_chunks");
 /// `(expires_at, owner, key) → ()`.
 const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("blob_expiry");
+
+/// `(to, topic, seq) → (sent_at, expires_at, visible_at, receive_count, token, dead, from)`.
+const MESSAGES: TableDefinition<MessageKey, MessageValue> = TableDefinition::new("messages");
+/// `(sent_at, expires_at, visible_at, receive_count, token, dead, from)`.
+type MessageValue = (u64, u64, u64, u32, Token, bool, &'static str);
+/// `(to, topic, seq)`.
+type MessageKey = (&'static str, &'static str, u64);
+/// `(to, topic, seq) → body`.
+const MESSAGE_BODIES: TableDefinition<(&str, &str, u64), &[u8]> =
+    TableDefinition::new("message_bodies");
+/// `(to, topic, visible_at, seq) → ()`: the messages `pop` may deliver.
+const READY: TableDefinition<(&str, &str, u64, u64), ()> = TableDefinition::new("message_ready");
+/// `(to, topic, seq) → ()`: the dead letters.
+const DEAD: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("message_dead");
+/// `(expires_at, to, topic, seq) → ()`.
+const MESSAGE_EXPIRY: TableDefinition<(u64, &str, &str, u64), ()> =
+    TableDefinition::new("message_expiry");
+/// `name → value`: the next message id.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `(wallet, day) → (operations, bytes_in, bytes_out, charged_atomic)`.
+const USAGE: TableDefinition<(&str, u32), (u64, u64, u64, u64)> = TableDefinition::new("usage");
+/// `id → (audience, message, expires_at)`.
+const CHALLENGES: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("challenges");
+/// `(expires_at, id) → ()`.
+const CHALLENGE_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("challenge_expiry");
+/// `wallet → email`.
+const PROFILES: TableDefinition<&str, &str> = TableDefinition::new("profiles");
+
+/// The most index entries one `pop` looks at (expired and dead messages are cleared on the way).
+const POP_SCAN: usize = 64;
+
+/// A message row.
+type MessageRow = (u64, u64, u64, u32, Token, bool, String);
 
 /// stoka's storage in one redb file.
 #[derive(Clone)]
@@ -56,6 +97,16 @@ impl RedbStorage {
         txn.open_table(BLOBS).map_err(backend)?;
         txn.open_table(CHUNKS).map_err(backend)?;
         txn.open_table(EXPIRY).map_err(backend)?;
+        txn.open_table(MESSAGES).map_err(backend)?;
+        txn.open_table(MESSAGE_BODIES).map_err(backend)?;
+        txn.open_table(READY).map_err(backend)?;
+        txn.open_table(DEAD).map_err(backend)?;
+        txn.open_table(MESSAGE_EXPIRY).map_err(backend)?;
+        txn.open_table(META).map_err(backend)?;
+        txn.open_table(USAGE).map_err(backend)?;
+        txn.open_table(CHALLENGES).map_err(backend)?;
+        txn.open_table(CHALLENGE_EXPIRY).map_err(backend)?;
+        txn.open_table(PROFILES).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStorage { db: Arc::new(db) })
     }
@@ -106,6 +157,106 @@ fn remove(txn: &redb::WriteTransaction, owner: &str, key: &str) -> Result<bool, 
         .remove((expires_at, owner, key))
         .map_err(backend)?;
     Ok(true)
+}
+
+/// A message's row.
+fn message(
+    txn: &redb::WriteTransaction,
+    to: &str,
+    topic: &str,
+    seq: u64,
+) -> Result<Option<MessageRow>, StorageError> {
+    let messages = txn.open_table(MESSAGES).map_err(backend)?;
+    let row = messages.get((to, topic, seq)).map_err(backend)?;
+    Ok(row.map(|row| {
+        let (sent_at, expires_at, visible_at, count, token, dead, from) = row.value();
+        (
+            sent_at,
+            expires_at,
+            visible_at,
+            count,
+            token,
+            dead,
+            from.to_owned(),
+        )
+    }))
+}
+
+/// Removes a message and every index entry of it (inside a write transaction).
+fn remove_message(
+    txn: &redb::WriteTransaction,
+    to: &str,
+    topic: &str,
+    seq: u64,
+) -> Result<(), StorageError> {
+    let Some((_, expires_at, visible_at, _, _, dead, _)) = message(txn, to, topic, seq)? else {
+        return Ok(());
+    };
+    let key = (to, topic, seq);
+    txn.open_table(MESSAGES)
+        .map_err(backend)?
+        .remove(key)
+        .map_err(backend)?;
+    txn.open_table(MESSAGE_BODIES)
+        .map_err(backend)?
+        .remove(key)
+        .map_err(backend)?;
+    if dead {
+        txn.open_table(DEAD)
+            .map_err(backend)?
+            .remove(key)
+            .map_err(backend)?;
+    } else {
+        txn.open_table(READY)
+            .map_err(backend)?
+            .remove((to, topic, visible_at, seq))
+            .map_err(backend)?;
+    }
+    txn.open_table(MESSAGE_EXPIRY)
+        .map_err(backend)?
+        .remove((expires_at, to, topic, seq))
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Rewrites a message's row (its body and expiry entry stay).
+fn write_message(
+    txn: &redb::WriteTransaction,
+    to: &str,
+    topic: &str,
+    seq: u64,
+    row: &MessageRow,
+) -> Result<(), StorageError> {
+    let (sent_at, expires_at, visible_at, count, token, dead, from) = row;
+    txn.open_table(MESSAGES)
+        .map_err(backend)?
+        .insert(
+            (to, topic, seq),
+            (
+                *sent_at,
+                *expires_at,
+                *visible_at,
+                *count,
+                *token,
+                *dead,
+                from.as_str(),
+            ),
+        )
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn read_body(
+    table: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
+    to: &str,
+    topic: &str,
+    seq: u64,
+) -> Result<Vec<u8>, StorageError> {
+    let body = table
+        .get((to, topic, seq))
+        .map_err(backend)?
+        .ok_or_else(|| backend("a message body is missing"))?;
+    Ok(body.value().to_vec())
 }
 
 fn write_txn(db: &Database) -> Result<redb::WriteTransaction, StorageError> {
@@ -218,9 +369,360 @@ impl Storage for RedbStorage {
         })
     }
 
+    fn push<'a>(
+        &'a self,
+        to: &'a str,
+        topic: &'a str,
+        message: NewMessage<'a>,
+    ) -> BoxFuture<'a, Result<String, StorageError>> {
+        let (to, topic) = (to.to_owned(), topic.to_owned());
+        let (body, from) = (message.body.to_vec(), message.from.to_owned());
+        let (sent_at, expires_at) = (message.sent_at, message.expires_at);
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            let seq = {
+                let mut meta = txn.open_table(META).map_err(backend)?;
+                let seq = meta
+                    .get("next_message")
+                    .map_err(backend)?
+                    .map_or(1, |seq| seq.value());
+                meta.insert("next_message", seq + 1).map_err(backend)?;
+                seq
+            };
+            let (to, topic) = (to.as_str(), topic.as_str());
+            let row = (sent_at, expires_at, sent_at, 0, [0; 16], false, from);
+            write_message(&txn, to, topic, seq, &row)?;
+            txn.open_table(MESSAGE_BODIES)
+                .map_err(backend)?
+                .insert((to, topic, seq), body.as_slice())
+                .map_err(backend)?;
+            txn.open_table(READY)
+                .map_err(backend)?
+                .insert((to, topic, sent_at, seq), ())
+                .map_err(backend)?;
+            txn.open_table(MESSAGE_EXPIRY)
+                .map_err(backend)?
+                .insert((expires_at, to, topic, seq), ())
+                .map_err(backend)?;
+            txn.commit().map_err(backend)?;
+            Ok(seq.to_string())
+        })
+    }
+
+    fn pop<'a>(
+        &'a self,
+        owner: &'a str,
+        topic: &'a str,
+        now: u64,
+        options: PopOptions,
+    ) -> BoxFuture<'a, Result<Option<Delivery>, StorageError>> {
+        let (owner, topic) = (owner.to_owned(), topic.to_owned());
+        self.blocking(move |db| {
+            let (to, topic) = (owner.as_str(), topic.as_str());
+            let txn = write_txn(db)?;
+            // The oldest visible entries, in (visible_at, seq) order.
+            let due: Vec<(u64, u64)> = {
+                let ready = txn.open_table(READY).map_err(backend)?;
+                let range = ready
+                    .range((to, topic, 0, 0)..=(to, topic, now, u64::MAX))
+                    .map_err(backend)?;
+                let mut due = Vec::new();
+                for entry in range.take(POP_SCAN) {
+                    let (key, _) = entry.map_err(backend)?;
+                    let (_, _, visible_at, seq) = key.value();
+                    due.push((visible_at, seq));
+                }
+                due
+            };
+            let mut delivery = None;
+            for (visible_at, seq) in due {
+                let Some(mut row) = message(&txn, to, topic, seq)? else {
+                    return Err(backend("a ready entry has no message"));
+                };
+                if row.1 <= now {
+                    remove_message(&txn, to, topic, seq)?;
+                    continue;
+                }
+                txn.open_table(READY)
+                    .map_err(backend)?
+                    .remove((to, topic, visible_at, seq))
+                    .map_err(backend)?;
+                if row.3 >= options.max_receives {
+                    row.5 = true;
+                    write_message(&txn, to, topic, seq, &row)?;
+                    txn.open_table(DEAD)
+                        .map_err(backend)?
+                        .insert((to, topic, seq), ())
+                        .map_err(backend)?;
+                    continue;
+                }
+                let token = receipt::token()?;
+                row.2 = now.saturating_add(options.visibility_ms);
+                row.3 += 1;
+                row.4 = token;
+                write_message(&txn, to, topic, seq, &row)?;
+                txn.open_table(READY)
+                    .map_err(backend)?
+                    .insert((to, topic, row.2, seq), ())
+                    .map_err(backend)?;
+                let body = read_body(
+                    &txn.open_table(MESSAGE_BODIES).map_err(backend)?,
+                    to,
+                    topic,
+                    seq,
+                )?;
+                delivery = Some(Delivery {
+                    message_id: seq.to_string(),
+                    body,
+                    from: row.6,
+                    sent_at: row.0,
+                    receive_count: row.3,
+                    receipt: receipt::encode(seq, &token),
+                });
+                break;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(delivery)
+        })
+    }
+
+    fn ack<'a>(
+        &'a self,
+        owner: &'a str,
+        topic: &'a str,
+        receipt: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Ack, StorageError>> {
+        let Some((seq, token)) = receipt::decode(receipt) else {
+            return Box::pin(async { Ok(Ack::Unknown) });
+        };
+        let (owner, topic) = (owner.to_owned(), topic.to_owned());
+        self.blocking(move |db| {
+            let (to, topic) = (owner.as_str(), topic.as_str());
+            let txn = write_txn(db)?;
+            let answer = match message(&txn, to, topic, seq)? {
+                // Never delivered, expired, or dead: no delivery of it can be acknowledged.
+                None => Ack::Unknown,
+                Some((_, expires_at, _, count, _, dead, _))
+                    if count == 0 || dead || expires_at <= now =>
+                {
+                    Ack::Unknown
+                }
+                Some((_, _, _, _, current, _, _)) if current != token => Ack::Stale,
+                Some(_) => {
+                    remove_message(&txn, to, topic, seq)?;
+                    Ack::Deleted
+                }
+            };
+            txn.commit().map_err(backend)?;
+            Ok(answer)
+        })
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        owner: &'a str,
+        topic: &'a str,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>, StorageError>> {
+        let (owner, topic) = (owner.to_owned(), topic.to_owned());
+        self.blocking(move |db| {
+            let (to, topic) = (owner.as_str(), topic.as_str());
+            let txn = db.begin_read().map_err(backend)?;
+            let dead = txn.open_table(DEAD).map_err(backend)?;
+            let messages = txn.open_table(MESSAGES).map_err(backend)?;
+            let bodies = txn.open_table(MESSAGE_BODIES).map_err(backend)?;
+            let mut letters = Vec::new();
+            for entry in dead
+                .range((to, topic, 0)..=(to, topic, u64::MAX))
+                .map_err(backend)?
+            {
+                if letters.len() == limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(backend)?;
+                let (_, _, seq) = key.value();
+                let row = messages
+                    .get((to, topic, seq))
+                    .map_err(backend)?
+                    .ok_or_else(|| backend("a dead letter has no message"))?;
+                let (sent_at, expires_at, _, receive_count, _, _, from) = row.value();
+                if expires_at <= now {
+                    continue;
+                }
+                letters.push(DeadLetter {
+                    message_id: seq.to_string(),
+                    body: read_body(&bodies, to, topic, seq)?,
+                    from: from.to_owned(),
+                    sent_at,
+                    receive_count,
+                });
+            }
+            Ok(letters)
+        })
+    }
+
+    fn add_usage<'a>(
+        &'a self,
+        wallet: &'a str,
+        day: u32,
+        delta: Usage,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        let wallet = wallet.to_owned();
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            {
+                let mut usage = txn.open_table(USAGE).map_err(backend)?;
+                let old = usage
+                    .get((wallet.as_str(), day))
+                    .map_err(backend)?
+                    .map(|row| from_row(row.value()))
+                    .unwrap_or_default();
+                let new = old.plus(delta);
+                usage
+                    .insert(
+                        (wallet.as_str(), day),
+                        (
+                            new.operations,
+                            new.bytes_in,
+                            new.bytes_out,
+                            new.charged_atomic,
+                        ),
+                    )
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn usage<'a>(
+        &'a self,
+        wallet: &'a str,
+        from: u32,
+        to: u32,
+    ) -> BoxFuture<'a, Result<Vec<(u32, Usage)>, StorageError>> {
+        let wallet = wallet.to_owned();
+        self.blocking(move |db| {
+            if from > to {
+                return Ok(Vec::new());
+            }
+            let txn = db.begin_read().map_err(backend)?;
+            let usage = txn.open_table(USAGE).map_err(backend)?;
+            let mut days = Vec::new();
+            for entry in usage
+                .range((wallet.as_str(), from)..=(wallet.as_str(), to))
+                .map_err(backend)?
+            {
+                let (key, row) = entry.map_err(backend)?;
+                days.push((key.value().1, from_row(row.value())));
+            }
+            Ok(days)
+        })
+    }
+
+    fn issue_challenge<'a>(
+        &'a self,
+        id: &'a str,
+        challenge: &'a Challenge,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        let (id, challenge) = (id.to_owned(), challenge.clone());
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            {
+                let mut challenges = txn.open_table(CHALLENGES).map_err(backend)?;
+                if challenges.get(id.as_str()).map_err(backend)?.is_some() {
+                    return Ok(false);
+                }
+                let Challenge {
+                    audience,
+                    message,
+                    expires_at,
+                } = &challenge;
+                challenges
+                    .insert(
+                        id.as_str(),
+                        (audience.as_str(), message.as_str(), *expires_at),
+                    )
+                    .map_err(backend)?;
+                txn.open_table(CHALLENGE_EXPIRY)
+                    .map_err(backend)?
+                    .insert((*expires_at, id.as_str()), ())
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(true)
+        })
+    }
+
+    fn take_challenge<'a>(
+        &'a self,
+        id: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Option<Challenge>, StorageError>> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            let taken = {
+                let mut challenges = txn.open_table(CHALLENGES).map_err(backend)?;
+                let removed = challenges.remove(id.as_str()).map_err(backend)?;
+                removed.map(|row| {
+                    let (audience, message, expires_at) = row.value();
+                    Challenge {
+                        audience: audience.to_owned(),
+                        message: message.to_owned(),
+                        expires_at,
+                    }
+                })
+            };
+            if let Some(challenge) = &taken {
+                txn.open_table(CHALLENGE_EXPIRY)
+                    .map_err(backend)?
+                    .remove((challenge.expires_at, id.as_str()))
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(taken.filter(|challenge| challenge.expires_at > now))
+        })
+    }
+
+    fn set_email<'a>(
+        &'a self,
+        wallet: &'a str,
+        email: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        let (wallet, email) = (wallet.to_owned(), email.map(str::to_owned));
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            {
+                let mut profiles = txn.open_table(PROFILES).map_err(backend)?;
+                match &email {
+                    Some(email) => profiles.insert(wallet.as_str(), email.as_str()),
+                    None => profiles.remove(wallet.as_str()),
+                }
+                .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn email<'a>(&'a self, wallet: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+        let wallet = wallet.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let profiles = txn.open_table(PROFILES).map_err(backend)?;
+            let email = profiles.get(wallet.as_str()).map_err(backend)?;
+            Ok(email.map(|email| email.value().to_owned()))
+        })
+    }
+
     fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>> {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
+            let mut swept = sweep_messages(&txn, now, limit)?;
+            swept += sweep_challenges(&txn, now, limit - swept)?;
             let due: Vec<(String, String)> = {
                 let expiry = txn.open_table(EXPIRY).map_err(backend)?;
                 // Everything that expired by `now` (`expires_at <= now`).
@@ -228,7 +730,7 @@ impl Storage for RedbStorage {
                     .range((0, "", "")..(now.saturating_add(1), "", ""))
                     .map_err(backend)?;
                 let mut due = Vec::new();
-                for entry in range.take(limit) {
+                for entry in range.take(limit - swept) {
                     let (key, _) = entry.map_err(backend)?;
                     let (_, owner, key) = key.value();
                     due.push((owner.to_owned(), key.to_owned()));
@@ -239,9 +741,71 @@ impl Storage for RedbStorage {
                 remove(&txn, owner, key)?;
             }
             txn.commit().map_err(backend)?;
-            Ok(due.len())
+            Ok(swept + due.len())
         })
     }
+}
+
+fn from_row((operations, bytes_in, bytes_out, charged_atomic): (u64, u64, u64, u64)) -> Usage {
+    Usage {
+        operations,
+        bytes_in,
+        bytes_out,
+        charged_atomic,
+    }
+}
+
+/// Removes up to `limit` messages that expired by `now`.
+fn sweep_messages(
+    txn: &redb::WriteTransaction,
+    now: u64,
+    limit: usize,
+) -> Result<usize, StorageError> {
+    let due: Vec<(String, String, u64)> = {
+        let expiry = txn.open_table(MESSAGE_EXPIRY).map_err(backend)?;
+        let range = expiry
+            .range((0, "", "", 0)..(now.saturating_add(1), "", "", 0))
+            .map_err(backend)?;
+        let mut due = Vec::new();
+        for entry in range.take(limit) {
+            let (key, _) = entry.map_err(backend)?;
+            let (_, to, topic, seq) = key.value();
+            due.push((to.to_owned(), topic.to_owned(), seq));
+        }
+        due
+    };
+    for (to, topic, seq) in &due {
+        remove_message(txn, to, topic, *seq)?;
+    }
+    Ok(due.len())
+}
+
+/// Removes up to `limit` challenges that expired by `now`.
+fn sweep_challenges(
+    txn: &redb::WriteTransaction,
+    now: u64,
+    limit: usize,
+) -> Result<usize, StorageError> {
+    let due: Vec<(u64, String)> = {
+        let expiry = txn.open_table(CHALLENGE_EXPIRY).map_err(backend)?;
+        let range = expiry
+            .range((0, "")..(now.saturating_add(1), ""))
+            .map_err(backend)?;
+        let mut due = Vec::new();
+        for entry in range.take(limit) {
+            let (key, _) = entry.map_err(backend)?;
+            let (expires_at, id) = key.value();
+            due.push((expires_at, id.to_owned()));
+        }
+        due
+    };
+    let mut challenges = txn.open_table(CHALLENGES).map_err(backend)?;
+    let mut expiry = txn.open_table(CHALLENGE_EXPIRY).map_err(backend)?;
+    for (expires_at, id) in &due {
+        challenges.remove(id.as_str()).map_err(backend)?;
+        expiry.remove((*expires_at, id.as_str())).map_err(backend)?;
+    }
+    Ok(due.len())
 }
 
 #[cfg(test)]
