@@ -87,8 +87,20 @@ pub(crate) fn read(headers: &HeaderMap, intent: &str) -> Option<Result<Credentia
             .unwrap_or_default()
             .as_bytes(),
     );
-    let payer = credential.source.clone();
+    let payer = credential.source.as_deref().map(claimed_account);
     Some(Ok(Credential::new(key, fingerprint, payer, credential)))
+}
+
+/// The account a credential's `source` claims, as a strkey: `did:pkh:<network>:G…` gives
+/// `G…` (the form pricing hooks compare with owners); any other source is kept as sent.
+fn claimed_account(source: &str) -> String {
+    match source
+        .strip_prefix("did:pkh:")
+        .and_then(|rest| rest.rsplit_once(':'))
+    {
+        Some((_, account)) => account.to_owned(),
+        None => source.to_owned(),
+    }
 }
 
 /// The credential's MPP form, as [`read`] stored it.
@@ -227,4 +239,20 @@ pub(crate) fn receipt(reference: String) -> Receipt {
         HeaderValue::from_static("Payment-Receipt, WWW-Authenticate"),
     ));
     Receipt { reference, headers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claimed_account;
+
+    #[test]
+    fn the_claimed_payer_is_the_source_account() {
+        let account = "GD2RI3SAISN75UBYW4BSVIOKCNTDZVLZ4A5FVHTJD4LH6BEKUOITCD2L";
+        assert_eq!(
+            claimed_account(&format!("did:pkh:stellar:testnet:{account}")),
+            account
+        );
+        assert_eq!(claimed_account(account), account);
+        assert_eq!(claimed_account("did:web:example"), "did:web:example");
+    }
 }

@@ -1,21 +1,124 @@
 //! stoka's prices and limits, in USDC atomic units (1 USDC = 10^7). One place for every
-//! formula: the routes price with these, and the manifest publishes them.
+//! formula: the routes price with [`Rates`] and [`Limits`], and the manifest publishes the same
+//! values, so nothing a client reads is hard-coded apart from them.
 
-/// The largest blob, in bytes.
-pub const MAX_OBJECT_BYTES: u64 = 350_000;
-/// The largest queue message, in bytes.
-pub const MAX_MESSAGE_BYTES: u64 = 262_144;
-/// The shortest blob life, in seconds (1 hour).
-pub const MIN_TTL_SECONDS: u64 = 3_600;
-/// The longest blob life, in seconds (365 days).
-pub const MAX_TTL_SECONDS: u64 = 31_536_000;
-/// A blob's life when the request names none, in seconds (30 days).
-pub const DEFAULT_TTL_SECONDS: u64 = 2_592_000;
-/// The price of a `pop`, flat.
-pub const POP_PRICE: i128 = 100;
+use serde::{Deserialize, Serialize};
 
 const KIB: u64 = 1024;
 const DAY_SECONDS: u64 = 86_400;
+
+/// The price parameters (defaults: the published stoka rates).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rates {
+    /// `store`/`update`: the base.
+    pub store_base: u64,
+    /// `store`/`update`: per started KiB.
+    pub store_per_kib: u64,
+    /// `store`/`update`: per started KiB and started day of life.
+    pub store_per_kib_day: u64,
+    /// `retrieve`: the base.
+    pub retrieve_base: u64,
+    /// `retrieve`: per started KiB.
+    pub retrieve_per_kib: u64,
+    /// `push`: the base.
+    pub push_base: u64,
+    /// `push`: per started KiB.
+    pub push_per_kib: u64,
+    /// `pop`: flat.
+    pub pop: u64,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates {
+            store_base: 1000,
+            store_per_kib: 100,
+            store_per_kib_day: 10,
+            retrieve_base: 1000,
+            retrieve_per_kib: 100,
+            push_base: 200,
+            push_per_kib: 50,
+            pop: 100,
+        }
+    }
+}
+
+/// Whole KiB, rounded up.
+fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(KIB)
+}
+
+impl Rates {
+    /// `store` and `update`: `base + ceil(bytes / 1024) × (per_kib + ttl_days × per_kib_day)`,
+    /// with `ttl_days = ceil(ttl_seconds / 86400)`; saturating.
+    pub fn store(&self, bytes: u64, ttl_seconds: u64) -> u64 {
+        let ttl_days = ttl_seconds.div_ceil(DAY_SECONDS);
+        let per_kib = self
+            .store_per_kib
+            .saturating_add(ttl_days.saturating_mul(self.store_per_kib_day));
+        self.store_base
+            .saturating_add(kib(bytes).saturating_mul(per_kib))
+    }
+
+    /// `retrieve`: `base + per_kib × ceil(bytes / 1024)`.
+    pub fn retrieve(&self, bytes: u64) -> u64 {
+        self.retrieve_base
+            .saturating_add(self.retrieve_per_kib.saturating_mul(kib(bytes)))
+    }
+
+    /// `push`: `base + per_kib × ceil(bytes / 1024)`.
+    pub fn push(&self, bytes: u64) -> u64 {
+        self.push_base
+            .saturating_add(self.push_per_kib.saturating_mul(kib(bytes)))
+    }
+}
+
+/// The limits (defaults: the published stoka limits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The largest blob, in bytes.
+    pub max_object_bytes: u64,
+    /// The largest queue message, in bytes.
+    pub max_message_bytes: u64,
+    /// The shortest blob life, in seconds.
+    pub min_ttl_seconds: u64,
+    /// The longest blob life, in seconds.
+    pub max_ttl_seconds: u64,
+    /// A blob's life when the request names none, in seconds.
+    pub default_ttl_seconds: u64,
+    /// How long a popped message stays invisible, in seconds.
+    pub visibility_timeout_seconds: u64,
+    /// The longest long-poll of a `pop`, in seconds.
+    pub max_wait_seconds: u64,
+    /// Deliveries without an acknowledgement before a message goes to the dead letters.
+    pub max_receives: u32,
+    /// How long a message is kept, in seconds.
+    pub retention_seconds: u64,
+    /// How long a wallet challenge is valid, in seconds.
+    pub challenge_ttl_seconds: u64,
+    /// The most days `GET /v1/me/usage` answers.
+    pub max_usage_days: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_object_bytes: 350_000,
+            max_message_bytes: 262_144,
+            min_ttl_seconds: 3_600,
+            max_ttl_seconds: 31_536_000,
+            default_ttl_seconds: 2_592_000,
+            visibility_timeout_seconds: 30,
+            max_wait_seconds: 20,
+            max_receives: 10,
+            retention_seconds: 4 * DAY_SECONDS,
+            challenge_ttl_seconds: 300,
+            max_usage_days: 90,
+        }
+    }
+}
 
 /// Why a TTL was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -23,50 +126,30 @@ pub enum TtlError {
     /// Not a whole number of seconds.
     #[error("X-Stoka-TTL-Seconds must be a whole number of seconds")]
     NotANumber,
-    /// Outside 3600..=31536000.
-    #[error("X-Stoka-TTL-Seconds must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}")]
+    /// Outside the bounds.
+    #[error("X-Stoka-TTL-Seconds is out of range")]
     OutOfRange,
 }
 
-/// The TTL of a write: the `X-Stoka-TTL-Seconds` header's value, or the default.
-///
-/// # Errors
-///
-/// [`TtlError`] for anything but digits within the bounds.
-pub fn ttl_seconds(header: Option<&str>) -> Result<u64, TtlError> {
-    let Some(text) = header.map(str::trim) else {
-        return Ok(DEFAULT_TTL_SECONDS);
-    };
-    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(TtlError::NotANumber);
+impl Limits {
+    /// The TTL of a write: the `X-Stoka-TTL-Seconds` header's value, or the default.
+    ///
+    /// # Errors
+    ///
+    /// [`TtlError`] for anything but digits within the bounds.
+    pub fn ttl_seconds(&self, header: Option<&str>) -> Result<u64, TtlError> {
+        let Some(text) = header.map(str::trim) else {
+            return Ok(self.default_ttl_seconds);
+        };
+        if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(TtlError::NotANumber);
+        }
+        let seconds: u64 = text.parse().map_err(|_| TtlError::OutOfRange)?;
+        if !(self.min_ttl_seconds..=self.max_ttl_seconds).contains(&seconds) {
+            return Err(TtlError::OutOfRange);
+        }
+        Ok(seconds)
     }
-    let seconds: u64 = text.parse().map_err(|_| TtlError::OutOfRange)?;
-    if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&seconds) {
-        return Err(TtlError::OutOfRange);
-    }
-    Ok(seconds)
-}
-
-/// Whole KiB, rounded up.
-fn kib(bytes: u64) -> i128 {
-    i128::from(bytes.div_ceil(KIB))
-}
-
-/// `store` and `update`: `1000 + ceil(bytes / 1024) × (100 + ttl_days × 10)`, with
-/// `ttl_days = ceil(ttl_seconds / 86400)`.
-pub fn store_price(bytes: u64, ttl_seconds: u64) -> i128 {
-    let ttl_days = i128::from(ttl_seconds.div_ceil(DAY_SECONDS));
-    1000 + kib(bytes) * (100 + ttl_days * 10)
-}
-
-/// `retrieve`: `1000 + 100 × ceil(bytes / 1024)`.
-pub fn retrieve_price(bytes: u64) -> i128 {
-    1000 + 100 * kib(bytes)
-}
-
-/// `push`: `200 + 50 × ceil(bytes / 1024)`.
-pub fn push_price(bytes: u64) -> i128 {
-    200 + 50 * kib(bytes)
 }
 
 #[cfg(test)]
@@ -75,7 +158,9 @@ mod tests {
 
     #[test]
     fn prices_follow_the_formulas_at_the_edges() {
-        let thirty_days = DEFAULT_TTL_SECONDS;
+        let rates = Rates::default();
+        let limits = Limits::default();
+        let thirty_days = limits.default_ttl_seconds;
         // (bytes, store for 30 days, store for 1 hour, store for 365 days, retrieve, push)
         let table = [
             (0, 1000, 1000, 1000, 1000, 200),
@@ -92,37 +177,51 @@ mod tests {
             ),
         ];
         for (bytes, store_30, store_hour, store_year, retrieve, push) in table {
-            assert_eq!(store_price(bytes, thirty_days), store_30, "{bytes} B, 30 d");
+            assert_eq!(rates.store(bytes, thirty_days), store_30, "{bytes} B, 30 d");
             assert_eq!(
-                store_price(bytes, MIN_TTL_SECONDS),
+                rates.store(bytes, limits.min_ttl_seconds),
                 store_hour,
                 "{bytes} B, 1 h"
             );
             assert_eq!(
-                store_price(bytes, MAX_TTL_SECONDS),
+                rates.store(bytes, limits.max_ttl_seconds),
                 store_year,
                 "{bytes} B, 365 d"
             );
-            assert_eq!(retrieve_price(bytes), retrieve, "{bytes} B");
-            assert_eq!(push_price(bytes), push, "{bytes} B");
+            assert_eq!(rates.retrieve(bytes), retrieve, "{bytes} B");
+            assert_eq!(rates.push(bytes), push, "{bytes} B");
         }
         // A day and one second is two days.
-        assert_eq!(store_price(1024, DAY_SECONDS + 1), 1000 + 120);
+        assert_eq!(rates.store(1024, DAY_SECONDS + 1), 1000 + 120);
+        // Absurd configured rates saturate rather than wrap.
+        let absurd = Rates {
+            store_per_kib_day: u64::MAX,
+            ..Rates::default()
+        };
+        assert_eq!(absurd.store(1024, 86_400), u64::MAX);
     }
 
     #[test]
     fn ttls_are_bounded_whole_seconds() {
-        assert_eq!(ttl_seconds(None), Ok(DEFAULT_TTL_SECONDS));
-        assert_eq!(ttl_seconds(Some("3600")), Ok(3600));
-        assert_eq!(ttl_seconds(Some(" 31536000 ")), Ok(MAX_TTL_SECONDS));
-        assert_eq!(ttl_seconds(Some("3599")), Err(TtlError::OutOfRange));
-        assert_eq!(ttl_seconds(Some("31536001")), Err(TtlError::OutOfRange));
+        let limits = Limits::default();
+        assert_eq!(limits.ttl_seconds(None), Ok(2_592_000));
+        assert_eq!(limits.ttl_seconds(Some("3600")), Ok(3600));
+        assert_eq!(limits.ttl_seconds(Some(" 31536000 ")), Ok(31_536_000));
+        assert_eq!(limits.ttl_seconds(Some("3599")), Err(TtlError::OutOfRange));
         assert_eq!(
-            ttl_seconds(Some("99999999999999999999999")),
+            limits.ttl_seconds(Some("31536001")),
+            Err(TtlError::OutOfRange)
+        );
+        assert_eq!(
+            limits.ttl_seconds(Some("99999999999999999999999")),
             Err(TtlError::OutOfRange)
         );
         for bad in ["", "-3600", "+3600", "3600.0", "1e4", "one"] {
-            assert_eq!(ttl_seconds(Some(bad)), Err(TtlError::NotANumber), "{bad:?}");
+            assert_eq!(
+                limits.ttl_seconds(Some(bad)),
+                Err(TtlError::NotANumber),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -1,16 +1,27 @@
 //! What stoka keeps, behind one trait with one test suite (`suite`) that every back end
 //! passes: blobs, mailbox queues, usage counters per UTC day, wallet challenges and profiles.
-//! The embedded default is [`RedbStorage`].
+//!
+//! Two back ends:
+//! - [`RedbStorage`], the embedded default: one file, expired records removed by
+//!   [`Storage::sweep_expired`];
+//! - [`RedisStorage`], the distributed one: a Redis server (7.0 or later) shared by any number
+//!   of nodes, with native expiry, and one hash tag per wallet so that its scripts would run
+//!   unchanged on Redis Cluster.
 //!
 //! Every operation takes the time it runs at (`now`, unix milliseconds), so that expiry is
-//! tested with an injected clock and two back ends agree on it.
+//! tested with an injected clock and two back ends agree on it: an expired record is never
+//! answered, whether or not it is gone yet. Queue receipts have one format on both.
 
 mod receipt;
 mod redb;
+mod redis;
 #[cfg(test)]
 pub(crate) mod suite;
 
 pub use self::redb::RedbStorage;
+pub use self::redis::RedisStorage;
+#[doc(hidden)]
+pub use self::redis::redis_url_for_tests;
 
 use tower_paywall::BoxFuture;
 
@@ -251,11 +262,13 @@ pub trait Storage: Send + Sync + 'static {
         to: u32,
     ) -> BoxFuture<'a, Result<Vec<(u32, Usage)>, StorageError>>;
 
-    /// Records a challenge under `id`; `false` (and nothing changed) if `id` is taken.
+    /// Records a challenge under `id` at `now`; `false` (and nothing changed) if `id` holds a
+    /// challenge still live at `now` (an expired one counts as absent, swept or not).
     fn issue_challenge<'a>(
         &'a self,
         id: &'a str,
         challenge: &'a Challenge,
+        now: u64,
     ) -> BoxFuture<'a, Result<bool, StorageError>>;
 
     /// Takes the challenge `id` away: it answers once, and never once expired.
@@ -275,7 +288,7 @@ pub trait Storage: Send + Sync + 'static {
     /// The email bound to `wallet`.
     fn email<'a>(&'a self, wallet: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
 
-    /// Removes up to `limit` expired records (blobs, messages, challenges); how many. A back
-    /// end whose records expire natively answers 0.
+    /// Removes up to `limit` records expired by `now` (blobs, messages, challenges); how many.
+    /// A back end whose records expire natively ([`RedisStorage`]) answers 0.
     fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>>;
 }

@@ -1,0 +1,225 @@
+//! stoka's HTTP service: the routes of `STOKA.md` on an axum [`Router`], behind the payment
+//! layer of `tower-paywall`.
+//!
+//! - Paid routes are priced by [`paywall::StokaPricing`], which answers 400, 404, 409, 411 and
+//!   413 before any money moves, and run in the layer's in-handler order: validate → settle
+//!   through the [`SettleGuard`](tower_paywall::SettleGuard) → commit. A failed settlement
+//!   leaves nothing visible; a retry of the same payment gets the recorded answer.
+//! - Wallet-signed routes check a single-use challenge ([`crate::auth`]).
+//! - Every JSON body, errors too, carries `"service":"stoka","audience":"agent",
+//!   "api_family":"stoka-x402-v1"`.
+
+mod blobs;
+mod discovery;
+pub mod paywall;
+mod queues;
+mod wallet;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, Notify};
+use tower_paywall::PaymentLayer;
+
+use crate::clock::{Clock, day_of};
+use crate::pricing::{Limits, Rates};
+use crate::storage::{Storage, StorageError, Usage};
+
+pub use discovery::{MppInfo, ServiceInfo, X402Info};
+
+/// How many stripes the per-key locks and the mailbox wake-ups are spread over.
+const STRIPES: usize = 256;
+
+/// The service's state, shared by every route. Cheap to clone.
+#[derive(Clone)]
+pub struct Stoka {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rates: Rates,
+    pub(crate) limits: Limits,
+    pub(crate) info: ServiceInfo,
+    /// Serializes validate → settle → commit per (owner, key), so a checked key cannot change
+    /// between the check and the commit on this node.
+    key_locks: Vec<Mutex<()>>,
+    /// Wakes long-polling `pop`s of a mailbox when a message is pushed to it.
+    mailboxes: Vec<Notify>,
+}
+
+impl std::fmt::Debug for Stoka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stoka")
+            .field("info", &self.inner.info)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stripe(parts: &[&str]) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut hasher);
+    (hasher.finish() % STRIPES as u64) as usize
+}
+
+impl Stoka {
+    /// The service over `storage`, with its prices, limits and public description.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        rates: Rates,
+        limits: Limits,
+        info: ServiceInfo,
+    ) -> Stoka {
+        Stoka {
+            inner: Arc::new(Inner {
+                storage,
+                clock,
+                rates,
+                limits,
+                info,
+                key_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                mailboxes: (0..STRIPES).map(|_| Notify::new()).collect(),
+            }),
+        }
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    /// Now, by the service's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.inner.clock.now()
+    }
+
+    /// The lock of `(owner, key)`.
+    pub(crate) fn key_lock(&self, owner: &str, key: &str) -> &Mutex<()> {
+        &self.inner.key_locks[stripe(&[owner, key])]
+    }
+
+    /// The wake-up of the mailbox `(owner, topic)`.
+    pub(crate) fn mailbox(&self, owner: &str, topic: &str) -> &Notify {
+        &self.inner.mailboxes[stripe(&[owner, topic])]
+    }
+
+    /// Adds one operation to `wallet`'s counters of today. A failure is logged: the operation
+    /// itself is done and paid.
+    pub(crate) async fn count(&self, wallet: &str, usage: Usage) {
+        let day = day_of(self.now());
+        if let Err(error) = self.inner.storage.add_usage(wallet, day, usage).await {
+            tracing::error!(%error, "cannot count usage");
+        }
+    }
+
+    /// Removes expired records every `period`, in batches, for as long as the runtime runs.
+    pub fn spawn_sweeper(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let stoka = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                loop {
+                    match stoka.inner.storage.sweep_expired(stoka.now(), 1000).await {
+                        Ok(1000) => continue,
+                        Ok(swept) => {
+                            if swept > 0 {
+                                tracing::debug!(swept, "expired records removed");
+                            }
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "sweep failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The routes. `paid` guards every paid route but `pop`; `pop_paid` guards `pop` (it may also
+/// offer MPP `channel`). Build both with [`paywall::layers`].
+pub fn router(stoka: Stoka, paid: PaymentLayer, pop_paid: PaymentLayer) -> Router {
+    let paid_routes = Router::new()
+        .route("/v1/store", post(blobs::store))
+        .route("/v1/retrieve/{key}", get(blobs::retrieve))
+        .route("/v1/object/{key}", put(blobs::update))
+        .route("/v1/queue/{to}/{topic}/push", post(queues::push))
+        .layer(paid);
+    let pop_route = Router::new()
+        .route("/v1/queue/{topic}/pop", post(queues::pop))
+        .layer(pop_paid);
+    let free = Router::new()
+        .route("/v1/object/{key}", delete(blobs::remove))
+        .route("/v1/queue/{topic}/ack/{receipt}", post(queues::ack))
+        .route("/v1/auth/challenge", post(wallet::challenge))
+        .route("/v1/profile", post(wallet::profile))
+        .route("/v1/me/usage", get(wallet::usage))
+        .route("/.well-known/stoka.json", get(discovery::manifest))
+        .route("/.well-known/stoka", get(discovery::manifest))
+        .route("/llms.txt", get(discovery::llms))
+        .route("/", get(discovery::landing))
+        .route("/dashboard.html", get(discovery::dashboard))
+        .layer(DefaultBodyLimit::max(64 * 1024));
+    Router::new()
+        .merge(paid_routes)
+        .merge(pop_route)
+        .merge(free)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such route") })
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .with_state(stoka)
+}
+
+/// Adds stoka's stamp to a JSON object.
+pub(crate) fn stamp(mut body: Value) -> Value {
+    if let Value::Object(map) = &mut body {
+        map.insert("service".into(), "stoka".into());
+        map.insert("audience".into(), "agent".into());
+        map.insert("api_family".into(), "stoka-x402-v1".into());
+    }
+    body
+}
+
+/// A stamped JSON response.
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
+    let bytes = serde_json::to_vec(&stamp(body)).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A stamped JSON error: `{error, message}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(status, json!({ "error": code, "message": message }))
+}
+
+/// The answer when the store fails: 503, so the client retries (with the same payment, which
+/// is not charged twice).
+pub(crate) fn unavailable(error: &StorageError) -> Response {
+    tracing::error!(%error, "storage failed");
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({
+            "error": "storage_unavailable",
+            "message": "the store is unavailable; retry with the same payment",
+        }),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    response
+}

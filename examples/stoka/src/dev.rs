@@ -1,0 +1,263 @@
+//! `stoka dev`: the whole stack offline in one process. A sandbox ledger (the real Soroban
+//! host) served as Soroban RPC on loopback, our x402 facilitator in front of it, MPP `charge`
+//! with sponsored fees, MPP `channel` on `pop`, the embedded store in a fresh directory, and
+//! funded demo wallets, printed with the commands to try.
+//!
+//! The sandbox hands out the same sequence of keys on every run, so the demo wallets (and the
+//! channel of the first one) are the same each time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_paywall::sandbox::{ChannelParams, RpcServer, Sandbox, SandboxConfig, ServeConfig};
+use tower_paywall::stellar::{Address, Keypair, SorobanRpc};
+use tower_paywall::x402::{Facilitator, LocalFacilitator, facilitator_router};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::server::{Ledger, Server, ServerError, build};
+use crate::storage::Storage;
+
+/// The deposit of the first demo wallet's channel: 10 USDC.
+const DEMO_CHANNEL_DEPOSIT: i128 = 100_000_000;
+/// The channel's refund waiting period, in ledgers.
+const DEMO_REFUND_PERIOD: u32 = 1_000;
+
+/// What `stoka dev` runs with.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// Where stoka listens.
+    pub listen: String,
+    /// Where the ledger's plain-HTTP RPC listens (its HTTPS one takes a free port).
+    pub rpc_listen: SocketAddr,
+    /// Where the facilitator listens.
+    pub facilitator_listen: SocketAddr,
+    /// The redb file (default: a fresh one in a temporary directory).
+    pub store: Option<PathBuf>,
+    /// How many demo wallets to fund.
+    pub wallets: usize,
+    /// How often the sandbox closes a ledger.
+    pub ledger_period: Duration,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        DevOptions {
+            listen: "127.0.0.1:8402".into(),
+            rpc_listen: SocketAddr::from(([127, 0, 0, 1], 8403)),
+            facilitator_listen: SocketAddr::from(([127, 0, 0, 1], 8404)),
+            store: None,
+            wallets: 3,
+            ledger_period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running dev stack (everything but stoka's own listener).
+pub struct DevStack {
+    /// The ledger.
+    pub sandbox: Sandbox,
+    /// Its RPC server.
+    pub rpc: RpcServer,
+    /// The facilitator's URL.
+    pub facilitator_url: String,
+    /// stoka, ready to serve.
+    pub server: Server,
+    /// The configuration stoka was built from.
+    pub config: Config,
+    /// The funded demo wallets.
+    pub wallets: Vec<Keypair>,
+    /// The first wallet's open channel to stoka (commitments signed by that wallet's key).
+    pub channel: Address,
+}
+
+impl std::fmt::Debug for DevStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevStack")
+            .field("facilitator_url", &self.facilitator_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sandbox_error(error: impl std::fmt::Display) -> ServerError {
+    ServerError::Payment(format!("sandbox: {error}"))
+}
+
+/// Starts the ledger, the facilitator and the wallets, and builds stoka on them over the
+/// embedded store.
+///
+/// # Errors
+///
+/// [`ServerError`] if any part does not start.
+pub async fn start(options: &DevOptions) -> Result<DevStack, ServerError> {
+    let store = match &options.store {
+        Some(path) => path.clone(),
+        None => {
+            let dir = std::env::temp_dir().join(format!("stoka-dev-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            dir.join("stoka.redb")
+        }
+    };
+    let storage = Arc::new(crate::storage::RedbStorage::open(&store)?);
+    start_on(options, storage, store, Arc::new(SystemClock)).await
+}
+
+/// Like [`start`], over `storage` (whose location `store` names; channel vouchers are kept
+/// beside it) and with `clock`: what tests use to run the same stack on either back end with
+/// an injected clock.
+///
+/// # Errors
+///
+/// [`ServerError`] if any part does not start.
+pub async fn start_on(
+    options: &DevOptions,
+    storage: Arc<dyn Storage>,
+    store: PathBuf,
+    clock: Arc<dyn Clock>,
+) -> Result<DevStack, ServerError> {
+    let sandbox = Sandbox::start(SandboxConfig::default().ledger_period(options.ledger_period))
+        .map_err(sandbox_error)?;
+    let rpc = sandbox
+        .serve(ServeConfig::default().http(Some(options.rpc_listen)))
+        .await
+        .map_err(sandbox_error)?;
+    let network = sandbox.network().clone();
+    let pay_to = sandbox.funded_keypair().await.map_err(sandbox_error)?;
+    let facilitator_account = sandbox.funded_keypair().await.map_err(sandbox_error)?;
+    let sponsor_account = sandbox.funded_keypair().await.map_err(sandbox_error)?;
+    let facilitator =
+        LocalFacilitator::builder(sandbox.clone(), network.clone(), facilitator_account)
+            .build()
+            .map_err(sandbox_error)?;
+    let facilitator: Arc<dyn Facilitator> = Arc::new(facilitator);
+    let listener = tokio::net::TcpListener::bind(options.facilitator_listen).await?;
+    let facilitator_url = format!("http://{}", listener.local_addr()?);
+    let app = facilitator_router(facilitator.clone(), None);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).map_err(sandbox_error)?;
+    let mut config = Config {
+        listen: options.listen.clone(),
+        network: network.caip2().to_owned(),
+        pay_to: Some(pay_to.address().to_string()),
+        asset: Some(sandbox.usdc().to_string()),
+        rpc_url: rpc.http_url(),
+        ..Config::default()
+    };
+    config.x402.facilitator_url = Some(facilitator_url.clone());
+    config.mpp.secret = Some(secret.iter().map(|byte| format!("{byte:02x}")).collect());
+    config.mpp.realm = Some("stoka-dev".into());
+    config.mpp.fee_payer_secret = Some(sponsor_account.secret_seed());
+    config.mpp.channel_secret = Some(pay_to.secret_seed());
+    config.store.path = store;
+
+    let ledger = Ledger {
+        network,
+        rpc: Some(Arc::new(sandbox.clone()) as Arc<dyn SorobanRpc>),
+        facilitator: Some((facilitator, facilitator_url.clone())),
+    };
+    let server = build(&config, storage, clock, &ledger).await?;
+
+    let mut wallets = Vec::with_capacity(options.wallets);
+    for _ in 0..options.wallets.max(1) {
+        wallets.push(sandbox.funded_keypair().await.map_err(sandbox_error)?);
+    }
+    let first = &wallets[0];
+    let channel = sandbox
+        .deploy_channel(ChannelParams {
+            token: sandbox.usdc(),
+            from: first,
+            commitment_key: first.public_key(),
+            to: pay_to.address(),
+            amount: DEMO_CHANNEL_DEPOSIT,
+            refund_waiting_period: DEMO_REFUND_PERIOD,
+        })
+        .await
+        .map_err(sandbox_error)?;
+    if let Some(scheme) = &server.channel {
+        scheme.add_channel(channel).await.map_err(sandbox_error)?;
+    }
+    Ok(DevStack {
+        sandbox,
+        rpc,
+        facilitator_url,
+        server,
+        config,
+        wallets,
+        channel,
+    })
+}
+
+/// What `stoka dev` prints: the stack and the commands to try.
+pub fn banner(stack: &DevStack, url: &str) -> String {
+    let rpc = stack.rpc.http_url().unwrap_or_default();
+    let first = &stack.wallets[0];
+    let second = stack.wallets.get(1).unwrap_or(first);
+    let mut lines = vec![
+        "stoka dev: everything offline, on a sandbox ledger".to_owned(),
+        String::new(),
+        format!("  stoka         {url}"),
+        format!("  dashboard     {url}/dashboard.html"),
+        format!("  manifest      {url}/.well-known/stoka.json"),
+        format!("  ledger (RPC)  {rpc}"),
+        format!(
+            "  ledger HTTPS  {}  (certificate {})",
+            stack.rpc.https_url().unwrap_or_default(),
+            stack.rpc.certificate_path().display()
+        ),
+        format!("  facilitator   {}", stack.facilitator_url),
+        format!("  USDC          {}", stack.sandbox.usdc()),
+        format!("  store         {}", stack.config.store.path.display()),
+        String::new(),
+        "demo wallets (funded with XLM and USDC):".to_owned(),
+    ];
+    for (n, wallet) in stack.wallets.iter().enumerate() {
+        lines.push(format!(
+            "  {}  {}  {}",
+            n + 1,
+            wallet.address(),
+            wallet.secret_seed()
+        ));
+    }
+    let channel = stack.channel;
+    let (secret, secret2) = (first.secret_seed(), second.secret_seed());
+    lines.extend([
+        format!("  wallet 1 has a payment channel to stoka: {channel} (10 USDC)"),
+        String::new(),
+        "try, in another shell (from the repository: cargo run -q -p stoka -- <command>):".into(),
+        format!("  export STOKA_URL={url} STOKA_RPC_URL={rpc} STOKA_SECRET={secret}"),
+        "  echo 'hello, encrypted world' > note.txt".into(),
+        "  stoka put note.txt note.txt --ttl 3600      # store: 402, pay, 200".into(),
+        "  stoka get note.txt                          # retrieve".into(),
+        format!("  stoka push {} inbox note.txt", second.address()),
+        format!("  STOKA_SECRET={secret2} stoka pop inbox --wait 5"),
+        format!("  STOKA_SECRET={secret2} stoka ack inbox <receipt>"),
+        format!("  stoka pop inbox --channel {channel}   # paid by a channel voucher"),
+        "  stoka rm note.txt                           # wallet-signed, free".into(),
+        "  stoka usage --days 7".into(),
+    ]);
+    lines.join("\n")
+}
+
+/// `stoka dev`: starts everything and serves until stopped.
+///
+/// # Errors
+///
+/// [`ServerError`].
+pub async fn dev(options: &DevOptions) -> Result<(), ServerError> {
+    let stack = start(options).await?;
+    let listener = tokio::net::TcpListener::bind(&options.listen).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    println!("{}", banner(&stack, &url));
+    // The ledger and its RPC live as long as stoka serves.
+    let DevStack {
+        server,
+        sandbox: _sandbox,
+        rpc: _rpc,
+        ..
+    } = stack;
+    crate::server::run(server, listener).await
+}

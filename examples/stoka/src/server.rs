@@ -1,0 +1,333 @@
+//! Putting a server together from a [`Config`]: the store, the payment schemes, the layers,
+//! the routes, the sweeper. [`serve`] runs it against a real network (`stoka serve`);
+//! [`crate::dev`] runs it against the sandbox ledger (`stoka dev`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
+use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc, Sponsor};
+use tower_paywall::store::FileChannelStore;
+use tower_paywall::x402::{Exact, Facilitator, HttpFacilitator};
+use tower_paywall::{MemoryStore, PaymentScheme};
+
+use crate::api::paywall::{Schemes, layers};
+use crate::api::{MppInfo, ServiceInfo, Stoka, X402Info, router};
+use crate::clock::Clock;
+use crate::config::{Backend, Config, ConfigError};
+use crate::storage::{RedbStorage, RedisStorage, Storage, StorageError};
+
+/// How often expired records are swept.
+pub const SWEEP_PERIOD: Duration = Duration::from_secs(30);
+/// The most a sponsored `charge` transaction may cost in fees, in stroops.
+const SPONSOR_MAX_FEE: u32 = 1_000_000;
+
+/// Why a server could not be put together.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is incomplete or wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A payment scheme or layer refused its settings.
+    #[error("payment setup: {0}")]
+    Payment(String),
+    /// Listening or serving failed.
+    #[error("cannot serve: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ServerError {
+    ServerError::Config(ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    })
+}
+
+fn payment(error: impl std::fmt::Display) -> ServerError {
+    ServerError::Payment(error.to_string())
+}
+
+/// The network a configuration names.
+///
+/// # Errors
+///
+/// [`ServerError::Config`] for an unknown name.
+pub fn network(config: &Config) -> Result<Network, ServerError> {
+    match config.network.as_str() {
+        "testnet" => Ok(Network::testnet()),
+        "pubnet" | "mainnet" => Ok(Network::pubnet()),
+        other => Network::from_caip2(other).map_err(|error| invalid("network", error.to_string())),
+    }
+}
+
+/// Opens the configured store.
+///
+/// # Errors
+///
+/// The store's, or a missing Redis URL.
+pub async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, ServerError> {
+    Ok(match config.store.backend {
+        Backend::Redb => Arc::new(RedbStorage::open(&config.store.path)?),
+        Backend::Redis => {
+            let url = config
+                .store
+                .redis_url
+                .as_deref()
+                .ok_or_else(|| invalid("store.redis_url", "the redis back end needs a URL"))?;
+            Arc::new(RedisStorage::connect(url, &config.store.namespace).await?)
+        }
+    })
+}
+
+/// How stoka reaches the ledger.
+#[derive(Clone)]
+pub struct Ledger {
+    /// The network.
+    pub network: Network,
+    /// Soroban RPC, for MPP.
+    pub rpc: Option<Arc<dyn SorobanRpc>>,
+    /// The x402 facilitator and the URL the manifest gives for it.
+    pub facilitator: Option<(Arc<dyn Facilitator>, String)>,
+}
+
+/// A server, ready to serve.
+pub struct Server {
+    /// The routes, with their payment layers.
+    pub router: Router,
+    /// The service's state.
+    pub stoka: Stoka,
+    /// The channel scheme, when `pop` takes MPP `channel`.
+    pub channel: Option<Arc<StellarChannel>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("stoka", &self.stoka)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The realm of MPP challenges: configured, or the public URL's host, or `stoka`.
+fn realm(config: &Config) -> String {
+    if let Some(realm) = &config.mpp.realm {
+        return realm.clone();
+    }
+    config
+        .public_url
+        .as_deref()
+        .and_then(|url| url.parse::<http::Uri>().ok())
+        .and_then(|uri| uri.host().map(str::to_owned))
+        .unwrap_or_else(|| "stoka".into())
+}
+
+/// Puts the server together over `storage` and `ledger`.
+///
+/// # Errors
+///
+/// [`ServerError`] for a setting the schemes refuse or a missing one.
+pub async fn build(
+    config: &Config,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    ledger: &Ledger,
+) -> Result<Server, ServerError> {
+    let network = ledger.network.clone();
+    let pay_to: Address = config
+        .pay_to
+        .as_deref()
+        .ok_or_else(|| invalid("pay_to", "who is paid must be set (STOKA_PAY_TO)"))?
+        .parse()
+        .map_err(|_| invalid("pay_to", "not a Stellar address"))?;
+    let asset: Address = match &config.asset {
+        Some(asset) => asset
+            .parse()
+            .map_err(|_| invalid("asset", "not a contract address"))?,
+        None => network
+            .usdc()
+            .ok_or_else(|| invalid("asset", "this network has no default USDC: set asset"))?,
+    };
+    let mut schemes = Schemes::default();
+    let mut x402 = None;
+    if config.x402.enabled {
+        let (facilitator, url) = ledger
+            .facilitator
+            .clone()
+            .ok_or_else(|| invalid("x402.facilitator_url", "x402 needs a facilitator"))?;
+        let exact = Exact::builder_shared(network.clone(), pay_to, facilitator)
+            .asset(asset)
+            .max_timeout_seconds(config.x402.max_timeout_seconds)
+            .build()
+            .map_err(payment)?;
+        schemes.exact = Some(Arc::new(exact) as Arc<dyn PaymentScheme>);
+        x402 = Some(X402Info {
+            facilitator_url: url,
+            max_timeout_seconds: config.x402.max_timeout_seconds,
+        });
+    }
+    let mut mpp = None;
+    if let Some(secret) = &config.mpp.secret {
+        let rpc = ledger
+            .rpc
+            .clone()
+            .ok_or_else(|| invalid("rpc_url", "MPP needs a Soroban RPC URL"))?;
+        let keys = || -> Result<ChallengeKeys, ServerError> {
+            let secret = ChallengeSecret::new(secret.as_bytes().to_vec())
+                .map_err(|error| invalid("mpp.secret", error.to_string()))?;
+            Ok(ChallengeKeys::new(secret))
+        };
+        let realm = realm(config);
+        let mut charge = StellarCharge::builder(network.clone(), pay_to, rpc.clone(), keys()?)
+            .currency(asset)
+            .realm(realm.clone());
+        if let Some(fee_payer) = &config.mpp.fee_payer_secret {
+            let account: Keypair = fee_payer
+                .parse()
+                .map_err(|_| invalid("mpp.fee_payer_secret", "not a secret key (S…)"))?;
+            let sponsor = Sponsor::new(
+                rpc.clone(),
+                network.clone(),
+                vec![account],
+                None,
+                SPONSOR_MAX_FEE,
+            )
+            .map_err(payment)?;
+            charge = charge.sponsor(Arc::new(sponsor));
+        }
+        schemes.charge = Some(Arc::new(charge.build().map_err(payment)?) as Arc<dyn PaymentScheme>);
+        if let Some(recipient) = &config.mpp.channel_secret {
+            let recipient: Keypair = recipient
+                .parse()
+                .map_err(|_| invalid("mpp.channel_secret", "not a secret key (S…)"))?;
+            if recipient.address() != pay_to {
+                return Err(invalid(
+                    "mpp.channel_secret",
+                    "it must be the secret key of pay_to",
+                ));
+            }
+            let dir = config.mpp.channel_store.clone().unwrap_or_else(|| {
+                let mut dir = PathBuf::from(&config.store.path);
+                dir.set_extension("channels");
+                dir
+            });
+            let store = FileChannelStore::open(&dir).map_err(payment)?;
+            let channel =
+                StellarChannel::builder(network.clone(), recipient, rpc, keys()?, Arc::new(store))
+                    .currency(asset)
+                    .realm(realm.clone())
+                    .build()
+                    .map_err(payment)?;
+            let channel = Arc::new(channel);
+            channel.resume().await.map_err(payment)?;
+            schemes.channel = Some(channel);
+        }
+        mpp = Some(MppInfo {
+            realm,
+            channel: schemes.channel.is_some(),
+        });
+    }
+    let info = ServiceInfo {
+        network: network.caip2().to_owned(),
+        asset: asset.to_string(),
+        pay_to: pay_to.to_string(),
+        public_url: config.public_url.clone(),
+        x402,
+        mpp,
+    };
+    let stoka = Stoka::new(storage, clock, config.rates, config.limits, info);
+    let (paid, pop) = layers(&stoka, &schemes, Arc::new(MemoryStore::new())).map_err(payment)?;
+    Ok(Server {
+        router: router(stoka.clone(), paid, pop),
+        stoka,
+        channel: schemes.channel,
+    })
+}
+
+/// The ledger of a real deployment: the configured RPC and facilitator.
+///
+/// # Errors
+///
+/// [`ServerError`] for a bad network, RPC URL or facilitator URL.
+pub fn ledger(config: &Config) -> Result<Ledger, ServerError> {
+    let network = network(config)?;
+    let rpc = match &config.rpc_url {
+        Some(url) => Some(Arc::new(
+            JsonRpcClient::builder(url.clone())
+                .build()
+                .map_err(payment)?,
+        ) as Arc<dyn SorobanRpc>),
+        None => None,
+    };
+    let facilitator = if config.x402.enabled {
+        let url = match &config.x402.facilitator_url {
+            Some(url) => url.clone(),
+            None => default_facilitator(&network)
+                .ok_or_else(|| invalid("x402.facilitator_url", "no default for this network"))?
+                .to_owned(),
+        };
+        let mut builder = HttpFacilitator::builder(url.clone());
+        if let Some(key) = &config.x402.facilitator_api_key {
+            builder = builder.api_key(key.clone());
+        }
+        let facilitator = builder.build().map_err(payment)?;
+        Some((Arc::new(facilitator) as Arc<dyn Facilitator>, url))
+    } else {
+        None
+    };
+    Ok(Ledger {
+        network,
+        rpc,
+        facilitator,
+    })
+}
+
+/// The hosted OpenZeppelin facilitator of `network`.
+fn default_facilitator(network: &Network) -> Option<&'static str> {
+    match network.caip2() {
+        "stellar:testnet" => Some("https://channels.openzeppelin.com/x402/testnet"),
+        "stellar:pubnet" => Some("https://channels.openzeppelin.com/x402"),
+        _ => None,
+    }
+}
+
+/// Serves `server` on `listener` until the process is interrupted, sweeping expired records.
+///
+/// # Errors
+///
+/// [`ServerError::Io`] when serving fails.
+pub async fn run(server: Server, listener: tokio::net::TcpListener) -> Result<(), ServerError> {
+    let sweeper = server.stoka.spawn_sweeper(SWEEP_PERIOD);
+    let served = axum::serve(listener, server.router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    sweeper.abort();
+    Ok(served?)
+}
+
+/// `stoka serve`: a real deployment from `config`.
+///
+/// # Errors
+///
+/// [`ServerError`].
+pub async fn serve(config: &Config) -> Result<(), ServerError> {
+    let storage = open_storage(config).await?;
+    let ledger = ledger(config)?;
+    let server = build(
+        config,
+        storage,
+        Arc::new(crate::clock::SystemClock),
+        &ledger,
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    tracing::info!(listen = %config.listen, store = %config.store.backend, "stoka serving");
+    run(server, listener).await
+}

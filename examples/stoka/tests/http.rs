@@ -1,0 +1,698 @@
+//! The HTTP-level suite, run against both back ends (the embedded redb file and Redis): a real
+//! stoka on loopback over the sandbox ledger, paid by the crate's paying client with x402
+//! `exact` (and MPP `charge` where said), balances read from the ledger. stoka's clock is a
+//! manual one, so expiry, visibility and challenge lifetimes are tested without waiting.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stoka::clock::{Clock, ManualClock, SystemClock};
+use stoka::dev::{DevOptions, DevStack, start_on};
+use stoka::pricing::{Limits, Rates};
+use stoka::storage::{RedbStorage, RedisStorage, Storage, redis_url_for_tests};
+use tower_paywall::Intent;
+use tower_paywall::client::{PayingClient, Policy, payment};
+use tower_paywall::stellar::{Address, Keypair, Network};
+
+struct World {
+    stack: DevStack,
+    url: String,
+    clock: ManualClock,
+    storage: Arc<dyn Storage>,
+    /// Whether the store's sweeper removes expired records (redb), rather than the store
+    /// itself (Redis).
+    swept: bool,
+    http: reqwest::Client,
+}
+
+async fn world(storage: Arc<dyn Storage>, swept: bool, dir: &std::path::Path) -> World {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = ManualClock::new(SystemClock.now());
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let options = DevOptions {
+        listen: "127.0.0.1:0".into(),
+        rpc_listen: loopback,
+        facilitator_listen: loopback,
+        store: None,
+        wallets: 3,
+        ledger_period: Duration::from_millis(500),
+    };
+    let stack = start_on(
+        &options,
+        storage.clone(),
+        dir.join("stoka.redb"),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = stack.server.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    World {
+        stack,
+        url,
+        clock,
+        storage,
+        swept,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl World {
+    fn wallet(&self, n: usize) -> &Keypair {
+        &self.stack.wallets[n]
+    }
+
+    fn payer(&self, n: usize, prefer: Intent) -> PayingClient {
+        let policy = Policy::default()
+            .prefer([prefer])
+            .max_per_payment(10_000_000);
+        PayingClient::builder(
+            self.wallet(n).clone(),
+            Arc::new(self.stack.sandbox.clone()),
+            Network::testnet(),
+        )
+        .policy(policy)
+        .build()
+        .unwrap()
+    }
+
+    async fn usdc(&self, n: usize) -> i128 {
+        self.usdc_of(&self.wallet(n).address()).await
+    }
+
+    async fn usdc_of(&self, holder: &Address) -> i128 {
+        let sandbox = &self.stack.sandbox;
+        sandbox.balance(&sandbox.usdc(), holder).await.unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A wallet-signed `Authorization` for `audience` by wallet `n`: SEP-53 or raw.
+    async fn authorization(&self, n: usize, audience: &str, sep53: bool) -> String {
+        let challenge: Value = self
+            .http
+            .post(self.url("/v1/auth/challenge"))
+            .json(&serde_json::json!({ "audience": audience }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(challenge["service"], "stoka");
+        let message = challenge["message"].as_str().unwrap();
+        let signed = if sep53 {
+            self.wallet(n).sign(&stoka::auth::sep53_digest(message))
+        } else {
+            self.wallet(n).sign(message.as_bytes())
+        };
+        let hex: String = signed.iter().map(|byte| format!("{byte:02x}")).collect();
+        format!(
+            "Stellar {}:{}:{hex}",
+            self.wallet(n).address(),
+            challenge["challenge_id"].as_str().unwrap()
+        )
+    }
+}
+
+fn stamped(body: &Value) {
+    assert_eq!(body["service"], "stoka", "{body}");
+    assert_eq!(body["audience"], "agent");
+    assert_eq!(body["api_family"], "stoka-x402-v1");
+}
+
+/// A paid 200's amount and JSON body; anything else fails the test with the whole answer.
+async fn paid(response: reqwest::Response) -> (i128, Value) {
+    let status = response.status();
+    let amount = payment(&response).map(|paid| paid.amount);
+    let headers = format!("{:?}", response.headers());
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "{headers} {text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    stamped(&body);
+    (amount.expect("a payment"), body)
+}
+
+async fn json(response: reqwest::Response) -> Value {
+    let body: Value = response.json().await.unwrap();
+    stamped(&body);
+    body
+}
+
+/// What each wallet was charged, by the server's answers.
+#[derive(Default)]
+struct Ledger {
+    charged: [i128; 3],
+}
+
+/// Every check, in order, on one back end.
+async fn suite(world: &World) {
+    let mut charged = Ledger::default();
+    prices(world, &mut charged).await;
+    isolation_and_conflicts(world, &mut charged).await;
+    early_answers(world).await;
+    expiry(world, &mut charged).await;
+    queues(world, &mut charged).await;
+    wallet_signatures(world, &mut charged).await;
+    usage_adds_up(world, &charged).await;
+}
+
+/// Every price from the formula: sizes 0, 1, 1024, 1025, 350,000; TTLs at both bounds and
+/// the default. Each payment is what the ledger shows.
+async fn prices(world: &World, charged: &mut Ledger) {
+    let rates = Rates::default();
+    let limits = Limits::default();
+    let client = world.payer(0, Intent::X402_EXACT);
+    for size in [0_usize, 1, 1024, 1025, 350_000] {
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let key = format!("price-{size}");
+        for (ttl, path) in [
+            (Some(limits.min_ttl_seconds), "store"),
+            (Some(limits.max_ttl_seconds), "update"),
+            (None, "update"),
+        ] {
+            let before = world.usdc(0).await;
+            let mut request = match path {
+                "store" => client
+                    .post(world.url("/v1/store"))
+                    .header("x-stoka-key", &key),
+                _ => client.put(world.url(&format!("/v1/object/{key}"))),
+            };
+            if let Some(ttl) = ttl {
+                request = request.header("x-stoka-ttl-seconds", ttl.to_string());
+            }
+            // An empty body goes out without a length unless one is set; stoka requires one.
+            let response = request
+                .header("content-length", size.to_string())
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let (paid, answer) = paid(response).await;
+            let ttl = ttl.unwrap_or(limits.default_ttl_seconds);
+            let price = i128::from(rates.store(size as u64, ttl));
+            assert_eq!(paid, price, "{path} {size} B for {ttl} s");
+            assert_eq!(answer["charged_atomic"], price as u64);
+            assert_eq!(answer["size_bytes"], size as u64);
+            assert_eq!(answer["ttl_seconds"], ttl);
+            assert_eq!(
+                answer["owner_pubkey"],
+                world.wallet(0).address().to_string()
+            );
+            assert_eq!(world.usdc(0).await, before - price, "the ledger agrees");
+            charged.charged[0] += price;
+        }
+        // Retrieve: the exact quote with X-Stoka-Owner, and the bytes back.
+        let before = world.usdc(0).await;
+        let response = client
+            .get(world.url(&format!("/v1/retrieve/{key}")))
+            .header("x-stoka-owner", world.wallet(0).address().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let price = i128::from(rates.retrieve(size as u64));
+        assert_eq!(payment(&response).unwrap().amount, price);
+        assert_eq!(
+            response.headers()["x-stoka-owner-pubkey"],
+            world.wallet(0).address().to_string().as_str()
+        );
+        assert!(response.headers().contains_key("x-stoka-expires-at"));
+        assert_eq!(response.bytes().await.unwrap(), body);
+        assert_eq!(world.usdc(0).await, before - price);
+        charged.charged[0] += price;
+    }
+    // MPP charge sells the same thing at the same price.
+    let mpp = world.payer(0, Intent::MPP_CHARGE);
+    let response = mpp
+        .post(world.url("/v1/store"))
+        .header("x-stoka-key", "by-charge")
+        .body(vec![7; 1025])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(payment(&response).unwrap().intent, Intent::MPP_CHARGE);
+    let (amount, _) = paid(response).await;
+    assert_eq!(
+        amount,
+        i128::from(rates.store(1025, limits.default_ttl_seconds))
+    );
+    charged.charged[0] += amount;
+    let response = mpp
+        .get(world.url("/v1/retrieve/by-charge"))
+        .header("x-stoka-owner", world.wallet(0).address().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        payment(&response).unwrap().amount,
+        i128::from(rates.retrieve(1025))
+    );
+    charged.charged[0] += i128::from(rates.retrieve(1025));
+}
+
+/// Another wallet gets 404 and pays nothing; a store on an existing key is 409 and free.
+async fn isolation_and_conflicts(world: &World, charged: &mut Ledger) {
+    let other = world.payer(1, Intent::X402_EXACT);
+    let before = world.usdc(1).await;
+    // Without X-Stoka-Owner the quote is for the largest blob; the paid retry names its payer,
+    // who has no such key: 404, before any money moves.
+    let response = other
+        .get(world.url("/v1/retrieve/price-1024"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(json(response).await["error"], "not_found");
+    // Naming the owner does not help: the payer is the owner.
+    let response = other
+        .get(world.url("/v1/retrieve/price-1024"))
+        .header("x-stoka-owner", world.wallet(0).address().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = other
+        .put(world.url("/v1/object/price-1024"))
+        .body("not yours")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(world.usdc(1).await, before, "not charged");
+
+    let owner = world.payer(0, Intent::X402_EXACT);
+    let before = world.usdc(0).await;
+    let response = owner
+        .post(world.url("/v1/store"))
+        .header("x-stoka-key", "price-1")
+        .body("again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(json(response).await["error"], "key_exists");
+    assert_eq!(world.usdc(0).await, before, "not charged");
+    // The same key is free for another wallet.
+    let response = other
+        .post(world.url("/v1/store"))
+        .header("x-stoka-key", "price-1")
+        .body("mine")
+        .send()
+        .await
+        .unwrap();
+    charged.charged[1] += paid(response).await.0;
+}
+
+/// 400, 411 and 413 come before any 402, with no payment asked.
+async fn early_answers(world: &World) {
+    let store = || world.http.post(world.url("/v1/store"));
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            store().header("x-stoka-key", "k").body(vec![0; 350_001]),
+            413,
+            "too_large",
+        ),
+        (
+            store()
+                .header("x-stoka-key", "k")
+                .header("x-stoka-ttl-seconds", "3599")
+                .body("x"),
+            400,
+            "invalid_ttl",
+        ),
+        (store().body("no key"), 400, "invalid_key"),
+        (
+            world
+                .http
+                .post(world.url(&format!(
+                    "/v1/queue/{}/inbox/push",
+                    world.wallet(1).address()
+                )))
+                .body(vec![0; 262_145]),
+            413,
+            "too_large",
+        ),
+        (
+            world
+                .http
+                .post(world.url("/v1/queue/GNOTANADDRESS/inbox/push"))
+                .body("x"),
+            400,
+            "invalid_recipient",
+        ),
+        (
+            world
+                .http
+                .post(world.url("/v1/queue/inbox/pop?wait_seconds=21")),
+            400,
+            "invalid_wait",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{code}");
+        assert!(!response.headers().contains_key("payment-required"));
+        assert_eq!(json(response).await["error"], code);
+    }
+    // A chunked body has no Content-Length: 411.
+    let chunks = futures_body(b"streamed".to_vec());
+    let response = store()
+        .header("x-stoka-key", "k")
+        .body(chunks)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 411);
+    assert_eq!(json(response).await["error"], "length_required");
+    // Within the limits, the first call is a 402 with offers of both protocols.
+    let response = store()
+        .header("x-stoka-key", "k")
+        .body(vec![0; 350_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 402);
+    assert!(response.headers().contains_key("payment-required"));
+    assert!(response.headers().contains_key("www-authenticate"));
+}
+
+/// A body without a length: one chunk, no size hint, so it goes out chunked.
+fn futures_body(bytes: Vec<u8>) -> reqwest::Body {
+    reqwest::Body::wrap(Unsized(Some(bytes::Bytes::from(bytes))))
+}
+
+struct Unsized(Option<bytes::Bytes>);
+
+impl http_body::Body for Unsized {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|data| Ok(http_body::Frame::data(data))))
+    }
+}
+
+/// Expiry by stoka's clock: gone at `expires_at` for reads (404, uncharged) and swept.
+async fn expiry(world: &World, charged: &mut Ledger) {
+    let client = world.payer(2, Intent::X402_EXACT);
+    let response = client
+        .post(world.url("/v1/store"))
+        .header("x-stoka-key", "short")
+        .header("x-stoka-ttl-seconds", "3600")
+        .body("brief")
+        .send()
+        .await
+        .unwrap();
+    charged.charged[2] += paid(response).await.0;
+    world.clock.advance(3_600_000);
+    let before = world.usdc(2).await;
+    let response = client
+        .get(world.url("/v1/retrieve/short"))
+        .header("x-stoka-owner", world.wallet(2).address().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(world.usdc(2).await, before);
+    let owner = world.wallet(2).address().to_string();
+    assert_eq!(
+        world
+            .storage
+            .blob_size(&owner, "short", world.clock.now())
+            .await
+            .unwrap(),
+        None
+    );
+    let swept = world
+        .storage
+        .sweep_expired(world.clock.now(), 1000)
+        .await
+        .unwrap();
+    if world.swept {
+        // Gone from the file, not only hidden by the read's expiry check.
+        assert!(swept >= 1);
+        assert_eq!(
+            world.storage.get_blob(&owner, "short", 0).await.unwrap(),
+            None
+        );
+    } else {
+        assert_eq!(swept, 0, "Redis expires records itself");
+    }
+}
+
+/// Queues: at-least-once with receipts per delivery, long-poll wake-up, dead letters.
+async fn queues(world: &World, charged: &mut Ledger) {
+    let (sender, owner) = (
+        world.payer(0, Intent::X402_EXACT),
+        world.payer(1, Intent::X402_EXACT),
+    );
+    let to = world.wallet(1).address().to_string();
+    let push = |body: &'static str| {
+        sender
+            .post(world.url(&format!("/v1/queue/{to}/inbox/push")))
+            .body(body)
+            .send()
+    };
+    let (amount, pushed) = paid(push("first").await.unwrap()).await;
+    charged.charged[0] += amount;
+    let pop = |wait: u64| {
+        owner
+            .post(world.url(&format!("/v1/queue/inbox/pop?wait_seconds={wait}")))
+            .send()
+    };
+    let response = pop(0).await.unwrap();
+    assert_eq!(payment(&response).unwrap().amount, 100);
+    charged.charged[1] += 100;
+    let first = json(response).await;
+    assert_eq!(first["message_id"], pushed["message_id"]);
+    assert_eq!(
+        first["attributes"]["from_pubkey"],
+        world.wallet(0).address().to_string()
+    );
+    assert_eq!(first["attributes"]["receive_count"], 1);
+    // Invisible for 30 s: an empty pop (still a paid pop).
+    let response = pop(0).await.unwrap();
+    charged.charged[1] += 100;
+    assert_eq!(json(response).await["empty"], true);
+    // Redelivered after the timeout, with a new receipt; the old one is stale.
+    world.clock.advance(30_000);
+    let response = pop(0).await.unwrap();
+    charged.charged[1] += 100;
+    let second = json(response).await;
+    assert_eq!(second["message_id"], first["message_id"]);
+    assert_eq!(second["attributes"]["receive_count"], 2);
+    assert_ne!(second["receipt"], first["receipt"]);
+    let ack = |receipt: &Value| {
+        let receipt = receipt.as_str().unwrap().to_owned();
+        async move {
+            let authorization = world.authorization(1, "queue-ack", true).await;
+            world
+                .http
+                .post(world.url(&format!("/v1/queue/inbox/ack/{receipt}")))
+                .header("authorization", authorization)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let stale = ack(&first["receipt"]).await;
+    assert_eq!(stale.status(), 409);
+    assert_eq!(json(stale).await["error"], "stale_receipt");
+    assert_eq!(ack(&second["receipt"]).await.status(), 204);
+    let again = ack(&second["receipt"]).await;
+    assert_eq!(again.status(), 404);
+    assert_eq!(json(again).await["error"], "unknown_receipt");
+
+    // Long-poll: a pop waiting 15 s returns as soon as a message is pushed.
+    let waiting = {
+        let owner = owner.clone();
+        let url = world.url("/v1/queue/inbox/pop?wait_seconds=15");
+        tokio::spawn(async move {
+            let response = owner.post(url).send().await.unwrap();
+            (Instant::now(), response.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (amount, _) = paid(push("wake up").await.unwrap()).await;
+    let pushed_at = Instant::now();
+    charged.charged[0] += amount;
+    let (popped_at, popped) = waiting.await.unwrap();
+    charged.charged[1] += 100;
+    assert_eq!(popped["body"], "d2FrZSB1cA==", "{popped}");
+    let latency = popped_at.saturating_duration_since(pushed_at);
+    eprintln!("long-poll wake-up after the push answered: {latency:?}");
+    assert!(
+        latency < Duration::from_secs(5),
+        "woke by the push, not the deadline"
+    );
+    // Acknowledge it, so that it does not come back below.
+    assert_eq!(ack(&popped["receipt"]).await.status(), 204);
+
+    // Dead letters: after 10 deliveries without an ack, the message is set aside.
+    let (amount, _) = paid(push("never acked").await.unwrap()).await;
+    charged.charged[0] += amount;
+    for delivery in 1..=10 {
+        let response = pop(0).await.unwrap();
+        charged.charged[1] += 100;
+        let body = json(response).await;
+        assert_eq!(body["attributes"]["receive_count"], delivery, "{body}");
+        world.clock.advance(30_000);
+    }
+    let response = pop(0).await.unwrap();
+    charged.charged[1] += 100;
+    assert_eq!(json(response).await["empty"], true);
+    let dead = world
+        .storage
+        .dead_letters(&to, "inbox", world.clock.now(), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, b"never acked");
+    assert_eq!(dead[0].receive_count, 10);
+}
+
+/// Wallet-signed routes: SEP-53 and raw signatures work once; a replay, a wrong audience, an
+/// expired challenge and a bad signature are each refused.
+async fn wallet_signatures(world: &World, charged: &mut Ledger) {
+    let usage = |authorization: String| {
+        world
+            .http
+            .get(world.url("/v1/me/usage?days=1"))
+            .header("authorization", authorization)
+            .send()
+    };
+    let sep53 = world.authorization(0, "me-usage", true).await;
+    assert_eq!(usage(sep53.clone()).await.unwrap().status(), 200);
+    let replay = usage(sep53).await.unwrap();
+    assert_eq!(replay.status(), 401);
+    assert_eq!(json(replay).await["error"], "challenge_invalid");
+    let raw = world.authorization(0, "me-usage", false).await;
+    assert_eq!(usage(raw).await.unwrap().status(), 200);
+    let wrong = world.authorization(0, "object-delete", true).await;
+    let response = usage(wrong).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(json(response).await["error"], "wrong_audience");
+    let late = world.authorization(0, "me-usage", true).await;
+    world.clock.advance(300_000);
+    let response = usage(late).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(json(response).await["error"], "challenge_invalid");
+    // Signed by another wallet than the one named.
+    let other = world.authorization(1, "me-usage", true).await;
+    let forged = other.replace(
+        &world.wallet(1).address().to_string(),
+        &world.wallet(0).address().to_string(),
+    );
+    let response = usage(forged).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(json(response).await["error"], "bad_signature");
+    let response = world
+        .http
+        .get(world.url("/v1/me/usage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // Delete: 204 for an existing blob and for a missing one, and the blob is gone.
+    for key in ["price-0", "price-0", "never-stored"] {
+        let authorization = world.authorization(0, "object-delete", true).await;
+        let response = world
+            .http
+            .delete(world.url(&format!("/v1/object/{key}")))
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    let owner = world.wallet(0).address().to_string();
+    assert_eq!(
+        world
+            .storage
+            .blob_size(&owner, "price-0", world.clock.now())
+            .await
+            .unwrap(),
+        None
+    );
+    // Profile: bind with the credentials in the body, then clear.
+    for email in [Some("agent@example.com"), None] {
+        let authorization = world.authorization(2, "profile-bind", true).await;
+        let (wallet, rest) = authorization["Stellar ".len()..].split_once(':').unwrap();
+        let (challenge_id, signature_hex) = rest.split_once(':').unwrap();
+        let response = world
+            .http
+            .post(world.url("/v1/profile"))
+            .json(&serde_json::json!({
+                "wallet": wallet, "challenge_id": challenge_id,
+                "signature_hex": signature_hex, "email": email,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(world.storage.email(wallet).await.unwrap().as_deref(), email);
+    }
+    let _ = charged;
+}
+
+/// The usage counters add up to what each wallet was charged.
+async fn usage_adds_up(world: &World, charged: &Ledger) {
+    for n in 0..3 {
+        let authorization = world.authorization(n, "me-usage", true).await;
+        let response = world
+            .http
+            .get(world.url("/v1/me/usage?days=2"))
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let usage = json(response).await;
+        assert_eq!(usage["days"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            usage["totals"]["charged_atomic"].as_i64().unwrap() as i128,
+            charged.charged[n],
+            "wallet {n}: {usage}"
+        );
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stoka-http-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_on_redb() {
+    let dir = temp_dir("redb");
+    let storage = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
+    let world = world(storage, true, &dir).await;
+    suite(&world).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_on_redis() {
+    let Some(url) = redis_url_for_tests() else {
+        return;
+    };
+    let dir = temp_dir("redis");
+    let namespace = format!("stoka-http-{}-{}", std::process::id(), SystemClock.now());
+    let storage = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
+    let world = world(storage, false, &dir).await;
+    suite(&world).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
