@@ -607,8 +607,19 @@ async fn the_durable_store_keeps_the_best_voucher_across_a_crash_and_closes_with
         best
         // The process state is dropped here: the scheme, its caches, the layer and the store.
     };
-    // A restarted server: the store reopened, the channels of the store served again.
-    let store = Arc::new(FileChannelStore::open(&dir).unwrap());
+    // A restarted server: the store reopened, the channels of the store served again. (A
+    // watcher round that was running when the state was dropped may hold the store a moment
+    // longer; a new process would not wait.)
+    let mut tries = 0;
+    let store = loop {
+        match FileChannelStore::open(&dir) {
+            Err(error) if error.to_string().contains("in use") && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            opened => break Arc::new(opened.unwrap()),
+        }
+    };
     let scheme = Arc::new(world.builder(store).build().unwrap());
     assert_eq!(scheme.resume().await.unwrap(), [channel_id]);
     let state = scheme.state(channel_id).await.unwrap();

@@ -53,6 +53,12 @@ enum Command {
         /// Where stoka listens.
         #[arg(long, default_value = "127.0.0.1:8402")]
         listen: String,
+        /// Where the ledger's plain-HTTP Soroban RPC listens.
+        #[arg(long, default_value = "127.0.0.1:8403")]
+        rpc_listen: std::net::SocketAddr,
+        /// Where the x402 facilitator listens.
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        facilitator_listen: std::net::SocketAddr,
         /// The redb file (default: a fresh one in a temporary directory).
         #[arg(long)]
         store: Option<PathBuf>,
@@ -173,9 +179,16 @@ fn print(value: &serde_json::Value) {
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        Command::Dev { listen, store } => {
+        Command::Dev {
+            listen,
+            rpc_listen,
+            facilitator_listen,
+            store,
+        } => {
             let options = DevOptions {
                 listen,
+                rpc_listen,
+                facilitator_listen,
                 store,
                 ..DevOptions::default()
             };

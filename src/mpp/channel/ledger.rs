@@ -250,7 +250,8 @@ impl StellarChannel {
         let scheme: Weak<Self> = Arc::downgrade(self);
         let period = self.watch_period;
         *watcher = Some(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
+            // The channel was just read: the first round is one period away.
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
