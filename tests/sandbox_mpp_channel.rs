@@ -264,7 +264,11 @@ async fn two_hundred_vouchers_then_close_settles_exactly_the_cumulative_amount()
         assert_eq!(amount, request * PRICE_ATOMIC);
         assert_eq!(
             answer.body,
-            format!("paid by {} with mpp/channel", world.funder.address())
+            // The payer is whoever signs the vouchers: the commitment key's account.
+            format!(
+                "paid by {} with mpp/channel",
+                world.commitment_key.address()
+            )
         );
         let receipt = answer.receipt();
         assert_eq!(receipt.method, "stellar");

@@ -292,6 +292,15 @@ impl Client {
                 "the server's challenge has no challenge_id or message",
             ));
         };
+        // Sign only a challenge for what was asked: a server (or a relay) must not get a
+        // signature for another audience out of this command.
+        let expected = format!("\naudience: {}\n", audience.as_str());
+        if !message.contains(&expected) {
+            return Err(usage(format!(
+                "the server's challenge is not for {}: not signed",
+                audience.as_str()
+            )));
+        }
         let signature = self.keypair.sign(&sep53_digest(message));
         let hex: String = signature.iter().map(|byte| format!("{byte:02x}")).collect();
         let authorization = format!("Stellar {}:{id}:{hex}", self.address());

@@ -169,12 +169,14 @@ pub enum ConfigError {
         error: std::io::Error,
     },
     /// The file is not valid TOML for this configuration.
-    #[error("bad configuration in {path}: {error}")]
+    #[error("bad configuration in {path}, line {line}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
+        /// The line (1-based; 0 when unknown).
+        line: usize,
         /// Why.
-        error: Box<toml::de::Error>,
+        message: String,
     },
     /// An environment variable or setting has a bad value.
     #[error("bad setting {name}: {reason}")]
@@ -223,9 +225,18 @@ impl Config {
                     path: path.to_owned(),
                     error,
                 })?;
-                toml::from_str(&text).map_err(|error| ConfigError::Parse {
-                    path: path.to_owned(),
-                    error: Box::new(error),
+                toml::from_str(&text).map_err(|error: toml::de::Error| {
+                    // The message and line only: the parser's excerpt of the file could
+                    // show a secret.
+                    let line = error
+                        .span()
+                        .and_then(|span| text.get(..span.start))
+                        .map_or(0, |before| before.matches('\n').count() + 1);
+                    ConfigError::Parse {
+                        path: path.to_owned(),
+                        line,
+                        message: error.message().to_owned(),
+                    }
                 })?
             }
         };
@@ -315,6 +326,11 @@ mod tests {
             Config::load(Some(&path), none),
             Err(ConfigError::Parse { .. })
         ));
+        // The error names the line, never its text (it could hold a secret).
+        std::fs::write(&path, "[mpp]\nfee_payer_secret = SBSECRETSEED\n").unwrap();
+        let error = Config::load(Some(&path), none).unwrap_err().to_string();
+        assert!(error.contains("line 2"), "{error}");
+        assert!(!error.contains("SBSECRETSEED"), "{error}");
         std::fs::write(&path, "typo = 1\n").unwrap();
         assert!(matches!(
             Config::load(Some(&path), none),

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as STANDARD_B64;
 use serde_json::Value;
 use stoka::clock::{Clock, ManualClock, SystemClock};
 use stoka::dev::{DevOptions, DevStack, start_on};
@@ -159,6 +161,7 @@ async fn suite(world: &World) {
     expiry(world, &mut charged).await;
     queues(world, &mut charged).await;
     wallet_signatures(world, &mut charged).await;
+    channels(world, &mut charged).await;
     usage_adds_up(world, &charged).await;
 }
 
@@ -361,6 +364,15 @@ async fn early_answers(world: &World) {
         assert!(!response.headers().contains_key("payment-required"));
         assert_eq!(json(response).await["error"], code);
     }
+    // HEAD of a paid route would deliver nothing for the money: 405, no offer.
+    let response = world
+        .http
+        .head(world.url("/v1/retrieve/price-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert!(!response.headers().contains_key("payment-required"));
     // A chunked body has no Content-Length: 411.
     let chunks = futures_body(b"streamed".to_vec());
     let response = store()
@@ -644,6 +656,114 @@ async fn wallet_signatures(world: &World, charged: &mut Ledger) {
         assert_eq!(world.storage.email(wallet).await.unwrap().as_deref(), email);
     }
     let _ = charged;
+}
+
+/// `pop` paid by channel vouchers: the mailbox is the one of the key that signs the vouchers.
+/// A channel that names another wallet as its funder (possible without that wallet's
+/// signature when nothing is deposited at creation) does not open that wallet's mailbox.
+async fn channels(world: &World, charged: &mut Ledger) {
+    use tower_paywall::sandbox::{ContractCall, channel_wasm};
+    use tower_paywall::stellar::xdr::{Int128Parts, ScBytes, ScVal};
+    let sandbox = &world.stack.sandbox;
+    let usdc = sandbox.usdc();
+    let (sender, victim, attacker) = (world.wallet(0), world.wallet(1), world.wallet(2));
+    let x402 = world.payer(0, Intent::X402_EXACT);
+    let victim_inbox = world.url(&format!("/v1/queue/{}/secret/push", victim.address()));
+    let (amount, _) = paid(
+        x402.post(victim_inbox)
+            .body("for the victim only")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    charged.charged[0] += amount;
+
+    // The attacker's channel: funder = the victim, commitment key = the attacker's, funded by a
+    // plain transfer.
+    let i128 = |v: i128| {
+        ScVal::I128(Int128Parts {
+            hi: (v >> 64) as i64,
+            lo: v as u64,
+        })
+    };
+    let pay_to: Address = world
+        .stack
+        .config
+        .pay_to
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let args = vec![
+        ScVal::Address(usdc.to_sc_address()),
+        ScVal::Address(victim.address().to_sc_address()),
+        ScVal::Bytes(ScBytes(attacker.public_key().to_vec().try_into().unwrap())),
+        ScVal::Address(pay_to.to_sc_address()),
+        i128(0),
+        ScVal::U32(1_000),
+    ];
+    let channel = sandbox
+        .deploy_wasm(channel_wasm().unwrap(), attacker, args)
+        .await
+        .unwrap();
+    let fund = ContractCall::new(
+        usdc,
+        "transfer",
+        vec![
+            ScVal::Address(attacker.address().to_sc_address()),
+            ScVal::Address(channel.to_sc_address()),
+            i128(1_000_000),
+        ],
+    );
+    sandbox.invoke(attacker, &fund).await.unwrap();
+    let channel_payer = |n: usize, channel: Address, signer: &Keypair| {
+        PayingClient::builder(
+            world.wallet(n).clone(),
+            Arc::new(sandbox.clone()),
+            Network::testnet(),
+        )
+        .policy(
+            Policy::default()
+                .prefer([Intent::MPP_CHANNEL])
+                .max_per_payment(1_000_000),
+        )
+        .channel(&world.url, channel, signer.clone())
+        .build()
+        .unwrap()
+    };
+    let popper = channel_payer(2, channel, attacker);
+    let response = popper
+        .post(world.url("/v1/queue/secret/pop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(payment(&response).unwrap().intent, Intent::MPP_CHANNEL);
+    let (amount, body) = paid(response).await;
+    charged.charged[2] += amount;
+    assert_eq!(body["empty"], true, "the attacker's own mailbox: {body}");
+
+    // The victim's message is still there for the victim; the sender's demo channel pays
+    // as the sender.
+    let response = world
+        .payer(1, Intent::X402_EXACT)
+        .post(world.url("/v1/queue/secret/pop"))
+        .send()
+        .await
+        .unwrap();
+    let (amount, body) = paid(response).await;
+    charged.charged[1] += amount;
+    assert_eq!(body["body"], STANDARD_B64.encode("for the victim only"));
+    let own = channel_payer(0, world.stack.channel, sender);
+    let response = own
+        .post(world.url("/v1/queue/secret/pop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(payment(&response).unwrap().intent, Intent::MPP_CHANNEL);
+    let (amount, body) = paid(response).await;
+    charged.charged[0] += amount;
+    assert_eq!(body["empty"], true);
 }
 
 /// The usage counters add up to what each wallet was charged.

@@ -10,6 +10,10 @@
 //! | credential `payload` | `{"action": "voucher" \| "close", "amount": "<new cumulative>", "signature": "<128 hex>"}` (no `source`) |
 //! | receipt `reference` | the challenge's `reference` for a voucher, the close transaction's hash for a close |
 //!
+//! The payer of a voucher ([`Paid::payer`](crate::Paid)) is the account (`G…`) of the channel's
+//! commitment key, the key that signs every voucher, and not the channel's funder: a channel
+//! created with nothing deposited names its funder without the funder's signature.
+//!
 //! A voucher is accepted when its signature verifies (`verify_strict`) over the 192-byte
 //! commitment for (channel, amount, network) with the channel's commitment key, and, atomically
 //! in the [`ChannelStore`]: the channel is open, the amount is above the stored cumulative by at
@@ -315,17 +319,24 @@ struct Served {
     info: ChannelInfo,
     /// `None` when the ledger's key is not a curve point: no voucher can verify.
     key: Option<VerifyingKey>,
-    /// The funder as text: the payer of every voucher.
+    /// The account of the commitment key as text: the payer of every voucher. (Not the
+    /// funder: a channel names its funder without the funder's signature when nothing is
+    /// deposited at creation, while every voucher is signed by the commitment key.)
     payer: String,
     /// When `info` was read.
     read_at: Instant,
+}
+
+/// The payer of a channel's vouchers: the account (`G…`) of the key that signs them.
+fn voucher_signer(info: &ChannelInfo) -> String {
+    Address::Account(info.commitment_key).to_string()
 }
 
 impl Served {
     /// Just read.
     fn new(info: ChannelInfo, key: Option<VerifyingKey>) -> Arc<Served> {
         Arc::new(Served {
-            payer: info.from.to_string(),
+            payer: voucher_signer(&info),
             info,
             key,
             read_at: Instant::now(),
@@ -464,7 +475,7 @@ impl StellarChannel {
     }
 
     /// Checks a voucher against the channel's stored and ledger state, and its signature;
-    /// returns the channel's funder (the payer) as text.
+    /// returns the payer (the commitment key's account) as text.
     async fn check_voucher(
         &self,
         channel: ChannelId,
@@ -510,7 +521,7 @@ impl StellarChannel {
         }
         voucher
             .accept(&state, price, info.deposited())
-            .map(|_| info.from.to_string())
+            .map(|_| voucher_signer(&info))
             .map_err(problem)
     }
 

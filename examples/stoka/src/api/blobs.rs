@@ -14,7 +14,7 @@ use super::wallet::authorize;
 use super::{Stoka, error, json_response, unavailable};
 use crate::auth::Audience;
 use crate::clock::rfc3339;
-use crate::storage::{Put, PutMode, Usage};
+use crate::storage::{Put, PutMode, StorageError, Usage};
 
 /// `POST /v1/store`: a new blob under `X-Stoka-Key`.
 pub(super) async fn store(
@@ -84,16 +84,27 @@ async fn write(
         // The layer answers for the payment (402, or 503 while the outcome is unknown).
         return StatusCode::PAYMENT_REQUIRED.into_response();
     }
+    // The money moved: the write happens whatever changed since the check (the blob expired
+    // during the settlement, another node wrote the key): it is the payer's own key either
+    // way, and a business refusal now would keep the money without the service.
+    let now = stoka.now();
     let expires_at = now.saturating_add(ttl.saturating_mul(1000));
-    match storage
-        .put_blob(owner, &key, &body, expires_at, mode, now)
-        .await
-    {
-        Ok(Put::Created | Put::Replaced) => {}
-        // Under the key's lock only another node can get here first.
-        Ok(Put::Exists) => return key_exists(),
-        Ok(Put::NotFound) => return not_found(),
-        Err(failure) => return unavailable(&failure),
+    let other = match mode {
+        PutMode::Create => PutMode::Replace,
+        PutMode::Replace => PutMode::Create,
+    };
+    for mode in [mode, other] {
+        match storage
+            .put_blob(owner, &key, &body, expires_at, mode, now)
+            .await
+        {
+            Ok(Put::Created | Put::Replaced) => break,
+            Ok(Put::Exists | Put::NotFound) if mode != other => {}
+            Ok(Put::Exists | Put::NotFound) => {
+                return unavailable(&StorageError::Backend("the key changed twice".into()));
+            }
+            Err(failure) => return unavailable(&failure),
+        }
     }
     let charged = charged(paid);
     stoka

@@ -46,6 +46,11 @@ impl std::fmt::Debug for Schemes {
     }
 }
 
+/// How long a payment's record (and the answer replayed to its retries) is kept: longer than
+/// any payment stays valid (an x402 authorization lives `maxTimeoutSeconds`, an MPP challenge
+/// five minutes), short enough that recorded answers do not pile up in memory.
+pub const RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The two layers: one for every paid route but `pop`, one for `pop`; both record payments
 /// in `store` and settle in the handler.
 ///
@@ -60,6 +65,7 @@ pub fn layers(
     let base = || {
         let mut builder = PaymentLayer::builder()
             .order(SettlementOrder::InHandler)
+            .record_ttl(RECORD_TTL)
             .shared_store(store.clone());
         if let Some(public_url) = &stoka.inner.info.public_url {
             builder = builder.public_url(public_url.clone());
@@ -90,26 +96,32 @@ pub(crate) enum PaidRoute {
     Update(String),
     Push { to: String, topic: String },
     Pop { topic: String },
+    Head,
+    Undecodable,
 }
 
 impl PaidRoute {
     /// The paid route of `method` and `path`, if it is one.
+    /// The paid route of `method` and `path`, if it is one. A path of a paid route whose
+    /// segments are not UTF-8 once decoded is [`PaidRoute::Undecodable`]; `HEAD` of one is
+    /// [`PaidRoute::Head`] (never served: nothing would be delivered for the money).
     pub(crate) fn of(method: &Method, path: &str) -> Option<PaidRoute> {
         let segments: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
         let decoded = |segment: &str| percent_decode(segment);
-        match (method, segments.as_slice()) {
+        let route = match (method, segments.as_slice()) {
+            (&Method::HEAD, ["retrieve", _]) => return Some(PaidRoute::Head),
             (&Method::POST, ["store"]) => Some(PaidRoute::Store),
-            (&Method::GET, ["retrieve", key]) => Some(PaidRoute::Retrieve(decoded(key)?)),
-            (&Method::PUT, ["object", key]) => Some(PaidRoute::Update(decoded(key)?)),
-            (&Method::POST, ["queue", to, topic, "push"]) => Some(PaidRoute::Push {
-                to: decoded(to)?,
-                topic: decoded(topic)?,
-            }),
-            (&Method::POST, ["queue", topic, "pop"]) => Some(PaidRoute::Pop {
-                topic: decoded(topic)?,
-            }),
-            _ => None,
-        }
+            (&Method::GET, ["retrieve", key]) => decoded(key).map(PaidRoute::Retrieve),
+            (&Method::PUT, ["object", key]) => decoded(key).map(PaidRoute::Update),
+            (&Method::POST, ["queue", to, topic, "push"]) => decoded(to)
+                .zip(decoded(topic))
+                .map(|(to, topic)| PaidRoute::Push { to, topic }),
+            (&Method::POST, ["queue", topic, "pop"]) => {
+                decoded(topic).map(|topic| PaidRoute::Pop { topic })
+            }
+            _ => return None,
+        };
+        Some(route.unwrap_or(PaidRoute::Undecodable))
     }
 }
 
@@ -236,6 +248,16 @@ impl Pricing for StokaPricing {
         let header_text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
         let ready = PriceFuture::ready;
         match route {
+            PaidRoute::Head => ready(early(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "a paid route is not served for HEAD: use GET",
+            )),
+            PaidRoute::Undecodable => ready(early(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "a path segment is not UTF-8 once percent-decoded",
+            )),
             PaidRoute::Store | PaidRoute::Update(_) => {
                 let key = match &route {
                     PaidRoute::Update(key) => Some(key.clone()),
@@ -464,12 +486,19 @@ mod tests {
                 topic: "inbox".into()
             })
         );
+        assert_eq!(
+            PaidRoute::of(&Method::GET, "/v1/retrieve/%FF"),
+            Some(PaidRoute::Undecodable)
+        );
+        assert_eq!(
+            PaidRoute::of(&Method::HEAD, "/v1/retrieve/k"),
+            Some(PaidRoute::Head)
+        );
         for (method, path) in [
             (Method::DELETE, "/v1/object/k"),
             (Method::GET, "/v1/store"),
             (post.clone(), "/v1/queue/inbox/ack/r"),
             (post.clone(), "/v1/auth/challenge"),
-            (Method::GET, "/v1/retrieve/%FF"),
             (Method::GET, "/"),
         ] {
             assert_eq!(PaidRoute::of(&method, path), None, "{method} {path}");
