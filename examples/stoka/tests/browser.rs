@@ -10,34 +10,20 @@
 //! elsewhere it is skipped. Without a `chromium` on the `PATH` it is skipped too, unless
 //! `CI=true`, where that is a failure.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::Value;
-use stoka::clock::{Clock, ManualClock, SystemClock};
-use stoka::dev::{DevOptions, start_on};
 use stoka::storage::RedbStorage;
+use support::{interop_enabled, node, temp_dir, workspace};
 use tower_paywall::Intent;
-use tower_paywall::client::{PayingClient, Policy, payment};
-use tower_paywall::stellar::Network;
+use tower_paywall::client::payment;
 
 /// The days the page is opened with, and so the bars per series.
 const DAYS: usize = 7;
 /// The chart's series: operations, charged, bytes in, bytes out.
 const SERIES: [&str; 4] = ["operations", "charged", "bytes_in", "bytes_out"];
-
-fn enabled() -> bool {
-    let on = std::env::var_os("TOWER_PAYWALL_INTEROP").is_some();
-    if !on {
-        eprintln!("the browser test runs from scripts/test (it needs the node package); skipped");
-    }
-    on
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The system's Chromium, from the `PATH`.
 fn chromium() -> Option<PathBuf> {
@@ -69,7 +55,7 @@ fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_what_a_wallet_was_charged() {
-    if !enabled() {
+    if !interop_enabled() {
         return;
     }
     let Some(chromium) = chromium() else {
@@ -81,44 +67,14 @@ async fn the_dashboard_shows_what_a_wallet_was_charged() {
         eprintln!("chromium is not installed; the browser test is skipped");
         return;
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-
-    let dir = std::env::temp_dir().join(format!("stoka-browser-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("browser");
     let storage = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
-    let clock = ManualClock::new(SystemClock.now());
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let options = DevOptions {
-        listen: "127.0.0.1:0".into(),
-        rpc_listen: loopback,
-        facilitator_listen: loopback,
-        store: None,
-        wallets: 1,
-        ledger_period: Duration::from_millis(500),
-    };
-    let stack = start_on(&options, storage, dir.join("stoka.redb"), Arc::new(clock))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = stack.server.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let stack = support::start(storage, &dir, 1).await;
+    let url = stack.url.clone();
 
     // Wallet 1 stores a blob and reads it back, paying both with x402 `exact`.
-    let wallet = stack.wallets[0].clone();
-    let client = PayingClient::builder(
-        wallet.clone(),
-        Arc::new(stack.sandbox.clone()),
-        Network::testnet(),
-    )
-    .policy(
-        Policy::default()
-            .prefer([Intent::X402_EXACT])
-            .max_per_payment(10_000_000),
-    )
-    .build()
-    .unwrap();
+    let wallet = stack.dev.wallets[0].clone();
+    let client = stack.payer(0, Intent::X402_EXACT);
     let blob: Vec<u8> = (0..3_000_u32).map(|i| (i % 251) as u8).collect();
     let stored = client
         .post(format!("{url}/v1/store"))
@@ -143,27 +99,18 @@ async fn the_dashboard_shows_what_a_wallet_was_charged() {
     let screenshot = screenshot_path();
     let _ = std::fs::remove_file(&screenshot);
     let started = std::time::Instant::now();
-    let run = tokio::process::Command::new("node")
-        .arg("dashboard.mjs")
-        .current_dir(workspace().join("tests/interop"))
-        .env("DASHBOARD_URL", format!("{url}/dashboard.html?days={DAYS}"))
-        .env("SECRET", wallet.secret_seed())
-        .env("CHROMIUM", &chromium)
-        .env("SCREENSHOT", &screenshot)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), run)
-        .await
-        .expect("the browser finishes within 5 minutes")
-        .expect("node runs (scripts/test installs the package)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "dashboard.mjs failed:\n{stdout}\n{stderr}"
-    );
-    let page: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|_| panic!("dashboard.mjs printed {stdout}\n{stderr}"));
+    let page_url = format!("{url}/dashboard.html?days={DAYS}");
+    let secret = wallet.secret_seed();
+    let page = node(
+        "dashboard.mjs",
+        &[
+            ("DASHBOARD_URL", page_url.as_ref()),
+            ("SECRET", secret.as_ref()),
+            ("CHROMIUM", chromium.as_os_str()),
+            ("SCREENSHOT", screenshot.as_os_str()),
+        ],
+    )
+    .await;
     eprintln!(
         "the browser took {:.1} s; requests: {}; console errors: {}",
         started.elapsed().as_secs_f64(),

@@ -3,6 +3,8 @@
 //! `exact` (and MPP `charge` where said), balances read from the ledger. stoka's clock is a
 //! manual one, so expiry, visibility and challenge lifetimes are tested without waiting.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as STANDARD_B64;
 use serde_json::Value;
 use stoka::clock::{Clock, ManualClock, SystemClock};
-use stoka::dev::{DevOptions, DevStack, start_on};
+use stoka::dev::DevStack;
 use stoka::pricing::{Limits, Rates};
 use stoka::storage::{RedbStorage, RedisStorage, Storage, redis_url_for_tests};
 use tower_paywall::Intent;
@@ -29,31 +31,9 @@ struct World {
 }
 
 async fn world(storage: Arc<dyn Storage>, swept: bool, dir: &std::path::Path) -> World {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let clock = ManualClock::new(SystemClock.now());
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let options = DevOptions {
-        listen: "127.0.0.1:0".into(),
-        rpc_listen: loopback,
-        facilitator_listen: loopback,
-        store: None,
-        wallets: 3,
-        ledger_period: Duration::from_millis(500),
-    };
-    let stack = start_on(
-        &options,
-        storage.clone(),
-        dir.join("stoka.redb"),
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = stack.server.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let support::Stack { dev, url, clock } = support::start(storage.clone(), dir, 3).await;
     World {
-        stack,
+        stack: dev,
         url,
         clock,
         storage,
@@ -788,16 +768,9 @@ async fn usage_adds_up(world: &World, charged: &Ledger) {
     }
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("stoka-http-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_on_redb() {
-    let dir = temp_dir("redb");
+    let dir = support::temp_dir("http-redb");
     let storage = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
     let world = world(storage, true, &dir).await;
     suite(&world).await;
@@ -809,7 +782,7 @@ async fn the_service_on_redis() {
     let Some(url) = redis_url_for_tests() else {
         return;
     };
-    let dir = temp_dir("redis");
+    let dir = support::temp_dir("http-redis");
     let namespace = format!("stoka-http-{}-{}", std::process::id(), SystemClock.now());
     let storage = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
     let world = world(storage, false, &dir).await;

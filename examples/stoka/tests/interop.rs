@@ -7,30 +7,17 @@
 //! `scripts/test` runs it under `unshare -rn` with `TOWER_PAYWALL_INTEROP=1` after installing
 //! the node package.
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::Value;
-use stoka::clock::{Clock, ManualClock, SystemClock};
-use stoka::dev::{DevOptions, DevStack, start_on};
+use stoka::dev::DevStack;
 use stoka::pricing::{Limits, Rates};
 use stoka::storage::RedbStorage;
+use support::{interop_enabled, node, temp_dir};
 use tower_paywall::stellar::Address;
-
-fn enabled() -> bool {
-    let on = std::env::var_os("TOWER_PAYWALL_INTEROP").is_some();
-    if !on {
-        eprintln!("interop tests run from scripts/test (an isolated network namespace); skipped");
-    }
-    on
-}
-
-fn package() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
-}
 
 async fn balance(stack: &DevStack, token: &Address, holder: &Address) -> i128 {
     stack.sandbox.balance(token, holder).await.unwrap()
@@ -38,31 +25,14 @@ async fn balance(stack: &DevStack, token: &Address, holder: &Address) -> i128 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_client_stores_and_retrieves_a_blob() {
-    if !enabled() {
+    if !interop_enabled() {
         return;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = std::env::temp_dir().join(format!("stoka-interop-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("interop");
     let storage = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let options = DevOptions {
-        listen: "127.0.0.1:0".into(),
-        rpc_listen: loopback,
-        facilitator_listen: loopback,
-        store: None,
-        wallets: 1,
-        ledger_period: Duration::from_millis(500),
-    };
-    let clock = ManualClock::new(SystemClock.now());
-    let stack = start_on(&options, storage, dir.join("stoka.redb"), Arc::new(clock))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = stack.server.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let support::Stack {
+        dev: stack, url, ..
+    } = support::start(storage, &dir, 1).await;
 
     let payer = stack.wallets[0].clone();
     let address = payer.address();
@@ -75,33 +45,26 @@ async fn the_official_client_stores_and_retrieves_a_blob() {
     );
 
     let blob: Vec<u8> = (0..5_000_u32).map(|i| (i * 7 % 256) as u8).collect();
-    let run = tokio::process::Command::new("node")
-        .arg("stoka.mjs")
-        .current_dir(package())
-        .env("NODE_EXTRA_CA_CERTS", stack.rpc.certificate_path())
-        .env("RPC_URL", stack.rpc.https_url().unwrap())
-        .env("PAYER_SECRET", payer.secret_seed())
-        .env("USDC", usdc.to_string())
-        .env("STOKA_URL", &url)
-        .env("BLOB_KEY", "interop/blob.bin")
-        .env("BLOB_BASE64", STANDARD.encode(&blob))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), run)
-        .await
-        .expect("the client finishes within 5 minutes")
-        .expect("node runs (scripts/test installs the package)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stoka.mjs failed:\n{stdout}\n{stderr}"
-    );
-    let answer: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|_| panic!("stoka.mjs printed {stdout}\n{stderr}"));
-
+    let (rpc_url, secret) = (stack.rpc.https_url().unwrap(), payer.secret_seed());
+    let (usdc_id, blob_base64) = (usdc.to_string(), STANDARD.encode(&blob));
+    let answer = node(
+        "stoka.mjs",
+        &[
+            (
+                "NODE_EXTRA_CA_CERTS",
+                stack.rpc.certificate_path().as_os_str(),
+            ),
+            ("RPC_URL", rpc_url.as_ref()),
+            ("PAYER_SECRET", secret.as_ref()),
+            ("USDC", usdc_id.as_ref()),
+            ("STOKA_URL", url.as_ref()),
+            ("BLOB_KEY", "interop/blob.bin".as_ref()),
+            ("BLOB_BASE64", blob_base64.as_ref()),
+        ],
+    )
+    .await;
     eprintln!(
-        "store {} (charged {}), retrieve {}; settlements {} and {}; node's stderr: {stderr:?}",
+        "store {} (charged {}), retrieve {}; settlements {} and {}",
         answer["store"]["status"],
         answer["store"]["body"]["charged_atomic"],
         answer["retrieve"]["status"],
