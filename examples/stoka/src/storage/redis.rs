@@ -853,6 +853,17 @@ mod tests {
     use super::*;
     use crate::storage::suite::{self, Expiry};
 
+    /// A connection to the test server in a namespace of its own; `None` (skipped) without a
+    /// server outside CI.
+    async fn fresh() -> Option<RedisStorage> {
+        let url = redis_url_for_tests()?;
+        Some(
+            RedisStorage::connect(&url, &unique_namespace())
+                .await
+                .unwrap(),
+        )
+    }
+
     /// A namespace no other run uses.
     fn unique_namespace() -> String {
         let token = receipt::token().unwrap();
@@ -933,12 +944,9 @@ mod tests {
 
     #[tokio::test]
     async fn records_expire_on_the_servers_clock() {
-        let Some(url) = redis_url_for_tests() else {
+        let Some(storage) = fresh().await else {
             return;
         };
-        let storage = RedisStorage::connect(&url, &unique_namespace())
-            .await
-            .unwrap();
         let now = real_now();
         let soon = now + 300;
         let put = storage.put_blob("GA", "k", b"x", soon, PutMode::Create, now);
@@ -982,12 +990,9 @@ mod tests {
 
     #[tokio::test]
     async fn binary_bodies_and_odd_names_round_trip() {
-        let Some(url) = redis_url_for_tests() else {
+        let Some(storage) = fresh().await else {
             return;
         };
-        let storage = RedisStorage::connect(&url, &unique_namespace())
-            .await
-            .unwrap();
         let now = 1_800_000_000_000;
         let body: Vec<u8> = (0..=255).rev().collect();
         // Parts that would collide unescaped: ("A}:x", "y") and ("A", "x}:y").
@@ -1034,12 +1039,9 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_requests_agree() {
-        let Some(url) = redis_url_for_tests() else {
+        let Some(storage) = fresh().await else {
             return;
         };
-        let storage = RedisStorage::connect(&url, &unique_namespace())
-            .await
-            .unwrap();
         let now = 1_800_000_000_000;
         let tasks = 16;
         // One create wins.
