@@ -16,10 +16,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::json;
 use tower_paywall::layer::BuildError;
-use tower_paywall::mpp::StellarChannel;
+use tower_paywall::mpp::{ChannelError, StellarChannel};
 use tower_paywall::price::{Amount, Price, PriceFuture, PriceRequest, Priced, Pricing};
 use tower_paywall::scheme::PaymentScheme;
 use tower_paywall::stellar::Address;
+use tower_paywall::stellar::ChannelReadError;
 use tower_paywall::store::PaymentStore;
 use tower_paywall::{PaymentLayer, SettlementOrder};
 
@@ -387,8 +388,12 @@ impl Pricing for StokaPricing {
                         PriceFuture::new(async move {
                             if let Err(error) = channel.add_channel(address).await {
                                 tracing::debug!(%error, %address, "a named channel is refused");
+                                // Only a definite answer of the ledger is remembered: a failed
+                                // read may succeed next time.
+                                let definite =
+                                    !matches!(error, ChannelError::Read(ChannelReadError::Rpc(_)));
                                 let mut refused = refused.lock().unwrap_or_else(|e| e.into_inner());
-                                if refused.len() < MAX_REFUSED {
+                                if definite && refused.len() < MAX_REFUSED {
                                     refused.insert(address);
                                 }
                             }

@@ -419,6 +419,19 @@ impl Storage for RedbStorage {
         let (owner, topic) = (owner.to_owned(), topic.to_owned());
         self.blocking(move |db| {
             let (to, topic) = (owner.as_str(), topic.as_str());
+            // Nothing due is the common answer of a long-poll: found by a read, without a
+            // durable write.
+            let nothing_due = {
+                let txn = db.begin_read().map_err(backend)?;
+                let ready = txn.open_table(READY).map_err(backend)?;
+                let mut range = ready
+                    .range((to, topic, 0, 0)..=(to, topic, now, u64::MAX))
+                    .map_err(backend)?;
+                range.next().is_none()
+            };
+            if nothing_due {
+                return Ok(None);
+            }
             let txn = write_txn(db)?;
             // The oldest visible entries, in (visible_at, seq) order.
             let due: Vec<(u64, u64)> = {
