@@ -16,6 +16,8 @@
 //! `PAYMENT-SIGNATURE` it received there (see `tests/data/golden/`).
 #![cfg(feature = "sandbox")]
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,13 +74,6 @@ async fn world() -> World {
     }
 }
 
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{address}")
-}
-
 /// A script of the node package, with the world's RPC, payer and USDC in its environment.
 fn node_command(script: &str, world: &World, env: &[(&str, String)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("node");
@@ -110,11 +105,7 @@ async fn node(script: &str, world: &World, env: &[(&str, String)]) -> serde_json
 }
 
 async fn usdc(world: &World, holder: &Address) -> i128 {
-    world
-        .sandbox
-        .balance(&world.sandbox.usdc(), holder)
-        .await
-        .unwrap()
+    support::usdc_of(&world.sandbox, holder).await
 }
 
 fn settled(answer: &serde_json::Value) -> SettleResponse {
@@ -154,7 +145,7 @@ async fn the_official_client_pays_our_layer() {
                 }
             },
         ));
-    let url = serve(app).await;
+    let url = support::serve(app).await;
     let (payer_before, pay_to_before) = (
         usdc(&world, &world.payer.address()).await,
         usdc(&world, &world.pay_to).await,
@@ -201,7 +192,7 @@ async fn the_official_server_settles_through_our_facilitator_server() {
     }
     let world = world().await;
     let router = facilitator_router(Arc::new(world.facilitator.clone()), Some("interop".into()));
-    let facilitator_url = serve(router).await;
+    let facilitator_url = support::serve(router).await;
     let before = usdc(&world, &world.pay_to).await;
     let env = [
         ("FACILITATOR_URL", facilitator_url),
@@ -227,7 +218,7 @@ async fn our_client_pays_the_official_server() {
     }
     let world = world().await;
     let router = facilitator_router(Arc::new(world.facilitator.clone()), Some("interop".into()));
-    let facilitator_url = serve(router).await;
+    let facilitator_url = support::serve(router).await;
     let env = [
         ("FACILITATOR_URL", facilitator_url),
         ("FACILITATOR_API_KEY", "interop".to_owned()),
@@ -284,7 +275,7 @@ async fn our_client_pays_the_official_server() {
 /// MPP `charge` through the official `mppx` parser and serializer, with a client that builds
 /// its transfer like the Stellar MPP SDK (`tests/interop/mpp_client.mjs`).
 async fn mpp_pays(world: &World, app: Router, mode: &str) -> serde_json::Value {
-    let url = serve(app).await;
+    let url = support::serve(app).await;
     let (payer_before, pay_to_before) = (
         usdc(world, &world.payer.address()).await,
         usdc(world, &world.pay_to).await,

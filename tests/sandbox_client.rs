@@ -3,6 +3,8 @@
 //! answer is retried with the same payment and charged once.
 #![cfg(all(feature = "sandbox", feature = "client"))]
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +17,7 @@ use tower_paywall::client::{
     ChargeMode, ClientError, CumulativeStore, FileCumulativeStore, PayError, PayingClient, Policy,
     payment,
 };
-use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
+use tower_paywall::mpp::{StellarChannel, StellarCharge};
 use tower_paywall::sandbox::{ChannelParams, Sandbox, SandboxConfig, channel_wasm};
 use tower_paywall::scheme::Intent;
 use tower_paywall::stellar::channel::{OpenChannel, open_channel};
@@ -46,10 +48,6 @@ enum Offers {
     SponsoredCharge,
 }
 
-fn keys() -> ChallengeKeys {
-    ChallengeKeys::new(ChallengeSecret::new(*b"a test secret of at least 32 bytes!").unwrap())
-}
-
 async fn world(offers: Offers) -> World {
     let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
     let sandbox = Sandbox::start(config).unwrap();
@@ -57,7 +55,8 @@ async fn world(offers: Offers) -> World {
     let pay_to = sandbox.funded_keypair().await.unwrap().address();
     let rpc: Arc<dyn SorobanRpc> = Arc::new(sandbox.clone());
     let mut charge =
-        StellarCharge::builder(Network::testnet(), pay_to, rpc.clone(), keys()).realm("example");
+        StellarCharge::builder(Network::testnet(), pay_to, rpc.clone(), support::keys())
+            .realm("example");
     let mut layer = PaymentLayer::builder();
     match offers {
         Offers::Both => {
@@ -107,10 +106,7 @@ async fn world(offers: Offers) -> World {
 }
 
 async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{address}/paid")
+    format!("{}/paid", support::serve(app).await)
 }
 
 fn client(world: &World, signer: impl Signer + 'static, policy: Policy) -> PayingClient {
@@ -121,11 +117,7 @@ fn client(world: &World, signer: impl Signer + 'static, policy: Policy) -> Payin
 }
 
 async fn usdc(world: &World, holder: &Address) -> i128 {
-    world
-        .sandbox
-        .balance(&world.sandbox.usdc(), holder)
-        .await
-        .unwrap()
+    support::usdc_of(&world.sandbox, holder).await
 }
 
 async fn balances(world: &World) -> (i128, i128) {
@@ -433,7 +425,7 @@ async fn a_channel_opened_through_rpc_pays_with_vouchers_that_survive_a_restart_
         Network::testnet(),
         recipient.clone(),
         rpc.clone(),
-        keys(),
+        support::keys(),
         Arc::new(MemoryChannelStore::new()),
     )
     .currency(sandbox.usdc())
@@ -564,7 +556,7 @@ fn challenge_header(intent: &str, request: serde_json::Value) -> String {
         panic!("an object")
     };
     tower_paywall::mpp::Challenge::builder("example", "stellar", intent, &request)
-        .issue(&keys())
+        .issue(&support::keys())
         .to_header_value()
         .unwrap()
         .to_str()
@@ -668,7 +660,7 @@ async fn offers_the_client_cannot_pay_as_asked_are_refused_with_nothing_sent() {
         pull_only.as_object().unwrap(),
     );
     expired = expired.expires(tower_paywall::mpp::Timestamp::from_unix_millis(1_000).unwrap());
-    let expired = expired.issue(&keys()).to_header_value().unwrap();
+    let expired = expired.issue(&support::keys()).to_header_value().unwrap();
     let cases: Vec<(&str, (&'static str, String), Policy, ChargeMode)> = vec![
         (
             "x402 without sponsored fees",

@@ -3,6 +3,8 @@
 //! the payment, and what the ledger refuses (at send) or fails (at close).
 #![cfg(feature = "sandbox")]
 
+mod support;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tower_paywall::sandbox::{FRIENDBOT_USDC, FRIENDBOT_XLM, Sandbox, SandboxConfig, SandboxError};
@@ -220,10 +222,6 @@ async fn lumens(sandbox: &Sandbox, account: &Address) -> i64 {
     }
 }
 
-async fn usdc(sandbox: &Sandbox, holder: &Address) -> i128 {
-    sandbox.balance(&sandbox.usdc(), holder).await.unwrap()
-}
-
 /// Sends, expects `PENDING`, closes, and returns the final transaction.
 async fn send_and_close(sandbox: &Sandbox, envelope: &TransactionEnvelope) -> TransactionInfo {
     let sent = sandbox.send_transaction(envelope).await.unwrap();
@@ -311,13 +309,16 @@ async fn genesis_and_friendbot() {
             sandbox.balance(&sandbox.xlm(), &address).await.unwrap(),
             i128::from(FRIENDBOT_XLM)
         );
-        assert_eq!(usdc(&sandbox, &address).await, FRIENDBOT_USDC);
+        assert_eq!(support::usdc_of(&sandbox, &address).await, FRIENDBOT_USDC);
     }
 
     // Funding again tops up.
     sandbox.fund(&alice.address()).await.unwrap();
     assert_eq!(lumens(&sandbox, &alice.address()).await, 2 * FRIENDBOT_XLM);
-    assert_eq!(usdc(&sandbox, &alice.address()).await, 2 * FRIENDBOT_USDC);
+    assert_eq!(
+        support::usdc_of(&sandbox, &alice.address()).await,
+        2 * FRIENDBOT_USDC
+    );
     assert_eq!(
         sandbox.fund(&sandbox.usdc()).await,
         Err(SandboxError::NotAnAccount(sandbox.usdc()))
@@ -349,10 +350,13 @@ async fn an_x402_payment_settles_once() {
     assert_eq!(paid, result.fee_charged);
     assert!(paid > 100 && paid <= i64::from(v1(&mut settled.clone()).tx.fee));
     assert_eq!(
-        usdc(&sandbox, &payer.address()).await,
+        support::usdc_of(&sandbox, &payer.address()).await,
         FRIENDBOT_USDC - AMOUNT
     );
-    assert_eq!(usdc(&sandbox, &pay_to).await, FRIENDBOT_USDC + AMOUNT);
+    assert_eq!(
+        support::usdc_of(&sandbox, &pay_to).await,
+        FRIENDBOT_USDC + AMOUNT
+    );
     // The meta carries the SAC `transfer` event.
     let Some(TransactionMeta::V4(meta)) = &info.result_meta else {
         panic!("no v4 meta");
@@ -383,7 +387,10 @@ async fn an_x402_payment_settles_once() {
         sequence + 1,
         "a failed transaction still uses its sequence number"
     );
-    assert_eq!(usdc(&sandbox, &pay_to).await, FRIENDBOT_USDC + AMOUNT);
+    assert_eq!(
+        support::usdc_of(&sandbox, &pay_to).await,
+        FRIENDBOT_USDC + AMOUNT
+    );
 }
 
 #[tokio::test]
@@ -445,12 +452,15 @@ async fn expired_and_forged_authorizations_fail_on_the_ledger() {
     .await;
     assert_eq!(failed_invocation(&info), InvokeHostFunctionResult::Trapped);
     assert!(failure_reasons(&info).contains("failed account authentication"));
-    assert_eq!(usdc(&sandbox, &pay_to).await, FRIENDBOT_USDC);
+    assert_eq!(support::usdc_of(&sandbox, &pay_to).await, FRIENDBOT_USDC);
 
     // Failures roll back: the nonce is still unused, and the real signature pays.
     let info = send_and_close(&sandbox, &relay(&valid, &relayer, sequence + 3, &sandbox)).await;
     assert_eq!(info.status, TransactionStatus::Success, "{:?}", info.result);
-    assert_eq!(usdc(&sandbox, &pay_to).await, FRIENDBOT_USDC + AMOUNT);
+    assert_eq!(
+        support::usdc_of(&sandbox, &pay_to).await,
+        FRIENDBOT_USDC + AMOUNT
+    );
 }
 
 #[tokio::test]

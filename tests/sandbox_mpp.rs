@@ -3,6 +3,8 @@
 //! (`signedHash`) move USDC; every refusal has its problem type.
 #![cfg(feature = "sandbox")]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +14,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use tower_paywall::mpp::{
-    ChallengeKeys, ChallengeSecret, Credential as MppCredential, Receipt, StellarCharge,
-};
+use tower_paywall::mpp::{Credential as MppCredential, Receipt, StellarCharge};
 use tower_paywall::sandbox::{Sandbox, SandboxConfig};
 use tower_paywall::stellar::rpc::{SorobanRpc, TransactionHash, wait_for_transaction};
 use tower_paywall::stellar::xdr::{HostFunction, Limits, TransactionEnvelope, WriteXdr};
@@ -33,17 +33,13 @@ struct World {
     pay_to: Address,
 }
 
-fn keys() -> ChallengeKeys {
-    ChallengeKeys::new(ChallengeSecret::new(*b"a test secret of at least 32 bytes!").unwrap())
-}
-
 async fn world(ttl: Duration) -> World {
     let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
     let sandbox = Sandbox::start(config).unwrap();
     let payer = sandbox.funded_keypair().await.unwrap();
     let pay_to = sandbox.funded_keypair().await.unwrap().address();
     let rpc: Arc<dyn SorobanRpc> = Arc::new(sandbox.clone());
-    let charge = StellarCharge::builder(Network::testnet(), pay_to, rpc, keys())
+    let charge = StellarCharge::builder(Network::testnet(), pay_to, rpc, support::keys())
         .realm("example.com")
         .challenge_ttl(ttl)
         .build()
@@ -147,11 +143,7 @@ fn base64(envelope: &TransactionEnvelope) -> String {
 }
 
 async fn usdc(world: &World, holder: &Address) -> i128 {
-    world
-        .sandbox
-        .balance(&world.sandbox.usdc(), holder)
-        .await
-        .unwrap()
+    support::usdc_of(&world.sandbox, holder).await
 }
 
 #[tokio::test]
@@ -177,7 +169,7 @@ async fn one_402_offers_x402_and_mpp_charge() {
         (challenge.method.as_str(), challenge.intent.as_str()),
         ("stellar", "charge")
     );
-    assert!(challenge.verify_id(&keys()));
+    assert!(challenge.verify_id(&support::keys()));
     let request = challenge.request_json().unwrap();
     assert_eq!(request["amount"], "100000");
     assert_eq!(request["recipient"], world.pay_to.to_string());
@@ -501,13 +493,18 @@ async fn a_memo_bound_lumen_payment_pays_its_challenge_only() {
     use sha2::{Digest, Sha256};
     let mut world = world(Duration::from_secs(300)).await;
     let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
-    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc.clone(), keys())
-        .realm("example.com")
-        .currency(world.sandbox.xlm())
-        .memo_push(true)
-        .build()
-        .unwrap();
-    let usdc_only = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, keys())
+    let charge = StellarCharge::builder(
+        Network::testnet(),
+        world.pay_to,
+        rpc.clone(),
+        support::keys(),
+    )
+    .realm("example.com")
+    .currency(world.sandbox.xlm())
+    .memo_push(true)
+    .build()
+    .unwrap();
+    let usdc_only = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, support::keys())
         .memo_push(true)
         .build();
     assert!(usdc_only.is_err(), "the memo-bound push takes lumens only");
@@ -615,7 +612,7 @@ async fn sponsored_app(world: &World) -> (Router, Keypair) {
         10_000_000,
     )
     .unwrap();
-    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, keys())
+    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, support::keys())
         .realm("example.com")
         .sponsor(Arc::new(sponsor))
         .build()
@@ -714,7 +711,7 @@ async fn an_unreachable_rpc_is_a_503_not_a_402() {
             .build()
             .unwrap(),
     );
-    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, down, keys())
+    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, down, support::keys())
         .realm("example.com")
         .build()
         .unwrap();

@@ -5,6 +5,8 @@
 //! Every refusal has its problem type.
 #![cfg(feature = "sandbox")]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +17,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_paywall::mpp::{
-    Challenge, ChallengeKeys, ChallengeSecret, ChannelError, Credential as MppCredential, Receipt,
-    StellarChannel, StellarChannelBuilder,
+    Challenge, ChannelError, Credential as MppCredential, Receipt, StellarChannel,
+    StellarChannelBuilder,
 };
 use tower_paywall::sandbox::{
     ChannelParams, ContractCall, Invoked, Sandbox, SandboxConfig, SandboxError,
@@ -33,10 +35,6 @@ use tower_paywall::{Paid, PaymentLayer, Price};
 const PRICE_ATOMIC: i128 = 100_000;
 /// The first deposit: 10 USDC.
 const DEPOSIT: i128 = 100_000_000;
-
-fn keys() -> ChallengeKeys {
-    ChallengeKeys::new(ChallengeSecret::new(*b"a test secret of at least 32 bytes!").unwrap())
-}
 
 struct World {
     sandbox: Sandbox,
@@ -101,7 +99,7 @@ impl World {
             Network::testnet(),
             self.recipient.clone(),
             self.rpc(),
-            keys(),
+            support::keys(),
             store,
         )
         .currency(self.sandbox.usdc())
@@ -766,7 +764,7 @@ async fn one_402_offers_x402_exact_mpp_charge_and_mpp_channel() {
                 .unwrap(),
         )
         .scheme(
-            StellarCharge::builder(Network::testnet(), pay_to, world.rpc(), keys())
+            StellarCharge::builder(Network::testnet(), pay_to, world.rpc(), support::keys())
                 .realm("example.com")
                 .build()
                 .unwrap(),
@@ -864,7 +862,7 @@ async fn channels_a_funder_could_empty_before_a_close_or_not_ours_are_never_serv
             Network::pubnet(),
             world.recipient.clone(),
             world.rpc(),
-            keys(),
+            support::keys(),
             Arc::new(MemoryChannelStore::new()),
         )
         .currency(world.sandbox.usdc())

@@ -3,6 +3,8 @@
 //! them (simulate from the all-zeros account, sign the recorded authorization, re-simulate).
 #![cfg(feature = "sandbox")]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,11 +183,7 @@ fn header(requirements: &PaymentRequirements, transaction: &str) -> HeaderValue 
 fn untouched(_: &mut TransactionEnvelope) {}
 
 async fn usdc(world: &World, holder: &Address) -> i128 {
-    world
-        .sandbox
-        .balance(&world.sandbox.usdc(), holder)
-        .await
-        .unwrap()
+    support::usdc_of(&world.sandbox, holder).await
 }
 
 #[tokio::test]

@@ -347,3 +347,26 @@ pub fn req(path: &str, payment: Option<HeaderValue>) -> Request<axum::body::Body
     }
     builder.body(axum::body::Body::empty()).unwrap()
 }
+
+/// The MPP challenge keys the tests bind challenge ids with.
+pub fn keys() -> tower_paywall::mpp::ChallengeKeys {
+    use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret};
+    ChallengeKeys::new(ChallengeSecret::new(*b"a test secret of at least 32 bytes!").unwrap())
+}
+
+/// Serves `app` on a free loopback port; its base URL (`http://127.0.0.1:…`).
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+/// `holder`'s USDC balance on the sandbox ledger.
+#[cfg(feature = "sandbox")]
+pub async fn usdc_of(
+    sandbox: &tower_paywall::sandbox::Sandbox,
+    holder: &tower_paywall::stellar::Address,
+) -> i128 {
+    sandbox.balance(&sandbox.usdc(), holder).await.unwrap()
+}

@@ -170,28 +170,16 @@ impl Credentials {
         {
             return Err(AuthError::Malformed("bad challenge id"));
         }
-        let signature = decode_hex::<64>(signature)
-            .ok_or(AuthError::Malformed("the signature must be 128 hex digits"))?;
+        let mut decoded = [0; 64];
+        hex::decode_to_slice(signature, &mut decoded)
+            .map_err(|_| AuthError::Malformed("the signature must be 128 hex digits"))?;
         Ok(Credentials {
             wallet: wallet.to_owned(),
             public_key,
             challenge_id: challenge_id.to_owned(),
-            signature,
+            signature: decoded,
         })
     }
-}
-
-/// `N` bytes from `2N` hex digits.
-fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0; N];
-    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-        let pair = std::str::from_utf8(pair).ok()?;
-        *byte = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// The SEP-53 digest of `message`: what Stellar wallets sign.
@@ -218,7 +206,7 @@ pub async fn issue(
     let mut random = [0; 16];
     getrandom::getrandom(&mut random)
         .map_err(|error| StorageError::Backend(format!("no randomness: {error}")))?;
-    let challenge_id: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    let challenge_id = hex::encode(random);
     let expires_at = now.saturating_add(ttl_ms);
     let message = format!(
         "stoka wallet challenge\naudience: {audience}\nserver: {server}\nchallenge: {challenge_id}\nexpires: {}",
@@ -277,8 +265,11 @@ mod tests {
     use tower_paywall::stellar::Keypair;
 
     fn header(keypair: &Keypair, id: &str, signature: &[u8; 64]) -> String {
-        let hex: String = signature.iter().map(|byte| format!("{byte:02x}")).collect();
-        format!("Stellar {}:{id}:{hex}", keypair.address())
+        format!(
+            "Stellar {}:{id}:{}",
+            keypair.address(),
+            hex::encode(signature)
+        )
     }
 
     #[test]

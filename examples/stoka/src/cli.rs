@@ -76,18 +76,16 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// `%XX`-encodes everything in a path segment but unreserved characters.
+/// What is `%XX`-encoded in a path segment: everything but unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A path segment, `%XX`-encoded.
 pub fn encode_segment(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 impl Client {
@@ -302,8 +300,7 @@ impl Client {
             )));
         }
         let signature = self.keypair.sign(&sep53_digest(message));
-        let hex: String = signature.iter().map(|byte| format!("{byte:02x}")).collect();
-        let authorization = format!("Stellar {}:{id}:{hex}", self.address());
+        let authorization = format!("Stellar {}:{id}:{}", self.address(), hex::encode(signature));
         Ok((challenge, authorization))
     }
 
@@ -409,11 +406,56 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::encode_segment;
+    use super::*;
 
     #[test]
     fn path_segments_are_encoded() {
         assert_eq!(encode_segment("note.txt"), "note.txt");
         assert_eq!(encode_segment("a b/c?d%"), "a%20b%2Fc%3Fd%25");
+    }
+
+    /// A server that answers every challenge request with a challenge for `object-delete`.
+    async fn relay() -> String {
+        use axum::routing::{get, post};
+        let challenge = serde_json::json!({
+            "challenge_id": "abc",
+            "message": "stoka wallet challenge\naudience: object-delete\nserver: stoka\nchallenge: abc\nexpires: 2030-01-01T00:00:00Z",
+        });
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/stoka.json",
+                get(|| async { axum::Json(serde_json::json!({ "network": "stellar:testnet" })) }),
+            )
+            .route(
+                "/v1/auth/challenge",
+                post(move || async move { axum::Json(challenge) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_challenge_for_another_audience_is_not_signed() {
+        let url = relay().await;
+        let options = ClientOptions {
+            rpc_url: Some(url.clone()),
+            url,
+            secret: Keypair::from_seed([5; 32]).secret_seed(),
+            max_per_payment: 1,
+            prefer: Vec::new(),
+            channel: None,
+            channel_store: PathBuf::from(".stoka"),
+        };
+        let client = Client::connect(&options).await.unwrap();
+        let refused = client.challenge(Audience::MeUsage).await;
+        assert!(
+            matches!(&refused, Err(CliError::Usage(text)) if text.contains("not for me-usage")),
+            "{refused:?}"
+        );
+        // The same challenge is signed when it is what was asked for.
+        let (_, authorization) = client.challenge(Audience::ObjectDelete).await.unwrap();
+        assert!(authorization.starts_with("Stellar G"), "{authorization}");
     }
 }

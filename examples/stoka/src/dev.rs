@@ -148,7 +148,7 @@ pub async fn start_on(
         ..Config::default()
     };
     config.x402.facilitator_url = Some(facilitator_url.clone());
-    config.mpp.secret = Some(secret.iter().map(|byte| format!("{byte:02x}")).collect());
+    config.mpp.secret = Some(hex::encode(secret));
     config.mpp.realm = Some("stoka-dev".into());
     config.mpp.fee_payer_secret = Some(sponsor_account.secret_seed());
     config.mpp.channel_secret = Some(pay_to.secret_seed());

@@ -14,7 +14,11 @@ use serde_json::Value;
 use stoka::clock::{Clock, ManualClock, SystemClock};
 use stoka::dev::DevStack;
 use stoka::pricing::{Limits, Rates};
-use stoka::storage::{RedbStorage, RedisStorage, Storage, redis_url_for_tests};
+use stoka::storage::{
+    Ack, Blob, Challenge, DeadLetter, Delivery, NewMessage, PopOptions, Put, PutMode, RedbStorage,
+    RedisStorage, Storage, StorageError, Usage, redis_url_for_tests,
+};
+use tower_paywall::BoxFuture;
 use tower_paywall::Intent;
 use tower_paywall::client::{PayingClient, Policy, payment};
 use tower_paywall::stellar::{Address, Keypair, Network};
@@ -93,11 +97,11 @@ impl World {
         } else {
             self.wallet(n).sign(message.as_bytes())
         };
-        let hex: String = signed.iter().map(|byte| format!("{byte:02x}")).collect();
         format!(
-            "Stellar {}:{}:{hex}",
+            "Stellar {}:{}:{}",
             self.wallet(n).address(),
-            challenge["challenge_id"].as_str().unwrap()
+            challenge["challenge_id"].as_str().unwrap(),
+            hex::encode(signed)
         )
     }
 }
@@ -787,5 +791,187 @@ async fn the_service_on_redis() {
     let storage = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
     let world = world(storage, false, &dir).await;
     suite(&world).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store whose blobs all expire the moment an `update`'s handler has checked its blob (the
+/// second `blob_size` of the request: the first is the pricing hook's), before it settles: the
+/// race of a blob expiring during the settlement, made certain. Everything else is the redb
+/// store's.
+struct ExpiresDuringSettlement {
+    inner: RedbStorage,
+    clock: ManualClock,
+    size_checks: std::sync::atomic::AtomicUsize,
+}
+
+impl Storage for ExpiresDuringSettlement {
+    fn put_blob<'a>(
+        &'a self,
+        owner: &'a str,
+        key: &'a str,
+        body: &'a [u8],
+        expires_at: u64,
+        mode: PutMode,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Put, StorageError>> {
+        self.inner.put_blob(owner, key, body, expires_at, mode, now)
+    }
+    fn get_blob<'a>(
+        &'a self,
+        owner: &'a str,
+        key: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Option<Blob>, StorageError>> {
+        self.inner.get_blob(owner, key, now)
+    }
+    fn blob_size<'a>(
+        &'a self,
+        owner: &'a str,
+        key: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        Box::pin(async move {
+            let size = self.inner.blob_size(owner, key, now).await;
+            let checks = self
+                .size_checks
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if checks == 1 {
+                // The handler has seen the blob; it expires before the money moves.
+                self.clock.advance(31_536_000_000);
+            }
+            size
+        })
+    }
+    fn delete_blob<'a>(
+        &'a self,
+        owner: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        self.inner.delete_blob(owner, key)
+    }
+    fn push<'a>(
+        &'a self,
+        to: &'a str,
+        topic: &'a str,
+        message: NewMessage<'a>,
+    ) -> BoxFuture<'a, Result<String, StorageError>> {
+        self.inner.push(to, topic, message)
+    }
+    fn pop<'a>(
+        &'a self,
+        owner: &'a str,
+        topic: &'a str,
+        now: u64,
+        options: PopOptions,
+    ) -> BoxFuture<'a, Result<Option<Delivery>, StorageError>> {
+        self.inner.pop(owner, topic, now, options)
+    }
+    fn ack<'a>(
+        &'a self,
+        owner: &'a str,
+        topic: &'a str,
+        receipt: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Ack, StorageError>> {
+        self.inner.ack(owner, topic, receipt, now)
+    }
+    fn dead_letters<'a>(
+        &'a self,
+        owner: &'a str,
+        topic: &'a str,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>, StorageError>> {
+        self.inner.dead_letters(owner, topic, now, limit)
+    }
+    fn add_usage<'a>(
+        &'a self,
+        wallet: &'a str,
+        day: u32,
+        delta: Usage,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.add_usage(wallet, day, delta)
+    }
+    fn usage<'a>(
+        &'a self,
+        wallet: &'a str,
+        from: u32,
+        to: u32,
+    ) -> BoxFuture<'a, Result<Vec<(u32, Usage)>, StorageError>> {
+        self.inner.usage(wallet, from, to)
+    }
+    fn issue_challenge<'a>(
+        &'a self,
+        id: &'a str,
+        challenge: &'a Challenge,
+        now: u64,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        self.inner.issue_challenge(id, challenge, now)
+    }
+    fn take_challenge<'a>(
+        &'a self,
+        id: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Option<Challenge>, StorageError>> {
+        self.inner.take_challenge(id, now)
+    }
+    fn set_email<'a>(
+        &'a self,
+        wallet: &'a str,
+        email: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.set_email(wallet, email)
+    }
+    fn email<'a>(&'a self, wallet: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+        self.inner.email(wallet)
+    }
+    fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>> {
+        self.inner.sweep_expired(now, limit)
+    }
+}
+
+/// Once the money has moved, the write happens: an `update` whose blob expired during the
+/// settlement writes the blob anew (200, charged once) instead of keeping the money with a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_blob_expires_during_settlement_still_writes() {
+    let dir = support::temp_dir("http-expiring");
+    let inner = RedbStorage::open(dir.join("stoka.redb")).unwrap();
+    // The stack's clock is made first, so the store can move it.
+    let clock = ManualClock::new(SystemClock.now());
+    let storage = Arc::new(ExpiresDuringSettlement {
+        inner,
+        clock: clock.clone(),
+        size_checks: Default::default(),
+    });
+    let stack = support::start_with_clock(storage.clone(), &dir, 1, clock).await;
+    let (sandbox, payer) = (&stack.dev.sandbox, stack.dev.wallets[0].address());
+    let wallet = stack.dev.wallets[0].address().to_string();
+    // The blob belongs to the paying wallet: write it as that wallet.
+    let now = stack.clock.now();
+    let put = storage
+        .inner
+        .put_blob(&wallet, "k", b"old", now + 3_600_000, PutMode::Create, now);
+    assert_eq!(put.await.unwrap(), Put::Created);
+
+    let before = sandbox.balance(&sandbox.usdc(), &payer).await.unwrap();
+    let response = stack
+        .payer(0, Intent::X402_EXACT)
+        .put(format!("{}/v1/object/k", stack.url))
+        .header("x-stoka-ttl-seconds", "3600")
+        .body("new")
+        .send()
+        .await
+        .unwrap();
+    let (amount, body) = paid(response).await;
+    assert_eq!(amount, i128::from(Rates::default().store(3, 3600)));
+    assert_eq!(body["charged_atomic"], amount as u64);
+    let after = sandbox.balance(&sandbox.usdc(), &payer).await.unwrap();
+    assert_eq!(after, before - amount, "charged once");
+    let blob = storage
+        .inner
+        .get_blob(&wallet, "k", stack.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(blob.map(|blob| blob.body), Some(b"new".to_vec()));
     let _ = std::fs::remove_dir_all(&dir);
 }

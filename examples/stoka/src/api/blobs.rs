@@ -14,7 +14,7 @@ use super::wallet::authorize;
 use super::{Stoka, error, json_response, unavailable};
 use crate::auth::Audience;
 use crate::clock::rfc3339;
-use crate::storage::{Put, PutMode, StorageError, Usage};
+use crate::storage::{Put, PutMode, StorageError};
 
 /// `POST /v1/store`: a new blob under `X-Stoka-Key`.
 pub(super) async fn store(
@@ -106,22 +106,8 @@ async fn write(
             Err(failure) => return unavailable(&failure),
         }
     }
-    let charged = charged(paid);
-    stoka
-        .count(
-            owner,
-            Usage {
-                operations: 1,
-                bytes_in: body.len() as u64,
-                bytes_out: 0,
-                charged_atomic: charged,
-            },
-        )
-        .await;
-    let id: String = Sha256::digest(&body)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let charged = stoka.count(paid, body.len(), 0).await;
+    let id = hex::encode(Sha256::digest(&body));
     json_response(
         StatusCode::OK,
         json!({
@@ -152,17 +138,7 @@ pub(super) async fn retrieve(
     if guard.settle().await.is_err() {
         return StatusCode::PAYMENT_REQUIRED.into_response();
     }
-    stoka
-        .count(
-            owner,
-            Usage {
-                operations: 1,
-                bytes_in: 0,
-                bytes_out: blob.body.len() as u64,
-                charged_atomic: charged(&paid),
-            },
-        )
-        .await;
+    stoka.count(&paid, 0, blob.body.len()).await;
     let mut response = (StatusCode::OK, blob.body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -194,11 +170,6 @@ pub(super) async fn remove(
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(failure) => unavailable(&failure),
     }
-}
-
-/// The atomic amount paid (never negative).
-pub(super) fn charged(paid: &Paid) -> u64 {
-    u64::try_from(paid.amount.atomic()).unwrap_or(0)
 }
 
 fn key_exists() -> Response {

@@ -56,7 +56,7 @@ impl ServiceInfo {
 }
 
 /// Every route: method, path, class, price name.
-const ROUTES: [(&str, &str, &str, &str); 16] = [
+const ROUTES: [(&str, &str, &str, &str); 15] = [
     ("GET", "/.well-known/stoka.json", "public", "free"),
     ("GET", "/llms.txt", "public", "free"),
     ("GET", "/", "public", "free"),
@@ -82,7 +82,6 @@ const ROUTES: [(&str, &str, &str, &str); 16] = [
     ("POST", "/v1/profile", "wallet-signed:profile-bind", "free"),
     ("GET", "/v1/me/usage", "wallet-signed:me-usage", "free"),
     ("GET", "/.well-known/stoka", "public", "free"),
-    ("GET", "/favicon.ico", "public", "none"),
 ];
 
 /// The manifest, as JSON.
@@ -94,7 +93,6 @@ pub(crate) fn manifest_json(stoka: &Stoka) -> Value {
     }
     let routes: Vec<Value> = ROUTES
         .iter()
-        .filter(|(_, _, _, price)| *price != "none")
         .map(|(method, path, class, price)| {
             let mut route =
                 json!({ "method": method, "path": path, "class": class, "price": price });

@@ -19,13 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, post, put};
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify};
-use tower_paywall::PaymentLayer;
+use tower_paywall::{Paid, PaymentLayer};
 
 use crate::clock::{Clock, day_of};
 use crate::pricing::{Limits, Rates};
@@ -112,13 +114,22 @@ impl Stoka {
         &self.inner.mailboxes[stripe(&[owner, topic])]
     }
 
-    /// Adds one operation to `wallet`'s counters of today. A failure is logged: the operation
-    /// itself is done and paid.
-    pub(crate) async fn count(&self, wallet: &str, usage: Usage) {
+    /// Counts one paid operation in its payer's counters of today: `bytes_in` received,
+    /// `bytes_out` sent, and what was paid. Returns what was charged (atomic units). A failure
+    /// to count is logged: the operation itself is done and paid.
+    pub(crate) async fn count(&self, paid: &Paid, bytes_in: usize, bytes_out: usize) -> u64 {
+        let charged = u64::try_from(paid.amount.atomic()).unwrap_or(0);
+        let usage = Usage {
+            operations: 1,
+            bytes_in: bytes_in as u64,
+            bytes_out: bytes_out as u64,
+            charged_atomic: charged,
+        };
         let day = day_of(self.now());
-        if let Err(error) = self.inner.storage.add_usage(wallet, day, usage).await {
+        if let Err(error) = self.inner.storage.add_usage(&paid.payer, day, usage).await {
             tracing::error!(%error, "cannot count usage");
         }
+        charged
     }
 
     /// Removes expired records every `period`, in batches, for as long as the runtime runs.
@@ -182,7 +193,7 @@ pub fn router(stoka: Stoka, paid: PaymentLayer, pop_paid: PaymentLayer) -> Route
 }
 
 /// Adds stoka's stamp to a JSON object.
-pub(crate) fn stamp(mut body: Value) -> Value {
+fn stamp(mut body: Value) -> Value {
     if let Value::Object(map) = &mut body {
         map.insert("service".into(), "stoka".into());
         map.insert("audience".into(), "agent".into());
@@ -191,10 +202,11 @@ pub(crate) fn stamp(mut body: Value) -> Value {
     body
 }
 
-/// A stamped JSON response.
-pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
+/// A stamped JSON answer, in the body type both the routes and the pricing hook use.
+pub(crate) fn json_answer(status: StatusCode, body: Value) -> http::Response<Bytes> {
     let bytes = serde_json::to_vec(&stamp(body)).unwrap_or_default();
-    let mut response = (status, bytes).into_response();
+    let mut response = http::Response::new(Bytes::from(bytes));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -203,8 +215,18 @@ pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
 }
 
 /// A stamped JSON error: `{error, message}`.
+pub(crate) fn error_answer(status: StatusCode, code: &str, message: &str) -> http::Response<Bytes> {
+    json_answer(status, json!({ "error": code, "message": message }))
+}
+
+/// A stamped JSON response.
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
+    json_answer(status, body).map(Body::from)
+}
+
+/// A stamped JSON error response: `{error, message}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    json_response(status, json!({ "error": code, "message": message }))
+    error_answer(status, code, message).map(Body::from)
 }
 
 /// The answer when the store fails: 503, so the client retries (with the same payment, which

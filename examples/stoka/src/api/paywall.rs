@@ -12,9 +12,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, header};
-use serde_json::json;
 use tower_paywall::layer::BuildError;
 use tower_paywall::mpp::{ChannelError, StellarChannel};
 use tower_paywall::price::{Amount, Price, PriceFuture, PriceRequest, Priced, Pricing};
@@ -24,7 +22,7 @@ use tower_paywall::stellar::ChannelReadError;
 use tower_paywall::store::PaymentStore;
 use tower_paywall::{PaymentLayer, SettlementOrder};
 
-use super::{Stoka, stamp};
+use super::{Stoka, error_answer};
 
 /// The schemes stoka sells with.
 #[derive(Clone, Default)]
@@ -128,28 +126,8 @@ impl PaidRoute {
 
 /// `%XX`-decodes a path segment as the router does; `None` if it is not UTF-8 then.
 fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let byte = bytes[index];
-        let escaped = (byte == b'%')
-            .then(|| bytes.get(index + 1..index + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(decoded) => {
-                out.push(decoded);
-                index += 3;
-            }
-            None => {
-                out.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8();
+    decoded.ok().map(std::borrow::Cow::into_owned)
 }
 
 /// Whether `key` is a blob key: 1–256 bytes of printable ASCII.
@@ -172,15 +150,7 @@ pub(crate) fn valid_wallet(wallet: &str) -> bool {
 
 /// A stamped JSON answer given before any money moves.
 pub(crate) fn early(status: StatusCode, code: &str, message: &str) -> Priced {
-    let body = stamp(json!({ "error": code, "message": message }));
-    let response = http::Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
-    match response {
-        Ok(response) => Priced::Respond(response),
-        Err(_) => Priced::Respond(http::Response::new(Bytes::new())),
-    }
+    Priced::Respond(error_answer(status, code, message))
 }
 
 /// The declared body length; `None` when there is none or the body is chunked.

@@ -13,13 +13,12 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tower_paywall::{Paid, SettleGuard};
 
-use super::blobs::charged;
 use super::paywall::{parse_wait, valid_topic, valid_wallet, wait_from_query};
 use super::wallet::authorize;
 use super::{Stoka, error, json_response, unavailable};
 use crate::auth::Audience;
 use crate::clock::rfc3339;
-use crate::storage::{Ack, Delivery, NewMessage, PopOptions, StorageError, Usage};
+use crate::storage::{Ack, Delivery, NewMessage, PopOptions, StorageError};
 
 /// How often a long-poll looks again without a wake-up (messages whose visibility lapsed,
 /// pushes through another node).
@@ -66,18 +65,7 @@ pub(super) async fn push(
         Err(failure) => return unavailable(&failure),
     };
     stoka.mailbox(&to, &topic).notify_waiters();
-    let charged = charged(&paid);
-    stoka
-        .count(
-            &paid.payer,
-            Usage {
-                operations: 1,
-                bytes_in: body.len() as u64,
-                bytes_out: 0,
-                charged_atomic: charged,
-            },
-        )
-        .await;
+    let charged = stoka.count(&paid, body.len(), 0).await;
     json_response(
         StatusCode::OK,
         json!({
@@ -123,17 +111,7 @@ pub(super) async fn pop(
         Err(failure) => return unavailable(&failure),
     };
     let bytes_out = delivery.as_ref().map_or(0, |delivery| delivery.body.len());
-    stoka
-        .count(
-            &paid.payer,
-            Usage {
-                operations: 1,
-                bytes_in: 0,
-                bytes_out: bytes_out as u64,
-                charged_atomic: charged(&paid),
-            },
-        )
-        .await;
+    stoka.count(&paid, 0, bytes_out).await;
     let body = match delivery {
         None => json!({ "empty": true, "topic": topic }),
         Some(delivery) => json!({

@@ -34,8 +34,17 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// The stack over `storage` (kept in `dir`), with `wallets` funded demo wallets, stoka served on
 /// a free loopback port.
 pub async fn start(storage: Arc<dyn Storage>, dir: &Path, wallets: usize) -> Stack {
+    start_with_clock(storage, dir, wallets, ManualClock::new(SystemClock.now())).await
+}
+
+/// Like [`start`], with stoka's clock given (a store under test may move it).
+pub async fn start_with_clock(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    wallets: usize,
+    clock: ManualClock,
+) -> Stack {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let clock = ManualClock::new(SystemClock.now());
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let options = DevOptions {
         listen: "127.0.0.1:0".into(),
