@@ -302,11 +302,6 @@ async fn early_answers(world: &World) {
     let store = || world.http.post(world.url("/v1/store"));
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
-            store().header("x-stoka-key", "k").body(vec![0; 350_001]),
-            413,
-            "too_large",
-        ),
-        (
             store()
                 .header("x-stoka-key", "k")
                 .header("x-stoka-ttl-seconds", "3599")
@@ -315,17 +310,6 @@ async fn early_answers(world: &World) {
             "invalid_ttl",
         ),
         (store().body("no key"), 400, "invalid_key"),
-        (
-            world
-                .http
-                .post(world.url(&format!(
-                    "/v1/queue/{}/inbox/push",
-                    world.wallet(1).address()
-                )))
-                .body(vec![0; 262_145]),
-            413,
-            "too_large",
-        ),
         (
             world
                 .http
@@ -347,6 +331,20 @@ async fn early_answers(world: &World) {
         assert_eq!(response.status(), status, "{code}");
         assert!(!response.headers().contains_key("payment-required"));
         assert_eq!(json(response).await["error"], code);
+    }
+    // Over the limits: 413 on the head alone. (Sent as a head without its body: the server
+    // answers and closes without reading a body it refuses, which a client still writing
+    // that body may see as a broken pipe.)
+    let push = format!("/v1/queue/{}/inbox/push", world.wallet(1).address());
+    for (path, length, key) in [
+        ("/v1/store", 350_001, Some("k")),
+        (push.as_str(), 262_145, None),
+    ] {
+        let (status, head, body) = head_only(world, path, length, key).await;
+        assert_eq!(status, 413, "{path}");
+        assert!(!head.contains("payment-required"), "{head}");
+        stamped(&body);
+        assert_eq!(body["error"], "too_large");
     }
     // HEAD of a paid route would deliver nothing for the money: 405, no offer.
     let response = world
@@ -377,6 +375,49 @@ async fn early_answers(world: &World) {
     assert_eq!(response.status(), 402);
     assert!(response.headers().contains_key("payment-required"));
     assert!(response.headers().contains_key("www-authenticate"));
+}
+
+/// Sends only the head of a `POST` declaring a body of `length` bytes; the answer's status,
+/// head (lower case) and JSON body.
+async fn head_only(
+    world: &World,
+    path: &str,
+    length: usize,
+    key: Option<&str>,
+) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = world.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let key = key
+        .map(|key| format!("x-stoka-key: {key}\r\n"))
+        .unwrap_or_default();
+    let head =
+        format!("POST {path} HTTP/1.1\r\nhost: {address}\r\n{key}content-length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let head = head.to_ascii_lowercase();
+            let declared = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap();
+            if body.len() >= declared {
+                let status = head[9..12].parse().unwrap();
+                return (
+                    status,
+                    head,
+                    serde_json::from_str(&body[..declared]).unwrap(),
+                );
+            }
+        }
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the connection closed before the answer: {text}");
+        answer.extend_from_slice(&buffer[..read]);
+    }
 }
 
 /// A body without a length: one chunk, no size hint, so it goes out chunked.
