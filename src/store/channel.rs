@@ -206,106 +206,13 @@ impl fmt::Debug for MemoryChannelStore {
     }
 }
 
-/// The behaviour every [`ChannelStore`] must have, run against each implementation.
-#[cfg(test)]
-pub(super) mod suite {
-    use super::*;
-
-    pub(crate) fn voucher(cumulative: i128, byte: u8) -> ChannelState {
-        ChannelState {
-            cumulative,
-            signature: Some([byte; 64]),
-            phase: ChannelPhase::Open,
-        }
-    }
-
-    pub(crate) async fn compare_and_set_is_atomic(store: Arc<dyn ChannelStore>) {
-        let a = ChannelId([1; 32]);
-        let b = ChannelId([2; 32]);
-        assert_eq!(store.load(a).await.unwrap(), None);
-        // From nothing.
-        assert!(
-            !store
-                .compare_and_set(a, Some(ChannelState::NEW), voucher(5, 1))
-                .await
-                .unwrap()
-        );
-        assert!(store.compare_and_set(a, None, voucher(5, 1)).await.unwrap());
-        assert!(!store.compare_and_set(a, None, voucher(6, 2)).await.unwrap());
-        // Only the exact current state is replaced.
-        assert!(
-            !store
-                .compare_and_set(a, Some(voucher(5, 9)), voucher(7, 3))
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .compare_and_set(a, Some(voucher(5, 1)), voucher(7, 3))
-                .await
-                .unwrap()
-        );
-        assert_eq!(store.load(a).await.unwrap(), Some(voucher(7, 3)));
-        // Channels are independent.
-        assert_eq!(store.load(b).await.unwrap(), None);
-        let closed = ChannelState {
-            phase: ChannelPhase::Closed {
-                transaction: Some([0xab; 32]),
-            },
-            ..voucher(i128::MAX, 4)
-        };
-        assert!(store.compare_and_set(b, None, closed).await.unwrap());
-        assert_eq!(
-            store.channels().await.unwrap(),
-            [(a, voucher(7, 3)), (b, closed)]
-        );
-    }
-
-    /// Many tasks race to add 1 to one channel's cumulative: every success is one increment.
-    pub(crate) async fn racing_increments_are_never_lost(store: Arc<dyn ChannelStore>) {
-        let channel = ChannelId([3; 32]);
-        let tasks: Vec<_> = (0..8)
-            .map(|task| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let mut credited = 0;
-                    for _ in 0..25 {
-                        let current = store.load(channel).await.unwrap();
-                        let next = current.unwrap_or(ChannelState::NEW).cumulative + 1;
-                        if store
-                            .compare_and_set(channel, current, voucher(next, task))
-                            .await
-                            .unwrap()
-                        {
-                            credited += 1;
-                        }
-                    }
-                    credited
-                })
-            })
-            .collect();
-        let mut credited = 0;
-        for task in tasks {
-            credited += task.await.unwrap();
-        }
-        let last = store.load(channel).await.unwrap().unwrap();
-        assert_eq!(last.cumulative, credited);
-        assert!(credited > 0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn memory_store_compare_and_set_is_atomic() {
-        suite::compare_and_set_is_atomic(Arc::new(MemoryChannelStore::new())).await;
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory_store_racing_increments_are_never_lost() {
-        suite::racing_increments_are_never_lost(Arc::new(MemoryChannelStore::new())).await;
+    async fn memory_store_passes_the_conformance_suite() {
+        crate::store::conformance::channel_store(Arc::new(MemoryChannelStore::new())).await;
     }
 
     #[test]
@@ -322,7 +229,7 @@ mod tests {
             "GB2Q4VZJ7ZZ2SZKDCIOOQKWQLSGFFYNCKKZ6TZKBAI4YEGUDALPQSBNB".parse::<ChannelId>(),
             Err(NotAContract)
         );
-        let debug = format!("{:?}", suite::voucher(5, 0xcd));
+        let debug = format!("{:?}", crate::store::conformance::voucher(5, 0xcd));
         assert!(!debug.to_lowercase().contains("cdcd"), "{debug}");
         assert!(debug.contains("cumulative: 5"), "{debug}");
     }

@@ -13,7 +13,9 @@ use super::StoreError;
 use super::channel::{ChannelId, ChannelPhase, ChannelState, ChannelStore, in_order};
 use crate::BoxFuture;
 
-const RECORD_LEN: usize = 156;
+/// The length of one channel record ([`ChannelState::to_record`]).
+pub const CHANNEL_RECORD_LEN: usize = 156;
+const RECORD_LEN: usize = CHANNEL_RECORD_LEN;
 const BODY_LEN: usize = RECORD_LEN - 8;
 const VERSION: u8 = 1;
 const FILE_NAME: &str = "channels.log";
@@ -269,6 +271,23 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io("sync the directory"))
 }
 
+impl ChannelState {
+    /// The state of `channel` as one record of [`FileChannelStore`]'s format (the table
+    /// there), for stores that keep channel states as bytes.
+    pub fn to_record(&self, channel: ChannelId) -> [u8; CHANNEL_RECORD_LEN] {
+        encode(channel, self)
+    }
+
+    /// The channel and state of a [`to_record`](Self::to_record) record; `None` for anything
+    /// else (a wrong length, a bad checksum or version, an unknown phase or flag).
+    pub fn from_record(record: &[u8]) -> Option<(ChannelId, ChannelState)> {
+        if record.len() != RECORD_LEN {
+            return None;
+        }
+        decode(record)
+    }
+}
+
 fn encode(channel: ChannelId, state: &ChannelState) -> [u8; RECORD_LEN] {
     let mut record = [0u8; RECORD_LEN];
     record[0] = VERSION;
@@ -365,7 +384,7 @@ impl fmt::Debug for FileChannelStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::channel::suite;
+    use crate::store::conformance::{self, voucher};
 
     fn dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -376,11 +395,25 @@ mod tests {
         dir
     }
 
-    #[tokio::test]
-    async fn file_store_compare_and_set_is_atomic_and_durable() {
+    #[test]
+    fn records_round_trip_and_only_whole_ones_decode() {
+        let channel = ChannelId([5; 32]);
+        let state = voucher(42, 9);
+        let record = state.to_record(channel);
+        assert_eq!(ChannelState::from_record(&record), Some((channel, state)));
+        assert_eq!(ChannelState::from_record(&record[..RECORD_LEN - 1]), None);
+        assert_eq!(
+            ChannelState::from_record(&[record.as_slice(), &[0]].concat()),
+            None
+        );
+        assert_eq!(ChannelState::from_record(&[]), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_store_passes_the_conformance_suite_and_is_durable() {
         let dir = dir("atomic");
         let store = Arc::new(FileChannelStore::open(&dir).unwrap());
-        suite::compare_and_set_is_atomic(store.clone()).await;
+        conformance::channel_store(store.clone()).await;
         let before = store.channels().await.unwrap();
         drop(store);
         let reopened = FileChannelStore::open(&dir).unwrap();
@@ -392,19 +425,6 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn file_store_racing_increments_are_never_lost() {
-        let dir = dir("race");
-        let store = Arc::new(FileChannelStore::open(&dir).unwrap());
-        suite::racing_increments_are_never_lost(store.clone()).await;
-        let before = store.load(ChannelId([3; 32])).await.unwrap();
-        drop(store);
-        let reopened = FileChannelStore::open(&dir).unwrap();
-        assert_eq!(reopened.load(ChannelId([3; 32])).await.unwrap(), before);
-        drop(reopened);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
     #[tokio::test]
     async fn a_torn_tail_is_dropped_and_the_last_whole_record_wins() {
         let dir = dir("torn");
@@ -412,41 +432,35 @@ mod tests {
         let store = FileChannelStore::open(&dir).unwrap();
         assert!(
             store
-                .compare_and_set(channel, None, suite::voucher(10, 1))
+                .compare_and_set(channel, None, voucher(10, 1))
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .compare_and_set(channel, Some(suite::voucher(10, 1)), suite::voucher(20, 2))
+                .compare_and_set(channel, Some(voucher(10, 1)), voucher(20, 2))
                 .await
                 .unwrap()
         );
         drop(store);
         // A crash in the middle of the third write: half a record.
         let path = dir.join(FILE_NAME);
-        let third = encode(channel, &suite::voucher(30, 3));
+        let third = encode(channel, &voucher(30, 3));
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&third[..RECORD_LEN / 2]).unwrap();
         drop(file);
         let store = FileChannelStore::open(&dir).unwrap();
-        assert_eq!(
-            store.load(channel).await.unwrap(),
-            Some(suite::voucher(20, 2))
-        );
+        assert_eq!(store.load(channel).await.unwrap(), Some(voucher(20, 2)));
         // And the store goes on from there.
         assert!(
             store
-                .compare_and_set(channel, Some(suite::voucher(20, 2)), suite::voucher(40, 4))
+                .compare_and_set(channel, Some(voucher(20, 2)), voucher(40, 4))
                 .await
                 .unwrap()
         );
         drop(store);
         let store = FileChannelStore::open(&dir).unwrap();
-        assert_eq!(
-            store.load(channel).await.unwrap(),
-            Some(suite::voucher(40, 4))
-        );
+        assert_eq!(store.load(channel).await.unwrap(), Some(voucher(40, 4)));
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -454,8 +468,8 @@ mod tests {
     #[test]
     fn a_corrupt_record_ends_the_replay() {
         let channel = ChannelId([6; 32]);
-        let mut record = encode(channel, &suite::voucher(7, 7));
-        assert_eq!(decode(&record), Some((channel, suite::voucher(7, 7))));
+        let mut record = encode(channel, &voucher(7, 7));
+        assert_eq!(decode(&record), Some((channel, voucher(7, 7))));
         record[40] ^= 1;
         assert_eq!(decode(&record), None);
         // Every phase and flag round-trips.
@@ -483,7 +497,7 @@ mod tests {
         let store = FileChannelStore::open(&dir).unwrap();
         let mut current = None;
         for amount in [10, 20, 30] {
-            let next = suite::voucher(amount, amount as u8);
+            let next = voucher(amount, amount as u8);
             assert!(store.compare_and_set(channel, current, next).await.unwrap());
             current = Some(next);
         }
@@ -495,10 +509,7 @@ mod tests {
         bytes[2 * RECORD_LEN + 40] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let store = FileChannelStore::open(&dir).unwrap();
-        assert_eq!(
-            store.load(channel).await.unwrap(),
-            Some(suite::voucher(20, 20))
-        );
+        assert_eq!(store.load(channel).await.unwrap(), Some(voucher(20, 20)));
         drop(store);
         // The first one damaged: the store refuses to guess.
         let mut bytes = clean;
@@ -526,14 +537,14 @@ mod tests {
         });
         let states = RwLock::new(HashMap::new());
         let channel = ChannelId([9; 32]);
-        let first = FileChannelStore::write(&log, &states, channel, None, suite::voucher(1, 1));
+        let first = FileChannelStore::write(&log, &states, channel, None, voucher(1, 1));
         assert!(
             matches!(first, Err(StoreError::Unavailable(_))),
             "{first:?}"
         );
         assert!(log.lock().unwrap().poisoned);
         assert!(states.read().unwrap().is_empty(), "nothing published");
-        let second = FileChannelStore::write(&log, &states, channel, None, suite::voucher(1, 1));
+        let second = FileChannelStore::write(&log, &states, channel, None, voucher(1, 1));
         assert!(
             matches!(&second, Err(StoreError::Unavailable(message)) if message.contains("reopen")),
             "{second:?}"

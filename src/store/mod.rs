@@ -2,7 +2,7 @@
 //!
 //! | store | what it keeps | implementations |
 //! |---|---|---|
-//! | [`PaymentStore`] | each payment's reservation and recorded answer, single-use claims (challenge ids, transaction hashes) | [`MemoryStore`] |
+//! | [`PaymentStore`] | each payment's reservation and recorded answer, single-use claims (challenge ids, transaction hashes) | [`MemoryStore`] (one process), [`BackedStore`] over any [`PaymentBackend`] (durable, shared by nodes) |
 //! | [`ChannelStore`] | each payment channel's best voucher (cumulative amount and signature) and its phase | [`MemoryChannelStore`], [`FileChannelStore`] (durable) |
 //!
 //! Every operation of both is atomic; both report failures as [`StoreError`].
@@ -35,6 +35,13 @@
 //!
 //! [`PaymentStore::claim`] adds plain single-use claims (challenge ids, transaction hashes).
 //!
+//! A [`MemoryStore`] forgets on restart: a payment that settled but was not answered then cannot
+//! be resumed (its retry gets a 402, since the ledger has spent it), and two processes behind one
+//! service each keep their own records, so one MPP push could be served by each. Keep payments
+//! in a [`BackedStore`] when either matters: records are [`encoded`](PaymentRecord::encode)
+//! into bytes and every change is a compare-and-swap on one key, which any database with
+//! transactions or scripts can do.
+//!
 //! # Channels
 //!
 //! A channel's state is one [`ChannelState`]: the highest cumulative amount accepted, the
@@ -42,15 +49,20 @@
 //! the [`ChannelPhase`]. It changes only by [`ChannelStore::compare_and_set`], so two requests
 //! that offer vouchers on one channel at once are never both credited for one increment.
 
+mod backed;
 mod channel;
+pub mod conformance;
 mod file;
 mod payment;
+mod record;
 
+pub use backed::{BackedStore, PaymentBackend, RecordWrite};
 pub use channel::{
     ChannelId, ChannelPhase, ChannelState, ChannelStore, MemoryChannelStore, NotAContract,
 };
-pub use file::FileChannelStore;
+pub use file::{CHANNEL_RECORD_LEN, FileChannelStore};
 pub use payment::{
     CompletedPayment, Fingerprint, MemoryStore, PaymentKey, PaymentRecord, PaymentState,
     PaymentStore, RecordedResponse, Reservation, SettledPayment, StateKind, StoreError,
 };
+pub use record::{RECORD_TAG_LEN, RecordError};

@@ -232,6 +232,102 @@ impl<T: PaymentStore + ?Sized> PaymentStore for Arc<T> {
     }
 }
 
+/// What one step of the state machine does to the stored record.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Change {
+    /// Nothing to write.
+    Keep,
+    /// Store this record; when `renew`, its lifetime starts again (a new record's always does).
+    Put { record: PaymentRecord, renew: bool },
+    /// Forget the payment.
+    Remove,
+}
+
+/// [`PaymentStore::reserve`] over the live record `current` (see the table in the
+/// [store docs](crate::store)).
+pub(crate) fn reserve_step(
+    current: Option<&PaymentRecord>,
+    fingerprint: Fingerprint,
+) -> (Reservation, Change) {
+    let fresh = || Change::Put {
+        record: PaymentRecord {
+            state: PaymentState::Reserved,
+            fingerprint,
+        },
+        renew: true,
+    };
+    let Some(record) = current else {
+        return (Reservation::New, fresh());
+    };
+    if record.state == PaymentState::Failed {
+        return (Reservation::New, fresh());
+    }
+    if record.fingerprint != fingerprint {
+        return (Reservation::Mismatch, Change::Keep);
+    }
+    match &record.state {
+        PaymentState::Failed => (Reservation::New, fresh()),
+        PaymentState::Reserved | PaymentState::Executing(_) => (Reservation::Busy, Change::Keep),
+        PaymentState::Settling | PaymentState::Unknown => (Reservation::Pending, Change::Keep),
+        PaymentState::Completed(completed) => {
+            (Reservation::Replay(completed.clone()), Change::Keep)
+        }
+        PaymentState::Settled(settled) => (
+            Reservation::Resume(settled.clone()),
+            Change::Put {
+                record: PaymentRecord {
+                    state: PaymentState::Executing(Some(settled.clone())),
+                    fingerprint,
+                },
+                renew: false,
+            },
+        ),
+    }
+}
+
+/// [`PaymentStore::transition`] over the live record `current`.
+pub(crate) fn transition_step(
+    current: Option<&PaymentRecord>,
+    from: StateKind,
+    to: PaymentState,
+) -> (bool, Change) {
+    match current {
+        Some(record) if record.state.kind() == from => (
+            true,
+            Change::Put {
+                record: PaymentRecord {
+                    state: to,
+                    fingerprint: record.fingerprint,
+                },
+                renew: true,
+            },
+        ),
+        _ => (false, Change::Keep),
+    }
+}
+
+/// [`PaymentStore::release`] over the live record `current`.
+pub(crate) fn release_step(current: Option<&PaymentRecord>) -> Change {
+    let Some(record) = current else {
+        return Change::Keep;
+    };
+    match &record.state {
+        PaymentState::Reserved | PaymentState::Executing(None) => Change::Remove,
+        PaymentState::Executing(Some(settled)) => Change::Put {
+            record: PaymentRecord {
+                state: PaymentState::Settled(settled.clone()),
+                fingerprint: record.fingerprint,
+            },
+            renew: false,
+        },
+        PaymentState::Settling
+        | PaymentState::Settled(_)
+        | PaymentState::Completed(_)
+        | PaymentState::Failed
+        | PaymentState::Unknown => Change::Keep,
+    }
+}
+
 /// An in-memory [`PaymentStore`]: one process, lost on restart. Expired records are swept as
 /// the store is used.
 #[derive(Default)]
@@ -254,6 +350,15 @@ struct Record {
 }
 
 const SWEEP_EVERY: usize = 1024;
+
+impl Record {
+    fn payment(&self) -> PaymentRecord {
+        PaymentRecord {
+            state: self.state.clone(),
+            fingerprint: self.fingerprint,
+        }
+    }
+}
 
 impl MemoryStore {
     /// An empty store.
@@ -298,36 +403,10 @@ impl Records {
         ttl: Duration,
         now: Instant,
     ) -> Reservation {
-        let answer = match self.live(&key, now) {
-            None => None,
-            Some(record) if matches!(record.state, PaymentState::Failed) => None,
-            Some(record) if record.fingerprint != fingerprint => Some(Reservation::Mismatch),
-            Some(record) => match &record.state {
-                PaymentState::Failed => None,
-                PaymentState::Reserved | PaymentState::Executing(_) => Some(Reservation::Busy),
-                PaymentState::Settling | PaymentState::Unknown => Some(Reservation::Pending),
-                PaymentState::Completed(completed) => Some(Reservation::Replay(completed.clone())),
-                PaymentState::Settled(settled) => {
-                    let settled = settled.clone();
-                    record.state = PaymentState::Executing(Some(settled.clone()));
-                    Some(Reservation::Resume(settled))
-                }
-            },
-        };
-        if let Some(answer) = answer {
-            return answer;
-        }
-        self.payments.insert(
-            key,
-            Record {
-                state: PaymentState::Reserved,
-                fingerprint,
-                ttl,
-                expires: now + ttl,
-            },
-        );
-        self.wrote(now);
-        Reservation::New
+        let current = self.live(&key, now).map(|record| record.payment());
+        let (answer, change) = reserve_step(current.as_ref(), fingerprint);
+        self.apply(key, change, ttl, now);
+        answer
     }
 
     fn transition(
@@ -337,32 +416,47 @@ impl Records {
         to: PaymentState,
         now: Instant,
     ) -> bool {
-        match self.live(&key, now) {
-            Some(record) if record.state.kind() == from => {
-                record.state = to;
-                record.expires = now + record.ttl;
-                true
-            }
-            _ => false,
-        }
+        let Some(record) = self.live(&key, now) else {
+            return false;
+        };
+        let ttl = record.ttl;
+        let (done, change) = transition_step(Some(&record.payment()), from, to);
+        self.apply(key, change, ttl, now);
+        done
     }
 
     fn release(&mut self, key: PaymentKey, now: Instant) {
         let Some(record) = self.live(&key, now) else {
             return;
         };
-        match &record.state {
-            PaymentState::Reserved | PaymentState::Executing(None) => {
+        let ttl = record.ttl;
+        let change = release_step(Some(&record.payment()));
+        self.apply(key, change, ttl, now);
+    }
+
+    /// Writes what a step decided; a renewed record lives `ttl` from `now`.
+    fn apply(&mut self, key: PaymentKey, change: Change, ttl: Duration, now: Instant) {
+        match change {
+            Change::Keep => {}
+            Change::Remove => {
                 self.payments.remove(&key);
             }
-            PaymentState::Executing(Some(settled)) => {
-                record.state = PaymentState::Settled(settled.clone());
+            Change::Put { record, renew } => {
+                let expires = match self.payments.get(&key) {
+                    Some(old) if !renew => old.expires,
+                    _ => now + ttl,
+                };
+                self.payments.insert(
+                    key,
+                    Record {
+                        state: record.state,
+                        fingerprint: record.fingerprint,
+                        ttl,
+                        expires,
+                    },
+                );
+                self.wrote(now);
             }
-            PaymentState::Settling
-            | PaymentState::Settled(_)
-            | PaymentState::Completed(_)
-            | PaymentState::Failed
-            | PaymentState::Unknown => {}
         }
     }
 
@@ -408,10 +502,7 @@ impl PaymentStore for MemoryStore {
         let record = self
             .lock()
             .live(&key, Instant::now())
-            .map(|record| PaymentRecord {
-                state: record.state.clone(),
-                fingerprint: record.fingerprint,
-            });
+            .map(|record| record.payment());
         ready(record)
     }
 
@@ -431,7 +522,7 @@ impl fmt::Debug for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::price::Amount;
     use crate::scheme::Intent;
@@ -443,8 +534,8 @@ mod tests {
         PaymentKey::derive(&[b"test", &[n]])
     }
 
-    fn settled() -> Arc<SettledPayment> {
-        Arc::new(SettledPayment {
+    pub(crate) fn settled() -> SettledPayment {
+        SettledPayment {
             paid: Paid {
                 payer: "GPAYER".into(),
                 amount: Amount::from_atomic(5).unwrap(),
@@ -456,7 +547,7 @@ mod tests {
                 reference: "abc".into(),
                 headers: Vec::new(),
             },
-        })
+        }
     }
 
     #[test]
@@ -466,157 +557,6 @@ mod tests {
             PaymentKey::derive(&[b"a", b"bc"])
         );
         assert_eq!(PaymentKey::derive(&[b"a"]), PaymentKey::derive(&[b"a"]));
-    }
-
-    #[tokio::test]
-    async fn a_reserved_payment_is_busy_until_released() {
-        let store = MemoryStore::new();
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::New
-        );
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::Busy
-        );
-        assert_eq!(
-            store.reserve(key(2), PRINT, TTL).await.unwrap(),
-            Reservation::New
-        );
-        store.release(key(1)).await.unwrap();
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::New
-        );
-    }
-
-    #[tokio::test]
-    async fn settling_and_unknown_are_pending_and_survive_release() {
-        let store = MemoryStore::new();
-        store.reserve(key(1), PRINT, TTL).await.unwrap();
-        assert!(
-            store
-                .transition(key(1), StateKind::Reserved, PaymentState::Settling)
-                .await
-                .unwrap()
-        );
-        store.release(key(1)).await.unwrap();
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::Pending
-        );
-        assert!(
-            store
-                .transition(key(1), StateKind::Settling, PaymentState::Unknown)
-                .await
-                .unwrap()
-        );
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::Pending
-        );
-    }
-
-    #[tokio::test]
-    async fn transition_is_compare_and_set() {
-        let store = MemoryStore::new();
-        assert!(
-            !store
-                .transition(key(1), StateKind::Reserved, PaymentState::Settling)
-                .await
-                .unwrap()
-        );
-        store.reserve(key(1), PRINT, TTL).await.unwrap();
-        assert!(
-            !store
-                .transition(key(1), StateKind::Executing, PaymentState::Settling)
-                .await
-                .unwrap()
-        );
-        assert_eq!(
-            store.record(key(1)).await.unwrap().map(|r| r.state),
-            Some(PaymentState::Reserved)
-        );
-    }
-
-    #[tokio::test]
-    async fn settled_payments_resume_once_and_fall_back_on_release() {
-        let store = MemoryStore::new();
-        store.reserve(key(1), PRINT, TTL).await.unwrap();
-        store
-            .transition(
-                key(1),
-                StateKind::Reserved,
-                PaymentState::Settled(settled()),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::Resume(settled())
-        );
-        // The resumer owns it now: a concurrent retry is busy.
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::Busy
-        );
-        // Dropped without finishing: the settlement is kept, not forgotten.
-        store.release(key(1)).await.unwrap();
-        assert_eq!(
-            store.record(key(1)).await.unwrap().map(|r| r.state),
-            Some(PaymentState::Settled(settled()))
-        );
-    }
-
-    #[tokio::test]
-    async fn completed_payments_replay_and_failed_ones_can_be_retried() {
-        let store = MemoryStore::new();
-        store.reserve(key(1), PRINT, TTL).await.unwrap();
-        let completed = Arc::new(CompletedPayment {
-            settled: settled(),
-            response: Some(RecordedResponse {
-                status: StatusCode::OK,
-                headers: HeaderMap::new(),
-                body: Bytes::from_static(b"done"),
-            }),
-        });
-        store
-            .transition(
-                key(1),
-                StateKind::Reserved,
-                PaymentState::Completed(completed.clone()),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::Replay(completed)
-        );
-
-        store.reserve(key(2), PRINT, TTL).await.unwrap();
-        store
-            .transition(key(2), StateKind::Reserved, PaymentState::Failed)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.reserve(key(2), PRINT, TTL).await.unwrap(),
-            Reservation::New
-        );
-    }
-
-    #[tokio::test]
-    async fn records_and_claims_expire() {
-        let store = MemoryStore::new();
-        let short = Duration::from_millis(20);
-        store.reserve(key(1), PRINT, short).await.unwrap();
-        assert!(store.claim(b"challenge", short).await.unwrap());
-        assert!(!store.claim(b"challenge", short).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(
-            store.reserve(key(1), PRINT, TTL).await.unwrap(),
-            Reservation::New
-        );
-        assert!(store.claim(b"challenge", TTL).await.unwrap());
     }
 
     #[test]
@@ -639,38 +579,9 @@ mod tests {
         });
         assert_eq!(winners, 1);
     }
-}
-
-#[cfg(test)]
-mod fingerprint_tests {
-    use super::*;
 
     #[tokio::test]
-    async fn a_record_answers_only_the_credential_that_made_it() {
-        let store = MemoryStore::new();
-        let key = PaymentKey::derive(&[b"payment"]);
-        let (mine, forged) = (Fingerprint::of(b"signed"), Fingerprint::of(b"forged"));
-        let ttl = Duration::from_secs(60);
-        assert_eq!(
-            store.reserve(key, mine, ttl).await.unwrap(),
-            Reservation::New
-        );
-        assert_eq!(
-            store.reserve(key, forged, ttl).await.unwrap(),
-            Reservation::Mismatch
-        );
-        store
-            .transition(key, StateKind::Reserved, PaymentState::Failed)
-            .await
-            .unwrap();
-        // A failed payment is open to any credential again.
-        assert_eq!(
-            store.reserve(key, forged, ttl).await.unwrap(),
-            Reservation::New
-        );
-        assert_eq!(
-            store.reserve(key, mine, ttl).await.unwrap(),
-            Reservation::Mismatch
-        );
+    async fn memory_store_passes_the_conformance_suite() {
+        crate::store::conformance::payment_store(Arc::new(MemoryStore::new())).await;
     }
 }

@@ -1,0 +1,401 @@
+//! The behaviour every store must have, as async checks that panic on the first difference:
+//! run them in the tests of a new [`PaymentStore`] or [`ChannelStore`] (or a new
+//! [`PaymentBackend`](super::PaymentBackend) under a [`BackedStore`](super::BackedStore)).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tower_paywall::store::{conformance, MemoryChannelStore, MemoryStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! conformance::payment_store(Arc::new(MemoryStore::new())).await;
+//! conformance::channel_store(Arc::new(MemoryChannelStore::new())).await;
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use super::{
+    ChannelId, ChannelPhase, ChannelState, ChannelStore, CompletedPayment, Fingerprint, PaymentKey,
+    PaymentState, PaymentStore, RecordedResponse, Reservation, SettledPayment, StateKind,
+};
+use crate::layer::Paid;
+use crate::scheme::{Intent, Receipt};
+use crate::stellar::Amount;
+
+const TTL: Duration = Duration::from_secs(60);
+const PRINT: Fingerprint = Fingerprint([1; 32]);
+
+/// Checks the payment state machine of the [store docs](super), claims, expiry and that
+/// concurrent reservations of one payment admit exactly one. Every check uses keys of its own
+/// run, so the store need not be empty, and several runs may share it.
+///
+/// # Panics
+///
+/// On the first behaviour that differs, or when the store fails.
+pub async fn payment_store(store: Arc<dyn PaymentStore>) {
+    let run = run();
+    a_reserved_payment_is_busy_until_released(&*store, run).await;
+    settling_and_unknown_are_pending_and_survive_release(&*store, run + 1).await;
+    transition_is_compare_and_set(&*store, run + 2).await;
+    settled_payments_resume_once_and_fall_back_on_release(&*store, run + 3).await;
+    completed_payments_replay_and_failed_ones_can_be_retried(&*store, run + 4).await;
+    records_and_claims_expire(&*store, run + 5).await;
+    a_record_answers_only_the_credential_that_made_it(&*store, run + 6).await;
+    concurrent_reservations_admit_exactly_one(&[store], run + 7).await;
+}
+
+/// Checks two stores over one back end, as two nodes of a service see it: what one records,
+/// the other answers from; of reservations racing on both, exactly one wins; a claim made on
+/// one holds on the other.
+///
+/// # Panics
+///
+/// On the first behaviour that differs, or when a store fails.
+pub async fn shared_payment_store(one: Arc<dyn PaymentStore>, other: Arc<dyn PaymentStore>) {
+    let run = run();
+    let settled = Arc::new(settled());
+    one.reserve(key(run, 1), PRINT, TTL).await.unwrap();
+    assert!(
+        one.transition(
+            key(run, 1),
+            StateKind::Reserved,
+            PaymentState::Executing(Some(settled.clone()))
+        )
+        .await
+        .unwrap()
+    );
+    // The node that settled died before answering: the other one waits out its hold...
+    assert_eq!(
+        other.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::Busy
+    );
+    one.release(key(run, 1)).await.unwrap();
+    // ...then resumes it, without settling again.
+    assert_eq!(
+        other.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::Resume(settled)
+    );
+    assert!(one.claim(&claim(run), TTL).await.unwrap());
+    assert!(!other.claim(&claim(run), TTL).await.unwrap());
+    concurrent_reservations_admit_exactly_one(&[one, other], run + 1).await;
+}
+
+/// Checks compare-and-set on channel states (the channels with ids
+/// `[1; 32]`, `[2; 32]` and `[3; 32]`), the listing of channels, and that racing
+/// increments on one channel are never both credited.
+///
+/// # Panics
+///
+/// On the first behaviour that differs, when the store fails, or when it is not empty.
+pub async fn channel_store(store: Arc<dyn ChannelStore>) {
+    compare_and_set_is_atomic(store.clone()).await;
+    racing_increments_are_never_lost(store).await;
+}
+
+/// A number no other run in this process (nor, by its clock, an earlier process) starts from.
+fn run() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    (nanos & !0xffff_ffff) | (NEXT.fetch_add(1 << 8, Ordering::Relaxed) & 0xffff_ffff)
+}
+
+fn key(run: u64, n: u8) -> PaymentKey {
+    PaymentKey::derive(&[b"conformance", &run.to_be_bytes(), &[n]])
+}
+
+fn claim(run: u64) -> Vec<u8> {
+    [b"conformance:".as_slice(), &run.to_be_bytes()].concat()
+}
+
+fn settled() -> SettledPayment {
+    SettledPayment {
+        paid: Paid {
+            payer: "GPAYER".into(),
+            amount: Amount::from_atomic(5).unwrap(),
+            asset: "CASSET".into(),
+            intent: Intent::X402_EXACT,
+            reference: Some("abc".into()),
+        },
+        receipt: Receipt {
+            reference: "abc".into(),
+            headers: Vec::new(),
+        },
+    }
+}
+
+async fn concurrent_reservations_admit_exactly_one(stores: &[Arc<dyn PaymentStore>], run: u64) {
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let store = stores[n % stores.len()].clone();
+            tokio::spawn(async move { store.reserve(key(run, 9), PRINT, TTL).await.unwrap() })
+        })
+        .collect();
+    let mut new = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Reservation::New => new += 1,
+            other => assert_eq!(other, Reservation::Busy),
+        }
+    }
+    assert_eq!(new, 1);
+}
+
+async fn a_reserved_payment_is_busy_until_released(store: &dyn PaymentStore, run: u64) {
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::New
+    );
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::Busy
+    );
+    assert_eq!(
+        store.reserve(key(run, 2), PRINT, TTL).await.unwrap(),
+        Reservation::New
+    );
+    store.release(key(run, 1)).await.unwrap();
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::New
+    );
+}
+
+async fn settling_and_unknown_are_pending_and_survive_release(store: &dyn PaymentStore, run: u64) {
+    store.reserve(key(run, 1), PRINT, TTL).await.unwrap();
+    assert!(
+        store
+            .transition(key(run, 1), StateKind::Reserved, PaymentState::Settling)
+            .await
+            .unwrap()
+    );
+    store.release(key(run, 1)).await.unwrap();
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::Pending
+    );
+    assert!(
+        store
+            .transition(key(run, 1), StateKind::Settling, PaymentState::Unknown)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::Pending
+    );
+}
+
+async fn transition_is_compare_and_set(store: &dyn PaymentStore, run: u64) {
+    assert!(
+        !store
+            .transition(key(run, 1), StateKind::Reserved, PaymentState::Settling)
+            .await
+            .unwrap()
+    );
+    store.reserve(key(run, 1), PRINT, TTL).await.unwrap();
+    assert!(
+        !store
+            .transition(key(run, 1), StateKind::Executing, PaymentState::Settling)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.record(key(run, 1)).await.unwrap().map(|r| r.state),
+        Some(PaymentState::Reserved)
+    );
+}
+
+async fn settled_payments_resume_once_and_fall_back_on_release(store: &dyn PaymentStore, run: u64) {
+    store.reserve(key(run, 1), PRINT, TTL).await.unwrap();
+    store
+        .transition(
+            key(run, 1),
+            StateKind::Reserved,
+            PaymentState::Settled(Arc::new(settled())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::Resume(Arc::new(settled()))
+    );
+    // The resumer owns it now: a concurrent retry is busy.
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::Busy
+    );
+    // Dropped without finishing: the settlement is kept, not forgotten.
+    store.release(key(run, 1)).await.unwrap();
+    assert_eq!(
+        store.record(key(run, 1)).await.unwrap().map(|r| r.state),
+        Some(PaymentState::Settled(Arc::new(settled())))
+    );
+}
+
+async fn completed_payments_replay_and_failed_ones_can_be_retried(
+    store: &dyn PaymentStore,
+    run: u64,
+) {
+    store.reserve(key(run, 1), PRINT, TTL).await.unwrap();
+    let completed = Arc::new(CompletedPayment {
+        settled: Arc::new(settled()),
+        response: Some(RecordedResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"done"),
+        }),
+    });
+    store
+        .transition(
+            key(run, 1),
+            StateKind::Reserved,
+            PaymentState::Completed(completed.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::Replay(completed)
+    );
+
+    store.reserve(key(run, 2), PRINT, TTL).await.unwrap();
+    store
+        .transition(key(run, 2), StateKind::Reserved, PaymentState::Failed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reserve(key(run, 2), PRINT, TTL).await.unwrap(),
+        Reservation::New
+    );
+}
+
+async fn records_and_claims_expire(store: &dyn PaymentStore, run: u64) {
+    let short = Duration::from_millis(20);
+    store.reserve(key(run, 1), PRINT, short).await.unwrap();
+    assert!(store.claim(&claim(run), short).await.unwrap());
+    assert!(!store.claim(&claim(run), short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(
+        store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
+        Reservation::New
+    );
+    assert!(store.claim(&claim(run), TTL).await.unwrap());
+}
+
+async fn a_record_answers_only_the_credential_that_made_it(store: &dyn PaymentStore, run: u64) {
+    let key = key(run, 3);
+    let (mine, forged) = (Fingerprint::of(b"signed"), Fingerprint::of(b"forged"));
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        store.reserve(key, mine, ttl).await.unwrap(),
+        Reservation::New
+    );
+    assert_eq!(
+        store.reserve(key, forged, ttl).await.unwrap(),
+        Reservation::Mismatch
+    );
+    store
+        .transition(key, StateKind::Reserved, PaymentState::Failed)
+        .await
+        .unwrap();
+    // A failed payment is open to any credential again.
+    assert_eq!(
+        store.reserve(key, forged, ttl).await.unwrap(),
+        Reservation::New
+    );
+    assert_eq!(
+        store.reserve(key, mine, ttl).await.unwrap(),
+        Reservation::Mismatch
+    );
+}
+
+#[doc(hidden)]
+pub fn voucher(cumulative: i128, byte: u8) -> ChannelState {
+    ChannelState {
+        cumulative,
+        signature: Some([byte; 64]),
+        phase: ChannelPhase::Open,
+    }
+}
+
+async fn compare_and_set_is_atomic(store: Arc<dyn ChannelStore>) {
+    let a = ChannelId([1; 32]);
+    let b = ChannelId([2; 32]);
+    assert_eq!(store.load(a).await.unwrap(), None);
+    // From nothing.
+    assert!(
+        !store
+            .compare_and_set(a, Some(ChannelState::NEW), voucher(5, 1))
+            .await
+            .unwrap()
+    );
+    assert!(store.compare_and_set(a, None, voucher(5, 1)).await.unwrap());
+    assert!(!store.compare_and_set(a, None, voucher(6, 2)).await.unwrap());
+    // Only the exact current state is replaced.
+    assert!(
+        !store
+            .compare_and_set(a, Some(voucher(5, 9)), voucher(7, 3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .compare_and_set(a, Some(voucher(5, 1)), voucher(7, 3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.load(a).await.unwrap(), Some(voucher(7, 3)));
+    // Channels are independent.
+    assert_eq!(store.load(b).await.unwrap(), None);
+    let closed = ChannelState {
+        phase: ChannelPhase::Closed {
+            transaction: Some([0xab; 32]),
+        },
+        ..voucher(i128::MAX, 4)
+    };
+    assert!(store.compare_and_set(b, None, closed).await.unwrap());
+    assert_eq!(
+        store.channels().await.unwrap(),
+        [(a, voucher(7, 3)), (b, closed)]
+    );
+}
+
+/// Many tasks race to add 1 to one channel's cumulative: every success is one increment.
+async fn racing_increments_are_never_lost(store: Arc<dyn ChannelStore>) {
+    let channel = ChannelId([3; 32]);
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut credited = 0;
+                for _ in 0..25 {
+                    let current = store.load(channel).await.unwrap();
+                    let next = current.unwrap_or(ChannelState::NEW).cumulative + 1;
+                    if store
+                        .compare_and_set(channel, current, voucher(next, task))
+                        .await
+                        .unwrap()
+                    {
+                        credited += 1;
+                    }
+                }
+                credited
+            })
+        })
+        .collect();
+    let mut credited = 0;
+    for task in tasks {
+        credited += task.await.unwrap();
+    }
+    let last = store.load(channel).await.unwrap().unwrap();
+    assert_eq!(last.cumulative, credited);
+    assert!(credited > 0);
+}
