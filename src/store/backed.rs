@@ -378,7 +378,7 @@ mod tests {
         store.reserve(key(), PRINT, TTL).await.unwrap();
         let reserved = store.backend().expiry(key()).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let settled = Arc::new(crate::store::payment::tests::settled());
+        let settled = Arc::new(conformance::settled());
         assert!(
             store
                 .transition(

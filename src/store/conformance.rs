@@ -115,7 +115,7 @@ fn claim(run: u64) -> Vec<u8> {
     [b"conformance:".as_slice(), &run.to_be_bytes()].concat()
 }
 
-fn settled() -> SettledPayment {
+pub(crate) fn settled() -> SettledPayment {
     SettledPayment {
         paid: Paid {
             payer: "GPAYER".into(),

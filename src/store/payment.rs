@@ -524,30 +524,12 @@ impl fmt::Debug for MemoryStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::price::Amount;
-    use crate::scheme::Intent;
 
     const TTL: Duration = Duration::from_secs(60);
     const PRINT: Fingerprint = Fingerprint([1; 32]);
 
     fn key(n: u8) -> PaymentKey {
         PaymentKey::derive(&[b"test", &[n]])
-    }
-
-    pub(crate) fn settled() -> SettledPayment {
-        SettledPayment {
-            paid: Paid {
-                payer: "GPAYER".into(),
-                amount: Amount::from_atomic(5).unwrap(),
-                asset: "CASSET".into(),
-                intent: Intent::X402_EXACT,
-                reference: Some("abc".into()),
-            },
-            receipt: Receipt {
-                reference: "abc".into(),
-                headers: Vec::new(),
-            },
-        }
     }
 
     #[test]

@@ -114,10 +114,9 @@ pub struct MppConfig {
     pub realm: Option<String>,
     /// A funded account that pays the fees of `charge` transfers.
     pub fee_payer_secret: Option<String>,
-    /// The payee's secret key: enables MPP `channel` on `pop` (it closes channels).
+    /// The payee's secret key: enables MPP `channel` on `pop` (it closes channels). The
+    /// vouchers are kept in the store.
     pub channel_secret: Option<String>,
-    /// Where the channel vouchers are kept (default: `channels` beside the redb file).
-    pub channel_store: Option<PathBuf>,
 }
 
 /// The store back end.

@@ -6,6 +6,7 @@
 //! The sandbox hands out the same sequence of keys on every run, so the demo wallets (and the
 //! channel of the first one) are the same each time.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct DevStack {
     pub server: Server,
     /// The configuration stoka was built from.
     pub config: Config,
+    /// How stoka reaches the sandbox (to build another node over the same store).
+    pub ledger: Ledger,
     /// The funded demo wallets.
     pub wallets: Vec<Keypair>,
     /// The first wallet's open channel to stoka (commitments signed by that wallet's key).
@@ -181,6 +184,7 @@ pub async fn start_on(
         scheme.add_channel(channel).await.map_err(sandbox_error)?;
     }
     Ok(DevStack {
+        ledger,
         sandbox,
         rpc,
         facilitator_url,
@@ -251,7 +255,10 @@ pub async fn dev(options: &DevOptions) -> Result<(), ServerError> {
     let stack = start(options).await?;
     let listener = tokio::net::TcpListener::bind(&options.listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
-    println!("{}", banner(&stack, &url));
+    // A closed stdout does not stop the stack.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", banner(&stack, &url)).and_then(|()| out.flush());
+    drop(out);
     // The ledger and its RPC live as long as stoka serves.
     let DevStack {
         server,

@@ -1,6 +1,7 @@
 //! The `stoka` binary: the server (`stoka dev`, `stoka serve`) and its client commands
 //! (`put`, `get`, `update`, `rm`, `push`, `pop`, `ack`, `usage`, `challenge`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -170,11 +171,14 @@ impl Pay {
     }
 }
 
+/// Writes `text` and a newline to stdout; a closed stdout (`stoka … | head`) is not an error.
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 fn print(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    say(&serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
@@ -224,7 +228,11 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let bytes = pay.client().await?.get(&key).await?;
             match output {
                 Some(path) => std::fs::write(path, bytes)?,
-                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+                None => match std::io::stdout().lock().write_all(&bytes) {
+                    // The reader has all it wanted (`stoka get k | head -c 16`).
+                    Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    written => written?,
+                },
             }
         }
         Command::Rm { key, pay } => pay.client().await?.remove(&key).await?,
@@ -254,7 +262,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             })?;
             let (challenge, authorization) = pay.client().await?.challenge(audience).await?;
             print(&challenge);
-            println!("Authorization: {authorization}");
+            say(&format!("Authorization: {authorization}"));
         }
     }
     Ok(())

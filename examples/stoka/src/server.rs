@@ -2,16 +2,15 @@
 //! the routes, the sweeper. [`serve`] runs it against a real network (`stoka serve`);
 //! [`crate::dev`] runs it against the sandbox ledger (`stoka dev`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use tower_paywall::PaymentScheme;
 use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
 use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc, Sponsor};
-use tower_paywall::store::FileChannelStore;
+use tower_paywall::store::BackedStore;
 use tower_paywall::x402::{Exact, Facilitator, HttpFacilitator};
-use tower_paywall::{MemoryStore, PaymentScheme};
 
 use crate::api::paywall::{Schemes, layers};
 use crate::api::{MppInfo, ServiceInfo, Stoka, X402Info, router};
@@ -211,14 +210,9 @@ pub async fn build(
                     "it must be the secret key of pay_to",
                 ));
             }
-            let dir = config.mpp.channel_store.clone().unwrap_or_else(|| {
-                let mut dir = PathBuf::from(&config.store.path);
-                dir.set_extension("channels");
-                dir
-            });
-            let store = FileChannelStore::open(&dir).map_err(payment)?;
+            let vouchers = storage.channel_store();
             let channel =
-                StellarChannel::builder(network.clone(), recipient, rpc, keys()?, Arc::new(store))
+                StellarChannel::builder(network.clone(), recipient, rpc, keys()?, vouchers)
                     .currency(asset)
                     .realm(realm.clone())
                     .build()
@@ -240,8 +234,11 @@ pub async fn build(
         x402,
         mpp,
     };
+    // Payments live in the store: a restart resumes a payment that settled but was not
+    // answered, and every node on one store sees the same payments.
+    let payments = Arc::new(BackedStore::new(storage.payment_backend()));
     let stoka = Stoka::new(storage, clock, config.rates, config.limits, info);
-    let (paid, pop) = layers(&stoka, &schemes, Arc::new(MemoryStore::new())).map_err(payment)?;
+    let (paid, pop) = layers(&stoka, &schemes, payments).map_err(payment)?;
     Ok(Server {
         router: router(stoka.clone(), paid, pop),
         stoka,

@@ -6,6 +6,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -22,6 +23,7 @@ use tower_paywall::BoxFuture;
 use tower_paywall::Intent;
 use tower_paywall::client::{PayingClient, Policy, payment};
 use tower_paywall::stellar::{Address, Keypair, Network};
+use tower_paywall::store::{ChannelStore, PaymentBackend};
 
 struct World {
     stack: DevStack,
@@ -835,17 +837,31 @@ async fn the_service_on_redis() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A store whose blobs all expire the moment an `update`'s handler has checked its blob (the
-/// second `blob_size` of the request: the first is the pricing hook's), before it settles: the
-/// race of a blob expiring during the settlement, made certain. Everything else is the redb
-/// store's.
-struct ExpiresDuringSettlement {
-    inner: RedbStorage,
+/// A store (redb or Redis) with faults on cue: blobs all expire the moment a handler has
+/// checked its blob (the `blob_size` call numbered `expire_at_size_check`, counting from 0; the
+/// pricing hook makes the first), or the next `failing_puts` writes of a blob fail. Everything
+/// else is the inner store's.
+struct Faulty {
+    inner: Arc<dyn Storage>,
     clock: ManualClock,
-    size_checks: std::sync::atomic::AtomicUsize,
+    expire_at_size_check: Option<usize>,
+    size_checks: AtomicUsize,
+    failing_puts: AtomicUsize,
 }
 
-impl Storage for ExpiresDuringSettlement {
+impl Faulty {
+    fn new(inner: Arc<dyn Storage>, clock: &ManualClock) -> Faulty {
+        Faulty {
+            inner,
+            clock: clock.clone(),
+            expire_at_size_check: None,
+            size_checks: AtomicUsize::new(0),
+            failing_puts: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Storage for Faulty {
     fn put_blob<'a>(
         &'a self,
         owner: &'a str,
@@ -855,6 +871,15 @@ impl Storage for ExpiresDuringSettlement {
         mode: PutMode,
         now: u64,
     ) -> BoxFuture<'a, Result<Put, StorageError>> {
+        let fail = self
+            .failing_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if fail {
+            return Box::pin(async { Err(StorageError::Backend("a fault on cue".into())) });
+        }
         self.inner.put_blob(owner, key, body, expires_at, mode, now)
     }
     fn get_blob<'a>(
@@ -873,10 +898,8 @@ impl Storage for ExpiresDuringSettlement {
     ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
         Box::pin(async move {
             let size = self.inner.blob_size(owner, key, now).await;
-            let checks = self
-                .size_checks
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if checks == 1 {
+            let checks = self.size_checks.fetch_add(1, Ordering::SeqCst);
+            if Some(checks) == self.expire_at_size_check {
                 // The handler has seen the blob; it expires before the money moves.
                 self.clock.advance(31_536_000_000);
             }
@@ -969,6 +992,12 @@ impl Storage for ExpiresDuringSettlement {
     fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>> {
         self.inner.sweep_expired(now, limit)
     }
+    fn payment_backend(&self) -> Arc<dyn PaymentBackend> {
+        self.inner.payment_backend()
+    }
+    fn channel_store(&self) -> Arc<dyn ChannelStore> {
+        self.inner.channel_store()
+    }
 }
 
 /// Once the money has moved, the write happens: an `update` whose blob expired during the
@@ -976,13 +1005,12 @@ impl Storage for ExpiresDuringSettlement {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_whose_blob_expires_during_settlement_still_writes() {
     let dir = support::temp_dir("http-expiring");
-    let inner = RedbStorage::open(dir.join("stoka.redb")).unwrap();
+    let inner = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
     // The stack's clock is made first, so the store can move it.
     let clock = ManualClock::new(SystemClock.now());
-    let storage = Arc::new(ExpiresDuringSettlement {
-        inner,
-        clock: clock.clone(),
-        size_checks: Default::default(),
+    let storage = Arc::new(Faulty {
+        expire_at_size_check: Some(1),
+        ..Faulty::new(inner, &clock)
     });
     let stack = support::start_with_clock(storage.clone(), &dir, 1, clock).await;
     let (sandbox, payer) = (&stack.dev.sandbox, stack.dev.wallets[0].address());
@@ -1015,4 +1043,126 @@ async fn an_update_whose_blob_expires_during_settlement_still_writes() {
         .unwrap();
     assert_eq!(blob.map(|blob| blob.body), Some(b"new".to_vec()));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Serves `router` on a free loopback port; its URL.
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+/// Payments live in the store, not in a node. A store whose write fails after the money moved
+/// answers 503 ("retry with the same payment"); the retry goes to another node over the same
+/// store, which finishes the write without settling again (one charge on the ledger); the first
+/// node then answers the same payment with the other's recorded answer. With payments kept in
+/// each node's memory, the second node would refuse the spent payment with a 402.
+async fn payments_are_shared_by_nodes(one: Arc<dyn Storage>, other: Arc<dyn Storage>, name: &str) {
+    let dir = support::temp_dir(name);
+    let clock = ManualClock::new(SystemClock.now());
+    let faulty = Arc::new(Faulty::new(one, &clock));
+    faulty.failing_puts.store(1, Ordering::SeqCst);
+    let stack = support::start_with_clock(faulty.clone(), &dir, 1, clock.clone()).await;
+    let dev = &stack.dev;
+    // The first node, recording the payment its client sends.
+    let sent = Arc::new(std::sync::Mutex::new(None));
+    let record = {
+        let sent = sent.clone();
+        axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                if let Some(payment) = request.headers().get("payment-signature") {
+                    *sent.lock().unwrap() = Some(payment.clone());
+                }
+                next.run(request)
+            },
+        )
+    };
+    let first = serve(dev.server.router.clone().layer(record)).await;
+    let node = stoka::server::build(&dev.config, other, Arc::new(clock.clone()), &dev.ledger)
+        .await
+        .unwrap();
+    let second = serve(node.router.clone()).await;
+
+    let payer = dev.wallets[0].address();
+    let balance = || async {
+        dev.sandbox
+            .balance(&dev.sandbox.usdc(), &payer)
+            .await
+            .unwrap()
+    };
+    let before = balance().await;
+    let client = PayingClient::builder(
+        dev.wallets[0].clone(),
+        Arc::new(dev.sandbox.clone()),
+        Network::testnet(),
+    )
+    .policy(
+        Policy::default()
+            .prefer([Intent::X402_EXACT])
+            .max_per_payment(10_000_000),
+    )
+    .retries(0)
+    .build()
+    .unwrap();
+    let response = client
+        .post(format!("{first}/v1/store"))
+        .header("x-stoka-key", "shared")
+        .body("paid once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(json(response).await["error"], "storage_unavailable");
+    let price = i128::from(Rates::default().store(9, Limits::default().default_ttl_seconds));
+    assert_eq!(balance().await, before - price, "the money moved");
+
+    let payment = sent.lock().unwrap().clone().expect("the client paid");
+    let again = |url: String| {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/store"))
+            .header("x-stoka-key", "shared")
+            .header("payment-signature", payment.clone())
+            .body("paid once")
+            .send()
+    };
+    let answer = again(second).await.unwrap();
+    let settled = answer.headers().contains_key("payment-response");
+    let (status, answer) = (answer.status(), answer.text().await.unwrap());
+    assert_eq!(status, 200, "{answer}");
+    assert!(settled, "the answer carries the settlement");
+    let body: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(body["charged_atomic"], price as u64);
+    let replay = again(first).await.unwrap();
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.text().await.unwrap(), answer, "the recorded answer");
+    assert_eq!(balance().await, before - price, "charged once");
+    let blob = faulty
+        .inner
+        .get_blob(&payer.to_string(), "shared", clock.now())
+        .await
+        .unwrap();
+    assert_eq!(blob.map(|blob| blob.body), Some(b"paid once".to_vec()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_are_shared_by_nodes_on_redb() {
+    let dir = support::temp_dir("http-nodes-redb-file");
+    // One file, one process: the two nodes share the store handle.
+    let storage: Arc<dyn Storage> = Arc::new(RedbStorage::open(dir.join("shared.redb")).unwrap());
+    payments_are_shared_by_nodes(storage.clone(), storage, "http-nodes-redb").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_are_shared_by_nodes_on_redis() {
+    let Some(url) = redis_url_for_tests() else {
+        return;
+    };
+    let namespace = format!("stoka-nodes-{}-{}", std::process::id(), SystemClock.now());
+    // Two connections: two nodes.
+    let one = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
+    let other = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
+    payments_are_shared_by_nodes(one, other, "http-nodes-redis").await;
 }

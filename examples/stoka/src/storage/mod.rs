@@ -1,6 +1,10 @@
 //! What stoka keeps, behind one trait with one test suite (`suite`) that every back end
 //! passes: blobs, mailbox queues, usage counters per UTC day, wallet challenges and profiles.
 //!
+//! It also keeps what the payment layers need between requests (each payment's record and
+//! single-use claims, each channel's best voucher), so that a restart loses no settled payment
+//! and every node on one store sees the same payments.
+//!
 //! Two back ends:
 //! - [`RedbStorage`], the embedded default: one file, expired records removed by
 //!   [`Storage::sweep_expired`];
@@ -23,7 +27,10 @@ pub use self::redis::RedisStorage;
 #[doc(hidden)]
 pub use self::redis::redis_url_for_tests;
 
+use std::sync::Arc;
+
 use tower_paywall::BoxFuture;
+use tower_paywall::store::{ChannelStore, PaymentBackend};
 
 /// A blob as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,6 +296,17 @@ pub trait Storage: Send + Sync + 'static {
     fn email<'a>(&'a self, wallet: &'a str) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
 
     /// Removes up to `limit` records expired by `now` (blobs, messages, challenges); how many.
-    /// A back end whose records expire natively ([`RedisStorage`]) answers 0.
+    /// Payment records and claims expired by the system clock go too, beyond the count. A back
+    /// end whose records expire natively ([`RedisStorage`]) answers 0.
     fn sweep_expired(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<usize, StorageError>>;
+
+    /// Where the payment layers keep payments (wrapped in a
+    /// [`BackedStore`](tower_paywall::store::BackedStore)): durable, and shared by every node
+    /// on this store. Payment records expire by the system clock, not by `now`: they follow
+    /// the ledger's time.
+    fn payment_backend(&self) -> Arc<dyn PaymentBackend>;
+
+    /// Where MPP `channel` keeps each channel's best voucher: durable, and shared by every
+    /// node on this store.
+    fn channel_store(&self) -> Arc<dyn ChannelStore>;
 }

@@ -2,8 +2,9 @@
 //! shared by any number of stoka nodes.
 //!
 //! Keys (every one starts with the namespace, so a deployment can share a server; `{…}` is the
-//! hash tag, always the wallet the record belongs to, so every script touches one slot and
-//! would run unchanged on Redis Cluster; [`RedisStorage`] itself connects to one server):
+//! hash tag: the wallet the record belongs to, the payment for payment records and claims, and
+//! one tag for every channel so that they are listed in one slot; every script touches one slot
+//! and would run unchanged on Redis Cluster; [`RedisStorage`] itself connects to one server):
 //!
 //! | record | key | type |
 //! |---|---|---|
@@ -16,11 +17,16 @@
 //! | days with usage | `<ns>:u:{<wallet>}:days` | ZSET: day → day |
 //! | challenge | `<ns>:c:<id>` (one key per operation: no hash tag) | STRING: `expires_at` (20 digits), audience length (10 digits), audience, message |
 //! | profile | `<ns>:e:{<wallet>}` | STRING: the email |
+//! | payment record | `<ns>:p:{<payment key>}` (the 32-byte [`PaymentKey`] in hex) | STRING: the encoded record ([`PaymentRecord::encode`](tower_paywall::store::PaymentRecord::encode)) |
+//! | payment claim | `<ns>:pc:{<claim id>}` (the id's bytes in hex) | STRING: `1` |
+//! | channel | `<ns>:ch:{channels}:<channel id>` (the 32-byte [`ChannelId`] in hex) | STRING: the 156-byte [`ChannelState::to_record`], never expires |
+//! | channels | `<ns>:ch:{channels}:all` | SET: the hex id of every channel with a state |
 //!
 //! Each part of a key (namespace, wallet, blob key, topic, challenge id) is escaped (`%`, `:`,
 //! `{` and `}` become `%25`, `%3A`, `%7B` and `%7D`), so no two records share a key and the
-//! hash tag is always the wallet. Nothing lists keys (`SCAN`, `KEYS`): every request names its
-//! records.
+//! hash tag is always whole; payment keys, claim ids and channel ids are in hex. Nothing
+//! lists keys (`SCAN`, `KEYS`): every request names its records, and the channels are listed by
+//! their set.
 //!
 //! Expiry is native: blobs, messages and challenges are written with a time to live, and the
 //! server drops them on its own clock ([`Storage::sweep_expired`] answers 0). The time to live
@@ -32,18 +38,26 @@
 //! replaced and when a challenge is issued. Times are compared as Lua numbers, exact up to 2^53
 //! milliseconds.
 //!
+//! Payment records and claims expire natively too, after the time to live the payment layer
+//! gives them, on the system clock (the server's), not the caller's `now`: they follow the
+//! ledger's time. A record written without a new time to live keeps the one it has
+//! (`KEEPTTL`). A payment write compares only the first [`RECORD_TAG_LEN`] bytes of the record
+//! it replaces (its tag); a channel write compares the whole stored state. Channel states never
+//! expire.
+//!
 //! Every operation that reads and then writes is one Lua script (sent by hash, loaded on
-//! demand); message keys are derived inside the scripts from their mailbox, under the same hash
-//! tag. Receipts are those of the embedded back end (`receipt.rs`), with a fresh random token
-//! per delivery made here and passed in. Usage counters saturate at `i64::MAX` (the server's
-//! integers), the embedded ones at `u64::MAX`.
+//! demand); message keys are derived inside the scripts from their mailbox, and channel keys
+//! from the channel prefix, under the same hash tag. Receipts are those of the embedded back
+//! end (`receipt.rs`), with a fresh random token per delivery made here and passed in. Usage
+//! counters saturate at `i64::MAX` (the server's integers), the embedded ones at `u64::MAX`.
 //!
 //! Production servers want `maxmemory-policy noeviction` (an eviction would silently drop
-//! blobs), and `appendonly yes` with `appendfsync always` (or `everysec` and a replica) for
-//! durability; every blob lives in memory.
+//! blobs, payment records or channel vouchers), and `appendonly yes` with `appendfsync always`
+//! (or `everysec` and a replica) for durability; every blob lives in memory.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
 use ::redis::{Script, ScriptInvocation};
@@ -54,6 +68,10 @@ use super::{
     StorageError, Usage,
 };
 use tower_paywall::BoxFuture;
+use tower_paywall::store::{
+    ChannelId, ChannelState, ChannelStore, PaymentBackend, PaymentKey, RECORD_TAG_LEN, RecordWrite,
+    StoreError,
+};
 
 /// The length of the expiry header of blobs and challenges (`expires_at`, zero-padded).
 const HEADER: usize = 20;
@@ -257,6 +275,65 @@ local e = tonumber(h)
 if #h == 20 and e ~= nil and e > tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
+",
+    )
+});
+
+/// Applies a write to the payment record `KEYS[1]` if it is the one expected: absent when
+/// `ARGV[1]` is `0`, otherwise one whose first `#ARGV[2]` bytes are `ARGV[2]` (the expected
+/// record's tag). The write is `ARGV[3]`: `px` stores `ARGV[4]` living `ARGV[5]` ms, `keep`
+/// stores it keeping the key's time to live, `del` deletes the key. 1 = written, 0 = not.
+static SWAP_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '0' then
+  if current then return 0 end
+elseif not current or string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then
+  return 0
+end
+if ARGV[3] == 'del' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[3] == 'keep' then
+  redis.call('SET', KEYS[1], ARGV[4], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+end
+return 1
+",
+    )
+});
+
+/// Stores the channel state `ARGV[3]` under `KEYS[1]` and lists the channel (`ARGV[4]`) in
+/// `KEYS[2]`, if the stored state is the one expected: none when `ARGV[1]` is `0`, otherwise
+/// exactly `ARGV[2]`. 1 = stored, 0 = not.
+static SET_CHANNEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '0' then
+  if current then return 0 end
+elseif current ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+return 1
+",
+    )
+});
+
+/// Every channel listed in `KEYS[1]` (state keys `ARGV[1] .. id`). Flat: `id, state` per
+/// channel, the state nil when the key is missing.
+static CHANNELS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  table.insert(out, id)
+  table.insert(out, redis.call('GET', ARGV[1] .. id))
+end
+return out
 ",
     )
 });
@@ -817,6 +894,222 @@ impl Storage for RedisStorage {
     ) -> BoxFuture<'_, Result<usize, StorageError>> {
         Box::pin(async { Ok(0) })
     }
+
+    fn payment_backend(&self) -> Arc<dyn PaymentBackend> {
+        Arc::new(RedisPayments {
+            connection: self.connection.clone(),
+            namespace: self.namespace.clone(),
+        })
+    }
+
+    fn channel_store(&self) -> Arc<dyn ChannelStore> {
+        Arc::new(RedisChannels {
+            connection: self.connection.clone(),
+            namespace: self.namespace.clone(),
+        })
+    }
+}
+
+/// A failure of the server, as the payment layers see it.
+fn unavailable(error: StorageError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// A time to live for the server in milliseconds: at least 1 (the server refuses `PX 0`), at
+/// most [`MAX_TTL_MS`].
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MS)
+}
+
+/// The payment records and claims of a [`RedisStorage`] (its connection and namespace).
+#[derive(Clone)]
+struct RedisPayments {
+    connection: ConnectionManager,
+    /// The escaped namespace every key starts with.
+    namespace: String,
+}
+
+impl RedisPayments {
+    fn record_key(&self, key: PaymentKey) -> String {
+        format!("{}:p:{{{}}}", self.namespace, hex::encode(key.0))
+    }
+
+    fn claim_key(&self, id: &[u8]) -> String {
+        format!("{}:pc:{{{}}}", self.namespace, hex::encode(id))
+    }
+}
+
+impl PaymentBackend for RedisPayments {
+    fn load(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            ::redis::cmd("GET")
+                .arg(self.record_key(key))
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| unavailable(backend(error)))
+        })
+    }
+
+    fn swap<'a>(
+        &'a self,
+        key: PaymentKey,
+        expected: Option<&'a [u8]>,
+        write: RecordWrite<'a>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut invocation = SWAP_PAYMENT.prepare_invoke();
+            invocation.key(self.record_key(key));
+            match expected {
+                None => invocation.arg("0").arg(""),
+                Some(expected) => invocation
+                    .arg("1")
+                    .arg(&expected[..expected.len().min(RECORD_TAG_LEN)]),
+            };
+            match write {
+                RecordWrite::Put {
+                    value,
+                    ttl: Some(ttl),
+                } => invocation.arg("px").arg(value).arg(ttl_ms(ttl)),
+                // `KEEPTTL` on a new key would keep it forever.
+                RecordWrite::Put { ttl: None, .. } if expected.is_none() => {
+                    return Err(StoreError::Unavailable(
+                        "a new payment record needs a lifetime".into(),
+                    ));
+                }
+                RecordWrite::Put { value, ttl: None } => invocation.arg("keep").arg(value),
+                RecordWrite::Remove => invocation.arg("del"),
+            };
+            let swapped: i64 = invoke(self.connection.clone(), &invocation)
+                .await
+                .map_err(unavailable)?;
+            Ok(swapped == 1)
+        })
+    }
+
+    fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let set: Option<String> = ::redis::cmd("SET")
+                .arg(self.claim_key(id))
+                .arg("1")
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms(ttl))
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| unavailable(backend(error)))?;
+            Ok(set.is_some())
+        })
+    }
+}
+
+/// The channel states of a [`RedisStorage`] (its connection and namespace).
+#[derive(Clone)]
+struct RedisChannels {
+    connection: ConnectionManager,
+    /// The escaped namespace every key starts with.
+    namespace: String,
+}
+
+impl RedisChannels {
+    /// The prefix of every channel key (one hash tag for all).
+    fn prefix(&self) -> String {
+        format!("{}:ch:{{channels}}:", self.namespace)
+    }
+
+    fn state_key(&self, channel: ChannelId) -> String {
+        format!("{}{}", self.prefix(), hex::encode(channel.0))
+    }
+
+    fn list_key(&self) -> String {
+        format!("{}all", self.prefix())
+    }
+}
+
+/// The state of `channel` from its stored record.
+fn decode_channel(channel: ChannelId, record: &[u8]) -> Result<ChannelState, StoreError> {
+    match ChannelState::from_record(record) {
+        Some((id, state)) if id == channel => Ok(state),
+        Some(_) => Err(StoreError::Unavailable(format!(
+            "the stored state of channel {channel} belongs to another channel"
+        ))),
+        None => Err(StoreError::Unavailable(format!(
+            "the stored state of channel {channel} is damaged"
+        ))),
+    }
+}
+
+impl ChannelStore for RedisChannels {
+    fn load(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ChannelState>, StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let record: Option<Vec<u8>> = ::redis::cmd("GET")
+                .arg(self.state_key(channel))
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| unavailable(backend(error)))?;
+            record
+                .map(|record| decode_channel(channel, &record))
+                .transpose()
+        })
+    }
+
+    fn compare_and_set(
+        &self,
+        channel: ChannelId,
+        current: Option<ChannelState>,
+        new: ChannelState,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut invocation = SET_CHANNEL.prepare_invoke();
+            invocation.key(self.state_key(channel)).key(self.list_key());
+            match current {
+                None => invocation.arg("0").arg(""),
+                Some(current) => invocation.arg("1").arg(&current.to_record(channel)[..]),
+            };
+            invocation
+                .arg(&new.to_record(channel)[..])
+                .arg(hex::encode(channel.0));
+            let set: i64 = invoke(self.connection.clone(), &invocation)
+                .await
+                .map_err(unavailable)?;
+            Ok(set == 1)
+        })
+    }
+
+    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+        Box::pin(async move {
+            let mut invocation = CHANNELS.prepare_invoke();
+            invocation.key(self.list_key()).arg(self.prefix());
+            let fields: Vec<Option<Vec<u8>>> = invoke(self.connection.clone(), &invocation)
+                .await
+                .map_err(unavailable)?;
+            let mut channels = Vec::with_capacity(fields.len() / 2);
+            for pair in fields.chunks(2) {
+                let [Some(id), record] = pair else {
+                    return Err(StoreError::Unavailable(
+                        "the server sent a malformed channel list".into(),
+                    ));
+                };
+                let mut channel = [0; 32];
+                hex::decode_to_slice(id, &mut channel).map_err(|_| {
+                    StoreError::Unavailable("a listed channel id is malformed".into())
+                })?;
+                let channel = ChannelId(channel);
+                let Some(record) = record else {
+                    return Err(StoreError::Unavailable(format!(
+                        "channel {channel} is listed but has no stored state"
+                    )));
+                };
+                channels.push((channel, decode_channel(channel, record)?));
+            }
+            channels.sort_by_key(|(channel, _)| *channel);
+            Ok(channels)
+        })
+    }
 }
 
 /// The Redis server the tests use: `STOKA_TEST_REDIS_URL` (`scripts/test` starts one and sets
@@ -852,6 +1145,9 @@ pub fn redis_url_for_tests() -> Option<String> {
 mod tests {
     use super::*;
     use crate::storage::suite::{self, Expiry};
+    use tower_paywall::store::{
+        BackedStore, ChannelPhase, Fingerprint, PaymentStore, Reservation, conformance,
+    };
 
     /// A connection to the test server in a namespace of its own; `None` (skipped) without a
     /// server outside CI.
@@ -1113,6 +1409,333 @@ mod tests {
         assert_eq!(days[0].1.operations, i64::MAX.unsigned_abs());
         assert_eq!(days[0].1.charged_atomic, 112);
         clean(&storage).await;
+    }
+
+    /// `storage`'s payment back end, with its keys at hand.
+    fn payments(storage: &RedisStorage) -> RedisPayments {
+        RedisPayments {
+            connection: storage.connection.clone(),
+            namespace: storage.namespace.clone(),
+        }
+    }
+
+    /// `storage`'s channel store, with its keys at hand.
+    fn channels(storage: &RedisStorage) -> RedisChannels {
+        RedisChannels {
+            connection: storage.connection.clone(),
+            namespace: storage.namespace.clone(),
+        }
+    }
+
+    /// Runs a raw command on `storage`'s server (to damage records on purpose).
+    async fn raw(storage: &RedisStorage, command: &::redis::Cmd) {
+        let mut connection = storage.connection.clone();
+        command
+            .query_async::<::redis::Value>(&mut connection)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn payments_pass_the_conformance_suite() {
+        let Some(storage) = fresh().await else {
+            return;
+        };
+        conformance::payment_store(Arc::new(BackedStore::new(storage.payment_backend()))).await;
+        clean(&storage).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_share_their_payments() {
+        let Some(url) = redis_url_for_tests() else {
+            return;
+        };
+        let namespace = unique_namespace();
+        let one = RedisStorage::connect(&url, &namespace).await.unwrap();
+        let other = RedisStorage::connect(&url, &namespace).await.unwrap();
+        // What one node settled, the other resumes rather than serving it again.
+        conformance::shared_payment_store(
+            Arc::new(BackedStore::new(one.payment_backend())),
+            Arc::new(BackedStore::new(other.payment_backend())),
+        )
+        .await;
+        clean(&one).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn channels_pass_the_conformance_suite_and_are_shared() {
+        let Some(url) = redis_url_for_tests() else {
+            return;
+        };
+        let namespace = unique_namespace();
+        let one = RedisStorage::connect(&url, &namespace).await.unwrap();
+        let store = one.channel_store();
+        conformance::channel_store(store.clone()).await;
+        let listed = store.channels().await.unwrap();
+        let ids: Vec<ChannelId> = listed.iter().map(|(id, _)| *id).collect();
+        assert_eq!(
+            ids,
+            [ChannelId([1; 32]), ChannelId([2; 32]), ChannelId([3; 32])]
+        );
+        // Another node sees the same channels, and writes over the same states.
+        let other = RedisStorage::connect(&url, &namespace).await.unwrap();
+        let shared = other.channel_store();
+        assert_eq!(shared.channels().await.unwrap(), listed);
+        let (a, state) = listed[0];
+        let closing = ChannelState {
+            phase: ChannelPhase::Closing,
+            ..state
+        };
+        assert!(
+            !shared
+                .compare_and_set(a, Some(ChannelState::NEW), closing)
+                .await
+                .unwrap()
+        );
+        assert!(
+            shared
+                .compare_and_set(a, Some(state), closing)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.load(a).await.unwrap(), Some(closing));
+        // States never expire; the listing is one set under the same hash tag.
+        let channels = channels(&one);
+        assert_eq!(pttl(&one, &channels.state_key(a)).await, -1);
+        assert_eq!(pttl(&one, &channels.list_key()).await, -1);
+        assert_eq!(
+            channels.state_key(a),
+            format!("{namespace}:ch:{{channels}}:{}", hex::encode([1; 32]))
+        );
+        // And another namespace has none.
+        let elsewhere = RedisStorage::connect(&url, &format!("{namespace}-other"))
+            .await
+            .unwrap();
+        assert_eq!(elsewhere.channel_store().channels().await.unwrap(), []);
+        clean(&one).await;
+    }
+
+    #[tokio::test]
+    async fn swaps_keep_or_renew_the_records_lifetime() {
+        let Some(storage) = fresh().await else {
+            return;
+        };
+        let backend = payments(&storage);
+        let key = PaymentKey::derive(&[b"lifetime"]);
+        let record_key = backend.record_key(key);
+        assert_eq!(
+            record_key,
+            format!("{}:p:{{{}}}", storage.namespace, hex::encode(key.0))
+        );
+        let (first, second, third) = ([1; 40], [2; 40], [3; 40]);
+        let put = |value, ttl| RecordWrite::Put { value, ttl };
+        let ten = Some(Duration::from_secs(10));
+        // A new record needs a lifetime: keeping none would keep it forever.
+        let error = backend
+            .swap(key, None, put(&first, None))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "payment store unavailable: a new payment record needs a lifetime"
+        );
+        assert_eq!(pttl(&storage, &record_key).await, -2);
+        assert!(backend.swap(key, None, put(&first, ten)).await.unwrap());
+        let before = pttl(&storage, &record_key).await;
+        assert!((9_000..=10_000).contains(&before), "{before} ms");
+        // Only the expected record is replaced: by its tag, the first RECORD_TAG_LEN bytes.
+        assert!(!backend.swap(key, None, put(&second, ten)).await.unwrap());
+        let mut other_tag = first;
+        other_tag[RECORD_TAG_LEN - 1] = 9;
+        assert!(
+            !backend
+                .swap(key, Some(&other_tag), put(&second, None))
+                .await
+                .unwrap()
+        );
+        assert_eq!(backend.load(key).await.unwrap(), Some(first.to_vec()));
+        // Without a lifetime, the key keeps the one it has.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut same_tag = first;
+        same_tag[RECORD_TAG_LEN] = 9;
+        assert!(
+            backend
+                .swap(key, Some(&same_tag), put(&second, None))
+                .await
+                .unwrap()
+        );
+        let kept = pttl(&storage, &record_key).await;
+        assert!(kept > 0 && kept < before, "{kept} ms after {before} ms");
+        assert_eq!(backend.load(key).await.unwrap(), Some(second.to_vec()));
+        // With one, it starts again.
+        let minute = Some(Duration::from_secs(60));
+        assert!(
+            backend
+                .swap(key, Some(&second), put(&third, minute))
+                .await
+                .unwrap()
+        );
+        let renewed = pttl(&storage, &record_key).await;
+        assert!((59_000..=60_000).contains(&renewed), "{renewed} ms");
+        // A removal is a swap too.
+        assert!(
+            !backend
+                .swap(key, Some(&second), RecordWrite::Remove)
+                .await
+                .unwrap()
+        );
+        assert!(
+            backend
+                .swap(key, Some(&third), RecordWrite::Remove)
+                .await
+                .unwrap()
+        );
+        assert_eq!(backend.load(key).await.unwrap(), None);
+        assert!(
+            !backend
+                .swap(key, Some(&third), put(&first, ten))
+                .await
+                .unwrap()
+        );
+        // A lifetime under a millisecond is sent as 1 ms (the server refuses 0).
+        let instant = Some(Duration::from_micros(10));
+        assert!(backend.swap(key, None, put(&first, instant)).await.unwrap());
+        assert!(backend.claim(b"instant", Duration::ZERO).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(backend.load(key).await.unwrap(), None);
+        assert!(backend.claim(b"instant", Duration::ZERO).await.unwrap());
+        // Claims expire natively under their own key.
+        let id = b"tx:\x00{1}";
+        assert!(backend.claim(id, Duration::from_secs(10)).await.unwrap());
+        assert!(!backend.claim(id, Duration::from_secs(10)).await.unwrap());
+        let claim_key = backend.claim_key(id);
+        assert_eq!(
+            claim_key,
+            format!("{}:pc:{{{}}}", storage.namespace, hex::encode(id))
+        );
+        let left = pttl(&storage, &claim_key).await;
+        assert!((9_000..=10_000).contains(&left), "{left} ms");
+        clean(&storage).await;
+    }
+
+    #[tokio::test]
+    async fn damaged_payment_records_are_unavailable_not_new() {
+        let Some(storage) = fresh().await else {
+            return;
+        };
+        let backend = payments(&storage);
+        let key = PaymentKey::derive(&[b"damaged"]);
+        raw(
+            &storage,
+            ::redis::cmd("SET")
+                .arg(backend.record_key(key))
+                .arg(&[1_u8; 40][..])
+                .arg("PX")
+                .arg(60_000),
+        )
+        .await;
+        let store = BackedStore::new(storage.payment_backend());
+        let error = store
+            .reserve(key, Fingerprint([1; 32]), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "payment store unavailable: payment record is not readable: damaged"
+        );
+        assert!(matches!(error, StoreError::Unavailable(_)));
+        // Nothing was written over it.
+        assert_eq!(backend.load(key).await.unwrap(), Some(vec![1; 40]));
+        // A sound record under another key is still served.
+        let sound = PaymentKey::derive(&[b"sound"]);
+        assert_eq!(
+            store
+                .reserve(sound, Fingerprint([1; 32]), Duration::from_secs(60))
+                .await
+                .unwrap(),
+            Reservation::New
+        );
+        clean(&storage).await;
+    }
+
+    #[tokio::test]
+    async fn damaged_channel_states_are_unavailable() {
+        let Some(storage) = fresh().await else {
+            return;
+        };
+        let store = channels(&storage);
+        let (a, b) = (ChannelId([1; 32]), ChannelId([2; 32]));
+        let state = conformance::voucher(5, 1);
+        assert!(store.compare_and_set(a, None, state).await.unwrap());
+        // Bytes that do not decode.
+        raw(
+            &storage,
+            ::redis::cmd("SET")
+                .arg(store.state_key(b))
+                .arg(&[7_u8; 156][..]),
+        )
+        .await;
+        raw(
+            &storage,
+            ::redis::cmd("SADD")
+                .arg(store.list_key())
+                .arg(hex::encode(b.0)),
+        )
+        .await;
+        let damaged =
+            format!("payment store unavailable: the stored state of channel {b} is damaged");
+        assert_eq!(store.load(b).await.unwrap_err().to_string(), damaged);
+        assert_eq!(store.channels().await.unwrap_err().to_string(), damaged);
+        assert_eq!(store.load(a).await.unwrap(), Some(state));
+        // And nothing is written over them.
+        assert!(!store.compare_and_set(b, None, state).await.unwrap());
+        // Another channel's record under this channel's key.
+        raw(
+            &storage,
+            ::redis::cmd("SET")
+                .arg(store.state_key(b))
+                .arg(&state.to_record(a)[..]),
+        )
+        .await;
+        let misplaced = format!(
+            "payment store unavailable: the stored state of channel {b} belongs to another channel"
+        );
+        assert_eq!(store.load(b).await.unwrap_err().to_string(), misplaced);
+        assert_eq!(store.channels().await.unwrap_err().to_string(), misplaced);
+        // A listed channel whose state is gone.
+        raw(&storage, ::redis::cmd("DEL").arg(store.state_key(b))).await;
+        assert_eq!(store.load(b).await.unwrap(), None);
+        assert_eq!(
+            store.channels().await.unwrap_err().to_string(),
+            format!("payment store unavailable: channel {b} is listed but has no stored state")
+        );
+        // A listed id that is not one.
+        raw(
+            &storage,
+            ::redis::cmd("SREM")
+                .arg(store.list_key())
+                .arg(hex::encode(b.0)),
+        )
+        .await;
+        assert_eq!(store.channels().await.unwrap(), [(a, state)]);
+        raw(
+            &storage,
+            ::redis::cmd("SADD").arg(store.list_key()).arg("zz"),
+        )
+        .await;
+        assert_eq!(
+            store.channels().await.unwrap_err().to_string(),
+            "payment store unavailable: a listed channel id is malformed"
+        );
+        clean(&storage).await;
+    }
+
+    #[test]
+    fn lifetimes_are_whole_milliseconds_the_server_accepts() {
+        assert_eq!(ttl_ms(Duration::ZERO), 1);
+        assert_eq!(ttl_ms(Duration::from_micros(1500)), 1);
+        assert_eq!(ttl_ms(Duration::from_secs(60)), 60_000);
+        assert_eq!(ttl_ms(Duration::MAX), MAX_TTL_MS);
     }
 
     #[test]

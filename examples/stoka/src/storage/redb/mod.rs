@@ -10,7 +10,10 @@
 //!   by `(mailbox, visible_at, seq)` that `pop` range-scans up to `now`, and an expiry index
 //!   for the 4-day retention.
 //! - Challenges have their own expiry index; taking one removes it in the same transaction.
+//! - Payment records, claims and channel vouchers live in the same file (`payments`).
 //! - redb is blocking: every operation runs on the blocking pool.
+
+mod payments;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use super::{
     StorageError, Usage,
 };
 use tower_paywall::BoxFuture;
+use tower_paywall::store::{ChannelStore, PaymentBackend};
 
 /// The largest chunk of a blob, in bytes.
 const CHUNK: usize = 65_024;
@@ -107,6 +111,11 @@ impl RedbStorage {
         txn.open_table(CHALLENGES).map_err(backend)?;
         txn.open_table(CHALLENGE_EXPIRY).map_err(backend)?;
         txn.open_table(PROFILES).map_err(backend)?;
+        txn.open_table(payments::PAYMENTS).map_err(backend)?;
+        txn.open_table(payments::PAYMENT_EXPIRY).map_err(backend)?;
+        txn.open_table(payments::CLAIMS).map_err(backend)?;
+        txn.open_table(payments::CLAIM_EXPIRY).map_err(backend)?;
+        txn.open_table(payments::CHANNELS).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStorage { db: Arc::new(db) })
     }
@@ -763,9 +772,18 @@ impl Storage for RedbStorage {
             for (owner, key) in &due {
                 remove(&txn, owner, key)?;
             }
+            payments::sweep(&txn, limit).map_err(backend)?;
             txn.commit().map_err(backend)?;
             Ok(swept + due.len())
         })
+    }
+
+    fn payment_backend(&self) -> Arc<dyn PaymentBackend> {
+        Arc::new(payments::RedbPayments(self.db.clone()))
+    }
+
+    fn channel_store(&self) -> Arc<dyn ChannelStore> {
+        Arc::new(payments::RedbChannels(self.db.clone()))
     }
 }
 
@@ -833,8 +851,15 @@ fn sweep_challenges(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::storage::suite::{self, Expiry};
+    use redb::ReadableTableMetadata;
+    use tower_paywall::store::{
+        BackedStore, ChannelId, ChannelPhase, ChannelState, Fingerprint, PaymentKey, PaymentState,
+        PaymentStore, Reservation, StateKind, conformance,
+    };
 
     #[tokio::test]
     async fn passes_the_storage_suite() {
@@ -848,6 +873,153 @@ mod tests {
         // Reopened (compacted), what was left is still there.
         let reopened = RedbStorage::open(&path).unwrap();
         suite::survivors(&reopened, Expiry::Swept).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("stoka-redb-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keeps_payments_and_channels_as_the_library_expects() {
+        let dir = temp("payments");
+        let storage = RedbStorage::open(dir.join("stoka.redb")).unwrap();
+        let store = || Arc::new(BackedStore::new(storage.payment_backend()));
+        conformance::payment_store(store()).await;
+        conformance::shared_payment_store(store(), store()).await;
+        conformance::channel_store(storage.channel_store()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_payment_a_claim_and_a_voucher_survive_reopening_the_file() {
+        let dir = temp("reopen");
+        let path = dir.join("stoka.redb");
+        let key = PaymentKey::derive(&[b"reopen"]);
+        let print = Fingerprint([4; 32]);
+        let ttl = Duration::from_secs(600);
+        let channel = ChannelId([8; 32]);
+        let voucher = ChannelState {
+            cumulative: 300,
+            signature: Some([5; 64]),
+            phase: ChannelPhase::Open,
+        };
+        {
+            let storage = RedbStorage::open(&path).unwrap();
+            let store = BackedStore::new(storage.payment_backend());
+            store.reserve(key, print, ttl).await.unwrap();
+            store
+                .transition(key, StateKind::Reserved, PaymentState::Settling)
+                .await
+                .unwrap();
+            assert!(store.claim(b"tx", ttl).await.unwrap());
+            assert!(
+                storage
+                    .channel_store()
+                    .compare_and_set(channel, None, voucher)
+                    .await
+                    .unwrap()
+            );
+        } // as after a crash: only the file is left
+        let storage = RedbStorage::open(&path).unwrap();
+        let store = BackedStore::new(storage.payment_backend());
+        // The settlement in flight is still known (a retry waits for it rather than paying
+        // again), and the claim still holds.
+        assert_eq!(
+            store.reserve(key, print, ttl).await.unwrap(),
+            Reservation::Pending
+        );
+        assert!(!store.claim(b"tx", ttl).await.unwrap());
+        assert_eq!(
+            storage.channel_store().load(channel).await.unwrap(),
+            Some(voucher)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_removes_expired_payments_and_claims_and_nothing_else() {
+        let dir = temp("sweep");
+        let storage = RedbStorage::open(dir.join("stoka.redb")).unwrap();
+        let store = BackedStore::new(storage.payment_backend());
+        let print = Fingerprint([4; 32]);
+        let (short, long) = (Duration::from_millis(1), Duration::from_secs(600));
+        let (gone, kept) = (
+            PaymentKey::derive(&[b"gone"]),
+            PaymentKey::derive(&[b"kept"]),
+        );
+        store.reserve(gone, print, short).await.unwrap();
+        store.reserve(kept, print, long).await.unwrap();
+        assert!(store.claim(b"gone", short).await.unwrap());
+        assert!(store.claim(b"kept", long).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Payments follow the system clock, whatever `now` the sweeper is given.
+        assert_eq!(storage.sweep_expired(0, 100).await.unwrap(), 0);
+        let db = storage.db.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().unwrap();
+            let count = |len: u64| len as usize;
+            (
+                count(txn.open_table(payments::PAYMENTS).unwrap().len().unwrap()),
+                count(
+                    txn.open_table(payments::PAYMENT_EXPIRY)
+                        .unwrap()
+                        .len()
+                        .unwrap(),
+                ),
+                count(txn.open_table(payments::CLAIMS).unwrap().len().unwrap()),
+                count(
+                    txn.open_table(payments::CLAIM_EXPIRY)
+                        .unwrap()
+                        .len()
+                        .unwrap(),
+                ),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(rows, (1, 1, 1, 1));
+        assert!(store.record(kept).await.unwrap().is_some());
+        assert!(!store.claim(b"kept", long).await.unwrap());
+        assert!(store.claim(b"gone", long).await.unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_channel_state_is_an_error_not_a_new_channel() {
+        let dir = temp("damaged");
+        let storage = RedbStorage::open(dir.join("stoka.redb")).unwrap();
+        let channel = ChannelId([9; 32]);
+        let db = storage.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().unwrap();
+            txn.open_table(payments::CHANNELS)
+                .unwrap()
+                .insert(&channel.0, [1u8; 20].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        })
+        .await
+        .unwrap();
+        let channels = storage.channel_store();
+        let expected =
+            format!("payment store unavailable: the stored state of {channel} is damaged");
+        assert_eq!(
+            channels.load(channel).await.unwrap_err().to_string(),
+            expected
+        );
+        assert_eq!(channels.channels().await.unwrap_err().to_string(), expected);
+        assert_eq!(
+            channels
+                .compare_and_set(channel, None, ChannelState::NEW)
+                .await
+                .unwrap_err()
+                .to_string(),
+            expected
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
