@@ -693,6 +693,25 @@ async fn a_fee_bump_pays_for_its_inner_transaction() {
     );
 }
 
+/// Two sandboxes started alike give the same keys and contracts, but their simulations record
+/// different nonces, as a real network's would: a payment store that outlives a sandbox (a
+/// durable one, across a restart) never meets an old payment's key again.
+#[tokio::test]
+async fn restarted_sandboxes_keep_their_keys_but_not_their_nonces() {
+    let mut nonces = Vec::new();
+    let mut payers = Vec::new();
+    for _ in 0..2 {
+        let sandbox = sandbox();
+        let payer = sandbox.funded_keypair().await.unwrap();
+        let to = sandbox.funded_keypair().await.unwrap().address();
+        let envelope = client_payment(&sandbox, &payer, to, 100, false).await;
+        nonces.push(address_credentials(&auth(&envelope)[0]).unwrap().nonce);
+        payers.push(payer.address());
+    }
+    assert_eq!(payers[0], payers[1], "the same keys on every run");
+    assert_ne!(nonces[0], nonces[1], "fresh nonces on every run");
+}
+
 #[tokio::test]
 async fn failed_simulations_say_why() {
     let sandbox = sandbox();

@@ -77,6 +77,25 @@ pub(super) struct Ledger {
     pub(super) root: Keypair,
     /// Invocations so far (varies the PRNG seed of each).
     invocations: u64,
+    /// Drawn from the OS when the ledger starts, for simulations only (see
+    /// [`simulation_seed`](Self::simulation_seed)).
+    instance: [u8; 32],
+}
+
+/// 32 random bytes from the OS (the same, and so still distinct per run, if the OS cannot
+/// give them: the time and the process id).
+fn instance_salt() -> [u8; 32] {
+    let mut salt = [0u8; 32];
+    if getrandom::getrandom(&mut salt).is_err() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let mut hasher = Sha256::new();
+        hasher.update(now.to_be_bytes());
+        hasher.update(std::process::id().to_be_bytes());
+        salt = hasher.finalize().into();
+    }
+    salt
 }
 
 /// Unix time now, in seconds.
@@ -112,6 +131,7 @@ impl Ledger {
             assets,
             root,
             invocations: 0,
+            instance: instance_salt(),
         }
     }
 
@@ -149,6 +169,19 @@ impl Ledger {
         hasher.update(self.network.id().as_bytes());
         hasher.update(self.header.sequence.to_be_bytes());
         hasher.update(self.invocations.to_be_bytes());
+        hasher.finalize().into()
+    }
+
+    /// The PRNG seed of a simulation: [`seed`](Self::seed) mixed with this ledger's random
+    /// salt. A simulation picks the nonces of the authorizations it records, so nonces differ
+    /// between two sandboxes (or one restarted) as they do on a real network, where a payer's
+    /// nonce never repeats: a payment store that outlives a sandbox never sees an old
+    /// payment's key again. Everything else (keys, contract ids) stays the same on every run.
+    pub(super) fn simulation_seed(&mut self) -> [u8; 32] {
+        let base = self.seed(b"tower-paywall sandbox simulation");
+        let mut hasher = Sha256::new();
+        hasher.update(base);
+        hasher.update(self.instance);
         hasher.finalize().into()
     }
 

@@ -86,7 +86,7 @@ impl Ledger {
                 .unwrap_or(&tx.source_account),
         );
         let auth = (!invoke.auth.is_empty()).then(|| invoke.auth.to_vec());
-        let seed = self.seed(b"tower-paywall sandbox simulation");
+        let seed = self.simulation_seed();
         let info = self.next_ledger_info();
         let sequence = info.sequence_number;
         let recorded = invoke::record(
