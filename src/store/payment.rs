@@ -1,6 +1,7 @@
 //! Payments: reservations, recorded answers and single-use claims.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -259,7 +260,7 @@ pub(crate) fn reserve_step(
     let Some(record) = current else {
         return (Reservation::New, fresh());
     };
-    if record.state == PaymentState::Failed {
+    if matches!(record.state, PaymentState::Failed) {
         return (Reservation::New, fresh());
     }
     if record.fingerprint != fingerprint {
@@ -442,19 +443,25 @@ impl Records {
                 self.payments.remove(&key);
             }
             Change::Put { record, renew } => {
-                let expires = match self.payments.get(&key) {
-                    Some(old) if !renew => old.expires,
-                    _ => now + ttl,
-                };
-                self.payments.insert(
-                    key,
-                    Record {
-                        state: record.state,
-                        fingerprint: record.fingerprint,
-                        ttl,
-                        expires,
-                    },
-                );
+                match self.payments.entry(key) {
+                    Entry::Occupied(mut entry) => {
+                        let stored = entry.get_mut();
+                        stored.state = record.state;
+                        stored.fingerprint = record.fingerprint;
+                        stored.ttl = ttl;
+                        if renew {
+                            stored.expires = now + ttl;
+                        }
+                    }
+                    Entry::Vacant(entry) => {
+                        entry.insert(Record {
+                            state: record.state,
+                            fingerprint: record.fingerprint,
+                            ttl,
+                            expires: now + ttl,
+                        });
+                    }
+                }
                 self.wrote(now);
             }
         }

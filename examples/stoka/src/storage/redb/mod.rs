@@ -125,13 +125,23 @@ impl RedbStorage {
         &'a self,
         work: impl FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
     ) -> BoxFuture<'a, Result<T, StorageError>> {
-        let db = self.db.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || work(&db))
-                .await
-                .map_err(backend)?
-        })
+        on_blocking_pool(&self.db, backend, work)
     }
+}
+
+/// Runs `work` on `db` on the blocking pool (redb is blocking); a task that did not finish is
+/// the error `failed` makes.
+fn on_blocking_pool<'a, T: Send + 'static, E: Send + 'static>(
+    db: &Arc<Database>,
+    failed: fn(tokio::task::JoinError) -> E,
+    work: impl FnOnce(&Database) -> Result<T, E> + Send + 'static,
+) -> BoxFuture<'a, Result<T, E>> {
+    let db = db.clone();
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(failed)?
+    })
 }
 
 /// A blob's row, if it is live at `now`.
@@ -269,7 +279,13 @@ fn read_body(
 }
 
 fn write_txn(db: &Database) -> Result<redb::WriteTransaction, StorageError> {
-    let mut txn = db.begin_write().map_err(backend)?;
+    durable_write(db).map_err(backend)
+}
+
+/// A write transaction that commits in two phases: what it writes (blob bodies, recorded
+/// answers) holds bytes a client chose.
+fn durable_write(db: &Database) -> Result<redb::WriteTransaction, redb::TransactionError> {
+    let mut txn = db.begin_write()?;
     txn.set_two_phase_commit(true);
     Ok(txn)
 }
@@ -858,7 +874,7 @@ mod tests {
     use redb::ReadableTableMetadata;
     use tower_paywall::store::{
         BackedStore, ChannelId, ChannelPhase, ChannelState, Fingerprint, PaymentKey, PaymentState,
-        PaymentStore, Reservation, StateKind, conformance,
+        PaymentStore, RecordWrite, Reservation, StateKind, conformance,
     };
 
     #[tokio::test]
@@ -985,6 +1001,25 @@ mod tests {
         assert!(store.record(kept).await.unwrap().is_some());
         assert!(!store.claim(b"kept", long).await.unwrap());
         assert!(store.claim(b"gone", long).await.unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_new_payment_record_without_a_lifetime_is_refused() {
+        let dir = temp("lifetime");
+        let storage = RedbStorage::open(dir.join("stoka.redb")).unwrap();
+        let backend = storage.payment_backend();
+        let key = PaymentKey::derive(&[b"no lifetime"]);
+        let write = RecordWrite::Put {
+            value: b"record",
+            ttl: None,
+        };
+        let error = backend.swap(key, None, write).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "payment store unavailable: a new payment record needs a lifetime"
+        );
+        assert_eq!(backend.load(key).await.unwrap(), None, "nothing written");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

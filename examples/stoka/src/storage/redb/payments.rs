@@ -60,19 +60,11 @@ fn blocking<'a, T: Send + 'static>(
     db: &Arc<Database>,
     work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
 ) -> BoxFuture<'a, Result<T, StoreError>> {
-    let db = db.clone();
-    Box::pin(async move {
-        tokio::task::spawn_blocking(move || work(&db))
-            .await
-            .map_err(unavailable)?
-    })
+    super::on_blocking_pool(db, unavailable, work)
 }
 
 fn write_txn(db: &Database) -> Result<WriteTransaction, StoreError> {
-    let mut txn = db.begin_write().map_err(unavailable)?;
-    // Recorded answers hold bytes a client chose.
-    txn.set_two_phase_commit(true);
-    Ok(txn)
+    super::durable_write(db).map_err(unavailable)
 }
 
 impl PaymentBackend for RedbPayments {
@@ -188,7 +180,7 @@ pub(super) fn sweep(txn: &WriteTransaction, limit: usize) -> Result<(), redb::Er
         let expiry = txn.open_table(PAYMENT_EXPIRY)?;
         let mut due = Vec::new();
         for entry in expiry
-            .range((0, &[0; 32])..=(now, &[0xff; 32]))?
+            .range((0, &[0; 32])..(now.saturating_add(1), &[0; 32]))?
             .take(limit)
         {
             let (key, _) = entry?;
