@@ -2,12 +2,15 @@
 //! loopback against the sandbox's HTTPS RPC:
 //!
 //! - the official client (`@x402/fetch` + `@x402/stellar`) pays an axum route behind our
-//!   `PaymentLayer`, and the ledger shows the transfer;
+//!   `PaymentLayer` whose 402 also offers MPP `charge`, and the ledger shows the transfer;
 //! - the official server (`@x402/express` with `@x402/core`'s HTTP facilitator client) settles
 //!   through our facilitator server, paid by the official client and by our `PayingClient`;
-//! - an MPP client on the official `mppx` package (challenge parsing, credential serializing)
-//!   and `@stellar/stellar-sdk`, building transfers like the Stellar MPP SDK, pays our `charge`
-//!   by sponsored pull (beside x402 in the same 402) and by `signedHash` push.
+//! - mppx's own client transport (`Mppx.create({ methods }).fetch`), on both lines a payer may
+//!   have (0.6.31, which the Stellar MPP SDK supports, and 0.11.0), with Stellar `charge` and
+//!   `channel` methods written after the Stellar MPP SDK's client (`tests/interop/
+//!   stellar_mpp.mjs`; the SDK is not on the registry), pays routes that offer x402 beside MPP:
+//!   charge by sponsored pull, unsponsored pull and `signedHash` push, channel vouchers and a
+//!   close, and the ledger shows every transfer.
 //!
 //! The TypeScript client also fetches a public Horizon host (to estimate ledger times; it falls
 //! back to 5 s), so these tests run only in a network namespace with nothing but loopback:
@@ -26,12 +29,13 @@ use axum::Router;
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, Receipt, StellarCharge};
-use tower_paywall::sandbox::{RpcServer, Sandbox, SandboxConfig, ServeConfig};
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, Receipt, StellarChannel, StellarCharge};
+use tower_paywall::sandbox::{ChannelParams, RpcServer, Sandbox, SandboxConfig, ServeConfig};
 use tower_paywall::stellar::rpc::SorobanRpc;
 use tower_paywall::stellar::{Address, Keypair, Network, Sponsor};
+use tower_paywall::store::MemoryChannelStore;
 use tower_paywall::x402::{Exact, LocalFacilitator, SettleResponse, facilitator_router};
-use tower_paywall::{PaymentLayer, Price};
+use tower_paywall::{PaymentLayer, PaymentLayerBuilder, Price};
 
 const PRICE_ATOMIC: i128 = 100_000;
 
@@ -124,8 +128,15 @@ async fn the_official_client_pays_our_layer() {
     let exact = Exact::builder(Network::testnet(), world.pay_to, world.facilitator.clone())
         .build()
         .unwrap();
+    // The combined 402 (x402 beside MPP `charge`): the x402 client sends no `Accept-Payment`,
+    // so it gets every offer and picks its own.
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
+    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, mpp_keys())
+        .build()
+        .unwrap();
     let layer = PaymentLayer::builder()
         .scheme(exact)
+        .scheme(charge)
         .price(Price::parse("0.01").unwrap())
         .build()
         .unwrap();
@@ -272,100 +283,203 @@ async fn our_client_pays_the_official_server() {
     let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
 }
 
-/// MPP `charge` through the official `mppx` parser and serializer, with a client that builds
-/// its transfer like the Stellar MPP SDK (`tests/interop/mpp_client.mjs`).
-async fn mpp_pays(world: &World, app: Router, mode: &str) -> serde_json::Value {
-    let url = support::serve(app).await;
-    let (payer_before, pay_to_before) = (
-        usdc(world, &world.payer.address()).await,
-        usdc(world, &world.pay_to).await,
+/// What one mppx version line paid on a bare layer: charge sponsored, unsponsored and pushed,
+/// and channel vouchers then a close, each route with x402's offer beside MPP's.
+async fn mppx_pays_every_flow(mppx: &str) {
+    let world = world().await;
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
+    let sponsor_account = world.sandbox.funded_keypair().await.unwrap();
+    let sponsor = Arc::new(
+        Sponsor::new(
+            rpc.clone(),
+            Network::testnet(),
+            vec![sponsor_account],
+            None,
+            10_000_000,
+        )
+        .unwrap(),
     );
+    let charge = |sponsored: bool| {
+        let builder =
+            StellarCharge::builder(Network::testnet(), world.pay_to, rpc.clone(), mpp_keys());
+        let builder = if sponsored {
+            builder.sponsor(sponsor.clone())
+        } else {
+            builder
+        };
+        builder.build().unwrap()
+    };
+    let exact = || {
+        Exact::builder(Network::testnet(), world.pay_to, world.facilitator.clone())
+            .build()
+            .unwrap()
+    };
+    // A channel funded by another wallet, whose commitments the payer's key signs (so the
+    // voucher's payer is the payer); the recipient closes it.
+    let funder = world.sandbox.funded_keypair().await.unwrap();
+    let recipient = world.sandbox.funded_keypair().await.unwrap();
+    let channel_address = world
+        .sandbox
+        .deploy_channel(ChannelParams {
+            token: world.sandbox.usdc(),
+            from: &funder,
+            commitment_key: world.payer.public_key(),
+            to: recipient.address(),
+            amount: CHANNEL_DEPOSIT,
+            refund_waiting_period: 1_000,
+        })
+        .await
+        .unwrap();
+    let channel = StellarChannel::builder(
+        Network::testnet(),
+        recipient.clone(),
+        rpc.clone(),
+        mpp_keys(),
+        Arc::new(MemoryChannelStore::new()),
+    )
+    .currency(world.sandbox.usdc())
+    .build()
+    .unwrap();
+    let channel = Arc::new(channel);
+    channel.add_channel(channel_address).await.unwrap();
+    let layer = |schemes: PaymentLayerBuilder| {
+        schemes
+            .price(Price::parse("0.01").unwrap())
+            .build()
+            .unwrap()
+    };
+    let app = Router::new()
+        .route("/sponsored", get(|| async { "content" }))
+        .layer(layer(
+            PaymentLayer::builder().scheme(exact()).scheme(charge(true)),
+        ));
+    let app = app.merge(
+        Router::new()
+            .route("/unsponsored", get(|| async { "content" }))
+            .layer(layer(
+                PaymentLayer::builder()
+                    .scheme(exact())
+                    .scheme(charge(false)),
+            )),
+    );
+    let app = app.merge(
+        Router::new()
+            .route("/channel", get(|| async { "content" }))
+            .layer(layer(
+                PaymentLayer::builder()
+                    .scheme(exact())
+                    .scheme(charge(false))
+                    .shared_scheme(channel.clone()),
+            )),
+    );
+    let url = support::serve(app).await;
+    let payer = world.payer.address();
+    let before = (
+        usdc(&world, &payer).await,
+        usdc(&world, &world.pay_to).await,
+        usdc(&world, &recipient.address()).await,
+        usdc(&world, &funder.address()).await,
+    );
+
+    let channel_step = |name: &str, action: &str| {
+        serde_json::json!({
+            "name": name, "url": format!("{url}/channel"), "pay": "channel",
+            "channel": channel_address.to_string(), "action": action,
+            "headers": {"Payment-Channel": channel_address.to_string()},
+        })
+    };
+    let steps = serde_json::json!([
+        {"name": "sponsored pull", "url": format!("{url}/sponsored"), "pay": "pull"},
+        {"name": "unsponsored pull", "url": format!("{url}/unsponsored"), "pay": "pull"},
+        {"name": "push", "url": format!("{url}/unsponsored"), "pay": "push"},
+        channel_step("voucher 1", "voucher"),
+        channel_step("voucher 2", "voucher"),
+        channel_step("close", "close"),
+    ]);
     let answer = node(
-        "mpp_client.mjs",
-        world,
+        "mppx_pay.mjs",
+        &world,
         &[
-            ("URL_TO_PAY", format!("{url}/paid")),
-            ("MODE", mode.to_owned()),
+            ("MPPX", mppx.to_owned()),
+            ("STEPS", steps.to_string()),
+            ("COMMITMENT_SECRET", world.payer.secret_seed().to_string()),
         ],
     )
     .await;
-    assert_eq!(answer["status"], 200, "{answer}");
-    assert_eq!(answer["body"], "content");
-    let receipt = answer["receipt"].as_str().expect("a Payment-Receipt");
-    let receipt = Receipt::parse(receipt).unwrap();
-    assert_eq!(receipt.method, "stellar");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "{answer}");
+    for result in results {
+        let name = &result["name"];
+        assert_eq!(result["status"], 200, "{name}: {result}");
+        assert_eq!(result["body"], "content", "{name}: {result}");
+        let receipt = Receipt::parse(result["receipt"].as_str().expect("a Payment-Receipt"));
+        assert_eq!(receipt.unwrap().method, "stellar", "{name}");
+        // The 402 mppx read spoke MPP alone: the intent it accepts, and no x402 offer.
+        let offered = &result["offered"];
+        let intent = if result["name"].as_str().unwrap().starts_with("voucher")
+            || result["name"] == "close"
+        {
+            "channel"
+        } else {
+            "charge"
+        };
+        assert_eq!(
+            offered["acceptPayment"],
+            format!("stellar/{intent}"),
+            "{name}: {result}"
+        );
+        assert_eq!(offered["paymentRequired"], false, "{name}: {result}");
+        let challenges = offered["challenges"].as_array().unwrap();
+        assert_eq!(challenges.len(), 1, "{name}: {result}");
+        assert_eq!(challenges[0]["method"], "stellar");
+        assert_eq!(challenges[0]["intent"], intent);
+        assert!(offered["body"]["x402Version"].is_null(), "{name}: {result}");
+        assert_eq!(
+            offered["body"]["type"],
+            "https://paymentauth.org/problems/payment-required"
+        );
+    }
+    // Three charges moved the payer's USDC; the channel's three prices reached the recipient at
+    // the close, and the funder got the rest of the deposit back.
     assert_eq!(
-        usdc(world, &world.payer.address()).await,
-        payer_before - PRICE_ATOMIC
+        (
+            usdc(&world, &payer).await,
+            usdc(&world, &world.pay_to).await,
+            usdc(&world, &recipient.address()).await,
+            usdc(&world, &funder.address()).await,
+        ),
+        (
+            before.0 - 3 * PRICE_ATOMIC,
+            before.1 + 3 * PRICE_ATOMIC,
+            before.2 + 3 * PRICE_ATOMIC,
+            before.3 + CHANNEL_DEPOSIT - 3 * PRICE_ATOMIC,
+        ),
+        "{answer}"
     );
-    assert_eq!(
-        usdc(world, &world.pay_to).await,
-        pay_to_before + PRICE_ATOMIC
-    );
-    answer
+    assert_eq!(usdc(&world, &channel_address).await, 0);
 }
+
+const CHANNEL_DEPOSIT: i128 = 10_000_000;
 
 fn mpp_keys() -> ChallengeKeys {
     ChallengeKeys::new(ChallengeSecret::new(*b"an interop secret of 32 bytes...").unwrap())
 }
 
-fn paid_app(layer: PaymentLayer) -> Router {
-    Router::new()
-        .route("/paid", get(|| async { "content" }))
-        .layer(layer)
-}
-
+/// mppx 0.6.31, the line the Stellar MPP SDK supports (`^0.6.29`): it rejected a 402 carrying
+/// an x402 offer on a Stellar network before reading any `Payment` challenge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mppx_client_pays_our_sponsored_charge_beside_x402() {
+async fn mppx_0_6_pays_every_stellar_flow_beside_x402() {
     if !enabled() {
         return;
     }
-    let world = world().await;
-    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
-    let channel = world.sandbox.funded_keypair().await.unwrap();
-    let sponsor = Sponsor::new(
-        rpc.clone(),
-        Network::testnet(),
-        vec![channel],
-        None,
-        10_000_000,
-    )
-    .unwrap();
-    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, mpp_keys())
-        .sponsor(Arc::new(sponsor))
-        .build()
-        .unwrap();
-    let exact = Exact::builder(Network::testnet(), world.pay_to, world.facilitator.clone())
-        .build()
-        .unwrap();
-    let layer = PaymentLayer::builder()
-        .scheme(exact)
-        .scheme(charge)
-        .price(Price::parse("0.01").unwrap())
-        .build()
-        .unwrap();
-    let answer = mpp_pays(&world, paid_app(layer), "sponsored").await;
-    // mppx parsed the one Payment challenge of a 402 that also carries x402's offer.
-    let challenges = answer["challenges"].as_array().unwrap();
-    assert_eq!(challenges.len(), 1, "{answer}");
-    assert_eq!(challenges[0]["method"], "stellar");
-    assert_eq!(challenges[0]["intent"], "charge");
+    mppx_pays_every_flow("mppx").await;
 }
 
+/// mppx 0.11.0, the newest line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mppx_client_pays_our_charge_by_push() {
+async fn mppx_0_11_pays_every_stellar_flow_beside_x402() {
     if !enabled() {
         return;
     }
-    let world = world().await;
-    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
-    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, mpp_keys())
-        .build()
-        .unwrap();
-    let layer = PaymentLayer::builder()
-        .scheme(charge)
-        .price(Price::parse("0.01").unwrap())
-        .build()
-        .unwrap();
-    mpp_pays(&world, paid_app(layer), "push").await;
+    mppx_pays_every_flow("mppx-0.11").await;
 }

@@ -269,14 +269,18 @@ async fn every_refusal_has_its_problem_type() {
     let payload = signed_hash(&c, &hash, &world.payer);
     let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
     assert_eq!(problem_type(&answer), "invalid-challenge");
-    // An unknown payload type.
+    // A payload without the method's shape: an unknown type, a `hash` without its hash.
+    for payload in [json!({"type": "receipt"}), json!({"type": "hash"})] {
+        let c = challenge(&world).await;
+        let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+        assert_eq!(problem_type(&answer), "invalid-payload");
+    }
+    // A well-formed unsigned `hash` push, which this server does not take (memo-bound pushes
+    // are off): it fails verification, as the official server answers it.
     let c = challenge(&world).await;
-    let answer = send(
-        &world,
-        Some(authorization(c, &world.payer, json!({"type": "hash"}))),
-    )
-    .await;
-    assert_eq!(problem_type(&answer), "invalid-payload");
+    let payload = json!({"type": "hash", "hash": hash.to_string()});
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "verification-failed");
     // A pull for another amount.
     let c = challenge(&world).await;
     let envelope = signed_transfer(&world, PRICE_ATOMIC + 1).await;
@@ -363,7 +367,11 @@ async fn transfers_of_the_wrong_kind_are_refused() {
     let mut credential = MppCredential::new(c.clone(), signed_hash(&c, &hash, &world.payer));
     credential.source = Some(format!("did:pkh:stellar:pubnet:{}", world.payer.address()));
     let answer = send(&world, Some(credential.encode())).await;
-    assert_eq!(problem_type(&answer), "invalid-payload", "wrong network");
+    assert_eq!(
+        problem_type(&answer),
+        "verification-failed",
+        "wrong network"
+    );
     // A push for a transaction that was never submitted.
     let unsent = signed_transfer(&world, PRICE_ATOMIC).await;
     let unsent = TransactionHash::of(&unsent, &Network::testnet().id()).unwrap();
@@ -680,10 +688,19 @@ async fn a_sponsored_pull_is_submitted_from_our_account() {
         xlm(channel.address()).await < channel_xlm,
         "our account paid it"
     );
-    // A push is refused while we sponsor.
+    // A push is refused while we sponsor: a well-formed `signedHash` or `hash` fails
+    // verification (the official server's answer), a malformed one is an invalid payload.
     let hash = pushed_transfer(&world, PRICE_ATOMIC).await;
     let c = challenge(&world).await;
     let payload = signed_hash(&c, &hash, &world.payer);
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "verification-failed");
+    let c = challenge(&world).await;
+    let payload = json!({"type": "hash", "hash": hash.to_string()});
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "verification-failed");
+    let c = challenge(&world).await;
+    let payload = json!({"type": "signedHash", "hash": hash.to_string(), "sourceSignature": "00"});
     let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
     assert_eq!(problem_type(&answer), "invalid-payload");
 }

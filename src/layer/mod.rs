@@ -5,7 +5,9 @@
 //!
 //! - **free**: calls the inner service untouched (no allocation on this path);
 //! - **early response**: answers it (404, 409, 411, 413 …) before any money moves;
-//! - **no credential**: answers 402 with an offer from every scheme;
+//! - **no credential**: answers 402 with an offer from every scheme, or only the MPP ones for
+//!   a client that sent `Accept-Payment` (see [Which protocols a 402
+//!   speaks](#which-protocols-a-402-speaks));
 //! - **a credential**: reserves the payment in the [`PaymentStore`](crate::PaymentStore),
 //!   verifies it, and settles it in the route's [`SettlementOrder`](crate::SettlementOrder).
 //!
@@ -58,9 +60,36 @@
 //! | 503 | the facilitator, RPC or store is unreachable, or the settlement's outcome is not known yet: retry **with the same payment** | `Retry-After` |
 //!
 //! A retry of a completed payment gets the recorded response again, without a second settlement.
+//!
+//! # Which protocols a 402 speaks
+//!
+//! `Accept-Payment` is MPP's request header (`method/intent` ranges with `q` weights; see
+//! [`AcceptPayment`](crate::mpp::AcceptPayment)). MPP clients send it with every request (mppx does unless told
+//! otherwise), and x402 clients never do. So a request that carries a well-formed one comes
+//! from an MPP client, and its 402 speaks MPP alone:
+//!
+//! | the request's `Accept-Payment` | the 402 carries |
+//! |---|---|
+//! | absent | every offer: x402's `PAYMENT-REQUIRED` header and body fields, and the MPP `WWW-Authenticate: Payment` challenges |
+//! | well-formed (at least one usable `method/intent` element) | MPP alone: the challenges it accepts (`q` > 0), heaviest first, the server's order among equals; no `PAYMENT-REQUIRED`, no x402 body fields |
+//! | well-formed, accepting none of the route's MPP challenges | MPP alone: every challenge it does not exclude with `q=0` (the draft lets a server ignore the header then), or all of them if it excludes them all |
+//! | well-formed, on a route that makes no MPP offer | every offer (a 402 must offer something) |
+//! | malformed (no usable element) or longer than [`MAX_ACCEPT_PAYMENT_LEN`](crate::mpp::MAX_ACCEPT_PAYMENT_LEN) | ignored, as if absent: every offer; never an error |
+//!
+//! A refused credential's own protocol always renders its fresh offer, whatever the header says
+//! (the client just spoke it).
+//!
+//! Why x402 stays out of an MPP client's 402: mppx reads a `PAYMENT-REQUIRED` header found on
+//! any 402 as x402 offers it may pay, under the MPP name `evm/charge`, and only on EVM networks
+//! (`eip155:*`). mppx 0.6.x (the line the Stellar MPP SDK supports) rejects the whole 402 when an
+//! x402 offer names another network, such as `stellar:testnet`, before it reads a single
+//! `Payment` challenge; newer lines skip such offers. No MPP draft and no mppx version defines an
+//! `Accept-Payment` token asking for x402 offers on Stellar, so no value of the header asks for
+//! ours.
 
 mod builder;
 mod future;
+mod negotiate;
 mod respond;
 mod service;
 mod settle;

@@ -54,7 +54,8 @@ impl Shared {
     }
 
     /// Answers a request without an acceptable payment: 402 (or the rejection's status) with a
-    /// fresh offer from every scheme.
+    /// fresh offer from every scheme the client's `Accept-Payment` leaves
+    /// ([`negotiate`](super::negotiate)).
     pub(crate) async fn challenge<B: From<Bytes>>(
         &self,
         request: &Parts,
@@ -70,6 +71,7 @@ impl Shared {
                 }
             }
         }
+        super::negotiate::negotiate(&request.headers, &mut offers, rejection);
         if offers.is_empty() {
             // Nothing to offer instead; a refusal that is not "pay" keeps its own status.
             if let Some(rejection) = rejection.filter(|r| r.kind != RejectionKind::PaymentRequired)

@@ -12,9 +12,11 @@
 //! ignored; other parameters are ignored. Names compare case-insensitively.
 //!
 //! [`AcceptPayment::order`] filters and orders a server's offers by that weight, keeping the
-//! server's order among equal weights. When the header is absent or has no usable element, or
-//! when it would leave nothing to offer, the offers are returned as they were: the server
-//! "MAY ignore it", and a 402 must offer something.
+//! server's order among equal weights. When the header is absent, has no usable element or is
+//! longer than [`MAX_ACCEPT_PAYMENT_LEN`], the offers are returned as they were. When it accepts
+//! none of them, the server "MAY ignore it" and a 402 must offer something: the offers it does
+//! not exclude with `q=0` are returned in the server's order, or all of them when it excludes
+//! every one.
 
 use http::{HeaderMap, HeaderName};
 
@@ -22,6 +24,10 @@ use super::auth_param::split_list;
 
 /// `Accept-Payment`.
 pub const ACCEPT_PAYMENT: HeaderName = HeaderName::from_static("accept-payment");
+
+/// The longest `Accept-Payment` read, over all its field lines, in bytes; a longer one is
+/// ignored as a whole (as if absent). mppx sends about 16 bytes per method it knows.
+pub const MAX_ACCEPT_PAYMENT_LEN: usize = 4096;
 
 /// The full weight, `q=1`, in thousandths.
 const Q_ONE: u16 = 1000;
@@ -73,8 +79,15 @@ impl AcceptPayment {
         Self::parse_lines([value])
     }
 
-    /// Parses several field lines as one list.
+    /// Parses several field lines as one list; longer than [`MAX_ACCEPT_PAYMENT_LEN`] in all,
+    /// an empty preference.
     pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
+        let lines: Vec<&str> = lines.into_iter().collect();
+        // The comma a list of lines is joined with counts too.
+        let len = lines.iter().map(|line| line.len() + 1).sum::<usize>();
+        if len > MAX_ACCEPT_PAYMENT_LEN + 1 {
+            return Self::default();
+        }
         let ranges = lines
             .into_iter()
             .flat_map(split_list)
@@ -122,21 +135,33 @@ impl AcceptPayment {
     }
 
     /// The acceptable offers (weight above 0), heaviest first, in the server's order among equal
-    /// weights; all offers unchanged when that would be none. `key` gives an offer's
+    /// weights. When that would be none: the offers not excluded by `q=0`, in the server's
+    /// order, or all of them unchanged when every one is excluded. `key` gives an offer's
     /// `(method, intent)`.
     pub fn order<T>(&self, offers: Vec<T>, key: impl Fn(&T) -> (&str, &str)) -> Vec<T> {
-        let mut weighted: Vec<(u16, usize)> = offers
+        let weights: Vec<Option<u16>> = offers
             .iter()
-            .enumerate()
-            .filter_map(|(index, offer)| {
+            .map(|offer| {
                 let (method, intent) = key(offer);
                 self.weight(method, intent)
-                    .filter(|weight| *weight > 0)
-                    .map(|weight| (weight, index))
             })
             .collect();
+        let mut weighted: Vec<(u16, usize)> = weights
+            .iter()
+            .enumerate()
+            .filter_map(|(index, weight)| weight.filter(|w| *w > 0).map(|w| (w, index)))
+            .collect();
         if weighted.is_empty() {
-            return offers;
+            let excluded = |index: usize| weights.get(index) == Some(&Some(0));
+            if (0..offers.len()).all(excluded) {
+                return offers;
+            }
+            return offers
+                .into_iter()
+                .enumerate()
+                .filter(|(index, _)| !excluded(*index))
+                .map(|(_, offer)| offer)
+                .collect();
         }
         weighted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut slots: Vec<Option<T>> = offers.into_iter().map(Some).collect();
@@ -271,6 +296,19 @@ mod tests {
         ] {
             assert_eq!(order(header), OFFERS, "{header:?}");
         }
+        // Accepting none, the fallback still leaves out what `q=0` excludes.
+        assert_eq!(
+            order("stellar/channel;q=0"),
+            [
+                ("tempo", "charge"),
+                ("stellar", "charge"),
+                ("stripe", "charge")
+            ]
+        );
+        assert_eq!(
+            order("stellar/*;q=0, lightning/charge"),
+            [("tempo", "charge"), ("stripe", "charge")]
+        );
         assert_eq!(
             AcceptPayment::from_headers(&HeaderMap::new()),
             AcceptPayment::default()
@@ -291,6 +329,24 @@ mod tests {
                 weight: 250
             }]
         );
+    }
+
+    #[test]
+    fn an_over_long_header_is_ignored_as_a_whole() {
+        let element = "stellar/charge, ";
+        let padding = "x".repeat(MAX_ACCEPT_PAYMENT_LEN - 16);
+        let at_limit = format!("{padding}, stellar/charge");
+        assert_eq!(at_limit.len(), MAX_ACCEPT_PAYMENT_LEN);
+        assert_eq!(order(&at_limit), [("stellar", "charge")]);
+        let over = format!("{at_limit},");
+        assert!(AcceptPayment::parse(&over).is_empty());
+        let many = element.repeat(MAX_ACCEPT_PAYMENT_LEN / element.len() + 1);
+        assert!(AcceptPayment::parse(&many).is_empty());
+        assert_eq!(order(&many), OFFERS);
+        // Across field lines too.
+        let half = element.repeat(MAX_ACCEPT_PAYMENT_LEN / element.len() / 2 + 1);
+        assert!(!AcceptPayment::parse(&half).is_empty());
+        assert!(AcceptPayment::parse_lines([half.as_str(), half.as_str()]).is_empty());
     }
 
     #[test]

@@ -11,6 +11,19 @@
 //! A challenge is single-use (the layer reserves each challenge id), and so is each transaction
 //! hash (claimed in the layer's store), so one on-chain payment never pays twice. RPC outages
 //! answer 503, never 402.
+//!
+//! Refusals carry the core draft's problem types, as the official server sends them. A credential
+//! of the method's shape that fails a check is `verification-failed`, as the Stellar charge draft
+//! asks of every failed check; that includes a push this server does not take (any `signedHash`
+//! or `hash` while it sponsors fees, which the draft forbids, and `hash` unless memo-bound pushes
+//! are on) and a `source` that is not a `did:pkh` account on this network. `invalid-payload` is
+//! kept for a payload without the method's shape (an unknown `type`, a missing or malformed
+//! field), the check mppx's schema makes before the method's own.
+//!
+//! An accepted credential presented again gets the recorded answer (the same 200, body and
+//! `Payment-Receipt`) without a second settlement, so a client whose answer was lost is served
+//! by its retry. The official server answers such a retry with a fresh 402
+//! (`invalid-challenge`), which leaves that client paid and unserved.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,6 +221,27 @@ pub(crate) fn source_did(network: &Network, payer: &Address) -> String {
     format!("did:pkh:{}:{payer}", network.caip2())
 }
 
+/// The answer to a push this server does not take (any push while it sponsors fees; `hash`
+/// unless memo-bound pushes are on). A payload of the shape the method defines (a 64-hex
+/// `hash`, and for `signedHash` a 128-hex `sourceSignature`) is a well-formed credential that
+/// fails this server's checks: `verification-failed`, as the Stellar charge draft asks of every
+/// failed check and as the official server answers. Any other shape fails the method's schema:
+/// `invalid-payload`.
+fn declined_push(payload: &Map<String, Value>) -> Rejection {
+    let hex_of = |field: &str, len: usize| {
+        payload
+            .get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|text| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let signed = payload.get("type").and_then(Value::as_str) == Some("signedHash");
+    if hex_of("hash", 64) && (!signed || hex_of("sourceSignature", 128)) {
+        problem(ProblemCode::VerificationFailed)
+    } else {
+        problem(ProblemCode::InvalidPayload)
+    }
+}
+
 /// What a `signedHash` push signs: `"{challenge id}:{lowercase hash}"`.
 pub(crate) fn push_message(challenge_id: &str, hash: &TransactionHash) -> String {
     format!("{challenge_id}:{hash}")
@@ -238,9 +272,10 @@ impl StellarCharge {
         }
     }
 
-    /// The payer a `did:pkh:stellar:<network>:G…` source names, on our network.
+    /// The payer a `did:pkh:stellar:<network>:G…` source names, on our network; any other
+    /// source fails verification (as the official server answers it).
     fn payer(&self, source: Option<&str>) -> Result<Address, Rejection> {
-        let invalid = || problem(ProblemCode::InvalidPayload);
+        let invalid = || problem(ProblemCode::VerificationFailed);
         let source = source.ok_or_else(invalid)?;
         let rest = source
             .strip_prefix("did:pkh:stellar:")
@@ -625,14 +660,16 @@ impl PaymentScheme for StellarCharge {
                     self.verify_pull(transaction, &payer, expires, context.price)
                         .await?
                 }
-                Some("signedHash" | "hash") if self.sponsor.is_some() => {
-                    return Err(problem(ProblemCode::InvalidPayload));
+                Some(push @ ("signedHash" | "hash"))
+                    if self.sponsor.is_some() || (push == "hash" && !self.memo_push) =>
+                {
+                    return Err(declined_push(payload));
                 }
                 Some("signedHash") => {
                     self.verify_push(payload, &mpp.challenge.id, &payer, context.price)
                         .await?
                 }
-                Some("hash") if self.memo_push => {
+                Some("hash") => {
                     self.verify_memo_push(payload, &mpp.challenge.id, &payer, context.price)
                         .await?
                 }

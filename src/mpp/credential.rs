@@ -149,8 +149,9 @@ impl Credential {
     }
 
     /// The `Authorization` value a client sends: `Payment ` and base64url (no padding) of
-    /// `{"challenge": {…}, "payload": …, "source"?: …}`, the echo's keys in mppx's parameter
-    /// order.
+    /// `{"challenge": {…}, "payload": …, "source"?: …}` in JCS form (RFC 8785: members sorted,
+    /// no whitespace), which is byte for byte what mppx's `Credential.serialize` writes for a
+    /// challenge without `opaque` and a payload whose members it lists in sorted order.
     pub fn encode(&self) -> String {
         let echo = &self.challenge;
         let wire = WireCredential {
@@ -170,8 +171,8 @@ impl Credential {
             source: self.source.as_deref(),
         };
         // Strings and a `Value` (string keys only) always serialize.
-        let json = serde_json::to_vec(&wire).unwrap_or_default();
-        format!("{SCHEME} {}", base64url::encode(json))
+        let json = serde_json::to_value(&wire).unwrap_or_default();
+        format!("{SCHEME} {}", base64url::encode(jcs::to_string(&json)))
     }
 
     /// A well-formed credential whose members have their usual types (strings, an object
@@ -472,6 +473,27 @@ mod tests {
     fn round_trips() {
         let credential = sample();
         assert_eq!(Credential::parse(&credential.encode()).unwrap(), credential);
+    }
+
+    #[test]
+    fn encodes_byte_for_byte_as_mppx() {
+        // mppx 0.6.31: `Credential.serialize(Credential.from({challenge:
+        // Challenge.deserialize(header), payload, source}))`, payload members listed sorted.
+        let header = "Payment id=\"hl1cmUZhWUPd4B0MPDa8aFF_iPiYwuTudJTSODEWdv8\", \
+            realm=\"api.example.com\", method=\"stellar\", intent=\"charge\", \
+            request=\"eyJhbW91bnQiOiIxMDAwMDAiLCJjdXJyZW5jeSI6IkNCSUVMVEs2WUJaSlU1VVAyV1dRRVVDWUtMUFU2QVVOWjJCUTRXV0ZFSUUzVVNDSUhNWFFEQU1BIiwibWV0aG9kRGV0YWlscyI6eyJjcmVkZW50aWFsVHlwZXMiOlsidHJhbnNhY3Rpb24iLCJzaWduZWRIYXNoIl0sIm5ldHdvcmsiOiJzdGVsbGFyOnRlc3RuZXQifSwicmVjaXBpZW50IjoiR0NGSVJZNjVPUUU3REZQNUtMTlMyUEYyTFZaTVVaWUpYNE9aSUVRMzZOMklRQU5VQjVYVllPSlIifQ\", \
+            description=\"a joke\", expires=\"2030-01-01T00:00:00.000Z\"";
+        let challenge = Challenge::parse_all(header).unwrap().remove(0);
+        let mut credential = Credential::new(
+            challenge,
+            json!({"type": "signedHash", "sourceSignature": "cd".repeat(64), "hash": "ab".repeat(32)}),
+        );
+        credential.source = Some(
+            "did:pkh:stellar:testnet:GCFIRY65OQE7DFP5KLNS2PF2LVZMUZYJX4OZIEQ36N2IQANUB5XVYOJR"
+                .into(),
+        );
+        let mppx = "Payment eyJjaGFsbGVuZ2UiOnsiZGVzY3JpcHRpb24iOiJhIGpva2UiLCJleHBpcmVzIjoiMjAzMC0wMS0wMVQwMDowMDowMC4wMDBaIiwiaWQiOiJobDFjbVVaaFdVUGQ0QjBNUERhOGFGRl9pUGlZd3VUdWRKVFNPREVXZHY4IiwiaW50ZW50IjoiY2hhcmdlIiwibWV0aG9kIjoic3RlbGxhciIsInJlYWxtIjoiYXBpLmV4YW1wbGUuY29tIiwicmVxdWVzdCI6ImV5SmhiVzkxYm5RaU9pSXhNREF3TURBaUxDSmpkWEp5Wlc1amVTSTZJa05DU1VWTVZFczJXVUphU2xVMVZWQXlWMWRSUlZWRFdVdE1VRlUyUVZWT1dqSkNVVFJYVjBaRlNVVXpWVk5EU1VoTldGRkVRVTFCSWl3aWJXVjBhRzlrUkdWMFlXbHNjeUk2ZXlKamNtVmtaVzUwYVdGc1ZIbHdaWE1pT2xzaWRISmhibk5oWTNScGIyNGlMQ0p6YVdkdVpXUklZWE5vSWwwc0ltNWxkSGR2Y21zaU9pSnpkR1ZzYkdGeU9uUmxjM1J1WlhRaWZTd2ljbVZqYVhCcFpXNTBJam9pUjBOR1NWSlpOalZQVVVVM1JFWlFOVXRNVGxNeVVFWXlURlphVFZWYVdVcFlORTlhU1VWUk16Wk9Na2xSUVU1VlFqVllWbGxQU2xJaWZRIn0sInBheWxvYWQiOnsiaGFzaCI6ImFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWIiLCJzb3VyY2VTaWduYXR1cmUiOiJjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZGNkY2RjZCIsInR5cGUiOiJzaWduZWRIYXNoIn0sInNvdXJjZSI6ImRpZDpwa2g6c3RlbGxhcjp0ZXN0bmV0OkdDRklSWTY1T1FFN0RGUDVLTE5TMlBGMkxWWk1VWllKWDRPWklFUTM2TjJJUUFOVUI1WFZZT0pSIn0";
+        assert_eq!(credential.encode(), mppx);
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub mod receipt;
 #[cfg(feature = "rpc")]
 mod server;
 
-pub use accept::{ACCEPT_PAYMENT, AcceptPayment, PaymentRange};
+pub use accept::{ACCEPT_PAYMENT, AcceptPayment, MAX_ACCEPT_PAYMENT_LEN, PaymentRange};
 pub use base64url::Base64UrlError;
 pub use binding::{
     ChallengeBinding, ChallengeKeys, ChallengeSecret, MIN_SECRET_BYTES, SecretError,
