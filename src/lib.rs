@@ -24,7 +24,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! See [`layer`] for the request flow, the settlement orders and the status codes.
+//! See [`layer`] for the request flow, the settlement orders, the status codes, and which
+//! protocols a 402 speaks (the client's `Accept-Payment` decides).
 //!
 //! # Features
 //!

@@ -5,8 +5,8 @@
 //!   `PaymentLayer` whose 402 also offers MPP `charge`, and the ledger shows the transfer;
 //! - the official server (`@x402/express` with `@x402/core`'s HTTP facilitator client) settles
 //!   through our facilitator server, paid by the official client and by our `PayingClient`;
-//! - mppx's own client transport (`Mppx.create({ methods }).fetch`), on both lines a payer may
-//!   have (0.6.31, which the Stellar MPP SDK supports, and 0.11.0), with Stellar `charge` and
+//! - mppx's own client transport (`Mppx.create({ methods }).fetch`), on every line a payer may
+//!   have (0.6.31, which the Stellar MPP SDK supports, to 0.11.0), with Stellar `charge` and
 //!   `channel` methods written after the Stellar MPP SDK's client (`tests/interop/
 //!   stellar_mpp.mjs`; the SDK is not on the registry), pays routes that offer x402 beside MPP:
 //!   charge by sponsored pull, unsponsored pull and `signedHash` push, channel vouchers and a
@@ -465,21 +465,30 @@ fn mpp_keys() -> ChallengeKeys {
     ChallengeKeys::new(ChallengeSecret::new(*b"an interop secret of 32 bytes...").unwrap())
 }
 
-/// mppx 0.6.31, the line the Stellar MPP SDK supports (`^0.6.29`): it rejected a 402 carrying
-/// an x402 offer on a Stellar network before reading any `Payment` challenge.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mppx_0_6_pays_every_stellar_flow_beside_x402() {
-    if !enabled() {
-        return;
-    }
-    mppx_pays_every_flow("mppx").await;
+/// The mppx lines the interop package installs: `mppx` (0.6.31, the line the Stellar MPP SDK
+/// supports) and an `mppx-0.<minor>` alias for each later line, up to the newest.
+fn mppx_lines() -> Vec<String> {
+    let manifest = std::fs::read_to_string(package().join("package.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let lines: Vec<String> = manifest["dependencies"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|name| *name == "mppx" || name.starts_with("mppx-"))
+        .cloned()
+        .collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    lines
 }
 
-/// mppx 0.11.0, the newest line.
+/// Every mppx line pays every Stellar flow on routes that also offer x402. mppx 0.6.x rejected
+/// such a 402 (x402 offer on a Stellar network) before it read any `Payment` challenge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mppx_0_11_pays_every_stellar_flow_beside_x402() {
+async fn every_mppx_line_pays_every_stellar_flow_beside_x402() {
     if !enabled() {
         return;
     }
-    mppx_pays_every_flow("mppx-0.11").await;
+    for line in mppx_lines() {
+        mppx_pays_every_flow(&line).await;
+    }
 }

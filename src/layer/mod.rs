@@ -51,7 +51,7 @@
 //!
 //! | status | when | headers |
 //! |---|---|---|
-//! | 402 | no payment, an invalid one, or a failed settlement | each protocol's challenge (`PAYMENT-REQUIRED` …); `PAYMENT-RESPONSE` after a failed x402 settlement |
+//! | 402 | no payment, an invalid one, or a failed settlement | the challenge of each protocol the client takes (`PAYMENT-REQUIRED`, `WWW-Authenticate`; [below](#which-protocols-a-402-speaks)); `PAYMENT-RESPONSE` after a failed x402 settlement |
 //! | 400 | a malformed or oversized credential | fresh challenge |
 //! | 409 | the same payment is in use by a concurrent request | |
 //! | 410 | what the payment names is gone (an MPP channel not served any more, or closing) | fresh challenge |

@@ -1,7 +1,7 @@
 //! stoka paid by the official TypeScript clients, on loopback against the sandbox's HTTPS RPC:
 //! the x402 client (`@x402/fetch` + `@x402/stellar`, through `tests/interop/stoka.mjs`) stores a
 //! blob and reads it back, paying both 402s with x402 `exact` (fees sponsored by stoka's
-//! facilitator); mppx's client transport on both its version lines pays every kind of paid route
+//! facilitator); mppx's client transport, on every version line from 0.6 to 0.11, pays every kind of paid route
 //! with MPP `charge` and `channel` (`tests/interop/mppx_pay.mjs`).
 //!
 //! The TypeScript client also fetches a public Horizon host (to estimate ledger times; it falls
@@ -119,9 +119,9 @@ async fn the_official_client_stores_and_retrieves_a_blob() {
 }
 
 /// stoka paid through mppx's own client transport (`Mppx.create({ methods }).fetch`, through
-/// `tests/interop/mppx_pay.mjs`) on both lines a payer may have, 0.6.31 (the line the Stellar MPP
-/// SDK supports) and 0.11.0, with the Stellar methods written after the SDK's client
-/// (`tests/interop/stellar_mpp.mjs`): one wallet stores a blob, pushes a message to another
+/// `tests/interop/mppx_pay.mjs`) on every line a payer may have, from 0.6.31 (the line the
+/// Stellar MPP SDK supports) to 0.11.0 (the newest), with the Stellar methods written after the
+/// SDK's client (`tests/interop/stellar_mpp.mjs`): one wallet stores a blob, pushes a message to another
 /// wallet's mailbox and reads the blob back with `charge` (sponsored pull); the other pops the
 /// message with a `channel` voucher. Every 402 mppx read spoke MPP alone, and the ledger shows
 /// exactly the charged prices.
@@ -141,7 +141,8 @@ async fn mppx_pays_every_paid_route() {
     let rates = Rates::default();
     let ttl = Limits::default().default_ttl_seconds;
 
-    for (mppx, line) in [("mppx", "0.6"), ("mppx-0.11", "0.11")] {
+    for mppx in support::mppx_lines() {
+        let mppx = mppx.as_str();
         let before = (
             balance(&stack, &usdc, &payer.address()).await,
             balance(&stack, &xlm, &payer.address()).await,
@@ -149,9 +150,9 @@ async fn mppx_pays_every_paid_route() {
             balance(&stack, &usdc, &stack.channel).await,
         );
         let blob: Vec<u8> = (0..3_000_u32).map(|i| (i * 13 % 256) as u8).collect();
-        let key = format!("mppx-{line}/blob.bin");
-        let topic = format!("mppx-{line}");
-        let message = format!("hello from mppx {line}");
+        let key = format!("{mppx}/blob.bin");
+        let topic = mppx.to_owned();
+        let message = format!("hello from {mppx}");
         let steps = serde_json::json!([
             {
                 "name": "store", "url": format!("{url}/v1/store"), "httpMethod": "POST",

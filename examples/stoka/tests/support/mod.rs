@@ -107,6 +107,22 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The mppx lines the interop package installs: `mppx` (0.6.31, the line the Stellar MPP SDK
+/// supports) and an `mppx-0.<minor>` alias for each later line, up to the newest.
+pub fn mppx_lines() -> Vec<String> {
+    let manifest = std::fs::read_to_string(workspace().join("tests/interop/package.json")).unwrap();
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    let lines: Vec<String> = manifest["dependencies"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|name| *name == "mppx" || name.starts_with("mppx-"))
+        .cloned()
+        .collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    lines
+}
+
 /// Runs `tests/interop/<script>` with `env` (5 minutes at most) and returns the JSON of its
 /// last line.
 pub async fn node(script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
