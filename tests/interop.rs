@@ -465,22 +465,6 @@ fn mpp_keys() -> ChallengeKeys {
     ChallengeKeys::new(ChallengeSecret::new(*b"an interop secret of 32 bytes...").unwrap())
 }
 
-/// The mppx lines the interop package installs: `mppx` (0.6.31, the line the Stellar MPP SDK
-/// supports) and an `mppx-0.<minor>` alias for each later line, up to the newest.
-fn mppx_lines() -> Vec<String> {
-    let manifest = std::fs::read_to_string(package().join("package.json")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    let lines: Vec<String> = manifest["dependencies"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|name| *name == "mppx" || name.starts_with("mppx-"))
-        .cloned()
-        .collect();
-    assert!(lines.len() >= 2, "{lines:?}");
-    lines
-}
-
 /// Every mppx line pays every Stellar flow on routes that also offer x402. mppx 0.6.x rejected
 /// such a 402 (x402 offer on a Stellar network) before it read any `Payment` challenge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,7 +472,7 @@ async fn every_mppx_line_pays_every_stellar_flow_beside_x402() {
     if !enabled() {
         return;
     }
-    for line in mppx_lines() {
+    for line in support::mppx::lines(&package()) {
         mppx_pays_every_flow(&line).await;
     }
 }

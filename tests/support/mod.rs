@@ -2,6 +2,8 @@
 //! payments built with the crate's own Stellar engine, and a request helper.
 #![allow(dead_code)]
 
+pub mod mppx;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

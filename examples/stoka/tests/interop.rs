@@ -141,7 +141,7 @@ async fn mppx_pays_every_paid_route() {
     let rates = Rates::default();
     let ttl = Limits::default().default_ttl_seconds;
 
-    for mppx in support::mppx_lines() {
+    for mppx in support::mppx::lines(&support::workspace().join("tests/interop")) {
         let mppx = mppx.as_str();
         let before = (
             balance(&stack, &usdc, &payer.address()).await,

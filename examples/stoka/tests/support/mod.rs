@@ -15,6 +15,10 @@ use tower_paywall::Intent;
 use tower_paywall::client::{PayingClient, Policy};
 use tower_paywall::stellar::Network;
 
+/// The mppx lines the interop package installs (shared with the library's interop tests).
+#[path = "../../../../tests/support/mppx.rs"]
+pub mod mppx;
+
 /// A running stack and stoka's URL.
 pub struct Stack {
     pub dev: DevStack,
@@ -105,22 +109,6 @@ pub fn interop_enabled() -> bool {
 /// The repository's root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The mppx lines the interop package installs: `mppx` (0.6.31, the line the Stellar MPP SDK
-/// supports) and an `mppx-0.<minor>` alias for each later line, up to the newest.
-pub fn mppx_lines() -> Vec<String> {
-    let manifest = std::fs::read_to_string(workspace().join("tests/interop/package.json")).unwrap();
-    let manifest: Value = serde_json::from_str(&manifest).unwrap();
-    let lines: Vec<String> = manifest["dependencies"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|name| *name == "mppx" || name.starts_with("mppx-"))
-        .cloned()
-        .collect();
-    assert!(lines.len() >= 2, "{lines:?}");
-    lines
 }
 
 /// Runs `tests/interop/<script>` with `env` (5 minutes at most) and returns the JSON of its
