@@ -25,6 +25,11 @@ struct Routes {
     all: Router,
     /// x402 `exact` alone.
     x402_only: Router,
+    /// x402 `exact` and MPP `channel`, which serves no channel: MPP makes no offer.
+    no_mpp_offer: Router,
+    /// x402 `exact` and MPP `charge`, at a price whose description no header can carry (a
+    /// control character): MPP makes no offer.
+    unwritable_mpp_offer: Router,
 }
 
 async fn routes() -> Routes {
@@ -56,15 +61,27 @@ async fn routes() -> Routes {
     .unwrap();
     let channels = Arc::new(channels);
     channels.add_channel(channel).await.unwrap();
-    let charge = StellarCharge::builder(Network::testnet(), recipient.address(), rpc, keys())
-        .currency(sandbox.usdc())
-        .build()
-        .unwrap();
+    let charge = || {
+        StellarCharge::builder(Network::testnet(), recipient.address(), rpc.clone(), keys())
+            .currency(sandbox.usdc())
+            .build()
+            .unwrap()
+    };
+    let idle_channels = StellarChannel::builder(
+        Network::testnet(),
+        recipient.clone(),
+        rpc.clone(),
+        keys(),
+        Arc::new(MemoryChannelStore::new()),
+    )
+    .currency(sandbox.usdc())
+    .build()
+    .unwrap();
     let facilitator = Arc::new(TestFacilitator::default());
     let price = || Price::parse("0.01").unwrap();
     let all = PaymentLayer::builder()
         .scheme(exact(&facilitator))
-        .scheme(charge)
+        .scheme(charge())
         .shared_scheme(channels)
         .price(price())
         .build()
@@ -74,10 +91,24 @@ async fn routes() -> Routes {
         .price(price())
         .build()
         .unwrap();
+    let no_mpp_offer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .scheme(idle_channels)
+        .price(price())
+        .build()
+        .unwrap();
+    let unwritable_mpp_offer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .scheme(charge())
+        .price(price().with_description("a bell \u{7} rings"))
+        .build()
+        .unwrap();
     let route = || Router::new().route("/paid", get(|| async { "content" }));
     Routes {
         all: route().layer(all),
         x402_only: route().layer(x402_only),
+        no_mpp_offer: route().layer(no_mpp_offer),
+        unwritable_mpp_offer: route().layer(unwritable_mpp_offer),
     }
 }
 
@@ -167,6 +198,16 @@ async fn accept_payment_decides_which_protocols_the_402_speaks() {
             expect(false, &["channel", "charge"]),
         ),
         (
+            "excluding every MPP challenge: all of them (a 402 must offer something)",
+            vec![b"*/*;q=0"],
+            expect(false, &["charge", "channel"]),
+        ),
+        (
+            "stellar/*;q=0, */charge: equally specific, the heavier wins (as mppx ranks)",
+            vec![b"stellar/*;q=0, */charge"],
+            expect(false, &["charge"]),
+        ),
+        (
             "well-formed but accepting none of ours: every MPP challenge",
             vec![b"tempo/charge"],
             expect(false, &["charge", "channel"]),
@@ -193,17 +234,30 @@ async fn accept_payment_decides_which_protocols_the_402_speaks() {
         assert_eq!(rendered(&answer), want, "{case}");
         let content_type = answer.headers.get("content-type").unwrap();
         assert_eq!(content_type, "application/problem+json", "{case}");
+        // The answer depends on the header: caches must key on it.
+        assert_eq!(
+            answer.headers.get("vary").unwrap(),
+            "Accept-Payment",
+            "{case}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_402_always_offers_something_and_a_refused_protocol_renders_again() {
     let routes = routes().await;
-    // A route with no MPP offer keeps its x402 offer for any header.
-    for accept in [b"stellar/charge".as_slice(), b"*/*;q=0"] {
-        let answer = send(&routes.x402_only, request(&[accept], &[])).await;
-        assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
-        assert_eq!(rendered(&answer), expect(true, &[]));
+    // A route with no MPP offer keeps its x402 offer for any header: one without MPP schemes,
+    // one whose MPP scheme has nothing to offer, one whose MPP challenge cannot be written.
+    for route in [
+        &routes.x402_only,
+        &routes.no_mpp_offer,
+        &routes.unwritable_mpp_offer,
+    ] {
+        for accept in [b"stellar/charge".as_slice(), b"*/*;q=0"] {
+            let answer = send(route, request(&[accept], &[])).await;
+            assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
+            assert_eq!(rendered(&answer), expect(true, &[]));
+        }
     }
     // A client that sent an x402 payment (refused: it does not decode) gets x402's fresh offer
     // even when it also sent `Accept-Payment`.
@@ -215,6 +269,13 @@ async fn a_402_always_offers_something_and_a_refused_protocol_renders_again() {
         ),
     )
     .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.json()["error"], "invalid_payload");
     assert_eq!(
         rendered(&answer),
         expect(true, &["charge"]),

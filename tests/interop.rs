@@ -5,8 +5,8 @@
 //!   `PaymentLayer` whose 402 also offers MPP `charge`, and the ledger shows the transfer;
 //! - the official server (`@x402/express` with `@x402/core`'s HTTP facilitator client) settles
 //!   through our facilitator server, paid by the official client and by our `PayingClient`;
-//! - mppx's own client transport (`Mppx.create({ methods }).fetch`), on every line a payer may
-//!   have (0.6.31, which the Stellar MPP SDK supports, to 0.11.0), with Stellar `charge` and
+//! - mppx's own client transport (`Mppx.create({ methods }).fetch`), on every mppx line from
+//!   0.6.31 (the line the Stellar MPP SDK's users run) to 0.11.0, with Stellar `charge` and
 //!   `channel` methods written after the Stellar MPP SDK's client (`tests/interop/
 //!   stellar_mpp.mjs`; the SDK is not on the registry), pays routes that offer x402 beside MPP:
 //!   charge by sponsored pull, unsponsored pull and `signedHash` push, channel vouchers and a
@@ -465,8 +465,9 @@ fn mpp_keys() -> ChallengeKeys {
     ChallengeKeys::new(ChallengeSecret::new(*b"an interop secret of 32 bytes...").unwrap())
 }
 
-/// Every mppx line pays every Stellar flow on routes that also offer x402. mppx 0.6.x rejected
-/// such a 402 (x402 offer on a Stellar network) before it read any `Payment` challenge.
+/// Every mppx line pays every Stellar flow on routes that also offer x402. mppx 0.6 and 0.7
+/// rejected such a 402 (an x402 offer on a Stellar network) before they read any `Payment`
+/// challenge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mppx_line_pays_every_stellar_flow_beside_x402() {
     if !enabled() {

@@ -85,7 +85,9 @@ pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_RECORDED_BODY: usize = 1024 * 1024;
 
 impl PaymentLayerBuilder {
-    /// Adds a payment scheme. Offers appear in the 402 in the order schemes are added.
+    /// Adds a payment scheme. Offers appear in the 402 in the order schemes are added, unless
+    /// the client's `Accept-Payment` orders or filters them (see the [layer
+    /// docs](crate::layer#which-protocols-a-402-speaks)).
     pub fn scheme(mut self, scheme: impl PaymentScheme) -> Self {
         self.schemes.push(Arc::new(scheme));
         self

@@ -64,8 +64,8 @@
 //! # Which protocols a 402 speaks
 //!
 //! `Accept-Payment` is MPP's request header (`method/intent` ranges with `q` weights; see
-//! [`AcceptPayment`](crate::mpp::AcceptPayment)). MPP clients send it with every request (mppx does unless told
-//! otherwise), and x402 clients never do. So a request that carries a well-formed one comes
+//! [`AcceptPayment`](crate::mpp::AcceptPayment)). mppx sends it with every request outside a
+//! browser, and x402 clients never send it. So a request that carries a well-formed one comes
 //! from an MPP client, and its 402 speaks MPP alone:
 //!
 //! | the request's `Accept-Payment` | the 402 carries |
@@ -81,11 +81,18 @@
 //!
 //! Why x402 stays out of an MPP client's 402: mppx reads a `PAYMENT-REQUIRED` header found on
 //! any 402 as x402 offers it may pay, under the MPP name `evm/charge`, and only on EVM networks
-//! (`eip155:*`). mppx 0.6.x (the line the Stellar MPP SDK supports) rejects the whole 402 when an
-//! x402 offer names another network, such as `stellar:testnet`, before it reads a single
-//! `Payment` challenge; newer lines skip such offers. No MPP draft and no mppx version defines an
-//! `Accept-Payment` token asking for x402 offers on Stellar, so no value of the header asks for
-//! ours.
+//! (`eip155:*`). mppx 0.6 (the line the Stellar MPP SDK supports) and 0.7 reject the whole 402
+//! when an x402 offer names another network, such as `stellar:testnet`, before they read a single
+//! `Payment` challenge; from 0.8 such offers are skipped, though 0.8 to 0.10 still reject a 402
+//! whose x402 `resource.url` is not the URL they fetched (set
+//! [`public_url`](crate::PaymentLayerBuilder::public_url) behind a proxy). No MPP draft and no
+//! mppx version defines an `Accept-Payment` token asking for x402 offers on Stellar, so no value
+//! of the header asks for ours.
+//!
+//! In a browser, mppx sends `Accept-Payment` only to its own origin by default. A browser client
+//! paying another origin should set `acceptPaymentPolicy: 'always'`, and that origin's CORS
+//! answer must allow the header (`Access-Control-Allow-Headers: Accept-Payment, Authorization`);
+//! without the header it gets every offer, which mppx 0.6 and 0.7 cannot read.
 
 mod builder;
 mod future;

@@ -1,7 +1,7 @@
 //! The answers the layer writes itself: 402 challenges, rejections, conflicts, replays.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER, VARY};
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
@@ -118,6 +118,8 @@ impl Shared {
             CONTENT_TYPE,
             challenge.content_type.unwrap_or(APPLICATION_JSON),
         );
+        // Which offers render depends on the request's `Accept-Payment`.
+        headers.append(VARY, HeaderValue::from_static("Accept-Payment"));
         // A header's further values come with no name: they belong to the last one named.
         let mut last = None;
         for (name, value) in challenge.headers {

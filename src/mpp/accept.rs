@@ -7,8 +7,8 @@
 //! Each element is `method/intent`, either side possibly `*`, with an optional `q` weight
 //! (RFC 9110 qvalue, `0` to `1` with up to three decimals; default 1). `q=0` means "not this".
 //! An offer takes the weight of the most specific range that matches it (`method/intent`, then
-//! `method/*`, then `*/intent`, then `*/*`; the first listed among equals); an offer no range
-//! matches is not acceptable. Malformed elements (no `/`, bad characters, a bad `q`) are
+//! `method/*` or `*/intent`, then `*/*`; among equally specific ranges the heaviest, then the
+//! first listed, as mppx ranks them); an offer no range matches is not acceptable. Malformed elements (no `/`, bad characters, a bad `q`) are
 //! ignored; other parameters are ignored. Names compare case-insensitively.
 //!
 //! [`AcceptPayment::order`] filters and orders a server's offers by that weight, keeping the
@@ -25,8 +25,9 @@ use super::auth_param::split_list;
 /// `Accept-Payment`.
 pub const ACCEPT_PAYMENT: HeaderName = HeaderName::from_static("accept-payment");
 
-/// The longest `Accept-Payment` read, over all its field lines, in bytes; a longer one is
-/// ignored as a whole (as if absent). mppx sends about 16 bytes per method it knows.
+/// The longest `Accept-Payment` read, in bytes over all its field lines joined by commas; a
+/// longer one is ignored as a whole (as if absent). mppx sends about 16 bytes per method it
+/// knows.
 pub const MAX_ACCEPT_PAYMENT_LEN: usize = 4096;
 
 /// The full weight, `q=1`, in thousandths.
@@ -45,8 +46,8 @@ pub struct PaymentRange {
 }
 
 impl PaymentRange {
-    /// How specific the range is when it matches: 3 for `method/intent` down to 0 for `*/*`;
-    /// `None` when it does not match.
+    /// How specific the range is when it matches: the number of sides that are not `*` (2 for
+    /// `method/intent`, 0 for `*/*`); `None` when it does not match.
     fn specificity(&self, method: &str, intent: &str) -> Option<u8> {
         let side = |range: &Option<String>, name: &str| match range {
             None => Some(false),
@@ -54,7 +55,7 @@ impl PaymentRange {
         };
         let method = side(&self.method, method)?;
         let intent = side(&self.intent, intent)?;
-        Some(u8::from(method) * 2 + u8::from(intent))
+        Some(u8::from(method) + u8::from(intent))
     }
 }
 
@@ -97,8 +98,14 @@ impl AcceptPayment {
     }
 
     /// Parses the `Accept-Payment` fields of `headers` (none: an empty preference, which keeps
-    /// the server's order). Fields that are not UTF-8 are skipped.
+    /// the server's order). Longer than [`MAX_ACCEPT_PAYMENT_LEN`] in all, an empty preference;
+    /// fields that are not UTF-8 are skipped.
     pub fn from_headers(headers: &HeaderMap) -> Self {
+        let fields = headers.get_all(ACCEPT_PAYMENT);
+        let len = fields.iter().map(|value| value.len() + 1).sum::<usize>();
+        if len > MAX_ACCEPT_PAYMENT_LEN + 1 {
+            return Self::default();
+        }
         Self::parse_lines(
             headers
                 .get_all(ACCEPT_PAYMENT)
@@ -126,7 +133,7 @@ impl AcceptPayment {
         let mut best: Option<(u8, u16)> = None;
         for range in &self.ranges {
             if let Some(specificity) = range.specificity(method, intent)
-                && best.is_none_or(|(s, _)| specificity > s)
+                && best.is_none_or(|(s, w)| (specificity, range.weight) > (s, w))
             {
                 best = Some((specificity, range.weight));
             }
@@ -265,9 +272,13 @@ mod tests {
         assert_eq!(accept.weight("tempo", "charge"), Some(200));
         assert_eq!(accept.weight("tempo", "session"), Some(100));
         assert_eq!(accept.weight("STELLAR", "Charge"), Some(400));
-        // The first listed among equally specific ranges.
-        let accept = AcceptPayment::parse("stellar/charge;q=0.7, stellar/charge;q=0.2");
+        // Among equally specific ranges the heaviest, as mppx ranks them: `stellar/*` and
+        // `*/charge` are equally specific.
+        let accept = AcceptPayment::parse("stellar/charge;q=0.2, stellar/charge;q=0.7");
         assert_eq!(accept.weight("stellar", "charge"), Some(700));
+        let accept = AcceptPayment::parse("stellar/*;q=0, */charge");
+        assert_eq!(accept.weight("stellar", "charge"), Some(1000));
+        assert_eq!(accept.weight("stellar", "channel"), Some(0));
     }
 
     #[test]
@@ -347,6 +358,22 @@ mod tests {
         let half = element.repeat(MAX_ACCEPT_PAYMENT_LEN / element.len() / 2 + 1);
         assert!(!AcceptPayment::parse(&half).is_empty());
         assert!(AcceptPayment::parse_lines([half.as_str(), half.as_str()]).is_empty());
+        // Field lines that are not UTF-8 count too.
+        let mut headers = HeaderMap::new();
+        let junk = vec![0xff; MAX_ACCEPT_PAYMENT_LEN];
+        headers.append(
+            ACCEPT_PAYMENT,
+            http::HeaderValue::from_bytes(&junk).unwrap(),
+        );
+        headers.append(ACCEPT_PAYMENT, "stellar/charge".parse().unwrap());
+        assert!(AcceptPayment::from_headers(&headers).is_empty());
+        headers.remove(ACCEPT_PAYMENT);
+        headers.append(
+            ACCEPT_PAYMENT,
+            http::HeaderValue::from_bytes(&junk[..8]).unwrap(),
+        );
+        headers.append(ACCEPT_PAYMENT, "stellar/charge".parse().unwrap());
+        assert_eq!(AcceptPayment::from_headers(&headers).ranges().len(), 1);
     }
 
     #[test]

@@ -12,13 +12,14 @@
 //! hash (claimed in the layer's store), so one on-chain payment never pays twice. RPC outages
 //! answer 503, never 402.
 //!
-//! Refusals carry the core draft's problem types, as the official server sends them. A credential
-//! of the method's shape that fails a check is `verification-failed`, as the Stellar charge draft
-//! asks of every failed check; that includes a push this server does not take (any `signedHash`
-//! or `hash` while it sponsors fees, which the draft forbids, and `hash` unless memo-bound pushes
-//! are on) and a `source` that is not a `did:pkh` account on this network. `invalid-payload` is
-//! kept for a payload without the method's shape (an unknown `type`, a missing or malformed
-//! field), the check mppx's schema makes before the method's own.
+//! Refusals carry the core draft's problem types, as the official server sends them. The
+//! payload's shape is checked first, as mppx's schema is before the method's checks: a payload
+//! without the method's shape (an unknown `type`, a missing or malformed field) is
+//! `invalid-payload`. A credential of the method's shape that then fails a check is
+//! `verification-failed`, as the Stellar charge draft asks of every failed check; that includes
+//! a push this server does not take (any `signedHash` or `hash` while it sponsors fees, which the
+//! draft forbids, and `hash` unless memo-bound pushes are on) and a `source` that is not a
+//! `did:pkh` account on this network.
 //!
 //! An accepted credential presented again gets the recorded answer (the same 200, body and
 //! `Payment-Receipt`) without a second settlement, so a client whose answer was lost is served
@@ -221,25 +222,28 @@ pub(crate) fn source_did(network: &Network, payer: &Address) -> String {
     format!("did:pkh:{}:{payer}", network.caip2())
 }
 
-/// The answer to a push this server does not take (any push while it sponsors fees; `hash`
-/// unless memo-bound pushes are on). A payload of the shape the method defines (a 64-hex
-/// `hash`, and for `signedHash` a 128-hex `sourceSignature`) is a well-formed credential that
-/// fails this server's checks: `verification-failed`, as the Stellar charge draft asks of every
-/// failed check and as the official server answers. Any other shape fails the method's schema:
-/// `invalid-payload`.
-fn declined_push(payload: &Map<String, Value>) -> Rejection {
+/// The payload's `type`, once the payload has the shape the method defines for it (what mppx's
+/// schema checks before the method's own): `transaction` with a string, `signedHash` with a
+/// 64-hex `hash` and a 128-hex `sourceSignature`, `hash` with a 64-hex `hash`. Anything else is
+/// `invalid-payload`; a well-formed payload that fails this server's checks is
+/// `verification-failed`, as the Stellar charge draft asks of every failed check and as the
+/// official server answers.
+fn payload_kind(payload: &Map<String, Value>) -> Result<&'static str, Rejection> {
     let hex_of = |field: &str, len: usize| {
         payload
             .get(field)
             .and_then(Value::as_str)
             .is_some_and(|text| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit()))
     };
-    let signed = payload.get("type").and_then(Value::as_str) == Some("signedHash");
-    if hex_of("hash", 64) && (!signed || hex_of("sourceSignature", 128)) {
-        problem(ProblemCode::VerificationFailed)
-    } else {
-        problem(ProblemCode::InvalidPayload)
-    }
+    let kind = match payload.get("type").and_then(Value::as_str) {
+        Some("transaction") if payload.get("transaction").is_some_and(Value::is_string) => {
+            "transaction"
+        }
+        Some("signedHash") if hex_of("hash", 64) && hex_of("sourceSignature", 128) => "signedHash",
+        Some("hash") if hex_of("hash", 64) => "hash",
+        _ => return Err(problem(ProblemCode::InvalidPayload)),
+    };
+    Ok(kind)
 }
 
 /// What a `signedHash` push signs: `"{challenge id}:{lowercase hash}"`.
@@ -644,14 +648,15 @@ impl PaymentScheme for StellarCharge {
                 .check(&mpp.challenge, context.request, |echo| {
                     echo.request_json().is_ok_and(|echoed| echoed == request)
                 })?;
-            let payer = self.payer(mpp.source.as_deref())?;
+            // The payload's shape first (mppx's schema check), then the method's checks.
             let payload = mpp
                 .payload
                 .as_object()
                 .ok_or_else(|| problem(ProblemCode::InvalidPayload))?;
-            let kind = payload.get("type").and_then(Value::as_str);
+            let kind = payload_kind(payload)?;
+            let payer = self.payer(mpp.source.as_deref())?;
             let verified = match kind {
-                Some("transaction") => {
+                "transaction" => {
                     let transaction = payload
                         .get("transaction")
                         .and_then(Value::as_str)
@@ -660,20 +665,21 @@ impl PaymentScheme for StellarCharge {
                     self.verify_pull(transaction, &payer, expires, context.price)
                         .await?
                 }
-                Some(push @ ("signedHash" | "hash"))
-                    if self.sponsor.is_some() || (push == "hash" && !self.memo_push) =>
-                {
-                    return Err(declined_push(payload));
+                // A push this server does not take: a well-formed credential failing its checks.
+                "signedHash" | "hash" if self.sponsor.is_some() => {
+                    return Err(problem(ProblemCode::VerificationFailed));
                 }
-                Some("signedHash") => {
+                "hash" if !self.memo_push => {
+                    return Err(problem(ProblemCode::VerificationFailed));
+                }
+                "signedHash" => {
                     self.verify_push(payload, &mpp.challenge.id, &payer, context.price)
                         .await?
                 }
-                Some("hash") => {
+                _ => {
                     self.verify_memo_push(payload, &mpp.challenge.id, &payer, context.price)
                         .await?
                 }
-                _ => return Err(problem(ProblemCode::InvalidPayload)),
             };
             Ok(Verified::new(
                 payer.to_string(),

@@ -135,7 +135,14 @@ impl Issuer<'_> {
         if let Some(description) = price.description() {
             builder = builder.description(description);
         }
-        Ok(builder.issue(self.keys))
+        let challenge = builder.issue(self.keys);
+        // A challenge that cannot be written into a header (a control character in the price's
+        // description or the request's host) is no offer: the 402 falls back on the others.
+        if let Err(error) = challenge.format() {
+            tracing::warn!(%error, "cannot format an MPP challenge; no MPP offer");
+            return Err(problem(ProblemCode::PaymentRequired));
+        }
+        Ok(challenge)
     }
 
     /// The echoed challenge is ours (its id verifies), unexpired, for this realm and intent,

@@ -119,9 +119,9 @@ async fn the_official_client_stores_and_retrieves_a_blob() {
 }
 
 /// stoka paid through mppx's own client transport (`Mppx.create({ methods }).fetch`, through
-/// `tests/interop/mppx_pay.mjs`) on every line a payer may have, from 0.6.31 (the line the
-/// Stellar MPP SDK supports) to 0.11.0 (the newest), with the Stellar methods written after the
-/// SDK's client (`tests/interop/stellar_mpp.mjs`): one wallet stores a blob, pushes a message to another
+/// `tests/interop/mppx_pay.mjs`) on every mppx line, from 0.6.31 (the line the Stellar MPP
+/// SDK's users run) to 0.11.0 (the newest, as a client built on newer mppx would), with the
+/// Stellar methods written after the SDK's client (`tests/interop/stellar_mpp.mjs`): one wallet stores a blob, pushes a message to another
 /// wallet's mailbox and reads the blob back with `charge` (sponsored pull); the other pops the
 /// message with a `channel` voucher. Every 402 mppx read spoke MPP alone, and the ledger shows
 /// exactly the charged prices.
@@ -194,6 +194,7 @@ async fn mppx_pays_every_paid_route() {
         )
         .await;
         let results = answer["results"].as_array().unwrap();
+        assert_eq!(results.len(), 4, "{answer}");
         for result in results {
             let name = &result["name"];
             assert_eq!(result["status"], 200, "{mppx} {name}: {result}");
