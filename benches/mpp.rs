@@ -26,8 +26,8 @@ use tower_paywall::mpp::{
 };
 use tower_paywall::scheme::PaymentContext;
 use tower_paywall::stellar::rpc::{
-    Health, LatestLedger, LedgerEntries, NetworkInfo, RpcError, SendResult, Simulation, SorobanRpc,
-    TransactionHash, TransactionInfo,
+    Events, EventsRequest, Health, LatestLedger, LedgerEntries, NetworkInfo, RpcError, SendResult,
+    Simulation, SorobanRpc, TransactionHash, TransactionInfo,
 };
 use tower_paywall::stellar::xdr::{LedgerKey, Limits, TransactionEnvelope, WriteXdr};
 use tower_paywall::stellar::{
@@ -76,6 +76,9 @@ impl SorobanRpc for Refusing {
         &'a self,
         _: &'a [LedgerKey],
     ) -> BoxFuture<'a, Result<LedgerEntries, RpcError>> {
+        refused()
+    }
+    fn events<'a>(&'a self, _: &'a EventsRequest) -> BoxFuture<'a, Result<Events, RpcError>> {
         refused()
     }
 }

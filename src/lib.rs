@@ -58,6 +58,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+mod civil;
 #[cfg(feature = "client")]
 pub mod client;
 mod hex;
@@ -77,7 +78,7 @@ pub use layer::{
     Paid, PaymentLayer, PaymentLayerBuilder, PaymentService, SettleError, SettleGuard,
 };
 pub use price::{Price, PriceFuture, PriceRequest, Priced, Pricing, SettlementOrder};
-pub use scheme::{Intent, PaymentScheme};
+pub use scheme::{Intent, PaymentScheme, Reconciled};
 pub use store::{MemoryStore, PaymentStore};
 
 /// A boxed, sendable future: what object-safe traits of this crate return.

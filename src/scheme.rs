@@ -19,11 +19,12 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::BoxFuture;
 use crate::price::{Amount, Price};
-use crate::store::{Fingerprint, PaymentKey, PaymentStore};
+use crate::store::{Fingerprint, PaymentKey, PaymentStore, PendingSettlement};
 
 /// A payment intent: the protocol and the intent's name in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -300,6 +301,22 @@ pub enum SettleOutcome {
     Unknown(Rejection),
 }
 
+/// What the ledger says of a payment whose settlement outcome was not known
+/// ([`PaymentScheme::reconcile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reconciled {
+    /// The money moved: the receipt the settlement would have answered with. The payment is
+    /// served as if the settlement had answered.
+    Settled(Receipt),
+    /// The money did not move and cannot move any more for this payment (its authorization or
+    /// transaction has expired unused, or its transaction failed): the payment is released and
+    /// answered with this rejection (a 402 whose code says so: x402 `payment_not_settled`, MPP
+    /// `settlement-failed`), the client free to pay again.
+    NotSettled(Rejection),
+    /// Not known yet: the ledger could not be asked, or the payment could still settle.
+    Unknown,
+}
+
 /// What a request's 402 is made of. Each protocol adds its headers and its fields to one JSON
 /// body (the x402 fields and the MPP Problem Details members live side by side).
 #[derive(Debug, Default)]
@@ -400,4 +417,25 @@ pub trait PaymentScheme: Send + Sync + 'static {
         verified: Arc<Verified>,
         store: Arc<dyn PaymentStore>,
     ) -> BoxFuture<'static, SettleOutcome>;
+
+    /// What a settlement of `verified` leaves for [`reconcile`](Self::reconcile), in this
+    /// scheme's own encoding (at most [`MAX_EVIDENCE_LEN`](crate::store::MAX_EVIDENCE_LEN)
+    /// bytes): stored with the payment before the settlement starts, so that the ledger can be
+    /// asked later, by any node and after a crash, whether the money moved. Empty (the default):
+    /// this scheme cannot reconcile, and an unknown outcome stays unknown until the record
+    /// expires.
+    fn evidence(&self, verified: &Verified) -> Bytes {
+        let _ = verified;
+        Bytes::new()
+    }
+
+    /// Asks the ledger how the settlement of `pending` ended, from its
+    /// [`evidence`](Self::evidence). Called on a retry of a payment whose outcome is unknown
+    /// (at most once per payment every few seconds) and by the background reconciler. Must
+    /// answer [`Reconciled::NotSettled`] only when the payment can no longer settle. Default:
+    /// [`Reconciled::Unknown`].
+    fn reconcile<'a>(&'a self, pending: &'a PendingSettlement) -> BoxFuture<'a, Reconciled> {
+        let _ = pending;
+        Box::pin(std::future::ready(Reconciled::Unknown))
+    }
 }

@@ -7,11 +7,14 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tower_paywall::sandbox::{FRIENDBOT_USDC, FRIENDBOT_XLM, Sandbox, SandboxConfig, SandboxError};
+use tower_paywall::sandbox::{
+    DEFAULT_RETENTION_WINDOW, FRIENDBOT_USDC, FRIENDBOT_XLM, Sandbox, SandboxConfig, SandboxError,
+    ServeConfig,
+};
 use tower_paywall::stellar::xdr::{
     AccountId, Asset, ContractEventBody, CreateAccountOp, CreateAccountResult, DecoratedSignature,
     FeeBumpTransaction, FeeBumpTransactionEnvelope, FeeBumpTransactionExt,
-    FeeBumpTransactionInnerTx, InvokeHostFunctionResult, LedgerEntryData, LedgerKey,
+    FeeBumpTransactionInnerTx, Int128Parts, InvokeHostFunctionResult, LedgerEntryData, LedgerKey,
     LedgerKeyAccount, Memo, MuxedAccount, Operation, OperationBody, OperationResult,
     OperationResultTr, PaymentOp, PaymentResult, Preconditions, PublicKey, ScVal, SequenceNumber,
     Signature, SignatureHint, SorobanAuthorizationEntry, SorobanCredentials, TimeBounds, TimePoint,
@@ -19,10 +22,10 @@ use tower_paywall::stellar::xdr::{
     TransactionV1Envelope, Uint256,
 };
 use tower_paywall::stellar::{
-    Address, CredentialsArm, Keypair, NULL_ACCOUNT, SendStatus, Simulation, SorobanRpc,
-    TransactionHash, TransactionInfo, TransactionStatus, TransferRequest, account_sequence,
-    account_signatures, address_credentials, build_transfer, encode_account_signatures,
-    sign_authorization,
+    Address, CredentialsArm, EventFilter, EventKind, EventsRequest, JsonRpcClient, Keypair,
+    NULL_ACCOUNT, RpcError, SendStatus, Simulation, SorobanRpc, TopicMatch, TransactionHash,
+    TransactionInfo, TransactionStatus, TransferRequest, account_sequence, account_signatures,
+    address_credentials, build_transfer, encode_account_signatures, sign_authorization,
 };
 
 /// 0.01 USDC.
@@ -756,8 +759,273 @@ async fn ledgers_close_on_their_own() {
     ));
 }
 
+/// The filter of USDC `transfer` events from `from` to `to`: SAC transfer events carry the
+/// asset as a fourth topic.
+fn usdc_transfers(sandbox: &Sandbox, from: &Address, to: &Address) -> EventFilter {
+    EventFilter::new().contract(sandbox.usdc()).topic([
+        TopicMatch::Exact(ScVal::Symbol("transfer".try_into().unwrap())),
+        TopicMatch::Exact(ScVal::Address(from.to_sc_address())),
+        TopicMatch::Exact(ScVal::Address(to.to_sc_address())),
+        TopicMatch::Any,
+    ])
+}
+
+#[tokio::test]
+async fn a_transfer_is_found_by_its_event() {
+    let sandbox = sandbox();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let pay_to = sandbox.funded_keypair().await.unwrap().address();
+    let relayer = sandbox.funded_keypair().await.unwrap();
+    let start = sandbox.latest_ledger().await.unwrap().sequence;
+    let client = client_payment(&sandbox, &payer, pay_to, start + 12, true).await;
+    let sequence = next_sequence(&sandbox, &relayer).await;
+    let settled = relay(&client, &relayer, sequence, &sandbox);
+    let hash = TransactionHash::of(&settled, &sandbox.network().id()).unwrap();
+    let info = send_and_close(&sandbox, &settled).await;
+    assert_eq!(info.status, TransactionStatus::Success, "{:?}", info.result);
+    let ledger = info.ledger.unwrap();
+    // The same payment again fails (its nonce is spent): its fee is still charged.
+    let replay = relay(&client, &relayer, sequence + 1, &sandbox);
+    let replay_hash = TransactionHash::of(&replay, &sandbox.network().id()).unwrap();
+    let replayed = send_and_close(&sandbox, &replay).await;
+    assert_eq!(replayed.status, TransactionStatus::Failed);
+    let latest = sandbox.latest_ledger().await.unwrap().sequence;
+
+    let request = EventsRequest::from_ledger(start).filter(usdc_transfers(
+        &sandbox,
+        &payer.address(),
+        &pay_to,
+    ));
+    let found = sandbox.events(&request).await.unwrap();
+    assert_eq!(found.events.len(), 1, "{found:?}");
+    let event = &found.events[0];
+    assert_eq!(event.transaction, hash);
+    assert_eq!(event.ledger, ledger);
+    assert_eq!(event.kind, EventKind::Contract);
+    assert_eq!(event.contract, Some(sandbox.usdc()));
+    assert!(event.in_successful_contract_call);
+    assert_eq!(
+        event.value,
+        ScVal::I128(Int128Parts {
+            hi: 0,
+            lo: u64::try_from(AMOUNT).unwrap()
+        })
+    );
+    assert_eq!(
+        event.topics[..3],
+        [
+            ScVal::Symbol("transfer".try_into().unwrap()),
+            ScVal::Address(payer.address().to_sc_address()),
+            ScVal::Address(pay_to.to_sc_address()),
+        ]
+    );
+    assert_eq!(
+        (event.transaction_index, event.operation_index),
+        (Some(1), Some(0))
+    );
+    assert_eq!(found.latest_ledger, latest);
+    assert_eq!(found.oldest_ledger, Some(1));
+    // The meta's event, as `getTransaction` gives it.
+    let Some(TransactionMeta::V4(meta)) = &info.result_meta else {
+        panic!("no v4 meta");
+    };
+    let ContractEventBody::V0(body) = &meta.operations[0].events[0].body;
+    assert_eq!(
+        (&event.topics[..], &event.value),
+        (&body.topics[..], &body.data)
+    );
+
+    // The page after the cursor has nothing more.
+    let next = EventsRequest::after(found.cursor.clone().unwrap()).filter(usdc_transfers(
+        &sandbox,
+        &payer.address(),
+        &pay_to,
+    ));
+    assert!(sandbox.events(&next).await.unwrap().events.is_empty());
+    // Nor is there a transfer the other way.
+    let reverse = EventsRequest::from_ledger(start).filter(usdc_transfers(
+        &sandbox,
+        &pay_to,
+        &payer.address(),
+    ));
+    assert!(sandbox.events(&reverse).await.unwrap().events.is_empty());
+
+    // The relayer's fee events: the failed transaction's are there, not successful.
+    let fees = EventsRequest::from_ledger(start).filter(
+        EventFilter::new().contract(sandbox.xlm()).topic([
+            TopicMatch::Exact(ScVal::Symbol("fee".try_into().unwrap())),
+            TopicMatch::Exact(ScVal::Address(relayer.address().to_sc_address())),
+        ]),
+    );
+    let fees = sandbox.events(&fees).await.unwrap().events;
+    let of = |hash: TransactionHash| -> Vec<bool> {
+        fees.iter()
+            .filter(|event| event.transaction == hash)
+            .map(|event| event.in_successful_contract_call)
+            .collect()
+    };
+    assert!(!of(hash).is_empty() && of(hash).iter().all(|successful| *successful));
+    assert!(!of(replay_hash).is_empty() && of(replay_hash).iter().all(|successful| !successful));
+
+    // The same through Soroban JSON-RPC over HTTP.
+    let server = sandbox
+        .serve(ServeConfig::default().https(None))
+        .await
+        .unwrap();
+    let rpc = JsonRpcClient::builder(server.http_url().unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(rpc.events(&request).await.unwrap(), found);
+    let early = EventsRequest::from_ledger(latest + 1);
+    assert_eq!(
+        rpc.events(&early).await,
+        Err(RpcError::Rpc {
+            code: -32600,
+            message: format!("startLedger must be within the ledger range: 1 - {latest}"),
+        })
+    );
+}
+
+#[tokio::test]
+async fn events_outside_the_retention_window_are_gone() {
+    assert_eq!(
+        sandbox().health().await.unwrap().ledger_retention_window,
+        Some(DEFAULT_RETENTION_WINDOW)
+    );
+    assert!(matches!(
+        Sandbox::start(SandboxConfig::default().retention_window(0)),
+        Err(SandboxError::InvalidConfig(_))
+    ));
+    let sandbox = Sandbox::start(
+        SandboxConfig::default()
+            .auto_close(false)
+            .retention_window(3),
+    )
+    .unwrap();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let pay_to = sandbox.funded_keypair().await.unwrap().address();
+    let start = sandbox.latest_ledger().await.unwrap().sequence;
+    let client = client_payment(&sandbox, &payer, pay_to, start + 12, true).await;
+    let sequence = next_sequence(&sandbox, &payer).await;
+    let settled = relay(&client, &payer, sequence, &sandbox);
+    let info = send_and_close(&sandbox, &settled).await;
+    assert_eq!(info.status, TransactionStatus::Success, "{:?}", info.result);
+    let ledger = info.ledger.unwrap();
+    let transfers = |from: u32| {
+        EventsRequest::from_ledger(from).filter(usdc_transfers(&sandbox, &payer.address(), &pay_to))
+    };
+    assert_eq!(
+        sandbox
+            .events(&transfers(ledger))
+            .await
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+
+    // Three more ledgers: the window is the latest three.
+    for _ in 0..3 {
+        sandbox.close_ledger().await.unwrap();
+    }
+    let health = sandbox.health().await.unwrap();
+    assert_eq!(health.ledger_retention_window, Some(3));
+    assert_eq!(health.oldest_ledger, Some(ledger + 1));
+    assert_eq!(
+        sandbox.events(&transfers(ledger)).await,
+        Err(RpcError::Rpc {
+            code: -32600,
+            message: format!(
+                "startLedger must be within the ledger range: {} - {}",
+                ledger + 1,
+                ledger + 3
+            ),
+        })
+    );
+    let kept = sandbox.events(&transfers(ledger + 1)).await.unwrap();
+    assert!(kept.events.is_empty());
+    assert_eq!(kept.oldest_ledger, Some(ledger + 1));
+    assert_eq!(
+        sandbox
+            .transaction(&TransactionHash::of(&settled, &sandbox.network().id()).unwrap())
+            .await
+            .unwrap()
+            .status,
+        TransactionStatus::NotFound
+    );
+}
+
 #[test]
 fn the_handle_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
     assert_send_sync::<Sandbox>();
+}
+
+/// What the ledger says of a transaction a settlement submitted, from its hash and time bounds:
+/// settled once it succeeded, not settled once it failed or once no ledger can include it any
+/// more, unknown while it still could land.
+#[tokio::test]
+async fn transaction_evidence_tells_settled_and_failed_from_unknown() {
+    use tower_paywall::stellar::{LedgerFinding, SettlementEvidence};
+    let sandbox = sandbox();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let pay_to = sandbox.funded_keypair().await.unwrap().address();
+    let relayer = sandbox.funded_keypair().await.unwrap();
+    let latest = sandbox.latest_ledger().await.unwrap().sequence;
+    let valid = client_payment(&sandbox, &payer, pay_to, latest + 12, false).await;
+    let evidence = |hash, valid_until| SettlementEvidence::Transaction { hash, valid_until };
+    let hash_of = |envelope: &TransactionEnvelope| {
+        TransactionHash::of(envelope, &sandbox.network().id()).unwrap()
+    };
+
+    // Signed by someone else for the payer: it fails on the ledger.
+    let mut forged = valid.clone();
+    let mut entries = auth(&valid);
+    let intruder = Keypair::from_seed([66; 32]);
+    sign_authorization(
+        &mut entries[0],
+        &intruder,
+        &sandbox.network().id(),
+        latest + 12,
+    )
+    .unwrap();
+    set_auth(&mut forged, entries);
+    let sequence = next_sequence(&sandbox, &relayer).await;
+    let forged = relay(&forged, &relayer, sequence, &sandbox);
+    assert_eq!(
+        send_and_close(&sandbox, &forged).await.status,
+        TransactionStatus::Failed
+    );
+    assert_eq!(
+        evidence(hash_of(&forged), None).find(&sandbox).await,
+        LedgerFinding::NotSettled
+    );
+
+    // The payer's own signature: it settles.
+    let paid = relay(&valid, &relayer, sequence + 1, &sandbox);
+    assert_eq!(
+        send_and_close(&sandbox, &paid).await.status,
+        TransactionStatus::Success
+    );
+    assert_eq!(
+        evidence(hash_of(&paid), Some(now() + 600))
+            .find(&sandbox)
+            .await,
+        LedgerFinding::Settled(hash_of(&paid))
+    );
+
+    // Never submitted: unknown while it could still land, or when it has no time bounds; not
+    // settled once its time bounds have closed.
+    let unsent = TransactionHash([9; 32]);
+    for (valid_until, finding) in [
+        (Some(now() + 600), LedgerFinding::Unknown),
+        (None, LedgerFinding::Unknown),
+        (Some(now() - 60), LedgerFinding::NotSettled),
+    ] {
+        assert_eq!(
+            evidence(unsent, valid_until).find(&sandbox).await,
+            finding,
+            "{valid_until:?}"
+        );
+    }
 }

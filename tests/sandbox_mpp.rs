@@ -609,28 +609,47 @@ async fn a_push_for_a_failed_transaction_is_refused() {
 
 /// An app whose MPP charge sponsors the payers' fees from one channel account.
 async fn sponsored_app(world: &World) -> (Router, Keypair) {
+    let (app, channel) = charge_app(world, Arc::new(world.sandbox.clone()), true).await;
+    (app, channel.expect("a channel account"))
+}
+
+/// An app whose MPP charge reaches the ledger through `rpc`, sponsoring the payers' fees from
+/// one channel account (returned) when `sponsored`, and reconciling a payment every 200 ms at
+/// most.
+async fn charge_app(
+    world: &World,
+    rpc: Arc<dyn SorobanRpc>,
+    sponsored: bool,
+) -> (Router, Option<Keypair>) {
     use tower_paywall::stellar::Sponsor;
-    let channel = world.sandbox.funded_keypair().await.unwrap();
-    let rpc: Arc<dyn SorobanRpc> = Arc::new(world.sandbox.clone());
-    let sponsor = Sponsor::new(
-        rpc.clone(),
+    let mut charge = StellarCharge::builder(
         Network::testnet(),
-        vec![channel.clone()],
-        None,
-        10_000_000,
+        world.pay_to,
+        rpc.clone(),
+        support::keys(),
     )
-    .unwrap();
-    let charge = StellarCharge::builder(Network::testnet(), world.pay_to, rpc, support::keys())
-        .realm("example.com")
-        .sponsor(Arc::new(sponsor))
-        .build()
+    .realm("example.com");
+    let mut channel = None;
+    if sponsored {
+        let account = world.sandbox.funded_keypair().await.unwrap();
+        let sponsor = Sponsor::new(
+            rpc,
+            Network::testnet(),
+            vec![account.clone()],
+            None,
+            10_000_000,
+        )
         .unwrap();
+        charge = charge.sponsor(Arc::new(sponsor));
+        channel = Some(account);
+    }
     let app = Router::new()
         .route("/paid", get(|| async { "content" }))
         .layer(
             PaymentLayer::builder()
-                .scheme(charge)
+                .scheme(charge.build().unwrap())
                 .price(Price::parse("0.01").unwrap())
+                .reconcile_interval(Duration::from_millis(200))
                 .build()
                 .unwrap(),
         );
@@ -788,4 +807,132 @@ async fn a_sponsored_authorization_valid_beyond_its_challenge_is_refused() {
     assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(problem_type(&answer), "verification-failed");
     assert_eq!(usdc(&world, &world.pay_to).await, before);
+}
+
+/// Pays with `credential` while the RPC loses `sendTransaction` as `fate` says: 503, retry with
+/// the same payment. The RPC delivers again afterwards.
+async fn lose_once(
+    world: &World,
+    lossy: &support::LossyRpc,
+    credential: &str,
+    fate: support::SendFate,
+) {
+    lossy.set(fate);
+    let answer = send(world, Some(credential.to_owned())).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert!(answer.headers.contains_key("retry-after"));
+    lossy.set(support::SendFate::Deliver);
+}
+
+/// A pull whose `sendTransaction` answer is lost after the ledger took it, sponsored or not:
+/// the retry with the same credential is served from the ledger, with the transaction's hash as
+/// the receipt, and the payer is charged once.
+#[tokio::test]
+async fn a_pull_whose_submission_answer_was_lost_is_served_from_the_ledger_on_retry() {
+    for sponsored in [false, true] {
+        let mut world = world(Duration::from_secs(300)).await;
+        let lossy = support::LossyRpc::new(Arc::new(world.sandbox.clone()));
+        world.app = charge_app(&world, lossy.clone(), sponsored).await.0;
+        let payer_before = usdc(&world, &world.payer.address()).await;
+        let c = challenge(&world).await;
+        let envelope = if sponsored {
+            authorized_transfer(&world, tower_paywall::stellar::NULL_ACCOUNT).await
+        } else {
+            signed_transfer(&world, PRICE_ATOMIC).await
+        };
+        let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+        let credential = authorization(c, &world.payer, payload);
+        lose_once(&world, &lossy, &credential, support::SendFate::LoseAnswer).await;
+        // The transaction lands; the retry finds it.
+        let answer = loop {
+            let answer = send(&world, Some(credential.clone())).await;
+            if answer.status != StatusCode::SERVICE_UNAVAILABLE {
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "sponsored {sponsored}: {}",
+            answer.body
+        );
+        assert_eq!(answer.body, "content");
+        let receipt = Receipt::parse(answer.headers["payment-receipt"].to_str().unwrap()).unwrap();
+        let hash: TransactionHash = receipt.reference.parse().unwrap();
+        let info = world.sandbox.transaction(&hash).await.unwrap();
+        assert_eq!(
+            info.status,
+            tower_paywall::stellar::TransactionStatus::Success
+        );
+        let again = send(&world, Some(credential)).await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(
+            again.headers["payment-receipt"],
+            answer.headers["payment-receipt"]
+        );
+        assert_eq!(
+            usdc(&world, &world.payer.address()).await,
+            payer_before - PRICE_ATOMIC,
+            "sponsored {sponsored}: charged once"
+        );
+    }
+}
+
+/// A sponsored pull whose submission never reached the ledger: once the payer's authorization
+/// has expired unused, the retry gets a 402 saying so, nothing was charged, and the payer pays
+/// again.
+#[tokio::test]
+async fn a_pull_that_never_reached_the_ledger_is_released_once_its_authorization_expires() {
+    let mut world = world(Duration::from_secs(300)).await;
+    let lossy = support::LossyRpc::new(Arc::new(world.sandbox.clone()));
+    world.app = charge_app(&world, lossy.clone(), true).await.0;
+    let payer_before = usdc(&world, &world.payer.address()).await;
+    let c = challenge(&world).await;
+    // Valid for 20 ledgers (2 s here).
+    let envelope = authorized_transfer_for(&world, tower_paywall::stellar::NULL_ACCOUNT, 20).await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let credential = authorization(c, &world.payer, payload);
+    lose_once(&world, &lossy, &credential, support::SendFate::LoseRequest).await;
+    let answer = send(&world, Some(credential.clone())).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "still usable: {}",
+        answer.body
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let answer = send(&world, Some(credential)).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        problem_type(&answer),
+        "settlement-failed",
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer.headers.contains_key("www-authenticate"),
+        "a fresh challenge"
+    );
+    assert_eq!(usdc(&world, &world.payer.address()).await, payer_before);
+    // Paying again works.
+    let c = challenge(&world).await;
+    let envelope = authorized_transfer(&world, tower_paywall::stellar::NULL_ACCOUNT).await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let answer = send(&world, Some(authorization(c, &world.payer, payload))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        payer_before - PRICE_ATOMIC
+    );
 }

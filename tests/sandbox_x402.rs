@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -468,5 +469,176 @@ async fn a_fee_bumped_settlement_is_paid_by_the_bump_account() {
     assert!(
         xlm(bumper.address()).await < bumper_before,
         "the bump account paid the fee"
+    );
+}
+
+/// What the lossy gateway in front of the facilitator server does with `/settle`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SettleFate {
+    /// Passes it on and back.
+    Deliver,
+    /// Passes it on (the facilitator settles), then loses the answer: 504.
+    LoseAnswer,
+    /// Loses the request itself (the facilitator never sees it): 504.
+    LoseRequest,
+}
+
+/// A gateway in front of the facilitator server that can lose a `/settle` exchange: the test
+/// double at the HTTP boundary that proves how the layer ends a payment whose answer is lost.
+/// Everything else is passed on untouched.
+async fn lossy_gateway(world: &World, fate: Arc<std::sync::Mutex<SettleFate>>) -> HttpFacilitator {
+    use axum::extract::Request as AxumRequest;
+    let router = facilitator_router(Arc::new(world.facilitator.clone()), Some("k3y".into()));
+    let upstream = support::serve(router).await;
+    // Plain HTTP on loopback, but the client wants a TLS provider all the same.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let proxy = Router::new().fallback(move |request: AxumRequest| {
+        let (client, upstream, fate) = (client.clone(), upstream.clone(), fate.clone());
+        async move {
+            let fate = if request.uri().path() == "/settle" {
+                *fate.lock().unwrap()
+            } else {
+                SettleFate::Deliver
+            };
+            let gateway_timeout = (StatusCode::GATEWAY_TIMEOUT, "gateway timeout").into_response();
+            if fate == SettleFate::LoseRequest {
+                return gateway_timeout;
+            }
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let mut forwarded = client.request(parts.method, format!("{upstream}{}", parts.uri));
+            for (name, value) in &parts.headers {
+                if name != http::header::HOST {
+                    forwarded = forwarded.header(name, value);
+                }
+            }
+            let answer = forwarded.body(body).send().await.unwrap();
+            let status = answer.status();
+            let bytes = answer.bytes().await.unwrap();
+            if fate == SettleFate::LoseAnswer {
+                return gateway_timeout;
+            }
+            (
+                status,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                bytes,
+            )
+                .into_response()
+        }
+    });
+    let gateway = support::serve(proxy).await;
+    HttpFacilitator::builder(gateway)
+        .api_key("k3y")
+        .build()
+        .unwrap()
+}
+
+/// The layer with an `Exact` that reads the ledger to reconcile, through `facilitator`.
+fn reconciling_app(world: &World, facilitator: HttpFacilitator) -> Router {
+    let exact = Exact::builder(Network::testnet(), world.pay_to, facilitator)
+        .rpc(world.rpc.clone())
+        .build()
+        .unwrap();
+    let layer = PaymentLayer::builder()
+        .scheme(exact)
+        .price(Price::parse(PRICE).unwrap())
+        .reconcile_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(layer)
+}
+
+fn settle_response(headers: &http::HeaderMap) -> SettleResponse {
+    serde_json::from_slice(
+        &STANDARD
+            .decode(headers["payment-response"].as_bytes())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_settlement_whose_answer_was_lost_is_served_from_the_ledger_on_retry() {
+    let world = world().await;
+    let fate = Arc::new(std::sync::Mutex::new(SettleFate::LoseAnswer));
+    let app = reconciling_app(&world, lossy_gateway(&world, fate.clone()).await);
+    let requirements = offer(&app).await;
+    let transaction =
+        payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
+    let payment = header(&requirements, &transaction);
+    let payer_before = usdc(&world, &world.payer.address()).await;
+
+    // The facilitator settled; its answer never came back: retry with the same payment.
+    let (status, headers, body) = send(&app, Some(payment.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        payer_before - PRICE_ATOMIC,
+        "the money moved"
+    );
+
+    // The retry asks the ledger: the authorization was consumed by a transfer to us.
+    let (status, headers, body) = send(&app, Some(payment.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "content");
+    let settled = settle_response(&headers);
+    assert!(settled.success);
+    assert_eq!(settled.payer, Some(world.payer.address().to_string()));
+    assert_eq!(settled.amount.as_deref(), Some("100000"));
+    let hash: TransactionHash = settled.transaction.parse().unwrap();
+    let info = world.rpc.transaction(&hash).await.unwrap();
+    assert_eq!(info.status, TransactionStatus::Success);
+
+    // Once more: the recorded answer, and still one charge.
+    *fate.lock().unwrap() = SettleFate::Deliver;
+    let (status, again, _) = send(&app, Some(payment)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["payment-response"], headers["payment-response"]);
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        payer_before - PRICE_ATOMIC
+    );
+}
+
+#[tokio::test]
+async fn a_lost_settlement_that_never_reached_the_ledger_is_released_once_it_expires() {
+    let world = world().await;
+    let fate = Arc::new(std::sync::Mutex::new(SettleFate::LoseRequest));
+    let app = reconciling_app(&world, lossy_gateway(&world, fate.clone()).await);
+    let requirements = offer(&app).await;
+    // Valid for 12 ledgers (1.2 s here), the most the facilitator takes for 60 s.
+    let transaction =
+        payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
+    let payment = header(&requirements, &transaction);
+    let payer_before = usdc(&world, &world.payer.address()).await;
+
+    let (status, _, body) = send(&app, Some(payment.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // While the authorization could still be used, nobody can say: still 503.
+    let (status, _, body) = send(&app, Some(payment.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // Once its expiration ledger has closed with no transfer: definitely not paid.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, headers, body) = send(&app, Some(payment)).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"], "payment_not_settled");
+    assert!(headers.contains_key("payment-required"), "fresh offers");
+    assert_eq!(usdc(&world, &world.payer.address()).await, payer_before);
+
+    // The payer pays again, and is served.
+    *fate.lock().unwrap() = SettleFate::Deliver;
+    let transaction =
+        payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
+    let (status, _, body) = send(&app, Some(header(&requirements, &transaction))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        payer_before - PRICE_ATOMIC
     );
 }

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) record_ttl: Duration,
     pub(crate) max_recorded_body: usize,
     pub(crate) public_url: Option<String>,
+    /// At most one reconciliation per payment per `reconcile_interval`.
+    pub(crate) reconciling: governor::DefaultKeyedRateLimiter<crate::store::PaymentKey>,
 }
 
 impl PaymentLayer {
@@ -72,6 +74,7 @@ pub struct PaymentLayerBuilder {
     record_ttl: Option<Duration>,
     max_recorded_body: Option<usize>,
     public_url: Option<String>,
+    reconcile_interval: Option<Duration>,
 }
 
 /// Default time a request waits for its settlement before answering 503 (the settlement goes
@@ -81,6 +84,8 @@ pub const DEFAULT_SETTLE_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Default time payment records are kept.
 pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(3600);
+/// Default least time between two reconciliations of one payment from the ledger.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// Default largest response body recorded for replay to retries.
 pub const DEFAULT_MAX_RECORDED_BODY: usize = 1024 * 1024;
 
@@ -167,6 +172,14 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// The least time between two reconciliations of one payment whose settlement outcome is
+    /// not known (default [`DEFAULT_RECONCILE_INTERVAL`]): retries within it are answered 503
+    /// without asking the ledger again. See [reconciliation](crate::layer#reconciliation).
+    pub fn reconcile_interval(mut self, interval: Duration) -> Self {
+        self.reconcile_interval = Some(interval);
+        self
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<PaymentLayer, BuildError> {
         if self.schemes.is_empty() {
@@ -190,6 +203,11 @@ impl PaymentLayerBuilder {
             ));
         }
         let public_url = self.public_url.map(validate_public_url).transpose()?;
+        let reconcile_interval = self
+            .reconcile_interval
+            .unwrap_or(DEFAULT_RECONCILE_INTERVAL);
+        let quota = governor::Quota::with_period(reconcile_interval)
+            .ok_or(BuildError::Invalid("reconcile_interval must be positive"))?;
         Ok(PaymentLayer {
             shared: Arc::new(Shared {
                 schemes: self.schemes,
@@ -201,6 +219,7 @@ impl PaymentLayerBuilder {
                 record_ttl,
                 max_recorded_body: self.max_recorded_body.unwrap_or(DEFAULT_MAX_RECORDED_BODY),
                 public_url,
+                reconciling: governor::RateLimiter::dashmap(quota),
             }),
         })
     }

@@ -61,6 +61,23 @@
 //!
 //! A retry of a completed payment gets the recorded response again, without a second settlement.
 //!
+//! # Reconciliation
+//!
+//! A settlement whose outcome is not known (the facilitator's or the RPC's answer was lost) is
+//! not left to expire: each scheme leaves evidence in the payment's record before it settles,
+//! and a retry of the payment asks the ledger how it ended.
+//!
+//! | the ledger says | the record becomes | the retry gets |
+//! |---|---|---|
+//! | the money moved | `Settled` (with the receipt) | the handler's answer, as if the settlement had answered |
+//! | the money did not move and cannot any more | `Failed` | 402 with fresh offers and a code that says so (x402 `payment_not_settled`, MPP `settlement-failed`): pay again |
+//! | not known yet | unchanged | 503 + `Retry-After`, as before |
+//!
+//! A payment is reconciled at most once per
+//! [`reconcile_interval`](crate::PaymentLayerBuilder::reconcile_interval); a record still
+//! `Settling` is reconciled once it is older than the settle wait (its process may be gone).
+//! The end is recorded by compare-and-set, so nodes sharing a store agree on it.
+//!
 //! # Which protocols a 402 speaks
 //!
 //! `Accept-Payment` is MPP's request header (`method/intent` ranges with `q` weights; see
@@ -97,13 +114,14 @@
 mod builder;
 mod future;
 mod negotiate;
+mod reconcile;
 mod respond;
 mod service;
 mod settle;
 
 pub use builder::{
-    BuildError, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECORD_TTL, DEFAULT_RETRY_AFTER,
-    DEFAULT_SETTLE_WAIT, PaymentLayer, PaymentLayerBuilder,
+    BuildError, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECONCILE_INTERVAL, DEFAULT_RECORD_TTL,
+    DEFAULT_RETRY_AFTER, DEFAULT_SETTLE_WAIT, PaymentLayer, PaymentLayerBuilder,
 };
 pub use future::ResponseFuture;
 pub use service::PaymentService;

@@ -14,6 +14,7 @@ use tower_service::Service;
 
 use super::builder::Shared;
 use super::future::ResponseFuture;
+use super::reconcile::Ended;
 use super::respond::{ReadCredential, code, head, plain, replay};
 use super::settle::{Paid, SettleGuard, Settled, Settlement};
 use crate::price::{ClaimedPayer, PriceRequest, Priced, SettlementOrder};
@@ -194,10 +195,25 @@ where
             Some((index, Ok(credential))) => (index, credential),
         };
         let key = credential.key();
-        let reservation = shared
+        let mut reservation = shared
             .store
             .reserve(key, credential.fingerprint(), shared.record_ttl)
             .await;
+        // A payment whose settlement outcome is not known: ask the ledger how it ended.
+        if let Ok(Reservation::Pending(_)) = reservation {
+            match shared.reconcile(key).await {
+                Ended::Settled => {
+                    reservation = shared
+                        .store
+                        .reserve(key, credential.fingerprint(), shared.record_ttl)
+                        .await;
+                }
+                Ended::NotSettled(rejection) => {
+                    return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+                }
+                Ended::Pending => {}
+            }
+        }
         let hold = match reservation {
             Ok(Reservation::New) => Hold::new(&shared, key),
             Ok(Reservation::Busy) => return Ok(shared.busy(code::PAYMENT_IN_USE)),
@@ -205,7 +221,7 @@ where
                 let rejection = shared.schemes[index].reused();
                 return Ok(shared.rejected(&self.parts, &price, &rejection).await);
             }
-            Ok(Reservation::Pending) => return Ok(shared.pending()),
+            Ok(Reservation::Pending(_)) => return Ok(shared.pending()),
             Ok(Reservation::Replay(completed)) => return Ok(shared.replay(&completed)),
             Ok(Reservation::Resume(settled)) => {
                 let hold = Hold::new(&shared, key);

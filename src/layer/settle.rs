@@ -9,7 +9,10 @@ use tokio::sync::{OnceCell, oneshot};
 use super::builder::Shared;
 use crate::price::Amount;
 use crate::scheme::{Intent, PaymentScheme, Receipt, Rejection, SettleOutcome, Verified};
-use crate::store::{PaymentKey, PaymentState, PaymentStore, SettledPayment, StateKind};
+use crate::store::{
+    MAX_EVIDENCE_LEN, PaymentKey, PaymentState, PaymentStore, PendingSettlement, SettledPayment,
+    StateKind,
+};
 
 /// What was paid for this request; in the request extensions of every paid request.
 ///
@@ -68,8 +71,15 @@ impl Settlement {
     /// if the request gives up waiting (or is dropped), the task records the outcome itself.
     pub(crate) async fn run(&self, from: StateKind) -> Settled {
         let store = &self.shared.store;
+        // What the ledger can be asked later, kept before any money moves.
+        let mut evidence = self.scheme.evidence(&self.verified);
+        if evidence.len() > MAX_EVIDENCE_LEN {
+            tracing::error!(intent = %self.paid.intent, len = evidence.len(), "settlement evidence too long; not kept");
+            evidence = bytes::Bytes::new();
+        }
+        let pending = Arc::new(PendingSettlement::new(self.paid.clone(), evidence));
         match store
-            .transition(self.key, from, PaymentState::Settling)
+            .transition(self.key, from, PaymentState::Settling(pending.clone()))
             .await
         {
             Ok(true) => {}
@@ -90,7 +100,7 @@ impl Settlement {
         // (a settled payment then waits, `Settled`, for the client's retry).
         let mut task = Box::pin(async move {
             let outcome = settle.await;
-            let settled = record(&*store, key, &paid, outcome).await;
+            let settled = record(&*store, key, &paid, pending, outcome).await;
             if sender.send(settled).is_err()
                 && let Err(error) = store.release(key).await
             {
@@ -124,7 +134,7 @@ impl Settlement {
     }
 }
 
-fn settled_payment(paid: &Paid, receipt: Receipt) -> SettledPayment {
+pub(crate) fn settled_payment(paid: &Paid, receipt: Receipt) -> SettledPayment {
     let mut paid = paid.clone();
     paid.reference = Some(receipt.reference.clone());
     SettledPayment { paid, receipt }
@@ -136,6 +146,7 @@ async fn record(
     store: &dyn PaymentStore,
     key: PaymentKey,
     paid: &Paid,
+    pending: Arc<PendingSettlement>,
     outcome: SettleOutcome,
 ) -> Settled {
     let (state, settled) = match outcome {
@@ -149,7 +160,7 @@ async fn record(
         SettleOutcome::Rejected(rejection) => (PaymentState::Failed, Settled::Refused(rejection)),
         SettleOutcome::Unknown(rejection) => {
             tracing::warn!(key = ?key, code = %rejection.code, "settlement outcome unknown");
-            (PaymentState::Unknown, Settled::Unknown(rejection))
+            (PaymentState::Unknown(pending), Settled::Unknown(rejection))
         }
     };
     for attempt in 1..=3u32 {

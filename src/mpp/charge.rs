@@ -49,8 +49,8 @@ use crate::stellar::rpc::{
 use crate::stellar::xdr::HostFunction;
 use crate::stellar::xdr::TransactionEnvelope;
 use crate::stellar::{
-    Address, Network, SacTransfer, check_transfer_events, decode_envelope, sac_transfer,
-    verify_ed25519,
+    Address, AuthorizedTransfer, LedgerFinding, Network, SacTransfer, SettlementEvidence,
+    check_transfer_events, decode_envelope, sac_transfer, verify_ed25519,
 };
 use crate::stellar::{
     NULL_ACCOUNT, Sponsor, SponsorError, SponsoredCall, address_credentials, verify_authorization,
@@ -214,6 +214,8 @@ enum Proof {
 struct ChargeVerified {
     proof: Proof,
     hash: TransactionHash,
+    /// How to find the settlement on the ledger if its answer is lost.
+    evidence: SettlementEvidence,
 }
 
 /// The credential `source` naming `payer` on `network`: `did:pkh:<network CAIP-2>:G…` (read
@@ -360,6 +362,10 @@ impl StellarCharge {
         Ok(ChargeVerified {
             proof: Proof::Pull(Box::new(envelope)),
             hash,
+            evidence: SettlementEvidence::Transaction {
+                hash,
+                valid_until: max_time.filter(|max_time| *max_time > 0),
+            },
         })
     }
 
@@ -434,9 +440,14 @@ impl StellarCharge {
             auth: transfer.auth.clone(),
             valid_for: SETTLE_DEADLINE,
         };
+        // The payer's authorization is the one thing every submission of it consumes.
+        let evidence = SettlementEvidence::Authorized(
+            AuthorizedTransfer::of(&transfer, latest).map_err(|_| failed())?,
+        );
         Ok(ChargeVerified {
             proof: Proof::Sponsored(Box::new((call, transfer))),
             hash,
+            evidence,
         })
     }
 
@@ -489,6 +500,10 @@ impl StellarCharge {
         Ok(ChargeVerified {
             proof: Proof::Push(hash),
             hash,
+            evidence: SettlementEvidence::Transaction {
+                hash,
+                valid_until: None,
+            },
         })
     }
 
@@ -512,6 +527,10 @@ impl StellarCharge {
         Ok(ChargeVerified {
             proof: Proof::Push(hash),
             hash,
+            evidence: SettlementEvidence::Transaction {
+                hash,
+                valid_until: None,
+            },
         })
     }
 
@@ -722,6 +741,34 @@ impl PaymentScheme for StellarCharge {
                 Proof::Sponsored(sponsored) => {
                     self.submit_sponsored(&sponsored.0, &sponsored.1).await
                 }
+            }
+        })
+    }
+
+    /// A pull's transaction hash and time bounds; a sponsored pull's authorization (its nonce is
+    /// consumed by whichever transaction of ours lands); a push's hash.
+    fn evidence(&self, verified: &Verified) -> bytes::Bytes {
+        verified
+            .detail::<ChargeVerified>()
+            .map(|detail| bytes::Bytes::from(detail.evidence.encode()))
+            .unwrap_or_default()
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        pending: &'a crate::store::PendingSettlement,
+    ) -> BoxFuture<'a, crate::scheme::Reconciled> {
+        use crate::scheme::Reconciled;
+        Box::pin(async move {
+            let Ok(evidence) = SettlementEvidence::decode(&pending.evidence) else {
+                return Reconciled::Unknown;
+            };
+            match evidence.find(&*self.rpc).await {
+                LedgerFinding::Settled(hash) => Reconciled::Settled(self.receipt(&hash)),
+                LedgerFinding::NotSettled => {
+                    Reconciled::NotSettled(problem(ProblemCode::SettlementFailed))
+                }
+                LedgerFinding::Unknown => Reconciled::Unknown,
             }
         })
     }

@@ -15,8 +15,8 @@ use super::ledger::Ledger;
 use super::{ClosedLedger, SandboxConfig, SandboxError};
 use crate::stellar::Address;
 use crate::stellar::rpc::{
-    Health, LatestLedger, LedgerEntries, NetworkInfo, SendResult, Simulation, TransactionHash,
-    TransactionInfo,
+    Events, EventsRequest, Health, LatestLedger, LedgerEntries, NetworkInfo, RpcError, SendResult,
+    Simulation, TransactionHash, TransactionInfo,
 };
 
 /// Where the thread sends one answer.
@@ -28,6 +28,7 @@ pub(super) enum Command {
     Send(Box<TransactionEnvelope>, Reply<SendResult>),
     Transaction(TransactionHash, Reply<TransactionInfo>),
     LedgerEntries(Vec<LedgerKey>, Reply<LedgerEntries>),
+    Events(Box<EventsRequest>, Reply<Result<Events, RpcError>>),
     LatestLedger(Reply<LatestLedger>),
     Health(Reply<Health>),
     Network(Reply<NetworkInfo>),
@@ -59,16 +60,18 @@ pub(super) fn spawn(config: &SandboxConfig) -> Result<Started, SandboxError> {
     let base_fee = config.base_fee;
     let period = config.ledger_period;
     let auto_close = config.auto_close;
+    let retention_window = config.retention_window;
     thread::Builder::new()
         .name("tower-paywall-sandbox".into())
         .spawn(move || {
-            let ledger = match Ledger::genesis(network, base_fee) {
+            let mut ledger = match Ledger::genesis(network, base_fee) {
                 Ok(ledger) => ledger,
                 Err(error) => {
                     let _ = ready.send(Err(error));
                     return;
                 }
             };
+            ledger.retention_window = retention_window;
             let _ = ready.send(Ok((ledger.assets.usdc, ledger.assets.xlm)));
             run(ledger, &inbox, auto_close.then_some(period));
         })
@@ -131,6 +134,9 @@ fn handle(ledger: &mut Ledger, command: Command) {
         }
         Command::LedgerEntries(keys, reply) => {
             let _ = reply.send(ledger.ledger_entries(&keys));
+        }
+        Command::Events(request, reply) => {
+            let _ = reply.send(ledger.events(&request));
         }
         Command::LatestLedger(reply) => {
             let _ = reply.send(ledger.latest_ledger());

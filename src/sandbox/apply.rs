@@ -12,7 +12,8 @@
 //!
 //! A transaction that no longer passes the checks at close is recorded as failed with that result
 //! and nothing is charged. Results and `TransactionMeta` v4 (fee, sequence and operation changes,
-//! contract events, the return value, fee events, diagnostic events) are kept for `getTransaction`.
+//! contract events, the return value, fee events, diagnostic events) are kept for `getTransaction`,
+//! and the contract and fee events for `getEvents`.
 //! TTL entries are not listed in the meta.
 
 use std::mem;
@@ -33,6 +34,7 @@ use stellar_xdr::{
 use super::ClosedLedger;
 use super::account::muxed_account_id;
 use super::classic::{self, OperationKind, is_success, operation_kind};
+use super::events::LedgerEvents;
 use super::fees;
 use super::friendbot::i128_value;
 use super::invoke::{self, Enforcement};
@@ -93,13 +95,16 @@ impl Ledger {
         hasher.update(moment.sequence.to_be_bytes());
         hasher.update(moment.close_time.to_be_bytes());
         let transactions = queue.len();
+        let mut events = LedgerEvents::new(moment.sequence, moment.close_time);
         for (index, queued) in queue.into_iter().enumerate() {
             let order = u32::try_from(index + 1).unwrap_or(u32::MAX);
             hasher.update(queued.hash.0);
             let applied = self.apply(&queued.envelope, moment, order);
             tracing::debug!(hash = %queued.hash, success = applied.success, "sandbox applied a transaction");
+            events.add(queued.hash, &applied);
             self.history.insert(queued.hash, applied);
         }
+        self.events.append(events);
         self.header = Header {
             sequence: moment.sequence,
             close_time: moment.close_time,
@@ -108,6 +113,7 @@ impl Ledger {
         self.keep_state(moment.sequence);
         let oldest = self.oldest_ledger();
         self.history.retain(|_, applied| applied.ledger >= oldest);
+        self.events.forget_before(oldest);
         ClosedLedger {
             sequence: moment.sequence,
             close_time: moment.close_time,

@@ -19,17 +19,15 @@ use stellar_xdr::{
 
 use super::account::account_ledger_key;
 use super::apply::Applied;
+use super::events::EventLog;
 use super::invoke::{self, Change, PROTOCOL_VERSION};
 use super::snapshot::{Entries, Snapshot, StoredEntry, live_entry};
 use super::submit::Queued;
 use crate::stellar::rpc::{
-    Health, LatestLedger, LedgerEntries, LedgerEntryResult, NetworkInfo, TransactionHash,
-    TransactionInfo, TransactionStatus,
+    Events, EventsRequest, Health, LatestLedger, LedgerEntries, LedgerEntryResult, NetworkInfo,
+    RpcError, TransactionHash, TransactionInfo, TransactionStatus,
 };
 use crate::stellar::{Address, Keypair, Network};
-
-/// How many ledgers of transactions `getTransaction` remembers (one day of 5 s ledgers).
-pub(super) const RETENTION_WINDOW: u32 = 17_280;
 
 /// The latest closed ledger's header.
 #[derive(Clone, Debug)]
@@ -70,6 +68,10 @@ pub(super) struct Ledger {
     pub(super) queue: Vec<Queued>,
     /// Applied transactions by hash, for `getTransaction`.
     pub(super) history: HashMap<TransactionHash, Applied>,
+    /// The contract events of the applied transactions, for `getEvents`.
+    pub(super) events: EventLog,
+    /// How many ledgers of transactions and events are kept, the latest included.
+    pub(super) retention_window: u32,
     /// The deployed asset contracts.
     pub(super) assets: Assets,
     /// The root (friendbot) account's key: `sha256(passphrase)` as seed, as on standalone
@@ -128,6 +130,8 @@ impl Ledger {
             base_fee,
             queue: Vec::new(),
             history: HashMap::new(),
+            events: EventLog::default(),
+            retention_window: super::DEFAULT_RETENTION_WINDOW,
             assets,
             root,
             invocations: 0,
@@ -224,11 +228,12 @@ impl Ledger {
         }
     }
 
-    /// The oldest ledger whose transactions `getTransaction` still knows.
+    /// The oldest ledger whose transactions and events `getTransaction` and `getEvents` still
+    /// know.
     pub(super) fn oldest_ledger(&self) -> u32 {
         self.header
             .sequence
-            .saturating_sub(RETENTION_WINDOW - 1)
+            .saturating_sub(self.retention_window.saturating_sub(1))
             .max(1)
     }
 
@@ -238,7 +243,7 @@ impl Ledger {
             status: "healthy".to_owned(),
             latest_ledger: self.header.sequence,
             oldest_ledger: Some(self.oldest_ledger()),
-            ledger_retention_window: Some(RETENTION_WINDOW),
+            ledger_retention_window: Some(self.retention_window),
         }
     }
 
@@ -275,6 +280,16 @@ impl Ledger {
             entries: found,
             latest_ledger: self.header.sequence,
         }
+    }
+
+    /// `getEvents`.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Rpc`] for a request Soroban RPC refuses.
+    pub(super) fn events(&self, request: &EventsRequest) -> Result<Events, RpcError> {
+        self.events
+            .query(request, self.header.sequence, self.oldest_ledger())
     }
 
     /// `getTransaction`.

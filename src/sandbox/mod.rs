@@ -37,6 +37,11 @@
 //!   account through a real signed transaction, [`Sandbox::simulate_call`] only simulates.
 //!   Contract code is parsed outside the invocation's budget, as stellar-core's module cache
 //!   does.
+//! - **Events** (`getEvents`): the contract events of the applied transactions (their operations'
+//!   events, and the fee charged and refunded), in ledger order, filtered and paginated as Soroban
+//!   RPC does it, with its ids, cursors, limits and errors. Transactions and events are kept for
+//!   [`SandboxConfig::retention_window`] ledgers (a day of 5 s ledgers by default); a
+//!   `getEvents` starting before the oldest ledger kept is refused, as RPC refuses it.
 //! - **State**: temporary entries (nonces) expire at their live-until ledger; persistent entries
 //!   are never archived. Ledger close times follow the wall clock.
 //!
@@ -93,6 +98,7 @@ mod channel;
 mod classic;
 mod deploy;
 mod diagnostics;
+mod events;
 mod fees;
 mod friendbot;
 mod genesis;
@@ -117,8 +123,8 @@ use tokio::sync::oneshot;
 use self::actor::{Command, Reply};
 use crate::BoxFuture;
 use crate::stellar::rpc::{
-    Health, LatestLedger, LedgerEntries, NetworkInfo, RpcError, SendResult, Simulation, SorobanRpc,
-    TransactionHash, TransactionInfo,
+    Events, EventsRequest, Health, LatestLedger, LedgerEntries, NetworkInfo, RpcError, SendResult,
+    Simulation, SorobanRpc, TransactionHash, TransactionInfo,
 };
 use crate::stellar::{Address, Keypair, Network};
 
@@ -135,6 +141,10 @@ pub const FRIENDBOT_USDC: i128 = 10_000_000_000;
 
 /// Most keys one `getLedgerEntries` call may ask for (Soroban RPC's limit).
 pub const MAX_LEDGER_ENTRY_KEYS: usize = 200;
+
+/// How many ledgers of transactions and events the sandbox keeps unless told otherwise
+/// ([`SandboxConfig::retention_window`]): one day of 5 s ledgers, Soroban RPC's former default.
+pub const DEFAULT_RETENTION_WINDOW: u32 = 17_280;
 
 /// Shortest ledger period [`Sandbox::start`] accepts.
 const MIN_LEDGER_PERIOD: Duration = Duration::from_millis(10);
@@ -176,7 +186,7 @@ pub enum SandboxError {
 /// use tower_paywall::sandbox::SandboxConfig;
 /// use tower_paywall::stellar::Network;
 ///
-/// // The defaults: testnet, a ledger every 5 s, base fee 100 stroops.
+/// // The defaults: testnet, a ledger every 5 s, base fee 100 stroops, a day of history.
 /// let config = SandboxConfig::default();
 /// // Tests close ledgers themselves.
 /// let manual = SandboxConfig::default().auto_close(false);
@@ -184,7 +194,8 @@ pub enum SandboxError {
 /// let fast = SandboxConfig::default()
 ///     .network(Network::custom("stellar:local", "Standalone Network ; February 2017")?)
 ///     .ledger_period(Duration::from_secs(1))
-///     .base_fee(200);
+///     .base_fee(200)
+///     .retention_window(120_960);
 /// # let _ = (config, manual, fast);
 /// # Ok::<(), tower_paywall::stellar::NetworkError>(())
 /// ```
@@ -194,6 +205,7 @@ pub struct SandboxConfig {
     ledger_period: Duration,
     auto_close: bool,
     base_fee: u32,
+    retention_window: u32,
 }
 
 impl Default for SandboxConfig {
@@ -203,6 +215,7 @@ impl Default for SandboxConfig {
             ledger_period: Duration::from_secs(5),
             auto_close: true,
             base_fee: 100,
+            retention_window: DEFAULT_RETENTION_WINDOW,
         }
     }
 }
@@ -237,6 +250,16 @@ impl SandboxConfig {
         self
     }
 
+    /// How many ledgers, the latest included, the sandbox keeps the transactions
+    /// (`getTransaction`) and events (`getEvents`) of, as Soroban RPC's history retention
+    /// window; default [`DEFAULT_RETENTION_WINDOW`] (at least 1). Older ones are forgotten, and
+    /// `getEvents` refuses a start ledger before the oldest ledger kept.
+    #[must_use]
+    pub fn retention_window(mut self, ledgers: u32) -> Self {
+        self.retention_window = ledgers;
+        self
+    }
+
     fn validate(&self) -> Result<(), SandboxError> {
         if !(MIN_LEDGER_PERIOD..=MAX_LEDGER_PERIOD).contains(&self.ledger_period) {
             return Err(SandboxError::InvalidConfig(
@@ -246,6 +269,11 @@ impl SandboxConfig {
         if self.base_fee == 0 {
             return Err(SandboxError::InvalidConfig(
                 "the base fee must be at least 1 stroop",
+            ));
+        }
+        if self.retention_window == 0 {
+            return Err(SandboxError::InvalidConfig(
+                "the retention window must be at least 1 ledger",
             ));
         }
         Ok(())
@@ -504,6 +532,14 @@ impl SorobanRpc for Sandbox {
         }
         let keys = keys.to_vec();
         Box::pin(self.ask_rpc(|reply| Command::LedgerEntries(keys, reply)))
+    }
+
+    fn events<'a>(&'a self, request: &'a EventsRequest) -> BoxFuture<'a, Result<Events, RpcError>> {
+        let request = Box::new(request.clone());
+        Box::pin(async move {
+            self.ask_rpc(|reply| Command::Events(request, reply))
+                .await?
+        })
     }
 }
 

@@ -22,13 +22,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::MAX_LEDGER_ENTRY_KEYS;
+use super::events::KIND_REFUSED;
 use super::tls::{LoopbackIdentity, TlsError};
 use crate::stellar::rpc::{
-    Health, LatestLedger, LedgerEntries, NetworkInfo, RpcError, SendResult, Simulation, SorobanRpc,
-    TransactionHash, TransactionInfo,
+    EventFilter, EventKind, Events, EventsRequest, Health, LatestLedger, LedgerEntries,
+    MAX_EVENT_FILTERS, MAX_FILTER_CONTRACTS, MAX_TOPIC_FILTERS, MAX_TOPIC_SEGMENTS, NetworkInfo,
+    RpcError, SendResult, Simulation, SorobanRpc, TopicMatch, TransactionHash, TransactionInfo,
 };
-use crate::stellar::xdr::{LedgerKey, ReadXdr, WriteXdr};
-use crate::stellar::{decode_envelope, decode_limits};
+use crate::stellar::xdr::{LedgerKey, ReadXdr, ScVal, WriteXdr};
+use crate::stellar::{Address, decode_envelope, decode_limits};
 
 /// JSON-RPC error codes.
 mod code {
@@ -100,6 +102,10 @@ async fn dispatch(rpc: &dyn SorobanRpc, method: &str, params: &Value) -> Result<
                 &rpc.ledger_entries(&keys).await.map_err(fault)?,
             ))
         }
+        "getEvents" => {
+            let request = events_params(params)?;
+            Ok(events_json(&rpc.events(&request).await.map_err(fault)?))
+        }
         _ => Err((
             code::METHOD_NOT_FOUND,
             format!("method not found: {}", short(method)),
@@ -152,6 +158,137 @@ fn keys_param(params: &Value) -> Result<Vec<LedgerKey>, Fault> {
                 .ok_or_else(|| invalid("`keys` must be strings"))?;
             LedgerKey::from_xdr_base64(text, decode_limits())
                 .map_err(|_| invalid("`keys` holds something that is not a ledger key"))
+        })
+        .collect()
+}
+
+/// `getEvents`' params: `startLedger` and `endLedger` (numbers), `filters` (each with `type`,
+/// comma-separated kinds; `contractIds`, strkeys; `topics`, arrays of base64 XDR `ScVal`s, `*`
+/// and `**`) and `pagination` (`cursor`, `limit`). Counts are bounded before anything is
+/// decoded (filters, contract ids and topic filters at Soroban RPC's limits, and segments at
+/// [`MAX_TOPIC_SEGMENTS`] + 1, a trailing `**` included); the rest of RPC's checks are the
+/// backing [`SorobanRpc`]'s.
+fn events_params(params: &Value) -> Result<EventsRequest, Fault> {
+    let ledger = |name: &str| match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .and_then(|ledger| u32::try_from(ledger).ok())
+            .map(Some)
+            .ok_or_else(|| invalid(&format!("`{name}` must be a ledger sequence number"))),
+    };
+    let mut request = EventsRequest {
+        start_ledger: ledger("startLedger")?,
+        end_ledger: ledger("endLedger")?,
+        ..EventsRequest::default()
+    };
+    let filters = match params.get("filters") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(filters)) => filters.as_slice(),
+        Some(_) => return Err(invalid("`filters` must be an array")),
+    };
+    if filters.len() > MAX_EVENT_FILTERS {
+        return Err(invalid(&format!(
+            "maximum {MAX_EVENT_FILTERS} filters per request"
+        )));
+    }
+    for (number, filter) in filters.iter().enumerate() {
+        let filter = event_filter(filter)
+            .map_err(|why| invalid(&format!("filter {} invalid: {why}", number + 1)))?;
+        request.filters.push(filter);
+    }
+    match params.get("pagination") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(pagination)) => {
+            request.cursor = match pagination.get("cursor") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(cursor)) => Some(cursor.clone()),
+                Some(_) => return Err(invalid("`pagination.cursor` must be a string")),
+            };
+            request.limit = match pagination.get("limit") {
+                None | Some(Value::Null) => None,
+                Some(limit) => Some(
+                    limit
+                        .as_u64()
+                        .map(|limit| u32::try_from(limit).unwrap_or(u32::MAX))
+                        .ok_or_else(|| {
+                            invalid("`pagination.limit` must be a non-negative integer")
+                        })?,
+                ),
+            };
+        }
+        Some(_) => return Err(invalid("`pagination` must be an object")),
+    }
+    Ok(request)
+}
+
+/// One `getEvents` filter; the error is RPC's reason, without the filter's number.
+fn event_filter(filter: &Value) -> Result<EventFilter, String> {
+    let Value::Object(filter) = filter else {
+        return Err("a filter must be an object".into());
+    };
+    let mut parsed = EventFilter::new().any_kind();
+    match filter.get("type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(kinds)) if kinds.is_empty() => {}
+        Some(Value::String(kinds)) => {
+            for kind in kinds.split(',') {
+                parsed
+                    .kinds
+                    .push(EventKind::parse(kind).ok_or(KIND_REFUSED)?);
+            }
+        }
+        Some(_) => return Err("`type` must be a string".into()),
+    }
+    let list = |name: &str, most: usize, what: &str| match filter.get(name) {
+        None | Some(Value::Null) => Ok(&[][..]),
+        Some(Value::Array(items)) if items.len() > most => {
+            Err(format!("maximum {most} {what} per filter"))
+        }
+        Some(Value::Array(items)) => Ok(items.as_slice()),
+        Some(_) => Err(format!("`{name}` must be an array")),
+    };
+    for (number, id) in list("contractIds", MAX_FILTER_CONTRACTS, "contract IDs")?
+        .iter()
+        .enumerate()
+    {
+        let id = id
+            .as_str()
+            .and_then(|id| id.parse::<Address>().ok())
+            .ok_or_else(|| format!("contract ID {} invalid", number + 1))?;
+        parsed.contract_ids.push(id);
+    }
+    for (number, topic) in list("topics", MAX_TOPIC_FILTERS, "topics")?
+        .iter()
+        .enumerate()
+    {
+        let segments =
+            topic_filter(topic).map_err(|why| format!("topic {} invalid: {why}", number + 1))?;
+        parsed.topics.push(segments);
+    }
+    Ok(parsed)
+}
+
+/// One topic filter: its segments, at most [`MAX_TOPIC_SEGMENTS`] and a trailing `**`.
+fn topic_filter(topic: &Value) -> Result<Vec<TopicMatch>, String> {
+    let Value::Array(segments) = topic else {
+        return Err("a topic must be an array of segments".into());
+    };
+    if segments.len() > MAX_TOPIC_SEGMENTS + 1 {
+        return Err(format!(
+            "topic cannot have more than {MAX_TOPIC_SEGMENTS} segments"
+        ));
+    }
+    segments
+        .iter()
+        .enumerate()
+        .map(|(number, segment)| match segment.as_str() {
+            Some("*") => Ok(TopicMatch::Any),
+            Some("**") => Ok(TopicMatch::AnyTrailing),
+            Some(text) => ScVal::from_xdr_base64(text, decode_limits())
+                .map(TopicMatch::Exact)
+                .map_err(|_| format!("segment {} is not a base64 ScVal, * or **", number + 1)),
+            None => Err(format!("segment {} must be a string", number + 1)),
         })
         .collect()
 }
@@ -347,6 +484,54 @@ fn entries_json(entries: &LedgerEntries) -> Value {
         })
         .collect();
     json!({ "entries": list, "latestLedger": entries.latest_ledger })
+}
+
+/// `getEvents`' answer, as RPC writes it: every event field present (`contractId` empty for an
+/// event of no contract), `cursor` always a string.
+fn events_json(events: &Events) -> Value {
+    let list: Vec<Value> = events
+        .events
+        .iter()
+        .map(|event| {
+            let contract = event
+                .contract
+                .map_or_else(String::new, |contract| contract.to_string());
+            let topics: Vec<Value> = event.topics.iter().map(b64).collect();
+            let mut out = json!({
+                "type": event.kind.as_str(),
+                "ledger": event.ledger,
+                "ledgerClosedAt": event.ledger_closed_at,
+                "contractId": contract,
+                "id": event.id,
+                "txHash": event.transaction.to_string(),
+                "inSuccessfulContractCall": event.in_successful_contract_call,
+                "topic": topics,
+                "value": b64(&event.value),
+            });
+            insert(
+                &mut out,
+                "operationIndex",
+                event.operation_index.map(Value::from),
+            );
+            insert(
+                &mut out,
+                "transactionIndex",
+                event.transaction_index.map(Value::from),
+            );
+            out
+        })
+        .collect();
+    let mut out = json!({
+        "events": list,
+        "latestLedger": events.latest_ledger,
+        "cursor": events.cursor.clone().unwrap_or_default(),
+    });
+    insert(
+        &mut out,
+        "oldestLedger",
+        events.oldest_ledger.map(Value::from),
+    );
+    out
 }
 
 fn insert(object: &mut Value, name: &str, value: Option<Value>) {
@@ -556,7 +741,8 @@ mod tests {
     use super::*;
     use crate::BoxFuture;
     use crate::stellar::rpc::{
-        HostFunctionResult, JsonRpcClient, LedgerEntryResult, SendStatus, TransactionStatus,
+        EventInfo, HostFunctionResult, JsonRpcClient, LedgerEntryResult, SendStatus,
+        TransactionStatus,
     };
     use crate::stellar::xdr::{
         AccountEntry, DiagnosticEvent, LedgerEntryData, LedgerKeyAccount, OperationMeta, ScVal,
@@ -635,6 +821,44 @@ mod tests {
             }),
             last_modified_ledger: 70,
             live_until_ledger: None,
+        }
+    }
+
+    /// A USDC `transfer` event and a fee event of no contract, in ledger 78.
+    fn events_page() -> Events {
+        let usdc = Network::testnet().usdc().expect("testnet USDC");
+        let symbol = |text: &str| ScVal::Symbol(text.try_into().expect("a symbol"));
+        let account =
+            |seed| ScVal::Address(Keypair::from_seed([seed; 32]).address().to_sc_address());
+        let transfer = EventInfo {
+            id: "0000000335007453184-0000000000".into(),
+            kind: EventKind::Contract,
+            ledger: 78,
+            ledger_closed_at: "2023-11-14T22:13:20Z".into(),
+            contract: Some(usdc),
+            transaction: TransactionHash([3; 32]),
+            transaction_index: Some(1),
+            operation_index: Some(0),
+            topics: vec![symbol("transfer"), account(7), account(8), symbol("USDC")],
+            value: ScVal::I128(crate::stellar::xdr::Int128Parts { hi: 0, lo: 10_000 }),
+            in_successful_contract_call: true,
+        };
+        let system = EventInfo {
+            id: "0000000335007453184-0000000001".into(),
+            kind: EventKind::System,
+            contract: None,
+            topics: Vec::new(),
+            value: ScVal::Void,
+            in_successful_contract_call: false,
+            transaction_index: None,
+            operation_index: None,
+            ..transfer.clone()
+        };
+        Events {
+            events: vec![transfer, system],
+            latest_ledger: 78,
+            oldest_ledger: Some(1),
+            cursor: Some("0000000339302416383-4294967295".into()),
         }
     }
 
@@ -735,6 +959,20 @@ mod tests {
                 })
             })
         }
+        fn events<'a>(
+            &'a self,
+            request: &'a EventsRequest,
+        ) -> BoxFuture<'a, Result<Events, RpcError>> {
+            Box::pin(async move {
+                if request.start_ledger == Some(1) {
+                    return Err(RpcError::Rpc {
+                        code: -32600,
+                        message: "startLedger must be within the ledger range: 2 - 78".into(),
+                    });
+                }
+                Ok(events_page())
+            })
+        }
     }
 
     async fn server() -> RpcServer {
@@ -787,6 +1025,16 @@ mod tests {
             );
             let failed = client.transaction(&TransactionHash([0; 32])).await;
             assert!(matches!(failed, Err(RpcError::Rpc { code: -32000, .. })));
+            let request = EventsRequest::from_ledger(2).filter(EventFilter::new());
+            assert_eq!(client.events(&request).await.unwrap(), events_page());
+            let refused = client.events(&EventsRequest::from_ledger(1)).await;
+            assert_eq!(
+                refused,
+                Err(RpcError::Rpc {
+                    code: -32600,
+                    message: "startLedger must be within the ledger range: 2 - 78".into()
+                })
+            );
         }
     }
 
@@ -847,6 +1095,210 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn get_events_answers_have_the_official_shape() {
+        let body = json!({"jsonrpc":"2.0","id":3,"method":"getEvents","params":{"startLedger": 2, "filters": [{"type": "contract"}], "pagination": {"limit": 10}}});
+        let answer = raw(&body.to_string()).await;
+        assert_eq!(answer["id"], 3);
+        let result = &answer["result"];
+        assert_eq!(result["latestLedger"], 78);
+        assert_eq!(result["oldestLedger"], 1);
+        assert_eq!(result["cursor"], "0000000339302416383-4294967295");
+        let transfer = &result["events"][0];
+        let usdc = Network::testnet().usdc().unwrap().to_string();
+        assert_eq!(
+            transfer,
+            &json!({
+                "type": "contract",
+                "ledger": 78,
+                "ledgerClosedAt": "2023-11-14T22:13:20Z",
+                "contractId": usdc,
+                "id": "0000000335007453184-0000000000",
+                "operationIndex": 0,
+                "transactionIndex": 1,
+                "txHash": "03".repeat(32),
+                "inSuccessfulContractCall": true,
+                "topic": events_page().events[0].topics.iter().map(b64).collect::<Vec<_>>(),
+                "value": b64(&events_page().events[0].value),
+            })
+        );
+        // An event of no contract has an empty `contractId`; no topics are an empty list.
+        let system = &result["events"][1];
+        assert_eq!(system["type"], "system");
+        assert_eq!(system["contractId"], "");
+        assert_eq!(system["topic"], json!([]));
+        assert_eq!(system["inSuccessfulContractCall"], false);
+        assert!(system.get("operationIndex").is_none());
+    }
+
+    #[test]
+    fn get_events_params_read_the_wire_request() {
+        let usdc = Network::testnet().usdc().unwrap();
+        let transfer = ScVal::Symbol("transfer".try_into().unwrap());
+        let params = json!({
+            "startLedger": 1000,
+            "endLedger": 2000,
+            "filters": [
+                {"type": "contract", "contractIds": [usdc.to_string()], "topics": [[b64(&transfer), "*", "*", "**"]]},
+                {"type": "system,contract", "topics": [["**"]]},
+                {"type": ""},
+                {}
+            ],
+            "pagination": {"cursor": "0000004294967300096-0000000001", "limit": 7},
+            "xdrFormat": "base64"
+        });
+        let parsed = events_params(&params).unwrap();
+        let mut expected = EventsRequest::from_ledger(1000)
+            .end_ledger(2000)
+            .filter(EventFilter::new().contract(usdc).topic([
+                TopicMatch::Exact(transfer),
+                TopicMatch::Any,
+                TopicMatch::Any,
+                TopicMatch::AnyTrailing,
+            ]))
+            .filter(
+                EventFilter::new()
+                    .any_kind()
+                    .topic([TopicMatch::AnyTrailing]),
+            )
+            .filter(EventFilter::new().any_kind())
+            .filter(EventFilter::new().any_kind())
+            .limit(7);
+        expected.filters[1].kinds = vec![EventKind::System, EventKind::Contract];
+        expected.cursor = Some("0000004294967300096-0000000001".into());
+        assert_eq!(parsed, expected);
+
+        // Nothing but nulls: an empty request, refused later by the ledger's own checks.
+        let empty = json!({"startLedger": null, "filters": null, "pagination": {"cursor": null, "limit": null}});
+        assert_eq!(events_params(&empty).unwrap(), EventsRequest::default());
+        assert_eq!(
+            events_params(&Value::Null).unwrap(),
+            EventsRequest::default()
+        );
+        // Types are kept as asked; the backing RPC refuses `diagnostic`.
+        let diagnostic = json!({"filters": [{"type": "diagnostic"}]});
+        assert_eq!(
+            events_params(&diagnostic).unwrap().filters[0].kinds,
+            [EventKind::Diagnostic]
+        );
+        // A huge limit saturates, for the backing RPC to refuse with its own message.
+        let huge = json!({"pagination": {"limit": 1_u64 << 40}});
+        assert_eq!(events_params(&huge).unwrap().limit, Some(u32::MAX));
+    }
+
+    #[test]
+    fn get_events_params_refuse_malformed_requests() {
+        let id = Network::testnet().usdc().unwrap().to_string();
+        let filter = |filter: Value| json!({"startLedger": 2, "filters": [filter]});
+        let cases = [
+            (
+                json!({"startLedger": -1}),
+                "`startLedger` must be a ledger sequence number",
+            ),
+            (
+                json!({"startLedger": "5"}),
+                "`startLedger` must be a ledger sequence number",
+            ),
+            (
+                json!({"startLedger": 1.5}),
+                "`startLedger` must be a ledger sequence number",
+            ),
+            (
+                json!({"endLedger": 4_294_967_296_u64}),
+                "`endLedger` must be a ledger sequence number",
+            ),
+            (json!({"filters": {}}), "`filters` must be an array"),
+            (
+                json!({"filters": vec![json!({}); MAX_EVENT_FILTERS + 1]}),
+                "maximum 5 filters per request",
+            ),
+            (
+                json!({"filters": [{}, 5]}),
+                "filter 2 invalid: a filter must be an object",
+            ),
+            (
+                filter(json!({"type": 5})),
+                "filter 1 invalid: `type` must be a string",
+            ),
+            (
+                filter(json!({"type": "transfer"})),
+                "filter 1 invalid: filter type invalid: if set, type must be either 'system' or 'contract'",
+            ),
+            (
+                filter(json!({"type": "contract,"})),
+                "filter 1 invalid: filter type invalid: if set, type must be either 'system' or 'contract'",
+            ),
+            (
+                filter(json!({"contractIds": id})),
+                "filter 1 invalid: `contractIds` must be an array",
+            ),
+            (
+                filter(json!({"contractIds": vec![id.clone(); MAX_FILTER_CONTRACTS + 1]})),
+                "filter 1 invalid: maximum 5 contract IDs per filter",
+            ),
+            (
+                filter(json!({"contractIds": [id, "CNOTANADDRESS"]})),
+                "filter 1 invalid: contract ID 2 invalid",
+            ),
+            (
+                filter(json!({"contractIds": [5]})),
+                "filter 1 invalid: contract ID 1 invalid",
+            ),
+            (
+                filter(json!({"topics": "*"})),
+                "filter 1 invalid: `topics` must be an array",
+            ),
+            (
+                filter(json!({"topics": vec![json!(["*"]); MAX_TOPIC_FILTERS + 1]})),
+                "filter 1 invalid: maximum 5 topics per filter",
+            ),
+            (
+                filter(json!({"topics": ["*"]})),
+                "filter 1 invalid: topic 1 invalid: a topic must be an array of segments",
+            ),
+            (
+                filter(json!({"topics": [["*"], ["*", "*", "*", "*", "*", "**"]]})),
+                "filter 1 invalid: topic 2 invalid: topic cannot have more than 4 segments",
+            ),
+            (
+                filter(json!({"topics": [["*", "AAAA"]]})),
+                "filter 1 invalid: topic 1 invalid: segment 2 is not a base64 ScVal, * or **",
+            ),
+            (
+                filter(json!({"topics": [["not base64!"]]})),
+                "filter 1 invalid: topic 1 invalid: segment 1 is not a base64 ScVal, * or **",
+            ),
+            (
+                filter(json!({"topics": [["***"]]})),
+                "filter 1 invalid: topic 1 invalid: segment 1 is not a base64 ScVal, * or **",
+            ),
+            (
+                filter(json!({"topics": [[5]]})),
+                "filter 1 invalid: topic 1 invalid: segment 1 must be a string",
+            ),
+            (json!({"pagination": []}), "`pagination` must be an object"),
+            (
+                json!({"pagination": {"cursor": 5}}),
+                "`pagination.cursor` must be a string",
+            ),
+            (
+                json!({"pagination": {"limit": -1}}),
+                "`pagination.limit` must be a non-negative integer",
+            ),
+            (
+                json!({"pagination": {"limit": "5"}}),
+                "`pagination.limit` must be a non-negative integer",
+            ),
+        ];
+        for (params, message) in cases {
+            assert_eq!(
+                events_params(&params),
+                Err((code::INVALID_PARAMS, message.to_owned())),
+                "{params}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn bad_requests_get_json_rpc_errors() {
         let error_code = |answer: Value| answer["error"]["code"].as_i64();
         assert_eq!(error_code(raw("{not json").await), Some(-32700));
@@ -861,6 +1313,7 @@ mod tests {
             json!({"method":"getLedgerEntries","params":{"keys":[]}}),
             json!({"method":"getLedgerEntries","params":{"keys":["AAAA"]}}),
             json!({"method":"getLedgerEntries","params":{"keys": vec!["AAAA"; MAX_LEDGER_ENTRY_KEYS + 1]}}),
+            json!({"method":"getEvents","params":{"filters": [{"topics": [["nope"]]}]}}),
         ];
         for mut case in cases {
             case["jsonrpc"] = "2.0".into();

@@ -13,7 +13,9 @@
 //! - [`transfer`]: SAC `transfer(from, to, amount)` transactions: decoding untrusted envelopes within
 //!   explicit XDR limits, checking their shape and authorization, building and signing them;
 //! - `rpc` (feature `rpc`): the [`SorobanRpc`] trait over Soroban RPC, [`JsonRpcClient`], and
-//!   helpers such as [`wait_for_transaction`].
+//!   helpers such as [`wait_for_transaction`];
+//! - `evidence` (feature `rpc`): [`SettlementEvidence`], how to find a payment on the ledger
+//!   after the answer to its settlement was lost.
 //!
 //! Checks here are the ones that need no ledger. Balances, nonces, expiration and fees are ledger state,
 //! left to a simulation or a submission.
@@ -62,6 +64,8 @@ pub mod asset;
 pub mod auth;
 pub mod channel;
 pub mod events;
+#[cfg(feature = "rpc")]
+pub mod evidence;
 pub mod keypair;
 pub mod network;
 #[cfg(feature = "rpc")]
@@ -88,15 +92,18 @@ pub use channel::{COMMITMENT_LEN, CommitmentError, commitment_bytes};
 #[cfg(feature = "rpc")]
 pub use channel::{ChannelFunction, ChannelInfo, ChannelReadError, channel_call, read_channel};
 pub use events::{TransferEventError, check_transfer_events};
+#[cfg(feature = "rpc")]
+pub use evidence::{AuthorizedTransfer, EvidenceError, LedgerFinding, SettlementEvidence};
 pub use keypair::{Keypair, KeypairError, VerifyingKey, verify_ed25519};
 pub use network::{Network, NetworkError, NetworkId};
 #[cfg(feature = "rpc")]
 pub use prepare::{Invocation, PrepareError, TransferOrder, prepare_invocation, prepare_transfer};
 #[cfg(feature = "rpc")]
 pub use rpc::{
-    Health, HostFunctionResult, JsonRpcClient, JsonRpcClientBuilder, LatestLedger, LedgerEntries,
-    LedgerEntryResult, NetworkInfo, RestorePreamble, RpcBuildError, RpcError, SendResult,
-    SendStatus, Simulation, SorobanRpc, TransactionHash, TransactionHashError, TransactionInfo,
+    EventFilter, EventInfo, EventKind, Events, EventsRequest, Health, HostFunctionResult,
+    JsonRpcClient, JsonRpcClientBuilder, LatestLedger, LedgerEntries, LedgerEntryResult,
+    NetworkInfo, RestorePreamble, RpcBuildError, RpcError, SendResult, SendStatus, Simulation,
+    SorobanRpc, TopicMatch, TransactionHash, TransactionHashError, TransactionInfo,
     TransactionStatus, account_sequence, contract_data, wait_for_transaction,
 };
 pub use signer::{CallbackSigner, SignError, Signer};

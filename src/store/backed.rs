@@ -416,11 +416,23 @@ mod tests {
             .values
             .lock()
             .unwrap()
-            .insert(key().0, (vec![1; 40], Instant::now() + TTL));
+            .insert(key().0, (vec![2; 40], Instant::now() + TTL));
         let error = store.reserve(key(), PRINT, TTL).await.unwrap_err();
         assert_eq!(
             error.to_string(),
             "payment store unavailable: payment record is not readable: damaged"
+        );
+        // A record of the format before pending settlements carried their evidence.
+        store
+            .backend()
+            .values
+            .lock()
+            .unwrap()
+            .insert(key().0, (vec![1; 40], Instant::now() + TTL));
+        let error = store.reserve(key(), PRINT, TTL).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "payment store unavailable: payment record is not readable: unknown format"
         );
     }
 }

@@ -22,7 +22,8 @@ use http::{HeaderMap, StatusCode};
 
 use super::{
     ChannelId, ChannelPhase, ChannelState, ChannelStore, CompletedPayment, Fingerprint, PaymentKey,
-    PaymentState, PaymentStore, RecordedResponse, Reservation, SettledPayment, StateKind,
+    PaymentState, PaymentStore, PendingSettlement, RecordedResponse, Reservation, SettledPayment,
+    StateKind,
 };
 use crate::layer::Paid;
 use crate::scheme::{Intent, Receipt};
@@ -115,6 +116,17 @@ fn claim(run: u64) -> Vec<u8> {
     [b"conformance:".as_slice(), &run.to_be_bytes()].concat()
 }
 
+/// A settlement in flight (what was paid, when, and some evidence), for a store's own tests.
+pub fn pending() -> Arc<PendingSettlement> {
+    let mut paid = settled().paid;
+    paid.reference = None;
+    Arc::new(PendingSettlement {
+        paid,
+        started: 1_800_000_000,
+        evidence: Bytes::from_static(b"evidence"),
+    })
+}
+
 pub(crate) fn settled() -> SettledPayment {
     SettledPayment {
         paid: Paid {
@@ -172,38 +184,59 @@ async fn settling_and_unknown_are_pending_and_survive_release(store: &dyn Paymen
     store.reserve(key(run, 1), PRINT, TTL).await.unwrap();
     assert!(
         store
-            .transition(key(run, 1), StateKind::Reserved, PaymentState::Settling)
+            .transition(
+                key(run, 1),
+                StateKind::Reserved,
+                PaymentState::Settling(pending())
+            )
             .await
             .unwrap()
     );
     store.release(key(run, 1)).await.unwrap();
+    // The pending settlement comes back whole, evidence and all.
     assert_eq!(
         store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
-        Reservation::Pending
+        Reservation::Pending(pending())
     );
     assert!(
         store
-            .transition(key(run, 1), StateKind::Settling, PaymentState::Unknown)
+            .transition(
+                key(run, 1),
+                StateKind::Settling,
+                PaymentState::Unknown(pending())
+            )
             .await
             .unwrap()
     );
     assert_eq!(
         store.reserve(key(run, 1), PRINT, TTL).await.unwrap(),
-        Reservation::Pending
+        Reservation::Pending(pending())
+    );
+    assert_eq!(
+        store.record(key(run, 1)).await.unwrap().map(|r| r.state),
+        Some(PaymentState::Unknown(pending()))
     );
 }
 
 async fn transition_is_compare_and_set(store: &dyn PaymentStore, run: u64) {
     assert!(
         !store
-            .transition(key(run, 1), StateKind::Reserved, PaymentState::Settling)
+            .transition(
+                key(run, 1),
+                StateKind::Reserved,
+                PaymentState::Settling(pending())
+            )
             .await
             .unwrap()
     );
     store.reserve(key(run, 1), PRINT, TTL).await.unwrap();
     assert!(
         !store
-            .transition(key(run, 1), StateKind::Executing, PaymentState::Settling)
+            .transition(
+                key(run, 1),
+                StateKind::Executing,
+                PaymentState::Settling(pending())
+            )
             .await
             .unwrap()
     );

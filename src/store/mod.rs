@@ -24,7 +24,7 @@
 //! | none, or `Failed` | [`Reservation::New`]: the caller owns the payment |
 //! | any other, held by another presentation of the payment | [`Reservation::Mismatch`]: 409 |
 //! | `Reserved`, `Executing` | [`Reservation::Busy`]: a concurrent use, 409 |
-//! | `Settling`, `Unknown` | [`Reservation::Pending`]: outcome not known yet, 503 + `Retry-After` |
+//! | `Settling`, `Unknown` | [`Reservation::Pending`]: outcome not known yet, 503 + `Retry-After` (the layer first [reconciles](crate::layer#reconciliation) it from the [`PendingSettlement`] it carries: `Unknown` or `Settling` → `Settled` or `Failed`) |
 //! | `Settled` | [`Reservation::Resume`]: the money moved but no response was recorded; the caller owns it again (state becomes `Executing(settled)`) and runs the handler without settling |
 //! | `Completed` | [`Reservation::Replay`]: answer with the recorded response (or 409 when the body was too large to record), never settle again |
 //!
@@ -63,6 +63,7 @@ pub use channel::{
 pub use file::{CHANNEL_RECORD_LEN, FileChannelStore};
 pub use payment::{
     CompletedPayment, Fingerprint, MemoryStore, PaymentKey, PaymentRecord, PaymentState,
-    PaymentStore, RecordedResponse, Reservation, SettledPayment, StateKind, StoreError,
+    PaymentStore, PendingSettlement, RecordedResponse, Reservation, SettledPayment, StateKind,
+    StoreError,
 };
-pub use record::{RECORD_TAG_LEN, RecordError};
+pub use record::{MAX_EVIDENCE_LEN, RECORD_TAG_LEN, RecordError};

@@ -71,6 +71,42 @@ pub struct SettledPayment {
     pub receipt: Receipt,
 }
 
+/// A settlement in flight, or one whose outcome is not known: what was paid, and what its
+/// scheme needs to ask the ledger later whether the money moved (see
+/// [`PaymentScheme::reconcile`](crate::scheme::PaymentScheme::reconcile)). Written before the
+/// settlement starts, so it outlives a crash and is read by any node over the same store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingSettlement {
+    /// What is being paid (the reference not yet known).
+    pub paid: Paid,
+    /// When the settlement started, in seconds since the Unix epoch.
+    pub started: u64,
+    /// The scheme's evidence, in its own encoding (empty: the scheme cannot reconcile).
+    pub evidence: Bytes,
+}
+
+impl PendingSettlement {
+    /// A settlement of `paid` starting now, with the scheme's `evidence`.
+    pub fn new(paid: Paid, evidence: Bytes) -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        PendingSettlement {
+            paid,
+            started,
+            evidence,
+        }
+    }
+
+    /// How long ago the settlement started (zero for a clock that went back).
+    pub fn age(&self) -> Duration {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        Duration::from_secs(now.saturating_sub(self.started))
+    }
+}
+
 /// The response a completed payment was answered with, replayed to retries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordedResponse {
@@ -109,15 +145,15 @@ pub enum PaymentState {
     /// The handler runs; `Some` once the money has moved.
     Executing(Option<Arc<SettledPayment>>),
     /// A settlement is in flight.
-    Settling,
+    Settling(Arc<PendingSettlement>),
     /// The money moved; the request was not answered (its client left, or the handler failed).
     Settled(Arc<SettledPayment>),
     /// The money moved and the request was answered.
     Completed(Arc<CompletedPayment>),
     /// The payment was refused or its settlement failed; it may be tried again.
     Failed,
-    /// A settlement ended without a known outcome.
-    Unknown,
+    /// A settlement ended without a known outcome; reconciliation asks the ledger.
+    Unknown(Arc<PendingSettlement>),
 }
 
 impl PaymentState {
@@ -126,11 +162,11 @@ impl PaymentState {
         match self {
             PaymentState::Reserved => StateKind::Reserved,
             PaymentState::Executing(_) => StateKind::Executing,
-            PaymentState::Settling => StateKind::Settling,
+            PaymentState::Settling(_) => StateKind::Settling,
             PaymentState::Settled(_) => StateKind::Settled,
             PaymentState::Completed(_) => StateKind::Completed,
             PaymentState::Failed => StateKind::Failed,
-            PaymentState::Unknown => StateKind::Unknown,
+            PaymentState::Unknown(_) => StateKind::Unknown,
         }
     }
 }
@@ -157,8 +193,8 @@ pub enum Reservation {
     Mismatch,
     /// Another request is using the payment right now.
     Busy,
-    /// A settlement is in flight or ended without a known outcome.
-    Pending,
+    /// A settlement is in flight or ended without a known outcome (reconciliation may end it).
+    Pending(Arc<PendingSettlement>),
     /// The money moved but no response was recorded; the caller owns the payment again (state
     /// `Executing(settled)`) and runs the handler without settling.
     Resume(Arc<SettledPayment>),
@@ -269,7 +305,9 @@ pub(crate) fn reserve_step(
     match &record.state {
         PaymentState::Failed => (Reservation::New, fresh()),
         PaymentState::Reserved | PaymentState::Executing(_) => (Reservation::Busy, Change::Keep),
-        PaymentState::Settling | PaymentState::Unknown => (Reservation::Pending, Change::Keep),
+        PaymentState::Settling(pending) | PaymentState::Unknown(pending) => {
+            (Reservation::Pending(pending.clone()), Change::Keep)
+        }
         PaymentState::Completed(completed) => {
             (Reservation::Replay(completed.clone()), Change::Keep)
         }
@@ -321,11 +359,11 @@ pub(crate) fn release_step(current: Option<&PaymentRecord>) -> Change {
             },
             renew: false,
         },
-        PaymentState::Settling
+        PaymentState::Settling(_)
         | PaymentState::Settled(_)
         | PaymentState::Completed(_)
         | PaymentState::Failed
-        | PaymentState::Unknown => Change::Keep,
+        | PaymentState::Unknown(_) => Change::Keep,
     }
 }
 

@@ -9,19 +9,22 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::payment::{
-    CompletedPayment, Fingerprint, PaymentRecord, PaymentState, RecordedResponse, SettledPayment,
+    CompletedPayment, Fingerprint, PaymentRecord, PaymentState, PendingSettlement,
+    RecordedResponse, SettledPayment,
 };
 use crate::layer::Paid;
 use crate::scheme::{Intent, Receipt};
 use crate::stellar::Amount;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// The bytes at the front of an encoded record that identify it: the version and a digest of
 /// the rest. Two encodings with the same tag are the same record, so a back end may compare
 /// tags rather than whole records.
 pub const RECORD_TAG_LEN: usize = 17;
 /// The longest custom intent protocol or name kept (they are interned for the process).
 const MAX_INTENT_LEN: usize = 64;
+/// The longest settlement evidence kept; a scheme's evidence is a few hundred bytes.
+pub const MAX_EVIDENCE_LEN: usize = 4096;
 
 /// A payment record that could not be decoded: written by another format, or damaged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,23 +34,26 @@ pub struct RecordError(&'static str);
 impl PaymentRecord {
     /// The record's bytes, with the lifetime a back end renews it for.
     ///
-    /// Format version 1 (integers big-endian; `str` and `bytes` are a `u32` length then the bytes;
+    /// Format version 2 (integers big-endian; `str` and `bytes` are a `u32` length then the bytes;
     /// a list is a `u32` count then its items):
     ///
     /// | bytes | field |
     /// |---|---|
-    /// | 1 | format version (1) |
+    /// | 1 | format version (2) |
     /// | 16 | tag: the first 16 bytes of SHA-256 over everything after it |
     /// | 8 | the record's lifetime, in milliseconds |
     /// | 32 | fingerprint |
     /// | 1 | state: 0 `Reserved`, 1 `Executing(None)`, 2 `Executing(Some)`, 3 `Settling`, 4 `Settled`, 5 `Completed`, 6 `Failed`, 7 `Unknown` |
     /// | … | for 2, 4 and 5: the settled payment |
     /// | … | for 5: 0, or 1 and the recorded response |
+    /// | … | for 3 and 7: the pending settlement |
     ///
-    /// A settled payment is the payer (`str`), the amount (16 bytes, `i128`), the asset (`str`),
-    /// the intent (1 byte: 0 x402 `exact`, 1 MPP `charge`, 2 MPP `channel`, 255 followed by the
-    /// protocol and the name as `str`), the reference (0, or 1 and a `str`), then the receipt's
-    /// reference (`str`) and headers. A recorded response is the status (`u16`), the headers and
+    /// What was paid is the payer (`str`), the amount (16 bytes, `i128`), the asset (`str`), the
+    /// intent (1 byte: 0 x402 `exact`, 1 MPP `charge`, 2 MPP `channel`, 255 followed by the
+    /// protocol and the name as `str`) and the reference (0, or 1 and a `str`). A settled payment
+    /// is what was paid, then the receipt's reference (`str`) and headers. A pending settlement is
+    /// what was paid, when it started (`u64`, seconds since the Unix epoch) and the scheme's
+    /// evidence (`bytes`, at most [`MAX_EVIDENCE_LEN`]). A recorded response is the status (`u16`), the headers and
     /// the body (`bytes`). Headers are a list of name (`str`) and value (`bytes`) pairs, in order.
     ///
     /// Decoding checks the tag, the version, every length against the bytes left (nothing is
@@ -65,7 +71,10 @@ impl PaymentRecord {
                 out.u8(2);
                 out.settled(settled);
             }
-            PaymentState::Settling => out.u8(3),
+            PaymentState::Settling(pending) => {
+                out.u8(3);
+                out.pending(pending);
+            }
             PaymentState::Settled(settled) => {
                 out.u8(4);
                 out.settled(settled);
@@ -84,7 +93,10 @@ impl PaymentRecord {
                 }
             }
             PaymentState::Failed => out.u8(6),
-            PaymentState::Unknown => out.u8(7),
+            PaymentState::Unknown(pending) => {
+                out.u8(7);
+                out.pending(pending);
+            }
         }
         let digest = Sha256::digest(&out.0[RECORD_TAG_LEN..]);
         out.0[1..RECORD_TAG_LEN].copy_from_slice(&digest[..RECORD_TAG_LEN - 1]);
@@ -95,7 +107,8 @@ impl PaymentRecord {
     ///
     /// # Errors
     ///
-    /// [`RecordError`] for anything but a whole, undamaged version-1 record.
+    /// [`RecordError`] for anything but a whole, undamaged version-2 record (records of earlier
+    /// versions included).
     pub fn decode(bytes: &[u8]) -> Result<(PaymentRecord, Duration), RecordError> {
         if bytes.len() < RECORD_TAG_LEN || bytes[0] != VERSION {
             return Err(RecordError("unknown format"));
@@ -111,7 +124,7 @@ impl PaymentRecord {
             0 => PaymentState::Reserved,
             1 => PaymentState::Executing(None),
             2 => PaymentState::Executing(Some(Arc::new(input.settled()?))),
-            3 => PaymentState::Settling,
+            3 => PaymentState::Settling(Arc::new(input.pending()?)),
             4 => PaymentState::Settled(Arc::new(input.settled()?)),
             5 => {
                 let settled = Arc::new(input.settled()?);
@@ -128,7 +141,7 @@ impl PaymentRecord {
                 PaymentState::Completed(Arc::new(CompletedPayment { settled, response }))
             }
             6 => PaymentState::Failed,
-            7 => PaymentState::Unknown,
+            7 => PaymentState::Unknown(Arc::new(input.pending()?)),
             _ => return Err(RecordError("unknown state")),
         };
         if !input.0.is_empty() {
@@ -162,7 +175,20 @@ impl Writer {
         self.raw(bytes);
     }
     fn settled(&mut self, settled: &SettledPayment) {
-        let paid = &settled.paid;
+        self.paid(&settled.paid);
+        self.bytes(settled.receipt.reference.as_bytes());
+        let headers = &settled.receipt.headers;
+        self.headers(
+            headers.len(),
+            headers.iter().map(|(name, value)| (name, value)),
+        );
+    }
+    fn pending(&mut self, pending: &PendingSettlement) {
+        self.paid(&pending.paid);
+        self.u64(pending.started);
+        self.bytes(&pending.evidence);
+    }
+    fn paid(&mut self, paid: &Paid) {
         self.bytes(paid.payer.as_bytes());
         self.raw(&paid.amount.atomic().to_be_bytes());
         self.bytes(paid.asset.as_bytes());
@@ -183,12 +209,6 @@ impl Writer {
                 self.bytes(reference.as_bytes());
             }
         }
-        self.bytes(settled.receipt.reference.as_bytes());
-        let headers = &settled.receipt.headers;
-        self.headers(
-            headers.len(),
-            headers.iter().map(|(name, value)| (name, value)),
-        );
     }
     fn headers<'a>(
         &mut self,
@@ -246,6 +266,27 @@ impl<'a> Reader<'a> {
             .map_err(|_| RecordError("text is not UTF-8"))
     }
     fn settled(&mut self) -> Result<SettledPayment, RecordError> {
+        let paid = self.paid()?;
+        let receipt = Receipt {
+            reference: self.text()?,
+            headers: self.headers()?,
+        };
+        Ok(SettledPayment { paid, receipt })
+    }
+    fn pending(&mut self) -> Result<PendingSettlement, RecordError> {
+        let paid = self.paid()?;
+        let started = self.u64()?;
+        let evidence = self.bytes()?;
+        if evidence.len() > MAX_EVIDENCE_LEN {
+            return Err(RecordError("evidence too long"));
+        }
+        Ok(PendingSettlement {
+            paid,
+            started,
+            evidence: Bytes::copy_from_slice(evidence),
+        })
+    }
+    fn paid(&mut self) -> Result<Paid, RecordError> {
         let payer = self.text()?;
         let amount = Amount::from_atomic(i128::from_be_bytes(self.array()?))
             .map_err(|_| RecordError("bad amount"))?;
@@ -265,19 +306,12 @@ impl<'a> Reader<'a> {
             1 => Some(self.text()?),
             _ => return Err(RecordError("bad reference flag")),
         };
-        let receipt = Receipt {
-            reference: self.text()?,
-            headers: self.headers()?,
-        };
-        Ok(SettledPayment {
-            paid: Paid {
-                payer,
-                amount,
-                asset,
-                intent,
-                reference,
-            },
-            receipt,
+        Ok(Paid {
+            payer,
+            amount,
+            asset,
+            intent,
+            reference,
         })
     }
     fn headers(&mut self) -> Result<Vec<(HeaderName, HeaderValue)>, RecordError> {
@@ -350,7 +384,7 @@ mod tests {
             PaymentState::Reserved,
             PaymentState::Executing(None),
             PaymentState::Executing(Some(settled(Intent::MPP_CHARGE))),
-            PaymentState::Settling,
+            PaymentState::Settling(pending(Intent::X402_EXACT, b"")),
             PaymentState::Settled(settled(Intent::MPP_CHANNEL)),
             PaymentState::Completed(Arc::new(CompletedPayment {
                 settled: settled(Intent::X402_EXACT),
@@ -368,8 +402,18 @@ mod tests {
                 response: None,
             })),
             PaymentState::Failed,
-            PaymentState::Unknown,
+            PaymentState::Unknown(pending(Intent::MPP_CHARGE, &[7; MAX_EVIDENCE_LEN])),
         ]
+    }
+
+    fn pending(intent: Intent, evidence: &[u8]) -> Arc<PendingSettlement> {
+        let mut paid = settled(intent).paid.clone();
+        paid.reference = None;
+        Arc::new(PendingSettlement {
+            paid,
+            started: 1_800_000_000,
+            evidence: Bytes::copy_from_slice(evidence),
+        })
     }
 
     #[test]
@@ -400,10 +444,8 @@ mod tests {
         for (i, tag) in tags.iter().enumerate() {
             assert_eq!(tags.iter().filter(|other| *other == tag).count(), 1, "{i}");
         }
-        assert_eq!(
-            encode(PaymentState::Settling),
-            encode(PaymentState::Settling)
-        );
+        let unknown = || PaymentState::Unknown(pending(Intent::X402_EXACT, b"nonce"));
+        assert_eq!(encode(unknown()), encode(unknown()));
     }
 
     #[test]
@@ -426,7 +468,7 @@ mod tests {
         longer.push(0);
         assert_eq!(PaymentRecord::decode(&longer), Err(RecordError("damaged")));
         let mut other_version = bytes;
-        other_version[0] = 2;
+        other_version[0] = 1;
         assert_eq!(
             PaymentRecord::decode(&other_version),
             Err(RecordError("unknown format"))
@@ -468,11 +510,23 @@ mod tests {
             PaymentRecord::decode(&sealed(&latin)),
             Err(RecordError("text is not UTF-8"))
         );
-        let mut trailing = head(3);
+        let mut trailing = head(6);
         trailing.push(0);
         assert_eq!(
             PaymentRecord::decode(&sealed(&trailing)),
             Err(RecordError("trailing bytes"))
         );
+        // Evidence longer than any scheme writes.
+        let mut long = PaymentRecord {
+            state: PaymentState::Unknown(pending(Intent::X402_EXACT, &[1; MAX_EVIDENCE_LEN + 1])),
+            fingerprint: Fingerprint([9; 32]),
+        }
+        .encode(TTL);
+        assert_eq!(
+            PaymentRecord::decode(&long),
+            Err(RecordError("evidence too long"))
+        );
+        long.truncate(RECORD_TAG_LEN);
+        assert!(PaymentRecord::decode(&long).is_err());
     }
 }

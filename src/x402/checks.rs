@@ -47,6 +47,8 @@ pub(crate) mod reason {
     pub(crate) const INVALID: &str = "invalid_payment";
     pub(crate) const SETTLE_FAILED: &str = "unexpected_settle_error";
     pub(crate) const SETTLE_UNKNOWN: &str = "settlement_outcome_unknown";
+    /// The ledger shows a settlement whose answer was lost did not happen and cannot any more.
+    pub(crate) const NOT_SETTLED: &str = "payment_not_settled";
     pub(crate) const FACILITATOR_UNAVAILABLE: &str = "facilitator_unavailable";
     pub(crate) const FACILITATOR_ERROR: &str = "facilitator_error";
     // Checks only a facilitator with a ledger view can make.

@@ -59,6 +59,9 @@ pub struct Exact {
     facilitator: Arc<dyn Facilitator>,
     /// The facilitator's last `/supported` answer, for the offline checks.
     supported: RwLock<Option<Arc<SupportedResponse>>>,
+    /// The ledger, asked how a settlement whose answer was lost ended.
+    #[cfg(feature = "rpc")]
+    rpc: Option<Arc<dyn crate::stellar::SorobanRpc>>,
 }
 
 /// Builds an [`Exact`] scheme.
@@ -70,6 +73,8 @@ pub struct ExactBuilder {
     asset: Option<Address>,
     max_timeout_seconds: u64,
     mime_type: Option<String>,
+    #[cfg(feature = "rpc")]
+    rpc: Option<Arc<dyn crate::stellar::SorobanRpc>>,
 }
 
 /// Why an [`ExactBuilder`] refused to build.
@@ -114,6 +119,8 @@ impl Exact {
             asset: None,
             max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECONDS,
             mime_type: None,
+            #[cfg(feature = "rpc")]
+            rpc: None,
         }
     }
 }
@@ -134,6 +141,19 @@ impl ExactBuilder {
     /// The resource's MIME type, shown in the 402.
     pub fn mime_type(mut self, mime_type: impl Into<String>) -> Self {
         self.mime_type = Some(mime_type.into());
+        self
+    }
+
+    /// A Soroban RPC on the scheme's network, to reconcile payments whose settlement answer was
+    /// lost (the facilitator timed out or its connection broke after it submitted): the
+    /// payer's authorization is looked up on the ledger (see
+    /// [`SettlementEvidence`](crate::stellar::SettlementEvidence)), so the retry is served when
+    /// the money moved and offered a fresh 402 when it cannot move any more. Without it, such a
+    /// payment is answered 503 until its record expires. Each verification then also reads the
+    /// latest ledger, beside the facilitator's `/verify`.
+    #[cfg(feature = "rpc")]
+    pub fn rpc(mut self, rpc: Arc<dyn crate::stellar::SorobanRpc>) -> Self {
+        self.rpc = Some(rpc);
         self
     }
 
@@ -167,6 +187,8 @@ impl ExactBuilder {
             mime_type: self.mime_type,
             facilitator: self.facilitator,
             supported: RwLock::new(None),
+            #[cfg(feature = "rpc")]
+            rpc: self.rpc,
         })
     }
 }
@@ -182,6 +204,9 @@ struct ExactCredential {
 struct ExactVerified {
     credential: Credential,
     requirements: PaymentRequirements,
+    /// The latest ledger when it was verified, if the scheme reads the ledger.
+    #[cfg_attr(not(feature = "rpc"), allow(dead_code))]
+    since_ledger: Option<u32>,
 }
 
 fn rejection(kind: RejectionKind, code: &'static str) -> Rejection {
@@ -460,11 +485,9 @@ impl PaymentScheme for Exact {
             let requirements = self.requirements(price.amount());
             self.check_payment(detail, &requirements)?;
             let request = FacilitatorRequest::new(&detail.payload, &requirements);
-            let answer = self
-                .facilitator
-                .verify(&request)
-                .await
-                .map_err(|e| facilitator_rejection(&e))?;
+            let (answer, since_ledger) =
+                tokio::join!(self.facilitator.verify(&request), self.latest_ledger());
+            let answer = answer.map_err(|e| facilitator_rejection(&e))?;
             if !answer.is_valid {
                 let code = answer
                     .invalid_reason
@@ -480,6 +503,7 @@ impl PaymentScheme for Exact {
             let verified = ExactVerified {
                 credential: credential.clone(),
                 requirements,
+                since_ledger,
             };
             Ok(Verified::new(
                 payer,
@@ -534,6 +558,97 @@ impl PaymentScheme for Exact {
                 Err(error) => SettleOutcome::Rejected(facilitator_rejection(&error)),
             }
         })
+    }
+
+    /// The payer's authorization (asset, payer, recipient, amount, nonce, expiration) and the
+    /// ledger it was verified at; empty without an RPC.
+    fn evidence(&self, verified: &Verified) -> bytes::Bytes {
+        #[cfg(feature = "rpc")]
+        {
+            use crate::stellar::{AuthorizedTransfer, SettlementEvidence};
+            let Some(detail) = verified.detail::<ExactVerified>() else {
+                return bytes::Bytes::new();
+            };
+            let (Some(since), Some(payment)) = (
+                detail.since_ledger,
+                detail.credential.detail::<ExactCredential>(),
+            ) else {
+                return bytes::Bytes::new();
+            };
+            match AuthorizedTransfer::of(&payment.transfer, since) {
+                Ok(transfer) => {
+                    bytes::Bytes::from(SettlementEvidence::Authorized(transfer).encode())
+                }
+                Err(_) => bytes::Bytes::new(),
+            }
+        }
+        #[cfg(not(feature = "rpc"))]
+        {
+            let _ = verified;
+            bytes::Bytes::new()
+        }
+    }
+
+    #[cfg(feature = "rpc")]
+    fn reconcile<'a>(
+        &'a self,
+        pending: &'a crate::store::PendingSettlement,
+    ) -> BoxFuture<'a, crate::scheme::Reconciled> {
+        use crate::scheme::Reconciled;
+        use crate::stellar::{LedgerFinding, SettlementEvidence};
+        Box::pin(async move {
+            let (Some(rpc), Ok(evidence)) = (
+                self.rpc.as_ref(),
+                SettlementEvidence::decode(&pending.evidence),
+            ) else {
+                return Reconciled::Unknown;
+            };
+            match evidence.find(&**rpc).await {
+                LedgerFinding::Settled(hash) => Reconciled::Settled(self.reconciled_receipt(
+                    &pending.paid.payer,
+                    pending.paid.amount,
+                    hash.to_string(),
+                )),
+                LedgerFinding::NotSettled => Reconciled::NotSettled(refused(reason::NOT_SETTLED)),
+                LedgerFinding::Unknown => Reconciled::Unknown,
+            }
+        })
+    }
+}
+
+impl Exact {
+    /// The latest ledger, when the scheme reads the ledger (for reconciliation) and it answers.
+    async fn latest_ledger(&self) -> Option<u32> {
+        #[cfg(feature = "rpc")]
+        if let Some(rpc) = &self.rpc {
+            return match rpc.latest_ledger().await {
+                Ok(latest) => Some(latest.sequence),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the latest ledger; this payment cannot be reconciled");
+                    None
+                }
+            };
+        }
+        None
+    }
+
+    /// The receipt of a payment found settled on the ledger in `transaction`, as the
+    /// facilitator would have answered.
+    #[cfg(feature = "rpc")]
+    fn reconciled_receipt(&self, payer: &str, amount: Amount, transaction: String) -> Receipt {
+        let answer = SettleResponse {
+            success: true,
+            error_reason: None,
+            error_message: None,
+            payer: Some(payer.to_owned()),
+            transaction: transaction.clone(),
+            network: self.network.caip2().to_owned(),
+            amount: Some(amount.to_atomic_string()),
+        };
+        Receipt {
+            reference: transaction,
+            headers: payment_response_headers(&answer),
+        }
     }
 }
 

@@ -372,3 +372,103 @@ pub async fn usdc_of(
 ) -> i128 {
     sandbox.balance(&sandbox.usdc(), holder).await.unwrap()
 }
+
+/// What [`LossyRpc`] does with `sendTransaction`.
+#[cfg(feature = "sandbox")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendFate {
+    /// Passes it on and back.
+    Deliver,
+    /// Passes it on (the transaction is submitted), then loses the answer.
+    LoseAnswer,
+    /// Loses the request itself (nothing is submitted).
+    LoseRequest,
+}
+
+/// A Soroban RPC in front of another that can lose a `sendTransaction` exchange: the test double
+/// at the RPC boundary that proves how a settlement whose answer is lost ends. Every other call
+/// is passed on untouched.
+#[cfg(feature = "sandbox")]
+pub struct LossyRpc {
+    pub inner: Arc<dyn tower_paywall::stellar::SorobanRpc>,
+    pub fate: Mutex<SendFate>,
+}
+
+#[cfg(feature = "sandbox")]
+impl LossyRpc {
+    pub fn new(inner: Arc<dyn tower_paywall::stellar::SorobanRpc>) -> Arc<Self> {
+        Arc::new(LossyRpc {
+            inner,
+            fate: Mutex::new(SendFate::Deliver),
+        })
+    }
+
+    pub fn set(&self, fate: SendFate) {
+        *self.fate.lock().unwrap() = fate;
+    }
+}
+
+#[cfg(feature = "sandbox")]
+mod lossy {
+    use super::*;
+    use tower_paywall::stellar::rpc::{
+        Events, EventsRequest, Health, LatestLedger, LedgerEntries, NetworkInfo, RpcError,
+        SendResult, Simulation, SorobanRpc, TransactionHash, TransactionInfo,
+    };
+    use tower_paywall::stellar::xdr::{LedgerKey, TransactionEnvelope};
+
+    impl SorobanRpc for LossyRpc {
+        fn health(&self) -> BoxFuture<'_, Result<Health, RpcError>> {
+            self.inner.health()
+        }
+        fn network(&self) -> BoxFuture<'_, Result<NetworkInfo, RpcError>> {
+            self.inner.network()
+        }
+        fn latest_ledger(&self) -> BoxFuture<'_, Result<LatestLedger, RpcError>> {
+            self.inner.latest_ledger()
+        }
+        fn simulate_transaction<'a>(
+            &'a self,
+            transaction: &'a TransactionEnvelope,
+        ) -> BoxFuture<'a, Result<Simulation, RpcError>> {
+            self.inner.simulate_transaction(transaction)
+        }
+        fn send_transaction<'a>(
+            &'a self,
+            transaction: &'a TransactionEnvelope,
+        ) -> BoxFuture<'a, Result<SendResult, RpcError>> {
+            let fate = *self.fate.lock().unwrap();
+            Box::pin(async move {
+                match fate {
+                    SendFate::Deliver => self.inner.send_transaction(transaction).await,
+                    SendFate::LoseAnswer => {
+                        let sent = self.inner.send_transaction(transaction).await;
+                        assert!(sent.is_ok(), "the ledger took the transaction: {sent:?}");
+                        Err(RpcError::Interrupted("the answer was lost".into()))
+                    }
+                    SendFate::LoseRequest => {
+                        Err(RpcError::Interrupted("the request was lost".into()))
+                    }
+                }
+            })
+        }
+        fn transaction<'a>(
+            &'a self,
+            hash: &'a TransactionHash,
+        ) -> BoxFuture<'a, Result<TransactionInfo, RpcError>> {
+            self.inner.transaction(hash)
+        }
+        fn ledger_entries<'a>(
+            &'a self,
+            keys: &'a [LedgerKey],
+        ) -> BoxFuture<'a, Result<LedgerEntries, RpcError>> {
+            self.inner.ledger_entries(keys)
+        }
+        fn events<'a>(
+            &'a self,
+            request: &'a EventsRequest,
+        ) -> BoxFuture<'a, Result<Events, RpcError>> {
+            self.inner.events(request)
+        }
+    }
+}

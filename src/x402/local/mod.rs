@@ -679,6 +679,12 @@ mod tests {
             ) -> BoxFuture<'a, Result<crate::stellar::rpc::LedgerEntries, RpcError>> {
                 Box::pin(async { Err(RpcError::Timeout) })
             }
+            fn events<'a>(
+                &'a self,
+                _: &'a crate::stellar::rpc::EventsRequest,
+            ) -> BoxFuture<'a, Result<crate::stellar::rpc::Events, RpcError>> {
+                Box::pin(async { Err(RpcError::Timeout) })
+            }
         }
         let key = || Keypair::from_seed([9; 32]);
         let custom = Network::custom("stellar:local", "Local network").unwrap();

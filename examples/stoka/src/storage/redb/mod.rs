@@ -928,7 +928,11 @@ mod tests {
             let store = BackedStore::new(storage.payment_backend());
             store.reserve(key, print, ttl).await.unwrap();
             store
-                .transition(key, StateKind::Reserved, PaymentState::Settling)
+                .transition(
+                    key,
+                    StateKind::Reserved,
+                    PaymentState::Settling(conformance::pending()),
+                )
                 .await
                 .unwrap();
             assert!(store.claim(b"tx", ttl).await.unwrap());
@@ -946,7 +950,7 @@ mod tests {
         // again), and the claim still holds.
         assert_eq!(
             store.reserve(key, print, ttl).await.unwrap(),
-            Reservation::Pending
+            Reservation::Pending(conformance::pending())
         );
         assert!(!store.claim(b"tx", ttl).await.unwrap());
         assert_eq!(
