@@ -535,20 +535,23 @@ async fn lossy_gateway(world: &World, fate: Arc<std::sync::Mutex<SettleFate>>) -
 }
 
 /// The layer with an `Exact` that reads the ledger to reconcile, through `facilitator`.
-fn reconciling_app(world: &World, facilitator: HttpFacilitator) -> Router {
+fn reconciling_layer(world: &World, facilitator: HttpFacilitator) -> PaymentLayer {
     let exact = Exact::builder(Network::testnet(), world.pay_to, facilitator)
         .rpc(world.rpc.clone())
         .build()
         .unwrap();
-    let layer = PaymentLayer::builder()
+    PaymentLayer::builder()
         .scheme(exact)
         .price(Price::parse(PRICE).unwrap())
         .reconcile_interval(Duration::from_millis(200))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn reconciling_app(world: &World, facilitator: HttpFacilitator) -> Router {
     Router::new()
         .route("/paid", get(|| async { "content" }))
-        .layer(layer)
+        .layer(reconciling_layer(world, facilitator))
 }
 
 fn settle_response(headers: &http::HeaderMap) -> SettleResponse {
@@ -637,6 +640,42 @@ async fn a_lost_settlement_that_never_reached_the_ledger_is_released_once_it_exp
         payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
     let (status, _, body) = send(&app, Some(header(&requirements, &transaction))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        payer_before - PRICE_ATOMIC
+    );
+}
+
+#[tokio::test]
+async fn the_background_reconciler_ends_a_lost_settlement_nobody_retried() {
+    let world = world().await;
+    let fate = Arc::new(std::sync::Mutex::new(SettleFate::LoseAnswer));
+    let layer = reconciling_layer(&world, lossy_gateway(&world, fate.clone()).await);
+    let app = Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(layer.clone());
+    let requirements = offer(&app).await;
+    let transaction =
+        payment_transaction(&*world.rpc, &world.payer, &requirements, 12, untouched).await;
+    let payment = header(&requirements, &transaction);
+    let payer_before = usdc(&world, &world.payer.address()).await;
+    let (status, _, body) = send(&app, Some(payment.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let lost = std::time::Instant::now();
+
+    // Nobody retries; the reconciler finds the payment in the store and ends it.
+    let report = layer.reconcile_pending().await;
+    let took = lost.elapsed();
+    assert_eq!((report.seen, report.settled, report.not_settled), (1, 1, 0));
+    eprintln!("lost answer to reconciled record: {took:?} (ledgers every 100 ms)");
+    let report = layer.reconcile_pending().await;
+    assert_eq!(report.seen, 0, "nothing pending any more");
+
+    // The next retry is served at once, from the record, without asking again.
+    *fate.lock().unwrap() = SettleFate::LoseRequest;
+    let (status, headers, body) = send(&app, Some(payment)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(settle_response(&headers).success);
     assert_eq!(
         usdc(&world, &world.payer.address()).await,
         payer_before - PRICE_ATOMIC

@@ -76,7 +76,10 @@
 //! A payment is reconciled at most once per
 //! [`reconcile_interval`](crate::PaymentLayerBuilder::reconcile_interval); a record still
 //! `Settling` is reconciled once it is older than the settle wait (its process may be gone).
-//! The end is recorded by compare-and-set, so nodes sharing a store agree on it.
+//! The end is recorded by compare-and-set, so nodes sharing a store agree on it. Payments
+//! nobody retries are ended by the background reconciler
+//! ([`PaymentLayer::reconciler`](crate::PaymentLayer::reconciler), which walks the store's
+//! [`pending`](crate::PaymentStore::pending) payments), so the next retry is served at once.
 //!
 //! # Which protocols a 402 speaks
 //!
@@ -124,5 +127,6 @@ pub use builder::{
     DEFAULT_RETRY_AFTER, DEFAULT_SETTLE_WAIT, PaymentLayer, PaymentLayerBuilder,
 };
 pub use future::ResponseFuture;
+pub use reconcile::ReconcileReport;
 pub use service::PaymentService;
 pub use settle::{Paid, SettleError, SettleGuard};

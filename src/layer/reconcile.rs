@@ -1,9 +1,11 @@
 //! Ending payments whose settlement outcome is not known, from the ledger (see the [layer
 //! docs](super#reconciliation)).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::builder::Shared;
+use super::builder::{PaymentLayer, Shared};
 use super::settle::settled_payment;
 use crate::scheme::{Reconciled, Rejection};
 use crate::store::{PaymentKey, PaymentState, StateKind};
@@ -72,5 +74,78 @@ impl Shared {
                 Ended::Pending
             }
         }
+    }
+}
+
+/// How many pending payments one round of the background reconciler looks at.
+const ROUND: usize = 256;
+
+/// What one round of reconciliation ended ([`PaymentLayer::reconcile_pending`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconcileReport {
+    /// Pending payments looked at.
+    pub seen: usize,
+    /// Found settled on the ledger: now `Settled`, served to the next retry.
+    pub settled: usize,
+    /// Found unsettled for good: now `Failed`.
+    pub not_settled: usize,
+}
+
+impl PaymentLayer {
+    /// One round of background reconciliation: the payments of this layer's store whose
+    /// settlement outcome is unknown (or still settling past the settle wait) are ended from the
+    /// ledger, as a retry would end them (see [reconciliation](crate::layer#reconciliation)). A
+    /// payment is asked about at most once per `reconcile_interval`, whoever asks.
+    pub async fn reconcile_pending(&self) -> ReconcileReport {
+        self.shared.reconcile_pending().await
+    }
+
+    /// The background reconciler: a [`reconcile_pending`](Self::reconcile_pending) round every
+    /// `period` (at least 100 ms), forever. Spawn it once per process; nodes sharing a store may
+    /// each run one, since every end is recorded by compare-and-set.
+    ///
+    /// ```no_run
+    /// # fn run(paywall: tower_paywall::PaymentLayer) {
+    /// tokio::spawn(paywall.reconciler(std::time::Duration::from_secs(10)));
+    /// # }
+    /// ```
+    pub fn reconciler(&self, period: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let shared = self.shared.clone();
+        async move {
+            let mut ticks = tokio::time::interval(period.max(Duration::from_millis(100)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let report = shared.reconcile_pending().await;
+                if report.settled + report.not_settled > 0 {
+                    tracing::info!(?report, "background reconciliation");
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    async fn reconcile_pending(&self) -> ReconcileReport {
+        let keys = match self.store.pending(ROUND).await {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list pending payments");
+                return ReconcileReport::default();
+            }
+        };
+        let mut report = ReconcileReport {
+            seen: keys.len(),
+            ..ReconcileReport::default()
+        };
+        for key in keys {
+            match self.reconcile(key).await {
+                Ended::Settled => report.settled += 1,
+                Ended::NotSettled(_) => report.not_settled += 1,
+                Ended::Pending => {}
+            }
+        }
+        report
     }
 }

@@ -23,8 +23,11 @@ pub enum RecordWrite<'a> {
         value: &'a [u8],
         /// The new lifetime, or `None` to keep the current one.
         ttl: Option<Duration>,
+        /// Whether the record is a settlement in flight or of unknown outcome: the back end
+        /// lists the key in [`PaymentBackend::pending`] while it is, and not after.
+        pending: bool,
     },
-    /// Delete the key.
+    /// Delete the key (and unlist it from [`PaymentBackend::pending`]).
     Remove,
 }
 
@@ -49,6 +52,12 @@ pub trait PaymentBackend: Send + Sync + 'static {
 
     /// Claims `id` once: `true` the first time, `false` while an earlier claim lives (`ttl`).
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Up to `limit` keys whose last [`RecordWrite::Put`] was `pending` and that have not
+    /// expired or been removed since: the settlements the background reconciler looks at. A
+    /// back end that cannot change the list in the same atomic step as the record may list a
+    /// key a little longer than that (list before the write, unlist after), never shorter.
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>>;
 }
 
 impl<T: PaymentBackend + ?Sized> PaymentBackend for std::sync::Arc<T> {
@@ -66,6 +75,9 @@ impl<T: PaymentBackend + ?Sized> PaymentBackend for std::sync::Arc<T> {
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
         (**self).claim(id, ttl)
     }
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
+        (**self).pending(limit)
+    }
 }
 
 /// A [`PaymentStore`] over a [`PaymentBackend`]: each operation reads the record, takes one
@@ -79,8 +91,8 @@ impl<T: PaymentBackend + ?Sized> PaymentBackend for std::sync::Arc<T> {
 /// use std::time::Duration;
 /// use tower_paywall::BoxFuture;
 /// use tower_paywall::store::{
-///     BackedStore, Fingerprint, PaymentBackend, PaymentKey, PaymentStore, RecordWrite,
-///     Reservation, StoreError,
+///     BackedStore, Fingerprint, PaymentBackend, PaymentKey, PaymentRecord, PaymentStore,
+///     RecordWrite, Reservation, StoreError,
 /// };
 ///
 /// /// A toy back end (no expiry); a real one is a database shared by every node.
@@ -107,6 +119,17 @@ impl<T: PaymentBackend + ?Sized> PaymentBackend for std::sync::Arc<T> {
 ///             }
 ///         }
 ///         Box::pin(async move { Ok(swapped) })
+///     }
+///     fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
+///         // A toy scans; a real back end keeps an index of the keys last written `pending`.
+///         let keys = self.0.lock().unwrap().iter()
+///             .filter(|(_, value)| {
+///                 PaymentRecord::decode(value).is_ok_and(|(record, _)| record.state.is_pending())
+///             })
+///             .map(|(key, _)| PaymentKey(*key))
+///             .take(limit)
+///             .collect();
+///         Box::pin(async move { Ok(keys) })
 ///     }
 ///     fn claim<'a>(&'a self, id: &'a [u8], _ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
 ///         let key = PaymentKey::derive(&[b"claim", id]).0;
@@ -178,6 +201,7 @@ impl<B: PaymentBackend> BackedStore<B> {
                     RecordWrite::Put {
                         value: &encoded,
                         ttl: (renew || expected.is_none()).then_some(lifetime),
+                        pending: record.state.is_pending(),
                     }
                 }
             };
@@ -225,6 +249,10 @@ impl<B: PaymentBackend> PaymentStore for BackedStore<B> {
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.backend.claim(id, ttl)
     }
+
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
+        self.backend.pending(limit)
+    }
 }
 
 impl<B: fmt::Debug> fmt::Debug for BackedStore<B> {
@@ -254,6 +282,7 @@ mod tests {
     #[derive(Default)]
     struct Map {
         values: Mutex<HashMap<[u8; 32], Expiring>>,
+        pending: Mutex<std::collections::BTreeSet<[u8; 32]>>,
         claims: Mutex<HashMap<Vec<u8>, Instant>>,
         conflicts: AtomicUsize,
         swaps: AtomicUsize,
@@ -300,17 +329,28 @@ mod tests {
                 && current.map(|(value, _)| &value[..RECORD_TAG_LEN])
                     == expected.map(|value| &value[..RECORD_TAG_LEN]);
             if swapped {
+                let mut pending_keys = self.pending.lock().unwrap();
                 match write {
-                    RecordWrite::Put { value, ttl } => {
+                    RecordWrite::Put {
+                        value,
+                        ttl,
+                        pending,
+                    } => {
                         let expires = match (ttl, current) {
                             (Some(ttl), _) => now + ttl,
                             (None, Some((_, expires))) => *expires,
                             (None, None) => panic!("a new record without a lifetime"),
                         };
                         values.insert(key.0, (value.to_vec(), expires));
+                        if pending {
+                            pending_keys.insert(key.0);
+                        } else {
+                            pending_keys.remove(&key.0);
+                        }
                     }
                     RecordWrite::Remove => {
                         values.remove(&key.0);
+                        pending_keys.remove(&key.0);
                     }
                 }
             }
@@ -329,6 +369,21 @@ mod tests {
                 claims.insert(id.to_vec(), now + ttl);
             }
             Box::pin(async move { Ok(new) })
+        }
+
+        fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
+            let values = self.values.lock().unwrap();
+            let now = Instant::now();
+            let keys = self
+                .pending
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|key| values.get(*key).is_some_and(|(_, expires)| *expires > now))
+                .map(|key| PaymentKey(*key))
+                .take(limit)
+                .collect();
+            Box::pin(async move { Ok(keys) })
         }
     }
 

@@ -48,7 +48,8 @@ pub async fn payment_store(store: Arc<dyn PaymentStore>) {
     completed_payments_replay_and_failed_ones_can_be_retried(&*store, run + 4).await;
     records_and_claims_expire(&*store, run + 5).await;
     a_record_answers_only_the_credential_that_made_it(&*store, run + 6).await;
-    concurrent_reservations_admit_exactly_one(&[store], run + 7).await;
+    concurrent_reservations_admit_exactly_one(std::slice::from_ref(&store), run + 7).await;
+    pending_settlements_are_listed_while_pending(&*store, &*store, run + 8).await;
 }
 
 /// Checks two stores over one back end, as two nodes of a service see it: what one records,
@@ -84,7 +85,41 @@ pub async fn shared_payment_store(one: Arc<dyn PaymentStore>, other: Arc<dyn Pay
     );
     assert!(one.claim(&claim(run), TTL).await.unwrap());
     assert!(!other.claim(&claim(run), TTL).await.unwrap());
+    // A settlement one node left pending is listed for the other's reconciler.
+    pending_settlements_are_listed_while_pending(&*one, &*other, run + 2).await;
     concurrent_reservations_admit_exactly_one(&[one, other], run + 1).await;
+}
+
+/// `Settling` and `Unknown` payments, written on `one`, are listed by `other`'s
+/// [`PaymentStore::pending`]; reserved, failed and removed ones are not.
+async fn pending_settlements_are_listed_while_pending(
+    one: &dyn PaymentStore,
+    other: &dyn PaymentStore,
+    run: u64,
+) {
+    async fn listed(store: &dyn PaymentStore, key: PaymentKey) -> bool {
+        store.pending(usize::MAX).await.unwrap().contains(&key)
+    }
+    let listed = |store| listed(store, key(run, 1));
+    one.reserve(key(run, 1), PRINT, TTL).await.unwrap();
+    assert!(!listed(other).await, "reserved");
+    let states = [
+        (StateKind::Reserved, PaymentState::Settling(pending())),
+        (StateKind::Settling, PaymentState::Unknown(pending())),
+    ];
+    for (from, to) in states {
+        assert!(one.transition(key(run, 1), from, to).await.unwrap());
+        assert!(listed(other).await, "{from:?}");
+    }
+    assert!(
+        one.transition(key(run, 1), StateKind::Unknown, PaymentState::Failed)
+            .await
+            .unwrap()
+    );
+    assert!(!listed(other).await, "failed");
+    assert!(!listed(one).await, "failed");
+    // A limit is a limit.
+    assert!(other.pending(0).await.unwrap().is_empty());
 }
 
 /// Checks compare-and-set on channel states (the channels with ids

@@ -157,6 +157,12 @@ pub enum PaymentState {
 }
 
 impl PaymentState {
+    /// Whether a settlement is in flight or of unknown outcome (`Settling`, `Unknown`): what
+    /// reconciliation ends.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, PaymentState::Settling(_) | PaymentState::Unknown(_))
+    }
+
     /// The state's name, for compare-and-set.
     pub fn kind(&self) -> StateKind {
         match self {
@@ -239,6 +245,11 @@ pub trait PaymentStore: Send + Sync + 'static {
 
     /// Claims `id` once: `true` the first time, `false` while an earlier claim lives (`ttl`).
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Up to `limit` keys of payments whose settlement is in flight or of unknown outcome
+    /// (`Settling`, `Unknown`): what the background reconciler walks. May list a key whose
+    /// record has just moved on (read the record before acting), never leaves one out for long.
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>>;
 }
 
 impl<T: PaymentStore + ?Sized> PaymentStore for Arc<T> {
@@ -266,6 +277,9 @@ impl<T: PaymentStore + ?Sized> PaymentStore for Arc<T> {
     }
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
         (**self).claim(id, ttl)
+    }
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
+        (**self).pending(limit)
     }
 }
 
@@ -553,6 +567,19 @@ impl PaymentStore for MemoryStore {
 
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
         ready(self.lock().claim(id, ttl, Instant::now()))
+    }
+
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
+        let now = Instant::now();
+        let keys = self
+            .lock()
+            .payments
+            .iter()
+            .filter(|(_, record)| record.expires > now && record.state.is_pending())
+            .map(|(key, _)| *key)
+            .take(limit)
+            .collect();
+        ready(keys)
     }
 }
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tower_paywall::PaymentScheme;
 use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
 use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc, Sponsor};
 use tower_paywall::store::BackedStore;
 use tower_paywall::x402::{Exact, Facilitator, HttpFacilitator};
+use tower_paywall::{PaymentLayer, PaymentScheme};
 
 use crate::api::paywall::{Schemes, layers};
 use crate::api::{MppInfo, ServiceInfo, Stoka, X402Info, router};
@@ -20,6 +20,8 @@ use crate::storage::{RedbStorage, RedisStorage, Storage, StorageError};
 
 /// How often expired records are swept.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(30);
+/// How often the payments whose settlement outcome is unknown are looked up on the ledger.
+pub const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
 /// The most a sponsored `charge` transaction may cost in fees, in stroops.
 const SPONSOR_MAX_FEE: u32 = 1_000_000;
 
@@ -103,6 +105,9 @@ pub struct Server {
     pub stoka: Stoka,
     /// The channel scheme, when `pop` takes MPP `channel`.
     pub channel: Option<Arc<StellarChannel>>,
+    /// The layer that speaks every intent stoka sells with (`pop`'s), to reconcile payments
+    /// whose settlement outcome is unknown from the ledger in the background.
+    pub reconciling: PaymentLayer,
 }
 
 impl std::fmt::Debug for Server {
@@ -159,11 +164,14 @@ pub async fn build(
             .facilitator
             .clone()
             .ok_or_else(|| invalid("x402.facilitator_url", "x402 needs a facilitator"))?;
-        let exact = Exact::builder_shared(network.clone(), pay_to, facilitator)
+        let mut exact = Exact::builder_shared(network.clone(), pay_to, facilitator)
             .asset(asset)
-            .max_timeout_seconds(config.x402.max_timeout_seconds)
-            .build()
-            .map_err(payment)?;
+            .max_timeout_seconds(config.x402.max_timeout_seconds);
+        // With a ledger to ask, a settlement whose answer was lost is ended from it.
+        if let Some(rpc) = &ledger.rpc {
+            exact = exact.rpc(rpc.clone());
+        }
+        let exact = exact.build().map_err(payment)?;
         schemes.exact = Some(Arc::new(exact) as Arc<dyn PaymentScheme>);
         x402 = Some(X402Info {
             facilitator_url: url,
@@ -240,9 +248,10 @@ pub async fn build(
     let stoka = Stoka::new(storage, clock, config.rates, config.limits, info);
     let (paid, pop) = layers(&stoka, &schemes, payments).map_err(payment)?;
     Ok(Server {
-        router: router(stoka.clone(), paid, pop),
+        router: router(stoka.clone(), paid, pop.clone()),
         stoka,
         channel: schemes.channel,
+        reconciling: pop,
     })
 }
 
@@ -300,12 +309,14 @@ fn default_facilitator(network: &Network) -> Option<&'static str> {
 /// [`ServerError::Io`] when serving fails.
 pub async fn run(server: Server, listener: tokio::net::TcpListener) -> Result<(), ServerError> {
     let sweeper = server.stoka.spawn_sweeper(SWEEP_PERIOD);
+    let reconciler = tokio::spawn(server.reconciling.reconciler(RECONCILE_PERIOD));
     let served = axum::serve(listener, server.router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
     sweeper.abort();
+    reconciler.abort();
     Ok(served?)
 }
 

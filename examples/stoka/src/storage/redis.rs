@@ -19,6 +19,7 @@
 //! | profile | `<ns>:e:{<wallet>}` | STRING: the email |
 //! | payment record | `<ns>:p:{<payment key>}` (the 32-byte [`PaymentKey`] in hex) | STRING: the encoded record ([`PaymentRecord::encode`](tower_paywall::store::PaymentRecord::encode)) |
 //! | payment claim | `<ns>:pc:{<claim id>}` (the id's bytes in hex) | STRING: `1` |
+//! | pending settlements | `<ns>:pp` | ZSET: the hex payment key of every record whose settlement is in flight or of unknown outcome → when it was listed (unix ms); changed by the same script as the record, unlisted when its record expired at the next listing |
 //! | channel | `<ns>:ch:{channels}:<channel id>` (the 32-byte [`ChannelId`] in hex) | STRING: the 156-byte [`ChannelState::to_record`], never expires |
 //! | channels | `<ns>:ch:{channels}:all` | SET: the hex id of every channel with a state |
 //!
@@ -282,7 +283,9 @@ return 1
 /// Applies a write to the payment record `KEYS[1]` if it is the one expected: absent when
 /// `ARGV[1]` is `0`, otherwise one whose first `#ARGV[2]` bytes are `ARGV[2]` (the expected
 /// record's tag). The write is `ARGV[3]`: `px` stores `ARGV[4]` living `ARGV[5]` ms, `keep`
-/// stores it keeping the key's time to live, `del` deletes the key. 1 = written, 0 = not.
+/// stores it keeping the key's time to live, `del` deletes the key. With it, the record's key
+/// (`ARGV[7]`, its hex) is listed in the sorted set `KEYS[2]` (score `ARGV[8]`, unix ms) when
+/// `ARGV[6]` is `1` (a pending settlement), and unlisted otherwise. 1 = written, 0 = not.
 static SWAP_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -298,6 +301,11 @@ elseif ARGV[3] == 'keep' then
   redis.call('SET', KEYS[1], ARGV[4], 'KEEPTTL')
 else
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+end
+if ARGV[3] ~= 'del' and ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[8], ARGV[7])
+else
+  redis.call('ZREM', KEYS[2], ARGV[7])
 end
 return 1
 ",
@@ -939,6 +947,11 @@ impl RedisPayments {
     fn claim_key(&self, id: &[u8]) -> String {
         format!("{}:pc:{{{}}}", self.namespace, hex::encode(id))
     }
+
+    /// The sorted set of the keys (hex) of pending settlements, by when they were listed.
+    fn pending_key(&self) -> String {
+        format!("{}:pp", self.namespace)
+    }
 }
 
 impl PaymentBackend for RedisPayments {
@@ -961,27 +974,48 @@ impl PaymentBackend for RedisPayments {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let mut invocation = SWAP_PAYMENT.prepare_invoke();
-            invocation.key(self.record_key(key));
+            invocation.key(self.record_key(key)).key(self.pending_key());
             match expected {
                 None => invocation.arg("0").arg(""),
                 Some(expected) => invocation
                     .arg("1")
                     .arg(&expected[..expected.len().min(RECORD_TAG_LEN)]),
             };
-            match write {
+            let pending = match write {
                 RecordWrite::Put {
                     value,
                     ttl: Some(ttl),
-                } => invocation.arg("px").arg(value).arg(ttl_ms(ttl)),
+                    pending,
+                } => {
+                    invocation.arg("px").arg(value).arg(ttl_ms(ttl));
+                    pending
+                }
                 // `KEEPTTL` on a new key would keep it forever.
                 RecordWrite::Put { ttl: None, .. } if expected.is_none() => {
                     return Err(StoreError::Unavailable(
                         "a new payment record needs a lifetime".into(),
                     ));
                 }
-                RecordWrite::Put { value, ttl: None } => invocation.arg("keep").arg(value),
-                RecordWrite::Remove => invocation.arg("del"),
+                RecordWrite::Put {
+                    value,
+                    ttl: None,
+                    pending,
+                } => {
+                    invocation.arg("keep").arg(value).arg("");
+                    pending
+                }
+                RecordWrite::Remove => {
+                    invocation.arg("del").arg("").arg("");
+                    false
+                }
             };
+            let listed_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis());
+            invocation
+                .arg(if pending { "1" } else { "0" })
+                .arg(hex::encode(key.0))
+                .arg(listed_at.to_string());
             let swapped: i64 = invoke(self.connection.clone(), &invocation)
                 .await
                 .map_err(unavailable)?;
@@ -1002,6 +1036,55 @@ impl PaymentBackend for RedisPayments {
                 .await
                 .map_err(|error| unavailable(backend(error)))?;
             Ok(set.is_some())
+        })
+    }
+
+    /// The oldest listed pending settlements whose records still live; listed keys whose
+    /// records expired are unlisted on the way.
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut connection = self.connection.clone();
+            let stop = i64::try_from(limit - 1).unwrap_or(-1);
+            let listed: Vec<String> = ::redis::cmd("ZRANGE")
+                .arg(self.pending_key())
+                .arg(0)
+                .arg(stop)
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| unavailable(backend(error)))?;
+            let keys: Vec<PaymentKey> = listed
+                .iter()
+                .filter_map(|member| hex::decode(member).ok()?.try_into().ok())
+                .map(PaymentKey)
+                .collect();
+            if keys.is_empty() {
+                return Ok(keys);
+            }
+            let mut exists = ::redis::pipe();
+            for key in &keys {
+                exists.cmd("EXISTS").arg(self.record_key(*key));
+            }
+            let live: Vec<bool> = exists
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| unavailable(backend(error)))?;
+            let (live, gone): (Vec<_>, Vec<_>) =
+                keys.into_iter().zip(live).partition(|(_, live)| *live);
+            if !gone.is_empty() {
+                let mut unlist = ::redis::cmd("ZREM");
+                unlist.arg(self.pending_key());
+                for (key, _) in &gone {
+                    unlist.arg(hex::encode(key.0));
+                }
+                let _: i64 = unlist
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|error| unavailable(backend(error)))?;
+            }
+            Ok(live.into_iter().map(|(key, _)| key).collect())
         })
     }
 }
@@ -1528,7 +1611,11 @@ mod tests {
             format!("{}:p:{{{}}}", storage.namespace, hex::encode(key.0))
         );
         let (first, second, third) = ([1; 40], [2; 40], [3; 40]);
-        let put = |value, ttl| RecordWrite::Put { value, ttl };
+        let put = |value, ttl| RecordWrite::Put {
+            value,
+            ttl,
+            pending: false,
+        };
         let ten = Some(Duration::from_secs(10));
         // A new record needs a lifetime: keeping none would keep it forever.
         let error = backend
@@ -1629,7 +1716,7 @@ mod tests {
             &storage,
             ::redis::cmd("SET")
                 .arg(backend.record_key(key))
-                .arg(&[1_u8; 40][..])
+                .arg(&[2_u8; 40][..])
                 .arg("PX")
                 .arg(60_000),
         )
@@ -1645,7 +1732,7 @@ mod tests {
         );
         assert!(matches!(error, StoreError::Unavailable(_)));
         // Nothing was written over it.
-        assert_eq!(backend.load(key).await.unwrap(), Some(vec![1; 40]));
+        assert_eq!(backend.load(key).await.unwrap(), Some(vec![2; 40]));
         // A sound record under another key is still served.
         let sound = PaymentKey::derive(&[b"sound"]);
         assert_eq!(

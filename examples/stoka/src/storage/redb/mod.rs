@@ -113,6 +113,8 @@ impl RedbStorage {
         txn.open_table(PROFILES).map_err(backend)?;
         txn.open_table(payments::PAYMENTS).map_err(backend)?;
         txn.open_table(payments::PAYMENT_EXPIRY).map_err(backend)?;
+        txn.open_table(payments::PENDING_PAYMENTS)
+            .map_err(backend)?;
         txn.open_table(payments::CLAIMS).map_err(backend)?;
         txn.open_table(payments::CLAIM_EXPIRY).map_err(backend)?;
         txn.open_table(payments::CHANNELS).map_err(backend)?;
@@ -1017,6 +1019,7 @@ mod tests {
         let write = RecordWrite::Put {
             value: b"record",
             ttl: None,
+            pending: true,
         };
         let error = backend.swap(key, None, write).await.unwrap_err();
         assert_eq!(

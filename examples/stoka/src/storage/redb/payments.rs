@@ -27,6 +27,10 @@ pub(super) const CLAIMS: TableDefinition<&[u8], u64> = TableDefinition::new("pay
 /// `(expires_at, claim id) → ()`.
 pub(super) const CLAIM_EXPIRY: TableDefinition<(u64, &[u8]), ()> =
     TableDefinition::new("payment_claim_expiry");
+/// `payment key → ()`: the records whose settlement is in flight or of unknown outcome, for
+/// the background reconciler.
+pub(super) const PENDING_PAYMENTS: TableDefinition<&[u8; 32], ()> =
+    TableDefinition::new("pending_payments");
 /// `channel id → state record`.
 pub(super) const CHANNELS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("channels");
 
@@ -88,9 +92,13 @@ impl PaymentBackend for RedbPayments {
         write: RecordWrite<'a>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let expected = expected.map(tag);
-        let write = match write {
-            RecordWrite::Put { value, ttl } => Some((value.to_vec(), ttl)),
-            RecordWrite::Remove => None,
+        let (write, pending) = match write {
+            RecordWrite::Put {
+                value,
+                ttl,
+                pending,
+            } => (Some((value.to_vec(), ttl)), pending),
+            RecordWrite::Remove => (None, false),
         };
         blocking(&self.0, move |db| {
             let now = system_now();
@@ -98,6 +106,7 @@ impl PaymentBackend for RedbPayments {
             {
                 let mut payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
                 let mut expiry = txn.open_table(PAYMENT_EXPIRY).map_err(unavailable)?;
+                let mut listed = txn.open_table(PENDING_PAYMENTS).map_err(unavailable)?;
                 let current = payments
                     .get(&key.0)
                     .map_err(unavailable)?
@@ -130,9 +139,42 @@ impl PaymentBackend for RedbPayments {
                         .insert((expires_at, &key.0), ())
                         .map_err(unavailable)?;
                 }
+                // Listed in the same transaction as the record is written.
+                if pending {
+                    listed.insert(&key.0, ()).map_err(unavailable)?;
+                } else {
+                    listed.remove(&key.0).map_err(unavailable)?;
+                }
             }
             txn.commit().map_err(unavailable)?;
             Ok(true)
+        })
+    }
+
+    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
+        blocking(&self.0, move |db| {
+            use redb::ReadableDatabase;
+            let now = system_now();
+            let txn = db.begin_read().map_err(unavailable)?;
+            let listed = txn.open_table(PENDING_PAYMENTS).map_err(unavailable)?;
+            let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+            let mut keys = Vec::new();
+            for entry in listed.iter().map_err(unavailable)? {
+                if keys.len() >= limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(unavailable)?;
+                let key = *key.value();
+                // An expired record the sweeper has not removed yet is not pending any more.
+                let live = payments
+                    .get(&key)
+                    .map_err(unavailable)?
+                    .is_some_and(|row| row.value().0 > now);
+                if live {
+                    keys.push(PaymentKey(key));
+                }
+            }
+            Ok(keys)
         })
     }
 
@@ -192,9 +234,11 @@ pub(super) fn sweep(txn: &WriteTransaction, limit: usize) -> Result<(), redb::Er
     {
         let mut payments = txn.open_table(PAYMENTS)?;
         let mut expiry = txn.open_table(PAYMENT_EXPIRY)?;
+        let mut listed = txn.open_table(PENDING_PAYMENTS)?;
         for (expires_at, key) in &due {
             payments.remove(key)?;
             expiry.remove((*expires_at, key))?;
+            listed.remove(key)?;
         }
     }
     let due: Vec<(u64, Vec<u8>)> = {
