@@ -534,8 +534,30 @@ async fn lossy_gateway(world: &World, fate: Arc<std::sync::Mutex<SettleFate>>) -
         .unwrap()
 }
 
+/// Hooks that write down the payments reconciled.
+#[derive(Clone, Default)]
+struct Reconciliations(Arc<std::sync::Mutex<Vec<tower_paywall::layer::PaymentEvent>>>);
+
+impl tower_paywall::layer::PaymentHooks for Reconciliations {
+    fn on_reconciled(
+        self: Arc<Self>,
+        event: tower_paywall::layer::PaymentEvent,
+    ) -> tower_paywall::BoxFuture<'static, ()> {
+        self.0.lock().unwrap().push(event);
+        Box::pin(async {})
+    }
+}
+
 /// The layer with an `Exact` that reads the ledger to reconcile, through `facilitator`.
 fn reconciling_layer(world: &World, facilitator: HttpFacilitator) -> PaymentLayer {
+    reconciling_layer_with(world, facilitator, Reconciliations::default())
+}
+
+fn reconciling_layer_with(
+    world: &World,
+    facilitator: HttpFacilitator,
+    hooks: Reconciliations,
+) -> PaymentLayer {
     let exact = Exact::builder(Network::testnet(), world.pay_to, facilitator)
         .rpc(world.rpc.clone())
         .build()
@@ -544,6 +566,7 @@ fn reconciling_layer(world: &World, facilitator: HttpFacilitator) -> PaymentLaye
         .scheme(exact)
         .price(Price::parse(PRICE).unwrap())
         .reconcile_interval(Duration::from_millis(200))
+        .hooks(hooks)
         .build()
         .unwrap()
 }
@@ -650,7 +673,12 @@ async fn a_lost_settlement_that_never_reached_the_ledger_is_released_once_it_exp
 async fn the_background_reconciler_ends_a_lost_settlement_nobody_retried() {
     let world = world().await;
     let fate = Arc::new(std::sync::Mutex::new(SettleFate::LoseAnswer));
-    let layer = reconciling_layer(&world, lossy_gateway(&world, fate.clone()).await);
+    let reconciled = Reconciliations::default();
+    let layer = reconciling_layer_with(
+        &world,
+        lossy_gateway(&world, fate.clone()).await,
+        reconciled.clone(),
+    );
     let app = Router::new()
         .route("/paid", get(|| async { "content" }))
         .layer(layer.clone());
@@ -670,6 +698,13 @@ async fn the_background_reconciler_ends_a_lost_settlement_nobody_retried() {
     eprintln!("lost answer to reconciled record: {took:?} (ledgers every 100 ms)");
     let report = layer.reconcile_pending().await;
     assert_eq!(report.seen, 0, "nothing pending any more");
+    // The operator's hook was told, with the transaction found.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let events = reconciled.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].paid.payer, world.payer.address().to_string());
+    assert_eq!(events[0].paid.reference.as_ref().map(String::len), Some(64));
+    assert_eq!(events[0].code, None, "settled");
 
     // The next retry is served at once, from the record, without asking again.
     *fate.lock().unwrap() = SettleFate::LoseRequest;

@@ -12,6 +12,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use http::StatusCode;
 use support::*;
+use tower_paywall::BoxFuture;
+use tower_paywall::layer::{Offered, PaymentEvent, PaymentHooks, Verdict};
 use tower_paywall::price::{PriceFuture, PriceRequest, Priced};
 use tower_paywall::stellar::{Amount, CredentialsArm, Network};
 use tower_paywall::x402::{FacilitatorError, PaymentRequired, SettleResponse};
@@ -1159,4 +1161,190 @@ async fn a_settle_failure_without_a_reason_is_an_unknown_outcome() {
     let answer = h.pay("/paid").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(h.facilitator.settle_calls(), 1);
+}
+
+/// Hooks that write down what they are told, and may refuse, panic or hang on purpose.
+#[derive(Default)]
+struct Recorder {
+    log: Arc<Mutex<Vec<String>>>,
+    refuse: bool,
+    panic: bool,
+    hang: bool,
+}
+
+impl Recorder {
+    fn write(&self, line: String) {
+        self.log.lock().unwrap().push(line);
+        assert!(!self.panic, "a hook that panics");
+    }
+}
+
+fn describe(event: &PaymentEvent) -> String {
+    format!(
+        "{} {} {} {:?} {:?} {:?}",
+        event.paid.intent,
+        event.paid.payer,
+        event.paid.amount.atomic(),
+        event.paid.reference,
+        event.resource,
+        event.code
+    )
+}
+
+impl PaymentHooks for Recorder {
+    fn on_offered(self: Arc<Self>, event: Offered) -> BoxFuture<'static, ()> {
+        let intents: Vec<String> = event.intents.iter().map(ToString::to_string).collect();
+        self.write(format!(
+            "offered {intents:?} {} {}",
+            event.amount.atomic(),
+            event.resource
+        ));
+        Box::pin(async {})
+    }
+
+    fn on_after_verify(self: Arc<Self>, event: PaymentEvent) -> BoxFuture<'static, Verdict> {
+        self.write(format!("verified {}", describe(&event)));
+        Box::pin(async move {
+            if self.hang {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            if self.refuse {
+                let refusal = http::Response::builder()
+                    .status(StatusCode::FORBIDDEN)
+                    .body(bytes::Bytes::from_static(b"not you"))
+                    .unwrap();
+                return Verdict::Refuse(refusal);
+            }
+            Verdict::Allow
+        })
+    }
+
+    fn on_after_settle(self: Arc<Self>, event: PaymentEvent) -> BoxFuture<'static, ()> {
+        self.write(format!("settled {}", describe(&event)));
+        Box::pin(async {})
+    }
+
+    fn on_settle_failure(self: Arc<Self>, event: PaymentEvent) -> BoxFuture<'static, ()> {
+        self.write(format!("failed {}", describe(&event)));
+        Box::pin(async {})
+    }
+
+    fn on_settle_unknown(self: Arc<Self>, event: PaymentEvent) -> BoxFuture<'static, ()> {
+        self.write(format!("unknown {}", describe(&event)));
+        Box::pin(async {})
+    }
+}
+
+/// The log once it has `count` lines (hooks that observe run in tasks of their own).
+async fn logged(log: &Arc<Mutex<Vec<String>>>, count: usize) -> Vec<String> {
+    for _ in 0..200 {
+        if log.lock().unwrap().len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    log.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn hooks_see_each_step_of_a_payment_in_order() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Recorder {
+        log: log.clone(),
+        ..Recorder::default()
+    };
+    let h = Harness::with(SettlementOrder::AfterSuccess, |b| b.hooks(hooks));
+    let offer = send(&h.app, req("/paid", None)).await;
+    assert_eq!(offer.status, StatusCode::PAYMENT_REQUIRED);
+    let answer = h.pay("/paid").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let payer = payer(7).address().to_string();
+    let reference = Some("ab".repeat(32));
+    assert_eq!(
+        logged(&log, 3).await,
+        vec![
+            format!("offered [\"x402/exact\"] {PRICE_ATOMIC} GET /paid"),
+            format!("verified x402/exact {payer} {PRICE_ATOMIC} None Some(\"GET /paid\") None"),
+            format!(
+                "settled x402/exact {payer} {PRICE_ATOMIC} {reference:?} Some(\"GET /paid\") None"
+            ),
+        ]
+    );
+
+    // A refused settlement, and one whose outcome is unknown.
+    h.facilitator
+        .set_settle(SettleMode::Failure("insufficient_funds"));
+    let other = |nonce| {
+        payment(&PaymentSpec {
+            nonce,
+            ..PaymentSpec::default()
+        })
+    };
+    send(&h.app, req("/paid", Some(other(2)))).await;
+    h.facilitator
+        .set_settle(SettleMode::Fail(FacilitatorError::Timeout));
+    send(&h.app, req("/paid", Some(other(3)))).await;
+    // The refusal is answered with a fresh offer; the unknown outcome with a 503.
+    let lines = logged(&log, 8).await;
+    assert!(
+        lines.contains(&format!(
+            "failed x402/exact {payer} {PRICE_ATOMIC} None Some(\"GET /paid\") Some(\"insufficient_funds\")"
+        )),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("unknown x402/exact")
+                && line.ends_with("Some(\"facilitator_unavailable\")")),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hook_may_refuse_a_verified_payment_before_any_money_moves() {
+    let hooks = Recorder {
+        refuse: true,
+        ..Recorder::default()
+    };
+    let h = Harness::with(SettlementOrder::BeforeHandler, |b| b.hooks(hooks));
+    let answer = h.pay("/paid").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.text(), "not you");
+    assert_eq!(
+        (h.facilitator.verify_calls(), h.facilitator.settle_calls()),
+        (1, 0)
+    );
+    assert_eq!(h.calls(), 0, "the handler never ran");
+}
+
+#[tokio::test]
+async fn hooks_that_panic_or_hang_leave_the_payment_served() {
+    for (name, hooks) in [
+        (
+            "panicking",
+            Recorder {
+                panic: true,
+                ..Recorder::default()
+            },
+        ),
+        (
+            "hanging",
+            Recorder {
+                hang: true,
+                ..Recorder::default()
+            },
+        ),
+    ] {
+        let h = Harness::with(SettlementOrder::AfterSuccess, |b| {
+            b.hooks(hooks).hook_timeout(Duration::from_millis(100))
+        });
+        let offer = send(&h.app, req("/paid", None)).await;
+        assert_eq!(offer.status, StatusCode::PAYMENT_REQUIRED, "{name}");
+        let started = std::time::Instant::now();
+        let answer = h.pay("/paid").await;
+        assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.text());
+        assert!(started.elapsed() < Duration::from_secs(5), "{name}");
+        assert_eq!(h.facilitator.settle_calls(), 1, "{name}");
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::hooks::{Hooks, PaymentHooks};
 use super::service::PaymentService;
 use crate::price::{FixedPrice, Price, Pricing, SettlementOrder};
 use crate::scheme::PaymentScheme;
@@ -31,6 +32,7 @@ pub(crate) struct Shared {
     pub(crate) public_url: Option<String>,
     /// At most one reconciliation per payment per `reconcile_interval`.
     pub(crate) reconciling: governor::DefaultKeyedRateLimiter<crate::store::PaymentKey>,
+    pub(crate) hooks: Hooks,
 }
 
 impl PaymentLayer {
@@ -75,6 +77,8 @@ pub struct PaymentLayerBuilder {
     max_recorded_body: Option<usize>,
     public_url: Option<String>,
     reconcile_interval: Option<Duration>,
+    hooks: Option<Arc<dyn PaymentHooks>>,
+    hook_timeout: Option<Duration>,
 }
 
 /// Default time a request waits for its settlement before answering 503 (the settlement goes
@@ -84,6 +88,8 @@ pub const DEFAULT_SETTLE_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Default time payment records are kept.
 pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(3600);
+/// Default longest wait for [`PaymentHooks::on_after_verify`]'s verdict.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default least time between two reconciliations of one payment from the ledger.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// Default largest response body recorded for replay to retries.
@@ -180,6 +186,20 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// An operator's hooks: told of offers, settlements, failures, unknown outcomes and
+    /// reconciliations, and asked after each verification (see [`PaymentHooks`]).
+    pub fn hooks(mut self, hooks: impl PaymentHooks) -> Self {
+        self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
+    /// The longest wait for [`PaymentHooks::on_after_verify`]'s verdict (default
+    /// [`DEFAULT_HOOK_TIMEOUT`]); past it the payment goes on as allowed.
+    pub fn hook_timeout(mut self, timeout: Duration) -> Self {
+        self.hook_timeout = Some(timeout);
+        self
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<PaymentLayer, BuildError> {
         if self.schemes.is_empty() {
@@ -208,6 +228,10 @@ impl PaymentLayerBuilder {
             .unwrap_or(DEFAULT_RECONCILE_INTERVAL);
         let quota = governor::Quota::with_period(reconcile_interval)
             .ok_or(BuildError::Invalid("reconcile_interval must be positive"))?;
+        let hook_timeout = self.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT);
+        if hook_timeout.is_zero() {
+            return Err(BuildError::Invalid("hook_timeout must be positive"));
+        }
         Ok(PaymentLayer {
             shared: Arc::new(Shared {
                 schemes: self.schemes,
@@ -220,6 +244,10 @@ impl PaymentLayerBuilder {
                 max_recorded_body: self.max_recorded_body.unwrap_or(DEFAULT_MAX_RECORDED_BODY),
                 public_url,
                 reconciling: governor::RateLimiter::dashmap(quota),
+                hooks: Hooks {
+                    hooks: self.hooks,
+                    timeout: hook_timeout,
+                },
             }),
         })
     }

@@ -81,6 +81,13 @@
 //! ([`PaymentLayer::reconciler`](crate::PaymentLayer::reconciler), which walks the store's
 //! [`pending`](crate::PaymentStore::pending) payments), so the next retry is served at once.
 //!
+//! # Hooks
+//!
+//! An operator's [`PaymentHooks`] are told of offers, settlements, failed settlements, unknown
+//! outcomes and reconciliations, and asked after each verification, before any money moves
+//! (they may refuse with a response). They can neither break nor stall a payment: see
+//! [`hooks`].
+//!
 //! # Which protocols a 402 speaks
 //!
 //! `Accept-Payment` is MPP's request header (`method/intent` ranges with `q` weights; see
@@ -116,6 +123,7 @@
 
 mod builder;
 mod future;
+pub mod hooks;
 mod negotiate;
 mod reconcile;
 mod respond;
@@ -123,10 +131,12 @@ mod service;
 mod settle;
 
 pub use builder::{
-    BuildError, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECONCILE_INTERVAL, DEFAULT_RECORD_TTL,
-    DEFAULT_RETRY_AFTER, DEFAULT_SETTLE_WAIT, PaymentLayer, PaymentLayerBuilder,
+    BuildError, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECONCILE_INTERVAL,
+    DEFAULT_RECORD_TTL, DEFAULT_RETRY_AFTER, DEFAULT_SETTLE_WAIT, PaymentLayer,
+    PaymentLayerBuilder,
 };
 pub use future::ResponseFuture;
+pub use hooks::{Offered, PaymentEvent, PaymentHooks, Verdict};
 pub use reconcile::ReconcileReport;
 pub use service::PaymentService;
 pub use settle::{Paid, SettleError, SettleGuard};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::builder::{PaymentLayer, Shared};
+use super::hooks::PaymentEvent;
 use super::settle::settled_payment;
 use crate::scheme::{Reconciled, Rejection};
 use crate::store::{PaymentKey, PaymentState, StateKind};
@@ -65,8 +66,22 @@ impl Shared {
             settled = matches!(ended, Ended::Settled),
             "payment reconciled from the ledger"
         );
-        match self.store.transition(key, from, state).await {
-            Ok(true) => ended,
+        match self.store.transition(key, from, state.clone()).await {
+            Ok(true) => {
+                let event = PaymentEvent {
+                    paid: match &state {
+                        PaymentState::Settled(settled) => settled.paid.clone(),
+                        _ => pending.paid.clone(),
+                    },
+                    resource: None,
+                    code: match &ended {
+                        Ended::NotSettled(rejection) => Some(rejection.code.to_string()),
+                        _ => None,
+                    },
+                };
+                self.hooks.notify(move |hooks| hooks.on_reconciled(event));
+                ended
+            }
             // Another request or node moved it first: whatever it recorded answers the retry.
             Ok(false) => Ended::Settled,
             Err(error) => {

@@ -6,6 +6,7 @@ use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
 use super::builder::Shared;
+use super::hooks::Offered;
 use crate::price::Price;
 use crate::scheme::Credential;
 use crate::scheme::{Challenge, ChallengeContext, Offer, Rejection, RejectionKind};
@@ -110,6 +111,15 @@ impl Shared {
             Some(kind @ (RejectionKind::BadRequest | RejectionKind::Gone)) => kind.status(),
             _ => StatusCode::PAYMENT_REQUIRED,
         };
+        let intents = offers.iter().map(|(_, offer)| offer.intent()).collect();
+        let (amount, resource) = (price.amount(), resource(request));
+        self.hooks.notify(move |hooks| {
+            hooks.on_offered(Offered {
+                intents,
+                amount,
+                resource,
+            })
+        });
         let body = serde_json::to_vec(&challenge.body).unwrap_or_default();
         let mut response = Response::new(B::from(Bytes::from(body)));
         *response.status_mut() = status;
@@ -237,6 +247,11 @@ pub(crate) fn replay<B: From<Bytes>>(recorded: &RecordedResponse) -> Response<B>
     *response.status_mut() = recorded.status;
     *response.headers_mut() = recorded.headers.clone();
     response
+}
+
+/// The request as hooks name it: method and path (`GET /joke`).
+pub(crate) fn resource(request: &Parts) -> String {
+    format!("{} {}", request.method, request.uri.path())
 }
 
 /// A copy of the request head without its extensions, kept to answer after the request moved

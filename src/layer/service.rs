@@ -14,8 +14,9 @@ use tower_service::Service;
 
 use super::builder::Shared;
 use super::future::ResponseFuture;
+use super::hooks::{PaymentEvent, Verdict};
 use super::reconcile::Ended;
-use super::respond::{ReadCredential, code, head, plain, replay};
+use super::respond::{ReadCredential, code, head, plain, replay, resource};
 use super::settle::{Paid, SettleGuard, Settled, Settlement};
 use crate::price::{ClaimedPayer, PriceRequest, Priced, SettlementOrder};
 use crate::scheme::{PaymentContext, Rejection, RejectionKind};
@@ -265,12 +266,23 @@ where
             intent: scheme.intent(),
             reference: None,
         };
+        let resource = resource(&self.parts);
+        let event = PaymentEvent {
+            paid: paid.clone(),
+            resource: Some(resource.clone()),
+            code: None,
+        };
+        if let Verdict::Refuse(refusal) = shared.hooks.verdict(event).await {
+            hold.release().await;
+            return Ok(refusal.map(ResBody::from));
+        }
         let settlement = Settlement {
             shared: shared.clone(),
             scheme,
             verified,
             key,
             paid,
+            resource,
         };
         let head = head(&self.parts);
         let answer = match price.order().unwrap_or(shared.order) {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{OnceCell, oneshot};
 
 use super::builder::Shared;
+use super::hooks::{Hooks, PaymentEvent};
 use crate::price::Amount;
 use crate::scheme::{Intent, PaymentScheme, Receipt, Rejection, SettleOutcome, Verified};
 use crate::store::{
@@ -64,6 +65,8 @@ pub(crate) struct Settlement {
     pub(crate) verified: Arc<Verified>,
     pub(crate) key: PaymentKey,
     pub(crate) paid: Paid,
+    /// The request, as hooks name it.
+    pub(crate) resource: String,
 }
 
 impl Settlement {
@@ -95,12 +98,14 @@ impl Settlement {
             .clone()
             .settle(self.verified.clone(), store.clone());
         let (store, key, paid) = (store.clone(), self.key, self.paid.clone());
+        let (hooks, resource) = (self.shared.hooks.clone(), self.resource.clone());
         // The task records the outcome before handing it over, so a known outcome is never lost
         // with the request; if nobody takes it any more, the task gives the payment back too
         // (a settled payment then waits, `Settled`, for the client's retry).
         let mut task = Box::pin(async move {
             let outcome = settle.await;
             let settled = record(&*store, key, &paid, pending, outcome).await;
+            tell(&hooks, &paid, resource, &settled);
             if sender.send(settled).is_err()
                 && let Err(error) = store.release(key).await
             {
@@ -131,6 +136,30 @@ impl Settlement {
                 receiver.try_recv().unwrap_or(Settled::Pending)
             }
         }
+    }
+}
+
+/// Tells the hooks how a settlement ended.
+fn tell(hooks: &Hooks, paid: &Paid, resource: String, settled: &Settled) {
+    let mut event = PaymentEvent {
+        paid: paid.clone(),
+        resource: Some(resource),
+        code: None,
+    };
+    match settled {
+        Settled::Done(settled) => {
+            event.paid = settled.paid.clone();
+            hooks.notify(move |hooks| hooks.on_after_settle(event));
+        }
+        Settled::Refused(rejection) => {
+            event.code = Some(rejection.code.to_string());
+            hooks.notify(move |hooks| hooks.on_settle_failure(event));
+        }
+        Settled::Unknown(rejection) => {
+            event.code = Some(rejection.code.to_string());
+            hooks.notify(move |hooks| hooks.on_settle_unknown(event));
+        }
+        Settled::Pending => {}
     }
 }
 
