@@ -232,6 +232,7 @@ impl PaymentLayerBuilder {
         if hook_timeout.is_zero() {
             return Err(BuildError::Invalid("hook_timeout must be positive"));
         }
+        super::metrics::describe();
         Ok(PaymentLayer {
             shared: Arc::new(Shared {
                 schemes: self.schemes,

@@ -88,6 +88,12 @@
 //! (they may refuse with a response). They can neither break nor stall a payment: see
 //! [`hooks`].
 //!
+//! # Metrics
+//!
+//! Offers, verifications, settlements (by intent and outcome), their latencies, the
+//! settlements in flight and the reconciliations are counted through the `metrics` facade:
+//! install any recorder to see them (the table is in [`metrics`](self::metrics)).
+//!
 //! # Which protocols a 402 speaks
 //!
 //! `Accept-Payment` is MPP's request header (`method/intent` ranges with `q` weights; see
@@ -124,6 +130,7 @@
 mod builder;
 mod future;
 pub mod hooks;
+pub mod metrics;
 mod negotiate;
 mod reconcile;
 mod respond;

@@ -79,6 +79,11 @@ impl Shared {
                         _ => None,
                     },
                 };
+                let outcome = match &ended {
+                    Ended::NotSettled(_) => "not_settled",
+                    _ => "settled",
+                };
+                super::metrics::reconciled(intent, outcome);
                 self.hooks.notify(move |hooks| hooks.on_reconciled(event));
                 ended
             }

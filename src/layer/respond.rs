@@ -111,6 +111,7 @@ impl Shared {
             Some(kind @ (RejectionKind::BadRequest | RejectionKind::Gone)) => kind.status(),
             _ => StatusCode::PAYMENT_REQUIRED,
         };
+        super::metrics::payment_required();
         let intents = offers.iter().map(|(_, offer)| offer.intent()).collect();
         let (amount, resource) = (price.amount(), resource(request));
         self.hooks.notify(move |hooks| {

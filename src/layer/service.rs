@@ -252,7 +252,10 @@ where
             price: &price,
             store: &*shared.store,
         };
-        let verified = match scheme.verify(&credential, context).await {
+        let started = std::time::Instant::now();
+        let verified = scheme.verify(&credential, context).await;
+        super::metrics::verified(scheme.intent(), verified.is_ok(), started.elapsed());
+        let verified = match verified {
             Ok(verified) => Arc::new(verified),
             Err(rejection) => {
                 hold.release().await;

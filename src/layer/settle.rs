@@ -102,8 +102,29 @@ impl Settlement {
         // The task records the outcome before handing it over, so a known outcome is never lost
         // with the request; if nobody takes it any more, the task gives the payment back too
         // (a settled payment then waits, `Settled`, for the client's retry).
+        super::metrics::settling();
+        let started = std::time::Instant::now();
         let mut task = Box::pin(async move {
             let outcome = settle.await;
+            let ended = match &outcome {
+                SettleOutcome::Settled(_) => "settled",
+                SettleOutcome::Rejected(_) => "failed",
+                SettleOutcome::Unknown(_) => "unknown",
+            };
+            super::metrics::settled(paid.intent, ended, started.elapsed());
+            let reference = match &outcome {
+                SettleOutcome::Settled(receipt) => Some(receipt.reference.clone()),
+                _ => None,
+            };
+            tracing::info!(
+                intent = %paid.intent,
+                payer = %paid.payer,
+                amount = paid.amount.atomic(),
+                asset = %paid.asset,
+                outcome = ended,
+                tx = reference.as_deref().unwrap_or(""),
+                "settlement ended"
+            );
             let settled = record(&*store, key, &paid, pending, outcome).await;
             tell(&hooks, &paid, resource, &settled);
             if sender.send(settled).is_err()

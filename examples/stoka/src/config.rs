@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8402"
+//! # metrics_listen = "127.0.0.1:9464" # Prometheus text at /metrics (off unless set)
 //! public_url = "https://stoka.example"
 //! network = "testnet"                # or "pubnet", or a CAIP-2 id
 //! pay_to = "G…"
@@ -39,6 +40,8 @@ use crate::pricing::{Limits, Rates};
 pub struct Config {
     /// Where to listen (default `127.0.0.1:8402`).
     pub listen: String,
+    /// Where to serve `/metrics` (Prometheus text); off unless set.
+    pub metrics_listen: Option<String>,
     /// The public base URL (for the 402's resource URL and the challenge messages).
     pub public_url: Option<String>,
     /// `testnet`, `pubnet`, or a CAIP-2 network id.
@@ -65,6 +68,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8402".into(),
+            metrics_listen: None,
             public_url: None,
             network: "testnet".into(),
             pay_to: None,
@@ -188,8 +192,9 @@ pub enum ConfigError {
 }
 
 /// The environment variables read, and the settings they set.
-pub const ENVIRONMENT: [(&str, &str); 16] = [
+pub const ENVIRONMENT: [(&str, &str); 17] = [
     ("STOKA_LISTEN", "listen"),
+    ("STOKA_METRICS_LISTEN", "metrics_listen"),
     ("STOKA_PUBLIC_URL", "public_url"),
     ("STOKA_NETWORK", "network"),
     ("STOKA_PAY_TO", "pay_to"),
@@ -250,6 +255,7 @@ impl Config {
     fn set(&mut self, name: &'static str, value: String) -> Result<(), ConfigError> {
         match name {
             "STOKA_LISTEN" => self.listen = value,
+            "STOKA_METRICS_LISTEN" => self.metrics_listen = Some(value),
             "STOKA_PUBLIC_URL" => self.public_url = Some(value),
             "STOKA_NETWORK" => self.network = value,
             "STOKA_PAY_TO" => self.pay_to = Some(value),

@@ -41,6 +41,8 @@ pub struct DevOptions {
     pub wallets: usize,
     /// How often the sandbox closes a ledger.
     pub ledger_period: Duration,
+    /// Where `/metrics` is served (Prometheus text), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for DevOptions {
@@ -52,6 +54,7 @@ impl Default for DevOptions {
             store: None,
             wallets: 3,
             ledger_period: Duration::from_secs(1),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8405))),
         }
     }
 }
@@ -255,9 +258,19 @@ pub async fn dev(options: &DevOptions) -> Result<(), ServerError> {
     let stack = start(options).await?;
     let listener = tokio::net::TcpListener::bind(&options.listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
+    let metrics = match options.metrics_listen {
+        Some(listen) => Some(crate::metrics::spawn(
+            tokio::net::TcpListener::bind(listen).await?,
+        )?),
+        None => None,
+    };
     // A closed stdout does not stop the stack.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", banner(&stack, &url)).and_then(|()| out.flush());
+    let mut banner = banner(&stack, &url);
+    if let Some(metrics) = metrics {
+        banner.push_str(&format!("\n\nmetrics (Prometheus text): {metrics}"));
+    }
+    let _ = writeln!(out, "{banner}").and_then(|()| out.flush());
     drop(out);
     // The ledger and its RPC live as long as stoka serves.
     let DevStack {

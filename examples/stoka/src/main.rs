@@ -60,6 +60,9 @@ enum Command {
         /// Where the x402 facilitator listens.
         #[arg(long, default_value = "127.0.0.1:8404")]
         facilitator_listen: std::net::SocketAddr,
+        /// Where `/metrics` (Prometheus text) is served.
+        #[arg(long, default_value = "127.0.0.1:8405")]
+        metrics_listen: std::net::SocketAddr,
         /// The redb file (default: a fresh one in a temporary directory).
         #[arg(long)]
         store: Option<PathBuf>,
@@ -187,6 +190,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             listen,
             rpc_listen,
             facilitator_listen,
+            metrics_listen,
             store,
         } => {
             let options = DevOptions {
@@ -194,6 +198,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 rpc_listen,
                 facilitator_listen,
                 store,
+                metrics_listen: Some(metrics_listen),
                 ..DevOptions::default()
             };
             dev(&options).await?;

@@ -336,6 +336,10 @@ pub async fn serve(config: &Config) -> Result<(), ServerError> {
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    if let Some(listen) = &config.metrics_listen {
+        let url = crate::metrics::spawn(tokio::net::TcpListener::bind(listen).await?)?;
+        tracing::info!(%url, "metrics served");
+    }
     tracing::info!(listen = %config.listen, store = %config.store.backend, "stoka serving");
     run(server, listener).await
 }

@@ -57,6 +57,7 @@ pub async fn start_with_clock(
         store: None,
         wallets,
         ledger_period: Duration::from_millis(500),
+        metrics_listen: None,
     };
     let dev = start_on(
         &options,
