@@ -849,13 +849,7 @@ async fn a_pull_whose_submission_answer_was_lost_is_served_from_the_ledger_on_re
         let credential = authorization(c, &world.payer, payload);
         lose_once(&world, &lossy, &credential, support::SendFate::LoseAnswer).await;
         // The transaction lands; the retry finds it.
-        let answer = loop {
-            let answer = send(&world, Some(credential.clone())).await;
-            if answer.status != StatusCode::SERVICE_UNAVAILABLE {
-                break answer;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let answer = retry_until_decided(&world, &credential).await;
         assert_eq!(
             answer.status,
             StatusCode::OK,
@@ -906,8 +900,8 @@ async fn a_pull_that_never_reached_the_ledger_is_released_once_its_authorization
         "still usable: {}",
         answer.body
     );
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let answer = send(&world, Some(credential)).await;
+    // Once its expiration ledger has closed, the ledger says it never happened.
+    let answer = retry_until_decided(&world, &credential).await;
     assert_eq!(
         answer.status,
         StatusCode::PAYMENT_REQUIRED,
@@ -935,4 +929,63 @@ async fn a_pull_that_never_reached_the_ledger_is_released_once_its_authorization
         usdc(&world, &world.payer.address()).await,
         payer_before - PRICE_ATOMIC
     );
+}
+
+/// One signed authorization presented for two challenges (in two envelopes that differ only in
+/// their fee, so both pass every per-transaction check): the first to settle reserves the
+/// authorization as the payment it is, so the second is refused before it is submitted, and
+/// nothing that the first's settlement leaves unknown can be "found" in another's transaction.
+#[tokio::test]
+async fn one_authorization_pays_for_one_challenge_only() {
+    let mut world = world(Duration::from_secs(300)).await;
+    let lossy = support::LossyRpc::new(Arc::new(world.sandbox.clone()));
+    world.app = charge_app(&world, lossy.clone(), true).await.0;
+    let payer_before = usdc(&world, &world.payer.address()).await;
+    let envelope = authorized_transfer_for(&world, tower_paywall::stellar::NULL_ACCOUNT, 20).await;
+    let mut other = envelope.clone();
+    let TransactionEnvelope::Tx(v1) = &mut other else {
+        unreachable!("a v1 envelope")
+    };
+    v1.tx.fee += 1;
+    let credential = |c, envelope: &TransactionEnvelope| {
+        let payload = json!({"type": "transaction", "transaction": base64(envelope)});
+        authorization(c, &world.payer, payload)
+    };
+    let first = credential(challenge(&world).await, &envelope);
+    // The first settlement never reaches the ledger: its outcome is unknown.
+    lose_once(&world, &lossy, &first, support::SendFate::LoseRequest).await;
+    // (A challenge issued in the same millisecond would be the same challenge.)
+    let second = credential(challenge(&world).await, &other);
+    // The same authorization for another challenge: refused, nothing submitted.
+    let answer = send(&world, Some(second)).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        answer.body
+    );
+    assert_eq!(problem_type(&answer), "verification-failed");
+    // The first ends unsettled once its authorization expired; nobody was charged.
+    let answer = retry_until_decided(&world, &first).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        answer.body
+    );
+    assert_eq!(problem_type(&answer), "settlement-failed");
+    assert_eq!(usdc(&world, &world.payer.address()).await, payer_before);
+}
+
+/// Retries `credential` until the answer is not 503 (20 s at most).
+async fn retry_until_decided(world: &World, credential: &str) -> Answer {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = send(world, Some(credential.to_owned())).await;
+        if answer.status != StatusCode::SERVICE_UNAVAILABLE || std::time::Instant::now() > deadline
+        {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

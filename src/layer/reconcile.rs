@@ -116,7 +116,8 @@ impl PaymentLayer {
     /// One round of background reconciliation: the payments of this layer's store whose
     /// settlement outcome is unknown (or still settling past the settle wait) are ended from the
     /// ledger, as a retry would end them (see [reconciliation](crate::layer#reconciliation)). A
-    /// payment is asked about at most once per `reconcile_interval`, whoever asks.
+    /// payment is asked about at most once per `reconcile_interval` by this process, whatever asks
+    /// (a retry or a round).
     pub async fn reconcile_pending(&self) -> ReconcileReport {
         self.shared.reconcile_pending().await
     }

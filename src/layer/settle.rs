@@ -127,7 +127,11 @@ impl Settlement {
             );
             let settled = record(&*store, key, &paid, pending, outcome).await;
             tell(&hooks, &paid, resource, &settled);
+            // Only an outcome this task recorded is the task's to give back; one it could not
+            // record belongs to whoever moved the record on (a reconciliation).
+            let recorded = !matches!(settled, Settled::Pending);
             if sender.send(settled).is_err()
+                && recorded
                 && let Err(error) = store.release(key).await
             {
                 tracing::error!(%error, key = ?key, "cannot release an abandoned settlement");
@@ -191,7 +195,10 @@ pub(crate) fn settled_payment(paid: &Paid, receipt: Receipt) -> SettledPayment {
 }
 
 /// Records a settlement's outcome: the money moved (the requester owns the payment, now
-/// settled), it did not (`Failed`), or nobody knows (`Unknown`).
+/// settled), it did not (`Failed`), or nobody knows (`Unknown`). An outcome that cannot be
+/// recorded (the record left `Settling`: a reconciliation ended it first; or the store failed)
+/// is [`Settled::Pending`]: whatever the record says answers the retry, and nothing is served
+/// from an outcome the record does not hold.
 async fn record(
     store: &dyn PaymentStore,
     key: PaymentKey,
@@ -218,10 +225,10 @@ async fn record(
             .transition(key, StateKind::Settling, state.clone())
             .await
         {
-            Ok(true) => break,
+            Ok(true) => return settled,
             Ok(false) => {
-                tracing::error!(key = ?key, "payment left the settling state during settlement");
-                break;
+                tracing::warn!(key = ?key, "payment left the settling state during settlement");
+                return Settled::Pending;
             }
             Err(error) => {
                 tracing::error!(%error, key = ?key, attempt, "cannot record settlement outcome");
@@ -230,7 +237,7 @@ async fn record(
             }
         }
     }
-    settled
+    Settled::Pending
 }
 
 pub(crate) fn store_unavailable() -> Rejection {

@@ -55,7 +55,7 @@ use crate::stellar::{
 use crate::stellar::{
     NULL_ACCOUNT, Sponsor, SponsorError, SponsoredCall, address_credentials, verify_authorization,
 };
-use crate::store::PaymentStore;
+use crate::store::{Fingerprint, PaymentKey, PaymentStore, Reservation};
 
 const INTENT: &str = "charge";
 /// How long single-use claims on transaction hashes are kept.
@@ -739,7 +739,29 @@ impl PaymentScheme for StellarCharge {
                 Proof::Push(hash) => SettleOutcome::Settled(self.receipt(hash)),
                 Proof::Pull(envelope) => self.submit(envelope, &detail.hash).await,
                 Proof::Sponsored(sponsored) => {
-                    self.submit_sponsored(&sponsored.0, &sponsored.1).await
+                    // The payer's authorization pays once, whoever presents it: reserve it as
+                    // the payment it is (an x402 payment of it, or another challenge carrying
+                    // it, then finds it taken), so only this settlement can consume its nonce.
+                    let transfer = &sponsored.1;
+                    let Ok((nonce, _)) = transfer.payer_nonce() else {
+                        return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
+                    };
+                    let payer = transfer.from.to_string();
+                    let key = PaymentKey::of_authorization(self.network.caip2(), &payer, nonce);
+                    let holder = Fingerprint::of(b"mpp:stellar:sponsored");
+                    match store.reserve(key, holder, CLAIM_TTL).await {
+                        Ok(Reservation::New) => {}
+                        Ok(_) => {
+                            return SettleOutcome::Rejected(problem(
+                                ProblemCode::VerificationFailed,
+                            ));
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "cannot reserve an authorization");
+                            return SettleOutcome::Rejected(busy());
+                        }
+                    }
+                    self.submit_sponsored(&sponsored.0, transfer).await
                 }
             }
         })

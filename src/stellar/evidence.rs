@@ -3,7 +3,7 @@
 //!
 //! | evidence | settled when | not settled when |
 //! |---|---|---|
-//! | [`Authorized`](SettlementEvidence::Authorized): a SAC transfer the payer authorized with address credentials (its nonce and signature expiration ledger) | a successful transaction carrying that authorization (same payer, same nonce) emitted the asset's `transfer(from, to, amount)` event since the payment was verified (found with `getEvents`, confirmed with `getTransaction`) | the expiration ledger has closed, the events of every ledger since the payment was verified are still kept, and none is that transfer: the authorization can never be used any more |
+//! | [`Authorized`](SettlementEvidence::Authorized): a SAC transfer the payer authorized with address credentials (its nonce and signature expiration ledger) | a successful transaction carrying that authorization (same payer, same nonce) emitted the asset's `transfer(from, to, amount)` event between the verification and the expiration ledger (found with `getEvents`, confirmed with `getTransaction`) | the expiration ledger has closed, the events of every ledger from the verification to it are still kept and were all read, and none is that transfer: the authorization can never be used any more |
 //! | [`Transaction`](SettlementEvidence::Transaction): a transaction whose hash was known before it was submitted | `getTransaction` says `SUCCESS` | it says `FAILED`, or it is not found a ledger's time after its time bounds ended (no ledger can include it any more) |
 //!
 //! Anything else (the RPC unreachable, a nonce consumed whose transfer is not found, events no
@@ -28,6 +28,8 @@ const VERSION: u8 = 1;
 const MAX_PAGES: usize = 20;
 /// Events asked for per page.
 const PAGE: u32 = 200;
+/// The most ledgers one `getEvents` call scans on a Soroban RPC server.
+const MAX_SCAN_LEDGERS: u32 = 10_000;
 /// How long after a transaction's time bounds end it can no longer be in a ledger, in seconds
 /// (a ledger closes every few seconds; its close time is checked against the bounds).
 const TIME_BOUND_MARGIN: u64 = 30;
@@ -209,19 +211,33 @@ async fn find_authorized(
     rpc: &dyn SorobanRpc,
     transfer: &AuthorizedTransfer,
 ) -> Result<LedgerFinding, super::rpc::RpcError> {
+    // A muxed payee is named by its account in the event's topics (CAP-67), its id in the data.
+    let to = match transfer.to {
+        Address::MuxedAccount { ed25519, .. } => Address::Account(ed25519),
+        to => to,
+    };
     let filter = EventFilter::new().contract(transfer.asset).topic([
         TopicMatch::Exact(ScVal::Symbol(ScSymbol(
             StringM::try_from("transfer").unwrap_or_default(),
         ))),
         TopicMatch::Exact(ScVal::Address(transfer.from.to_sc_address())),
-        TopicMatch::Exact(ScVal::Address(transfer.to.to_sc_address())),
+        TopicMatch::Exact(ScVal::Address(to.to_sc_address())),
         TopicMatch::AnyTrailing,
     ]);
-    let mut request = EventsRequest::from_ledger(transfer.since_ledger)
-        .filter(filter.clone())
-        .limit(PAGE);
+    // The authorization can only be used up to its expiration ledger.
+    let end = transfer.expiration_ledger.saturating_add(1);
+    let from_ledger = |start: u32| {
+        EventsRequest::from_ledger(start)
+            .end_ledger(end)
+            .filter(filter.clone())
+            .limit(PAGE)
+    };
+    let mut request = from_ledger(transfer.since_ledger);
     let mut covered_from = None;
     let mut latest = 0;
+    let mut checked: Vec<TransactionHash> = Vec::new();
+    // Whether the last page was read (the page budget did not cut the search short).
+    let mut exhausted = false;
     for _ in 0..MAX_PAGES {
         let page = match rpc.events(&request).await {
             Ok(page) => page,
@@ -232,9 +248,7 @@ async fn find_authorized(
                 else {
                     return Err(error);
                 };
-                request = EventsRequest::from_ledger(oldest)
-                    .filter(filter.clone())
-                    .limit(PAGE);
+                request = from_ledger(oldest);
                 covered_from = Some(oldest);
                 continue;
             }
@@ -245,23 +259,36 @@ async fn find_authorized(
         for event in &page.events {
             if !event.in_successful_contract_call
                 || event_amount(&event.value) != Some(transfer.amount)
+                || checked.contains(&event.transaction)
             {
                 continue;
             }
             if carries_authorization(rpc, &event.transaction, transfer).await? {
                 return Ok(LedgerFinding::Settled(event.transaction));
             }
+            checked.push(event.transaction);
         }
+        // A page shorter than asked for is the last of the range.
         match page.cursor {
-            Some(cursor) if !page.events.is_empty() => {
+            Some(cursor) if page.events.len() >= PAGE as usize => {
                 request = EventsRequest::after(cursor)
+                    .end_ledger(end)
                     .filter(filter.clone())
                     .limit(PAGE);
             }
-            _ => break,
+            _ => {
+                exhausted = true;
+                break;
+            }
         }
     }
-    let complete = covered_from == Some(transfer.since_ledger);
+    // Complete: every ledger from the verification to the expiration was read (a server scans
+    // at most 10 000 ledgers a call; the windows here are far shorter).
+    let span = transfer
+        .expiration_ledger
+        .saturating_sub(transfer.since_ledger);
+    let complete =
+        exhausted && covered_from == Some(transfer.since_ledger) && span < MAX_SCAN_LEDGERS;
     if latest > transfer.expiration_ledger && complete {
         // Every ledger the authorization could have been used in is closed and searched; its
         // nonce entry, if any, would only say the same.
@@ -283,11 +310,15 @@ async fn carries_authorization(
     transfer: &AuthorizedTransfer,
 ) -> Result<bool, super::rpc::RpcError> {
     let info = rpc.transaction(hash).await?;
-    if info.status != TransactionStatus::Success {
-        return Ok(false);
+    match info.status {
+        TransactionStatus::Success => {}
+        TransactionStatus::Failed => return Ok(false),
+        // Events and transactions may come from servers a ledger apart: not seen yet is not
+        // "not ours".
+        TransactionStatus::NotFound => return Err(super::rpc::RpcError::NotFinal(*hash)),
     }
     let Some(envelope) = info.envelope else {
-        return Ok(false);
+        return Err(super::rpc::RpcError::NotFinal(*hash));
     };
     let operations = match &envelope {
         TransactionEnvelope::Tx(v1) => &v1.tx.operations,

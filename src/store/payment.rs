@@ -31,6 +31,16 @@ impl PaymentKey {
     }
 }
 
+impl PaymentKey {
+    /// The key of a payment made with a payer's Soroban authorization: the network (CAIP-2),
+    /// the payer (strkey) and the authorization's nonce, which the ledger lets be used once.
+    /// Every scheme that submits such an authorization reserves this key first, so one
+    /// authorization never pays for two requests, whichever protocol presents it.
+    pub fn of_authorization(network: &str, payer: &str, nonce: i64) -> PaymentKey {
+        PaymentKey::derive(&[network.as_bytes(), payer.as_bytes(), &nonce.to_be_bytes()])
+    }
+}
+
 impl fmt::Debug for PaymentKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PaymentKey(")?;

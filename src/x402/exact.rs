@@ -336,11 +336,7 @@ impl Exact {
             .map(|credentials| credentials.nonce)
             .map_err(|_| refused(reason::CREDENTIAL_TYPE))?;
         let payer = transfer.from.to_string();
-        let key = PaymentKey::derive(&[
-            self.network.caip2().as_bytes(),
-            payer.as_bytes(),
-            &nonce.to_be_bytes(),
-        ]);
+        let key = PaymentKey::of_authorization(self.network.caip2(), &payer, nonce);
         let fingerprint = Fingerprint::of(transaction.as_bytes());
         let detail = ExactCredential {
             payload,
@@ -576,6 +572,13 @@ impl PaymentScheme for Exact {
                 return bytes::Bytes::new();
             };
             match AuthorizedTransfer::of(&payment.transfer, since) {
+                // Verified after its expiration: the ledger read is not this network's.
+                Ok(transfer) if transfer.since_ledger > transfer.expiration_ledger => {
+                    tracing::error!(
+                        "the ledger read is past the payment's expiration: is the RPC on the scheme's network?"
+                    );
+                    bytes::Bytes::new()
+                }
                 Ok(transfer) => {
                     bytes::Bytes::from(SettlementEvidence::Authorized(transfer).encode())
                 }

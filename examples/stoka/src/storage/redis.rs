@@ -3,8 +3,9 @@
 //!
 //! Keys (every one starts with the namespace, so a deployment can share a server; `{…}` is the
 //! hash tag: the wallet the record belongs to, the payment for payment records and claims, and
-//! one tag for every channel so that they are listed in one slot; every script touches one slot
-//! and would run unchanged on Redis Cluster; [`RedisStorage`] itself connects to one server):
+//! one tag for every channel so that they are listed in one slot; every script but the payment
+//! swap touches one slot: the swap also lists pending settlements in `<ns>:pp`, so it needs one
+//! server, which is what [`RedisStorage`] connects to):
 //!
 //! | record | key | type |
 //! |---|---|---|
