@@ -90,17 +90,17 @@ pub async fn shared_payment_store(one: Arc<dyn PaymentStore>, other: Arc<dyn Pay
     concurrent_reservations_admit_exactly_one(&[one, other], run + 1).await;
 }
 
-/// `Settling` and `Unknown` payments, written on `one`, are listed by `other`'s
-/// [`PaymentStore::pending`]; reserved, failed and removed ones are not.
+/// `Settling` and `Unknown` payments with evidence, written on `one`, are listed by `other`'s
+/// [`PaymentStore::pending`]; reserved, failed, settled and evidence-less ones are not.
 async fn pending_settlements_are_listed_while_pending(
     one: &dyn PaymentStore,
     other: &dyn PaymentStore,
     run: u64,
 ) {
-    async fn listed(store: &dyn PaymentStore, key: PaymentKey) -> bool {
+    async fn listed_key(store: &dyn PaymentStore, key: PaymentKey) -> bool {
         store.pending(usize::MAX).await.unwrap().contains(&key)
     }
-    let listed = |store| listed(store, key(run, 1));
+    let listed = |store| listed_key(store, key(run, 1));
     one.reserve(key(run, 1), PRINT, TTL).await.unwrap();
     assert!(!listed(other).await, "reserved");
     let states = [
@@ -118,6 +118,27 @@ async fn pending_settlements_are_listed_while_pending(
     );
     assert!(!listed(other).await, "failed");
     assert!(!listed(one).await, "failed");
+    // Settled: unlisted too.
+    let settled = Arc::new(settled());
+    one.reserve(key(run, 2), PRINT, TTL).await.unwrap();
+    for (from, to) in [
+        (StateKind::Reserved, PaymentState::Settling(pending())),
+        (StateKind::Settling, PaymentState::Executing(Some(settled))),
+    ] {
+        assert!(one.transition(key(run, 2), from, to).await.unwrap());
+    }
+    assert!(!listed_key(other, key(run, 2)).await, "settled");
+    // Pending without evidence to reconcile by: not listed.
+    let mut blind = (*pending()).clone();
+    blind.evidence = Bytes::new();
+    one.reserve(key(run, 3), PRINT, TTL).await.unwrap();
+    let blind = PaymentState::Settling(Arc::new(blind));
+    assert!(
+        one.transition(key(run, 3), StateKind::Reserved, blind)
+            .await
+            .unwrap()
+    );
+    assert!(!listed_key(other, key(run, 3)).await, "no evidence");
     // A limit is a limit.
     assert!(other.pending(0).await.unwrap().is_empty());
 }

@@ -167,10 +167,16 @@ pub enum PaymentState {
 }
 
 impl PaymentState {
-    /// Whether a settlement is in flight or of unknown outcome (`Settling`, `Unknown`): what
-    /// reconciliation ends.
+    /// Whether a settlement is in flight or of unknown outcome (`Settling`, `Unknown`) with
+    /// evidence to reconcile it by: what [`PaymentStore::pending`] lists. (One without
+    /// evidence, from a scheme that cannot reconcile, waits for its record to expire.)
     pub fn is_pending(&self) -> bool {
-        matches!(self, PaymentState::Settling(_) | PaymentState::Unknown(_))
+        match self {
+            PaymentState::Settling(pending) | PaymentState::Unknown(pending) => {
+                !pending.evidence.is_empty()
+            }
+            _ => false,
+        }
     }
 
     /// The state's name, for compare-and-set.
@@ -257,7 +263,8 @@ pub trait PaymentStore: Send + Sync + 'static {
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Up to `limit` keys of payments whose settlement is in flight or of unknown outcome
-    /// (`Settling`, `Unknown`): what the background reconciler walks. May list a key whose
+    /// (`Settling`, `Unknown`) with evidence to reconcile by ([`PaymentState::is_pending`]):
+    /// what the background reconciler walks. May list a key whose
     /// record has just moved on (read the record before acting), never leaves one out for long.
     fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>>;
 }
