@@ -77,7 +77,9 @@ pub mod x402;
 pub use layer::{
     Paid, PaymentLayer, PaymentLayerBuilder, PaymentService, SettleError, SettleGuard,
 };
-pub use price::{Price, PriceFuture, PriceRequest, Priced, Pricing, SettlementOrder};
+pub use price::{
+    PaymentIdentifier, Price, PriceFuture, PriceRequest, Priced, Pricing, SettlementOrder,
+};
 pub use scheme::{Intent, PaymentScheme, Reconciled};
 pub use store::{MemoryStore, PaymentStore};
 

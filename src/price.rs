@@ -66,6 +66,22 @@ pub struct Price {
     amount: Amount,
     description: Option<Arc<str>>,
     order: Option<SettlementOrder>,
+    payment_identifier: PaymentIdentifier,
+}
+
+/// Whether a route takes x402's `payment-identifier` extension: a client's idempotency key for
+/// one logical request, carried in the payment payload (see the
+/// [layer docs](crate::layer#idempotency-keys)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PaymentIdentifier {
+    /// Not declared; an identifier in a payload is ignored.
+    #[default]
+    Off,
+    /// Declared with `required: false`: a payment that carries an identifier is idempotent by it.
+    Optional,
+    /// Declared with `required: true`: an x402 payment without one is refused (400).
+    Required,
 }
 
 impl Price {
@@ -75,6 +91,7 @@ impl Price {
             amount,
             description: None,
             order: None,
+            payment_identifier: PaymentIdentifier::Off,
         }
     }
 
@@ -97,6 +114,13 @@ impl Price {
         self
     }
 
+    /// Declares x402's `payment-identifier` extension for requests priced this way.
+    #[must_use]
+    pub fn with_payment_identifier(mut self, payment_identifier: PaymentIdentifier) -> Self {
+        self.payment_identifier = payment_identifier;
+        self
+    }
+
     /// The amount in atomic units.
     pub fn amount(&self) -> Amount {
         self.amount
@@ -110,6 +134,11 @@ impl Price {
     /// The settlement order this price asks for, if it overrides the layer's.
     pub fn order(&self) -> Option<SettlementOrder> {
         self.order
+    }
+
+    /// Whether x402's `payment-identifier` extension is declared for this price.
+    pub fn payment_identifier(&self) -> PaymentIdentifier {
+        self.payment_identifier
     }
 }
 

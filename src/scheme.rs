@@ -102,6 +102,7 @@ pub struct Credential {
     key: PaymentKey,
     fingerprint: Fingerprint,
     payer: Option<String>,
+    payment_identifier: Option<Result<Arc<str>, Rejection>>,
     detail: Detail,
 }
 
@@ -118,8 +119,26 @@ impl Credential {
             key,
             fingerprint,
             payer,
+            payment_identifier: None,
             detail: Arc::new(detail),
         }
+    }
+
+    /// The idempotency key the payload carries (x402's `payment-identifier`), or why it is not
+    /// one. The layer uses it on routes that declare the extension
+    /// ([`Price::with_payment_identifier`](crate::Price::with_payment_identifier)).
+    #[must_use]
+    pub fn with_payment_identifier(mut self, id: Result<String, Rejection>) -> Self {
+        self.payment_identifier = Some(id.map(Arc::from));
+        self
+    }
+
+    /// The idempotency key the payload carries, if any (see
+    /// [`with_payment_identifier`](Self::with_payment_identifier)).
+    pub fn payment_identifier(&self) -> Option<Result<&str, &Rejection>> {
+        self.payment_identifier
+            .as_ref()
+            .map(|id| id.as_ref().map(|id| &**id))
     }
 
     /// The key that makes this payment single-use in the [`PaymentStore`].

@@ -10,7 +10,9 @@
 //!   `channel` methods written after the Stellar MPP SDK's client (`tests/interop/
 //!   stellar_mpp.mjs`; the SDK is not on the registry), pays routes that offer x402 beside MPP:
 //!   charge by sponsored pull, unsponsored pull and `signedHash` push, channel vouchers and a
-//!   close, and the ledger shows every transfer.
+//!   close, and the ledger shows every transfer;
+//! - the official payment-identifier helpers (`@x402/extensions`) with the official client: one
+//!   id, two fetches, one charge and the recorded answer; the id on another resource, 409.
 //!
 //! The TypeScript client also fetches a public Horizon host (to estimate ledger times; it falls
 //! back to 5 s), so these tests run only in a network namespace with nothing but loopback:
@@ -35,7 +37,7 @@ use tower_paywall::stellar::rpc::SorobanRpc;
 use tower_paywall::stellar::{Address, Keypair, Network, Sponsor};
 use tower_paywall::store::MemoryChannelStore;
 use tower_paywall::x402::{Exact, LocalFacilitator, SettleResponse, facilitator_router};
-use tower_paywall::{PaymentLayer, PaymentLayerBuilder, Price};
+use tower_paywall::{PaymentIdentifier, PaymentLayer, PaymentLayerBuilder, Price};
 
 const PRICE_ATOMIC: i128 = 100_000;
 
@@ -194,6 +196,79 @@ async fn the_official_client_pays_our_layer() {
         let path = PathBuf::from(folder).join("x402-fetch-payment.json");
         std::fs::write(&path, serde_json::to_string_pretty(&golden).unwrap()).unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_payment_identifier_helpers_pay_once_per_id() {
+    if !enabled() {
+        return;
+    }
+    let world = world().await;
+    let exact = Exact::builder(Network::testnet(), world.pay_to, world.facilitator.clone())
+        .build()
+        .unwrap();
+    let price = Price::parse("0.01")
+        .unwrap()
+        .with_payment_identifier(PaymentIdentifier::Optional);
+    let layer = PaymentLayer::builder()
+        .scheme(exact)
+        .price(price)
+        .build()
+        .unwrap();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = move || {
+        let served = served.clone();
+        async move {
+            let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            format!("answer {n}")
+        }
+    };
+    let app = Router::new()
+        .route("/paid", get(handler.clone()))
+        .route("/other", get(handler))
+        .layer(layer);
+    let url = support::serve(app).await;
+    let (payer_before, pay_to_before) = (
+        usdc(&world, &world.payer.address()).await,
+        usdc(&world, &world.pay_to).await,
+    );
+    let run = node(
+        "payment_identifier.mjs",
+        &world,
+        &[
+            ("URL_TO_PAY", format!("{url}/paid")),
+            ("OTHER_URL", format!("{url}/other")),
+        ],
+    )
+    .await;
+    let answers = run["answers"].as_array().expect("three answers");
+    for answer in answers {
+        assert_eq!(
+            answer["sentId"], run["paymentId"],
+            "the helpers sent the id: {run}"
+        );
+    }
+    // The first fetch pays; the second (a fresh 402, a new authorization, the same id) gets
+    // the recorded answer and its receipt; the id on another resource is refused.
+    assert_eq!(answers[0]["status"], 200, "{run}");
+    assert_eq!(answers[0]["body"], "answer 0");
+    assert_eq!(answers[1]["status"], 200, "{run}");
+    assert_eq!(answers[1]["body"], "answer 0");
+    assert_eq!(answers[1]["paymentResponse"], answers[0]["paymentResponse"]);
+    assert!(settled(&answers[0]).success);
+    assert_eq!(answers[2]["status"], 409, "{run}");
+    let refusal: serde_json::Value =
+        serde_json::from_str(answers[2]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(refusal["error"], "idempotency_key_reused");
+    // One charge.
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        payer_before - PRICE_ATOMIC
+    );
+    assert_eq!(
+        usdc(&world, &world.pay_to).await,
+        pay_to_before + PRICE_ATOMIC
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

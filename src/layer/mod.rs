@@ -52,14 +52,50 @@
 //! | status | when | headers |
 //! |---|---|---|
 //! | 402 | no payment, an invalid one, or a failed settlement | the challenge of each protocol the client takes (`PAYMENT-REQUIRED`, `WWW-Authenticate`; [below](#which-protocols-a-402-speaks)); `PAYMENT-RESPONSE` after a failed x402 settlement |
-//! | 400 | a malformed or oversized credential | fresh challenge |
-//! | 409 | the same payment is in use by a concurrent request | |
+//! | 400 | a malformed or oversized credential; a malformed or missing idempotency key ([below](#idempotency-keys)) | fresh challenge (none for a malformed `Idempotency-Key`) |
+//! | 409 | the same payment is in use by a concurrent request, held by another credential, or its idempotency key was used for other terms | |
 //! | 410 | what the payment names is gone (an MPP channel not served any more, or closing) | fresh challenge |
 //! | 411, 413, 404 … | answered by the pricing hook before any money moves | |
 //! | 502 | the facilitator or RPC answered with an error or garbage | |
 //! | 503 | the facilitator, RPC or store is unreachable, or the settlement's outcome is not known yet: retry **with the same payment** | `Retry-After` |
 //!
 //! A retry of a completed payment gets the recorded response again, without a second settlement.
+//!
+//! # Idempotency keys
+//!
+//! A client that retries a logical request with a *new* payment (the official x402 client signs
+//! a fresh one on every 402) can name the request with an idempotency key, so that the retry gets
+//! the first answer instead of paying twice:
+//!
+//! - x402's `payment-identifier` extension, on routes whose [`Price`](crate::Price) declares it
+//!   ([`with_payment_identifier`](crate::Price::with_payment_identifier): the 402 then carries
+//!   `extensions["payment-identifier"]`, and with
+//!   [`Required`](crate::PaymentIdentifier::Required) a payment without an id gets 400
+//!   `payment_identifier_required`). The official helpers put the id (16 to 128 of
+//!   `[A-Za-z0-9_-]`) in the payload; a malformed one gets 400 `invalid_payment_identifier`.
+//! - the `Idempotency-Key` header (MPP asks servers to support it) on `POST` and `PATCH`, with
+//!   any intent: 1 to 255 visible ASCII characters, bare or as a quoted string; a malformed one,
+//!   or two, get 400 `invalid_idempotency_key`.
+//!
+//! The key is scoped to the payer the credential claims, and the payment is recorded under it
+//! with its terms (intent, method, path and query, amount):
+//!
+//! | the key | same terms | other terms |
+//! |---|---|---|
+//! | is new | a new payment | a new payment |
+//! | completed | the recorded answer and receipt; a new credential must verify first, and is never settled | 409 `idempotency_key_reused` |
+//! | is in flight, or its outcome unknown | as a retry of that payment: 409 `payment_in_use`, or 503 `settlement_pending` after asking the ledger | 409 `idempotency_key_reused` |
+//!
+//! The credential presented with a new key is held for it before anything settles, so one
+//! authorization never pays under two keys, nor once with a key and once without (409
+//! `payment_held_by_another_credential`). A payment refused before it settled gives both back.
+//!
+//! ```
+//! use tower_paywall::{PaymentIdentifier, Price};
+//!
+//! let price = Price::parse("$0.01")?.with_payment_identifier(PaymentIdentifier::Optional);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Reconciliation
 //!
@@ -130,6 +166,7 @@
 mod builder;
 mod future;
 pub mod hooks;
+mod idempotency;
 pub mod metrics;
 mod negotiate;
 mod reconcile;

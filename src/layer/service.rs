@@ -15,6 +15,7 @@ use tower_service::Service;
 use super::builder::Shared;
 use super::future::ResponseFuture;
 use super::hooks::{PaymentEvent, Verdict};
+use super::idempotency::{self, Refused};
 use super::reconcile::Ended;
 use super::respond::{ReadCredential, code, head, plain, replay, resource};
 use super::settle::{Paid, SettleGuard, Settled, Settlement};
@@ -195,10 +196,25 @@ where
             }
             Some((index, Ok(credential))) => (index, credential),
         };
-        let key = credential.key();
+        let intent = shared.schemes[index].intent();
+        let idempotent = match idempotency::of_request(&self.parts, &price, intent, &credential) {
+            Ok(idempotent) => idempotent,
+            Err(Refused::Rejection(rejection)) => {
+                return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+            }
+            Err(Refused::Header(reason)) => {
+                return Ok(plain(StatusCode::BAD_REQUEST, reason, None));
+            }
+        };
+        // Under an idempotency key, the payment is the key's, for the terms it was first used
+        // for; otherwise the credential's own, for exactly this credential.
+        let (key, fingerprint) = match &idempotent {
+            Some(idempotent) => (idempotent.key, idempotent.terms),
+            None => (credential.key(), credential.fingerprint()),
+        };
         let mut reservation = shared
             .store
-            .reserve(key, credential.fingerprint(), shared.record_ttl)
+            .reserve(key, fingerprint, shared.record_ttl)
             .await;
         // A payment whose settlement outcome is not known: ask the ledger how it ended.
         if let Ok(Reservation::Pending(_)) = reservation {
@@ -206,7 +222,7 @@ where
                 Ended::Settled => {
                     reservation = shared
                         .store
-                        .reserve(key, credential.fingerprint(), shared.record_ttl)
+                        .reserve(key, fingerprint, shared.record_ttl)
                         .await;
                 }
                 Ended::NotSettled(rejection) => {
@@ -215,9 +231,48 @@ where
                 Ended::Pending => {}
             }
         }
+        // Another credential under a key that already paid must be the payer's own before it
+        // is answered from that payment (it is verified, never settled).
+        if let (Some(idempotent), Ok(Reservation::Replay(_) | Reservation::Resume(_))) =
+            (&idempotent, &reservation)
+            && !shared.holds(idempotent).await
+        {
+            let context = PaymentContext {
+                request: &self.parts,
+                price: &price,
+                store: &*shared.store,
+            };
+            if let Err(rejection) = shared.schemes[index].verify(&credential, context).await {
+                if let Ok(Reservation::Resume(_)) = reservation {
+                    release(&*shared.store, key, None).await;
+                }
+                return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+            }
+        }
         let hold = match reservation {
-            Ok(Reservation::New) => Hold::new(&shared, key),
+            Ok(Reservation::New) => {
+                let hold = Hold::new(&shared, key);
+                match idempotent {
+                    None => hold,
+                    Some(idempotent) => match shared.hold_credential(&idempotent).await {
+                        Ok(true) => hold.holding(idempotent.credential_key),
+                        Ok(false) => {
+                            hold.release().await;
+                            let rejection = shared.schemes[index].reused();
+                            return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+                        }
+                        Err(error) => {
+                            hold.release().await;
+                            tracing::error!(%error, "payment store unavailable");
+                            return Ok(shared.unavailable(code::STORE_UNAVAILABLE));
+                        }
+                    },
+                }
+            }
             Ok(Reservation::Busy) => return Ok(shared.busy(code::PAYMENT_IN_USE)),
+            Ok(Reservation::Mismatch) if idempotent.is_some() => {
+                return Ok(shared.busy(idempotency::code::KEY_REUSED));
+            }
             Ok(Reservation::Mismatch) => {
                 let rejection = shared.schemes[index].reused();
                 return Ok(shared.rejected(&self.parts, &price, &rejection).await);
@@ -226,7 +281,6 @@ where
             Ok(Reservation::Replay(completed)) => return Ok(shared.replay(&completed)),
             Ok(Reservation::Resume(settled)) => {
                 let hold = Hold::new(&shared, key);
-                let intent = shared.schemes[index].intent();
                 // The money moved for one price; it buys nothing dearer.
                 if settled.paid.amount != price.amount() || settled.paid.intent != intent {
                     hold.release().await;
@@ -511,9 +565,13 @@ async fn record(shared: &Shared, hold: Hold, state: PaymentState) {
 
 /// Owns a reserved payment; gives it back if the request ends without deciding (the client hung
 /// up, the handler errored or panicked).
+///
+/// A payment made under an idempotency key also holds its credential's own payment, given back
+/// with it when nothing moved (its record is gone after the release).
 struct Hold {
     store: Arc<dyn PaymentStore>,
     key: PaymentKey,
+    credential: Option<PaymentKey>,
     armed: bool,
 }
 
@@ -522,15 +580,19 @@ impl Hold {
         Hold {
             store: shared.store.clone(),
             key,
+            credential: None,
             armed: true,
         }
     }
 
+    fn holding(mut self, credential: PaymentKey) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
     async fn release(mut self) {
         self.armed = false;
-        if let Err(error) = self.store.release(self.key).await {
-            tracing::error!(%error, key = ?self.key, "cannot release payment");
-        }
+        release(&*self.store, self.key, self.credential).await;
     }
 
     fn disarm(mut self) -> PaymentKey {
@@ -544,13 +606,29 @@ impl Drop for Hold {
         if !self.armed {
             return;
         }
-        let (store, key) = (self.store.clone(), self.key);
+        let (store, key, credential) = (self.store.clone(), self.key, self.credential);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = store.release(key).await {
-                    tracing::error!(%error, key = ?key, "cannot release abandoned payment");
-                }
-            });
+            runtime.spawn(async move { release(&*store, key, credential).await });
         }
+    }
+}
+
+/// Gives back `key`, and the credential's payment held for it once `key`'s record is gone.
+async fn release(store: &dyn PaymentStore, key: PaymentKey, credential: Option<PaymentKey>) {
+    if let Err(error) = store.release(key).await {
+        tracing::error!(%error, key = ?key, "cannot release payment");
+        return;
+    }
+    let Some(credential) = credential else {
+        return;
+    };
+    match store.record(key).await {
+        Ok(None) => {
+            if let Err(error) = store.release(credential).await {
+                tracing::error!(%error, key = ?credential, "cannot release a held credential");
+            }
+        }
+        Ok(Some(_)) => {}
+        Err(error) => tracing::error!(%error, key = ?key, "cannot read a released payment"),
     }
 }

@@ -13,12 +13,13 @@ use super::header::{
     self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X_PAYMENT,
     X_PAYMENT_RESPONSE,
 };
+use super::payment_identifier::{self, PaymentId};
 use super::wire::{
     PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
     SupportedResponse, X402_VERSION,
 };
 use crate::BoxFuture;
-use crate::price::{Amount, Price};
+use crate::price::{Amount, PaymentIdentifier, Price};
 use crate::scheme::{
     Challenge, ChallengeContext, Credential, Intent, Offer, PaymentContext, PaymentScheme, Receipt,
     Rejection, RejectionKind, SettleOutcome, Verified,
@@ -338,12 +339,24 @@ impl Exact {
         let payer = transfer.from.to_string();
         let key = PaymentKey::of_authorization(self.network.caip2(), &payer, nonce);
         let fingerprint = Fingerprint::of(transaction.as_bytes());
+        let payment_identifier = match payment_identifier::read(&payload) {
+            PaymentId::Absent => None,
+            PaymentId::Valid(id) => Some(Ok(id)),
+            PaymentId::Invalid => Some(Err(rejection(
+                RejectionKind::BadRequest,
+                payment_identifier::INVALID_REASON,
+            ))),
+        };
         let detail = ExactCredential {
             payload,
             transfer,
             payer_entry,
         };
-        Ok(Credential::new(key, fingerprint, Some(payer), detail))
+        let credential = Credential::new(key, fingerprint, Some(payer), detail);
+        Ok(match payment_identifier {
+            Some(id) => credential.with_payment_identifier(id),
+            None => credential,
+        })
     }
 
     fn challenge_body(
@@ -372,7 +385,25 @@ impl Exact {
             serde_json::to_value(&required.resource).unwrap_or(Value::Null),
         );
         body.insert("accepts".into(), Value::Array(accepts));
+        if let Some(extensions) = &required.extensions {
+            body.insert("extensions".into(), Value::Object(extensions.clone()));
+        }
     }
+}
+
+/// The extensions a 402 for `price` declares.
+fn declared_extensions(price: &Price) -> Option<Map<String, Value>> {
+    let required = match price.payment_identifier() {
+        PaymentIdentifier::Off => return None,
+        PaymentIdentifier::Optional => false,
+        PaymentIdentifier::Required => true,
+    };
+    let mut extensions = Map::new();
+    extensions.insert(
+        payment_identifier::PAYMENT_IDENTIFIER.to_owned(),
+        payment_identifier::declaration(required),
+    );
+    Some(extensions)
 }
 
 fn facilitator_rejection(error: &FacilitatorError) -> Rejection {
@@ -452,7 +483,7 @@ impl PaymentScheme for Exact {
                 mime_type: self.mime_type.clone(),
             },
             accepts,
-            extensions: None,
+            extensions: declared_extensions(context.price),
         };
         match header::encode(&required) {
             Ok(value) => {

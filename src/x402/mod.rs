@@ -16,6 +16,7 @@ pub mod facilitator;
 pub mod header;
 #[cfg(feature = "local-facilitator")]
 mod local;
+pub mod payment_identifier;
 pub mod wire;
 
 pub use exact::{DEFAULT_MAX_TIMEOUT_SECONDS, Exact, ExactBuildError, ExactBuilder};

@@ -140,6 +140,7 @@ pub struct PaymentPayload {
     accepted: PaymentRequirements,
     payload: Map<String, Value>,
     resource: Option<ResourceInfo>,
+    extensions: Option<Map<String, Value>>,
 }
 
 /// The typed fields of a `PaymentPayload` this crate reads.
@@ -151,6 +152,9 @@ struct PayloadView {
     payload: Map<String, Value>,
     #[serde(default)]
     resource: Option<ResourceInfo>,
+    /// Any JSON: only an object is read, anything else is ignored as before this was read.
+    #[serde(default)]
+    extensions: Option<Value>,
 }
 
 impl PaymentPayload {
@@ -174,6 +178,10 @@ impl PaymentPayload {
             accepted: view.accepted,
             payload: view.payload,
             resource: view.resource,
+            extensions: match view.extensions {
+                Some(Value::Object(extensions)) => Some(extensions),
+                _ => None,
+            },
         })
     }
 
@@ -195,6 +203,11 @@ impl PaymentPayload {
     /// The scheme-specific payload object (`payload`).
     pub fn payload(&self) -> &Map<String, Value> {
         &self.payload
+    }
+
+    /// The extensions the client echoed or filled in (`extensions`), if it sent any.
+    pub fn extensions(&self) -> Option<&Map<String, Value>> {
+        self.extensions.as_ref()
     }
 
     /// The resource the client says it is paying for, if it sent one.

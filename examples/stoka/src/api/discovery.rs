@@ -118,6 +118,7 @@ pub(crate) fn manifest_json(stoka: &Stoka) -> Value {
             "facilitator_url": x402.facilitator_url,
             "maxTimeoutSeconds": x402.max_timeout_seconds,
             "headers": ["PAYMENT-SIGNATURE", "X-PAYMENT"],
+            "extensions": { "payment-identifier": { "required": false } },
         })),
         "mpp": info.mpp.as_ref().map(|mpp| json!({
             "methods": ["stellar"],
@@ -192,7 +193,7 @@ pub(crate) fn llms_text(stoka: &Stoka) -> String {
     let mut paid_with = Vec::new();
     if let Some(x402) = &info.x402 {
         paid_with.push(format!(
-            "x402 v2 `exact` (PAYMENT-SIGNATURE or X-PAYMENT; facilitator {}, maxTimeoutSeconds {})",
+            "x402 v2 `exact` (PAYMENT-SIGNATURE or X-PAYMENT; facilitator {}, maxTimeoutSeconds {}; the payment-identifier extension names a request, so its retries with a new payment are answered once)",
             x402.facilitator_url, x402.max_timeout_seconds
         ));
     }

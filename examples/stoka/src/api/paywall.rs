@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use http::{HeaderMap, Method, StatusCode, header};
 use tower_paywall::layer::BuildError;
 use tower_paywall::mpp::{ChannelError, StellarChannel};
-use tower_paywall::price::{Amount, Price, PriceFuture, PriceRequest, Priced, Pricing};
+use tower_paywall::price::{
+    Amount, PaymentIdentifier, Price, PriceFuture, PriceRequest, Priced, Pricing,
+};
 use tower_paywall::scheme::PaymentScheme;
 use tower_paywall::stellar::Address;
 use tower_paywall::stellar::ChannelReadError;
@@ -199,7 +201,13 @@ impl StokaPricing {
 
 fn charge(atomic: u64, description: String) -> Priced {
     match Amount::from_atomic(i128::from(atomic)) {
-        Ok(amount) => Priced::Charge(Price::new(amount).with_description(description)),
+        // x402 clients may name each logical request, so a retry with a new payment is answered
+        // from the first (the `payment-identifier` extension).
+        Ok(amount) => Priced::Charge(
+            Price::new(amount)
+                .with_description(description)
+                .with_payment_identifier(PaymentIdentifier::Optional),
+        ),
         Err(_) => early(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
