@@ -1107,3 +1107,211 @@ async fn a_close_whose_transaction_fails_is_refused_and_the_voucher_before_it_st
         recipient_before
     );
 }
+
+/// [`World::app`] whose payments of unknown outcome may be reconciled every 50 ms.
+fn reconciling_app(scheme: &Arc<StellarChannel>) -> Router {
+    let layer = PaymentLayer::builder()
+        .shared_scheme(scheme.clone())
+        .price(Price::parse("0.01").unwrap())
+        .reconcile_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    Router::new()
+        .route("/paid", get(|| async { "closed content" }))
+        .layer(layer)
+}
+
+/// Retries `credential` the way a client does after a 503, for up to 5 s.
+async fn retry_until_served(app: &Router, credential: &str) -> Answer {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = send(app, Some(credential.to_owned())).await;
+        if answer.status != StatusCode::SERVICE_UNAVAILABLE
+            || tokio::time::Instant::now() > deadline
+        {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_close_whose_answer_was_lost_is_ended_from_the_contracts_state() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    // The RPC in front of the sandbox loses `sendTransaction` exchanges on cue; the watcher is
+    // left out (an hour away) so that only reconciliation ends the payment.
+    let lossy = support::LossyRpc::new(world.rpc());
+    let scheme = StellarChannel::builder(
+        Network::testnet(),
+        world.recipient.clone(),
+        lossy.clone(),
+        support::keys(),
+        Arc::new(MemoryChannelStore::new()),
+    )
+    .currency(world.sandbox.usdc())
+    .realm("example.com")
+    .watch_period(Duration::from_secs(3600))
+    .build()
+    .unwrap();
+    let scheme = Arc::new(scheme);
+    scheme.add_channel(world.channel).await.unwrap();
+    let app = reconciling_app(&scheme);
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+    for _ in 0..3 {
+        assert_eq!(pay(&world, &app, "voucher").await.0.status, StatusCode::OK);
+    }
+
+    // The close reaches the ledger; its answer does not.
+    lossy.set(support::SendFate::LoseAnswer);
+    let (close, amount) = voucher(&world, challenge(&app, &world.channel).await, "close");
+    let answer = send(&app, Some(close.clone())).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    lossy.set(support::SendFate::Deliver);
+    // Each retry asks the contract; once the close has applied (a ledger or two), it is closed
+    // with the close's amount withdrawn, and the retry is served, once.
+    let answer = retry_until_served(&app, &close).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let receipt = answer.receipt();
+    assert_eq!(receipt.status, "success");
+    assert_eq!(
+        receipt.reference.len(),
+        36,
+        "the challenge's reference (the hash was lost): {}",
+        receipt.reference
+    );
+    let info = read_channel(&*world.rpc(), &world.channel, None)
+        .await
+        .unwrap();
+    assert!(info.is_closed());
+    assert_eq!(info.withdrawn, amount);
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + amount,
+        "one withdrawal"
+    );
+    let again = send(&app, Some(close)).await;
+    assert_eq!(again.body, answer.body, "the recorded answer");
+    assert_eq!(
+        scheme.state(channel_id).await.unwrap().phase,
+        ChannelPhase::Closing,
+        "the watcher marks it closed on its next round"
+    );
+}
+
+#[tokio::test]
+async fn a_close_that_never_left_is_not_taken_for_settled_and_the_watcher_finishes_it() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let lossy = support::LossyRpc::new(world.rpc());
+    let scheme = StellarChannel::builder(
+        Network::testnet(),
+        world.recipient.clone(),
+        lossy.clone(),
+        support::keys(),
+        Arc::new(MemoryChannelStore::new()),
+    )
+    .currency(world.sandbox.usdc())
+    .realm("example.com")
+    .watch_period(Duration::from_secs(3600))
+    .build()
+    .unwrap();
+    let scheme = Arc::new(scheme);
+    scheme.add_channel(world.channel).await.unwrap();
+    let app = reconciling_app(&scheme);
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+    assert_eq!(pay(&world, &app, "voucher").await.0.status, StatusCode::OK);
+
+    // The close is lost on its way: the ledger never sees it.
+    lossy.set(support::SendFate::LoseRequest);
+    let (close, amount) = voucher(&world, challenge(&app, &world.channel).await, "close");
+    let answer = send(&app, Some(close.clone())).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    lossy.set(support::SendFate::Deliver);
+    // The contract is still open: the outcome is not known yet (the stored close may still be
+    // submitted), so the retry waits.
+    let answer = send(&app, Some(close.clone())).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before
+    );
+    assert_eq!(
+        scheme.state(channel_id).await.unwrap().phase,
+        ChannelPhase::Closing
+    );
+    // The watcher submits the stored close again; the next reconciliation finds it.
+    scheme.watch_once().await;
+    let answer = retry_until_served(&app, &close).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        answer.receipt().reference.len(),
+        64,
+        "the watcher's close hash"
+    );
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + amount
+    );
+}
+
+#[tokio::test]
+async fn a_lost_close_the_funder_refunded_before_is_not_settled() {
+    let world = World::new(5).await;
+    let lossy = support::LossyRpc::new(world.rpc());
+    let scheme = StellarChannel::builder(
+        Network::testnet(),
+        world.recipient.clone(),
+        lossy.clone(),
+        support::keys(),
+        Arc::new(MemoryChannelStore::new()),
+    )
+    .currency(world.sandbox.usdc())
+    .realm("example.com")
+    .min_refund_waiting_period(5)
+    .watch_period(Duration::from_secs(3600))
+    .build()
+    .unwrap();
+    let scheme = Arc::new(scheme);
+    scheme.add_channel(world.channel).await.unwrap();
+    let app = reconciling_app(&scheme);
+    assert_eq!(pay(&world, &app, "voucher").await.0.status, StatusCode::OK);
+    lossy.set(support::SendFate::LoseRequest);
+    let (close, _) = voucher(&world, challenge(&app, &world.channel).await, "close");
+    assert_eq!(
+        send(&app, Some(close.clone())).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    lossy.set(support::SendFate::Deliver);
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+    // Nobody submits our close again (no watcher), and the funder takes the deposit back.
+    let closing = world.as_funder("close_start").await.unwrap();
+    while world.sandbox.latest_ledger().await.unwrap().sequence < closing.ledger + 5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.as_funder("refund").await.unwrap();
+    // Closed with nothing withdrawn for the close: it cannot settle any more, and the channel
+    // is finalized (410, as for any voucher on it; nothing else is offered).
+    let answer = send(&app, Some(close.clone())).await;
+    assert_eq!(answer.status, StatusCode::GONE, "{}", answer.body);
+    assert_eq!(answer.body, r#"{"error":"session/channel-finalized"}"#);
+    assert!(!answer.headers.contains_key("payment-receipt"));
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before
+    );
+    // The payment was given back: the same credential is refused as the channel is, not
+    // answered 503 again.
+    let again = send(&app, Some(close)).await;
+    assert_eq!(again.status, StatusCode::GONE, "{}", again.body);
+}

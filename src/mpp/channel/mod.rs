@@ -69,6 +69,7 @@
 //! # Ok(()) }
 //! ```
 
+mod close;
 mod ledger;
 mod voucher;
 
@@ -675,6 +676,35 @@ impl PaymentScheme for StellarChannel {
             }),
             Action::Close => Box::pin(self.settle_close(verified)),
         }
+    }
+
+    /// A close's channel, amount and reference (vouchers settle in the store, with no outcome
+    /// to find out).
+    fn evidence(&self, verified: &Verified) -> bytes::Bytes {
+        match verified.detail::<ChannelVerified>() {
+            Some(detail) if detail.voucher.action == Action::Close => {
+                let evidence = close::CloseEvidence {
+                    channel: detail.channel,
+                    cumulative: detail.voucher.amount,
+                    reference: detail.reference.clone(),
+                };
+                bytes::Bytes::from(evidence.encode())
+            }
+            _ => bytes::Bytes::new(),
+        }
+    }
+
+    /// How a close ended, from the contract's state (see [`close`]).
+    fn reconcile<'a>(
+        &'a self,
+        pending: &'a crate::store::PendingSettlement,
+    ) -> BoxFuture<'a, crate::scheme::Reconciled> {
+        Box::pin(async move {
+            match close::CloseEvidence::decode(&pending.evidence) {
+                Some(evidence) => self.reconcile_close(&evidence).await,
+                None => crate::scheme::Reconciled::Unknown,
+            }
+        })
     }
 }
 
