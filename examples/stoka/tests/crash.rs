@@ -1,12 +1,18 @@
-//! Crash safety of the embedded store: `stoka dev` runs as a child process under a write load
-//! of paid stores and is killed with SIGKILL mid-load. After a restart on the same file:
-//! every write that was answered 200 reads back intact, a write cut off by the kill is either
-//! absent or whole (never partial), and the expiry index is whole too (sweeping removes
-//! exactly the blobs there are).
+//! Crash safety: stoka runs as a child process and is killed with SIGKILL.
+//!
+//! - Under a write load of paid stores (`stoka dev`), mid-load. After a restart on the same
+//!   file: every write that was answered 200 reads back intact, a write cut off by the kill is
+//!   either absent or whole (never partial), and the expiry index is whole too (sweeping
+//!   removes exactly the blobs there are).
+//! - Between a settlement and the write of its record (`stoka serve` against an in-process
+//!   sandbox, through a facilitator gateway that keeps the settle answer back). After a restart,
+//!   the retry with the same payment is served from the ledger's evidence, charged once.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+use base64::Engine;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -212,4 +218,204 @@ fn client_address(dev: &Dev, n: usize) -> String {
         .unwrap()
         .address()
         .to_string()
+}
+
+/// A gateway in front of the facilitator server that, while `hold` is set, passes a `/settle`
+/// on, keeps the request, says so through `settled`, and never answers: the test double at the
+/// facilitator's HTTP boundary that lets the test kill stoka after the money moved and before
+/// stoka hears of it (and so before it records the settlement).
+async fn holding_gateway(
+    upstream: String,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    settled: Arc<tokio::sync::Notify>,
+    kept: Arc<Mutex<Option<serde_json::Value>>>,
+) -> String {
+    use axum::response::IntoResponse;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let gateway = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        let (hold, settled, kept) = (hold.clone(), settled.clone(), kept.clone());
+        async move {
+            let holding =
+                request.uri().path() == "/settle" && hold.load(std::sync::atomic::Ordering::SeqCst);
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut forwarded = client.request(parts.method, format!("{upstream}{}", parts.uri));
+            for (name, value) in &parts.headers {
+                if name != http::header::HOST {
+                    forwarded = forwarded.header(name, value);
+                }
+            }
+            let answer = forwarded.body(body.clone()).send().await.unwrap();
+            let status = answer.status();
+            let bytes = answer.bytes().await.unwrap();
+            if holding {
+                *kept.lock().unwrap() = serde_json::from_slice(&body).ok();
+                settled.notify_one();
+                std::future::pending::<()>().await;
+            }
+            (
+                status,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                bytes,
+            )
+                .into_response()
+        }
+    });
+    serve(gateway).await
+}
+
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}")
+}
+
+/// `stoka serve` with `env`, once it answers on `url`.
+async fn serve_stoka(env: &[(&str, String)], url: &str) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_stoka"))
+        .arg("serve")
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{url}/.well-known/stoka.json"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "stoka did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_between_settlement_and_its_record_serves_the_retry_after_restart() {
+    use tower_paywall::sandbox::{Sandbox, SandboxConfig, ServeConfig};
+    use tower_paywall::x402::{LocalFacilitator, facilitator_router};
+
+    let dir = std::env::temp_dir().join(format!("stoka-settle-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sandbox =
+        Sandbox::start(SandboxConfig::default().ledger_period(Duration::from_millis(250))).unwrap();
+    let rpc_server = sandbox.serve(ServeConfig::default()).await.unwrap();
+    let rpc_url = rpc_server.http_url().unwrap();
+    let fee_payer = sandbox.funded_keypair().await.unwrap();
+    let facilitator = LocalFacilitator::builder(sandbox.clone(), Network::testnet(), fee_payer)
+        .build()
+        .unwrap();
+    let upstream = serve(facilitator_router(Arc::new(facilitator), None)).await;
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let settled = Arc::new(tokio::sync::Notify::new());
+    let kept: Arc<Mutex<Option<serde_json::Value>>> = Arc::default();
+    let gateway = holding_gateway(upstream, hold.clone(), settled.clone(), kept.clone()).await;
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let pay_to = sandbox.funded_keypair().await.unwrap().address();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("STOKA_LISTEN", format!("127.0.0.1:{port}")),
+        ("STOKA_NETWORK", "testnet".to_owned()),
+        ("STOKA_PAY_TO", pay_to.to_string()),
+        ("STOKA_ASSET", sandbox.usdc().to_string()),
+        ("STOKA_RPC_URL", rpc_url.clone()),
+        ("STOKA_FACILITATOR_URL", gateway),
+        (
+            "STOKA_STORE_PATH",
+            dir.join("stoka.redb").display().to_string(),
+        ),
+    ];
+    let balance = |holder: tower_paywall::stellar::Address| {
+        let sandbox = sandbox.clone();
+        async move { sandbox.balance(&sandbox.usdc(), &holder).await.unwrap() }
+    };
+    let payer_before = balance(payer.address()).await;
+
+    // The store is paid; the facilitator settles; stoka is killed before it hears so.
+    let mut stoka = serve_stoka(&env, &url).await;
+    let rpc: Arc<dyn SorobanRpc> = Arc::new(JsonRpcClient::builder(&rpc_url).build().unwrap());
+    let client = PayingClient::builder(payer.clone(), rpc, Network::testnet())
+        .policy(Policy::default().max_per_payment(10_000_000))
+        .build()
+        .unwrap();
+    let store = |request: reqwest::RequestBuilder| {
+        request
+            .header("x-stoka-key", "after-the-crash")
+            .header("x-stoka-ttl-seconds", "3600")
+            .header("content-length", "5")
+            .body("hello")
+    };
+    let first = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            client
+                .post(format!("{url}/v1/store"))
+                .header("x-stoka-key", "after-the-crash")
+                .header("x-stoka-ttl-seconds", "3600")
+                .body("hello")
+                .send()
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(60), settled.notified())
+        .await
+        .expect("the facilitator settled");
+    let price = payer_before - balance(payer.address()).await;
+    assert!(price > 0, "the money moved before the kill");
+    stoka.kill().unwrap(); // SIGKILL
+    stoka.wait().unwrap();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the payer got no answer from the killed server"
+    );
+
+    // Restarted on the same store, the retry with the same payment is served, once.
+    hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut stoka = serve_stoka(&env, &url).await;
+    let payload =
+        kept.lock().unwrap().clone().expect("the settle request")["paymentPayload"].to_string();
+    let header = base64::engine::general_purpose::STANDARD.encode(payload);
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let answer = store(http.post(format!("{url}/v1/store")))
+            .header("payment-signature", &header)
+            .send()
+            .await
+            .unwrap();
+        // Until the record may be reconciled (a settlement is given the layer's settle wait
+        // to answer), the retry is asked to come back.
+        if answer.status() != 503 || started.elapsed() > Duration::from_secs(90) {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let waited = started.elapsed();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    assert!(answer.headers().contains_key("payment-response"));
+    let stored: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(stored["key"], "after-the-crash");
+    assert_eq!(stored["charged_atomic"], serde_json::json!(price));
+    assert_eq!(
+        balance(payer.address()).await,
+        payer_before - price,
+        "one charge"
+    );
+    eprintln!("the retry was served {waited:?} after the restart");
+    stoka.kill().unwrap();
+    stoka.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
