@@ -130,6 +130,20 @@
 //! settlements in flight and the reconciliations are counted through the `metrics` facade:
 //! install any recorder to see them (the table is in [`metrics`](self::metrics)).
 //!
+//! # Traces
+//!
+//! The layer opens `tracing` spans with stable field names, filled in as the flow learns them;
+//! no field ever holds a secret or a credential:
+//!
+//! | span | around | fields |
+//! |---|---|---|
+//! | `payment` | a priced request (free ones have none) | `intent` (`x402/exact`, `mpp/charge` …), `payer` (claimed, then verified), `amount` (atomic units), `asset` (verified), `outcome` (`settled`, `failed`, `unknown`, `refused`, `replayed`), `tx` (the settlement's reference) |
+//! | `settle` | one settlement, inside `payment` (it may outlive the request) | `outcome`, `tx` |
+//! | `reconcile` | asking the ledger how a pending payment ended | `intent`, `payer`, `amount`, `asset`, `outcome` (`settled`, `not_settled`, `unknown`), `tx` |
+//!
+//! Each settlement also ends with an event, `settlement ended`, carrying `intent`, `payer`,
+//! `amount`, `asset`, `outcome` and `tx`.
+//!
 //! # Which protocols a 402 speaks
 //!
 //! `Accept-Payment` is MPP's request header (`method/intent` ranges with `q` weights; see

@@ -49,7 +49,31 @@ impl Shared {
         let Some(scheme) = self.schemes.iter().find(|scheme| scheme.intent() == intent) else {
             return Ended::Pending;
         };
-        let (state, ended) = match scheme.reconcile(&pending).await {
+        let paid = &pending.paid;
+        let span = tracing::info_span!(
+            "reconcile",
+            intent = %intent,
+            payer = %paid.payer,
+            amount = paid.amount.atomic(),
+            asset = %paid.asset,
+            outcome = tracing::field::Empty,
+            tx = tracing::field::Empty,
+        );
+        let reconciled =
+            tracing::Instrument::instrument(scheme.reconcile(&pending), span.clone()).await;
+        match &reconciled {
+            Reconciled::Settled(receipt) => {
+                span.record("outcome", "settled");
+                span.record("tx", receipt.reference.as_str());
+            }
+            Reconciled::NotSettled(_) => {
+                span.record("outcome", "not_settled");
+            }
+            Reconciled::Unknown => {
+                span.record("outcome", "unknown");
+            }
+        }
+        let (state, ended) = match reconciled {
             Reconciled::Settled(receipt) => {
                 let settled = Arc::new(settled_payment(&pending.paid, receipt));
                 (PaymentState::Settled(settled), Ended::Settled)

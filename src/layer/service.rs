@@ -141,19 +141,32 @@ where
         let inner = mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         let (parts, body) = request.into_parts();
-        ResponseFuture::payment(Box::pin(async move {
-            let priced = match priced {
-                Ok(priced) => priced,
-                Err(pending) => pending.await,
-            };
-            let flow = Flow {
-                shared,
-                inner,
-                parts,
-                body,
-            };
-            flow.run(credential, priced).await
-        }))
+        // Fields filled in as the flow learns them (see the layer docs, "Traces").
+        let span = tracing::info_span!(
+            "payment",
+            intent = tracing::field::Empty,
+            payer = tracing::field::Empty,
+            amount = tracing::field::Empty,
+            asset = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            tx = tracing::field::Empty,
+        );
+        ResponseFuture::payment(Box::pin(tracing::Instrument::instrument(
+            async move {
+                let priced = match priced {
+                    Ok(priced) => priced,
+                    Err(pending) => pending.await,
+                };
+                let flow = Flow {
+                    shared,
+                    inner,
+                    parts,
+                    body,
+                };
+                flow.run(credential, priced).await
+            },
+            span,
+        )))
     }
 }
 
@@ -197,6 +210,12 @@ where
             Some((index, Ok(credential))) => (index, credential),
         };
         let intent = shared.schemes[index].intent();
+        let span = tracing::Span::current();
+        span.record("intent", tracing::field::display(intent));
+        span.record("amount", price.amount().atomic());
+        if let Some(payer) = credential.payer() {
+            span.record("payer", payer);
+        }
         let idempotent = match idempotency::of_request(&self.parts, &price, intent, &credential) {
             Ok(idempotent) => idempotent,
             Err(Refused::Rejection(rejection)) => {
@@ -278,7 +297,10 @@ where
                 return Ok(shared.rejected(&self.parts, &price, &rejection).await);
             }
             Ok(Reservation::Pending(_)) => return Ok(shared.pending()),
-            Ok(Reservation::Replay(completed)) => return Ok(shared.replay(&completed)),
+            Ok(Reservation::Replay(completed)) => {
+                span.record("outcome", "replayed");
+                return Ok(shared.replay(&completed));
+            }
             Ok(Reservation::Resume(settled)) => {
                 let hold = Hold::new(&shared, key);
                 // The money moved for one price; it buys nothing dearer.
@@ -310,8 +332,13 @@ where
         let verified = scheme.verify(&credential, context).await;
         super::metrics::verified(scheme.intent(), verified.is_ok(), started.elapsed());
         let verified = match verified {
-            Ok(verified) => Arc::new(verified),
+            Ok(verified) => {
+                span.record("payer", verified.payer());
+                span.record("asset", verified.asset());
+                Arc::new(verified)
+            }
             Err(rejection) => {
+                span.record("outcome", "refused");
                 hold.release().await;
                 return Ok(shared.rejected(&self.parts, &price, &rejection).await);
             }

@@ -104,39 +104,56 @@ impl Settlement {
         // (a settled payment then waits, `Settled`, for the client's retry).
         super::metrics::settling();
         let started = std::time::Instant::now();
-        let mut task = Box::pin(async move {
-            let outcome = settle.await;
-            let ended = match &outcome {
-                SettleOutcome::Settled(_) => "settled",
-                SettleOutcome::Rejected(_) => "failed",
-                SettleOutcome::Unknown(_) => "unknown",
-            };
-            super::metrics::settled(paid.intent, ended, started.elapsed());
-            let reference = match &outcome {
-                SettleOutcome::Settled(receipt) => Some(receipt.reference.clone()),
-                _ => None,
-            };
-            tracing::info!(
-                intent = %paid.intent,
-                payer = %paid.payer,
-                amount = paid.amount.atomic(),
-                asset = %paid.asset,
-                outcome = ended,
-                tx = reference.as_deref().unwrap_or(""),
-                "settlement ended"
-            );
-            let settled = record(&*store, key, &paid, pending, outcome).await;
-            tell(&hooks, &paid, resource, &settled);
-            // Only an outcome this task recorded is the task's to give back; one it could not
-            // record belongs to whoever moved the record on (a reconciliation).
-            let recorded = !matches!(settled, Settled::Pending);
-            if sender.send(settled).is_err()
-                && recorded
-                && let Err(error) = store.release(key).await
-            {
-                tracing::error!(%error, key = ?key, "cannot release an abandoned settlement");
-            }
-        });
+        // The request's `payment` span, and this settlement's own inside it (it may outlive
+        // the request: it is spawned when the request stops waiting).
+        let payment = tracing::Span::current();
+        let span = tracing::info_span!(
+            "settle",
+            outcome = tracing::field::Empty,
+            tx = tracing::field::Empty
+        );
+        let mut task = Box::pin(tracing::Instrument::instrument(
+            async move {
+                let outcome = settle.await;
+                let ended = match &outcome {
+                    SettleOutcome::Settled(_) => "settled",
+                    SettleOutcome::Rejected(_) => "failed",
+                    SettleOutcome::Unknown(_) => "unknown",
+                };
+                super::metrics::settled(paid.intent, ended, started.elapsed());
+                let reference = match &outcome {
+                    SettleOutcome::Settled(receipt) => Some(receipt.reference.clone()),
+                    _ => None,
+                };
+                for span in [&tracing::Span::current(), &payment] {
+                    span.record("outcome", ended);
+                    if let Some(reference) = &reference {
+                        span.record("tx", reference.as_str());
+                    }
+                }
+                tracing::info!(
+                    intent = %paid.intent,
+                    payer = %paid.payer,
+                    amount = paid.amount.atomic(),
+                    asset = %paid.asset,
+                    outcome = ended,
+                    tx = reference.as_deref().unwrap_or(""),
+                    "settlement ended"
+                );
+                let settled = record(&*store, key, &paid, pending, outcome).await;
+                tell(&hooks, &paid, resource, &settled);
+                // Only an outcome this task recorded is the task's to give back; one it could not
+                // record belongs to whoever moved the record on (a reconciliation).
+                let recorded = !matches!(settled, Settled::Pending);
+                if sender.send(settled).is_err()
+                    && recorded
+                    && let Err(error) = store.release(key).await
+                {
+                    tracing::error!(%error, key = ?key, "cannot release an abandoned settlement");
+                }
+            },
+            span,
+        ));
         // A settlement with nothing to wait for (an off-chain voucher, an in-memory store) ends
         // on its first poll, here, with no task to spawn. Otherwise the spawned task polls it
         // again with its own waker (a future wakes the waker of its latest poll).
