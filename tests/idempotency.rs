@@ -354,3 +354,79 @@ async fn a_new_payment_under_an_id_whose_settlement_is_unknown_waits_for_it() {
     // The handler ran once (settlement comes after it), its answer withheld.
     assert_eq!(h.counts(), (1, 1, 1));
 }
+
+#[tokio::test]
+async fn a_retry_under_the_id_gets_its_answer_even_when_pricing_now_answers_early() {
+    // Like stoka's store: once the resource exists, pricing answers 409 before any payment.
+    let facilitator = Arc::new(TestFacilitator::default());
+    let exists = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = exists.clone();
+    let pricing = move |_: &PriceRequest<'_>| {
+        PriceFuture::ready(if seen.load(Ordering::SeqCst) {
+            Priced::Respond(
+                http::Response::builder()
+                    .status(StatusCode::CONFLICT)
+                    .body(bytes::Bytes::from_static(b"exists"))
+                    .unwrap(),
+            )
+        } else {
+            Priced::Charge(
+                Price::parse(PRICE)
+                    .unwrap()
+                    .with_payment_identifier(PaymentIdentifier::Optional),
+            )
+        })
+    };
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .pricing(pricing)
+        .build()
+        .unwrap();
+    let made = exists.clone();
+    let app = Router::new()
+        .route(
+            "/paid",
+            get(move || {
+                let made = made.clone();
+                async move {
+                    made.store(true, Ordering::SeqCst);
+                    "created"
+                }
+            }),
+        )
+        .layer(layer);
+    let first = send(
+        &app,
+        req("/paid", Some(with_id(&PaymentSpec::default(), Some(ID)))),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK);
+    // The retry under the id with a new payment: the recorded answer, not pricing's 409.
+    let retry = send(
+        &app,
+        req("/paid", Some(with_id(&other_nonce(43), Some(ID)))),
+    )
+    .await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text());
+    assert_eq!(retry.body, first.body);
+    // A forged payment under the id gets pricing's answer, and nothing recorded.
+    let forged = PaymentSpec {
+        nonce: 44,
+        signer_seed: Some(9),
+        ..Default::default()
+    };
+    let answer = send(&app, req("/paid", Some(with_id(&forged, Some(ID))))).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(answer.text(), "exists");
+    // Another id of the same payer: pricing's answer.
+    let other = send(
+        &app,
+        req(
+            "/paid",
+            Some(with_id(&other_nonce(45), Some("pay_another_id_0000000000"))),
+        ),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert_eq!(facilitator.settle_calls(), 1);
+}

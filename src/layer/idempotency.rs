@@ -7,7 +7,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method};
 
 use super::builder::Shared;
-use crate::price::{PaymentIdentifier, Price};
+use crate::price::{Amount, PaymentIdentifier, Price};
 use crate::scheme::{Credential, Intent, Rejection, RejectionKind};
 use crate::store::{Fingerprint, PaymentKey, Reservation, StoreError};
 use crate::x402::payment_identifier;
@@ -47,7 +47,7 @@ pub(crate) enum Refused {
     Header(&'static str),
 }
 
-/// The idempotency key of a request paid with `credential` of `intent`, if it has one.
+/// The idempotency key of a request paid `price` with `credential` of `intent`, if it has one.
 pub(crate) fn of_request(
     request: &Parts,
     price: &Price,
@@ -55,6 +55,17 @@ pub(crate) fn of_request(
     credential: &Credential,
 ) -> Result<Option<Idempotent>, Refused> {
     let declared = price.payment_identifier();
+    of_request_at(request, declared, price.amount(), intent, credential)
+}
+
+/// [`of_request`] for a route that declares `declared` and a payment of `amount`.
+pub(crate) fn of_request_at(
+    request: &Parts,
+    declared: PaymentIdentifier,
+    amount: Amount,
+    intent: Intent,
+    credential: &Credential,
+) -> Result<Option<Idempotent>, Refused> {
     let from_payload = match (declared, credential.payment_identifier()) {
         (PaymentIdentifier::Off, _) => None,
         (_, Some(Ok(id))) => Some(("payment-identifier", id.to_owned())),
@@ -82,6 +93,17 @@ pub(crate) fn of_request(
         payer.as_bytes(),
         id.as_bytes(),
     ]);
+    let holder = PaymentKey::derive(&[b"held for", &key.0, &credential.fingerprint().0]);
+    Ok(Some(Idempotent {
+        key,
+        terms: terms(request, intent, amount),
+        credential_key: credential.key(),
+        holder: Fingerprint(holder.0),
+    }))
+}
+
+/// The terms a key is used for: the intent, the method, the path and query, the amount.
+pub(crate) fn terms(request: &Parts, intent: Intent, amount: Amount) -> Fingerprint {
     let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
     let terms = PaymentKey::derive(&[
         b"terms",
@@ -89,15 +111,9 @@ pub(crate) fn of_request(
         intent.name.as_bytes(),
         request.method.as_str().as_bytes(),
         target.as_bytes(),
-        &price.amount().atomic().to_be_bytes(),
+        &amount.atomic().to_be_bytes(),
     ]);
-    let holder = PaymentKey::derive(&[b"held for", &key.0, &credential.fingerprint().0]);
-    Ok(Some(Idempotent {
-        key,
-        terms: Fingerprint(terms.0),
-        credential_key: credential.key(),
-        holder: Fingerprint(holder.0),
-    }))
+    Fingerprint(terms.0)
 }
 
 impl Shared {

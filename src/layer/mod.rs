@@ -86,7 +86,9 @@
 //! | completed | the recorded answer and receipt; a new credential must verify first, and is never settled | 409 `idempotency_key_reused` |
 //! | is in flight, or its outcome unknown | as a retry of that payment: 409 `payment_in_use`, or 503 `settlement_pending` after asking the ledger | 409 `idempotency_key_reused` |
 //!
-//! The credential presented with a new key is held for it before anything settles, so one
+//! A completed key answers its recorded response even where pricing would now answer early
+//! (the resource it paid to create exists), for the same method, path and intent at the
+//! recorded amount. The credential presented with a new key is held for it before anything settles, so one
 //! authorization never pays under two keys, nor once with a key and once without (409
 //! `payment_held_by_another_credential`). A payment refused before it settled gives both back.
 //!

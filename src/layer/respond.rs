@@ -188,19 +188,52 @@ impl Shared {
         response
     }
 
-    /// The recorded response of a completed payment presented again with the same credential.
-    pub(crate) async fn recorded(&self, credential: &ReadCredential) -> Option<RecordedResponse> {
-        let Some((_, Ok(credential))) = credential else {
+    /// The recorded response of a completed payment presented again, for a request that
+    /// pricing answers early now (the blob it paid to store exists): with the same credential,
+    /// or under the same idempotency key for the same request (its terms taken at the recorded
+    /// payment's amount, since pricing quoted none), once a new credential verifies.
+    pub(crate) async fn recorded(
+        &self,
+        request: &Parts,
+        credential: &ReadCredential,
+    ) -> Option<RecordedResponse> {
+        let Some((index, Ok(credential))) = credential else {
             return None;
         };
-        let record = self.store.record(credential.key()).await.ok()??;
-        if record.fingerprint != credential.fingerprint() {
+        if let Ok(Some(record)) = self.store.record(credential.key()).await
+            && record.fingerprint == credential.fingerprint()
+        {
+            return match record.state {
+                PaymentState::Completed(completed) => completed.response.clone(),
+                _ => None,
+            };
+        }
+        // A key held for an idempotent payment: that payment's record answers.
+        let scheme = &self.schemes[*index];
+        let intent = scheme.intent();
+        let declared = crate::price::PaymentIdentifier::Optional;
+        let amount = crate::price::Amount::ZERO;
+        let idempotent =
+            super::idempotency::of_request_at(request, declared, amount, intent, credential)
+                .ok()??;
+        let record = self.store.record(idempotent.key).await.ok()??;
+        let PaymentState::Completed(completed) = record.state else {
+            return None;
+        };
+        let paid = completed.settled.paid.amount;
+        if record.fingerprint != super::idempotency::terms(request, intent, paid) {
             return None;
         }
-        match record.state {
-            PaymentState::Completed(completed) => completed.response.clone(),
-            _ => None,
+        if !self.holds(&idempotent).await {
+            let price = Price::new(paid);
+            let context = crate::scheme::PaymentContext {
+                request,
+                price: &price,
+                store: &*self.store,
+            };
+            scheme.verify(credential, context).await.ok()?;
         }
+        completed.response.clone()
     }
 
     /// 503 + `Retry-After`: retry with the same payment.

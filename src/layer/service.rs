@@ -195,7 +195,7 @@ where
             Priced::Respond(response) => {
                 // A retry of a completed payment gets its recorded answer, even when pricing
                 // would now answer early (the blob it paid to store exists now).
-                if let Some(recorded) = shared.recorded(&credential).await {
+                if let Some(recorded) = shared.recorded(&self.parts, &credential).await {
                     return Ok(replay(&recorded));
                 }
                 return Ok(response.map(ResBody::from));
