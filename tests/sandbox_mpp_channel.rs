@@ -1108,17 +1108,36 @@ async fn a_close_whose_transaction_fails_is_refused_and_the_voucher_before_it_st
     );
 }
 
-/// [`World::app`] whose payments of unknown outcome may be reconciled every 50 ms.
-fn reconciling_app(scheme: &Arc<StellarChannel>) -> Router {
+/// The world's channel served through an RPC that loses `sendTransaction` exchanges on cue
+/// (`support::LossyRpc`), with no watcher (an hour away) so that only reconciliation ends a
+/// payment, behind a layer that may reconcile every 50 ms.
+async fn lossy_world(
+    world: &World,
+    configure: impl FnOnce(StellarChannelBuilder) -> StellarChannelBuilder,
+) -> (Arc<support::LossyRpc>, Arc<StellarChannel>, Router) {
+    let lossy = support::LossyRpc::new(world.rpc());
+    let builder = StellarChannel::builder(
+        Network::testnet(),
+        world.recipient.clone(),
+        lossy.clone(),
+        support::keys(),
+        Arc::new(MemoryChannelStore::new()),
+    )
+    .currency(world.sandbox.usdc())
+    .realm("example.com")
+    .watch_period(Duration::from_secs(3600));
+    let scheme = Arc::new(configure(builder).build().unwrap());
+    scheme.add_channel(world.channel).await.unwrap();
     let layer = PaymentLayer::builder()
         .shared_scheme(scheme.clone())
         .price(Price::parse("0.01").unwrap())
         .reconcile_interval(Duration::from_millis(50))
         .build()
         .unwrap();
-    Router::new()
+    let app = Router::new()
         .route("/paid", get(|| async { "closed content" }))
-        .layer(layer)
+        .layer(layer);
+    (lossy, scheme, app)
 }
 
 /// Retries `credential` the way a client does after a 503, for up to 5 s.
@@ -1139,24 +1158,7 @@ async fn retry_until_served(app: &Router, credential: &str) -> Answer {
 async fn a_close_whose_answer_was_lost_is_ended_from_the_contracts_state() {
     let world = World::new(1_000).await;
     let channel_id = ChannelId::try_from(world.channel).unwrap();
-    // The RPC in front of the sandbox loses `sendTransaction` exchanges on cue; the watcher is
-    // left out (an hour away) so that only reconciliation ends the payment.
-    let lossy = support::LossyRpc::new(world.rpc());
-    let scheme = StellarChannel::builder(
-        Network::testnet(),
-        world.recipient.clone(),
-        lossy.clone(),
-        support::keys(),
-        Arc::new(MemoryChannelStore::new()),
-    )
-    .currency(world.sandbox.usdc())
-    .realm("example.com")
-    .watch_period(Duration::from_secs(3600))
-    .build()
-    .unwrap();
-    let scheme = Arc::new(scheme);
-    scheme.add_channel(world.channel).await.unwrap();
-    let app = reconciling_app(&scheme);
+    let (lossy, scheme, app) = lossy_world(&world, |builder| builder).await;
     let recipient_before = world.usdc(&world.recipient.address()).await;
     for _ in 0..3 {
         assert_eq!(pay(&world, &app, "voucher").await.0.status, StatusCode::OK);
@@ -1208,22 +1210,7 @@ async fn a_close_whose_answer_was_lost_is_ended_from_the_contracts_state() {
 async fn a_close_that_never_left_is_not_taken_for_settled_and_the_watcher_finishes_it() {
     let world = World::new(1_000).await;
     let channel_id = ChannelId::try_from(world.channel).unwrap();
-    let lossy = support::LossyRpc::new(world.rpc());
-    let scheme = StellarChannel::builder(
-        Network::testnet(),
-        world.recipient.clone(),
-        lossy.clone(),
-        support::keys(),
-        Arc::new(MemoryChannelStore::new()),
-    )
-    .currency(world.sandbox.usdc())
-    .realm("example.com")
-    .watch_period(Duration::from_secs(3600))
-    .build()
-    .unwrap();
-    let scheme = Arc::new(scheme);
-    scheme.add_channel(world.channel).await.unwrap();
-    let app = reconciling_app(&scheme);
+    let (lossy, scheme, app) = lossy_world(&world, |builder| builder).await;
     let recipient_before = world.usdc(&world.recipient.address()).await;
     assert_eq!(pay(&world, &app, "voucher").await.0.status, StatusCode::OK);
 
@@ -1268,23 +1255,7 @@ async fn a_close_that_never_left_is_not_taken_for_settled_and_the_watcher_finish
 #[tokio::test]
 async fn a_lost_close_the_funder_refunded_before_is_not_settled() {
     let world = World::new(5).await;
-    let lossy = support::LossyRpc::new(world.rpc());
-    let scheme = StellarChannel::builder(
-        Network::testnet(),
-        world.recipient.clone(),
-        lossy.clone(),
-        support::keys(),
-        Arc::new(MemoryChannelStore::new()),
-    )
-    .currency(world.sandbox.usdc())
-    .realm("example.com")
-    .min_refund_waiting_period(5)
-    .watch_period(Duration::from_secs(3600))
-    .build()
-    .unwrap();
-    let scheme = Arc::new(scheme);
-    scheme.add_channel(world.channel).await.unwrap();
-    let app = reconciling_app(&scheme);
+    let (lossy, _, app) = lossy_world(&world, |builder| builder.min_refund_waiting_period(5)).await;
     assert_eq!(pay(&world, &app, "voucher").await.0.status, StatusCode::OK);
     lossy.set(support::SendFate::LoseRequest);
     let (close, _) = voucher(&world, challenge(&app, &world.channel).await, "close");
