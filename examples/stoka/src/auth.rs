@@ -127,7 +127,29 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Reads the value of an `Authorization` header.
+    /// Reads the value of an `Authorization` header, whatever its bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Missing`] for another scheme, [`AuthError::Malformed`] for a bad value
+    /// (bytes outside ASCII after `Stellar` among them).
+    pub fn from_header_bytes(value: &[u8]) -> Result<Credentials, AuthError> {
+        match std::str::from_utf8(value) {
+            Ok(text) if text.is_ascii() => Credentials::from_header(text),
+            // Bytes no credential has: malformed when they come in our scheme.
+            _ => {
+                let scheme = value.trim_ascii_start().split(|byte| *byte == b' ').next();
+                match scheme {
+                    Some(scheme) if scheme.eq_ignore_ascii_case(b"stellar") => {
+                        Err(AuthError::Malformed("the credentials are not ASCII"))
+                    }
+                    _ => Err(AuthError::Missing),
+                }
+            }
+        }
+    }
+
+    /// Reads the text of an `Authorization` header.
     ///
     /// # Errors
     ///
@@ -270,6 +292,32 @@ mod tests {
             keypair.address(),
             hex::encode(signature)
         )
+    }
+
+    #[test]
+    fn credentials_that_are_not_ascii_are_malformed_in_our_scheme_only() {
+        for bad in [
+            b"Stellar G\xff:abc:00".as_slice(),
+            "stellar Gé:abc:00".as_bytes(),
+            b"  STELLAR \x80",
+        ] {
+            assert!(
+                matches!(
+                    Credentials::from_header_bytes(bad),
+                    Err(AuthError::Malformed(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        for other in [b"Bearer \xff".as_slice(), b"\xff\xfe", b""] {
+            assert!(
+                matches!(
+                    Credentials::from_header_bytes(other),
+                    Err(AuthError::Missing)
+                ),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]

@@ -132,7 +132,22 @@ pub enum TtlError {
 }
 
 impl Limits {
-    /// The TTL of a write: the `X-Stoka-TTL-Seconds` header's value, or the default.
+    /// The TTL of a write, read from its `X-Stoka-TTL-Seconds` header: the one reading that
+    /// pricing and the handler share, so that a quote is never refused after payment.
+    ///
+    /// # Errors
+    ///
+    /// [`TtlError`] for a value that is not text, or anything but digits within the bounds.
+    pub fn ttl_of(&self, headers: &http::HeaderMap) -> Result<u64, TtlError> {
+        match headers.get("x-stoka-ttl-seconds") {
+            None => Ok(self.default_ttl_seconds),
+            Some(value) => {
+                self.ttl_seconds(Some(value.to_str().map_err(|_| TtlError::NotANumber)?))
+            }
+        }
+    }
+
+    /// The TTL of a write: the header's text, or the default when there is none.
     ///
     /// # Errors
     ///
@@ -199,6 +214,23 @@ mod tests {
             ..Rates::default()
         };
         assert_eq!(absurd.store(1024, 86_400), u64::MAX);
+    }
+
+    #[test]
+    fn a_ttl_header_that_is_not_text_is_refused_not_defaulted() {
+        let limits = Limits::default();
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(limits.ttl_of(&headers), Ok(limits.default_ttl_seconds));
+        headers.insert(
+            "x-stoka-ttl-seconds",
+            http::HeaderValue::from_bytes(b"3600\xff").unwrap(),
+        );
+        assert_eq!(limits.ttl_of(&headers), Err(TtlError::NotANumber));
+        headers.insert(
+            "x-stoka-ttl-seconds",
+            http::HeaderValue::from_static("7200"),
+        );
+        assert_eq!(limits.ttl_of(&headers), Ok(7200));
     }
 
     #[test]

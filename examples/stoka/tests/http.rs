@@ -144,6 +144,7 @@ async fn suite(world: &World) {
     prices(world, &mut charged).await;
     isolation_and_conflicts(world, &mut charged).await;
     early_answers(world).await;
+    errors_are_stamped_json(world).await;
     expiry(world, &mut charged).await;
     queues(world, &mut charged).await;
     wallet_signatures(world, &mut charged).await;
@@ -311,6 +312,19 @@ async fn early_answers(world: &World) {
             400,
             "invalid_ttl",
         ),
+        // A TTL that is not text is refused as the handler would refuse it, before any 402
+        // (it was once quoted at the default TTL, then refused after payment).
+        (
+            store()
+                .header("x-stoka-key", "k")
+                .header(
+                    "x-stoka-ttl-seconds",
+                    http::HeaderValue::from_bytes(b"3600\xff").unwrap(),
+                )
+                .body("x"),
+            400,
+            "invalid_ttl",
+        ),
         (store().body("no key"), 400, "invalid_key"),
         (
             world
@@ -377,6 +391,60 @@ async fn early_answers(world: &World) {
     assert_eq!(response.status(), 402);
     assert!(response.headers().contains_key("payment-required"));
     assert!(response.headers().contains_key("www-authenticate"));
+}
+
+/// Every error stoka answers is its stamped JSON: a wrong method, a path segment that is not
+/// UTF-8, wallet credentials that are not ASCII.
+async fn errors_are_stamped_json(world: &World) {
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            world.http.get(world.url("/v1/store")),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            world.http.delete(world.url("/v1/auth/challenge")),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            world.http.delete(world.url("/v1/object/%FF")),
+            400,
+            "invalid_path",
+        ),
+        (
+            world.http.post(world.url("/v1/queue/t/ack/%FF")),
+            400,
+            "invalid_path",
+        ),
+        (
+            world.http.delete(world.url("/v1/object/k")).header(
+                "authorization",
+                http::HeaderValue::from_bytes(b"Stellar G\xff:abc:00").unwrap(),
+            ),
+            400,
+            "malformed_authorization",
+        ),
+        // Another scheme in bytes stoka cannot read is no credential of ours.
+        (
+            world.http.delete(world.url("/v1/object/k")).header(
+                "authorization",
+                http::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+            ),
+            401,
+            "wallet_signature_required",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{code}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{code}"
+        );
+        assert_eq!(json(response).await["error"], code);
+    }
 }
 
 /// Sends only the head of a `POST` declaring a body of `length` bytes; the answer's status,

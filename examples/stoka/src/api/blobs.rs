@@ -1,7 +1,7 @@
 //! Blobs: `store`, `retrieve` and `update` (paid), `delete` (wallet-signed).
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,7 +11,7 @@ use tower_paywall::{Paid, SettleGuard};
 
 use super::paywall::valid_key;
 use super::wallet::authorize;
-use super::{Stoka, error, json_response, unavailable};
+use super::{Segments, Stoka, error, json_response, unavailable};
 use crate::auth::Audience;
 use crate::clock::rfc3339;
 use crate::storage::{Put, PutMode, StorageError};
@@ -37,7 +37,7 @@ pub(super) async fn update(
     State(stoka): State<Stoka>,
     Extension(paid): Extension<Paid>,
     Extension(guard): Extension<SettleGuard>,
-    Path(key): Path<String>,
+    Segments(key): Segments<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -58,10 +58,7 @@ async fn write(
     if !valid_key(&key) {
         return error(StatusCode::BAD_REQUEST, "invalid_key", "bad key");
     }
-    let ttl_header = headers
-        .get("x-stoka-ttl-seconds")
-        .map(|value| value.to_str().unwrap_or("not text"));
-    let ttl = match limits.ttl_seconds(ttl_header) {
+    let ttl = match limits.ttl_of(headers) {
         Ok(ttl) => ttl,
         Err(refused) => {
             return error(StatusCode::BAD_REQUEST, "invalid_ttl", &refused.to_string());
@@ -127,7 +124,7 @@ pub(super) async fn retrieve(
     State(stoka): State<Stoka>,
     Extension(paid): Extension<Paid>,
     Extension(guard): Extension<SettleGuard>,
-    Path(key): Path<String>,
+    Segments(key): Segments<String>,
 ) -> Response {
     let owner = paid.payer.as_str();
     let blob = match stoka.storage().get_blob(owner, &key, stoka.now()).await {
@@ -158,7 +155,7 @@ pub(super) async fn retrieve(
 /// revealed).
 pub(super) async fn remove(
     State(stoka): State<Stoka>,
-    Path(key): Path<String>,
+    Segments(key): Segments<String>,
     headers: HeaderMap,
 ) -> Response {
     let wallet = match authorize(&stoka, &headers, Audience::ObjectDelete).await {

@@ -188,8 +188,41 @@ pub fn router(stoka: Stoka, paid: PaymentLayer, pop_paid: PaymentLayer) -> Route
         .merge(pop_route)
         .merge(free)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route is not served for this method (the route map is in /.well-known/stoka.json)",
+            )
+        })
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(stoka)
+}
+
+/// Path parameters; a segment that is not UTF-8 once percent-decoded is stoka's JSON 400
+/// `invalid_path`, not the router's plain text.
+pub(crate) struct Segments<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Segments<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(segments)) => Ok(Segments(segments)),
+            Err(_) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "a path segment is not UTF-8 once percent-decoded",
+            )),
+        }
+    }
 }
 
 /// Adds stoka's stamp to a JSON object.

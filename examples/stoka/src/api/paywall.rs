@@ -249,7 +249,7 @@ impl Pricing for StokaPricing {
                         "the key must be 1 to 256 bytes of printable ASCII (X-Stoka-Key on store)",
                     ));
                 };
-                let ttl = match limits.ttl_seconds(header_text("x-stoka-ttl-seconds")) {
+                let ttl = match limits.ttl_of(headers) {
                     Ok(ttl) => ttl,
                     Err(error) => {
                         return ready(early(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -15,7 +15,7 @@ use tower_paywall::{Paid, SettleGuard};
 
 use super::paywall::{parse_wait, valid_topic, valid_wallet, wait_from_query};
 use super::wallet::authorize;
-use super::{Stoka, error, json_response, unavailable};
+use super::{Segments, Stoka, error, json_response, unavailable};
 use crate::auth::Audience;
 use crate::clock::rfc3339;
 use crate::storage::{Ack, Delivery, NewMessage, PopOptions, StorageError};
@@ -29,7 +29,7 @@ pub(super) async fn push(
     State(stoka): State<Stoka>,
     Extension(paid): Extension<Paid>,
     Extension(guard): Extension<SettleGuard>,
-    Path((to, topic)): Path<(String, String)>,
+    Segments((to, topic)): Segments<(String, String)>,
     body: Bytes,
 ) -> Response {
     let limits = stoka.inner.limits;
@@ -85,7 +85,7 @@ pub(super) async fn pop(
     State(stoka): State<Stoka>,
     Extension(paid): Extension<Paid>,
     Extension(guard): Extension<SettleGuard>,
-    Path(topic): Path<String>,
+    Segments(topic): Segments<String>,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
@@ -186,7 +186,7 @@ async fn long_poll(
 /// latest delivery. 204; 409 for a stale receipt; 404 for an unknown one.
 pub(super) async fn ack(
     State(stoka): State<Stoka>,
-    Path((topic, receipt)): Path<(String, String)>,
+    Segments((topic, receipt)): Segments<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let wallet = match authorize(&stoka, &headers, Audience::QueueAck).await {

@@ -19,11 +19,10 @@ pub(super) async fn authorize(
     headers: &HeaderMap,
     audience: Audience,
 ) -> Result<String, Response> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .ok_or(AuthError::Missing);
-    let credentials = value.and_then(Credentials::from_header);
+    let credentials = match headers.get(header::AUTHORIZATION) {
+        None => Err(AuthError::Missing),
+        Some(value) => Credentials::from_header_bytes(value.as_bytes()),
+    };
     check(stoka, credentials, audience).await
 }
 
@@ -41,6 +40,7 @@ async fn check(
     checked.map_err(|refused| {
         let status = match refused {
             AuthError::Audience => StatusCode::FORBIDDEN,
+            AuthError::Malformed(_) => StatusCode::BAD_REQUEST,
             AuthError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         };
