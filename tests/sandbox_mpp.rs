@@ -57,13 +57,13 @@ async fn world(ttl: Duration) -> World {
         .price(Price::parse("0.01").unwrap())
         .build()
         .unwrap();
+    let handler = |axum::Extension(paid): axum::Extension<Paid>| async move {
+        format!("paid by {} with {}", paid.payer, paid.intent)
+    };
+    // `/other` and `POST /paid`: other requests at the same price.
     let app = Router::new()
-        .route(
-            "/paid",
-            get(|axum::Extension(paid): axum::Extension<Paid>| async move {
-                format!("paid by {} with {}", paid.payer, paid.intent)
-            }),
-        )
+        .route("/paid", get(handler).post(handler))
+        .route("/other", get(handler))
         .layer(layer);
     World {
         sandbox,
@@ -80,8 +80,13 @@ struct Answer {
 }
 
 async fn send(world: &World, authorization: Option<String>) -> Answer {
+    send_to(world, "GET", "/paid", authorization).await
+}
+
+async fn send_to(world: &World, method: &str, path: &str, authorization: Option<String>) -> Answer {
     let mut request = Request::builder()
-        .uri("/paid")
+        .method(method)
+        .uri(path)
         .header("host", "example.com");
     if let Some(authorization) = authorization {
         request = request.header("authorization", authorization);
@@ -208,6 +213,61 @@ async fn a_pull_payment_is_submitted_and_moves_usdc() {
         before.0 - PRICE_ATOMIC
     );
     assert_eq!(usdc(&world, &world.pay_to).await, before.1 + PRICE_ATOMIC);
+}
+
+#[tokio::test]
+async fn a_credential_pays_only_the_request_its_challenge_was_issued_for() {
+    let world = world(Duration::from_secs(300)).await;
+    let before = usdc(&world, &world.payer.address()).await;
+    let challenge = challenge(&world).await;
+    let route = challenge.opaque_json().unwrap().expect("an opaque")["route"].clone();
+    assert_eq!(route.as_str().map(str::len), Some(22), "{route}");
+    let envelope = signed_transfer(&world, PRICE_ATOMIC).await;
+    let payload = json!({"type": "transaction", "transaction": base64(&envelope)});
+    let credential = authorization(challenge.clone(), &world.payer, payload.clone());
+    // Built for `GET /paid`: refused on another path and on another method, at the same price.
+    for (method, path) in [("GET", "/other"), ("POST", "/paid"), ("GET", "/other?x=1")] {
+        let answer = send_to(&world, method, path, Some(credential.clone())).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::PAYMENT_REQUIRED,
+            "{method} {path}: {}",
+            answer.body
+        );
+        assert_eq!(
+            problem_type(&answer),
+            "invalid-challenge",
+            "{method} {path}"
+        );
+    }
+    // A route rewritten in the echo breaks the challenge id.
+    let mut moved = challenge.clone();
+    moved.opaque = tower_paywall::mpp::Challenge::builder(
+        "example.com",
+        "stellar",
+        "charge",
+        &serde_json::Map::new(),
+    )
+    .opaque(&std::collections::BTreeMap::from([(
+        "route".to_owned(),
+        "AAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+    )]))
+    .issue(&support::keys())
+    .opaque;
+    let answer = send(&world, Some(authorization(moved, &world.payer, payload))).await;
+    assert_eq!(problem_type(&answer), "invalid-challenge");
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        before,
+        "nothing moved"
+    );
+    // On its own request (the query is not bound), it pays.
+    let answer = send_to(&world, "GET", "/paid?any=query", Some(credential)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        usdc(&world, &world.payer.address()).await,
+        before - PRICE_ATOMIC
+    );
 }
 
 /// Submits a transfer from the payer's own account and waits until it is final.

@@ -9,7 +9,10 @@
 //! | `hash` (push, memo-bound; opt-in with [`StellarChargeBuilder::memo_push`]) | paid native XLM with a classic `payment` whose memo is `MEMO_HASH(sha256(challenge id))` | reads the transaction (`SUCCESS`, one payment of the price in lumens from the payer to the recipient, that memo) |
 //!
 //! A challenge is single-use (the layer reserves each challenge id), and so is each transaction
-//! hash (claimed in the layer's store), so one on-chain payment never pays twice. RPC outages
+//! hash (claimed in the layer's store), so one on-chain payment never pays twice. A challenge is
+//! bound to the request it was issued for: its `opaque` carries `route`, a digest of the method
+//! and path (not the query), inside what the challenge id's HMAC covers, and a credential
+//! presented on another method or path is `invalid-challenge` (for `channel` too). RPC outages
 //! answer 503, never 402.
 //!
 //! Refusals carry the core draft's problem types, as the official server sends them. The

@@ -58,6 +58,23 @@ pub(crate) fn realm(configured: Option<&str>, request: &http::request::Parts) ->
     host.unwrap_or_else(|| "MPP Payment".to_owned())
 }
 
+/// The `opaque` field naming the request a challenge is for.
+const ROUTE: &str = "route";
+
+/// What binds a challenge to its request: the method and the path (not the query), as
+/// base64url of the first 16 bytes of their SHA-256 (22 characters, whatever the path's
+/// length). It travels in the challenge's `opaque`, which the challenge id's HMAC covers, so a
+/// credential built for one route is refused on another.
+pub(crate) fn route_tag(request: &http::request::Parts) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(request.method.as_str())
+        .chain_update(b" ")
+        .chain_update(request.uri.path())
+        .finalize();
+    super::base64url::encode(&digest[..16])
+}
+
 /// Reads a `Payment` credential of method `stellar` and intent `intent`; `None` when there is
 /// none, or it is for another intent (another scheme reads it).
 pub(crate) fn read(headers: &HeaderMap, intent: &str) -> Option<Result<Credential, Rejection>> {
@@ -129,9 +146,11 @@ impl Issuer<'_> {
         let expires = Timestamp::now()
             .checked_add(self.ttl)
             .ok_or_else(|| problem(ProblemCode::PaymentRequired))?;
+        let route = std::collections::BTreeMap::from([(ROUTE.to_owned(), route_tag(parts))]);
         let mut builder =
             MppChallenge::builder(realm(self.realm, parts), METHOD, self.intent, request)
-                .expires(expires);
+                .expires(expires)
+                .opaque(&route);
         if let Some(description) = price.description() {
             builder = builder.description(description);
         }
@@ -145,9 +164,9 @@ impl Issuer<'_> {
         Ok(challenge)
     }
 
-    /// The echoed challenge is ours (its id verifies), unexpired, for this realm and intent,
-    /// and `pinned` accepts it (its request, read as the scheme likes): the rest is up to the
-    /// scheme.
+    /// The echoed challenge is ours (its id verifies), unexpired, for this realm, intent and
+    /// request (method and path, [`route_tag`]), and `pinned` accepts it (its request, read as
+    /// the scheme likes): the rest is up to the scheme.
     pub(crate) fn check(
         &self,
         echo: &MppChallenge,
@@ -165,7 +184,14 @@ impl Issuer<'_> {
         if expires.is_past(SystemTime::now()) {
             return Err(problem(ProblemCode::PaymentExpired));
         }
+        let route = echo.opaque_json().ok().flatten();
+        let same_route = route
+            .as_ref()
+            .and_then(|opaque| opaque.get(ROUTE))
+            .and_then(Value::as_str)
+            .is_some_and(|tag| tag == route_tag(parts));
         let ours = echo.realm == realm(self.realm, parts)
+            && same_route
             && echo.method == METHOD
             && echo.intent == self.intent
             && pinned(echo);
