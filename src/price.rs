@@ -154,6 +154,11 @@ pub enum Priced {
 }
 
 /// The request as pricing sees it: the head, and the payer a credential claims.
+///
+/// The headers pricing reads through [`header`](Self::header) and
+/// [`content_length`](Self::content_length) bind the payment's record to this request, with
+/// the method, path and query: the payment's recorded answer is given again only to a request
+/// that agrees on all of them (see the [layer docs](crate::layer#one-payment-one-request)).
 #[derive(Clone, Copy)]
 pub struct PriceRequest<'a> {
     method: &'a http::Method,
@@ -161,6 +166,34 @@ pub struct PriceRequest<'a> {
     headers: &'a http::HeaderMap,
     extensions: &'a http::Extensions,
     payer: Payer<'a>,
+    reads: Option<&'a HeaderReads>,
+}
+
+/// The names of the headers pricing read, in the order read.
+#[derive(Default)]
+pub(crate) struct HeaderReads(std::sync::Mutex<Vec<http::HeaderName>>);
+
+impl HeaderReads {
+    fn note(&self, name: http::HeaderName) {
+        let mut names = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+
+    /// The names read, sorted.
+    pub(crate) fn names(&self) -> Vec<http::HeaderName> {
+        let mut names = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names
+    }
 }
 
 /// Where the claimed payer comes from: given, or read from the credential on first ask (so a
@@ -185,17 +218,23 @@ impl<'a> PriceRequest<'a> {
             headers: &parts.headers,
             extensions: &parts.extensions,
             payer: Payer::Known(payer),
+            reads: None,
         }
     }
 
-    /// A view over a whole request's head.
-    pub(crate) fn of<B>(request: &'a http::Request<B>, payer: &'a dyn ClaimedPayer) -> Self {
+    /// A view over a whole request's head, noting the headers read into `reads`.
+    pub(crate) fn of<B>(
+        request: &'a http::Request<B>,
+        payer: &'a dyn ClaimedPayer,
+        reads: &'a HeaderReads,
+    ) -> Self {
         PriceRequest {
             method: request.method(),
             uri: request.uri(),
             headers: request.headers(),
             extensions: request.extensions(),
             payer: Payer::Lazy(payer),
+            reads: Some(reads),
         }
     }
 
@@ -209,7 +248,19 @@ impl<'a> PriceRequest<'a> {
         self.uri
     }
 
-    /// The request headers.
+    /// The first value of header `name`. A header read here binds the payment to its value
+    /// (see [`PriceRequest`]): read every header the price depends on this way.
+    pub fn header(&self, name: impl TryInto<http::HeaderName>) -> Option<&'a http::HeaderValue> {
+        let name = name.try_into().ok()?;
+        let value = self.headers.get(&name);
+        if let Some(reads) = self.reads {
+            reads.note(name);
+        }
+        value
+    }
+
+    /// The request headers, all of them. Reads through this map do not bind the payment to the
+    /// request: prefer [`header`](Self::header).
     pub fn headers(&self) -> &'a http::HeaderMap {
         self.headers
     }
@@ -222,8 +273,7 @@ impl<'a> PriceRequest<'a> {
     /// The declared body length (`Content-Length`), if present and valid. Size-based prices come
     /// from here: the body is never buffered to price it.
     pub fn content_length(&self) -> Option<u64> {
-        self.headers
-            .get(http::header::CONTENT_LENGTH)?
+        self.header(http::header::CONTENT_LENGTH)?
             .to_str()
             .ok()?
             .parse()

@@ -953,8 +953,10 @@ async fn fee_sponsorship_comes_from_the_facilitator() {
 async fn a_settled_payment_buys_nothing_dearer_on_resume() {
     let facilitator = Arc::new(TestFacilitator::default());
     facilitator.set_settle_delay(Duration::from_millis(150));
-    let pricing = |request: &PriceRequest<'_>| {
-        let price = if request.uri().path() == "/dear" {
+    let raised = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let raise = raised.clone();
+    let pricing = move |request: &PriceRequest<'_>| {
+        let price = if request.uri().path() == "/dear" || raise.load(Ordering::SeqCst) {
             "0.002"
         } else {
             PRICE
@@ -978,9 +980,15 @@ async fn a_settled_payment_buys_nothing_dearer_on_resume() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
-    // The settled payment does not open a dearer route…
+    // The settled payment does not open another route (a dearer one here): it is used…
     let answer = send(&app, req("/dear", pay())).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.text());
+    assert_eq!(answer.json()["error"], "payment_already_used");
+    // …nor its own route once it costs more…
+    raised.store(true, Ordering::SeqCst);
+    let answer = send(&app, req("/cheap", pay())).await;
     assert_refused(&answer, "payment_settled_for_another_price");
+    raised.store(false, Ordering::SeqCst);
     // …and still serves the one it paid for, without a second settlement.
     let answer = send(&app, req("/cheap", pay())).await;
     assert_eq!(
@@ -1015,7 +1023,8 @@ async fn a_settled_payment_cannot_be_replayed_by_someone_who_only_knows_it() {
         .with_fee(10_101),
     ] {
         let answer = send(&h.app, req("/paid", Some(payment(&forged)))).await;
-        // Refused at once when unreadable (402), else held off by the record (409).
+        // Refused at once when unreadable (402), else held off by the record (409: the payment
+        // is used).
         assert!(
             matches!(
                 answer.status,
@@ -1025,7 +1034,7 @@ async fn a_settled_payment_cannot_be_replayed_by_someone_who_only_knows_it() {
             answer.text()
         );
         if answer.status == StatusCode::CONFLICT {
-            assert_eq!(answer.json()["error"], "payment_held_by_another_credential");
+            assert_eq!(answer.json()["error"], "payment_already_used");
             conflicts += 1;
         }
         assert!(!answer.text().contains("content"));
@@ -1347,4 +1356,70 @@ async fn hooks_that_panic_or_hang_leave_the_payment_served() {
         assert!(started.elapsed() < Duration::from_secs(5), "{name}");
         assert_eq!(h.facilitator.settle_calls(), 1, "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_completed_payment_answers_only_the_request_that_made_it() {
+    let facilitator = Arc::new(TestFacilitator::default());
+    // The price reads `x-key` (so the payment is bound to it) and ignores `x-trace`.
+    let pricing = |request: &PriceRequest<'_>| {
+        let _ = request.header("x-key");
+        PriceFuture::ready(Priced::Charge(Price::parse(PRICE).unwrap()))
+    };
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .pricing(pricing)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let handler = move |request: axum::extract::Request| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            format!(
+                "{} {:?}",
+                request.uri().path(),
+                request.headers().get("x-key")
+            )
+        }
+    };
+    let app = Router::new()
+        .route("/a", get(handler.clone()).post(handler.clone()))
+        .route("/b", get(handler))
+        .layer(layer);
+    let send_with = |method: &str, path: &str, key: &str, trace: &str| {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "example.com")
+            .header("payment-signature", payment(&PaymentSpec::default()))
+            .header("x-key", key)
+            .header("x-trace", trace)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        send(&app, request)
+    };
+    let first = send_with("GET", "/a", "k1", "t1").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    // The same request (a header pricing did not read may change): the recorded answer.
+    let again = send_with("GET", "/a", "k1", "t2").await;
+    assert_eq!(
+        (again.status, again.body.clone()),
+        (StatusCode::OK, first.body.clone())
+    );
+    // Another value of a header pricing read, another path, another method: 409, no content.
+    for (method, path, key) in [
+        ("GET", "/a", "k2"),
+        ("GET", "/b", "k1"),
+        ("POST", "/a", "k1"),
+    ] {
+        let answer = send_with(method, path, key, "t1").await;
+        assert_eq!(answer.status, StatusCode::CONFLICT, "{method} {path} {key}");
+        assert_eq!(answer.json()["error"], "payment_already_used");
+    }
+    assert_eq!(
+        (calls.load(Ordering::SeqCst), facilitator.settle_calls()),
+        (1, 1)
+    );
 }

@@ -6,6 +6,7 @@
 use http::request::Parts;
 use http::{HeaderValue, Method};
 
+use super::binding::RequestBinding;
 use super::builder::Shared;
 use crate::price::{Amount, PaymentIdentifier, Price};
 use crate::scheme::{Credential, Intent, Rejection, RejectionKind};
@@ -53,9 +54,17 @@ pub(crate) fn of_request(
     price: &Price,
     intent: Intent,
     credential: &Credential,
+    binding: RequestBinding,
 ) -> Result<Option<Idempotent>, Refused> {
     let declared = price.payment_identifier();
-    of_request_at(request, declared, price.amount(), intent, credential)
+    of_request_at(
+        request,
+        declared,
+        price.amount(),
+        intent,
+        credential,
+        binding,
+    )
 }
 
 /// [`of_request`] for a route that declares `declared` and a payment of `amount`.
@@ -65,6 +74,7 @@ pub(crate) fn of_request_at(
     amount: Amount,
     intent: Intent,
     credential: &Credential,
+    binding: RequestBinding,
 ) -> Result<Option<Idempotent>, Refused> {
     let from_payload = match (declared, credential.payment_identifier()) {
         (PaymentIdentifier::Off, _) => None,
@@ -96,22 +106,21 @@ pub(crate) fn of_request_at(
     let holder = PaymentKey::derive(&[b"held for", &key.0, &credential.fingerprint().0]);
     Ok(Some(Idempotent {
         key,
-        terms: terms(request, intent, amount),
+        terms: terms(intent, amount, binding),
         credential_key: credential.key(),
         holder: Fingerprint(holder.0),
     }))
 }
 
-/// The terms a key is used for: the intent, the method, the path and query, the amount.
-pub(crate) fn terms(request: &Parts, intent: Intent, amount: Amount) -> Fingerprint {
-    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+/// The terms a key is used for: the intent, the amount, and the request (its method, path and
+/// query, and the headers pricing read: [`RequestBinding`]).
+pub(crate) fn terms(intent: Intent, amount: Amount, binding: RequestBinding) -> Fingerprint {
     let terms = PaymentKey::derive(&[
         b"terms",
         intent.protocol.as_bytes(),
         intent.name.as_bytes(),
-        request.method.as_str().as_bytes(),
-        target.as_bytes(),
         &amount.atomic().to_be_bytes(),
+        binding.as_bytes(),
     ]);
     Fingerprint(terms.0)
 }

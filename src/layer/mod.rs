@@ -53,13 +53,29 @@
 //! |---|---|---|
 //! | 402 | no payment, an invalid one, or a failed settlement | the challenge of each protocol the client takes (`PAYMENT-REQUIRED`, `WWW-Authenticate`; [below](#which-protocols-a-402-speaks)); `PAYMENT-RESPONSE` after a failed x402 settlement |
 //! | 400 | a malformed or oversized credential; a malformed or missing idempotency key ([below](#idempotency-keys)) | fresh challenge (none for a malformed `Idempotency-Key`) |
-//! | 409 | the same payment is in use by a concurrent request, held by another credential, or its idempotency key was used for other terms | |
+//! | 409 | the same payment is in use by a concurrent request, held by another credential, used by another request (`payment_already_used`, [below](#one-payment-one-request)), or its idempotency key was used for other terms | |
 //! | 410 | what the payment names is gone (an MPP channel not served any more, or closing) | fresh challenge |
 //! | 411, 413, 404 … | answered by the pricing hook before any money moves | |
 //! | 502 | the facilitator or RPC answered with an error or garbage | |
 //! | 503 | the facilitator, RPC or store is unreachable, or the settlement's outcome is not known yet: retry **with the same payment** | `Retry-After` |
 //!
 //! A retry of a completed payment gets the recorded response again, without a second settlement.
+//!
+//! # One payment, one request
+//!
+//! A payment's record is bound to the request that made it: the method, the path and query,
+//! and every header the pricing hook read through [`PriceRequest::header`](crate::PriceRequest::header)
+//! or [`content_length`](crate::PriceRequest::content_length), names and values. A retry of the
+//! same request gets the recorded answer; the same credential on another request is refused:
+//!
+//! | the payment | on another request |
+//! |---|---|
+//! | completed, or settled and not answered yet | 409 `payment_already_used` (x402); MPP's challenges are bound to their method and path too, and a used one is `invalid-challenge` with a fresh offer |
+//! | in use by a concurrent request | 409 `payment_in_use` |
+//!
+//! Headers read through [`PriceRequest::headers`](crate::PriceRequest::headers) do not bind: read
+//! the ones a price depends on with `header`. The body is not bound (the layer never buffers
+//! it); bind its length by pricing with `content_length`.
 //!
 //! # Idempotency keys
 //!
@@ -179,6 +195,7 @@
 //! answer must allow the header (`Access-Control-Allow-Headers: Accept-Payment, Authorization`);
 //! without the header it gets every offer, which mppx 0.6 and 0.7 cannot read.
 
+mod binding;
 mod builder;
 mod future;
 pub mod hooks;

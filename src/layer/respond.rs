@@ -196,12 +196,13 @@ impl Shared {
         &self,
         request: &Parts,
         credential: &ReadCredential,
+        binding: super::binding::RequestBinding,
     ) -> Option<RecordedResponse> {
         let Some((index, Ok(credential))) = credential else {
             return None;
         };
         if let Ok(Some(record)) = self.store.record(credential.key()).await
-            && record.fingerprint == credential.fingerprint()
+            && record.fingerprint == binding.bind(credential.fingerprint())
         {
             return match record.state {
                 PaymentState::Completed(completed) => completed.response.clone(),
@@ -213,15 +214,16 @@ impl Shared {
         let intent = scheme.intent();
         let declared = crate::price::PaymentIdentifier::Optional;
         let amount = crate::price::Amount::ZERO;
-        let idempotent =
-            super::idempotency::of_request_at(request, declared, amount, intent, credential)
-                .ok()??;
+        let idempotent = super::idempotency::of_request_at(
+            request, declared, amount, intent, credential, binding,
+        )
+        .ok()??;
         let record = self.store.record(idempotent.key).await.ok()??;
         let PaymentState::Completed(completed) = record.state else {
             return None;
         };
         let paid = completed.settled.paid.amount;
-        if record.fingerprint != super::idempotency::terms(request, intent, paid) {
+        if record.fingerprint != super::idempotency::terms(intent, paid, binding) {
             return None;
         }
         if !self.holds(&idempotent).await {
@@ -234,6 +236,19 @@ impl Shared {
             scheme.verify(credential, context).await.ok()?;
         }
         completed.response.clone()
+    }
+
+    /// Whether `key`'s money moved (the payment completed, or settled and awaits its answer).
+    pub(crate) async fn used(&self, key: crate::store::PaymentKey) -> bool {
+        matches!(
+            self.store.record(key).await,
+            Ok(Some(record)) if matches!(
+                record.state,
+                PaymentState::Completed(_)
+                    | PaymentState::Settled(_)
+                    | PaymentState::Executing(Some(_))
+            )
+        )
     }
 
     /// 503 + `Retry-After`: retry with the same payment.

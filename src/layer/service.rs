@@ -12,6 +12,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
+use super::binding::RequestBinding;
 use super::builder::Shared;
 use super::future::ResponseFuture;
 use super::hooks::{PaymentEvent, Verdict};
@@ -19,7 +20,7 @@ use super::idempotency::{self, Refused};
 use super::reconcile::Ended;
 use super::respond::{ReadCredential, code, head, plain, replay, resource};
 use super::settle::{Paid, SettleGuard, Settled, Settlement};
-use crate::price::{ClaimedPayer, PriceRequest, Priced, SettlementOrder};
+use crate::price::{ClaimedPayer, HeaderReads, PriceRequest, Priced, SettlementOrder};
 use crate::scheme::{PaymentContext, Rejection, RejectionKind};
 use crate::store::{
     CompletedPayment, PaymentKey, PaymentState, PaymentStore, RecordedResponse, Reservation,
@@ -125,16 +126,20 @@ where
             headers: request.headers(),
             read: OnceCell::new(),
         };
+        let reads = HeaderReads::default();
         let priced = self
             .shared
             .pricing
-            .price(&PriceRequest::of(&request, &lazy));
+            .price(&PriceRequest::of(&request, &lazy, &reads));
         let priced = match priced.into_ready() {
             // Free: the service that was polled ready serves the request, untouched.
             Ok(Priced::Free) => return ResponseFuture::passthrough(self.inner.call(request)),
             Ok(priced) => Ok(priced),
             Err(pending) => Err(pending),
         };
+        // What pricing read of the request binds its payment to it.
+        let binding =
+            RequestBinding::of(request.method(), request.uri(), request.headers(), &reads);
         let credential = lazy.into_credential();
         // The flow calls the inner service later: take the ready one, leave a clone.
         let clone = self.inner.clone();
@@ -163,7 +168,7 @@ where
                     parts,
                     body,
                 };
-                flow.run(credential, priced).await
+                flow.run(credential, priced, binding).await
             },
             span,
         )))
@@ -188,14 +193,19 @@ where
     ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
-    async fn run(self, credential: ReadCredential, priced: Priced) -> Answer<ResBody, S::Error> {
+    async fn run(
+        self,
+        credential: ReadCredential,
+        priced: Priced,
+        binding: RequestBinding,
+    ) -> Answer<ResBody, S::Error> {
         let shared = self.shared.clone();
         let price = match priced {
             Priced::Free => return self.call_inner().await,
             Priced::Respond(response) => {
                 // A retry of a completed payment gets its recorded answer, even when pricing
                 // would now answer early (the blob it paid to store exists now).
-                if let Some(recorded) = shared.recorded(&self.parts, &credential).await {
+                if let Some(recorded) = shared.recorded(&self.parts, &credential, binding).await {
                     return Ok(replay(&recorded));
                 }
                 return Ok(response.map(ResBody::from));
@@ -216,20 +226,21 @@ where
         if let Some(payer) = credential.payer() {
             span.record("payer", payer);
         }
-        let idempotent = match idempotency::of_request(&self.parts, &price, intent, &credential) {
-            Ok(idempotent) => idempotent,
-            Err(Refused::Rejection(rejection)) => {
-                return Ok(shared.rejected(&self.parts, &price, &rejection).await);
-            }
-            Err(Refused::Header(reason)) => {
-                return Ok(plain(StatusCode::BAD_REQUEST, reason, None));
-            }
-        };
+        let idempotent =
+            match idempotency::of_request(&self.parts, &price, intent, &credential, binding) {
+                Ok(idempotent) => idempotent,
+                Err(Refused::Rejection(rejection)) => {
+                    return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+                }
+                Err(Refused::Header(reason)) => {
+                    return Ok(plain(StatusCode::BAD_REQUEST, reason, None));
+                }
+            };
         // Under an idempotency key, the payment is the key's, for the terms it was first used
-        // for; otherwise the credential's own, for exactly this credential.
+        // for; otherwise the credential's own, for exactly this credential and this request.
         let (key, fingerprint) = match &idempotent {
             Some(idempotent) => (idempotent.key, idempotent.terms),
-            None => (credential.key(), credential.fingerprint()),
+            None => (credential.key(), binding.bind(credential.fingerprint())),
         };
         let mut reservation = shared
             .store
@@ -294,6 +305,12 @@ where
             }
             Ok(Reservation::Mismatch) => {
                 let rejection = shared.schemes[index].reused();
+                // A completed payment presented for another request bought that one; a scheme
+                // that answers reuse with a conflict (x402) says so. One that offers a fresh
+                // challenge instead (MPP: `invalid-challenge`) keeps its answer.
+                if rejection.kind == RejectionKind::Conflict && shared.used(key).await {
+                    return Ok(shared.busy(code::ALREADY_USED));
+                }
                 return Ok(shared.rejected(&self.parts, &price, &rejection).await);
             }
             Ok(Reservation::Pending(_)) => return Ok(shared.pending()),

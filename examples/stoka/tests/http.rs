@@ -1234,3 +1234,90 @@ async fn payments_are_shared_by_nodes_on_redis() {
     let other = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
     payments_are_shared_by_nodes(one, other, "http-nodes-redis").await;
 }
+
+/// A payment answers only the request that made it. The header of a completed store, sent with
+/// another key, once stored the first key's JSON under the new request (and stored nothing);
+/// the header of a retrieve, sent for another blob, answered the first blob's bytes. Now each
+/// is 409 `payment_already_used`, and the same request still gets its recorded answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_payment_answers_only_its_own_request() {
+    let dir = support::temp_dir("http-bound");
+    let storage = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
+    let stack = support::start(storage.clone(), &dir, 1).await;
+    let dev = &stack.dev;
+    let sent = Arc::new(std::sync::Mutex::new(None));
+    let record = {
+        let sent = sent.clone();
+        axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                if let Some(payment) = request.headers().get("payment-signature") {
+                    *sent.lock().unwrap() = Some(payment.clone());
+                }
+                next.run(request)
+            },
+        )
+    };
+    let url = serve(dev.server.router.clone().layer(record)).await;
+    let client = stack.payer(0, Intent::X402_EXACT);
+    let wallet = dev.wallets[0].address().to_string();
+    let http = reqwest::Client::new();
+    let store = |key: &str, body: &'static str| {
+        http.post(format!("{url}/v1/store"))
+            .header("x-stoka-key", key)
+            .header("x-stoka-ttl-seconds", "3600")
+            .body(body)
+    };
+    for key in ["a", "b"] {
+        let response = client
+            .post(format!("{url}/v1/store"))
+            .header("x-stoka-key", key)
+            .header("x-stoka-ttl-seconds", "3600")
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        paid(response).await;
+    }
+    let stored_b = sent.lock().unwrap().clone().unwrap();
+    // The payment for `b`, with another key: refused, and `c` is not stored.
+    let response = store("c", "abc")
+        .header("payment-signature", &stored_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    // The layer's own answer (unstamped, like the payment protocols' bodies).
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "payment_already_used");
+    let now = stack.clock.now();
+    assert!(storage.get_blob(&wallet, "c", now).await.unwrap().is_none());
+    // The same request again: its recorded answer.
+    let response = store("b", "abc")
+        .header("payment-signature", &stored_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(response).await["key"], "b");
+
+    // The payment of a retrieve of `a`, presented for `b` (same size, same price).
+    let response = client
+        .get(format!("{url}/v1/retrieve/a"))
+        .header("x-stoka-owner", &wallet)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let retrieved_a = sent.lock().unwrap().clone().unwrap();
+    let response = http
+        .get(format!("{url}/v1/retrieve/b"))
+        .header("x-stoka-owner", &wallet)
+        .header("payment-signature", &retrieved_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    // The layer's own answer (unstamped, like the payment protocols' bodies).
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "payment_already_used");
+    let _ = std::fs::remove_dir_all(&dir);
+}

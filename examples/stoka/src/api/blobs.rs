@@ -58,7 +58,7 @@ async fn write(
     if !valid_key(&key) {
         return error(StatusCode::BAD_REQUEST, "invalid_key", "bad key");
     }
-    let ttl = match limits.ttl_of(headers) {
+    let ttl = match limits.ttl_of(headers.get("x-stoka-ttl-seconds")) {
         Ok(ttl) => ttl,
         Err(refused) => {
             return error(StatusCode::BAD_REQUEST, "invalid_ttl", &refused.to_string());

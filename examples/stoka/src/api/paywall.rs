@@ -156,8 +156,9 @@ pub(crate) fn early(status: StatusCode, code: &str, message: &str) -> Priced {
 }
 
 /// The declared body length; `None` when there is none or the body is chunked.
-fn declared_length(headers: &HeaderMap, length: Option<u64>) -> Option<u64> {
-    length.filter(|_| !headers.contains_key(header::TRANSFER_ENCODING))
+fn declared_length(request: &PriceRequest<'_>) -> Option<u64> {
+    let chunked = request.header(header::TRANSFER_ENCODING).is_some();
+    request.content_length().filter(|_| !chunked)
 }
 
 fn length_required() -> Priced {
@@ -223,8 +224,8 @@ impl Pricing for StokaPricing {
         };
         let stoka = &self.stoka;
         let (rates, limits) = (stoka.inner.rates, stoka.inner.limits);
-        let headers = request.headers();
-        let header_text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        // Every header is read through the request, so that a payment is bound to its values.
+        let header_text = |name: &str| request.header(name).and_then(|value| value.to_str().ok());
         let ready = PriceFuture::ready;
         match route {
             PaidRoute::Head => ready(early(
@@ -249,7 +250,7 @@ impl Pricing for StokaPricing {
                         "the key must be 1 to 256 bytes of printable ASCII (X-Stoka-Key on store)",
                     ));
                 };
-                let ttl = match limits.ttl_of(headers) {
+                let ttl = match limits.ttl_of(request.header("x-stoka-ttl-seconds")) {
                     Ok(ttl) => ttl,
                     Err(error) => {
                         return ready(early(
@@ -259,7 +260,7 @@ impl Pricing for StokaPricing {
                         ));
                     }
                 };
-                let Some(length) = declared_length(headers, request.content_length()) else {
+                let Some(length) = declared_length(request) else {
                     return ready(length_required());
                 };
                 if length > limits.max_object_bytes {
@@ -338,7 +339,7 @@ impl Pricing for StokaPricing {
                 if !valid_topic(&topic) {
                     return ready(invalid_topic());
                 }
-                let Some(length) = declared_length(headers, request.content_length()) else {
+                let Some(length) = declared_length(request) else {
                     return ready(length_required());
                 };
                 if length > limits.max_message_bytes {
@@ -360,7 +361,8 @@ impl Pricing for StokaPricing {
                     return ready(invalid_wait(limits.max_wait_seconds));
                 }
                 let price = charge(rates.pop, "pop".into());
-                match self.unserved_channel(headers) {
+                // Which channel to offer changes no price: read without binding the payment.
+                match self.unserved_channel(request.headers()) {
                     Some((channel, address)) => {
                         let refused = self.refused.clone();
                         PriceFuture::new(async move {
