@@ -86,6 +86,12 @@ pub use store::{MemoryStore, PaymentStore};
 /// A boxed, sendable future: what object-safe traits of this crate return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The README's examples, compiled with the features they use.
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(
+    doctest,
+    feature = "client",
+    feature = "sandbox",
+    feature = "http-facilitator"
+))]
 pub struct ReadmeDoctests;

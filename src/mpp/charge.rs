@@ -223,6 +223,7 @@ struct ChargeVerified {
 
 /// The credential `source` naming `payer` on `network`: `did:pkh:<network CAIP-2>:G…` (read
 /// back by the server's payer check).
+#[cfg(feature = "client")]
 pub(crate) fn source_did(network: &Network, payer: &Address) -> String {
     format!("did:pkh:{}:{payer}", network.caip2())
 }

@@ -62,6 +62,49 @@ pub struct Config {
     pub rates: Rates,
     /// The limits.
     pub limits: Limits,
+    /// How long and how many connections are served (a slow or idle client is let go).
+    pub http: HttpLimits,
+}
+
+/// Connection limits: what a client that trickles bytes or holds connections open may take.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Seconds to receive a request's head; also how long a kept-alive connection may sit idle
+    /// between requests (default 10).
+    pub header_timeout_seconds: u64,
+    /// Seconds to receive a request's body, from its head (default 30).
+    pub body_timeout_seconds: u64,
+    /// Connections served at once; more wait to be accepted (default 1024).
+    pub max_connections: usize,
+}
+
+impl HttpLimits {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("http.header_timeout_seconds", self.header_timeout_seconds),
+            ("http.body_timeout_seconds", self.body_timeout_seconds),
+            ("http.max_connections", self.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be above zero".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            max_connections: 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -79,6 +122,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             rates: Rates::default(),
             limits: Limits::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -192,7 +236,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables read, and the settings they set.
-pub const ENVIRONMENT: [(&str, &str); 17] = [
+pub const ENVIRONMENT: [(&str, &str); 20] = [
     ("STOKA_LISTEN", "listen"),
     ("STOKA_METRICS_LISTEN", "metrics_listen"),
     ("STOKA_PUBLIC_URL", "public_url"),
@@ -210,6 +254,12 @@ pub const ENVIRONMENT: [(&str, &str); 17] = [
     ("STOKA_STORE_PATH", "store.path"),
     ("STOKA_REDIS_URL", "store.redis_url"),
     ("STOKA_REDIS_NAMESPACE", "store.namespace"),
+    (
+        "STOKA_HEADER_TIMEOUT_SECONDS",
+        "http.header_timeout_seconds",
+    ),
+    ("STOKA_BODY_TIMEOUT_SECONDS", "http.body_timeout_seconds"),
+    ("STOKA_MAX_CONNECTIONS", "http.max_connections"),
 ];
 
 impl Config {
@@ -249,6 +299,7 @@ impl Config {
                 config.set(name, value)?;
             }
         }
+        config.http.check()?;
         Ok(config)
     }
 
@@ -282,9 +333,33 @@ impl Config {
             "STOKA_STORE_PATH" => self.store.path = value.into(),
             "STOKA_REDIS_URL" => self.store.redis_url = Some(value),
             "STOKA_REDIS_NAMESPACE" => self.store.namespace = value,
+            "STOKA_HEADER_TIMEOUT_SECONDS" => {
+                self.http.header_timeout_seconds = positive(name, &value)?;
+            }
+            "STOKA_BODY_TIMEOUT_SECONDS" => {
+                self.http.body_timeout_seconds = positive(name, &value)?
+            }
+            "STOKA_MAX_CONNECTIONS" => {
+                self.http.max_connections =
+                    usize::try_from(positive(name, &value)?).map_err(|_| ConfigError::Invalid {
+                        name,
+                        reason: "too large".into(),
+                    })?;
+            }
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A whole number above zero.
+fn positive(name: &'static str, value: &str) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(number) if number > 0 => Ok(number),
+        _ => Err(ConfigError::Invalid {
+            name,
+            reason: format!("{value:?} is not a whole number above zero"),
+        }),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod listen;
 pub mod metrics;
 pub mod pricing;
 pub mod server;

@@ -108,6 +108,8 @@ pub struct Server {
     /// The layer that speaks every intent stoka sells with (`pop`'s), to reconcile payments
     /// whose settlement outcome is unknown from the ledger in the background.
     pub reconciling: PaymentLayer,
+    /// How long and how many connections are served.
+    pub http: crate::config::HttpLimits,
 }
 
 impl std::fmt::Debug for Server {
@@ -252,6 +254,7 @@ pub async fn build(
         stoka,
         channel: schemes.channel,
         reconciling: pop,
+        http: config.http,
     })
 }
 
@@ -310,11 +313,10 @@ fn default_facilitator(network: &Network) -> Option<&'static str> {
 pub async fn run(server: Server, listener: tokio::net::TcpListener) -> Result<(), ServerError> {
     let sweeper = server.stoka.spawn_sweeper(SWEEP_PERIOD);
     let reconciler = tokio::spawn(server.reconciling.reconciler(RECONCILE_PERIOD));
-    let served = axum::serve(listener, server.router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    let served = crate::listen::serve(listener, server.router, server.http, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     sweeper.abort();
     reconciler.abort();
     Ok(served?)

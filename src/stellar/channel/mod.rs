@@ -33,7 +33,7 @@ mod state;
 pub use commitment::{COMMITMENT_DOMAIN, COMMITMENT_LEN, CommitmentError, commitment_bytes};
 #[cfg(feature = "rpc")]
 pub use open::{OpenChannel, OpenChannelError, channel_address, open_channel};
-#[cfg(feature = "rpc")]
+#[cfg(feature = "sandbox")]
 pub(crate) use open::{constructor_args, create_contract};
 #[cfg(feature = "rpc")]
 pub use state::{

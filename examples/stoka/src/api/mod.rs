@@ -196,7 +196,52 @@ pub fn router(stoka: Stoka, paid: PaymentLayer, pop_paid: PaymentLayer) -> Route
             )
         })
         .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(stoka)
+}
+
+/// The last word on errors: one the routes did not write as JSON (an extractor's rejection, a
+/// body that failed or came too slowly) becomes stoka's stamped JSON, its headers kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|kind| {
+            kind.starts_with("application/json") || kind.starts_with("application/problem+json")
+        });
+    if json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // The text of axum's rejections is short; anything longer is cut.
+    let text = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text);
+    let message = match message.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_owned(),
+        text => text.chars().take(200).collect(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        _ if status.is_client_error() => "bad_request",
+        _ => "internal_error",
+    };
+    let mut answer = error(status, code, &message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// Path parameters; a segment that is not UTF-8 once percent-decoded is stoka's JSON 400
