@@ -430,4 +430,46 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn connection_limits_come_from_the_file_or_the_environment_and_are_never_zero() {
+        let env = |name: &str| match name {
+            "STOKA_HEADER_TIMEOUT_SECONDS" => Some("5".to_owned()),
+            "STOKA_MAX_CONNECTIONS" => Some("64".to_owned()),
+            _ => None,
+        };
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(
+            config.http,
+            HttpLimits {
+                header_timeout_seconds: 5,
+                body_timeout_seconds: 30,
+                max_connections: 64,
+            }
+        );
+        for (name, value) in [
+            ("STOKA_BODY_TIMEOUT_SECONDS", "0"),
+            ("STOKA_MAX_CONNECTIONS", "many"),
+            ("STOKA_HEADER_TIMEOUT_SECONDS", "-1"),
+        ] {
+            let bad = |asked: &str| (asked == name).then(|| value.to_owned());
+            assert!(
+                matches!(Config::load(None, bad), Err(ConfigError::Invalid { .. })),
+                "{name}={value}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("stoka-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stoka.toml");
+        std::fs::write(&path, "[http]\nmax_connections = 0\n").unwrap();
+        let none = |_: &str| None;
+        assert!(matches!(
+            Config::load(Some(&path), none),
+            Err(ConfigError::Invalid {
+                name: "http.max_connections",
+                ..
+            })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
