@@ -19,9 +19,9 @@ use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::Frame;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -48,7 +48,6 @@ pub async fn serve(
             request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)))
         },
     ));
-    let service = TowerToHyperService::new(router);
     // HTTP/1.1 only (stoka's routes are HTTP/1.1): the head's deadline runs from the first
     // moment, where a protocol-sniffing server would first wait for bytes with none.
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -66,9 +65,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of descriptors, or a connection reset before it was taken.
                     tracing::warn!(%error, "accept failed");
@@ -78,7 +77,15 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
+        // Each request knows its peer (`ConnectInfo`), for the limits per client address.
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            tower_service::Service::call(&mut router.clone(), request)
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

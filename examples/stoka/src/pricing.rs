@@ -100,6 +100,12 @@ pub struct Limits {
     pub challenge_ttl_seconds: u64,
     /// The most days `GET /v1/me/usage` answers.
     pub max_usage_days: u32,
+    /// Free requests (wallet-signed routes, challenges, discovery) one client address may make
+    /// a minute, in bursts of as many.
+    pub free_requests_per_minute: u32,
+    /// Wallet challenges issued a second, for all clients: with their lifetime, this caps the
+    /// challenges outstanding at once (`challenges_per_second × challenge_ttl_seconds`).
+    pub challenges_per_second: u32,
 }
 
 impl Default for Limits {
@@ -116,6 +122,8 @@ impl Default for Limits {
             retention_seconds: 4 * DAY_SECONDS,
             challenge_ttl_seconds: 300,
             max_usage_days: 90,
+            free_requests_per_minute: 120,
+            challenges_per_second: 50,
         }
     }
 }

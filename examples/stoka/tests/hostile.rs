@@ -193,3 +193,123 @@ async fn at_most_max_connections_are_served_and_idle_ones_make_room() {
     );
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_routes_are_rate_limited_per_address_and_challenges_overall() {
+    let (_stack, address) = serve(HttpLimits::default(), "hostile-rate").await;
+    let client = reqwest::Client::new();
+    // 60 challenges at once: no more than the global 50 a second (and what refilled meanwhile).
+    let asks = (0..60).map(|_| {
+        client
+            .post(format!("http://{address}/v1/auth/challenge"))
+            .json(&serde_json::json!({"audience": "me-usage"}))
+            .send()
+    });
+    let answers = futures_join(asks).await;
+    let issued = answers.iter().filter(|status| **status == 200).count();
+    let limited = answers.iter().filter(|status| **status == 429).count();
+    assert_eq!(issued + limited, 60, "{answers:?}");
+    assert!(
+        issued >= 50 && limited > 0,
+        "{issued} issued, {limited} limited"
+    );
+    // 120 free requests a minute from one address: what is left of them, then 429.
+    let mut refused = None;
+    for n in 0..100 {
+        let response = client
+            .get(format!("http://{address}/.well-known/stoka.json"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            refused = Some((n, response));
+            break;
+        }
+    }
+    let (n, response) = refused.expect("the address was limited");
+    assert!(n <= 60, "limited after {n} more");
+    assert_eq!(response.headers()["retry-after"], "60");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(body["service"], "stoka");
+}
+
+/// Awaits every future, in order; their statuses.
+async fn futures_join(
+    asks: impl Iterator<
+        Item = impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send + 'static,
+    >,
+) -> Vec<u16> {
+    let tasks: Vec<_> = asks.map(tokio::spawn).collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap().unwrap().status().as_u16());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn expired_challenges_are_swept_and_their_space_is_used_again() {
+    use stoka::storage::{Challenge, Storage};
+    let dir = support::temp_dir("hostile-sweep");
+    let path = dir.join("stoka.redb");
+    let storage = RedbStorage::open(&path).unwrap();
+    let message = "stoka wallet challenge\n".repeat(8);
+    let issue = |round: u64| {
+        let (storage, message) = (&storage, &message);
+        async move {
+            for n in 0..2_000 {
+                let challenge = Challenge {
+                    audience: "me-usage".into(),
+                    message: message.clone(),
+                    expires_at: round * 1_000_000 + 300_000,
+                };
+                let id = format!("{round}-{n:032}");
+                assert!(
+                    storage
+                        .issue_challenge(&id, &challenge, round * 1_000_000)
+                        .await
+                        .unwrap()
+                );
+            }
+        }
+    };
+    issue(1).await;
+    let grown = std::fs::metadata(&path).unwrap().len();
+    // Expired, swept: every row goes, and the next as many fit in the same file.
+    let mut swept = 0;
+    loop {
+        let batch = storage.sweep_expired(2_000_000, 500).await.unwrap();
+        swept += batch;
+        if batch == 0 {
+            break;
+        }
+    }
+    assert_eq!(swept, 2_000);
+    assert!(
+        storage
+            .take_challenge("1-00000000000000000000000000000000", 2_000_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for round in 2..5 {
+        issue(round).await;
+        loop {
+            if storage
+                .sweep_expired(round * 1_000_000 + 400_000, 500)
+                .await
+                .unwrap()
+                == 0
+            {
+                break;
+            }
+        }
+    }
+    let after = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        after <= grown + grown / 4,
+        "the file grew from {grown} to {after} bytes over three more rounds"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

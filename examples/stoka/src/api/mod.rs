@@ -11,6 +11,7 @@
 
 mod blobs;
 mod discovery;
+mod limits;
 pub mod paywall;
 mod queues;
 mod wallet;
@@ -55,6 +56,10 @@ pub(crate) struct Inner {
     key_locks: Vec<Mutex<()>>,
     /// Wakes long-polling `pop`s of a mailbox when a message is pushed to it.
     mailboxes: Vec<Notify>,
+    /// Free requests by client address.
+    pub(crate) free: limits::FreeLimiter,
+    /// Wallet challenges issued, for everyone.
+    pub(crate) challenges: limits::ChallengeLimiter,
 }
 
 impl std::fmt::Debug for Stoka {
@@ -90,6 +95,8 @@ impl Stoka {
                 info,
                 key_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 mailboxes: (0..STRIPES).map(|_| Notify::new()).collect(),
+                free: limits::free_limiter(limits.free_requests_per_minute),
+                challenges: limits::challenge_limiter(limits.challenges_per_second),
             }),
         }
     }
@@ -139,6 +146,7 @@ impl Stoka {
             let mut ticker = tokio::time::interval(period);
             loop {
                 ticker.tick().await;
+                stoka.forget_quiet_clients();
                 loop {
                     match stoka.inner.storage.sweep_expired(stoka.now(), 1000).await {
                         Ok(1000) => continue,
@@ -182,7 +190,11 @@ pub fn router(stoka: Stoka, paid: PaymentLayer, pop_paid: PaymentLayer) -> Route
         .route("/llms.txt", get(discovery::llms))
         .route("/", get(discovery::landing))
         .route("/dashboard.html", get(discovery::dashboard))
-        .layer(DefaultBodyLimit::max(64 * 1024));
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            stoka.clone(),
+            limits::free_requests,
+        ));
     Router::new()
         .merge(paid_routes)
         .merge(pop_route)

@@ -75,6 +75,10 @@ pub(super) async fn challenge(
             "send {\"audience\": \"object-delete\" | \"queue-ack\" | \"profile-bind\" | \"me-usage\"}",
         );
     };
+    // Every challenge is a row until it expires: their rate bounds how many there are.
+    if stoka.inner.challenges.check().is_err() {
+        return super::limits::rate_limited(1);
+    }
     let info = &stoka.inner.info;
     let ttl_ms = stoka
         .inner
