@@ -61,7 +61,6 @@ use std::pin::Pin;
 mod civil;
 #[cfg(feature = "client")]
 pub mod client;
-mod hex;
 #[cfg(any(feature = "http-facilitator", feature = "rpc"))]
 mod http;
 pub mod layer;

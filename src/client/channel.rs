@@ -320,7 +320,7 @@ pub(crate) async fn payload(
     Ok(json!({
         "action": action,
         "amount": cumulative.to_string(),
-        "signature": crate::hex::encode(&signature),
+        "signature": hex::encode(signature),
     }))
 }
 

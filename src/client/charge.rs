@@ -122,7 +122,7 @@ pub(crate) async fn payload(
     Ok(json!({
         "type": "signedHash",
         "hash": sent.hash.to_string(),
-        "sourceSignature": crate::hex::encode(&signature),
+        "sourceSignature": hex::encode(signature),
     }))
 }
 

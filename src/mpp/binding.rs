@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::base64url;
 use super::challenge::CredentialHeader;
@@ -230,38 +230,21 @@ fn decode_id(id: &str) -> Option<[u8; 32]> {
     base64url::decode_array(id)
 }
 
-/// Compares without branching on the bytes: every byte is looked at, whatever differs.
+/// Compares in constant time (`subtle`): every byte is looked at, whatever differs.
 fn constant_time_eq(expected: &[u8; 32], presented: &[u8]) -> bool {
-    if presented.len() != expected.len() {
-        return false;
-    }
-    let difference = expected
-        .iter()
-        .zip(presented)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(difference) == 0
+    use subtle::ConstantTimeEq;
+    expected.as_slice().ct_eq(presented).into()
 }
 
-/// HMAC-SHA256 (RFC 2104) over SHA-256's 64-byte block.
+/// HMAC-SHA256 (RFC 2104), through the `hmac` crate.
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let inner_pad = block.map(|b| b ^ 0x36);
-    let outer_pad = block.map(|b| b ^ 0x5c);
-    let inner = Sha256::new()
-        .chain_update(inner_pad)
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(outer_pad)
-        .chain_update(inner)
-        .finalize()
-        .into()
+    use hmac::{Hmac, Mac};
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        unreachable!("HMAC accepts keys of every length")
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]
@@ -270,23 +253,23 @@ mod tests {
 
     const SECRET: &str = "test-vector-secret-minimum-32-byte-secret";
 
-    use crate::hex::encode as hex;
+    use hex::encode as hex;
 
     #[test]
     fn hmac_matches_rfc_4231() {
         // Test case 1: 20-byte key.
         assert_eq!(
-            hex(&hmac_sha256(&[0x0b; 20], b"Hi There")),
+            hex(hmac_sha256(&[0x0b; 20], b"Hi There")),
             "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
         );
         // Test case 2: short key.
         assert_eq!(
-            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            hex(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Test case 6: 131-byte key, longer than the block.
         assert_eq!(
-            hex(&hmac_sha256(
+            hex(hmac_sha256(
                 &[0xaa; 131],
                 b"Test Using Larger Than Block-Size Key - Hash Key First"
             )),

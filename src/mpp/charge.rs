@@ -489,7 +489,7 @@ impl StellarCharge {
         let signature = payload
             .get("sourceSignature")
             .and_then(Value::as_str)
-            .and_then(crate::hex::decode::<64>)
+            .and_then(|text| <[u8; 64] as hex::FromHex>::from_hex(text).ok())
             .ok_or_else(invalid)?;
         let (hash, envelope) = self.confirmed(payload).await?;
         let transfer = sac_transfer(&envelope).map_err(|_| failed())?;

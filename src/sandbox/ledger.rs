@@ -222,7 +222,7 @@ impl Ledger {
     /// `getLatestLedger`.
     pub(super) fn latest_ledger(&self) -> LatestLedger {
         LatestLedger {
-            id: crate::hex::encode(&self.header.hash),
+            id: hex::encode(self.header.hash),
             protocol_version: PROTOCOL_VERSION,
             sequence: self.header.sequence,
         }

@@ -335,7 +335,9 @@ fn latest_ledger(ledger: &LatestLedger) -> Value {
         LedgerHeaderHistoryEntry, LedgerHeaderHistoryEntryExt, Limits, StellarValue,
         StellarValueExt, TimePoint, TransactionSet,
     };
-    let hash = crate::hex::decode::<32>(&ledger.id).unwrap_or([0; 32]);
+    let hash = <[u8; 32] as hex::FromHex>::from_hex(&ledger.id)
+        .ok()
+        .unwrap_or([0; 32]);
     let header = LedgerHeader {
         ledger_version: ledger.protocol_version,
         previous_ledger_hash: Hash([0; 32]),

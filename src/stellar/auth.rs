@@ -386,7 +386,7 @@ pub(crate) mod tests {
         strkey.parse().expect("valid strkey")
     }
 
-    use crate::hex::encode as hex;
+    use hex::encode as hex;
 
     fn transfer_args(amount: i128) -> InvokeContractArgs {
         let symbol = StringM::try_from("transfer").expect("short symbol");
@@ -479,7 +479,7 @@ pub(crate) mod tests {
             let mut entry = golden_entry(v2);
             credentials_mut(&mut entry).signature_expiration_ledger = 2000;
             let payload = authorization_payload(&testnet(), &entry).expect("payload");
-            assert_eq!(hex(&payload), expected);
+            assert_eq!(hex(payload), expected);
             let preimage = authorization_preimage(&testnet(), &entry).expect("preimage");
             let xdr = preimage.to_xdr(Limits::none()).expect("encodes");
             let envelope_type = if v2 { 10 } else { 9 };

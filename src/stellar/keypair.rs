@@ -138,7 +138,7 @@ impl VerifyingKey {
 mod tests {
     use super::*;
 
-    use crate::hex::encode as hex;
+    use hex::encode as hex;
 
     const SEED_ONES_ADDRESS: &str = "GCFIRY65OQE7DFP5KLNS2PF2LVZMUZYJX4OZIEQ36N2IQANUB5XVYOJR";
     /// The MPP `signedHash` vector (research/mpp.md §2.2).
@@ -159,7 +159,7 @@ mod tests {
     fn signed_hash_vector() {
         let keypair = Keypair::from_seed([1; 32]);
         let signature = keypair.sign(SIGNED_HASH_MESSAGE.as_bytes());
-        assert_eq!(hex(&signature), SIGNED_HASH_SIGNATURE);
+        assert_eq!(hex(signature), SIGNED_HASH_SIGNATURE);
         assert!(verify_ed25519(
             &keypair.public_key(),
             SIGNED_HASH_MESSAGE.as_bytes(),

@@ -36,7 +36,7 @@ impl NetworkId {
 impl fmt::Debug for NetworkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("NetworkId(")?;
-        f.write_str(&crate::hex::encode(&self.0))?;
+        f.write_str(&hex::encode(self.0))?;
         f.write_str(")")
     }
 }
@@ -211,7 +211,7 @@ fn validate_caip2(caip2: &str) -> Result<(), NetworkError> {
 mod tests {
     use super::*;
 
-    use crate::hex::encode as hex;
+    use hex::encode as hex;
 
     #[test]
     fn network_ids_match_the_published_values() {

@@ -88,7 +88,7 @@ impl StellarChannel {
             _ => None,
         };
         let reference = match transaction {
-            Some(hash) => crate::hex::encode(&hash),
+            Some(hash) => hex::encode(hash),
             None => evidence.reference.clone(),
         };
         Reconciled::Settled(server::receipt(reference))

@@ -416,7 +416,7 @@ impl StellarChannel {
         bytes[12..].copy_from_slice(&(count as u32).to_be_bytes());
         bytes[6] = (bytes[6] & 0x0f) | 0x40;
         bytes[8] = (bytes[8] & 0x3f) | 0x80;
-        let hex = crate::hex::encode(&bytes);
+        let hex = hex::encode(bytes);
         format!(
             "{}-{}-{}-{}-{}",
             &hex[..8],

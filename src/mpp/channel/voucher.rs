@@ -50,7 +50,9 @@ impl Voucher {
             return Err(invalid);
         }
         let amount: i128 = amount.parse().map_err(|_| invalid)?;
-        let signature = crate::hex::decode::<64>(field("signature")?).ok_or(invalid)?;
+        let signature = <[u8; 64] as hex::FromHex>::from_hex(field("signature")?)
+            .ok()
+            .ok_or(invalid)?;
         Ok(Voucher {
             action,
             amount,
@@ -111,7 +113,7 @@ mod tests {
         let parsed = Voucher::parse(&good).unwrap();
         assert_eq!(parsed.action, Action::Voucher);
         assert_eq!(parsed.amount, 10_000_000);
-        assert_eq!(crate::hex::encode(&parsed.signature), SIGNATURE);
+        assert_eq!(hex::encode(parsed.signature), SIGNATURE);
         let close =
             json!({"action": "close", "amount": "1", "signature": SIGNATURE.to_uppercase()});
         assert_eq!(Voucher::parse(&close).unwrap().action, Action::Close);

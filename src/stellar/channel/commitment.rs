@@ -84,7 +84,7 @@ mod tests {
     const VECTOR: &str = "0000001100000001000000040000000f00000006616d6f756e7400000000000a000000000000000000000000009896800000000f000000076368616e6e656c00000000120000000107070707070707070707070707070707070707070707070707070707070707070000000f00000006646f6d61696e00000000000f000000086368616e636d6d740000000f000000076e6574776f726b000000000d00000020cee0302d59844d32bdca915c8203dd44b33fbb7edc19051ea37abedf28ecd472";
     const SIGNATURE: &str = "b2f3752900328a16c3b4ba4d6399376dff9a5db5dec3f9843dc1f3dfbdca66d22ebcbab9900204beba5ac1cc5778bd6b96d621582438e7ded07ff8db05c7e90b";
 
-    use crate::hex::encode as hex;
+    use hex::encode as hex;
     use stellar_xdr::{
         BytesM, Int128Parts, Limits, ScBytes, ScMap, ScMapEntry, ScSymbol, ScVal, StringM, WriteXdr,
     };
@@ -148,15 +148,15 @@ mod tests {
             .unwrap();
         assert_eq!(channel, Address::Contract([7; 32]));
         let bytes = commitment_bytes(&Network::testnet().id(), &channel, 10_000_000).unwrap();
-        assert_eq!(hex(&bytes), VECTOR);
+        assert_eq!(hex(bytes), VECTOR);
 
         let key = Keypair::from_seed([1; 32]);
         assert_eq!(
-            hex(&key.public_key()),
+            hex(key.public_key()),
             "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
         );
         let signature = key.sign(&bytes);
-        assert_eq!(hex(&signature), SIGNATURE);
+        assert_eq!(hex(signature), SIGNATURE);
         assert!(verify_ed25519(&key.public_key(), &bytes, &signature));
     }
 

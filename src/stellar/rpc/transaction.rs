@@ -178,7 +178,7 @@ impl TransactionHash {
 
 impl fmt::Display for TransactionHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::hex::encode(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -197,7 +197,8 @@ impl FromStr for TransactionHash {
     type Err = TransactionHashError;
 
     fn from_str(text: &str) -> Result<TransactionHash, TransactionHashError> {
-        crate::hex::decode(text)
+        hex::FromHex::from_hex(text)
+            .ok()
             .map(TransactionHash)
             .ok_or(TransactionHashError)
     }
