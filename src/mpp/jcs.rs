@@ -16,11 +16,12 @@
 //! requests never carry such integers; writing them exactly keeps the value intact.
 //! `serde_json` values never hold NaN or infinities, so canonicalization cannot fail.
 //!
-//! The output is exactly RFC 8785 for the double a `Value` holds. Note that `serde_json` (without
-//! its `float_roundtrip` feature, as here) may parse a long decimal fraction one ulp off the
-//! correctly rounded double, so re-canonicalizing a received request with such numbers can differ
-//! from the sender's text; this is why [`binding`](super::binding) binds the `request` text as
-//! sent, never a re-serialization.
+//! The output is exactly RFC 8785 for the double a `Value` holds, and canonicalization is a fixed
+//! point: the canonical text parses back to the same doubles (the crate builds `serde_json` with
+//! its `float_roundtrip` feature, so long decimals parse to the correctly rounded double; without
+//! it a 97-digit integer parsed one ulp off and its canonical text parsed to another double,
+//! which the fuzzer found). [`binding`](super::binding) still binds the `request` text as sent,
+//! never a re-serialization.
 
 use serde_json::{Number, Value};
 
@@ -246,6 +247,28 @@ mod tests {
             let value: Value = serde_json::from_str(input).unwrap();
             assert_eq!(to_string(&value), expected, "{input}");
         }
+    }
+
+    /// Found by the `jcs` fuzz target: a long integer parsed one ulp off the correctly rounded
+    /// double, and its canonical text parsed to another double, so canonicalizing twice gave
+    /// two texts.
+    #[test]
+    fn canonical_text_parses_back_to_the_same_doubles() {
+        let long = format!("{}12", "6".repeat(95));
+        for input in [
+            long.as_str(),
+            "0.30000000000000004",
+            "1.7976931348623157e308",
+            "5e-324",
+        ] {
+            let value: Value = serde_json::from_str(input).unwrap();
+            let canonical = to_string(&value);
+            let again: Value = serde_json::from_str(&canonical).unwrap();
+            assert_eq!(to_string(&again), canonical, "{input}");
+            assert_eq!(again.as_f64(), value.as_f64(), "{input}");
+        }
+        let value: Value = serde_json::from_str(&long).unwrap();
+        assert_eq!(to_string(&value), "6.6666666666666665e+96");
     }
 
     #[test]
