@@ -1121,6 +1121,26 @@ async fn serve(router: axum::Router) -> String {
     url
 }
 
+/// The last `PAYMENT-SIGNATURE` a client sent to a router.
+type Sent = Arc<std::sync::Mutex<Option<http::HeaderValue>>>;
+
+/// Serves `router`, recording the payment each request carries; its URL and the record.
+async fn serve_recording(router: axum::Router) -> (String, Sent) {
+    let sent: Sent = Arc::default();
+    let record = {
+        let sent = sent.clone();
+        axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                if let Some(payment) = request.headers().get("payment-signature") {
+                    *sent.lock().unwrap() = Some(payment.clone());
+                }
+                next.run(request)
+            },
+        )
+    };
+    (serve(router.layer(record)).await, sent)
+}
+
 /// Payments live in the store, not in a node. A store whose write fails after the money moved
 /// answers 503 ("retry with the same payment"); the retry goes to another node over the same
 /// store, which finishes the write without settling again (one charge on the ledger); the first
@@ -1134,19 +1154,7 @@ async fn payments_are_shared_by_nodes(one: Arc<dyn Storage>, other: Arc<dyn Stor
     let stack = support::start_with_clock(faulty.clone(), &dir, 1, clock.clone()).await;
     let dev = &stack.dev;
     // The first node, recording the payment its client sends.
-    let sent = Arc::new(std::sync::Mutex::new(None));
-    let record = {
-        let sent = sent.clone();
-        axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                if let Some(payment) = request.headers().get("payment-signature") {
-                    *sent.lock().unwrap() = Some(payment.clone());
-                }
-                next.run(request)
-            },
-        )
-    };
-    let first = serve(dev.server.router.clone().layer(record)).await;
+    let (first, sent) = serve_recording(dev.server.router.clone()).await;
     let node = stoka::server::build(&dev.config, other, Arc::new(clock.clone()), &dev.ledger)
         .await
         .unwrap();
@@ -1245,19 +1253,7 @@ async fn a_used_payment_answers_only_its_own_request() {
     let storage = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
     let stack = support::start(storage.clone(), &dir, 1).await;
     let dev = &stack.dev;
-    let sent = Arc::new(std::sync::Mutex::new(None));
-    let record = {
-        let sent = sent.clone();
-        axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                if let Some(payment) = request.headers().get("payment-signature") {
-                    *sent.lock().unwrap() = Some(payment.clone());
-                }
-                next.run(request)
-            },
-        )
-    };
-    let url = serve(dev.server.router.clone().layer(record)).await;
+    let (url, sent) = serve_recording(dev.server.router.clone()).await;
     let client = stack.payer(0, Intent::X402_EXACT);
     let wallet = dev.wallets[0].address().to_string();
     let http = reqwest::Client::new();
