@@ -85,7 +85,8 @@ pub use challenge::{
 };
 #[cfg(feature = "rpc")]
 pub use channel::{
-    ChannelError, PAYMENT_CHANNEL, StellarChannel, StellarChannelBuilder, StellarChannelError,
+    ChannelError, MAX_NAMED_CHANNELS, PAYMENT_CHANNEL, StellarChannel, StellarChannelBuilder,
+    StellarChannelError, named_channels,
 };
 #[cfg(feature = "rpc")]
 pub use charge::{StellarCharge, StellarChargeBuilder, StellarChargeError};

@@ -399,16 +399,33 @@ pub(crate) fn release_step(current: Option<&PaymentRecord>) -> Change {
 }
 
 /// An in-memory [`PaymentStore`]: one process, lost on restart. Expired records are swept as
-/// the store is used.
-#[derive(Default)]
+/// the store is used; claims live in a `moka` cache that expires each at its own time.
 pub struct MemoryStore {
     inner: Mutex<Records>,
+    claims: moka::sync::Cache<Box<[u8]>, Duration>,
+}
+
+/// Each claim lives the `ttl` it was taken with.
+struct PerClaim;
+
+impl moka::Expiry<Box<[u8]>, Duration> for PerClaim {
+    fn expire_after_create(&self, _: &Box<[u8]>, ttl: &Duration, _: Instant) -> Option<Duration> {
+        Some(*ttl)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            inner: Mutex::default(),
+            claims: moka::sync::Cache::builder().expire_after(PerClaim).build(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Records {
     payments: HashMap<PaymentKey, Record>,
-    claims: HashMap<Box<[u8]>, Instant>,
     writes_since_sweep: usize,
 }
 
@@ -462,7 +479,6 @@ impl Records {
         if self.writes_since_sweep >= SWEEP_EVERY {
             self.writes_since_sweep = 0;
             self.payments.retain(|_, record| record.expires > now);
-            self.claims.retain(|_, expires| *expires > now);
         }
     }
 
@@ -535,15 +551,6 @@ impl Records {
             }
         }
     }
-
-    fn claim(&mut self, id: &[u8], ttl: Duration, now: Instant) -> bool {
-        if self.claims.get(id).is_some_and(|expires| *expires > now) {
-            return false;
-        }
-        self.claims.insert(id.into(), now + ttl);
-        self.wrote(now);
-        true
-    }
 }
 
 fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, Result<T, StoreError>> {
@@ -583,7 +590,8 @@ impl PaymentStore for MemoryStore {
     }
 
     fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
-        ready(self.lock().claim(id, ttl, Instant::now()))
+        // Taken only by the call that inserts it; an expired claim counts as absent.
+        ready(self.claims.entry(id.into()).or_insert(ttl).is_fresh())
     }
 
     fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
@@ -605,7 +613,7 @@ impl fmt::Debug for MemoryStore {
         let records = self.lock();
         f.debug_struct("MemoryStore")
             .field("payments", &records.payments.len())
-            .field("claims", &records.claims.len())
+            .field("claims", &self.claims.entry_count())
             .finish()
     }
 }

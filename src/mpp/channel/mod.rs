@@ -742,15 +742,20 @@ impl StellarChannel {
     }
 }
 
-/// The channels a request names in `Payment-Channel` (comma-separated `C…` addresses), if it
-/// names any.
-fn named_channels(headers: &HeaderMap) -> Option<Vec<ChannelId>> {
+/// The most channels read from one request's `Payment-Channel`.
+pub const MAX_NAMED_CHANNELS: usize = 16;
+
+/// The channels a request names in `Payment-Channel` (comma-separated `C…` addresses, over any
+/// number of field lines), if it names any: the first [`MAX_NAMED_CHANNELS`] that parse;
+/// anything else is skipped.
+pub fn named_channels(headers: &HeaderMap) -> Option<Vec<ChannelId>> {
     let named: Vec<ChannelId> = headers
         .get_all(PAYMENT_CHANNEL)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| name.trim().parse().ok())
+        .take(MAX_NAMED_CHANNELS)
         .collect();
     (!named.is_empty()).then_some(named)
 }
@@ -763,5 +768,38 @@ impl std::fmt::Debug for StellarChannel {
             .field("recipient", &self.recipient)
             .field("channels", &self.channels().len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_channels_are_bounded_and_skip_what_does_not_parse() {
+        let names: Vec<String> = (0..20_u8)
+            .map(|n| ChannelId([n; 32]).address().to_string())
+            .collect();
+        let mut headers = HeaderMap::new();
+        headers.append(
+            PAYMENT_CHANNEL,
+            http::HeaderValue::from_bytes(b"\xff, not-a-channel").unwrap(),
+        );
+        headers.append(
+            PAYMENT_CHANNEL,
+            format!(
+                "GB2Q4VZJ32UM4F2EMZR2QVKT4YHIAKGBEV2UDYH7Q6DOZ6KCX5KHSBNB, {}",
+                names.join(" , ")
+            )
+            .parse()
+            .unwrap(),
+        );
+        let named = named_channels(&headers).unwrap();
+        assert_eq!(named.len(), MAX_NAMED_CHANNELS);
+        assert_eq!(named[0], ChannelId([0; 32]));
+        assert_eq!(named_channels(&HeaderMap::new()), None);
+        let mut garbage = HeaderMap::new();
+        garbage.insert(PAYMENT_CHANNEL, http::HeaderValue::from_static("a, b"));
+        assert_eq!(named_channels(&garbage), None);
     }
 }
