@@ -8,7 +8,7 @@ use http::{HeaderValue, Method};
 
 use super::binding::RequestBinding;
 use super::builder::Shared;
-use crate::price::{Amount, PaymentIdentifier, Price};
+use crate::price::{Amount, PaymentIdentifier};
 use crate::scheme::{Credential, Intent, Rejection, RejectionKind};
 use crate::store::{Fingerprint, PaymentKey, Reservation, StoreError};
 use crate::x402::payment_identifier;
@@ -29,10 +29,8 @@ pub(crate) mod code {
 /// A payment made under an idempotency key.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Idempotent {
-    /// Where the payment is recorded.
+    /// Where the payment is recorded (with its [`terms`]).
     pub(crate) key: PaymentKey,
-    /// The terms the key was first used for.
-    pub(crate) terms: Fingerprint,
     /// The presented credential's own payment, reserved for the key.
     pub(crate) credential_key: PaymentKey,
     /// How that reservation names its holder: this key and this exact credential.
@@ -48,33 +46,13 @@ pub(crate) enum Refused {
     Header(&'static str),
 }
 
-/// The idempotency key of a request paid `price` with `credential` of `intent`, if it has one.
+/// The idempotency key of a request paid with `credential` of `intent` on a route that
+/// declares `declared` (x402's `payment-identifier`), if it has one.
 pub(crate) fn of_request(
     request: &Parts,
-    price: &Price,
-    intent: Intent,
-    credential: &Credential,
-    binding: RequestBinding,
-) -> Result<Option<Idempotent>, Refused> {
-    let declared = price.payment_identifier();
-    of_request_at(
-        request,
-        declared,
-        price.amount(),
-        intent,
-        credential,
-        binding,
-    )
-}
-
-/// [`of_request`] for a route that declares `declared` and a payment of `amount`.
-pub(crate) fn of_request_at(
-    request: &Parts,
     declared: PaymentIdentifier,
-    amount: Amount,
     intent: Intent,
     credential: &Credential,
-    binding: RequestBinding,
 ) -> Result<Option<Idempotent>, Refused> {
     let from_payload = match (declared, credential.payment_identifier()) {
         (PaymentIdentifier::Off, _) => None,
@@ -106,7 +84,6 @@ pub(crate) fn of_request_at(
     let holder = PaymentKey::derive(&[b"held for", &key.0, &credential.fingerprint().0]);
     Ok(Some(Idempotent {
         key,
-        terms: terms(intent, amount, binding),
         credential_key: credential.key(),
         holder: Fingerprint(holder.0),
     }))

@@ -212,12 +212,10 @@ impl Shared {
         // A key held for an idempotent payment: that payment's record answers.
         let scheme = &self.schemes[*index];
         let intent = scheme.intent();
+        // Pricing quoted nothing: any key that was recorded was declared where it was paid.
         let declared = crate::price::PaymentIdentifier::Optional;
-        let amount = crate::price::Amount::ZERO;
-        let idempotent = super::idempotency::of_request_at(
-            request, declared, amount, intent, credential, binding,
-        )
-        .ok()??;
+        let idempotent =
+            super::idempotency::of_request(request, declared, intent, credential).ok()??;
         let record = self.store.record(idempotent.key).await.ok()??;
         let PaymentState::Completed(completed) = record.state else {
             return None;

@@ -226,20 +226,23 @@ where
         if let Some(payer) = credential.payer() {
             span.record("payer", payer);
         }
-        let idempotent =
-            match idempotency::of_request(&self.parts, &price, intent, &credential, binding) {
-                Ok(idempotent) => idempotent,
-                Err(Refused::Rejection(rejection)) => {
-                    return Ok(shared.rejected(&self.parts, &price, &rejection).await);
-                }
-                Err(Refused::Header(reason)) => {
-                    return Ok(plain(StatusCode::BAD_REQUEST, reason, None));
-                }
-            };
+        let declared = price.payment_identifier();
+        let idempotent = match idempotency::of_request(&self.parts, declared, intent, &credential) {
+            Ok(idempotent) => idempotent,
+            Err(Refused::Rejection(rejection)) => {
+                return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+            }
+            Err(Refused::Header(reason)) => {
+                return Ok(plain(StatusCode::BAD_REQUEST, reason, None));
+            }
+        };
         // Under an idempotency key, the payment is the key's, for the terms it was first used
         // for; otherwise the credential's own, for exactly this credential and this request.
         let (key, fingerprint) = match &idempotent {
-            Some(idempotent) => (idempotent.key, idempotent.terms),
+            Some(idempotent) => (
+                idempotent.key,
+                idempotency::terms(intent, price.amount(), binding),
+            ),
             None => (credential.key(), binding.bind(credential.fingerprint())),
         };
         let mut reservation = shared
