@@ -430,3 +430,61 @@ async fn a_retry_under_the_id_gets_its_answer_even_when_pricing_now_answers_earl
     assert_eq!(other.status, StatusCode::CONFLICT);
     assert_eq!(facilitator.settle_calls(), 1);
 }
+
+#[tokio::test]
+async fn a_new_payment_under_an_id_whose_money_moved_unanswered_must_verify_first() {
+    // The first settlement outlasts the settle wait: the money moves, the answer does not.
+    let facilitator = Arc::new(TestFacilitator::default());
+    facilitator.set_settle_delay(std::time::Duration::from_millis(150));
+    let layer = PaymentLayer::builder()
+        .scheme(exact(&facilitator))
+        .price(
+            Price::parse(PRICE)
+                .unwrap()
+                .with_payment_identifier(PaymentIdentifier::Optional),
+        )
+        .settle_wait(std::time::Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/paid", get(|| async { "content" }))
+        .layer(layer);
+    let first = send(
+        &app,
+        req("/paid", Some(with_id(&PaymentSpec::default(), Some(ID)))),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    // A new payment under the id that the facilitator refuses gets nothing from the settled one.
+    facilitator.set_verify(VerifyMode::Invalid(
+        "invalid_exact_stellar_payload_malformed",
+    ));
+    let refused = send(
+        &app,
+        req("/paid", Some(with_id(&other_nonce(43), Some(ID)))),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        refused.json()["error"],
+        "invalid_exact_stellar_payload_malformed"
+    );
+    // The settled payment was given back whole: its own retry is served, settled once.
+    facilitator.set_verify(VerifyMode::Valid);
+    let served = send(
+        &app,
+        req("/paid", Some(with_id(&PaymentSpec::default(), Some(ID)))),
+    )
+    .await;
+    assert_eq!(
+        (served.status, served.text().as_str()),
+        (StatusCode::OK, "content")
+    );
+    assert_eq!(facilitator.settle_calls(), 1);
+}
