@@ -18,16 +18,16 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_paywall::mpp::{
     Challenge, ChannelError, Credential as MppCredential, Receipt, StellarChannel,
-    StellarChannelBuilder,
+    StellarChannelBuilder, close_lease,
 };
 use tower_paywall::sandbox::{
     ChannelParams, ContractCall, Invoked, Sandbox, SandboxConfig, SandboxError,
 };
-use tower_paywall::stellar::rpc::{SorobanRpc, TransactionHash};
+use tower_paywall::stellar::rpc::{self, SorobanRpc, TransactionHash};
 use tower_paywall::stellar::{Address, Keypair, Network, commitment_bytes, read_channel};
 use tower_paywall::store::{
-    ChannelId, ChannelPhase, ChannelState, ChannelStore, FileChannelStore, MemoryChannelStore,
-    StoreError,
+    ChannelId, ChannelPhase, ChannelState, ChannelStore, FileChannelStore, LeaseHolder, Leases,
+    MemoryChannelStore, MemoryLeases, StoreError,
 };
 use tower_paywall::{Paid, PaymentLayer, Price};
 
@@ -968,8 +968,10 @@ impl ChannelStore for PausingStore {
 
     fn channels(
         &self,
+        after: Option<ChannelId>,
+        limit: usize,
     ) -> tower_paywall::BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
-        self.inner.channels()
+        self.inner.channels(after, limit)
     }
 }
 
@@ -1285,4 +1287,165 @@ async fn a_lost_close_the_funder_refunded_before_is_not_settled() {
     // answered 503 again.
     let again = send(&app, Some(close)).await;
     assert_eq!(again.status, StatusCode::GONE, "{}", again.body);
+}
+
+/// A Soroban RPC that counts the transactions sent through it and passes everything on: a
+/// probe at the RPC boundary, to see how many closes the watchers submit.
+struct CountingRpc {
+    inner: Sandbox,
+    sent: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingRpc {
+    fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl SorobanRpc for CountingRpc {
+    fn health(&self) -> tower_paywall::BoxFuture<'_, Result<rpc::Health, rpc::RpcError>> {
+        self.inner.health()
+    }
+    fn network(&self) -> tower_paywall::BoxFuture<'_, Result<rpc::NetworkInfo, rpc::RpcError>> {
+        SorobanRpc::network(&self.inner)
+    }
+    fn latest_ledger(
+        &self,
+    ) -> tower_paywall::BoxFuture<'_, Result<rpc::LatestLedger, rpc::RpcError>> {
+        self.inner.latest_ledger()
+    }
+    fn simulate_transaction<'a>(
+        &'a self,
+        transaction: &'a tower_paywall::stellar::xdr::TransactionEnvelope,
+    ) -> tower_paywall::BoxFuture<'a, Result<rpc::Simulation, rpc::RpcError>> {
+        self.inner.simulate_transaction(transaction)
+    }
+    fn send_transaction<'a>(
+        &'a self,
+        transaction: &'a tower_paywall::stellar::xdr::TransactionEnvelope,
+    ) -> tower_paywall::BoxFuture<'a, Result<rpc::SendResult, rpc::RpcError>> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.send_transaction(transaction)
+    }
+    fn transaction<'a>(
+        &'a self,
+        hash: &'a TransactionHash,
+    ) -> tower_paywall::BoxFuture<'a, Result<rpc::TransactionInfo, rpc::RpcError>> {
+        self.inner.transaction(hash)
+    }
+    fn ledger_entries<'a>(
+        &'a self,
+        keys: &'a [tower_paywall::stellar::xdr::LedgerKey],
+    ) -> tower_paywall::BoxFuture<'a, Result<rpc::LedgerEntries, rpc::RpcError>> {
+        self.inner.ledger_entries(keys)
+    }
+    fn events<'a>(
+        &'a self,
+        request: &'a rpc::EventsRequest,
+    ) -> tower_paywall::BoxFuture<'a, Result<rpc::Events, rpc::RpcError>> {
+        self.inner.events(request)
+    }
+}
+
+/// Two nodes serve one channel over one store and one set of leases: vouchers paid on either
+/// are credited once; while a dead node's close lease lives neither closes; once it runs out,
+/// exactly one of the two watchers answers the funder's `close_start`, with one transaction.
+async fn two_watchers_close_once(store: Arc<dyn ChannelStore>, leases: Arc<dyn Leases>) {
+    let world = World::new(200).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let rpc = Arc::new(CountingRpc {
+        inner: world.sandbox.clone(),
+        sent: Default::default(),
+    });
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let scheme = StellarChannel::builder(
+            Network::testnet(),
+            world.recipient.clone(),
+            rpc.clone(),
+            support::keys(),
+            store.clone(),
+        )
+        .currency(world.sandbox.usdc())
+        .realm("example.com")
+        .watch_period(Duration::from_millis(100))
+        .leases(leases.clone())
+        .build()
+        .unwrap();
+        let scheme = Arc::new(scheme);
+        scheme.add_channel(world.channel).await.unwrap();
+        nodes.push(scheme);
+    }
+    let apps: Vec<Router> = nodes.iter().map(World::app).collect();
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+    let mut best = 0;
+    for round in 0..6 {
+        let (answer, amount) = pay(&world, &apps[round % 2], "voucher").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        best = amount;
+    }
+    assert_eq!(best, 6 * PRICE_ATOMIC, "each voucher credited once");
+    assert_eq!(
+        store.load(channel_id).await.unwrap().unwrap().cumulative,
+        best
+    );
+
+    // A node that took the close lease died holding it (it runs out in 2 s).
+    let dead = LeaseHolder::unique();
+    assert!(
+        leases
+            .acquire(&close_lease(channel_id), dead, Duration::from_secs(2))
+            .await
+            .unwrap()
+    );
+    let sent_before = rpc.sent();
+    world.as_funder("close_start").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        store.load(channel_id).await.unwrap().unwrap().phase,
+        ChannelPhase::Open,
+        "nobody closes while the dead node's lease lives"
+    );
+    assert_eq!(rpc.sent(), sent_before);
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let state = store.load(channel_id).await.unwrap().unwrap();
+            if let ChannelPhase::Closed { transaction } = state.phase {
+                return transaction;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a watcher takes the close over");
+    assert!(closed.is_some(), "closed by our transaction");
+    // Both watchers go on for a while: neither submits another close.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rpc.sent() - sent_before, 1, "one close transaction");
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await,
+        recipient_before + best
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watchers_over_one_store_close_a_channel_once_and_take_over_a_dead_nodes_lease() {
+    two_watchers_close_once(
+        Arc::new(MemoryChannelStore::new()),
+        Arc::new(MemoryLeases::new()),
+    )
+    .await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watchers_over_redis_close_a_channel_once() {
+    use tower_paywall::store::redis::{RedisStore, test_deployments, test_namespace};
+    for (label, url) in test_deployments() {
+        eprintln!("two watchers over the Redis {label}");
+        let redis = RedisStore::connect(&url, &test_namespace("watchers"))
+            .await
+            .unwrap();
+        two_watchers_close_once(Arc::new(redis.channel_store()), Arc::new(redis.leases())).await;
+    }
 }

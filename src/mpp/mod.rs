@@ -85,8 +85,8 @@ pub use challenge::{
 };
 #[cfg(feature = "rpc")]
 pub use channel::{
-    ChannelError, MAX_NAMED_CHANNELS, PAYMENT_CHANNEL, StellarChannel, StellarChannelBuilder,
-    StellarChannelError, named_channels,
+    CLOSE_LEASE, ChannelError, MAX_NAMED_CHANNELS, PAYMENT_CHANNEL, StellarChannel,
+    StellarChannelBuilder, StellarChannelError, close_lease, named_channels,
 };
 #[cfg(feature = "rpc")]
 pub use charge::{StellarCharge, StellarChargeBuilder, StellarChargeError};

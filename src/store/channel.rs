@@ -121,8 +121,37 @@ pub trait ChannelStore: Send + Sync + 'static {
         new: ChannelState,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
-    /// Every channel with a stored state.
-    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>>;
+    /// A page of the channels with a stored state, in id order: up to `limit` of them, those
+    /// after `after` (from the first without it). Listing them all is a walk of pages, each
+    /// starting after the last id of the one before, until a page comes back short; a store
+    /// never does work in proportion to all its channels for one page.
+    fn channels(
+        &self,
+        after: Option<ChannelId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>>;
+}
+
+/// Every channel of `store`, in id order, read page by page (`page` at a time).
+///
+/// # Errors
+///
+/// The store's.
+pub async fn all_channels(
+    store: &dyn ChannelStore,
+    page: usize,
+) -> Result<Vec<(ChannelId, ChannelState)>, StoreError> {
+    let page = page.max(1);
+    let mut all: Vec<(ChannelId, ChannelState)> = Vec::new();
+    loop {
+        let after = all.last().map(|(id, _)| *id);
+        let next = store.channels(after, page).await?;
+        let short = next.len() < page;
+        all.extend(next);
+        if short {
+            return Ok(all);
+        }
+    }
 }
 
 impl<T: ChannelStore + ?Sized> ChannelStore for Arc<T> {
@@ -137,8 +166,12 @@ impl<T: ChannelStore + ?Sized> ChannelStore for Arc<T> {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         (**self).compare_and_set(channel, current, new)
     }
-    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
-        (**self).channels()
+    fn channels(
+        &self,
+        after: Option<ChannelId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+        (**self).channels(after, limit)
     }
 }
 
@@ -184,18 +217,29 @@ impl ChannelStore for MemoryChannelStore {
         Box::pin(std::future::ready(Ok(set)))
     }
 
-    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
-        Box::pin(std::future::ready(Ok(in_order(&self.lock()))))
+    fn channels(
+        &self,
+        after: Option<ChannelId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+        Box::pin(std::future::ready(Ok(page(&self.lock(), after, limit))))
     }
 }
 
-/// Every channel of `states`, in id order.
-pub(super) fn in_order(
+/// Up to `limit` channels of `states` after `after`, in id order.
+pub(super) fn page(
     states: &HashMap<ChannelId, ChannelState>,
+    after: Option<ChannelId>,
+    limit: usize,
 ) -> Vec<(ChannelId, ChannelState)> {
-    let mut all: Vec<_> = states.iter().map(|(id, state)| (*id, *state)).collect();
-    all.sort_by_key(|(id, _)| *id);
-    all
+    let mut page: Vec<_> = states
+        .iter()
+        .filter(|(id, _)| after.is_none_or(|after| **id > after))
+        .map(|(id, state)| (*id, *state))
+        .collect();
+    page.sort_by_key(|(id, _)| *id);
+    page.truncate(limit);
+    page
 }
 
 impl fmt::Debug for MemoryChannelStore {

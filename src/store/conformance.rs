@@ -21,9 +21,9 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use super::{
-    ChannelId, ChannelPhase, ChannelState, ChannelStore, CompletedPayment, Fingerprint, PaymentKey,
-    PaymentState, PaymentStore, PendingSettlement, RecordedResponse, Reservation, SettledPayment,
-    StateKind,
+    ChannelId, ChannelPhase, ChannelState, ChannelStore, CompletedPayment, Fingerprint,
+    LeaseHolder, Leases, PaymentKey, PaymentState, PaymentStore, PendingSettlement,
+    RecordedResponse, Reservation, SettledPayment, StateKind,
 };
 use crate::layer::Paid;
 use crate::scheme::{Intent, Receipt};
@@ -143,16 +143,83 @@ async fn pending_settlements_are_listed_while_pending(
     assert!(other.pending(0).await.unwrap().is_empty());
 }
 
-/// Checks compare-and-set on channel states (the channels with ids
-/// `[1; 32]`, `[2; 32]` and `[3; 32]`), the listing of channels, and that racing
-/// increments on one channel are never both credited.
+/// Checks compare-and-set on channel states (the channels with ids `[1; 32]`, `[2; 32]`,
+/// `[3; 32]`, `[0x80; 32]` and `[0xfe; 32]`), that racing increments on one channel are never
+/// both credited, and the listing of channels page by page.
 ///
 /// # Panics
 ///
 /// On the first behaviour that differs, when the store fails, or when it is not empty.
 pub async fn channel_store(store: Arc<dyn ChannelStore>) {
     compare_and_set_is_atomic(store.clone()).await;
-    racing_increments_are_never_lost(store).await;
+    racing_increments_are_never_lost(store.clone()).await;
+    channels_are_listed_in_pages(&*store).await;
+}
+
+/// Checks [`Leases`]: one holder at a time, renewal by the holder, release only by the holder,
+/// takeover after the deadline, and that of holders racing for one lease exactly one wins.
+/// Every check uses names of its own run, so several runs may share the leases.
+///
+/// # Panics
+///
+/// On the first behaviour that differs, or when the leases fail.
+pub async fn leases(leases: Arc<dyn Leases>) {
+    let run = run();
+    let name = |n: u8| [b"conformance:".as_slice(), &run.to_be_bytes(), &[n]].concat();
+    let (one, other) = (LeaseHolder::unique(), LeaseHolder::unique());
+    let long = Duration::from_secs(60);
+
+    // One holder at a time; the holder renews.
+    let first = name(0);
+    assert!(leases.acquire(&first, one, long).await.unwrap());
+    assert!(!leases.acquire(&first, other, long).await.unwrap());
+    assert!(leases.acquire(&first, one, long).await.unwrap());
+    // Only the holder releases.
+    leases.release(&first, other).await.unwrap();
+    assert!(!leases.acquire(&first, other, long).await.unwrap());
+    leases.release(&first, one).await.unwrap();
+    assert!(leases.acquire(&first, other, long).await.unwrap());
+    // Names are independent.
+    assert!(leases.acquire(&name(1), one, long).await.unwrap());
+
+    // A lease whose deadline passed is taken over, and its old holder's release then does
+    // nothing.
+    let short = name(2);
+    assert!(
+        leases
+            .acquire(&short, one, Duration::from_millis(200))
+            .await
+            .unwrap()
+    );
+    assert!(!leases.acquire(&short, other, long).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(leases.acquire(&short, other, long).await.unwrap());
+    leases.release(&short, one).await.unwrap();
+    assert!(!leases.acquire(&short, one, long).await.unwrap());
+
+    // Of holders racing for one lease, exactly one wins.
+    let raced = name(3);
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let (leases, raced) = (leases.clone(), raced.clone());
+            tokio::spawn(async move {
+                leases
+                    .acquire(&raced, LeaseHolder::unique(), long)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "holders racing for one lease");
+
+    for n in 0..4 {
+        leases.release(&name(n), one).await.unwrap();
+        leases.release(&name(n), other).await.unwrap();
+    }
 }
 
 /// A number no other run in this process (nor, by its clock, an earlier process) starts from.
@@ -452,9 +519,58 @@ async fn compare_and_set_is_atomic(store: Arc<dyn ChannelStore>) {
     };
     assert!(store.compare_and_set(b, None, closed).await.unwrap());
     assert_eq!(
-        store.channels().await.unwrap(),
+        store.channels(None, usize::MAX).await.unwrap(),
         [(a, voucher(7, 3)), (b, closed)]
     );
+}
+
+/// The five channels of the suite, listed whole and in pages of every size.
+async fn channels_are_listed_in_pages(store: &dyn ChannelStore) {
+    // Far apart, so that a store spreading channels over partitions lists across them.
+    for byte in [0xfe, 0x80] {
+        assert!(
+            store
+                .compare_and_set(ChannelId([byte; 32]), None, voucher(1, byte))
+                .await
+                .unwrap()
+        );
+    }
+    let all = store.channels(None, usize::MAX).await.unwrap();
+    let ids: Vec<ChannelId> = all.iter().map(|(id, _)| *id).collect();
+    let expected = [1, 2, 3, 0x80, 0xfe].map(|byte| ChannelId([byte; 32]));
+    assert_eq!(ids, expected);
+    for size in 1..=6 {
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.channels(after, size).await.unwrap();
+            assert!(page.len() <= size, "a page of {size} holds {}", page.len());
+            walked.extend_from_slice(&page);
+            if page.len() < size {
+                break;
+            }
+            after = page.last().map(|(id, _)| *id);
+        }
+        assert_eq!(walked, all, "pages of {size}");
+    }
+    assert_eq!(
+        super::all_channels(store, 2).await.unwrap(),
+        all,
+        "all_channels"
+    );
+    assert_eq!(store.channels(None, 0).await.unwrap(), []);
+    assert_eq!(
+        store
+            .channels(Some(ChannelId([0xfe; 32])), 10)
+            .await
+            .unwrap(),
+        []
+    );
+    let between = store
+        .channels(Some(ChannelId([0x50; 32])), 1)
+        .await
+        .unwrap();
+    assert_eq!(between, [all[3]]);
 }
 
 /// Many tasks race to add 1 to one channel's cumulative: every success is one increment.

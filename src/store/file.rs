@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
-use super::channel::{ChannelId, ChannelPhase, ChannelState, ChannelStore, in_order};
+use super::channel::{ChannelId, ChannelPhase, ChannelState, ChannelStore, page};
 use crate::BoxFuture;
 
 /// The length of one channel record ([`ChannelState::to_record`]).
@@ -367,8 +367,12 @@ impl ChannelStore for FileChannelStore {
         })
     }
 
-    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
-        Box::pin(std::future::ready(Ok(in_order(&self.states()))))
+    fn channels(
+        &self,
+        after: Option<ChannelId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+        Box::pin(std::future::ready(Ok(page(&self.states(), after, limit))))
     }
 }
 
@@ -414,10 +418,10 @@ mod tests {
         let dir = dir("atomic");
         let store = Arc::new(FileChannelStore::open(&dir).unwrap());
         conformance::channel_store(store.clone()).await;
-        let before = store.channels().await.unwrap();
+        let before = store.channels(None, usize::MAX).await.unwrap();
         drop(store);
         let reopened = FileChannelStore::open(&dir).unwrap();
-        assert_eq!(reopened.channels().await.unwrap(), before);
+        assert_eq!(reopened.channels(None, usize::MAX).await.unwrap(), before);
         // Reopening compacted the file to one record per channel.
         let len = std::fs::metadata(dir.join(FILE_NAME)).unwrap().len();
         assert_eq!(len, (before.len() * RECORD_LEN) as u64);

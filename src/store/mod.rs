@@ -53,14 +53,19 @@ mod backed;
 mod channel;
 pub mod conformance;
 mod file;
+mod lease;
 mod payment;
 mod record;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use backed::{BackedStore, PaymentBackend, RecordWrite};
 pub use channel::{
     ChannelId, ChannelPhase, ChannelState, ChannelStore, MemoryChannelStore, NotAContract,
+    all_channels,
 };
 pub use file::{CHANNEL_RECORD_LEN, FileChannelStore};
+pub use lease::{LeaseHolder, Leases, MemoryLeases};
 pub use payment::{
     CompletedPayment, Fingerprint, MemoryStore, PaymentKey, PaymentRecord, PaymentState,
     PaymentStore, PendingSettlement, RecordedResponse, Reservation, SettledPayment, StateKind,

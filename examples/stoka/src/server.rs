@@ -225,6 +225,7 @@ pub async fn build(
                 StellarChannel::builder(network.clone(), recipient, rpc, keys()?, vouchers)
                     .currency(asset)
                     .realm(realm.clone())
+                    .leases(storage.leases())
                     .build()
                     .map_err(payment)?;
             let channel = Arc::new(channel);

@@ -17,12 +17,13 @@ use stoka::dev::DevStack;
 use stoka::pricing::{Limits, Rates};
 use stoka::storage::{
     Ack, Blob, Challenge, DeadLetter, Delivery, NewMessage, PopOptions, Put, PutMode, RedbStorage,
-    RedisStorage, Storage, StorageError, Usage, redis_url_for_tests,
+    RedisStorage, Storage, StorageError, Usage,
 };
 use tower_paywall::BoxFuture;
 use tower_paywall::Intent;
 use tower_paywall::client::{PayingClient, Policy, payment};
 use tower_paywall::stellar::{Address, Keypair, Network};
+use tower_paywall::store::redis::{test_deployments, test_namespace};
 use tower_paywall::store::{ChannelStore, PaymentBackend};
 
 struct World {
@@ -894,15 +895,15 @@ async fn the_service_on_redb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_on_redis() {
-    let Some(url) = redis_url_for_tests() else {
-        return;
-    };
-    let dir = support::temp_dir("http-redis");
-    let namespace = format!("stoka-http-{}-{}", std::process::id(), SystemClock.now());
-    let storage = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
-    let world = world(storage, false, &dir).await;
-    suite(&world).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    for (label, url) in test_deployments() {
+        eprintln!("the service on the Redis {label}");
+        let dir = support::temp_dir(&format!("http-redis-{label}"));
+        let namespace = test_namespace("stoka-http");
+        let storage = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
+        let world = world(storage, false, &dir).await;
+        suite(&world).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// A store (redb or Redis) with faults on cue: blobs all expire the moment a handler has
@@ -1065,6 +1066,10 @@ impl Storage for Faulty {
     }
     fn channel_store(&self) -> Arc<dyn ChannelStore> {
         self.inner.channel_store()
+    }
+
+    fn leases(&self) -> Arc<dyn tower_paywall::store::Leases> {
+        self.inner.leases()
     }
 }
 
@@ -1233,14 +1238,14 @@ async fn payments_are_shared_by_nodes_on_redb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_are_shared_by_nodes_on_redis() {
-    let Some(url) = redis_url_for_tests() else {
-        return;
-    };
-    let namespace = format!("stoka-nodes-{}-{}", std::process::id(), SystemClock.now());
-    // Two connections: two nodes.
-    let one = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
-    let other = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
-    payments_are_shared_by_nodes(one, other, "http-nodes-redis").await;
+    for (label, url) in test_deployments() {
+        eprintln!("two nodes on the Redis {label}");
+        let namespace = test_namespace("stoka-nodes");
+        // Two connections: two nodes.
+        let one = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
+        let other = Arc::new(RedisStorage::connect(&url, &namespace).await.unwrap());
+        payments_are_shared_by_nodes(one, other, &format!("http-nodes-redis-{label}")).await;
+    }
 }
 
 /// A payment answers only the request that made it. The header of a completed store, sent with

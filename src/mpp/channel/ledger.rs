@@ -4,6 +4,10 @@
 //! Every close or settle of a channel runs under its in-flight mark ([`InFlight`]), taken
 //! before the stored state moves to `Closing`: the client's `close`, the watcher and the
 //! operator never submit for one channel at once, and none of them undoes another's close.
+//! The mark is the process's, and a lease ([`close_lease`]) shared by every node of the
+//! service through the scheme's [`Leases`](crate::store::Leases): with several nodes, one of
+//! them answers a funder's `close_start` and submits each close. The lease is renewed while
+//! the work lasts and taken over [`CLOSE_LEASE`] after its holder died.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -19,6 +23,16 @@ use crate::store::{ChannelId, ChannelPhase, ChannelState, NotAContract, StoreErr
 
 /// How long a close or settle transaction may take to be final.
 const SUBMIT_DEADLINE: Duration = Duration::from_secs(60);
+/// How many stored channels [`StellarChannel::resume`] reads at a time.
+const RESUME_PAGE: usize = 256;
+/// How long a channel's close lease lives unless its holder renews it (every third of it while
+/// it works): another node takes the channel over this long after its holder died.
+pub const CLOSE_LEASE: Duration = Duration::from_secs(30);
+
+/// The name of the lease a node holds while it closes or settles `channel`.
+pub fn close_lease(channel: ChannelId) -> Vec<u8> {
+    [b"mpp-channel-close:".as_slice(), &channel.0].concat()
+}
 
 /// Why a channel operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +105,13 @@ pub enum ChannelError {
     Unknown(RpcError),
 }
 
-/// A channel's in-flight mark: while it is held, nobody else closes or settles the channel.
+/// A channel's in-flight mark: while it is held, nobody else (in this process, or on another
+/// node sharing the scheme's leases) closes or settles the channel.
 pub(super) struct InFlight<'a> {
     scheme: &'a StellarChannel,
     channel: ChannelId,
+    /// Renews the close lease while the mark is held.
+    renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for InFlight<'_> {
@@ -104,6 +121,20 @@ impl Drop for InFlight<'_> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&self.channel);
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+            // Free the lease now rather than at its deadline (it runs out anyway if this
+            // cannot run).
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (leases, holder) = (self.scheme.leases.clone(), self.scheme.holder);
+                let name = close_lease(self.channel);
+                runtime.spawn(async move {
+                    if let Err(error) = leases.release(&name, holder).await {
+                        tracing::warn!(%error, "cannot release a channel's close lease");
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -145,16 +176,25 @@ impl StellarChannel {
     /// The store's.
     pub async fn resume(self: &Arc<Self>) -> Result<Vec<ChannelId>, ChannelError> {
         let mut served = Vec::new();
-        for (channel, state) in self.store.channels().await? {
-            if matches!(state.phase, ChannelPhase::Closed { .. }) {
-                continue;
+        let mut after = None;
+        loop {
+            let page = self.store.channels(after, RESUME_PAGE).await?;
+            for (channel, state) in &page {
+                if matches!(state.phase, ChannelPhase::Closed { .. }) {
+                    continue;
+                }
+                match self.add_channel(channel.address()).await {
+                    Ok(_) => served.push(*channel),
+                    Err(error) => {
+                        tracing::error!(%error, %channel, "a stored channel is not served");
+                    }
+                }
             }
-            match self.add_channel(channel.address()).await {
-                Ok(_) => served.push(channel),
-                Err(error) => tracing::error!(%error, %channel, "a stored channel is not served"),
+            if page.len() < RESUME_PAGE {
+                return Ok(served);
             }
+            after = page.last().map(|(channel, _)| *channel);
         }
-        Ok(served)
     }
 
     async fn check_network(&self) -> Result<(), ChannelError> {
@@ -336,7 +376,7 @@ impl StellarChannel {
         channel: ChannelId,
     ) -> Result<TransactionHash, ChannelError> {
         let info = self.refresh(channel).await?;
-        let _guard = self.in_flight(channel)?;
+        let _guard = self.in_flight(channel).await?;
         let state = self.state(channel).await?;
         match (state.signature, state.cumulative > info.withdrawn) {
             (Some(signature), true) => {
@@ -361,7 +401,7 @@ impl StellarChannel {
         channel: ChannelId,
         info: &ChannelInfo,
     ) -> Result<Option<TransactionHash>, ChannelError> {
-        let guard = self.in_flight(channel)?;
+        let guard = self.in_flight(channel).await?;
         let current = self.store.load(channel).await?;
         let state = current.unwrap_or(ChannelState::NEW);
         if matches!(state.phase, ChannelPhase::Closed { .. }) {
@@ -460,8 +500,8 @@ impl StellarChannel {
         }
     }
 
-    /// Takes `channel`'s in-flight mark.
-    pub(super) fn in_flight(&self, channel: ChannelId) -> Result<InFlight<'_>, ChannelError> {
+    /// Takes `channel`'s in-flight mark: the process's, then the close lease.
+    pub(super) async fn in_flight(&self, channel: ChannelId) -> Result<InFlight<'_>, ChannelError> {
         let fresh = self
             .submitting
             .lock()
@@ -470,10 +510,33 @@ impl StellarChannel {
         if !fresh {
             return Err(ChannelError::Busy(channel));
         }
-        Ok(InFlight {
+        let mut guard = InFlight {
             scheme: self,
             channel,
-        })
+            renewal: None,
+        };
+        let name = close_lease(channel);
+        if !self.leases.acquire(&name, self.holder, CLOSE_LEASE).await? {
+            return Err(ChannelError::Busy(channel));
+        }
+        let (leases, holder) = (self.leases.clone(), self.holder);
+        guard.renewal = Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(CLOSE_LEASE / 3);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                match leases.acquire(&name, holder, CLOSE_LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(%channel, "lost a channel's close lease while closing it");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, %channel, "cannot renew a channel's close lease");
+                    }
+                }
+            }
+        }));
+        Ok(guard)
     }
 
     /// Submits `function(amount, signature)` on `channel` from the recipient's account and

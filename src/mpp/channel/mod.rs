@@ -82,7 +82,7 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use serde_json::{Map, Value, json};
 
-pub use ledger::ChannelError;
+pub use ledger::{CLOSE_LEASE, ChannelError, close_lease};
 
 use self::voucher::{Action, Voucher};
 use super::binding::ChallengeKeys;
@@ -100,7 +100,9 @@ use crate::stellar::rpc::SorobanRpc;
 use crate::stellar::{
     Address, ChannelInfo, Keypair, Network, Sponsor, SponsorError, VerifyingKey, commitment_bytes,
 };
-use crate::store::{ChannelId, ChannelState, ChannelStore, PaymentStore, StoreError};
+use crate::store::{
+    ChannelId, ChannelState, ChannelStore, LeaseHolder, Leases, PaymentStore, StoreError,
+};
 
 const INTENT: &str = "channel";
 /// The default ceiling on a close or settle transaction's fee, in stroops.
@@ -132,6 +134,10 @@ pub struct StellarChannel {
     channels: RwLock<HashMap<ChannelId, Arc<Served>>>,
     /// Channels with a close or settle transaction in flight.
     submitting: Mutex<HashSet<ChannelId>>,
+    /// The close leases, shared by the nodes that serve the channels.
+    leases: Arc<dyn Leases>,
+    /// This scheme's name as a lease holder.
+    holder: LeaseHolder,
     references: AtomicU64,
     watch_period: Duration,
     min_refund_period: u32,
@@ -157,6 +163,7 @@ pub struct StellarChannelBuilder {
     watch_period: Duration,
     min_refund_period: u32,
     max_offers: usize,
+    leases: Option<Arc<dyn Leases>>,
 }
 
 /// Why a [`StellarChannelBuilder`] refused to build.
@@ -208,6 +215,7 @@ impl StellarChannel {
             watch_period: DEFAULT_WATCH_PERIOD,
             min_refund_period: DEFAULT_MIN_REFUND_PERIOD,
             max_offers: DEFAULT_MAX_OFFERS,
+            leases: None,
         }
     }
 }
@@ -265,6 +273,15 @@ impl StellarChannelBuilder {
         self
     }
 
+    /// Where the nodes serving these channels take turns closing them (default: leases of this
+    /// process alone). Give every node the same shared leases, such as the `redis` feature's
+    /// `RedisStore::leases`, beside the same channel store: then one node answers a funder's
+    /// close and submits each close (see [`close_lease`]).
+    pub fn leases(mut self, leases: Arc<dyn Leases>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
     /// Checks the settings and builds the scheme. Add the channels to serve with
     /// [`StellarChannel::add_channel`].
     pub fn build(self) -> Result<StellarChannel, StellarChannelError> {
@@ -305,6 +322,10 @@ impl StellarChannelBuilder {
             submitter,
             channels: RwLock::new(HashMap::new()),
             submitting: Mutex::new(HashSet::new()),
+            leases: self
+                .leases
+                .unwrap_or_else(|| Arc::new(crate::store::MemoryLeases::new())),
+            holder: LeaseHolder::unique(),
             references: AtomicU64::new(0),
             watch_period: self.watch_period,
             min_refund_period: self.min_refund_period,
@@ -718,7 +739,7 @@ impl StellarChannel {
         let channel = detail.channel;
         // A close: the channel's in-flight mark first, so that no other close runs (or
         // undoes this one) between the voucher's compare-and-set and the transaction.
-        let Ok(guard) = self.in_flight(channel) else {
+        let Ok(guard) = self.in_flight(channel).await else {
             return SettleOutcome::Rejected(problem(ProblemCode::ChannelFinalized));
         };
         let (previous, closing) = match self.credit(channel, &detail.voucher, price).await {

@@ -8,9 +8,9 @@
 //! Two back ends:
 //! - [`RedbStorage`], the embedded default: one file, expired records removed by
 //!   [`Storage::sweep_expired`];
-//! - [`RedisStorage`], the distributed one: a Redis server (7.0 or later) shared by any number
-//!   of nodes, with native expiry, and one hash tag per wallet so that its scripts would run
-//!   unchanged on Redis Cluster.
+//! - [`RedisStorage`], the distributed one: a Redis server (7.0 or later) or a Redis Cluster
+//!   shared by any number of nodes, with native expiry; payments, channels and leases are the
+//!   library's `RedisStore`.
 //!
 //! Every operation takes the time it runs at (`now`, unix milliseconds), so that expiry is
 //! tested with an injected clock and two back ends agree on it: an expired record is never
@@ -24,13 +24,11 @@ pub(crate) mod suite;
 
 pub use self::redb::RedbStorage;
 pub use self::redis::RedisStorage;
-#[doc(hidden)]
-pub use self::redis::redis_url_for_tests;
 
 use std::sync::Arc;
 
 use tower_paywall::BoxFuture;
-use tower_paywall::store::{ChannelStore, PaymentBackend};
+use tower_paywall::store::{ChannelStore, Leases, PaymentBackend};
 
 /// A blob as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,4 +307,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Where MPP `channel` keeps each channel's best voucher: durable, and shared by every
     /// node on this store.
     fn channel_store(&self) -> Arc<dyn ChannelStore>;
+
+    /// Where the nodes on this store take turns closing channels: shared by every node of a
+    /// distributed store, the process's own for an embedded one.
+    fn leases(&self) -> Arc<dyn Leases>;
 }

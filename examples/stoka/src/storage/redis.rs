@@ -1,11 +1,10 @@
-//! The distributed back end: a Redis server (7.0 or later, or a compatible one such as Valkey),
-//! shared by any number of stoka nodes.
+//! The distributed back end: a Redis server (7.0 or later, or a compatible one such as Valkey)
+//! or a Redis Cluster, shared by any number of stoka nodes.
 //!
-//! Keys (every one starts with the namespace, so a deployment can share a server; `{…}` is the
-//! hash tag: the wallet the record belongs to, the payment for payment records and claims, and
-//! one tag for every channel so that they are listed in one slot; every script but the payment
-//! swap touches one slot: the swap also lists pending settlements in `<ns>:pp`, so it needs one
-//! server, which is what [`RedisStorage`] connects to):
+//! Payments, channels and leases are the library's [`RedisStore`] under the same namespace
+//! (its docs give their keys). stoka's own keys (every one starts with the namespace, so a
+//! deployment can share a server; `{…}` is the hash tag, the wallet the record belongs to, so
+//! that every script touches one slot and runs unchanged on a Redis Cluster):
 //!
 //! | record | key | type |
 //! |---|---|---|
@@ -13,55 +12,43 @@
 //! | mailbox index | `<ns>:q:{<to>}:<topic>:z` | ZSET: message id → `visible_at` |
 //! | dead letters | `<ns>:q:{<to>}:<topic>:d` | ZSET: message id → seq |
 //! | message | `<ns>:q:{<to>}:<topic>:m:<id>` | HASH: `body`, `from`, `sent`, `exp`, `rc` (receive count), `tok` (the latest delivery's token), `dead` |
-//! | message ids | `<ns>:q:{<to>}:<topic>:seq` | STRING counter (`INCR`), never expires: a message's id is the counter in decimal, zero-padded to 20 digits in keys and indexes |
+//! | message ids | `<ns>:q:{<to>}:<topic>:seq` | STRING counter (`INCR`): a message's id is the counter in decimal, zero-padded to 20 digits in keys and indexes; it lives as long as the mailbox's longest-lived message, so an empty mailbox leaves nothing behind, and a new one starts at 1 again |
 //! | usage of a day | `<ns>:u:{<wallet>}:<day>` | HASH: `ops`, `in`, `out`, `charged`; kept 400 days |
-//! | days with usage | `<ns>:u:{<wallet>}:days` | ZSET: day → day |
+//! | days with usage | `<ns>:u:{<wallet>}:days` | ZSET: day → day; kept 400 days from the last count |
 //! | challenge | `<ns>:c:<id>` (one key per operation: no hash tag) | STRING: `expires_at` (20 digits), audience length (10 digits), audience, message |
-//! | profile | `<ns>:e:{<wallet>}` | STRING: the email |
-//! | payment record | `<ns>:p:{<payment key>}` (the 32-byte [`PaymentKey`] in hex) | STRING: the encoded record ([`PaymentRecord::encode`](tower_paywall::store::PaymentRecord::encode)) |
-//! | payment claim | `<ns>:pc:{<claim id>}` (the id's bytes in hex) | STRING: `1` |
-//! | pending settlements | `<ns>:pp` | ZSET: the hex payment key of every record whose settlement is in flight or of unknown outcome → when it was listed (unix ms); changed by the same script as the record, unlisted when its record expired at the next listing |
-//! | channel | `<ns>:ch:{channels}:<channel id>` (the 32-byte [`ChannelId`] in hex) | STRING: the 156-byte [`ChannelState::to_record`], never expires |
-//! | channels | `<ns>:ch:{channels}:all` | SET: the hex id of every channel with a state |
+//! | profile | `<ns>:e:{<wallet>}` | STRING: the email; kept [`PROFILE_TTL_S`] (400 days) from when it was last set |
 //!
-//! Each part of a key (namespace, wallet, blob key, topic, challenge id) is escaped (`%`, `:`,
-//! `{` and `}` become `%25`, `%3A`, `%7B` and `%7D`), so no two records share a key and the
-//! hash tag is always whole; payment keys, claim ids and channel ids are in hex. Nothing
-//! lists keys (`SCAN`, `KEYS`): every request names its records, and the channels are listed by
-//! their set.
+//! Each part of a key (namespace, wallet, blob key, topic, challenge id) is
+//! [escaped](tower_paywall::store::redis::escape), so no two records share a key and the hash
+//! tag is always whole. Nothing lists keys (`SCAN`, `KEYS`): every request names its records.
 //!
-//! Expiry is native: blobs, messages and challenges are written with a time to live, and the
-//! server drops them on its own clock ([`Storage::sweep_expired`] answers 0). The time to live
-//! is the record's remaining life at the caller's `now` (`PX`, not `PXAT` at `expires_at`): the
-//! server evicts a record once its life is over whatever the difference between its clock and
-//! the caller's (a skewed node, or a test's injected clock). The answers never depend on the
-//! eviction: every read, acknowledgement and take also checks the stored expiry against `now`,
-//! and a record expired at `now` but not yet evicted counts as absent when a blob is created or
-//! replaced and when a challenge is issued. Times are compared as Lua numbers, exact up to 2^53
+//! Expiry is native: every record is written with a time to live, and the server drops it on
+//! its own clock ([`Storage::sweep_expired`] answers 0). The time to live is the record's
+//! remaining life at the caller's `now` (`PX`, not `PXAT` at `expires_at`): the server evicts a
+//! record once its life is over whatever the difference between its clock and the caller's (a
+//! skewed node, or a test's injected clock). The answers never depend on the eviction: every
+//! read, acknowledgement and take also checks the stored expiry against `now`, and a record
+//! expired at `now` but not yet evicted counts as absent when a blob is created or replaced and
+//! when a challenge is issued. Times are compared as Lua numbers, exact up to 2^53
 //! milliseconds.
 //!
-//! Payment records and claims expire natively too, after the time to live the payment layer
-//! gives them, on the system clock (the server's), not the caller's `now`: they follow the
-//! ledger's time. A record written without a new time to live keeps the one it has
-//! (`KEEPTTL`). A payment write compares only the first [`RECORD_TAG_LEN`] bytes of the record
-//! it replaces (its tag); a channel write compares the whole stored state. Channel states never
-//! expire.
-//!
 //! Every operation that reads and then writes is one Lua script (sent by hash, loaded on
-//! demand); message keys are derived inside the scripts from their mailbox, and channel keys
-//! from the channel prefix, under the same hash tag. Receipts are those of the embedded back
-//! end (`receipt.rs`), with a fresh random token per delivery made here and passed in. Usage
-//! counters saturate at `i64::MAX` (the server's integers), the embedded ones at `u64::MAX`.
+//! demand); message keys are derived inside the scripts from their mailbox, under the same
+//! hash tag. Receipts are those of the embedded back end (`receipt.rs`), with a fresh random
+//! token per delivery made here and passed in. Usage counters saturate at `i64::MAX` (the
+//! server's integers), the embedded ones at `u64::MAX`.
+//!
+//! Earlier stoka versions kept every channel under one hash tag (`<ns>:ch:{channels}:…`) and
+//! payment records one per tag with one pending list (`<ns>:p:{<key>}`, `<ns>:pp`), on one
+//! server only. Connecting to a server moves those channels and pending settlements to the
+//! library's keys ([`migrate`]); settled records are left to expire where they are.
 //!
 //! Production servers want `maxmemory-policy noeviction` (an eviction would silently drop
 //! blobs, payment records or channel vouchers), and `appendonly yes` with `appendfsync always`
 //! (or `everysec` and a replica) for durability; every blob lives in memory.
 
-use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
 use ::redis::{Script, ScriptInvocation};
 
 use super::receipt;
@@ -70,10 +57,8 @@ use super::{
     StorageError, Usage,
 };
 use tower_paywall::BoxFuture;
-use tower_paywall::store::{
-    ChannelId, ChannelState, ChannelStore, PaymentBackend, PaymentKey, RECORD_TAG_LEN, RecordWrite,
-    StoreError,
-};
+use tower_paywall::store::redis::{RedisConnection, RedisStore, escape};
+use tower_paywall::store::{ChannelId, ChannelStore, Leases, PaymentBackend, PaymentKey};
 
 /// The length of the expiry header of blobs and challenges (`expires_at`, zero-padded).
 const HEADER: usize = 20;
@@ -82,6 +67,8 @@ const HEADER: usize = 20;
 const MAX_TTL_MS: u64 = 1 << 53;
 /// How long usage counters are kept (400 days, in seconds).
 const USAGE_TTL_S: u64 = 400 * 24 * 3600;
+/// How long a profile is kept after it was last set (400 days, in seconds).
+pub const PROFILE_TTL_S: u64 = 400 * 24 * 3600;
 /// The most index entries one `pop` looks at (expired and dead messages are cleared on the way).
 const POP_SCAN: u32 = 64;
 /// How many dead-letter entries one `dead_letters` looks at beyond its limit (expired ones are
@@ -122,7 +109,8 @@ return {h, string.format('%d', redis.call('STRLEN', KEYS[1]))}
 
 /// Pushes a message to the mailbox whose index is `KEYS[1]` and counter `KEYS[2]`: message keys
 /// are `ARGV[1] .. id`; body `ARGV[2]`, sender `ARGV[3]`, sent at `ARGV[4]`, expiring at
-/// `ARGV[5]`, time to live `ARGV[6]`. The index outlives every message in it. The new seq.
+/// `ARGV[5]`, time to live `ARGV[6]`. The index and the counter outlive every message in it.
+/// The new seq.
 static PUSH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -135,6 +123,7 @@ local ttl = tonumber(ARGV[6])
 redis.call('PEXPIRE', m, ttl)
 redis.call('ZADD', KEYS[1], ARGV[4], id)
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 return seq
 ",
     )
@@ -281,76 +270,54 @@ return 1
     )
 });
 
-/// Applies a write to the payment record `KEYS[1]` if it is the one expected: absent when
-/// `ARGV[1]` is `0`, otherwise one whose first `#ARGV[2]` bytes are `ARGV[2]` (the expected
-/// record's tag). The write is `ARGV[3]`: `px` stores `ARGV[4]` living `ARGV[5]` ms, `keep`
-/// stores it keeping the key's time to live, `del` deletes the key. With it, the record's key
-/// (`ARGV[7]`, its hex) is listed in the sorted set `KEYS[2]` (score `ARGV[8]`, unix ms) when
-/// `ARGV[6]` is `1` (a pending settlement), and unlisted otherwise. 1 = written, 0 = not.
-static SWAP_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
+/// Moves a channel of the old layout: its state `KEYS[1]` to `KEYS[2]` (unless a state is
+/// there already), listed in `KEYS[4]` (member `ARGV[1]`) and unlisted from `KEYS[3]`.
+static MIGRATE_CHANNEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local current = redis.call('GET', KEYS[1])
-if ARGV[1] == '0' then
-  if current then return 0 end
-elseif not current or string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then
-  return 0
-end
-if ARGV[3] == 'del' then
+local state = redis.call('GET', KEYS[1])
+if state then
+  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], state) end
+  redis.call('ZADD', KEYS[4], 0, ARGV[1])
   redis.call('DEL', KEYS[1])
-elseif ARGV[3] == 'keep' then
-  redis.call('SET', KEYS[1], ARGV[4], 'KEEPTTL')
-else
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
 end
-if ARGV[3] ~= 'del' and ARGV[6] == '1' then
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[8], ARGV[7])
-else
-  redis.call('ZREM', KEYS[2], ARGV[7])
-end
-return 1
+redis.call('SREM', KEYS[3], ARGV[1])
+return 0
 ",
     )
 });
 
-/// Stores the channel state `ARGV[3]` under `KEYS[1]` and lists the channel (`ARGV[4]`) in
-/// `KEYS[2]`, if the stored state is the one expected: none when `ARGV[1]` is `0`, otherwise
-/// exactly `ARGV[2]`. 1 = stored, 0 = not.
-static SET_CHANNEL: LazyLock<Script> = LazyLock::new(|| {
+/// Moves a pending settlement of the old layout: its record `KEYS[1]` to `KEYS[2]` with the
+/// time it has left (unless a record is there already), listed in `KEYS[4]` (member `ARGV[1]`,
+/// score `ARGV[2]`) and unlisted from `KEYS[3]`.
+static MIGRATE_PENDING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local current = redis.call('GET', KEYS[1])
-if ARGV[1] == '0' then
-  if current then return 0 end
-elseif current ~= ARGV[2] then
-  return 0
+local record = redis.call('GET', KEYS[1])
+if record then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    if ttl > 0 then
+      redis.call('SET', KEYS[2], record, 'PX', ttl)
+    else
+      redis.call('SET', KEYS[2], record)
+    end
+    redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1])
+  end
+  redis.call('DEL', KEYS[1])
 end
-redis.call('SET', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[4])
-return 1
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 0
 ",
     )
 });
 
-/// Every channel listed in `KEYS[1]` (state keys `ARGV[1] .. id`). Flat: `id, state` per
-/// channel, the state nil when the key is missing.
-static CHANNELS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  table.insert(out, id)
-  table.insert(out, redis.call('GET', ARGV[1] .. id))
-end
-return out
-",
-    )
-});
-
-/// stoka's storage on a Redis server.
+/// stoka's storage on a Redis server or cluster.
 #[derive(Clone)]
 pub struct RedisStorage {
-    connection: ConnectionManager,
+    /// The library's stores under the same namespace (payments, channels, leases).
+    store: RedisStore,
+    connection: RedisConnection,
     /// The escaped namespace every key starts with.
     namespace: String,
 }
@@ -365,25 +332,6 @@ impl std::fmt::Debug for RedisStorage {
 
 fn backend(error: impl std::fmt::Display) -> StorageError {
     StorageError::Backend(error.to_string())
-}
-
-/// `part` with `%`, `:`, `{` and `}` escaped, so that keys split back into their parts and the
-/// hash tag is always the wallet.
-fn escape(part: &str) -> Cow<'_, str> {
-    if !part.contains(['%', ':', '{', '}']) {
-        return Cow::Borrowed(part);
-    }
-    let mut escaped = String::with_capacity(part.len() + 8);
-    for c in part.chars() {
-        match c {
-            '%' => escaped.push_str("%25"),
-            ':' => escaped.push_str("%3A"),
-            '{' => escaped.push_str("%7B"),
-            '}' => escaped.push_str("%7D"),
-            c => escaped.push(c),
-        }
-    }
-    Cow::Owned(escaped)
 }
 
 /// A time to live for the server: the life left at `now`, at least 1 ms (a record already
@@ -412,7 +360,7 @@ fn text(bytes: Vec<u8>) -> Result<String, StorageError> {
 
 /// Runs `invocation`.
 async fn invoke<T: ::redis::FromRedisValue>(
-    mut connection: ConnectionManager,
+    mut connection: RedisConnection,
     invocation: &ScriptInvocation<'_>,
 ) -> Result<T, StorageError> {
     invocation
@@ -422,37 +370,26 @@ async fn invoke<T: ::redis::FromRedisValue>(
 }
 
 impl RedisStorage {
-    /// Connects to the server at `url` (`redis://host:port`, `rediss://…` for TLS,
-    /// `redis+unix:///path/to/socket`), reconnecting on its own when the connection drops;
-    /// every key starts with `namespace`.
+    /// Connects to the server or cluster at `url` (see [`RedisStore::connect`]: `redis://…`,
+    /// `redis+unix:///path/to/socket`, `redis+cluster://host:port,…`), reconnecting on its own
+    /// when a connection drops; every key starts with `namespace`. On one server, moves what an
+    /// earlier version left in the old layout ([`migrate`]).
     ///
     /// # Errors
     ///
     /// [`StorageError::Backend`] when the URL is malformed, the server is unreachable, or it
     /// reports a version older than 7.0.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisStorage, StorageError> {
-        let client = ::redis::Client::open(url)
-            .map_err(|error| backend(format!("bad Redis URL: {error}")))?;
-        let mut connection = ConnectionManager::new(client)
-            .await
-            .map_err(|error| backend(format!("cannot reach Redis: {error}")))?;
-        // The scripts use commands of Redis 7.0. A server that hides its version is trusted.
-        let info: Result<String, _> = ::redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut connection)
-            .await;
-        if let Some(version) = info.ok().as_deref().and_then(server_version)
-            && version < (7, 0)
-        {
-            return Err(backend(format!(
-                "Redis {}.{} is too old: stoka needs 7.0 or later",
-                version.0, version.1
-            )));
+        let store = RedisStore::connect(url, namespace).await.map_err(backend)?;
+        let storage = RedisStorage {
+            connection: store.connection(),
+            namespace: store.namespace().to_owned(),
+            store,
+        };
+        if !storage.store.is_cluster() {
+            migrate(&storage).await?;
         }
-        Ok(RedisStorage {
-            connection,
-            namespace: escape(namespace).into_owned(),
-        })
+        Ok(storage)
     }
 
     fn blob_key(&self, owner: &str, key: &str) -> String {
@@ -476,17 +413,6 @@ impl RedisStorage {
     fn email_key(&self, wallet: &str) -> String {
         format!("{}:e:{{{}}}", self.namespace, escape(wallet))
     }
-}
-
-/// `(major, minor)` from the answer to `INFO server`.
-fn server_version(info: &str) -> Option<(u32, u32)> {
-    let version = info
-        .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))?;
-    let mut parts = version.trim().split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
 }
 
 /// A challenge as stored: header, audience length (10 digits), audience, message.
@@ -873,7 +799,12 @@ impl Storage for RedisStorage {
             let mut connection = self.connection.clone();
             let key = self.email_key(wallet);
             let command = match email {
-                Some(email) => ::redis::cmd("SET").arg(key).arg(email).to_owned(),
+                Some(email) => ::redis::cmd("SET")
+                    .arg(key)
+                    .arg(email)
+                    .arg("EX")
+                    .arg(PROFILE_TTL_S)
+                    .to_owned(),
                 None => ::redis::cmd("DEL").arg(key).to_owned(),
             };
             command
@@ -905,379 +836,105 @@ impl Storage for RedisStorage {
     }
 
     fn payment_backend(&self) -> Arc<dyn PaymentBackend> {
-        Arc::new(RedisPayments {
-            connection: self.connection.clone(),
-            namespace: self.namespace.clone(),
-        })
+        Arc::new(self.store.payments())
     }
 
     fn channel_store(&self) -> Arc<dyn ChannelStore> {
-        Arc::new(RedisChannels {
-            connection: self.connection.clone(),
-            namespace: self.namespace.clone(),
-        })
+        Arc::new(self.store.channel_store())
+    }
+
+    fn leases(&self) -> Arc<dyn Leases> {
+        Arc::new(self.store.leases())
     }
 }
 
-/// A failure of the server, as the payment layers see it.
-fn unavailable(error: StorageError) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}
-
-/// A time to live for the server in milliseconds: at least 1 (the server refuses `PX 0`), at
-/// most [`MAX_TTL_MS`].
-fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis())
-        .unwrap_or(u64::MAX)
-        .clamp(1, MAX_TTL_MS)
-}
-
-/// The payment records and claims of a [`RedisStorage`] (its connection and namespace).
-#[derive(Clone)]
-struct RedisPayments {
-    connection: ConnectionManager,
-    /// The escaped namespace every key starts with.
-    namespace: String,
-}
-
-impl RedisPayments {
-    fn record_key(&self, key: PaymentKey) -> String {
-        format!("{}:p:{{{}}}", self.namespace, hex::encode(key.0))
-    }
-
-    fn claim_key(&self, id: &[u8]) -> String {
-        format!("{}:pc:{{{}}}", self.namespace, hex::encode(id))
-    }
-
-    /// The sorted set of the keys (hex) of pending settlements, by when they were listed.
-    fn pending_key(&self) -> String {
-        format!("{}:pp", self.namespace)
-    }
-}
-
-impl PaymentBackend for RedisPayments {
-    fn load(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            ::redis::cmd("GET")
-                .arg(self.record_key(key))
-                .query_async(&mut connection)
-                .await
-                .map_err(|error| unavailable(backend(error)))
-        })
-    }
-
-    fn swap<'a>(
-        &'a self,
-        key: PaymentKey,
-        expected: Option<&'a [u8]>,
-        write: RecordWrite<'a>,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut invocation = SWAP_PAYMENT.prepare_invoke();
-            invocation.key(self.record_key(key)).key(self.pending_key());
-            match expected {
-                None => invocation.arg("0").arg(""),
-                Some(expected) => invocation
-                    .arg("1")
-                    .arg(&expected[..expected.len().min(RECORD_TAG_LEN)]),
-            };
-            let pending = match write {
-                RecordWrite::Put {
-                    value,
-                    ttl: Some(ttl),
-                    pending,
-                } => {
-                    invocation.arg("px").arg(value).arg(ttl_ms(ttl));
-                    pending
-                }
-                // `KEEPTTL` on a new key would keep it forever.
-                RecordWrite::Put { ttl: None, .. } if expected.is_none() => {
-                    return Err(StoreError::Unavailable(
-                        "a new payment record needs a lifetime".into(),
-                    ));
-                }
-                RecordWrite::Put {
-                    value,
-                    ttl: None,
-                    pending,
-                } => {
-                    invocation.arg("keep").arg(value).arg("");
-                    pending
-                }
-                RecordWrite::Remove => {
-                    invocation.arg("del").arg("").arg("");
-                    false
-                }
-            };
-            let listed_at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis());
-            invocation
-                .arg(if pending { "1" } else { "0" })
-                .arg(hex::encode(key.0))
-                .arg(listed_at.to_string());
-            let swapped: i64 = invoke(self.connection.clone(), &invocation)
-                .await
-                .map_err(unavailable)?;
-            Ok(swapped == 1)
-        })
-    }
-
-    fn claim<'a>(&'a self, id: &'a [u8], ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let set: Option<String> = ::redis::cmd("SET")
-                .arg(self.claim_key(id))
-                .arg("1")
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms(ttl))
-                .query_async(&mut connection)
-                .await
-                .map_err(|error| unavailable(backend(error)))?;
-            Ok(set.is_some())
-        })
-    }
-
-    /// The oldest listed pending settlements whose records still live; listed keys whose
-    /// records expired are unlisted on the way.
-    fn pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PaymentKey>, StoreError>> {
-        Box::pin(async move {
-            if limit == 0 {
-                return Ok(Vec::new());
-            }
-            let mut connection = self.connection.clone();
-            let stop = i64::try_from(limit - 1).unwrap_or(-1);
-            let listed: Vec<String> = ::redis::cmd("ZRANGE")
-                .arg(self.pending_key())
-                .arg(0)
-                .arg(stop)
-                .query_async(&mut connection)
-                .await
-                .map_err(|error| unavailable(backend(error)))?;
-            let keys: Vec<PaymentKey> = listed
-                .iter()
-                .filter_map(|member| hex::decode(member).ok()?.try_into().ok())
-                .map(PaymentKey)
-                .collect();
-            if keys.is_empty() {
-                return Ok(keys);
-            }
-            let mut exists = ::redis::pipe();
-            for key in &keys {
-                exists.cmd("EXISTS").arg(self.record_key(*key));
-            }
-            let live: Vec<bool> = exists
-                .query_async(&mut connection)
-                .await
-                .map_err(|error| unavailable(backend(error)))?;
-            let (live, gone): (Vec<_>, Vec<_>) =
-                keys.into_iter().zip(live).partition(|(_, live)| *live);
-            if !gone.is_empty() {
-                let mut unlist = ::redis::cmd("ZREM");
-                unlist.arg(self.pending_key());
-                for (key, _) in &gone {
-                    unlist.arg(hex::encode(key.0));
-                }
-                let _: i64 = unlist
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|error| unavailable(backend(error)))?;
-            }
-            Ok(live.into_iter().map(|(key, _)| key).collect())
-        })
-    }
-}
-
-/// The channel states of a [`RedisStorage`] (its connection and namespace).
-#[derive(Clone)]
-struct RedisChannels {
-    connection: ConnectionManager,
-    /// The escaped namespace every key starts with.
-    namespace: String,
-}
-
-impl RedisChannels {
-    /// The prefix of every channel key (one hash tag for all).
-    fn prefix(&self) -> String {
-        format!("{}:ch:{{channels}}:", self.namespace)
-    }
-
-    fn state_key(&self, channel: ChannelId) -> String {
-        format!("{}{}", self.prefix(), hex::encode(channel.0))
-    }
-
-    fn list_key(&self) -> String {
-        format!("{}all", self.prefix())
-    }
-}
-
-/// The state of `channel` from its stored record.
-fn decode_channel(channel: ChannelId, record: &[u8]) -> Result<ChannelState, StoreError> {
-    match ChannelState::from_record(record) {
-        Some((id, state)) if id == channel => Ok(state),
-        Some(_) => Err(StoreError::Unavailable(format!(
-            "the stored state of channel {channel} belongs to another channel"
-        ))),
-        None => Err(StoreError::Unavailable(format!(
-            "the stored state of channel {channel} is damaged"
-        ))),
-    }
-}
-
-impl ChannelStore for RedisChannels {
-    fn load(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ChannelState>, StoreError>> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let record: Option<Vec<u8>> = ::redis::cmd("GET")
-                .arg(self.state_key(channel))
-                .query_async(&mut connection)
-                .await
-                .map_err(|error| unavailable(backend(error)))?;
-            record
-                .map(|record| decode_channel(channel, &record))
-                .transpose()
-        })
-    }
-
-    fn compare_and_set(
-        &self,
-        channel: ChannelId,
-        current: Option<ChannelState>,
-        new: ChannelState,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut invocation = SET_CHANNEL.prepare_invoke();
-            invocation.key(self.state_key(channel)).key(self.list_key());
-            match current {
-                None => invocation.arg("0").arg(""),
-                Some(current) => invocation.arg("1").arg(&current.to_record(channel)[..]),
-            };
-            invocation
-                .arg(&new.to_record(channel)[..])
-                .arg(hex::encode(channel.0));
-            let set: i64 = invoke(self.connection.clone(), &invocation)
-                .await
-                .map_err(unavailable)?;
-            Ok(set == 1)
-        })
-    }
-
-    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
-        Box::pin(async move {
-            let mut invocation = CHANNELS.prepare_invoke();
-            invocation.key(self.list_key()).arg(self.prefix());
-            let fields: Vec<Option<Vec<u8>>> = invoke(self.connection.clone(), &invocation)
-                .await
-                .map_err(unavailable)?;
-            let mut channels = Vec::with_capacity(fields.len() / 2);
-            for pair in fields.chunks(2) {
-                let [Some(id), record] = pair else {
-                    return Err(StoreError::Unavailable(
-                        "the server sent a malformed channel list".into(),
-                    ));
-                };
-                let mut channel = [0; 32];
-                hex::decode_to_slice(id, &mut channel).map_err(|_| {
-                    StoreError::Unavailable("a listed channel id is malformed".into())
-                })?;
-                let channel = ChannelId(channel);
-                let Some(record) = record else {
-                    return Err(StoreError::Unavailable(format!(
-                        "channel {channel} is listed but has no stored state"
-                    )));
-                };
-                channels.push((channel, decode_channel(channel, record)?));
-            }
-            channels.sort_by_key(|(channel, _)| *channel);
-            Ok(channels)
-        })
-    }
-}
-
-/// The Redis server the tests use: `STOKA_TEST_REDIS_URL` (`scripts/test` starts one and sets
-/// it). `None` when it is unset, after saying that the calling test is skipped.
+/// Moves what an earlier stoka left in the old layout on one server (see the
+/// [module docs](self)): every channel listed in `<ns>:ch:{channels}:all`, and every pending
+/// settlement listed in `<ns>:pp`, one script each. Nothing to do when neither list exists.
 ///
-/// # Panics
+/// # Errors
 ///
-/// When it is unset and `CI` is `true`: in CI, a test that needs Redis fails rather than
-/// silently skips.
-#[doc(hidden)]
-#[must_use]
-pub fn redis_url_for_tests() -> Option<String> {
-    if let Some(url) = std::env::var("STOKA_TEST_REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    {
-        return Some(url);
+/// The server's.
+pub async fn migrate(storage: &RedisStorage) -> Result<(), StorageError> {
+    let mut connection = storage.connection.clone();
+    let old_channels = format!("{}:ch:{{channels}}:all", storage.namespace);
+    let listed: Vec<String> = ::redis::cmd("SMEMBERS")
+        .arg(&old_channels)
+        .query_async(&mut connection)
+        .await
+        .map_err(backend)?;
+    let channels = storage.store.channel_store();
+    for id in &listed {
+        let mut bytes = [0; 32];
+        if hex::decode_to_slice(id, &mut bytes).is_err() {
+            tracing::warn!(%id, "skipping a malformed channel id of the old layout");
+            continue;
+        }
+        let channel = ChannelId(bytes);
+        let mut invocation = MIGRATE_CHANNEL.prepare_invoke();
+        invocation
+            .key(format!("{}:ch:{{channels}}:{id}", storage.namespace))
+            .key(channels.state_key(channel))
+            .key(&old_channels)
+            .key(channels.list_key(channel))
+            .arg(id);
+        invoke::<i64>(connection.clone(), &invocation).await?;
     }
-    let ci = std::env::var("CI").unwrap_or_default();
-    assert!(
-        !(ci.eq_ignore_ascii_case("true") || ci == "1"),
-        "STOKA_TEST_REDIS_URL is not set, and CI is: the Redis tests must run in CI \
-         (scripts/test starts a redis-server and sets it)"
-    );
-    eprintln!(
-        "skipped: STOKA_TEST_REDIS_URL is not set (scripts/test starts a redis-server and \
-         sets it)"
-    );
-    None
+    let old_pending = format!("{}:pp", storage.namespace);
+    let pending: Vec<(String, f64)> = ::redis::cmd("ZRANGE")
+        .arg(&old_pending)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut connection)
+        .await
+        .map_err(backend)?;
+    let payments = storage.store.payments();
+    for (id, score) in &pending {
+        let mut bytes = [0; 32];
+        if hex::decode_to_slice(id, &mut bytes).is_err() {
+            tracing::warn!(%id, "skipping a malformed payment key of the old layout");
+            continue;
+        }
+        let key = PaymentKey(bytes);
+        let mut invocation = MIGRATE_PENDING.prepare_invoke();
+        invocation
+            .key(format!("{}:p:{{{id}}}", storage.namespace))
+            .key(payments.record_key(key))
+            .key(&old_pending)
+            .key(payments.pending_key(key))
+            .arg(id)
+            .arg(format!("{}", *score as u64));
+        invoke::<i64>(connection.clone(), &invocation).await?;
+    }
+    if !listed.is_empty() || !pending.is_empty() {
+        tracing::info!(
+            channels = listed.len(),
+            pending = pending.len(),
+            "moved the old layout's channels and pending settlements"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::suite::{self, Expiry};
-    use tower_paywall::store::{
-        BackedStore, ChannelPhase, Fingerprint, PaymentStore, Reservation, conformance,
-    };
+    use tower_paywall::store::redis::{test_deployments, test_namespace};
+    use tower_paywall::store::{ChannelStore, PaymentBackend, RecordWrite, conformance};
 
-    /// A connection to the test server in a namespace of its own; `None` (skipped) without a
-    /// server outside CI.
-    async fn fresh() -> Option<RedisStorage> {
-        let url = redis_url_for_tests()?;
-        Some(
-            RedisStorage::connect(&url, &unique_namespace())
-                .await
-                .unwrap(),
-        )
-    }
-
-    /// A namespace no other run uses.
-    fn unique_namespace() -> String {
-        let token = receipt::token().unwrap();
-        let random: String = token[..6].iter().map(|b| format!("{b:02x}")).collect();
-        format!("stoka-test-{}-{random}", std::process::id())
-    }
-
-    /// Deletes every key of `namespace` (tests only: request paths never list keys).
-    async fn clean(storage: &RedisStorage) {
-        let mut connection = storage.connection.clone();
-        let pattern = format!("{}:*", storage.namespace);
-        let mut cursor = 0_u64;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = ::redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                let _: i64 = ::redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async(&mut connection)
+    /// A connection to each test deployment (server, cluster) in a namespace of its own.
+    async fn fresh() -> Vec<RedisStorage> {
+        let mut storages = Vec::new();
+        for (_, url) in test_deployments() {
+            storages.push(
+                RedisStorage::connect(&url, &test_namespace("stoka"))
                     .await
-                    .unwrap();
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+                    .unwrap(),
+            );
         }
+        storages
     }
 
     /// The unix time in milliseconds.
@@ -1299,538 +956,274 @@ mod tests {
 
     #[tokio::test]
     async fn passes_the_storage_suite() {
-        let Some(url) = redis_url_for_tests() else {
-            return;
-        };
-        let namespace = unique_namespace();
-        let storage = RedisStorage::connect(&url, &namespace).await.unwrap();
-        suite::run(&storage, Expiry::Native).await;
-        // A new connection to the same namespace finds what was left.
-        let reconnected = RedisStorage::connect(&url, &namespace).await.unwrap();
-        suite::survivors(&reconnected, Expiry::Native).await;
-        // Another namespace on the same server sees none of it.
-        let other = RedisStorage::connect(&url, &format!("{namespace}-other"))
-            .await
-            .unwrap();
-        assert_eq!(
-            other
-                .blob_size("GALICE", "note", 1_800_000_000_000)
+        for (label, url) in test_deployments() {
+            eprintln!("the storage suite on the Redis {label}");
+            let namespace = test_namespace("stoka");
+            let storage = RedisStorage::connect(&url, &namespace).await.unwrap();
+            suite::run(&storage, Expiry::Native).await;
+            // A new connection to the same namespace finds what was left.
+            let reconnected = RedisStorage::connect(&url, &namespace).await.unwrap();
+            suite::survivors(&reconnected, Expiry::Native).await;
+            // Another namespace on the same server sees none of it.
+            let other = RedisStorage::connect(&url, &format!("{namespace}-other"))
                 .await
-                .unwrap(),
-            None
-        );
-        clean(&storage).await;
+                .unwrap();
+            assert_eq!(
+                other
+                    .blob_size("GALICE", "note", 1_800_000_000_000)
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
     }
 
     #[tokio::test]
     async fn records_expire_on_the_servers_clock() {
-        let Some(storage) = fresh().await else {
-            return;
-        };
-        let now = real_now();
-        let soon = now + 300;
-        let put = storage.put_blob("GA", "k", b"x", soon, PutMode::Create, now);
-        assert_eq!(put.await.unwrap(), Put::Created);
-        let message = NewMessage {
-            body: b"m",
-            from: "GB",
-            sent_at: now,
-            expires_at: soon,
-        };
-        assert_eq!(storage.push("GA", "t", message).await.unwrap(), "1");
-        let challenge = Challenge {
-            audience: "queue-ack".into(),
-            message: "sign me".into(),
-            expires_at: soon,
-        };
-        assert!(storage.issue_challenge("c", &challenge, now).await.unwrap());
-        storage
-            .add_usage("GA", 20_000, Usage::default())
-            .await
-            .unwrap();
-        let mailbox = storage.mailbox("GA", "t");
-        let expiring = [
-            storage.blob_key("GA", "k"),
-            format!("{mailbox}:m:{:020}", 1),
-            format!("{mailbox}:z"),
-            storage.challenge_key("c"),
-        ];
-        for key in &expiring {
-            let left = pttl(&storage, key).await;
-            assert!((1..=300).contains(&left), "{key}: {left} ms");
+        for storage in fresh().await {
+            let now = real_now();
+            let soon = now + 300;
+            let put = storage.put_blob("GA", "k", b"x", soon, PutMode::Create, now);
+            assert_eq!(put.await.unwrap(), Put::Created);
+            let message = NewMessage {
+                body: b"m",
+                from: "GB",
+                sent_at: now,
+                expires_at: soon,
+            };
+            assert_eq!(storage.push("GA", "t", message).await.unwrap(), "1");
+            let challenge = Challenge {
+                audience: "queue-ack".into(),
+                message: "sign me".into(),
+                expires_at: soon,
+            };
+            assert!(storage.issue_challenge("c", &challenge, now).await.unwrap());
+            storage
+                .add_usage("GA", 20_000, Usage::default())
+                .await
+                .unwrap();
+            let mailbox = storage.mailbox("GA", "t");
+            let expiring = [
+                storage.blob_key("GA", "k"),
+                format!("{mailbox}:m:{:020}", 1),
+                format!("{mailbox}:z"),
+                storage.challenge_key("c"),
+            ];
+            for key in &expiring {
+                let left = pttl(&storage, key).await;
+                assert!((1..=300).contains(&left), "{key}: {left} ms");
+            }
+            let usage_ttl = pttl(&storage, &format!("{}20000", storage.usage_prefix("GA"))).await;
+            assert!(usage_ttl > 399 * 24 * 3_600_000, "{usage_ttl} ms");
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            for key in &expiring {
+                assert_eq!(pttl(&storage, key).await, -2, "{key} is evicted");
+            }
         }
-        let usage_ttl = pttl(&storage, &format!("{}20000", storage.usage_prefix("GA"))).await;
-        assert!(usage_ttl > 399 * 24 * 3_600_000, "{usage_ttl} ms");
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        for key in &expiring {
-            assert_eq!(pttl(&storage, key).await, -2, "{key} is evicted");
-        }
-        clean(&storage).await;
     }
 
     #[tokio::test]
     async fn binary_bodies_and_odd_names_round_trip() {
-        let Some(storage) = fresh().await else {
-            return;
-        };
-        let now = 1_800_000_000_000;
-        let body: Vec<u8> = (0..=255).rev().collect();
-        // Parts that would collide unescaped: ("A}:x", "y") and ("A", "x}:y").
-        let put = storage.put_blob("A}:x", "y", &body, now + 1000, PutMode::Create, now);
-        assert_eq!(put.await.unwrap(), Put::Created);
-        let other = storage.put_blob("A", "x}:y", b"", now + 1000, PutMode::Create, now);
-        assert_eq!(other.await.unwrap(), Put::Created);
-        let read = storage.get_blob("A}:x", "y", now).await.unwrap().unwrap();
-        assert_eq!(read.body, body);
-        assert_eq!(storage.blob_size("A", "x}:y", now).await.unwrap(), Some(0));
-        // Nor do mailboxes, topics or challenge ids with separators.
-        let message = NewMessage {
-            body: &body,
-            from: "G{from}",
-            sent_at: now,
-            expires_at: now + 1000,
-        };
-        storage.push("A}:x", "y", message).await.unwrap();
-        let pop = PopOptions {
-            visibility_ms: 1000,
-            max_receives: 3,
-        };
-        assert_eq!(storage.pop("A", "x}:y", now, pop).await.unwrap(), None);
-        let delivery = storage.pop("A}:x", "y", now, pop).await.unwrap().unwrap();
-        assert_eq!((delivery.body, delivery.from.as_str()), (body, "G{from}"));
-        let challenge = Challenge {
-            audience: "a:b".into(),
-            message: "é {x}".into(),
-            expires_at: now + 1000,
-        };
-        assert!(
-            storage
-                .issue_challenge("%3A", &challenge, now)
-                .await
-                .unwrap()
-        );
-        assert!(storage.issue_challenge(":", &challenge, now).await.unwrap());
-        assert_eq!(
-            storage.take_challenge(":", now).await.unwrap(),
-            Some(challenge)
-        );
-        clean(&storage).await;
+        for storage in fresh().await {
+            let now = 1_800_000_000_000;
+            let body: Vec<u8> = (0..=255).rev().collect();
+            // Parts that would collide unescaped: ("A}:x", "y") and ("A", "x}:y").
+            let put = storage.put_blob("A}:x", "y", &body, now + 1000, PutMode::Create, now);
+            assert_eq!(put.await.unwrap(), Put::Created);
+            let other = storage.put_blob("A", "x}:y", b"", now + 1000, PutMode::Create, now);
+            assert_eq!(other.await.unwrap(), Put::Created);
+            let read = storage.get_blob("A}:x", "y", now).await.unwrap().unwrap();
+            assert_eq!(read.body, body);
+            assert_eq!(storage.blob_size("A", "x}:y", now).await.unwrap(), Some(0));
+            // Nor do mailboxes, topics or challenge ids with separators.
+            let message = NewMessage {
+                body: &body,
+                from: "G{from}",
+                sent_at: now,
+                expires_at: now + 1000,
+            };
+            storage.push("A}:x", "y", message).await.unwrap();
+            let pop = PopOptions {
+                visibility_ms: 1000,
+                max_receives: 3,
+            };
+            assert_eq!(storage.pop("A", "x}:y", now, pop).await.unwrap(), None);
+            let delivery = storage.pop("A}:x", "y", now, pop).await.unwrap().unwrap();
+            assert_eq!((delivery.body, delivery.from.as_str()), (body, "G{from}"));
+            let challenge = Challenge {
+                audience: "a:b".into(),
+                message: "é {x}".into(),
+                expires_at: now + 1000,
+            };
+            assert!(
+                storage
+                    .issue_challenge("%3A", &challenge, now)
+                    .await
+                    .unwrap()
+            );
+            assert!(storage.issue_challenge(":", &challenge, now).await.unwrap());
+            assert_eq!(
+                storage.take_challenge(":", now).await.unwrap(),
+                Some(challenge)
+            );
+        }
     }
 
     #[tokio::test]
     async fn concurrent_requests_agree() {
-        let Some(storage) = fresh().await else {
-            return;
-        };
-        let now = 1_800_000_000_000;
-        let tasks = 16;
-        // One create wins.
-        let mut creates = tokio::task::JoinSet::new();
-        for i in 0..tasks {
-            let storage = storage.clone();
-            creates.spawn(async move {
-                let body = [i; 1000];
-                let put = storage.put_blob("GA", "k", &body, now + 1000, PutMode::Create, now);
-                put.await.unwrap()
-            });
-        }
-        let created = creates.join_all().await;
-        assert_eq!(
-            created.iter().filter(|put| **put == Put::Created).count(),
-            1
-        );
-        // One message, delivered once however many pop it at the same time; the receipt
-        // acknowledges it.
-        let message = NewMessage {
-            body: b"once",
-            from: "GB",
-            sent_at: now,
-            expires_at: now + 1000,
-        };
-        storage.push("GA", "t", message).await.unwrap();
-        let mut pops = tokio::task::JoinSet::new();
-        for _ in 0..tasks {
-            let storage = storage.clone();
-            let options = PopOptions {
-                visibility_ms: 500,
-                max_receives: 3,
+        for storage in fresh().await {
+            let now = 1_800_000_000_000;
+            let tasks = 16;
+            // One create wins.
+            let mut creates = tokio::task::JoinSet::new();
+            for i in 0..tasks {
+                let storage = storage.clone();
+                creates.spawn(async move {
+                    let body = [i; 1000];
+                    let put = storage.put_blob("GA", "k", &body, now + 1000, PutMode::Create, now);
+                    put.await.unwrap()
+                });
+            }
+            let created = creates.join_all().await;
+            assert_eq!(
+                created.iter().filter(|put| **put == Put::Created).count(),
+                1
+            );
+            // One message, delivered once however many pop it at the same time; the receipt
+            // acknowledges it.
+            let message = NewMessage {
+                body: b"once",
+                from: "GB",
+                sent_at: now,
+                expires_at: now + 1000,
             };
-            pops.spawn(async move { storage.pop("GA", "t", now, options).await.unwrap() });
-        }
-        let deliveries: Vec<Delivery> = pops.join_all().await.into_iter().flatten().collect();
-        assert_eq!(deliveries.len(), 1);
-        let ack = storage.ack("GA", "t", &deliveries[0].receipt, now);
-        assert_eq!(ack.await.unwrap(), Ack::Deleted);
-        // Counters add up.
-        let mut adds = tokio::task::JoinSet::new();
-        for _ in 0..tasks {
-            let storage = storage.clone();
-            let delta = Usage {
-                operations: 1,
-                bytes_in: 10,
+            storage.push("GA", "t", message).await.unwrap();
+            let mut pops = tokio::task::JoinSet::new();
+            for _ in 0..tasks {
+                let storage = storage.clone();
+                let options = PopOptions {
+                    visibility_ms: 500,
+                    max_receives: 3,
+                };
+                pops.spawn(async move { storage.pop("GA", "t", now, options).await.unwrap() });
+            }
+            let deliveries: Vec<Delivery> = pops.join_all().await.into_iter().flatten().collect();
+            assert_eq!(deliveries.len(), 1);
+            let ack = storage.ack("GA", "t", &deliveries[0].receipt, now);
+            assert_eq!(ack.await.unwrap(), Ack::Deleted);
+            // Counters add up.
+            let mut adds = tokio::task::JoinSet::new();
+            for _ in 0..tasks {
+                let storage = storage.clone();
+                let delta = Usage {
+                    operations: 1,
+                    bytes_in: 10,
+                    bytes_out: 0,
+                    charged_atomic: 7,
+                };
+                adds.spawn(async move { storage.add_usage("GA", 20_000, delta).await.unwrap() });
+            }
+            adds.join_all().await;
+            let days = storage.usage("GA", 0, u32::MAX).await.unwrap();
+            let total = Usage {
+                operations: 16,
+                bytes_in: 160,
                 bytes_out: 0,
-                charged_atomic: 7,
+                charged_atomic: 112,
             };
-            adds.spawn(async move { storage.add_usage("GA", 20_000, delta).await.unwrap() });
-        }
-        adds.join_all().await;
-        let days = storage.usage("GA", 0, u32::MAX).await.unwrap();
-        let total = Usage {
-            operations: 16,
-            bytes_in: 160,
-            bytes_out: 0,
-            charged_atomic: 112,
-        };
-        assert_eq!(days, [(20_000, total)]);
-        // And saturate at the server's largest integer instead of failing.
-        let huge = Usage {
-            operations: u64::MAX,
-            ..Usage::default()
-        };
-        storage.add_usage("GA", 20_000, huge).await.unwrap();
-        storage.add_usage("GA", 20_000, huge).await.unwrap();
-        let days = storage.usage("GA", 20_000, 20_000).await.unwrap();
-        assert_eq!(days[0].1.operations, i64::MAX.unsigned_abs());
-        assert_eq!(days[0].1.charged_atomic, 112);
-        clean(&storage).await;
-    }
-
-    /// `storage`'s payment back end, with its keys at hand.
-    fn payments(storage: &RedisStorage) -> RedisPayments {
-        RedisPayments {
-            connection: storage.connection.clone(),
-            namespace: storage.namespace.clone(),
+            assert_eq!(days, [(20_000, total)]);
+            // And saturate at the server's largest integer instead of failing.
+            let huge = Usage {
+                operations: u64::MAX,
+                ..Usage::default()
+            };
+            storage.add_usage("GA", 20_000, huge).await.unwrap();
+            storage.add_usage("GA", 20_000, huge).await.unwrap();
+            let days = storage.usage("GA", 20_000, 20_000).await.unwrap();
+            assert_eq!(days[0].1.operations, i64::MAX.unsigned_abs());
+            assert_eq!(days[0].1.charged_atomic, 112);
         }
     }
 
-    /// `storage`'s channel store, with its keys at hand.
-    fn channels(storage: &RedisStorage) -> RedisChannels {
-        RedisChannels {
-            connection: storage.connection.clone(),
-            namespace: storage.namespace.clone(),
-        }
-    }
-
-    /// Runs a raw command on `storage`'s server (to damage records on purpose).
-    async fn raw(storage: &RedisStorage, command: &::redis::Cmd) {
-        let mut connection = storage.connection.clone();
-        command
-            .query_async::<::redis::Value>(&mut connection)
-            .await
-            .unwrap();
-    }
-
+    /// What an earlier stoka left on one server, in the old layout, is moved on connect: the
+    /// channels (with their vouchers) and the pending settlements (with the time they had
+    /// left); a state already in the new layout is kept.
     #[tokio::test]
-    async fn payments_pass_the_conformance_suite() {
-        let Some(storage) = fresh().await else {
-            return;
-        };
-        conformance::payment_store(Arc::new(BackedStore::new(storage.payment_backend()))).await;
-        clean(&storage).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_nodes_share_their_payments() {
-        let Some(url) = redis_url_for_tests() else {
-            return;
-        };
-        let namespace = unique_namespace();
-        let one = RedisStorage::connect(&url, &namespace).await.unwrap();
-        let other = RedisStorage::connect(&url, &namespace).await.unwrap();
-        // What one node settled, the other resumes rather than serving it again.
-        conformance::shared_payment_store(
-            Arc::new(BackedStore::new(one.payment_backend())),
-            Arc::new(BackedStore::new(other.payment_backend())),
-        )
-        .await;
-        clean(&one).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn channels_pass_the_conformance_suite_and_are_shared() {
-        let Some(url) = redis_url_for_tests() else {
-            return;
-        };
-        let namespace = unique_namespace();
-        let one = RedisStorage::connect(&url, &namespace).await.unwrap();
-        let store = one.channel_store();
-        conformance::channel_store(store.clone()).await;
-        let listed = store.channels().await.unwrap();
-        let ids: Vec<ChannelId> = listed.iter().map(|(id, _)| *id).collect();
-        assert_eq!(
-            ids,
-            [ChannelId([1; 32]), ChannelId([2; 32]), ChannelId([3; 32])]
-        );
-        // Another node sees the same channels, and writes over the same states.
-        let other = RedisStorage::connect(&url, &namespace).await.unwrap();
-        let shared = other.channel_store();
-        assert_eq!(shared.channels().await.unwrap(), listed);
-        let (a, state) = listed[0];
-        let closing = ChannelState {
-            phase: ChannelPhase::Closing,
-            ..state
-        };
-        assert!(
-            !shared
-                .compare_and_set(a, Some(ChannelState::NEW), closing)
-                .await
-                .unwrap()
-        );
-        assert!(
-            shared
-                .compare_and_set(a, Some(state), closing)
-                .await
-                .unwrap()
-        );
-        assert_eq!(store.load(a).await.unwrap(), Some(closing));
-        // States never expire; the listing is one set under the same hash tag.
-        let channels = channels(&one);
-        assert_eq!(pttl(&one, &channels.state_key(a)).await, -1);
-        assert_eq!(pttl(&one, &channels.list_key()).await, -1);
-        assert_eq!(
-            channels.state_key(a),
-            format!("{namespace}:ch:{{channels}}:{}", hex::encode([1; 32]))
-        );
-        // And another namespace has none.
-        let elsewhere = RedisStorage::connect(&url, &format!("{namespace}-other"))
-            .await
-            .unwrap();
-        assert_eq!(elsewhere.channel_store().channels().await.unwrap(), []);
-        clean(&one).await;
-    }
-
-    #[tokio::test]
-    async fn swaps_keep_or_renew_the_records_lifetime() {
-        let Some(storage) = fresh().await else {
-            return;
-        };
-        let backend = payments(&storage);
-        let key = PaymentKey::derive(&[b"lifetime"]);
-        let record_key = backend.record_key(key);
-        assert_eq!(
-            record_key,
-            format!("{}:p:{{{}}}", storage.namespace, hex::encode(key.0))
-        );
-        let (first, second, third) = ([1; 40], [2; 40], [3; 40]);
-        let put = |value, ttl| RecordWrite::Put {
-            value,
-            ttl,
-            pending: false,
-        };
-        let ten = Some(Duration::from_secs(10));
-        // A new record needs a lifetime: keeping none would keep it forever.
-        let error = backend
-            .swap(key, None, put(&first, None))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "payment store unavailable: a new payment record needs a lifetime"
-        );
-        assert_eq!(pttl(&storage, &record_key).await, -2);
-        assert!(backend.swap(key, None, put(&first, ten)).await.unwrap());
-        let before = pttl(&storage, &record_key).await;
-        assert!((9_000..=10_000).contains(&before), "{before} ms");
-        // Only the expected record is replaced: by its tag, the first RECORD_TAG_LEN bytes.
-        assert!(!backend.swap(key, None, put(&second, ten)).await.unwrap());
-        let mut other_tag = first;
-        other_tag[RECORD_TAG_LEN - 1] = 9;
-        assert!(
-            !backend
-                .swap(key, Some(&other_tag), put(&second, None))
-                .await
-                .unwrap()
-        );
-        assert_eq!(backend.load(key).await.unwrap(), Some(first.to_vec()));
-        // Without a lifetime, the key keeps the one it has.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut same_tag = first;
-        same_tag[RECORD_TAG_LEN] = 9;
-        assert!(
-            backend
-                .swap(key, Some(&same_tag), put(&second, None))
-                .await
-                .unwrap()
-        );
-        let kept = pttl(&storage, &record_key).await;
-        assert!(kept > 0 && kept < before, "{kept} ms after {before} ms");
-        assert_eq!(backend.load(key).await.unwrap(), Some(second.to_vec()));
-        // With one, it starts again.
-        let minute = Some(Duration::from_secs(60));
-        assert!(
-            backend
-                .swap(key, Some(&second), put(&third, minute))
-                .await
-                .unwrap()
-        );
-        let renewed = pttl(&storage, &record_key).await;
-        assert!((59_000..=60_000).contains(&renewed), "{renewed} ms");
-        // A removal is a swap too.
-        assert!(
-            !backend
-                .swap(key, Some(&second), RecordWrite::Remove)
-                .await
-                .unwrap()
-        );
-        assert!(
-            backend
-                .swap(key, Some(&third), RecordWrite::Remove)
-                .await
-                .unwrap()
-        );
-        assert_eq!(backend.load(key).await.unwrap(), None);
-        assert!(
-            !backend
-                .swap(key, Some(&third), put(&first, ten))
-                .await
-                .unwrap()
-        );
-        // A lifetime under a millisecond is sent as 1 ms (the server refuses 0).
-        let instant = Some(Duration::from_micros(10));
-        assert!(backend.swap(key, None, put(&first, instant)).await.unwrap());
-        assert!(backend.claim(b"instant", Duration::ZERO).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(backend.load(key).await.unwrap(), None);
-        assert!(backend.claim(b"instant", Duration::ZERO).await.unwrap());
-        // Claims expire natively under their own key.
-        let id = b"tx:\x00{1}";
-        assert!(backend.claim(id, Duration::from_secs(10)).await.unwrap());
-        assert!(!backend.claim(id, Duration::from_secs(10)).await.unwrap());
-        let claim_key = backend.claim_key(id);
-        assert_eq!(
-            claim_key,
-            format!("{}:pc:{{{}}}", storage.namespace, hex::encode(id))
-        );
-        let left = pttl(&storage, &claim_key).await;
-        assert!((9_000..=10_000).contains(&left), "{left} ms");
-        clean(&storage).await;
-    }
-
-    #[tokio::test]
-    async fn damaged_payment_records_are_unavailable_not_new() {
-        let Some(storage) = fresh().await else {
-            return;
-        };
-        let backend = payments(&storage);
-        let key = PaymentKey::derive(&[b"damaged"]);
-        raw(
-            &storage,
-            ::redis::cmd("SET")
-                .arg(backend.record_key(key))
-                .arg(&[2_u8; 40][..])
+    async fn the_old_layout_is_moved_on_connect() {
+        for (label, url) in test_deployments() {
+            if label == "cluster" {
+                continue;
+            }
+            let namespace = test_namespace("stoka-old");
+            let old = RedisStorage::connect(&url, &namespace).await.unwrap();
+            let mut connection = old.connection.clone();
+            let (a, b) = (ChannelId([1; 32]), ChannelId([0xf0; 32]));
+            let (voucher_a, voucher_b) = (conformance::voucher(5, 1), conformance::voucher(9, 2));
+            let newer = conformance::voucher(11, 3);
+            for (channel, state) in [(a, voucher_a), (b, voucher_b)] {
+                let id = hex::encode(channel.0);
+                let _: () = ::redis::cmd("SET")
+                    .arg(format!("{namespace}:ch:{{channels}}:{id}"))
+                    .arg(&state.to_record(channel)[..])
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                let _: i64 = ::redis::cmd("SADD")
+                    .arg(format!("{namespace}:ch:{{channels}}:all"))
+                    .arg(id)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+            }
+            // b was already written in the new layout: that state stays.
+            let channels = old.store.channel_store();
+            assert!(channels.compare_and_set(b, None, newer).await.unwrap());
+            let key = PaymentKey([0x77; 32]);
+            let record = [4_u8; 40];
+            let _: () = ::redis::cmd("SET")
+                .arg(format!("{namespace}:p:{{{}}}", hex::encode(key.0)))
+                .arg(&record[..])
                 .arg("PX")
-                .arg(60_000),
-        )
-        .await;
-        let store = BackedStore::new(storage.payment_backend());
-        let error = store
-            .reserve(key, Fingerprint([1; 32]), Duration::from_secs(60))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "payment store unavailable: payment record is not readable: damaged"
-        );
-        assert!(matches!(error, StoreError::Unavailable(_)));
-        // Nothing was written over it.
-        assert_eq!(backend.load(key).await.unwrap(), Some(vec![2; 40]));
-        // A sound record under another key is still served.
-        let sound = PaymentKey::derive(&[b"sound"]);
-        assert_eq!(
-            store
-                .reserve(sound, Fingerprint([1; 32]), Duration::from_secs(60))
+                .arg(60_000)
+                .query_async(&mut connection)
                 .await
-                .unwrap(),
-            Reservation::New
-        );
-        clean(&storage).await;
-    }
+                .unwrap();
+            let _: i64 = ::redis::cmd("ZADD")
+                .arg(format!("{namespace}:pp"))
+                .arg(1_700_000_000_000_u64)
+                .arg(hex::encode(key.0))
+                .query_async(&mut connection)
+                .await
+                .unwrap();
 
-    #[tokio::test]
-    async fn damaged_channel_states_are_unavailable() {
-        let Some(storage) = fresh().await else {
-            return;
-        };
-        let store = channels(&storage);
-        let (a, b) = (ChannelId([1; 32]), ChannelId([2; 32]));
-        let state = conformance::voucher(5, 1);
-        assert!(store.compare_and_set(a, None, state).await.unwrap());
-        // Bytes that do not decode.
-        raw(
-            &storage,
-            ::redis::cmd("SET")
-                .arg(store.state_key(b))
-                .arg(&[7_u8; 156][..]),
-        )
-        .await;
-        raw(
-            &storage,
-            ::redis::cmd("SADD")
-                .arg(store.list_key())
-                .arg(hex::encode(b.0)),
-        )
-        .await;
-        let damaged =
-            format!("payment store unavailable: the stored state of channel {b} is damaged");
-        assert_eq!(store.load(b).await.unwrap_err().to_string(), damaged);
-        assert_eq!(store.channels().await.unwrap_err().to_string(), damaged);
-        assert_eq!(store.load(a).await.unwrap(), Some(state));
-        // And nothing is written over them.
-        assert!(!store.compare_and_set(b, None, state).await.unwrap());
-        // Another channel's record under this channel's key.
-        raw(
-            &storage,
-            ::redis::cmd("SET")
-                .arg(store.state_key(b))
-                .arg(&state.to_record(a)[..]),
-        )
-        .await;
-        let misplaced = format!(
-            "payment store unavailable: the stored state of channel {b} belongs to another channel"
-        );
-        assert_eq!(store.load(b).await.unwrap_err().to_string(), misplaced);
-        assert_eq!(store.channels().await.unwrap_err().to_string(), misplaced);
-        // A listed channel whose state is gone.
-        raw(&storage, ::redis::cmd("DEL").arg(store.state_key(b))).await;
-        assert_eq!(store.load(b).await.unwrap(), None);
-        assert_eq!(
-            store.channels().await.unwrap_err().to_string(),
-            format!("payment store unavailable: channel {b} is listed but has no stored state")
-        );
-        // A listed id that is not one.
-        raw(
-            &storage,
-            ::redis::cmd("SREM")
-                .arg(store.list_key())
-                .arg(hex::encode(b.0)),
-        )
-        .await;
-        assert_eq!(store.channels().await.unwrap(), [(a, state)]);
-        raw(
-            &storage,
-            ::redis::cmd("SADD").arg(store.list_key()).arg("zz"),
-        )
-        .await;
-        assert_eq!(
-            store.channels().await.unwrap_err().to_string(),
-            "payment store unavailable: a listed channel id is malformed"
-        );
-        clean(&storage).await;
-    }
-
-    #[test]
-    fn lifetimes_are_whole_milliseconds_the_server_accepts() {
-        assert_eq!(ttl_ms(Duration::ZERO), 1);
-        assert_eq!(ttl_ms(Duration::from_micros(1500)), 1);
-        assert_eq!(ttl_ms(Duration::from_secs(60)), 60_000);
-        assert_eq!(ttl_ms(Duration::MAX), MAX_TTL_MS);
-    }
-
-    #[test]
-    fn escaping_keeps_parts_apart() {
-        assert_eq!(escape("GABC"), "GABC");
-        assert_eq!(escape("a%b:c{d}e"), "a%25b%3Ac%7Bd%7De");
-        assert_ne!(escape("%3A"), escape(":"));
+            let moved = RedisStorage::connect(&url, &namespace).await.unwrap();
+            let channels = moved.channel_store();
+            assert_eq!(
+                channels.channels(None, usize::MAX).await.unwrap(),
+                [(a, voucher_a), (b, newer)]
+            );
+            let payments = moved.payment_backend();
+            assert_eq!(payments.load(key).await.unwrap(), Some(record.to_vec()));
+            assert_eq!(payments.pending(10).await.unwrap(), [key]);
+            let left = pttl(&moved, &moved.store.payments().record_key(key)).await;
+            assert!((50_000..=60_000).contains(&left), "{left} ms");
+            for old_key in [
+                format!("{namespace}:ch:{{channels}}:all"),
+                format!("{namespace}:ch:{{channels}}:{}", hex::encode(a.0)),
+                format!("{namespace}:p:{{{}}}", hex::encode(key.0)),
+                format!("{namespace}:pp"),
+            ] {
+                assert_eq!(pttl(&moved, &old_key).await, -2, "{old_key} is gone");
+            }
+            // The record moved is the store's as any other.
+            assert!(
+                payments
+                    .swap(key, Some(&record), RecordWrite::Remove)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(channels.load(a).await.unwrap(), Some(voucher_a));
+        }
     }
 
     #[test]
@@ -1850,13 +1243,5 @@ mod tests {
         ] {
             assert!(decode_challenge(junk).is_err());
         }
-    }
-
-    #[test]
-    fn versions_are_read_from_info() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
-        assert_eq!(server_version(info), Some((7, 0)));
-        assert_eq!(server_version("redis_version:6.2.1"), Some((6, 2)));
-        assert_eq!(server_version("nothing"), None);
     }
 }

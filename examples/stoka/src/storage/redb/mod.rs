@@ -75,6 +75,7 @@ type MessageRow = (u64, u64, u64, u32, Token, bool, String);
 #[derive(Clone)]
 pub struct RedbStorage {
     db: Arc<Database>,
+    leases: Arc<tower_paywall::store::MemoryLeases>,
 }
 
 impl std::fmt::Debug for RedbStorage {
@@ -119,7 +120,10 @@ impl RedbStorage {
         txn.open_table(payments::CLAIM_EXPIRY).map_err(backend)?;
         txn.open_table(payments::CHANNELS).map_err(backend)?;
         txn.commit().map_err(backend)?;
-        Ok(RedbStorage { db: Arc::new(db) })
+        Ok(RedbStorage {
+            db: Arc::new(db),
+            leases: Arc::default(),
+        })
     }
 
     /// Runs `work` on the blocking pool.
@@ -803,6 +807,11 @@ impl Storage for RedbStorage {
     fn channel_store(&self) -> Arc<dyn ChannelStore> {
         Arc::new(payments::RedbChannels(self.db.clone()))
     }
+
+    /// One process owns the file: its own leases.
+    fn leases(&self) -> Arc<dyn tower_paywall::store::Leases> {
+        self.leases.clone()
+    }
 }
 
 fn from_row((operations, bytes_in, bytes_out, charged_atomic): (u64, u64, u64, u64)) -> Usage {
@@ -1053,7 +1062,14 @@ mod tests {
             channels.load(channel).await.unwrap_err().to_string(),
             expected
         );
-        assert_eq!(channels.channels().await.unwrap_err().to_string(), expected);
+        assert_eq!(
+            channels
+                .channels(None, usize::MAX)
+                .await
+                .unwrap_err()
+                .to_string(),
+            expected
+        );
         assert_eq!(
             channels
                 .compare_and_set(channel, None, ChannelState::NEW)

@@ -310,19 +310,29 @@ impl ChannelStore for RedbChannels {
         })
     }
 
-    fn channels(&self) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
+    fn channels(
+        &self,
+        after: Option<ChannelId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(ChannelId, ChannelState)>, StoreError>> {
         blocking(&self.0, move |db| {
             use redb::ReadableDatabase;
+            use std::ops::Bound;
             let txn = db.begin_read().map_err(unavailable)?;
             let table = txn.open_table(CHANNELS).map_err(unavailable)?;
             // Keys are ids: the table's order is id order.
-            let mut all = Vec::new();
-            for entry in table.iter().map_err(unavailable)? {
+            let start = after.map(|after| after.0);
+            let range = match &start {
+                Some(after) => table.range::<&[u8; 32]>((Bound::Excluded(after), Bound::Unbounded)),
+                None => table.range::<&[u8; 32]>(..),
+            };
+            let mut page = Vec::new();
+            for entry in range.map_err(unavailable)?.take(limit) {
                 let (id, record) = entry.map_err(unavailable)?;
                 let channel = ChannelId(*id.value());
-                all.push((channel, decode(channel, record.value())?));
+                page.push((channel, decode(channel, record.value())?));
             }
-            Ok(all)
+            Ok(page)
         })
     }
 }
