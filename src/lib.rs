@@ -35,6 +35,7 @@
 //! | `rpc` | yes | [`stellar::rpc`]: the [`SorobanRpc`](stellar::SorobanRpc) trait and [`JsonRpcClient`](stellar::JsonRpcClient), a Soroban JSON-RPC client (same stack) |
 //! | `sandbox` | no | `sandbox`: an offline Stellar ledger on the real Soroban host, usable in process as a [`SorobanRpc`](stellar::SorobanRpc) and served as Soroban JSON-RPC over HTTP and HTTPS with a friendbot; implies `local-facilitator` |
 //! | `client` | no | `client`: `PayingClient`, a reqwest client that pays 402s (x402 `exact`; MPP `charge` pull, sponsored or not, and push; MPP `channel` vouchers and close) within a policy and a budget; implies `rpc` |
+//! | `redis` | no | `store::redis`: payments, channel states and leases in Redis 7+ (one server or a Redis Cluster), shared by every replica of a service |
 //! | `local-facilitator` | no | `x402::LocalFacilitator` (the Stellar `exact` facilitator against a Soroban RPC) and `x402::facilitator_router`, its HTTP server |
 //!
 //! # Modules
@@ -91,6 +92,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
     doctest,
     feature = "client",
     feature = "sandbox",
-    feature = "http-facilitator"
+    feature = "http-facilitator",
+    feature = "redis"
 ))]
 pub struct ReadmeDoctests;

@@ -67,6 +67,8 @@ pub mod events;
 #[cfg(feature = "rpc")]
 pub mod evidence;
 pub mod keypair;
+#[cfg(feature = "rpc")]
+mod ledger_watch;
 pub mod network;
 #[cfg(feature = "rpc")]
 pub mod prepare;

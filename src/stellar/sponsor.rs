@@ -1,20 +1,30 @@
 //! [`Sponsor`]: submitting someone else's authorized Soroban call from our own accounts, paying
 //! its fees (an x402 facilitator's settlement, an MPP server's sponsored pull).
 //!
-//! The call (host function and signed authorization entries) is rebuilt into a transaction from
-//! one of the sponsor's source accounts and its next sequence number, simulated for its resources
-//! (and checked by the caller), signed, optionally fee-bumped, submitted, and followed until
-//! final. Each source account carries one transaction at a time, as the network queues one per
-//! account, so concurrent submissions never collide on a sequence number.
+//! The call (host function and signed authorization entries) is rebuilt into a transaction,
+//! simulated for its resources (and checked by the caller), then given one of the sponsor's
+//! source accounts and its next sequence number, signed, optionally fee-bumped, submitted, and
+//! followed until final ([`LedgerWatch`]: looked up once per new ledger). Each source account
+//! carries one transaction at a time, as the network queues one per account, so concurrent
+//! submissions never collide on a sequence number; the account is taken only for the
+//! submission and the wait, not for the simulation.
+//!
+//! Several sponsors (several facilitator instances) may send from the same accounts when they
+//! share [`Leases`]: an account is then also leased for the submission, so no two settlements
+//! share an account in one ledger, and a sponsor whose cached sequence number is stale (another
+//! instance used the account) reads it again on the network's `txBadSeq`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex, MutexGuard, Semaphore, SemaphorePermit};
 
+use super::ledger_watch::LedgerWatch;
+use crate::store::{LeaseHolder, Leases};
+
 use super::rpc::{
     RpcError, SendStatus, Simulation, SorobanRpc, TransactionHash, TransactionStatus,
-    account_sequence, wait_for_transaction,
+    account_sequence,
 };
 use super::transfer::{fee_bump, invocation_envelope, set_authorization, sign_envelope};
 use super::xdr::{
@@ -27,6 +37,10 @@ use super::{Address, Keypair, Network};
 const BASE_FEE: u32 = 100;
 /// Submissions retried when the network says "try again later", or the sequence was stale.
 const SEND_ATTEMPTS: usize = 3;
+/// How long an account's shared lease outlives its transaction's validity window.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// The pause before looking again for an account when every free one is leased elsewhere.
+const LEASED_ELSEWHERE_PAUSE: Duration = Duration::from_millis(20);
 
 /// A call to submit on someone's behalf.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,12 +109,50 @@ pub struct Sponsor {
     addresses: Vec<Address>,
     fee_bump: Option<Keypair>,
     max_fee: u32,
+    /// Follows the ledger for the transactions in flight.
+    ledgers: Arc<LedgerWatch>,
+    /// Leases shared with other sponsors sending from the same accounts, if any.
+    shared: Option<Shared>,
+    /// Where the next search for a free account starts (spreads sponsors over the accounts).
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// Leases shared with other sponsors, and this sponsor's name as their holder.
+struct Shared {
+    leases: Arc<dyn Leases>,
+    holder: LeaseHolder,
 }
 
 /// A channel account taken for one submission.
 struct Lease<'a> {
     _permit: SemaphorePermit<'a>,
     channel: MutexGuard<'a, Channel>,
+    /// Releases the shared lease, if any, when the account is given back.
+    shared: Option<(&'a Shared, Vec<u8>)>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some((shared, name)) = self.shared.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (leases, holder) = (shared.leases.clone(), shared.holder);
+            runtime.spawn(async move {
+                if let Err(error) = leases.release(&name, holder).await {
+                    tracing::warn!(%error, "cannot release a source account's lease");
+                }
+            });
+        }
+    }
+}
+
+/// The name of the lease on the source account `account`.
+fn account_lease(account: &Address) -> Vec<u8> {
+    [
+        b"stellar-source-account:".as_slice(),
+        account.to_string().as_bytes(),
+    ]
+    .concat()
 }
 
 impl Sponsor {
@@ -119,6 +171,9 @@ impl Sponsor {
         let mut addresses: Vec<Address> = accounts.iter().map(Keypair::address).collect();
         addresses.extend(fee_bump.as_ref().map(Keypair::address));
         Ok(Sponsor {
+            ledgers: LedgerWatch::new(rpc.clone()),
+            shared: None,
+            next: std::sync::atomic::AtomicUsize::new(0),
             rpc,
             network,
             free: Semaphore::new(accounts.len()),
@@ -138,6 +193,17 @@ impl Sponsor {
         })
     }
 
+    /// Shares the source accounts with other sponsors through `leases` (see the
+    /// [module docs](self)).
+    #[must_use]
+    pub fn with_leases(mut self, leases: Arc<dyn Leases>) -> Sponsor {
+        self.shared = Some(Shared {
+            leases,
+            holder: LeaseHolder::unique(),
+        });
+        self
+    }
+
     /// Every account the sponsor signs with (the sources, then the fee-bump account): none may
     /// ever be a payer, a source or in an authorization entry of what it submits.
     pub fn accounts(&self) -> &[Address] {
@@ -151,9 +217,9 @@ impl Sponsor {
         call: &SponsoredCall,
         check: &(dyn Fn(&Simulation) -> Result<(), &'static str> + Send + Sync),
     ) -> Result<Sponsored, SponsorError> {
-        // The channel stays ours until its transaction is final: one in flight per account.
-        let mut lease = self.lease().await?;
-        let mut envelope = self.rebuild(call, &lease.channel.address)?;
+        // Simulated from the first account: a Soroban call's resources do not depend on its
+        // source (our accounts are never in its footprint or authorization).
+        let mut envelope = self.rebuild(call, &self.addresses[0])?;
         let simulation = self
             .rpc
             .simulate_transaction(&envelope)
@@ -173,12 +239,21 @@ impl Sponsor {
             .checked_add(resource_fee)
             .filter(|fee| *fee <= self.max_fee)
             .ok_or(SponsorError::FeeTooHigh)?;
+        // The account stays ours until its transaction is final: one in flight per account.
+        let mut lease = self.lease(call.valid_for + LEASE_MARGIN).await?;
         if let TransactionEnvelope::Tx(v1) = &mut envelope {
+            v1.tx.source_account = lease
+                .channel
+                .address
+                .to_muxed_account()
+                .ok_or(SponsorError::Build)?;
             v1.tx.fee = fee;
             v1.tx.ext = TransactionExt::V1(data);
         }
         let hash = self.send(envelope, &mut lease.channel).await?;
-        let info = wait_for_transaction(&*self.rpc, &hash, call.valid_for)
+        let info = self
+            .ledgers
+            .wait_final(&hash, call.valid_for)
             .await
             .map_err(SponsorError::Unknown)?;
         drop(lease);
@@ -188,22 +263,48 @@ impl Sponsor {
         })
     }
 
-    async fn lease(&self) -> Result<Lease<'_>, SponsorError> {
-        let permit = self
-            .free
-            .acquire()
-            .await
-            .map_err(|_| SponsorError::Rejected)?;
-        // A permit guarantees a free channel: channels are locked only with a permit held.
-        for channel in &self.channels {
-            if let Ok(channel) = channel.try_lock() {
-                return Ok(Lease {
-                    _permit: permit,
-                    channel,
-                });
+    /// Takes a free source account: one of this sponsor's, and, with shared leases, one no
+    /// other sponsor holds (leased for `ttl`).
+    async fn lease(&self, ttl: Duration) -> Result<Lease<'_>, SponsorError> {
+        use std::sync::atomic::Ordering;
+        loop {
+            let permit = self
+                .free
+                .acquire()
+                .await
+                .map_err(|_| SponsorError::Rejected)?;
+            // A permit guarantees a free channel: channels are locked only with a permit held.
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let count = self.channels.len();
+            for offset in 0..count {
+                let Ok(channel) = self.channels[(start + offset) % count].try_lock() else {
+                    continue;
+                };
+                let Some(shared) = &self.shared else {
+                    return Ok(Lease {
+                        _permit: permit,
+                        channel,
+                        shared: None,
+                    });
+                };
+                let name = account_lease(&channel.address);
+                let leased = shared
+                    .leases
+                    .acquire(&name, shared.holder, ttl)
+                    .await
+                    .map_err(|error| SponsorError::Rpc(RpcError::Unreachable(error.to_string())))?;
+                if leased {
+                    return Ok(Lease {
+                        _permit: permit,
+                        channel,
+                        shared: Some((shared, name)),
+                    });
+                }
             }
+            // Every free account is another sponsor's for now.
+            drop(permit);
+            tokio::time::sleep(LEASED_ELSEWHERE_PAUSE).await;
         }
-        Err(SponsorError::Rejected)
     }
 
     /// The call in an unsigned transaction from `source` (sequence and fee set later).

@@ -22,7 +22,7 @@
 //! [store]
 //! backend = "redb"                   # or "redis"
 //! path = "stoka.redb"
-//! # redis_url = "redis://127.0.0.1/"
+//! # redis_url = "redis://127.0.0.1/"  # or redis+unix:///…, redis+cluster://host:port,…
 //!
 //! [rates]                            # USDC atomic units; defaults are stoka's published rates
 //! [limits]
@@ -174,7 +174,7 @@ pub enum Backend {
     /// One embedded redb file.
     #[default]
     Redb,
-    /// A Redis ≥ 7 (or Valkey) server.
+    /// A Redis ≥ 7 (or Valkey) server, or a Redis Cluster.
     Redis,
 }
 
@@ -186,7 +186,8 @@ pub struct StoreConfig {
     pub backend: Backend,
     /// The redb file (default `stoka.redb`).
     pub path: PathBuf,
-    /// The Redis URL.
+    /// The Redis URL: `redis://host:port`, `redis+unix:///path`, or
+    /// `redis+cluster://host:port,host:port,…` for a Redis Cluster.
     pub redis_url: Option<String>,
     /// The prefix of every Redis key (default `stoka`).
     pub namespace: String,

@@ -1,0 +1,139 @@
+//! [`LedgerWatch`]: one poll of `getLatestLedger` per tick, shared by every transaction waiting
+//! to be final, so that each is looked up once per new ledger instead of on a fixed schedule.
+//!
+//! A sender keeps its source account until its transaction is final, and the network takes one
+//! transaction per account per ledger: each tick between a ledger's close and the sender
+//! noticing it is time the account stands idle. Polling `getTransaction` on a fixed schedule
+//! (200 ms, then longer) let an account carry one transaction every other ledger at 250 ms
+//! ledgers; following the ledger lets it carry one per ledger, at the cost of one light call per
+//! tick while anything waits. The tick follows the ledger's observed period (an eighth of it,
+//! between 10 ms and 1 s): fast on a fast sandbox, gentle on a five-second network.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::rpc::{RpcError, SorobanRpc, TransactionHash, TransactionInfo};
+
+/// The tick before a ledger period is observed.
+const FIRST_TICK: Duration = Duration::from_millis(50);
+const MIN_TICK: Duration = Duration::from_millis(10);
+const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// Follows the latest ledger while anything waits (see the [module docs](self)).
+pub(crate) struct LedgerWatch {
+    rpc: Arc<dyn SorobanRpc>,
+    /// The latest ledger seen, while the poller runs.
+    latest: Mutex<Option<watch::Receiver<u32>>>,
+}
+
+impl LedgerWatch {
+    pub(crate) fn new(rpc: Arc<dyn SorobanRpc>) -> Arc<LedgerWatch> {
+        Arc::new(LedgerWatch {
+            rpc,
+            latest: Mutex::new(None),
+        })
+    }
+
+    /// A receiver of the latest ledger, starting the poller if none runs. The poller stops
+    /// once no receiver is left.
+    fn subscribe(self: &Arc<Self>) -> watch::Receiver<u32> {
+        let mut latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(receiver) = latest.as_ref()
+            && receiver.has_changed().is_ok()
+        {
+            return receiver.clone();
+        }
+        let (sender, receiver) = watch::channel(0);
+        *latest = Some(receiver.clone());
+        let watch: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = FIRST_TICK;
+            let mut changed_at: Option<(u32, Instant)> = None;
+            loop {
+                // Waiters hold receivers; the one kept in `latest` is not a waiter.
+                if sender.receiver_count() <= 1 {
+                    if let Some(watch) = watch.upgrade() {
+                        let mut latest = watch
+                            .latest
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        if sender.receiver_count() <= 1 {
+                            *latest = None;
+                            return;
+                        }
+                    } else {
+                        return;
+                    }
+                }
+                let Some(rpc) = watch.upgrade().map(|watch| watch.rpc.clone()) else {
+                    return;
+                };
+                if let Ok(ledger) = rpc.latest_ledger().await {
+                    let now = Instant::now();
+                    match changed_at {
+                        Some((sequence, at)) if ledger.sequence > sequence => {
+                            let per_ledger =
+                                now.duration_since(at) / (ledger.sequence - sequence).max(1);
+                            tick = (per_ledger / 8).clamp(MIN_TICK, MAX_TICK);
+                            changed_at = Some((ledger.sequence, now));
+                        }
+                        Some(_) => {}
+                        None => changed_at = Some((ledger.sequence, now)),
+                    }
+                    sender.send_if_modified(|seen| {
+                        let newer = ledger.sequence > *seen;
+                        if newer {
+                            *seen = ledger.sequence;
+                        }
+                        newer
+                    });
+                }
+                tokio::time::sleep(tick).await;
+            }
+        });
+        receiver
+    }
+
+    /// Looks `hash` up once per new ledger until it is final, or `deadline`
+    /// has passed.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_for_transaction`](super::rpc::wait_for_transaction): [`RpcError::NotFinal`]
+    /// at the deadline (the last error instead, if the last lookup failed); at once, any error
+    /// that is not unavailability.
+    pub(crate) async fn wait_final(
+        self: &Arc<Self>,
+        hash: &TransactionHash,
+        deadline: Duration,
+    ) -> Result<TransactionInfo, RpcError> {
+        let end = Instant::now() + deadline;
+        let mut ledgers = self.subscribe();
+        ledgers.mark_unchanged();
+        let mut last_error = None;
+        loop {
+            match tokio::time::timeout_at(end, ledgers.changed()).await {
+                Ok(Ok(())) => {}
+                // The poller stopped (it never does while a receiver lives) or the deadline.
+                Ok(Err(_)) | Err(_) => break,
+            }
+            match tokio::time::timeout_at(end, self.rpc.transaction(hash)).await {
+                Ok(Ok(info)) if info.status.is_final() => return Ok(info),
+                Ok(Ok(_)) => last_error = None,
+                Ok(Err(error)) if error.is_unavailable() => {
+                    tracing::debug!(%error, %hash, "getTransaction failed, looking again next ledger");
+                    last_error = Some(error);
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_elapsed) => break,
+            }
+        }
+        Err(last_error.unwrap_or(RpcError::NotFinal(*hash)))
+    }
+}
