@@ -3,6 +3,7 @@
 //! end.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::payment::{
@@ -149,12 +150,27 @@ impl<T: PaymentBackend + ?Sized> PaymentBackend for std::sync::Arc<T> {
 /// ```
 pub struct BackedStore<B> {
     backend: B,
+    /// The bytes this store last wrote under each key it wrote lately: the next step on the key
+    /// tries them as the record it replaces, without reading it first (see [`BackedStore`]).
+    written: moka::sync::Cache<PaymentKey, Arc<[u8]>>,
 }
+
+/// How many bytes of records [`BackedStore`] remembers having written.
+const WRITTEN_BYTES: u64 = 8 << 20;
+/// How long it remembers one.
+const WRITTEN_FOR: Duration = Duration::from_secs(60);
 
 impl<B: PaymentBackend> BackedStore<B> {
     /// A store over `backend`.
     pub fn new(backend: B) -> Self {
-        BackedStore { backend }
+        BackedStore {
+            backend,
+            written: moka::sync::Cache::builder()
+                .max_capacity(WRITTEN_BYTES)
+                .weigher(|_, bytes: &Arc<[u8]>| u32::try_from(bytes.len()).unwrap_or(u32::MAX))
+                .time_to_live(WRITTEN_FOR)
+                .build(),
+        }
     }
 
     /// The back end.
@@ -175,18 +191,40 @@ impl<B: PaymentBackend> BackedStore<B> {
         Ok(Some((record, ttl, bytes)))
     }
 
+    /// The record this store last wrote under `key`, if it remembers one that decodes.
+    fn remembered(&self, key: PaymentKey) -> Option<(PaymentRecord, Duration, Vec<u8>)> {
+        let bytes = self.written.get(&key)?;
+        let (record, ttl) = PaymentRecord::decode(&bytes).ok()?;
+        Some((record, ttl, bytes.to_vec()))
+    }
+
     /// Runs `step` over the current record until its change is written over the record it
     /// saw. The record written lives `ttl`, or as long as the current one did; its expiry
     /// starts again when the step renews it or the record is new.
+    ///
+    /// The first attempt runs over the record this store last wrote under `key`, if it
+    /// remembers one, without reading: a write is then checked by the swap (another writer
+    /// since makes it fail, and the step runs again over the record read), and a step that
+    /// would write nothing runs again over the record read, since only a swap proves the
+    /// remembered record current. A payment's steps on one node (reserve, settle, record the
+    /// answer) so cost one round trip each instead of two.
     async fn step<T>(
         &self,
         key: PaymentKey,
         ttl: Option<Duration>,
         mut step: impl FnMut(Option<&PaymentRecord>) -> (T, Change),
     ) -> Result<T, StoreError> {
+        let mut remembered = self.remembered(key);
         for _ in 0..MAX_ATTEMPTS {
-            let current = self.read(key).await?;
+            let guessed = remembered.is_some();
+            let current = match remembered.take() {
+                Some(current) => Some(current),
+                None => self.read(key).await?,
+            };
             let (answer, change) = step(current.as_ref().map(|(record, ..)| record));
+            if guessed && matches!(change, Change::Keep) {
+                continue;
+            }
             let (expected, stored_ttl) = match &current {
                 Some((_, stored_ttl, bytes)) => (Some(bytes.as_slice()), Some(*stored_ttl)),
                 None => (None, None),
@@ -206,8 +244,15 @@ impl<B: PaymentBackend> BackedStore<B> {
                 }
             };
             if self.backend.swap(key, expected, write).await? {
+                match write {
+                    RecordWrite::Put { value, .. } => {
+                        self.written.insert(key, Arc::from(value));
+                    }
+                    RecordWrite::Remove => self.written.invalidate(&key),
+                }
                 return Ok(answer);
             }
+            self.written.invalidate(&key);
         }
         Err(StoreError::Unavailable(
             "payment record changed by others on every attempt".into(),
@@ -286,6 +331,7 @@ mod tests {
         claims: Mutex<HashMap<Vec<u8>, Instant>>,
         conflicts: AtomicUsize,
         swaps: AtomicUsize,
+        loads: AtomicUsize,
     }
 
     impl Map {
@@ -303,6 +349,7 @@ mod tests {
 
     impl PaymentBackend for Map {
         fn load(&self, key: PaymentKey) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
             let values = self.values.lock().unwrap();
             let value = values
                 .get(&key.0)
@@ -417,6 +464,62 @@ mod tests {
             Reservation::New
         );
         assert_eq!(store.backend().swaps.load(Ordering::SeqCst), 4);
+    }
+
+    /// A payment's steps on one node read its record once: each later step swaps over the
+    /// record the store wrote. Another node's change since is caught by the swap, and a step
+    /// that would write nothing reads the record first.
+    #[tokio::test]
+    async fn steps_over_a_record_this_store_wrote_skip_the_read() {
+        let map = Arc::new(Map::default());
+        let store = BackedStore::new(map.clone());
+        let loads = || {
+            (
+                map.loads.load(Ordering::SeqCst),
+                map.swaps.load(Ordering::SeqCst),
+            )
+        };
+        assert_eq!(
+            store.reserve(key(), PRINT, TTL).await.unwrap(),
+            Reservation::New
+        );
+        let settled = Arc::new(conformance::settled());
+        let executing = PaymentState::Executing(None);
+        assert!(
+            store
+                .transition(key(), StateKind::Reserved, executing)
+                .await
+                .unwrap()
+        );
+        let done = PaymentState::Settled(settled.clone());
+        assert!(
+            store
+                .transition(key(), StateKind::Executing, done)
+                .await
+                .unwrap()
+        );
+        assert_eq!(loads(), (1, 3), "one read, three swaps");
+        // A refused transition (nothing to write) is decided over the record read.
+        let again = PaymentState::Executing(None);
+        assert!(
+            !store
+                .transition(key(), StateKind::Reserved, again)
+                .await
+                .unwrap()
+        );
+        assert_eq!(loads(), (2, 3));
+        // Another node resumes the settled payment: this store's swap over its own write
+        // fails, and the step runs again over the record read, which is busy now (not a
+        // second resume).
+        let other = BackedStore::new(map.clone());
+        assert_eq!(
+            other.reserve(key(), PRINT, TTL).await.unwrap(),
+            Reservation::Resume(settled)
+        );
+        assert_eq!(
+            store.reserve(key(), PRINT, TTL).await.unwrap(),
+            Reservation::Busy
+        );
     }
 
     #[tokio::test]
