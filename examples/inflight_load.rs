@@ -9,7 +9,7 @@
 //! flight; it prints the resident memory before and at the peak, per request in flight.
 //!
 //! ```text
-//! cargo run --release --example inflight_load --features sandbox,redis -- [requests] [accounts] [ledger_ms]
+//! cargo run --release --example inflight_load --features sandbox,redis,client -- [requests] [accounts] [ledger_ms]
 //! ```
 //! (defaults: 1000 requests, 250 source accounts, a ledger every 5000 ms). With `REDIS_URL`,
 //! the layer keeps payments in Redis (`redis://…` for one server: the run also prints the
@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use base64::Engine;
 use http::{Request, StatusCode};
 use tower::ServiceExt;
+use tower_paywall::client::x402_payment;
 use tower_paywall::sandbox::{Sandbox, SandboxConfig};
-use tower_paywall::stellar::xdr::{Limits, WriteXdr};
-use tower_paywall::stellar::{Network, TransferOrder, prepare_transfer};
+use tower_paywall::stellar::Network;
 use tower_paywall::store::PaymentStore;
 use tower_paywall::store::redis::RedisStore;
 use tower_paywall::x402::{Exact, LocalFacilitator, PaymentRequired, header};
@@ -109,25 +108,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let required: PaymentRequired =
         header::decode(answer.headers()["payment-required"].as_bytes())?;
-    let offer = required.accepts[0].clone();
     let payer = sandbox.funded_keypair().await?;
-    let order = TransferOrder::sponsored(
-        offer.asset.parse()?,
-        offer.pay_to.parse()?,
-        offer.amount.parse()?,
-        u32::try_from(offer.max_timeout_seconds.div_ceil(5))?,
-    );
     let prepared = Instant::now();
     let mut payments = Vec::with_capacity(requests);
     for _ in 0..requests {
-        let envelope = prepare_transfer(&sandbox, &Network::testnet(), &payer, &order).await?;
-        let payload = serde_json::json!({
-            "x402Version": 2,
-            "payload": { "transaction": envelope.to_xdr_base64(Limits::none())? },
-            "resource": required.resource,
-            "accepted": offer,
-        });
-        payments.push(base64::engine::general_purpose::STANDARD.encode(payload.to_string()));
+        let payment = x402_payment(
+            &sandbox,
+            &Network::testnet(),
+            &payer,
+            &required.accepts[0],
+            Some(&required.resource),
+        )
+        .await?;
+        payments.push(payment);
     }
     println!(
         "{requests} payments signed in {:.1} s; {accounts} source accounts, a ledger every {ledger_ms} ms, payments in {}",

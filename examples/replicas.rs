@@ -2,7 +2,7 @@
 //! (a server or a Redis Cluster), on the sandbox ledger.
 //!
 //! ```text
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example replicas --features sandbox,redis
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example replicas --features sandbox,redis,client
 //! REDIS_URL=redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002 cargo run …
 //! ```
 //!
@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use base64::Engine;
+use tower_paywall::client::x402_payment;
 use tower_paywall::sandbox::{Sandbox, SandboxConfig};
-use tower_paywall::stellar::xdr::{Limits, WriteXdr};
-use tower_paywall::stellar::{Keypair, Network, TransferOrder, prepare_transfer};
+use tower_paywall::stellar::{Keypair, Network};
 use tower_paywall::store::redis::RedisStore;
 use tower_paywall::x402::{Exact, LocalFacilitator, PaymentRequired, header};
 use tower_paywall::{PaymentLayer, Price};
@@ -97,31 +96,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .ok_or("no PAYMENT-REQUIRED")?
                 .as_bytes(),
         )?;
-        let offer = &required.accepts[0];
-        let order = TransferOrder::sponsored(
-            offer.asset.parse()?,
-            offer.pay_to.parse()?,
-            offer.amount.parse()?,
-            12,
-        );
-        let envelope = prepare_transfer(&sandbox, &Network::testnet(), &payer, &order).await?;
-        let payload = serde_json::json!({
-            "x402Version": 2,
-            "payload": { "transaction": envelope.to_xdr_base64(Limits::none())? },
-            "resource": required.resource,
-            "accepted": offer,
-        });
-        let signature = base64::engine::general_purpose::STANDARD.encode(payload.to_string());
+        let payment = x402_payment(
+            &sandbox,
+            &Network::testnet(),
+            &payer,
+            &required.accepts[0],
+            Some(&required.resource),
+        )
+        .await?;
+        let signature = payment.to_str()?;
         // Paid on one replica, then retried (a lost answer) on the next one.
         let paid = http
             .get(first)
-            .header("payment-signature", &signature)
+            .header("payment-signature", signature)
             .send()
             .await?;
         let paid = (paid.status(), paid.text().await?);
         let retry = http
             .get(&addresses[(n + 1) % REPLICAS])
-            .header("payment-signature", &signature)
+            .header("payment-signature", signature)
             .send()
             .await?;
         let retry = (retry.status(), retry.text().await?);

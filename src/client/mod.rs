@@ -195,6 +195,26 @@ pub fn payment(response: &Response) -> Option<&Payment> {
     response.extensions().get::<Payment>()
 }
 
+/// Signs an x402 `exact` payment for `requirements` from `signer` the way [`PayingClient`]
+/// does on a 402 (echoing `resource`, as the official client does), without sending
+/// anything: the value of a `PAYMENT-SIGNATURE` header. For a payment sent by hand (to several
+/// replicas, or from a test); no policy or budget applies.
+///
+/// # Errors
+///
+/// [`PayError::Unsupported`] when the facilitator does not sponsor the fees;
+/// [`PayError::InvalidOffer`]; the RPC's and the signer's errors.
+pub async fn x402_payment(
+    rpc: &dyn SorobanRpc,
+    network: &Network,
+    signer: &dyn crate::stellar::Signer,
+    requirements: &crate::x402::PaymentRequirements,
+    resource: Option<&crate::x402::ResourceInfo>,
+) -> Result<http::HeaderValue, PayError> {
+    let (_, value) = exact::payment(rpc, network, signer, requirements, resource, true).await?;
+    Ok(value)
+}
+
 /// A reqwest client that pays 402s (see the [module docs](self)). Cheap to clone: clones share
 /// the budget.
 #[derive(Clone)]

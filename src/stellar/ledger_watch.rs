@@ -15,7 +15,21 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::rpc::helpers::{Pace, follow_transaction};
 use super::rpc::{RpcError, SorobanRpc, TransactionHash, TransactionInfo};
+
+/// Looks a transaction up once per new ledger.
+struct NextLedger(watch::Receiver<u32>);
+
+impl Pace for NextLedger {
+    async fn next(&mut self, end: Instant) -> bool {
+        // An error: the poller stopped (it never does while a receiver lives).
+        matches!(
+            tokio::time::timeout_at(end, self.0.changed()).await,
+            Ok(Ok(()))
+        )
+    }
+}
 
 /// The tick before a ledger period is observed.
 const FIRST_TICK: Duration = Duration::from_millis(50);
@@ -113,27 +127,9 @@ impl LedgerWatch {
         hash: &TransactionHash,
         deadline: Duration,
     ) -> Result<TransactionInfo, RpcError> {
-        let end = Instant::now() + deadline;
         let mut ledgers = self.subscribe();
         ledgers.mark_unchanged();
-        let mut last_error = None;
-        loop {
-            match tokio::time::timeout_at(end, ledgers.changed()).await {
-                Ok(Ok(())) => {}
-                // The poller stopped (it never does while a receiver lives) or the deadline.
-                Ok(Err(_)) | Err(_) => break,
-            }
-            match tokio::time::timeout_at(end, self.rpc.transaction(hash)).await {
-                Ok(Ok(info)) if info.status.is_final() => return Ok(info),
-                Ok(Ok(_)) => last_error = None,
-                Ok(Err(error)) if error.is_unavailable() => {
-                    tracing::debug!(%error, %hash, "getTransaction failed, looking again next ledger");
-                    last_error = Some(error);
-                }
-                Ok(Err(error)) => return Err(error),
-                Err(_elapsed) => break,
-            }
-        }
-        Err(last_error.unwrap_or(RpcError::NotFinal(*hash)))
+        let end = Instant::now() + deadline;
+        follow_transaction(&*self.rpc, hash, end, NextLedger(ledgers)).await
     }
 }

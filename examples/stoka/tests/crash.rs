@@ -8,6 +8,8 @@
 //!   sandbox, through a facilitator gateway that keeps the settle answer back). After a restart,
 //!   the retry with the same payment is served from the ledger's evidence, charged once.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -273,30 +275,6 @@ async fn serve(router: axum::Router) -> String {
     format!("http://{address}")
 }
 
-/// `stoka serve` with `env`, once it answers on `url`.
-async fn serve_stoka(env: &[(&str, String)], url: &str) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_stoka"))
-        .arg("serve")
-        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{url}/.well-known/stoka.json"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "stoka did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_between_settlement_and_its_record_serves_the_retry_after_restart() {
     use tower_paywall::sandbox::{Sandbox, SandboxConfig, ServeConfig};
@@ -345,7 +323,7 @@ async fn a_server_killed_between_settlement_and_its_record_serves_the_retry_afte
     let payer_before = balance(payer.address()).await;
 
     // The store is paid; the facilitator settles; stoka is killed before it hears so.
-    let mut stoka = serve_stoka(&env, &url).await;
+    let mut stoka = support::serve_stoka(&env, &url).await;
     let rpc: Arc<dyn SorobanRpc> = Arc::new(JsonRpcClient::builder(&rpc_url).build().unwrap());
     let client = PayingClient::builder(payer.clone(), rpc, Network::testnet())
         .policy(Policy::default().max_per_payment(10_000_000))
@@ -384,7 +362,7 @@ async fn a_server_killed_between_settlement_and_its_record_serves_the_retry_afte
 
     // Restarted on the same store, the retry with the same payment is served, once.
     hold.store(false, std::sync::atomic::Ordering::SeqCst);
-    let mut stoka = serve_stoka(&env, &url).await;
+    let mut stoka = support::serve_stoka(&env, &url).await;
     let payload =
         kept.lock().unwrap().clone().expect("the settle request")["paymentPayload"].to_string();
     let header = base64::engine::general_purpose::STANDARD.encode(payload);

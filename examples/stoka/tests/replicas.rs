@@ -13,19 +13,15 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{Value, json};
 use stoka::storage::{RedisStorage, Storage};
 use tower_paywall::mpp::{Challenge, Credential as MppCredential};
 use tower_paywall::sandbox::{ChannelParams, Sandbox, SandboxConfig, ServeConfig};
-use tower_paywall::stellar::xdr::{Limits, WriteXdr};
-use tower_paywall::stellar::{
-    Address, Keypair, Network, TransferOrder, commitment_bytes, prepare_transfer,
-};
+use tower_paywall::stellar::{Address, Keypair, Network, commitment_bytes};
 use tower_paywall::store::ChannelId;
 use tower_paywall::store::redis::{test_deployments, test_namespace};
 use tower_paywall::x402::{LocalFacilitator, PaymentRequired, facilitator_router, header};
@@ -137,29 +133,8 @@ impl Nodes {
                 ("STOKA_CHANNEL_SECRET", world.pay_to.secret_seed()),
             ];
             env.extend(store(n));
-            let child = Command::new(env!("CARGO_BIN_EXE_stoka"))
-                .arg("serve")
-                .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
             let url = format!("http://127.0.0.1:{port}");
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while world
-                .http
-                .get(format!("{url}/.well-known/stoka.json"))
-                .send()
-                .await
-                .is_err()
-            {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "node {n} did not start"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let child = support::serve_stoka(&env, &url).await;
             nodes.children.push(Some(child));
             nodes.urls.push(url);
         }
@@ -193,22 +168,18 @@ async fn x402_payment(world: &World, answer: reqwest::Response) -> String {
         .iter()
         .find(|offer| offer.scheme == "exact")
         .unwrap();
-    let order = TransferOrder::sponsored(
-        offer.asset.parse().unwrap(),
-        offer.pay_to.parse().unwrap(),
-        offer.amount.parse().unwrap(),
-        12,
-    );
-    let envelope = prepare_transfer(&world.sandbox, &Network::testnet(), &world.payer, &order)
-        .await
-        .unwrap();
-    let payload = json!({
-        "x402Version": 2,
-        "payload": { "transaction": envelope.to_xdr_base64(Limits::none()).unwrap() },
-        "resource": required.resource,
-        "accepted": offer,
-    });
-    base64::engine::general_purpose::STANDARD.encode(payload.to_string())
+    tower_paywall::client::x402_payment(
+        &world.sandbox,
+        &Network::testnet(),
+        &world.payer,
+        offer,
+        Some(&required.resource),
+    )
+    .await
+    .unwrap()
+    .to_str()
+    .unwrap()
+    .to_owned()
 }
 
 /// A store of `key` on `url`, paid with `payment` if any: status and body.

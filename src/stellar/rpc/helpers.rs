@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use stellar_xdr::{
     AccountId, ContractDataDurability, LedgerEntryData, LedgerKey, LedgerKeyAccount,
     LedgerKeyContractData, PublicKey, ScVal, Uint256,
@@ -34,26 +36,71 @@ pub async fn wait_for_transaction(
 ) -> Result<TransactionInfo, RpcError> {
     let start = tokio::time::Instant::now();
     let end = start.checked_add(deadline.min(MAX_WAIT)).unwrap_or(start);
-    let mut pause = FIRST_POLL_DELAY;
+    let backoff = Backoff {
+        first: true,
+        pause: FIRST_POLL_DELAY,
+    };
+    follow_transaction(rpc, hash, end, backoff).await
+}
+
+/// When to look a transaction up next: [`follow_transaction`] looks whenever `next` answers
+/// `true`, and stops when it answers `false` (the deadline `end` passed).
+pub(crate) trait Pace {
+    fn next(&mut self, end: Instant) -> impl Future<Output = bool> + Send;
+}
+
+/// At once, then after 200 ms, 1.5 times longer each time, at most 2 s.
+struct Backoff {
+    first: bool,
+    pause: Duration,
+}
+
+impl Pace for Backoff {
+    fn next(&mut self, end: Instant) -> impl Future<Output = bool> + Send {
+        let pause = if std::mem::take(&mut self.first) {
+            Some(Duration::ZERO)
+        } else {
+            let remaining = end.saturating_duration_since(Instant::now());
+            let pause = self.pause.min(remaining);
+            self.pause = (self.pause.saturating_mul(3) / 2).min(MAX_POLL_DELAY);
+            (!remaining.is_zero()).then_some(pause)
+        };
+        async move {
+            match pause {
+                Some(pause) => {
+                    tokio::time::sleep(pause).await;
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+}
+
+/// Looks `hash` up at `pace` until it is final or `end` has passed; unavailability while
+/// looking is retried until then.
+///
+/// # Errors
+///
+/// As [`wait_for_transaction`].
+pub(crate) async fn follow_transaction(
+    rpc: &dyn SorobanRpc,
+    hash: &TransactionHash,
+    end: Instant,
+    mut pace: impl Pace,
+) -> Result<TransactionInfo, RpcError> {
     let mut last_error = None;
-    loop {
-        let remaining = end.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(remaining, rpc.transaction(hash)).await {
+    while pace.next(end).await {
+        match tokio::time::timeout_at(end, rpc.transaction(hash)).await {
             Ok(Ok(info)) if info.status.is_final() => return Ok(info),
             Ok(Ok(_)) => last_error = None,
             Ok(Err(error)) if error.is_unavailable() => {
-                tracing::debug!(%error, %hash, "getTransaction failed, polling again");
+                tracing::debug!(%error, %hash, "getTransaction failed, looking again");
                 last_error = Some(error);
             }
             Ok(Err(error)) => return Err(error),
             Err(_elapsed) => break,
         }
-        let remaining = end.saturating_duration_since(tokio::time::Instant::now());
-        if remaining.is_zero() {
-            break;
-        }
-        tokio::time::sleep(pause.min(remaining)).await;
-        pause = (pause.saturating_mul(3) / 2).min(MAX_POLL_DELAY);
     }
     Err(last_error.unwrap_or(RpcError::NotFinal(*hash)))
 }

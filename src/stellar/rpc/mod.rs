@@ -31,7 +31,7 @@ mod client;
 mod entries;
 mod error;
 mod events;
-mod helpers;
+pub(crate) mod helpers;
 mod info;
 mod simulation;
 #[cfg(test)]

@@ -139,3 +139,27 @@ pub async fn node(script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|_| panic!("{script} printed {stdout}\n{stderr}"))
 }
+
+/// `stoka serve` with `env`, once it answers on `url`.
+pub async fn serve_stoka(env: &[(&str, String)], url: &str) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stoka"))
+        .arg("serve")
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{url}/.well-known/stoka.json"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "stoka did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
