@@ -9,6 +9,7 @@
 //! tick while anything waits. The tick follows the ledger's observed period (an eighth of it,
 //! between 10 ms and 1 s): fast on a fast sandbox, gentle on a five-second network.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -17,6 +18,14 @@ use tokio::time::Instant;
 
 use super::rpc::helpers::{Pace, follow_transaction};
 use super::rpc::{RpcError, SorobanRpc, TransactionHash, TransactionInfo};
+
+/// Keeps `tick` for the next poller of `watch`.
+fn keep_tick(watch: &Weak<LedgerWatch>, tick: Duration) {
+    if let Some(watch) = watch.upgrade() {
+        let millis = u64::try_from(tick.as_millis()).unwrap_or(u64::MAX);
+        watch.tick_ms.store(millis, Ordering::Relaxed);
+    }
+}
 
 /// Looks a transaction up once per new ledger.
 struct NextLedger(watch::Receiver<u32>);
@@ -41,6 +50,8 @@ pub(crate) struct LedgerWatch {
     rpc: Arc<dyn SorobanRpc>,
     /// The latest ledger seen, while the poller runs.
     latest: Mutex<Option<watch::Receiver<u32>>>,
+    /// The tick learned so far (milliseconds), kept for the next poller.
+    tick_ms: AtomicU64,
 }
 
 impl LedgerWatch {
@@ -48,6 +59,7 @@ impl LedgerWatch {
         Arc::new(LedgerWatch {
             rpc,
             latest: Mutex::new(None),
+            tick_ms: AtomicU64::new(FIRST_TICK.as_millis() as u64),
         })
     }
 
@@ -66,8 +78,8 @@ impl LedgerWatch {
         let (sender, receiver) = watch::channel(0);
         *latest = Some(receiver.clone());
         let watch: Weak<Self> = Arc::downgrade(self);
+        let mut tick = Duration::from_millis(self.tick_ms.load(Ordering::Relaxed));
         tokio::spawn(async move {
-            let mut tick = FIRST_TICK;
             let mut changed_at: Option<(u32, Instant)> = None;
             loop {
                 // Waiters hold receivers; the one kept in `latest` is not a waiter.
@@ -95,6 +107,7 @@ impl LedgerWatch {
                             let per_ledger =
                                 now.duration_since(at) / (ledger.sequence - sequence).max(1);
                             tick = (per_ledger / 8).clamp(MIN_TICK, MAX_TICK);
+                            keep_tick(&watch, tick);
                             changed_at = Some((ledger.sequence, now));
                         }
                         Some(_) => {}

@@ -4,8 +4,11 @@
 //! |---|---|---|
 //! | [`PaymentStore`] | each payment's reservation and recorded answer, single-use claims (challenge ids, transaction hashes) | [`MemoryStore`] (one process), [`BackedStore`] over any [`PaymentBackend`] (durable, shared by nodes) |
 //! | [`ChannelStore`] | each payment channel's best voucher (cumulative amount and signature) and its phase | [`MemoryChannelStore`], [`FileChannelStore`] (durable) |
+//! | [`Leases`] | who does a piece of work among several nodes (closes a channel, sends from an account), until a deadline | [`MemoryLeases`] (one process) |
 //!
-//! Every operation of both is atomic; both report failures as [`StoreError`].
+//! Feature `redis` adds all three in Redis, one server or a Redis Cluster, shared by every
+//! replica of a service (`store::redis`). Every operation is atomic; all report failures as
+//! [`StoreError`].
 //!
 //! # Payments
 //!
