@@ -43,7 +43,7 @@
 //!
 //! | order | sequence | the handler's side effects when payment fails |
 //! |---|---|---|
-//! | `AfterSuccess` (default) | verify → handler → settle if status < 400; the response head waits for settlement | happened; the body is withheld (402) |
+//! | `AfterSuccess` (default) | verify → handler → settle if status < 400 (and, for a gRPC call, no `grpc-status` other than 0 in the head); the response head waits for settlement | happened; the body is withheld (402) |
 //! | `BeforeHandler` | verify → settle → handler | none: the handler never runs |
 //! | `InHandler` | verify → handler → `guard.settle()` where the handler chooses → commit | whatever the handler did before settling |
 //!
@@ -60,6 +60,35 @@
 //! | 503 | the facilitator, RPC or store is unreachable, or the settlement's outcome is not known yet: retry **with the same payment** | `Retry-After` |
 //!
 //! A retry of a completed payment gets the recorded response again, without a second settlement.
+//!
+//! # gRPC
+//!
+//! A gRPC client expects HTTP 200 with a `grpc-status`; most turn any other HTTP status into
+//! `UNKNOWN` and lose the details (gRPC's own HTTP-to-gRPC table has no row for 402 or 409).
+//! When a request's `content-type` is `application/grpc` (or `+proto`, `+json`, `-web`,
+//! `-web+proto`, `-web-text` …), the layer answers it with a *Trailers-Only* response instead:
+//! HTTP 200, the request's content type, `grpc-status`, `grpc-message` (`"Payment Required"`,
+//! `"Conflict: payment_in_use"` …, percent-encoded) and `grpc-status-details-bin`, a
+//! `google.rpc.Status` whose one detail is a `google.rpc.ErrorInfo` (`reason`: the answer's code
+//! in `UPPER_SNAKE_CASE`, such as `PAYMENT_REQUIRED`; `domain`: `tower-paywall`; `metadata`:
+//! `code` and `httpStatus`). Every header of the HTTP answer stays, as metadata: the offers
+//! (`payment-required`, `www-authenticate`), `retry-after`. Credentials come in the request
+//! metadata under the same names as the HTTP headers (`payment-signature`, `x-payment`,
+//! `authorization`), and receipts (`payment-response`, `payment-receipt`) go back in the
+//! response headers, the initial metadata. See [`grpc`] for the mapping itself.
+//!
+//! | HTTP answer | gRPC status | why |
+//! |---|---|---|
+//! | 402 | `RESOURCE_EXHAUSTED` (8) | gRPC's guide gives it to an exhausted per-user quota, and Google's APIs to billing limits; the x402 gRPC transport proposal and the one x402 gRPC gateway published use it for payment required. A client tells it from a library's own `RESOURCE_EXHAUSTED` (message size, flow control) by the `PAYMENT_REQUIRED` reason (or the rejection's) and the offers in the metadata |
+//! | 400 | `INVALID_ARGUMENT` (3) | the credential is malformed whatever the server's state; libraries never generate it |
+//! | 409 | `ABORTED` (10) | a concurrency conflict on the payment: retry at a higher level (a new payment, or later) |
+//! | 410 | `FAILED_PRECONDITION` (9) | what the payment names (a channel) is gone: no retry helps until the client changes it |
+//! | 502, 503 | `UNAVAILABLE` (14) | transient: retry **with the same payment** (`retry-after` says when); gRPC's table maps both to it |
+//! | 404, 411, 413, 429 … (pricing's early answers) | `NOT_FOUND`, `INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`, `RESOURCE_EXHAUSTED` … | gRPC's nearest code ([`GrpcCode::of`](grpc::GrpcCode::of)) |
+//!
+//! After success, a gRPC call counts as failed (and is not settled) when its response head
+//! carries a `grpc-status` other than `0`: the Trailers-Only form servers use for a call that
+//! fails before its first message. Responses of the inner service are never changed.
 //!
 //! # One payment, one request
 //!
@@ -198,6 +227,7 @@
 mod binding;
 mod builder;
 mod future;
+pub mod grpc;
 pub mod hooks;
 mod idempotency;
 pub mod metrics;

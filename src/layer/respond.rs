@@ -19,6 +19,8 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 
 /// Layer-level reasons, sent as `{"error": <code>}`.
 pub(crate) mod code {
+    /// A payment is required (the fresh offers are in the answer).
+    pub(crate) const PAYMENT_REQUIRED: &str = "payment_required";
     /// Another request is using the same payment.
     pub(crate) const PAYMENT_IN_USE: &str = "payment_in_use";
     /// The payment's settlement is in flight or its outcome unknown: retry with the same payment.
@@ -124,6 +126,10 @@ impl Shared {
         let body = serde_json::to_vec(&challenge.body).unwrap_or_default();
         let mut response = Response::new(B::from(Bytes::from(body)));
         *response.status_mut() = status;
+        let answer_code = rejection.map_or(code::PAYMENT_REQUIRED, |r| &*r.code);
+        response
+            .extensions_mut()
+            .insert(super::grpc::AnswerCode(answer_code.to_owned()));
         let headers = response.headers_mut();
         headers.insert(
             CONTENT_TYPE,
@@ -277,6 +283,9 @@ pub(crate) fn plain<B: From<Bytes>>(
     let body = serde_json::to_vec(&serde_json::json!({ "error": code })).unwrap_or_default();
     let mut response = Response::new(B::from(Bytes::from(body)));
     *response.status_mut() = status;
+    response
+        .extensions_mut()
+        .insert(super::grpc::AnswerCode(code.to_owned()));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, APPLICATION_JSON);

@@ -15,6 +15,7 @@ use tower_service::Service;
 use super::binding::RequestBinding;
 use super::builder::Shared;
 use super::future::ResponseFuture;
+use super::grpc::{self, GrpcCall};
 use super::hooks::{PaymentEvent, Verdict};
 use super::idempotency::{self, Refused};
 use super::reconcile::Ended;
@@ -141,6 +142,7 @@ where
         let binding =
             RequestBinding::of(request.method(), request.uri(), request.headers(), &reads);
         let credential = lazy.into_credential();
+        let grpc = GrpcCall::of(request.headers());
         // The flow calls the inner service later: take the ready one, leave a clone.
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
@@ -168,7 +170,12 @@ where
                     parts,
                     body,
                 };
-                flow.run(credential, priced, binding).await
+                let answer = flow.run(credential, priced, binding).await;
+                // A gRPC client reads the layer's answers as gRPC statuses.
+                match (grpc, answer) {
+                    (Some(call), Ok(response)) => Ok(call.answer(response)),
+                    (_, answer) => answer,
+                }
             },
             span,
         )))
@@ -415,7 +422,7 @@ where
         let shared = self.shared.clone();
         executing(&shared, settlement.key).await;
         let response = self.with(settlement.paid.clone()).call_inner().await?;
-        if response.status().as_u16() >= 400 {
+        if grpc::failed(response.status(), response.headers()) {
             hold.release().await;
             return Ok(Answered::Response(response));
         }
@@ -447,7 +454,7 @@ where
         let response = self.with(paid).with(guard.clone()).call_inner().await?;
         let settled = match guard.outcome() {
             Some(settled) => settled.clone(),
-            None if response.status().as_u16() >= 400 => {
+            None if grpc::failed(response.status(), response.headers()) => {
                 hold.release().await;
                 return Ok(Answered::Response(response));
             }
@@ -563,10 +570,13 @@ where
         hold.release().await;
         return Answered::Response(Response::from_parts(parts, body));
     }
-    let recordable = body
-        .size_hint()
-        .upper()
-        .is_some_and(|upper| upper <= shared.max_recorded_body as u64);
+    // A gRPC answer ends with trailers (its `grpc-status`), which a recorded body would lose:
+    // it is passed on whole and not recorded.
+    let recordable = GrpcCall::of(&parts.headers).is_none()
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|upper| upper <= shared.max_recorded_body as u64);
     if !recordable {
         let completed = CompletedPayment {
             settled,
