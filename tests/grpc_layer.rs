@@ -208,16 +208,18 @@ async fn a_paid_call_is_served_and_settled_and_carries_its_receipt() {
 }
 
 #[tokio::test]
-async fn a_paid_calls_trailers_reach_the_client() {
+async fn a_paid_calls_trailers_reach_the_client_and_its_retry_gets_them_again() {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let facilitator = Arc::new(TestFacilitator::default());
+    let app = app(&facilitator);
     let payment = payment(&PaymentSpec::default());
-    let response = app(&facilitator)
+    let response = app
+        .clone()
         .oneshot(call(
             "/demo.Shop/Trailed",
             "application/grpc",
-            Some(payment),
+            Some(payment.clone()),
         ))
         .await
         .unwrap();
@@ -225,6 +227,31 @@ async fn a_paid_calls_trailers_reach_the_client() {
     let collected = response.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
     assert_eq!(collected.to_bytes(), MESSAGE);
+    assert_eq!(facilitator.settle_calls(), 1);
+    // The answer is recorded once it has passed whole (trailers included): the retry of the
+    // same payment (its answer was lost) gets it again, and nothing settles again.
+    let mut replayed = None;
+    for _ in 0..50 {
+        let response = app
+            .clone()
+            .oneshot(call(
+                "/demo.Shop/Trailed",
+                "application/grpc",
+                Some(payment.clone()),
+            ))
+            .await
+            .unwrap();
+        if response.headers().get("grpc-status").is_none() {
+            replayed = Some(response.into_body().collect().await.unwrap());
+            break;
+        }
+        // Until the record is written, the payment is busy (ABORTED).
+        assert_eq!(response.headers()["grpc-status"], "10");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let replayed = replayed.expect("the recorded answer");
+    assert_eq!(replayed.trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(replayed.to_bytes(), MESSAGE);
     assert_eq!(facilitator.settle_calls(), 1);
 }
 

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
+use super::PaymentBody;
 use crate::BoxFuture;
 
 pin_project! {
@@ -22,7 +23,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
         Passthrough { #[pin] future: F },
-        Payment { future: BoxFuture<'static, Result<Response<B>, E>> },
+        Payment { future: BoxFuture<'static, Result<Response<PaymentBody<B>>, E>> },
     }
 }
 
@@ -33,7 +34,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         }
     }
 
-    pub(crate) fn payment(future: BoxFuture<'static, Result<Response<B>, E>>) -> Self {
+    pub(crate) fn payment(future: BoxFuture<'static, Result<Response<PaymentBody<B>>, E>>) -> Self {
         ResponseFuture {
             kind: Kind::Payment { future },
         }
@@ -44,11 +45,13 @@ impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<PaymentBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Passthrough { future } => future.poll(cx),
+            KindProj::Passthrough { future } => future
+                .poll(cx)
+                .map(|answer| answer.map(|response| response.map(PaymentBody::inner))),
             KindProj::Payment { future } => future.as_mut().poll(cx),
         }
     }

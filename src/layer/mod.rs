@@ -11,9 +11,10 @@
 //! - **a credential**: reserves the payment in the [`PaymentStore`](crate::PaymentStore),
 //!   verifies it, and settles it in the route's [`SettlementOrder`](crate::SettlementOrder).
 //!
-//! The layer answers in the inner service's own response body type, which must be
-//! `http_body::Body<Data = Bytes> + From<Bytes>` (axum's `Body`, `http_body_util::Full<Bytes>`
-//! …), so free requests pass through with nothing added. For the lowest cost on free routes,
+//! The layer answers with a [`PaymentBody`] over the inner service's own body, any
+//! `http_body::Body<Data = Bytes>` (axum's `Body`, tonic's `Body`, `http_body_util::Full<Bytes>`
+//! …): free requests and paid answers pass through it untouched, trailers included, and the
+//! layer's own answers are bodies it made. For the lowest cost on free routes,
 //! wrap the whole router (`ServiceBuilder::new().layer(paywall).service(router)`) rather than
 //! each route: axum boxes every per-route layer again.
 //!
@@ -225,6 +226,7 @@
 //! without the header it gets every offer, which mppx 0.6 and 0.7 cannot read.
 
 mod binding;
+mod body;
 mod builder;
 mod future;
 pub mod grpc;
@@ -237,6 +239,7 @@ mod respond;
 mod service;
 mod settle;
 
+pub use body::PaymentBody;
 pub use builder::{
     BuildError, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECONCILE_INTERVAL,
     DEFAULT_RECORD_TTL, DEFAULT_RETRY_AFTER, DEFAULT_SETTLE_WAIT, PaymentLayer,

@@ -5,6 +5,7 @@ use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER, VARY};
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
+use super::PaymentBody;
 use super::builder::Shared;
 use super::hooks::Offered;
 use crate::price::Price;
@@ -183,7 +184,7 @@ impl Shared {
 
     /// The answer recorded for a completed payment; 409 with the receipt when its body was too
     /// large to record (the content was delivered once and is not delivered again).
-    pub(crate) fn replay<B: From<Bytes>>(&self, completed: &CompletedPayment) -> Response<B> {
+    pub(crate) fn replay<B>(&self, completed: &CompletedPayment) -> Response<PaymentBody<B>> {
         if let Some(recorded) = &completed.response {
             return replay(recorded);
         }
@@ -297,9 +298,10 @@ pub(crate) fn plain<B: From<Bytes>>(
     response
 }
 
-/// A recorded response, replayed.
-pub(crate) fn replay<B: From<Bytes>>(recorded: &RecordedResponse) -> Response<B> {
-    let mut response = Response::new(B::from(recorded.body.clone()));
+/// A recorded response, replayed (with its trailers, when it had some).
+pub(crate) fn replay<B>(recorded: &RecordedResponse) -> Response<PaymentBody<B>> {
+    let body = PaymentBody::made(recorded.body.clone(), recorded.trailers.clone());
+    let mut response = Response::new(body);
     *response.status_mut() = recorded.status;
     *response.headers_mut() = recorded.headers.clone();
     response

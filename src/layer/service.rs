@@ -5,13 +5,14 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
+use super::PaymentBody;
 use super::binding::RequestBinding;
 use super::builder::Shared;
 use super::future::ResponseFuture;
@@ -110,10 +111,10 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<PaymentBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
@@ -182,6 +183,11 @@ where
     }
 }
 
+/// The inner service's response, passed on untouched.
+fn passed<B>(response: Response<B>) -> Response<PaymentBody<B>> {
+    response.map(PaymentBody::inner)
+}
+
 /// One request's way through the layer.
 struct Flow<S, ReqBody> {
     shared: Arc<Shared>,
@@ -190,14 +196,14 @@ struct Flow<S, ReqBody> {
     body: ReqBody,
 }
 
-type Answer<ResBody, E> = Result<Response<ResBody>, E>;
+type Answer<ResBody, E> = Result<Response<PaymentBody<ResBody>>, E>;
 
 impl<S, ReqBody, ResBody> Flow<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
     async fn run(
@@ -208,14 +214,14 @@ where
     ) -> Answer<ResBody, S::Error> {
         let shared = self.shared.clone();
         let price = match priced {
-            Priced::Free => return self.call_inner().await,
+            Priced::Free => return self.call_inner().await.map(passed),
             Priced::Respond(response) => {
                 // A retry of a completed payment gets its recorded answer, even when pricing
                 // would now answer early (the blob it paid to store exists now).
                 if let Some(recorded) = shared.recorded(&self.parts, &credential, binding).await {
                     return Ok(replay(&recorded));
                 }
-                return Ok(response.map(ResBody::from));
+                return Ok(response.map(PaymentBody::from));
             }
             Priced::Charge(price) => price,
         };
@@ -385,7 +391,7 @@ where
         };
         if let Verdict::Refuse(refusal) = shared.hooks.verdict(event).await {
             hold.release().await;
-            return Ok(refusal.map(ResBody::from));
+            return Ok(refusal.map(PaymentBody::from));
         }
         let settlement = Settlement {
             shared: shared.clone(),
@@ -424,7 +430,7 @@ where
         let response = self.with(settlement.paid.clone()).call_inner().await?;
         if grpc::failed(response.status(), response.headers()) {
             hold.release().await;
-            return Ok(Answered::Response(response));
+            return Ok(Answered::Response(passed(response)));
         }
         let settled = settlement.run(StateKind::Executing).await;
         Ok(finish(&shared, hold, settled, response).await)
@@ -456,7 +462,7 @@ where
             Some(settled) => settled.clone(),
             None if grpc::failed(response.status(), response.headers()) => {
                 hold.release().await;
-                return Ok(Answered::Response(response));
+                return Ok(Answered::Response(passed(response)));
             }
             // The handler succeeded without settling: settle now, as after success.
             None => {
@@ -498,7 +504,7 @@ where
 }
 
 enum Answered<ResBody> {
-    Response(Response<ResBody>),
+    Response(Response<PaymentBody<ResBody>>),
     /// Answer with a fresh challenge for this rejection (rendered with the request head).
     Refused(Rejection),
 }
@@ -523,7 +529,7 @@ async fn finish<ResBody>(
     response: Response<ResBody>,
 ) -> Answered<ResBody>
 where
-    ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
     match settled {
@@ -533,11 +539,7 @@ where
 }
 
 /// The money did not move (or nobody knows): the handler's response is withheld.
-async fn not_settled<ResBody: From<Bytes>>(
-    shared: &Shared,
-    hold: Hold,
-    settled: Settled,
-) -> Answered<ResBody> {
+async fn not_settled<ResBody>(shared: &Shared, hold: Hold, settled: Settled) -> Answered<ResBody> {
     // Settling, failed and unknown payments are left as recorded; a payment the settlement
     // never claimed (the store failed) is given back.
     hold.release().await;
@@ -557,7 +559,7 @@ async fn complete<ResBody>(
     response: Response<ResBody>,
 ) -> Answered<ResBody>
 where
-    ResBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Send,
 {
     let (mut parts, body) = response.into_parts();
@@ -568,22 +570,36 @@ where
     // paying again.
     if parts.status.is_server_error() {
         hold.release().await;
+        return Answered::Response(Response::from_parts(parts, PaymentBody::inner(body)));
+    }
+    // A gRPC answer ends with trailers (its `grpc-status`), and may stream: it is recorded as
+    // it passes, trailers included, once it ended whole.
+    if GrpcCall::of(&parts.headers).is_some() {
+        let recorder = Recorder {
+            store: shared.store.clone(),
+            hold: Some(hold),
+            settled,
+            status: parts.status,
+            headers: parts.headers.clone(),
+            data: BytesMut::new(),
+            cap: shared.max_recorded_body,
+            over: false,
+            trailers: None,
+        };
+        let body = PaymentBody::recorded(body, Box::new(recorder));
         return Answered::Response(Response::from_parts(parts, body));
     }
-    // A gRPC answer ends with trailers (its `grpc-status`), which a recorded body would lose:
-    // it is passed on whole and not recorded.
-    let recordable = GrpcCall::of(&parts.headers).is_none()
-        && body
-            .size_hint()
-            .upper()
-            .is_some_and(|upper| upper <= shared.max_recorded_body as u64);
+    let recordable = body
+        .size_hint()
+        .upper()
+        .is_some_and(|upper| upper <= shared.max_recorded_body as u64);
     if !recordable {
         let completed = CompletedPayment {
             settled,
             response: None,
         };
         record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
-        return Answered::Response(Response::from_parts(parts, body));
+        return Answered::Response(Response::from_parts(parts, PaymentBody::inner(body)));
     }
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -600,13 +616,75 @@ where
         status: parts.status,
         headers: parts.headers.clone(),
         body: bytes.clone(),
+        trailers: None,
     };
     let completed = CompletedPayment {
         settled,
         response: Some(recorded),
     };
     record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
-    Answered::Response(Response::from_parts(parts, ResBody::from(bytes)))
+    Answered::Response(Response::from_parts(parts, PaymentBody::from(bytes)))
+}
+
+/// Records a streamed answer as it passes (see [`PaymentBody::recorded`]): the whole of it,
+/// trailers included, when it ends within the recording limit; only that it completed when it
+/// is larger. A body dropped before its end records nothing, and its hold gives the payment
+/// back as settled: a retry runs the handler again without paying again.
+struct Recorder {
+    store: Arc<dyn PaymentStore>,
+    hold: Option<Hold>,
+    settled: Arc<SettledPayment>,
+    status: StatusCode,
+    headers: http::HeaderMap,
+    data: bytes::BytesMut,
+    cap: usize,
+    over: bool,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl super::body::Recording for Recorder {
+    fn data(&mut self, data: &Bytes) {
+        if self.over {
+            return;
+        }
+        if self.data.len() + data.len() > self.cap {
+            self.over = true;
+            self.data = bytes::BytesMut::new();
+        } else {
+            self.data.extend_from_slice(data);
+        }
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        self.trailers = Some(trailers.clone());
+    }
+
+    fn end(mut self: Box<Self>) {
+        let Some(hold) = self.hold.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let response = (!self.over).then(|| RecordedResponse {
+            status: self.status,
+            headers: std::mem::take(&mut self.headers),
+            body: std::mem::take(&mut self.data).freeze(),
+            trailers: self.trailers.take(),
+        });
+        let completed = CompletedPayment {
+            settled: self.settled.clone(),
+            response,
+        };
+        let store = self.store.clone();
+        let key = hold.disarm();
+        runtime.spawn(async move {
+            let state = PaymentState::Completed(Arc::new(completed));
+            if let Err(error) = store.transition(key, StateKind::Executing, state).await {
+                tracing::error!(%error, key = ?key, "cannot record completed payment");
+            }
+        });
+    }
 }
 
 async fn record(shared: &Shared, hold: Hold, state: PaymentState) {

@@ -407,6 +407,7 @@ async fn completed_payments_replay_and_failed_ones_can_be_retried(
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body: Bytes::from_static(b"done"),
+            trailers: None,
         }),
     });
     store

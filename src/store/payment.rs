@@ -126,6 +126,8 @@ pub struct RecordedResponse {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+    /// The trailers after the body, if it had some (a gRPC call's status).
+    pub trailers: Option<HeaderMap>,
 }
 
 /// A payment that settled and was answered.

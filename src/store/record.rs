@@ -45,7 +45,7 @@ impl PaymentRecord {
     /// | 32 | fingerprint |
     /// | 1 | state: 0 `Reserved`, 1 `Executing(None)`, 2 `Executing(Some)`, 3 `Settling`, 4 `Settled`, 5 `Completed`, 6 `Failed`, 7 `Unknown` |
     /// | … | for 2, 4 and 5: the settled payment |
-    /// | … | for 5: 0, or 1 and the recorded response |
+    /// | … | for 5: 0; 1 and the recorded response; or 2, the recorded response and its trailers (headers) |
     /// | … | for 3 and 7: the pending settlement |
     ///
     /// What was paid is the payer (`str`), the amount (16 bytes, `i128`), the asset (`str`), the
@@ -85,10 +85,13 @@ impl PaymentRecord {
                 match &completed.response {
                     None => out.u8(0),
                     Some(response) => {
-                        out.u8(1);
+                        out.u8(if response.trailers.is_some() { 2 } else { 1 });
                         out.u16(response.status.as_u16());
                         out.headers(response.headers.len(), response.headers.iter());
                         out.bytes(&response.body);
+                        if let Some(trailers) = &response.trailers {
+                            out.headers(trailers.len(), trailers.iter());
+                        }
                     }
                 }
             }
@@ -130,11 +133,16 @@ impl PaymentRecord {
                 let settled = Arc::new(input.settled()?);
                 let response = match input.u8()? {
                     0 => None,
-                    1 => Some(RecordedResponse {
+                    flag @ (1 | 2) => Some(RecordedResponse {
                         status: StatusCode::from_u16(input.u16()?)
                             .map_err(|_| RecordError("bad status"))?,
                         headers: input.headers()?.into_iter().collect(),
                         body: Bytes::copy_from_slice(input.bytes()?),
+                        trailers: if flag == 2 {
+                            Some(input.headers()?.into_iter().collect())
+                        } else {
+                            None
+                        },
                     }),
                     _ => return Err(RecordError("bad response flag")),
                 };
@@ -390,8 +398,22 @@ mod tests {
                 settled: settled(Intent::X402_EXACT),
                 response: Some(RecordedResponse {
                     status: StatusCode::CREATED,
-                    headers,
+                    headers: headers.clone(),
                     body: Bytes::from_static(b"\x00\xffbinary body"),
+                    trailers: None,
+                }),
+            })),
+            // A gRPC answer: its status comes in the trailers.
+            PaymentState::Completed(Arc::new(CompletedPayment {
+                settled: settled(Intent::MPP_CHANNEL),
+                response: Some(RecordedResponse {
+                    status: StatusCode::OK,
+                    headers,
+                    body: Bytes::from_static(b"\x00\x00\x00\x00\x02\x08\x01"),
+                    trailers: Some(HeaderMap::from_iter([(
+                        http::header::HeaderName::from_static("grpc-status"),
+                        HeaderValue::from_static("0"),
+                    )])),
                 }),
             })),
             PaymentState::Completed(Arc::new(CompletedPayment {
