@@ -552,3 +552,75 @@ async fn every_mppx_line_pays_every_stellar_flow_beside_x402() {
         mppx_pays_every_flow(&line).await;
     }
 }
+
+/// A gRPC implementation that is not ours (`@grpc/grpc-js`, `tests/interop/grpc_call.mjs`, with
+/// no .proto) calls a tonic service behind the layer: the unpaid call shows
+/// `RESOURCE_EXHAUSTED`, its message and the offers in the metadata; the same call paid by hand
+/// with an x402 payment our client made (`client::x402_payment`) is served, its receipt in the
+/// response metadata, and the ledger moves once.
+#[cfg(feature = "client")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_js_sees_the_payment_status_and_pays_by_hand() {
+    if !enabled() {
+        return;
+    }
+    let world = world().await;
+    let exact = Exact::builder(Network::testnet(), world.pay_to, world.facilitator.clone())
+        .build()
+        .unwrap();
+    let layer = PaymentLayer::builder()
+        .scheme(exact)
+        .pricing(support::shop::pricing)
+        .build()
+        .unwrap();
+    let (_, address) = support::shop::shop(layer).await;
+    let call = |payment: Option<String>| {
+        let mut env = vec![
+            ("GRPC_ADDRESS", address.to_string()),
+            ("METHOD", "/demo.Shop/Buy".to_owned()),
+        ];
+        env.extend(payment.map(|payment| ("PAYMENT", payment)));
+        env
+    };
+
+    let unpaid = node("grpc_call.mjs", &world, &call(None)).await;
+    assert_eq!(unpaid["ok"], false, "{unpaid}");
+    assert_eq!(unpaid["code"], 8, "RESOURCE_EXHAUSTED: {unpaid}");
+    assert_eq!(unpaid["details"], "Payment Required");
+    let offers = unpaid["metadata"]["payment-required"]
+        .as_str()
+        .expect("the offers in the metadata");
+    assert!(unpaid["metadata"]["grpc-status-details-bin"].is_string());
+    let required: tower_paywall::x402::PaymentRequired =
+        tower_paywall::x402::header::decode(offers.as_bytes()).unwrap();
+
+    let before = usdc(&world, &world.pay_to).await;
+    let payment = tower_paywall::client::x402_payment(
+        &world.sandbox,
+        &Network::testnet(),
+        &world.payer,
+        &required.accepts[0],
+        Some(&required.resource),
+    )
+    .await
+    .unwrap();
+    let paid = node(
+        "grpc_call.mjs",
+        &world,
+        &call(Some(payment.to_str().unwrap().to_owned())),
+    )
+    .await;
+    assert_eq!(paid["ok"], true, "{paid}");
+    // `BuyReply { note: "here is a book" }`.
+    let note = b"here is a book";
+    let mut reply = vec![0x0a, note.len() as u8];
+    reply.extend_from_slice(note);
+    assert_eq!(paid["reply"], hex::encode(reply));
+    assert!(paid["metadata"]["payment-response"].is_string(), "{paid}");
+    let price = required.accepts[0].amount.parse::<i128>().unwrap();
+    assert_eq!(
+        usdc(&world, &world.pay_to).await - before,
+        price,
+        "one charge"
+    );
+}

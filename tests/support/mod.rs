@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mppx;
+pub mod shop;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
