@@ -7,17 +7,13 @@
 //! Each call sends a real gRPC request (one length-prefixed message) and reads the whole
 //! answer, trailers included. `cargo bench --bench grpc`
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_paywall::x402::{
-    Exact, Facilitator, FacilitatorError, FacilitatorRequest, SettleResponse, SupportedResponse,
-    VerifyResponse,
-};
-use tower_paywall::{BoxFuture, PaymentLayer};
+use tower_paywall::PaymentLayer;
+
+mod support;
 
 #[path = "../tests/support/shop.rs"]
 #[allow(dead_code)]
@@ -25,45 +21,10 @@ mod shop;
 
 /// The price `shop::pricing` charges.
 const PRICE: &str = "0.001";
-const PAY_TO: &str = "GB2Q4VZJ32UM4F2EMZR2QVKT4YHIAKGBEV2UDYH7Q6DOZ6KCX5KHSBNB";
-
-/// A facilitator that is never called on these paths (only `/supported`, answered at once).
-struct Idle(Arc<SupportedResponse>);
-
-impl Facilitator for Idle {
-    fn verify<'a>(
-        &'a self,
-        _: &'a FacilitatorRequest<'a>,
-    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
-        Box::pin(async { Err(FacilitatorError::Status(500)) })
-    }
-    fn settle<'a>(
-        &'a self,
-        _: &'a FacilitatorRequest<'a>,
-    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
-        Box::pin(async { Err(FacilitatorError::Status(500)) })
-    }
-    fn supported(&self) -> BoxFuture<'_, Result<Arc<SupportedResponse>, FacilitatorError>> {
-        let supported = self.0.clone();
-        Box::pin(async move { Ok(supported) })
-    }
-}
 
 fn layer() -> PaymentLayer {
-    let supported: SupportedResponse = serde_json::from_str(
-        r#"{"kinds":[{"x402Version":2,"scheme":"exact","network":"stellar:testnet","extra":{"areFeesSponsored":true}}],
-            "signers":{"stellar:*":["GCFIRY65OQE7DFP5KLNS2PF2LVZMUZYJX4OZIEQ36N2IQANUB5XVYOJR"]}}"#,
-    )
-    .unwrap();
-    let exact = Exact::builder(
-        tower_paywall::stellar::Network::testnet(),
-        PAY_TO.parse().unwrap(),
-        Idle(Arc::new(supported)),
-    )
-    .build()
-    .unwrap();
     PaymentLayer::builder()
-        .scheme(exact)
+        .scheme(support::exact())
         .pricing(shop::pricing)
         .build()
         .unwrap()

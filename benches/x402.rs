@@ -8,8 +8,6 @@
 //!
 //! `cargo bench --bench x402`
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -22,52 +20,12 @@ use tower_paywall::stellar::{
     CredentialsArm, Keypair, Network, TransferRequest, build_transfer, decode_envelope, sign_payer,
     verify_ed25519,
 };
-use tower_paywall::x402::{
-    Exact, Facilitator, FacilitatorError, FacilitatorRequest, SettleResponse, SupportedResponse,
-    VerifyResponse, header,
-};
-use tower_paywall::{
-    BoxFuture, PaymentLayer, PaymentScheme, Price, PriceFuture, PriceRequest, Priced,
-};
+use tower_paywall::x402::{Exact, header};
+use tower_paywall::{PaymentLayer, PaymentScheme, Price, PriceFuture, PriceRequest, Priced};
 
-const PAY_TO: &str = "GB2Q4VZJ32UM4F2EMZR2QVKT4YHIAKGBEV2UDYH7Q6DOZ6KCX5KHSBNB";
+mod support;
 
-/// A facilitator that is never called on these paths (only `/supported`, answered at once).
-struct Idle(Arc<SupportedResponse>);
-
-impl Facilitator for Idle {
-    fn verify<'a>(
-        &'a self,
-        _: &'a FacilitatorRequest<'a>,
-    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
-        Box::pin(async { Err(FacilitatorError::Status(500)) })
-    }
-    fn settle<'a>(
-        &'a self,
-        _: &'a FacilitatorRequest<'a>,
-    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
-        Box::pin(async { Err(FacilitatorError::Status(500)) })
-    }
-    fn supported(&self) -> BoxFuture<'_, Result<Arc<SupportedResponse>, FacilitatorError>> {
-        let supported = self.0.clone();
-        Box::pin(async move { Ok(supported) })
-    }
-}
-
-fn exact() -> Exact {
-    let supported: SupportedResponse = serde_json::from_str(
-        r#"{"kinds":[{"x402Version":2,"scheme":"exact","network":"stellar:testnet","extra":{"areFeesSponsored":true}}],
-            "signers":{"stellar:*":["GCFIRY65OQE7DFP5KLNS2PF2LVZMUZYJX4OZIEQ36N2IQANUB5XVYOJR"]}}"#,
-    )
-    .unwrap();
-    Exact::builder(
-        Network::testnet(),
-        PAY_TO.parse().unwrap(),
-        Idle(Arc::new(supported)),
-    )
-    .build()
-    .unwrap()
-}
+use support::{PAY_TO, exact};
 
 /// A valid payment header for 0.001 USDC, signed like the TypeScript client signs it.
 fn payment(exact: &Exact) -> HeaderValue {
