@@ -87,6 +87,25 @@
 //! | 502, 503 | `UNAVAILABLE` (14) | transient: retry **with the same payment** (`retry-after` says when); gRPC's table maps both to it |
 //! | 404, 411, 413, 429 … (pricing's early answers) | `NOT_FOUND`, `INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`, `RESOURCE_EXHAUSTED` … | gRPC's nearest code ([`GrpcCode::of`](grpc::GrpcCode::of)) |
 //!
+//! Each method is a path (`/package.Service/Method`): price them in a pricing hook, and put the
+//! layer on the tonic server (`Server::builder().layer(layer)`).
+//!
+//! ```
+//! use tower_paywall::{PaymentLayer, Price, PriceFuture, PriceRequest, Priced};
+//!
+//! let pricing = |request: &PriceRequest<'_>| {
+//!     let priced = match request.uri().path() {
+//!         "/shop.Catalog/Buy" => Priced::Charge(Price::parse("0.01").unwrap()),
+//!         "/shop.Catalog/Quote" => Priced::Charge(Price::parse("0.001").unwrap()),
+//!         // Every other method (and the health and reflection services) is free.
+//!         _ => Priced::Free,
+//!     };
+//!     PriceFuture::ready(priced)
+//! };
+//! let builder = PaymentLayer::builder().pricing(pricing);
+//! # let _ = builder;
+//! ```
+//!
 //! After success, a gRPC call counts as failed (and is not settled) when its response head
 //! carries a `grpc-status` other than `0`: the Trailers-Only form servers use for a call that
 //! fails before its first message. Responses of the inner service are never changed.
