@@ -1449,3 +1449,65 @@ async fn two_watchers_over_redis_close_a_channel_once() {
         two_watchers_close_once(Arc::new(redis.channel_store()), Arc::new(redis.leases())).await;
     }
 }
+
+/// Leases that cannot be reached: a test double at the store boundary.
+struct DownLeases;
+
+impl Leases for DownLeases {
+    fn acquire<'a>(
+        &'a self,
+        _: &'a [u8],
+        _: LeaseHolder,
+        _: Duration,
+    ) -> tower_paywall::BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async { Err(StoreError::Unavailable("leases down".into())) })
+    }
+    fn release<'a>(
+        &'a self,
+        _: &'a [u8],
+        _: LeaseHolder,
+    ) -> tower_paywall::BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Without its close lease nobody closes: the operator's close fails with the store's error,
+/// the client's close is answered 503 (retry), and the channel keeps its voucher, open, with
+/// nothing withdrawn.
+#[tokio::test]
+async fn without_its_leases_no_close_is_submitted() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let store = Arc::new(MemoryChannelStore::new());
+    let scheme = world
+        .builder(store.clone())
+        .leases(Arc::new(DownLeases))
+        .build()
+        .unwrap();
+    let scheme = Arc::new(scheme);
+    scheme.add_channel(world.channel).await.unwrap();
+    let app = World::app(&scheme);
+    let (answer, amount) = pay(&world, &app, "voucher").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+
+    let error = scheme.close_channel(channel_id).await.unwrap_err();
+    assert!(matches!(error, ChannelError::Store(_)), "{error}");
+    let (answer, _) = pay(&world, &app, "close").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.contains("rpc_busy"), "{}", answer.body);
+
+    let state = store.load(channel_id).await.unwrap().unwrap();
+    assert_eq!(
+        (state.cumulative, state.phase),
+        (amount, ChannelPhase::Open)
+    );
+    let info = read_channel(&*world.rpc(), &world.channel, None)
+        .await
+        .unwrap();
+    assert_eq!(info.withdrawn, 0);
+}

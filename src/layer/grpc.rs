@@ -160,17 +160,13 @@ pub(crate) fn failed(status: StatusCode, headers: &HeaderMap) -> bool {
             .is_some_and(|status| status.as_bytes() != b"0")
 }
 
-/// `message` percent-encoded as `grpc-message` wants: bytes outside `%x20-%x7E`, and `%`.
+/// What `grpc-message` escapes besides non-ASCII bytes: controls, DEL and `%` (gRPC's rule:
+/// bytes outside `%x20-%x7E`, and `%`).
+const GRPC_MESSAGE_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// `message` percent-encoded as `grpc-message` wants.
 fn percent_encode(message: &str) -> String {
-    let mut encoded = String::with_capacity(message.len());
-    for byte in message.bytes() {
-        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
+    percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE_ESCAPED).to_string()
 }
 
 fn base64_unpadded(bytes: &[u8]) -> String {

@@ -576,7 +576,6 @@ where
     // it passes, trailers included, once it ended whole.
     if GrpcCall::of(&parts.headers).is_some() {
         let recorder = Recorder {
-            store: shared.store.clone(),
             hold: Some(hold),
             settled,
             status: parts.status,
@@ -598,7 +597,7 @@ where
             settled,
             response: None,
         };
-        record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
+        record(hold, PaymentState::Completed(Arc::new(completed))).await;
         return Answered::Response(Response::from_parts(parts, PaymentBody::inner(body)));
     }
     let bytes = match body.collect().await {
@@ -622,7 +621,7 @@ where
         settled,
         response: Some(recorded),
     };
-    record(shared, hold, PaymentState::Completed(Arc::new(completed))).await;
+    record(hold, PaymentState::Completed(Arc::new(completed))).await;
     Answered::Response(Response::from_parts(parts, PaymentBody::from(bytes)))
 }
 
@@ -631,7 +630,6 @@ where
 /// is larger. A body dropped before its end records nothing, and its hold gives the payment
 /// back as settled: a retry runs the handler again without paying again.
 struct Recorder {
-    store: Arc<dyn PaymentStore>,
     hold: Option<Hold>,
     settled: Arc<SettledPayment>,
     status: StatusCode,
@@ -676,24 +674,16 @@ impl super::body::Recording for Recorder {
             settled: self.settled.clone(),
             response,
         };
-        let store = self.store.clone();
-        let key = hold.disarm();
-        runtime.spawn(async move {
-            let state = PaymentState::Completed(Arc::new(completed));
-            if let Err(error) = store.transition(key, StateKind::Executing, state).await {
-                tracing::error!(%error, key = ?key, "cannot record completed payment");
-            }
-        });
+        let state = PaymentState::Completed(Arc::new(completed));
+        runtime.spawn(record(hold, state));
     }
 }
 
-async fn record(shared: &Shared, hold: Hold, state: PaymentState) {
+/// Records the end of the payment `hold` owns.
+async fn record(hold: Hold, state: PaymentState) {
+    let store = hold.store.clone();
     let key = hold.disarm();
-    if let Err(error) = shared
-        .store
-        .transition(key, StateKind::Executing, state)
-        .await
-    {
+    if let Err(error) = store.transition(key, StateKind::Executing, state).await {
         tracing::error!(%error, key = ?key, "cannot record completed payment");
     }
 }

@@ -739,8 +739,15 @@ impl StellarChannel {
         let channel = detail.channel;
         // A close: the channel's in-flight mark first, so that no other close runs (or
         // undoes this one) between the voucher's compare-and-set and the transaction.
-        let Ok(guard) = self.in_flight(channel).await else {
-            return SettleOutcome::Rejected(problem(ProblemCode::ChannelFinalized));
+        let guard = match self.in_flight(channel).await {
+            Ok(guard) => guard,
+            // The lease could not be asked: nothing happened, try again.
+            Err(ChannelError::Store(error)) => {
+                tracing::error!(%error, %channel, "channel leases unavailable");
+                return SettleOutcome::Rejected(busy());
+            }
+            // Another close of the channel is under way.
+            Err(_) => return SettleOutcome::Rejected(problem(ProblemCode::ChannelFinalized)),
         };
         let (previous, closing) = match self.credit(channel, &detail.voucher, price).await {
             Ok(credited) => credited,
