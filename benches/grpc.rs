@@ -30,9 +30,13 @@ fn layer() -> PaymentLayer {
         .unwrap()
 }
 
-/// A unary call of `method`: `BuyRequest { item: "a book" }` in one length-prefixed message.
+/// A unary call of `/demo.Shop/Browse` (an empty `BrowseRequest`) or `/demo.Shop/Buy`
+/// (`BuyRequest { item: "a book" }`), in one length-prefixed message.
 fn call(method: &str) -> http::Request<tonic::body::Body> {
-    let message: &[u8] = &[0, 0, 0, 0, 8, 0x0a, 6, b'a', b' ', b'b', b'o', b'o', b'k'];
+    let message: &'static [u8] = match method {
+        "/demo.Shop/Browse" => &[0, 0, 0, 0, 0],
+        _ => &[0, 0, 0, 0, 8, 0x0a, 6, b'a', b' ', b'b', b'o', b'o', b'k'],
+    };
     http::Request::post(format!("http://example.com{method}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -47,10 +51,10 @@ fn grpc(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let bare = shop::Shop;
+    let bare = shop::ShopServer::new(shop::DemoShop);
     let paywalled = tower::ServiceBuilder::new()
         .layer(layer())
-        .service(shop::Shop);
+        .service(bare.clone());
     let mut group = c.benchmark_group("grpc");
     group.bench_function("free method, bare service", |b| {
         b.to_async(&runtime).iter(|| async {

@@ -1,6 +1,6 @@
 //! `PaymentLayer` on a real tonic server, called by a real tonic client over HTTP/2 on
-//! loopback (x402 `exact`, with a test-double facilitator at the HTTP-client boundary). The
-//! service is written the way tonic's generated code is, over hand-written prost messages: an
+//! loopback (x402 `exact`, with a test-double facilitator at the HTTP-client boundary), the
+//! service `demo.Shop` as tonic generates it (`examples/demo-proto`): an
 //! unpaid call gets `RESOURCE_EXHAUSTED` with the offers and the status details readable from
 //! the client's `Status`; a paid call (the payment in the request metadata) is served, its
 //! receipt in the response metadata, and settled once; a free method is untouched.
@@ -9,11 +9,9 @@ mod support;
 
 use std::sync::Arc;
 
-use http::uri::PathAndQuery;
-use support::shop::{BuyReply, BuyRequest};
+use support::shop::{BrowseRequest, BuyReply, BuyRequest, ShopClient};
 use support::*;
 use tonic::transport::Channel;
-use tonic_prost::ProstCodec;
 use tower_paywall::PaymentLayer;
 use tower_paywall::x402::PaymentRequired;
 
@@ -28,11 +26,8 @@ async fn shop(facilitator: &Arc<TestFacilitator>) -> Channel {
 
 async fn buy(
     channel: &Channel,
-    method: &'static str,
     payment: Option<http::HeaderValue>,
 ) -> Result<tonic::Response<BuyReply>, tonic::Status> {
-    let mut client = tonic::client::Grpc::new(channel.clone());
-    client.ready().await.unwrap();
     let mut request = tonic::Request::new(BuyRequest {
         item: "a book".into(),
     });
@@ -42,13 +37,7 @@ async fn buy(
             payment.to_str().unwrap().parse().unwrap(),
         );
     }
-    client
-        .unary(
-            request,
-            PathAndQuery::from_static(method),
-            ProstCodec::<BuyRequest, BuyReply>::default(),
-        )
-        .await
+    ShopClient::new(channel.clone()).buy(request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +46,7 @@ async fn a_tonic_client_sees_the_payment_status_pays_and_is_served_once() {
     let channel = shop(&facilitator).await;
 
     // Unpaid: the status a tonic client reads, with the offers in its metadata.
-    let status = buy(&channel, "/demo.Shop/Buy", None).await.unwrap_err();
+    let status = buy(&channel, None).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert_eq!(status.message(), "Payment Required");
     let offers = status
@@ -71,9 +60,7 @@ async fn a_tonic_client_sees_the_payment_status_pays_and_is_served_once() {
 
     // Paid: served, with the receipt in the response metadata, settled once.
     let payment = payment(&PaymentSpec::default());
-    let reply = buy(&channel, "/demo.Shop/Buy", Some(payment.clone()))
-        .await
-        .unwrap();
+    let reply = buy(&channel, Some(payment.clone())).await.unwrap();
     assert!(reply.metadata().get("payment-response").is_some());
     assert_eq!(reply.get_ref().note, "here is a book");
     assert_eq!(facilitator.settle_calls(), 1);
@@ -81,7 +68,7 @@ async fn a_tonic_client_sees_the_payment_status_pays_and_is_served_once() {
     // The same payment again (its answer was lost): the recorded answer, no second settlement.
     let mut again = None;
     for _ in 0..50 {
-        match buy(&channel, "/demo.Shop/Buy", Some(payment.clone())).await {
+        match buy(&channel, Some(payment.clone())).await {
             Ok(reply) => {
                 again = Some(reply);
                 break;
@@ -103,9 +90,7 @@ async fn a_tonic_client_sees_the_payment_status_pays_and_is_served_once() {
         "invalid_exact_stellar_payload_bad_signature",
     ));
     let other = payment_with_nonce(43);
-    let status = buy(&channel, "/demo.Shop/Buy", Some(other))
-        .await
-        .unwrap_err();
+    let status = buy(&channel, Some(other)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert_eq!(
         status.message(),
@@ -113,8 +98,11 @@ async fn a_tonic_client_sees_the_payment_status_pays_and_is_served_once() {
     );
 
     // The free method: untouched.
-    let reply = buy(&channel, "/demo.Shop/Browse", None).await.unwrap();
-    assert_eq!(reply.get_ref().note, "here is a book");
+    let reply = ShopClient::new(channel.clone())
+        .browse(BrowseRequest {})
+        .await
+        .unwrap();
+    assert_eq!(reply.get_ref().items, demo_proto::ITEMS);
     assert!(reply.metadata().get("payment-response").is_none());
 }
 

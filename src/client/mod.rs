@@ -65,8 +65,10 @@
 mod channel;
 mod charge;
 mod exact;
+pub mod grpc;
 mod offer;
 mod policy;
+mod replay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +78,7 @@ use reqwest::{Method, Request, Response};
 
 pub use channel::{CumulativeError, CumulativeStore, FileCumulativeStore, MemoryCumulativeStore};
 pub use charge::ChargeMode;
+pub use grpc::{PayingGrpc, PayingGrpcLayer};
 pub use offer::{ChannelRequest, ChargeRequest, PaymentOffer, read_offers};
 pub use policy::Policy;
 
@@ -480,17 +483,7 @@ impl PayingClient {
         action: Action,
     ) -> Result<Response, ClientError> {
         let origin = request.url().origin().ascii_serialization();
-        let names: Vec<String> = (self.inner.settings.wallet.for_origin(&origin))
-            .map(ToString::to_string)
-            .collect();
-        if !names.is_empty()
-            && !request.headers().contains_key(crate::mpp::PAYMENT_CHANNEL)
-            && let Ok(value) = HeaderValue::try_from(names.join(", "))
-        {
-            request
-                .headers_mut()
-                .insert(crate::mpp::PAYMENT_CHANNEL, value);
-        }
+        self.name_channels(&origin, request.headers_mut());
         let retry = request.try_clone();
         let response = self.inner.http.execute(request).await?;
         if response.status() != StatusCode::PAYMENT_REQUIRED {
@@ -502,7 +495,28 @@ impl PayingClient {
         let headers = response.headers().clone();
         let body = read_limited(response).await;
         let offers = read_offers(&headers, &body);
-        let offer = self.choose(&offers, &origin, action)?;
+        let (built, payment) = self.pay_offers(&offers, &origin, action).await?;
+        // From here the payment is the server's: it counts against the budget whatever the
+        // answer (a server that answers 402 may still settle it while it is valid).
+        let mut response = self.send_paid(retry, &built).await?;
+        if response.status() != StatusCode::PAYMENT_REQUIRED {
+            let receipt = receipt(response.headers());
+            response
+                .extensions_mut()
+                .insert(Payment { receipt, ..payment });
+        }
+        Ok(response)
+    }
+
+    /// Pays the best of `offers` the policy allows (see the [module docs](self)): the
+    /// credential to send, and what it pays. From here the payment counts against the budget.
+    async fn pay_offers(
+        &self,
+        offers: &[PaymentOffer],
+        origin: &str,
+        action: Action,
+    ) -> Result<(Built, Payment), ClientError> {
+        let offer = self.choose(offers, origin, action)?;
         let amount = offer.amount().unwrap_or_default();
         let budget = self.inner.settings.policy.budget;
         if !self.inner.spent.reserve(amount, budget) {
@@ -512,7 +526,7 @@ impl PayingClient {
                 spent: self.inner.spent.total(),
             });
         }
-        let built = match self.pay(offer, &origin, action).await {
+        let built = match self.pay(offer, origin, action).await {
             Ok(built) => built,
             Err(Failure {
                 error,
@@ -529,16 +543,21 @@ impl PayingClient {
             network: offer.network().to_owned(),
             receipt: None,
         };
-        // From here the payment is the server's: it counts against the budget whatever the
-        // answer (a server that answers 402 may still settle it while it is valid).
-        let mut response = self.send_paid(retry, &built).await?;
-        if response.status() != StatusCode::PAYMENT_REQUIRED {
-            let receipt = receipt(response.headers());
-            response
-                .extensions_mut()
-                .insert(Payment { receipt, ..payment });
+        Ok((built, payment))
+    }
+
+    /// Names this client's channels for `origin` in `Payment-Channel`, unless the request
+    /// names some itself.
+    fn name_channels(&self, origin: &str, headers: &mut HeaderMap) {
+        let names: Vec<String> = (self.inner.settings.wallet.for_origin(origin))
+            .map(ToString::to_string)
+            .collect();
+        if !names.is_empty()
+            && !headers.contains_key(crate::mpp::PAYMENT_CHANNEL)
+            && let Ok(value) = HeaderValue::try_from(names.join(", "))
+        {
+            headers.insert(crate::mpp::PAYMENT_CHANNEL, value);
         }
-        Ok(response)
     }
 
     /// The best offer the policy allows, or why there is none.
@@ -677,7 +696,7 @@ impl PayingClient {
                 }
                 Err(error) => {
                     tracing::debug!(%error, attempt, "paid request lost; sending the same payment again");
-                    Duration::from_millis(250 << attempt.min(4))
+                    backoff(attempt)
                 }
             };
             attempt += 1;
@@ -741,6 +760,11 @@ fn receipt(headers: &HeaderMap) -> Option<String> {
     ]
     .iter()
     .find_map(|name| headers.get(name)?.to_str().ok().map(str::to_owned))
+}
+
+/// How long to wait before sending a paid request again after its connection was lost.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250 << attempt.min(4))
 }
 
 /// `Retry-After` in seconds, capped; one second when absent.

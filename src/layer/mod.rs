@@ -195,7 +195,7 @@
 //!
 //! Offers, verifications, settlements (by intent and outcome), their latencies, the
 //! settlements in flight and the reconciliations are counted through the `metrics` facade:
-//! install any recorder to see them (the table is in [`metrics`](self::metrics)).
+//! install any recorder to see them (the table is in [the `metrics` module](self::metrics)).
 //!
 //! # Traces
 //!

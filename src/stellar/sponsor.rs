@@ -4,7 +4,7 @@
 //! The call (host function and signed authorization entries) is rebuilt into a transaction,
 //! simulated for its resources (and checked by the caller), then given one of the sponsor's
 //! source accounts and its next sequence number, signed, optionally fee-bumped, submitted, and
-//! followed until final ([`LedgerWatch`]: looked up once per new ledger). Each source account
+//! followed until final (`LedgerWatch`: looked up once per new ledger). Each source account
 //! carries one transaction at a time, as the network queues one per account, so concurrent
 //! submissions never collide on a sequence number; the account is taken only for the
 //! submission and the wait, not for the simulation.

@@ -1,76 +1,15 @@
-//! A tonic service written the way tonic's generated code is, over hand-written prost
-//! messages (no proto build): `demo.Shop` with `Buy` (priced by [`pricing`]) and `Browse`
-//! (free), both answering `BuyReply { note: "here is <item>" }`.
+//! `demo.Shop` (`examples/demo-proto`, as tonic generates it) behind a layer on a loopback
+//! port, and its pricing: every method costs [`super::PRICE`] but `Browse`, which is free.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tonic::server::NamedService;
 use tonic::transport::{Channel, Server};
-use tonic_prost::ProstCodec;
-use tower::Service;
 use tower_paywall::price::{PriceFuture, PriceRequest, Priced};
 use tower_paywall::{PaymentLayer, Price};
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct BuyRequest {
-    #[prost(string, tag = "1")]
-    pub item: String,
-}
+// Each test uses what it needs of the generated code.
+#[allow(unused_imports)]
+pub use demo_proto::{shop_client::ShopClient, shop_server::ShopServer, *};
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct BuyReply {
-    #[prost(string, tag = "1")]
-    pub note: String,
-}
-
-/// The unary handler.
-#[derive(Clone)]
-pub struct Buy;
-
-impl tonic::server::UnaryService<BuyRequest> for Buy {
-    type Response = BuyReply;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<tonic::Response<BuyReply>, tonic::Status>> + Send>>;
-
-    fn call(&mut self, request: tonic::Request<BuyRequest>) -> Self::Future {
-        let item = request.into_inner().item;
-        Box::pin(async move {
-            Ok(tonic::Response::new(BuyReply {
-                note: format!("here is {item}"),
-            }))
-        })
-    }
-}
-
-/// `demo.Shop` with `Buy` (priced) and `Browse` (free), routed as generated code routes.
-#[derive(Clone)]
-pub struct Shop;
-
-impl NamedService for Shop {
-    const NAME: &'static str = "demo.Shop";
-}
-
-impl Service<http::Request<tonic::body::Body>> for Shop {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<BuyReply, BuyRequest>::default());
-            Ok(grpc.unary(Buy, request).await)
-        })
-    }
-}
-
-/// `Buy` costs the price; `Browse` is free.
+/// `Browse` is free; every other method costs [`super::PRICE`].
 pub fn pricing(request: &PriceRequest<'_>) -> PriceFuture {
     let priced = match request.uri().path() {
         "/demo.Shop/Browse" => Priced::Free,
@@ -87,7 +26,7 @@ pub async fn shop(layer: PaymentLayer) -> (Channel, std::net::SocketAddr) {
     tokio::spawn(
         Server::builder()
             .layer(layer)
-            .add_service(Shop)
+            .add_service(ShopServer::new(DemoShop))
             .serve(address),
     );
     let url = format!("http://{address}");

@@ -715,7 +715,7 @@ impl PaymentScheme for StellarChannel {
         }
     }
 
-    /// How a close ended, from the contract's state (see [`close`]).
+    /// How a close ended, from the contract's state (see `close`).
     fn reconcile<'a>(
         &'a self,
         pending: &'a crate::store::PendingSettlement,
