@@ -2,7 +2,9 @@
 //! baseline in the same run:
 //!
 //! - `free`: a free method through the layer vs the same service without it;
-//! - `payment required`: the unpaid call's Trailers-Only `RESOURCE_EXHAUSTED` answer.
+//! - `payment required`: the unpaid call's Trailers-Only `RESOURCE_EXHAUSTED` answer;
+//! - `paying client` (feature `client`): a free method called through `PayingGrpcLayer` (which
+//!   keeps the call's messages until its answer) vs the same call without it.
 //!
 //! Each call sends a real gRPC request (one length-prefixed message) and reads the whole
 //! answer, trailers included. `cargo bench --bench grpc`
@@ -87,7 +89,37 @@ fn grpc(c: &mut Criterion) {
             response.into_body().collect().await.unwrap()
         })
     });
+    #[cfg(feature = "client")]
+    {
+        let paying = tower::ServiceBuilder::new()
+            .layer(paying_client().grpc_layer())
+            .service(bare.clone());
+        group.bench_function("free method through the paying client layer", |b| {
+            b.to_async(&runtime).iter(|| async {
+                let response = paying
+                    .clone()
+                    .oneshot(call("/demo.Shop/Browse"))
+                    .await
+                    .unwrap();
+                response.into_body().collect().await.unwrap()
+            })
+        });
+    }
     group.finish();
+}
+
+/// A paying client whose ledger is never reached on the paths measured.
+#[cfg(feature = "client")]
+fn paying_client() -> tower_paywall::client::PayingClient {
+    use std::sync::Arc;
+    use tower_paywall::stellar::{JsonRpcClient, Keypair, Network};
+    let rpc = JsonRpcClient::builder("http://127.0.0.1:9")
+        .build()
+        .unwrap();
+    let key = Keypair::from_seed([7; 32]);
+    tower_paywall::client::PayingClient::builder(key, Arc::new(rpc), Network::testnet())
+        .build()
+        .unwrap()
 }
 
 criterion_group!(benches, grpc);

@@ -106,6 +106,17 @@
 //! # let _ = builder;
 //! ```
 //!
+//! Streaming methods are priced per call like unary ones: the price comes from the call's head,
+//! before any message, so a server-streaming call is answered "payment required" (or served,
+//! paid) before its first message, with its receipt in the initial metadata, and a
+//! client-streaming call before the server reads a message. A price by size
+//! ([`content_length`](crate::PriceRequest::content_length)) works where the client sends
+//! `content-length`, which gRPC clients rarely do (their messages are framed in the body). A
+//! price per message of a client stream does not fit this seam: the price is fixed before the
+//! messages exist, and a charge per message is a payment per message (a channel's vouchers),
+//! not one per call. The paying side is [`client::PayingGrpcLayer`](crate::client) (feature
+//! `client`), and `examples/tonic_quickstart.rs` runs both on the sandbox.
+//!
 //! After success, a gRPC call counts as failed (and is not settled) when its response head
 //! carries a `grpc-status` other than `0`: the Trailers-Only form servers use for a call that
 //! fails before its first message. Responses of the inner service are never changed.
