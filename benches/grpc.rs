@@ -12,6 +12,7 @@
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::BodyExt;
+use http_body_util::Collected;
 use tower::ServiceExt;
 use tower_paywall::PaymentLayer;
 
@@ -59,34 +60,18 @@ fn grpc(c: &mut Criterion) {
         .service(bare.clone());
     let mut group = c.benchmark_group("grpc");
     group.bench_function("free method, bare service", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let response = bare
-                .clone()
-                .oneshot(call("/demo.Shop/Browse"))
-                .await
-                .unwrap();
-            response.into_body().collect().await.unwrap()
-        })
+        b.to_async(&runtime)
+            .iter(|| answer(&bare, "/demo.Shop/Browse"))
     });
     group.bench_function("free method through the layer", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let response = paywalled
-                .clone()
-                .oneshot(call("/demo.Shop/Browse"))
-                .await
-                .unwrap();
-            response.into_body().collect().await.unwrap()
-        })
+        b.to_async(&runtime)
+            .iter(|| answer(&paywalled, "/demo.Shop/Browse"))
     });
     group.bench_function("unpaid call: RESOURCE_EXHAUSTED with the offers", |b| {
         b.to_async(&runtime).iter(|| async {
-            let response = paywalled
-                .clone()
-                .oneshot(call("/demo.Shop/Buy"))
-                .await
-                .unwrap();
-            assert_eq!(response.headers()["grpc-status"], "8");
-            response.into_body().collect().await.unwrap()
+            let (head, answer) = answer(&paywalled, "/demo.Shop/Buy").await;
+            assert_eq!(head.headers["grpc-status"], "8");
+            answer
         })
     });
     #[cfg(feature = "client")]
@@ -95,17 +80,24 @@ fn grpc(c: &mut Criterion) {
             .layer(paying_client().grpc_layer())
             .service(bare.clone());
         group.bench_function("free method through the paying client layer", |b| {
-            b.to_async(&runtime).iter(|| async {
-                let response = paying
-                    .clone()
-                    .oneshot(call("/demo.Shop/Browse"))
-                    .await
-                    .unwrap();
-                response.into_body().collect().await.unwrap()
-            })
+            b.to_async(&runtime)
+                .iter(|| answer(&paying, "/demo.Shop/Browse"))
         });
     }
     group.finish();
+}
+
+/// `service`'s whole answer to a call of `method`: its head, and its body read to the end.
+async fn answer<S, B>(service: &S, method: &str) -> (http::response::Parts, Collected<Bytes>)
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let response = service.clone().oneshot(call(method)).await.unwrap();
+    let (head, body) = response.into_parts();
+    (head, body.collect().await.unwrap())
 }
 
 /// A paying client whose ledger is never reached on the paths measured.

@@ -17,14 +17,11 @@ use support::shop::{BrowseRequest, BuyRequest, Chunk, ShopClient, WatchRequest};
 use tonic::codegen::tokio_stream::{self, StreamExt};
 use tonic::transport::Channel;
 use tower::ServiceBuilder;
-use tower_paywall::PaymentLayer;
 use tower_paywall::client::{ClientError, PayingClient, PayingGrpc, Payment, Policy};
-use tower_paywall::mpp::{Challenge, Credential, StellarCharge};
+use tower_paywall::mpp::{Challenge, Credential};
 use tower_paywall::sandbox::{Sandbox, SandboxConfig};
 use tower_paywall::scheme::Intent;
-use tower_paywall::stellar::rpc::SorobanRpc;
 use tower_paywall::stellar::{Address, Keypair, Network};
-use tower_paywall::x402::{Exact, LocalFacilitator};
 
 use support::PRICE_ATOMIC;
 
@@ -41,23 +38,8 @@ async fn world() -> World {
     let sandbox = Sandbox::start(config).unwrap();
     let payer = sandbox.funded_keypair().await.unwrap();
     let pay_to = sandbox.funded_keypair().await.unwrap().address();
-    let fee_payer = sandbox.funded_keypair().await.unwrap();
-    let rpc: Arc<dyn SorobanRpc> = Arc::new(sandbox.clone());
-    let facilitator = LocalFacilitator::builder(sandbox.clone(), Network::testnet(), fee_payer)
-        .build()
-        .unwrap();
-    let layer = PaymentLayer::builder()
-        .scheme(
-            Exact::builder(Network::testnet(), pay_to, facilitator)
-                .build()
-                .unwrap(),
-        )
-        .scheme(
-            StellarCharge::builder(Network::testnet(), pay_to, rpc, support::keys())
-                .realm("shop")
-                .build()
-                .unwrap(),
-        )
+    let layer = support::exact_and_charge(&sandbox, pay_to, "shop")
+        .await
         .pricing(support::shop::pricing)
         .build()
         .unwrap();

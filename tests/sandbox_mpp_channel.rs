@@ -745,30 +745,11 @@ async fn only_channels_paying_us_in_our_currency_are_served() {
 
 #[tokio::test]
 async fn one_402_offers_x402_exact_mpp_charge_and_mpp_channel() {
-    use tower_paywall::mpp::StellarCharge;
-    use tower_paywall::x402::{Exact, LocalFacilitator};
     let world = World::new(1_000).await;
     let scheme = world.scheme(Arc::new(MemoryChannelStore::new())).await;
     let pay_to = world.recipient.address();
-    let facilitator = LocalFacilitator::builder(
-        world.sandbox.clone(),
-        Network::testnet(),
-        world.sandbox.funded_keypair().await.unwrap(),
-    )
-    .build()
-    .unwrap();
-    let layer = PaymentLayer::builder()
-        .scheme(
-            Exact::builder(Network::testnet(), pay_to, facilitator)
-                .build()
-                .unwrap(),
-        )
-        .scheme(
-            StellarCharge::builder(Network::testnet(), pay_to, world.rpc(), support::keys())
-                .realm("example.com")
-                .build()
-                .unwrap(),
-        )
+    let layer = support::exact_and_charge(&world.sandbox, pay_to, "example.com")
+        .await
         .shared_scheme(scheme.clone())
         .price(Price::parse("0.01").unwrap())
         .build()

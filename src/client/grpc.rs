@@ -188,11 +188,8 @@ where
             None => origin_of(&head.uri),
         };
         client.name_channels(&origin, &mut head.headers);
-        let replay = Replay::new(body, self.layer.replay_limit);
-        let first = replay
-            .send()
-            .map(|body| rebuild(&head, tonic::body::Body::new(body)));
-        let first = first.expect("a new body can be sent");
+        let (replay, first) = Replay::start(body, self.layer.replay_limit);
+        let first = rebuild(&head, tonic::body::Body::new(first));
         let response = self.inner.call(first).await.map_err(Into::into)?;
         let offers = match payment_required(response.headers(), response.status()) {
             true => read_offers(response.headers(), &[]),

@@ -60,9 +60,9 @@ impl<B> Replay<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    /// `body`, keeping up to `limit` bytes of it for sending again.
-    pub(crate) fn new(body: B, limit: usize) -> Replay<B> {
-        Replay {
+    /// `body`, keeping up to `limit` bytes of it for sending again, and its first send.
+    pub(crate) fn start(body: B, limit: usize) -> (Replay<B>, Sending<B>) {
+        let replay = Replay {
             shared: Arc::new(Mutex::new(Source {
                 body,
                 kept: VecDeque::new(),
@@ -70,11 +70,16 @@ where
                 kept_bytes: 0,
                 limit,
                 whole: true,
-                current: 0,
+                current: 1,
                 position: 0,
                 ended: false,
             })),
-        }
+        };
+        let first = Sending {
+            shared: replay.shared.clone(),
+            send: 1,
+        };
+        (replay, first)
     }
 
     /// A send of the body from its start; the send before it (if any) reads an end from now
@@ -207,16 +212,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_send_reads_the_whole_body_again() {
-        let replay = Replay::new(Full::new(Bytes::from_static(b"one message")), 1024);
-        assert_eq!(read(replay.send().unwrap()).await, b"one message");
+        let (replay, first) = Replay::start(Full::new(Bytes::from_static(b"one message")), 1024);
+        assert_eq!(read(first).await, b"one message");
         assert_eq!(read(replay.send().unwrap()).await, b"one message");
         assert!(replay.whole());
     }
 
     #[tokio::test]
     async fn a_send_cut_short_is_replayed_then_continued() {
-        let replay = Replay::new(chunks(&["a", "b", "c"]), 1024);
-        let mut first = replay.send().unwrap();
+        let (replay, mut first) = Replay::start(chunks(&["a", "b", "c"]), 1024);
         let frame = first.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "a");
         let second = replay.send().unwrap();
@@ -227,20 +231,15 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_limit_nothing_is_sent_again() {
-        let replay = Replay::new(chunks(&["abc", "def", "g"]), 4);
-        assert_eq!(
-            read(replay.send().unwrap()).await,
-            b"abcdefg",
-            "the first send is whole"
-        );
+        let (replay, first) = Replay::start(chunks(&["abc", "def", "g"]), 4);
+        assert_eq!(read(first).await, b"abcdefg", "the first send is whole");
         assert!(!replay.whole());
         assert!(replay.send().is_none());
     }
 
     #[tokio::test]
     async fn a_forgotten_body_is_still_read_whole_by_its_send() {
-        let replay = Replay::new(chunks(&["a", "b", "c"]), 1024);
-        let mut first = replay.send().unwrap();
+        let (replay, mut first) = Replay::start(chunks(&["a", "b", "c"]), 1024);
         first.frame().await.unwrap().unwrap();
         first.frame().await.unwrap().unwrap();
         // Sent again: the second send has read one kept frame when the answer comes.

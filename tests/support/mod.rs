@@ -473,3 +473,32 @@ mod lossy {
         }
     }
 }
+
+/// A layer builder offering x402 `exact` (our facilitator on `sandbox`, its fees paid from a
+/// new funded account) and MPP `charge` (realm `realm`), both paying `pay_to`.
+#[cfg(feature = "sandbox")]
+pub async fn exact_and_charge(
+    sandbox: &tower_paywall::sandbox::Sandbox,
+    pay_to: Address,
+    realm: &str,
+) -> tower_paywall::PaymentLayerBuilder {
+    use tower_paywall::mpp::StellarCharge;
+    use tower_paywall::x402::LocalFacilitator;
+    let fee_payer = sandbox.funded_keypair().await.unwrap();
+    let facilitator = LocalFacilitator::builder(sandbox.clone(), Network::testnet(), fee_payer)
+        .build()
+        .unwrap();
+    let rpc = Arc::new(sandbox.clone());
+    tower_paywall::PaymentLayer::builder()
+        .scheme(
+            Exact::builder(Network::testnet(), pay_to, facilitator)
+                .build()
+                .unwrap(),
+        )
+        .scheme(
+            StellarCharge::builder(Network::testnet(), pay_to, rpc, keys())
+                .realm(realm)
+                .build()
+                .unwrap(),
+        )
+}
