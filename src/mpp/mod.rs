@@ -73,6 +73,7 @@ pub mod problem;
 pub mod receipt;
 #[cfg(feature = "rpc")]
 mod server;
+pub mod stream;
 
 pub use accept::{ACCEPT_PAYMENT, AcceptPayment, MAX_ACCEPT_PAYMENT_LEN, PaymentRange};
 pub use base64url::Base64UrlError;
