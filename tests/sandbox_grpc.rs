@@ -332,15 +332,16 @@ impl tower::Service<http::Request<tonic::body::Body>> for Faulty {
             seen.push(payment);
             seen.len() == 1
         });
-        let (fault, call) = (self.fault, self.inner.call(request));
+        if first_paid && matches!(self.fault, Fault::Unavailable) {
+            // Not passed on: the channel never sees it.
+            let mut answer = tonic::Status::unavailable("try again").into_http();
+            answer
+                .headers_mut()
+                .insert("retry-after", http::HeaderValue::from_static("0"));
+            return Box::pin(std::future::ready(Ok(answer)));
+        }
+        let call = self.inner.call(request);
         Box::pin(async move {
-            if first_paid && matches!(fault, Fault::Unavailable) {
-                let mut answer = tonic::Status::unavailable("try again").into_http();
-                answer
-                    .headers_mut()
-                    .insert("retry-after", http::HeaderValue::from_static("0"));
-                return Ok(answer);
-            }
             let response = call.await?;
             if first_paid {
                 // The server answered (and settled); the client never hears of it.
@@ -355,12 +356,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for Faulty {
 #[tokio::test]
 async fn a_lost_answer_or_unavailable_is_sent_again_with_the_same_payment_and_charged_once() {
     let world = world().await;
-    for (fault, intent) in [
-        (Fault::DropAnswer, Intent::X402_EXACT),
-        (Fault::DropAnswer, Intent::MPP_CHARGE),
-        (Fault::Unavailable, Intent::X402_EXACT),
-        (Fault::Unavailable, Intent::MPP_CHARGE),
+    for (fault, intent, stream) in [
+        (Fault::DropAnswer, Intent::X402_EXACT, false),
+        (Fault::DropAnswer, Intent::MPP_CHARGE, false),
+        (Fault::Unavailable, Intent::X402_EXACT, false),
+        (Fault::Unavailable, Intent::MPP_CHARGE, false),
+        (Fault::DropAnswer, Intent::X402_EXACT, true),
+        (Fault::Unavailable, Intent::MPP_CHARGE, true),
     ] {
+        let case = format!("{fault:?} {intent} stream: {stream}");
         let client = world.client(Policy::default().prefer([intent]));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let faulty = Faulty {
@@ -371,13 +375,32 @@ async fn a_lost_answer_or_unavailable_is_sent_again_with_the_same_payment_and_ch
         let channel = ServiceBuilder::new()
             .layer(client.grpc_layer())
             .service(faulty);
+        let mut shop = ShopClient::new(channel);
         let before = world.balances().await;
-        let reply = ShopClient::new(channel).buy(buy()).await.unwrap();
-        assert_eq!(reply.get_ref().note, "here is a book", "{fault:?} {intent}");
-        assert_eq!(paid(&reply).intent, intent);
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 2, "one payment sent twice: {seen:?}");
-        assert_eq!(seen[0], seen[1], "the retry carries the same payment");
+        let payment = if stream {
+            // A client stream: every chunk reaches the server once, in order, on the resend.
+            let chunks = (1..=3_u8).map(|n| Chunk {
+                data: vec![n; usize::from(n) * 100],
+            });
+            let stored = shop.upload(tokio_stream::iter(chunks)).await.unwrap();
+            assert_eq!(
+                (stored.get_ref().bytes, stored.get_ref().chunks),
+                (600, 3),
+                "{case}"
+            );
+            paid(&stored)
+        } else {
+            let reply = shop.buy(buy()).await.unwrap();
+            assert_eq!(reply.get_ref().note, "here is a book", "{case}");
+            paid(&reply)
+        };
+        assert_eq!(payment.intent, intent);
+        let sent = seen.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2, "one payment sent twice: {case}");
+        assert_eq!(
+            sent[0], sent[1],
+            "the retry carries the same payment: {case}"
+        );
         world.charged_once_since(before).await;
         assert_eq!(client.spent(), PRICE_ATOMIC);
     }

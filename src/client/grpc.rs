@@ -50,7 +50,8 @@
 //!
 //! A call the client does not pay (no acceptable offer, over the cap or the budget, the
 //! payment failed) fails with the server's status (its code, metadata and details) and the
-//! message `payment required, not paid: <reason>`; the [`ClientError`] is the status's
+//! message `payment required, not paid: <reason>` (`payment required; the payment failed after
+//! it was committed: …` when it counts as spent); the [`ClientError`] is the status's
 //! `source()`.
 
 use std::future::Future;
@@ -200,6 +201,8 @@ where
             return Ok(response);
         }
         let required = response.into_parts().0.headers;
+        // The unpaid send reads no more of the body: what it read is what is sent again.
+        replay.stop();
         if !replay.whole() {
             return Err(not_paid(&required, ClientError::BodyNotReplayable));
         }
@@ -210,8 +213,9 @@ where
         head.headers.insert(built.name.clone(), built.value.clone());
         let mut attempt = 0;
         loop {
+            // Whole: nothing was read since the payment, and a resend follows only a whole body.
             let Some(body) = replay.send() else {
-                return Err(not_paid(&required, ClientError::BodyNotReplayable));
+                return Err("the paid call could not be sent again".into());
             };
             let paid = rebuild(&head, tonic::body::Body::new(body));
             std::future::poll_fn(|cx| self.inner.poll_ready(cx))
@@ -219,7 +223,7 @@ where
                 .map_err(Into::into)?;
             let retries = client.inner.settings.retries;
             let delay = match self.inner.call(paid).await {
-                Ok(response) if attempt < retries && unavailable(&response) => {
+                Ok(response) if attempt < retries && unavailable(&response) && replay.whole() => {
                     retry_after(response.headers())
                 }
                 Ok(mut response) => {
@@ -285,8 +289,9 @@ fn unavailable<B>(response: &http::Response<B>) -> bool {
             && trailers_only_code(response.headers()) == Some(GrpcCode::Unavailable as i32))
 }
 
-/// The call's error when nothing was paid for it: the server's status, its message saying
-/// why, `error` as its source.
+/// The call's error when its payment was not made (or failed after it was committed, as
+/// [`ClientError::Incomplete`] says): the server's status, its message saying why, `error` as
+/// its source.
 fn not_paid(required: &HeaderMap, error: ClientError) -> BoxError {
     let server = tonic::Status::from_header_map(required);
     let code = server
@@ -307,7 +312,10 @@ fn not_paid(required: &HeaderMap, error: ClientError) -> BoxError {
     }
     let mut status = tonic::Status::with_details_and_metadata(
         code,
-        format!("payment required, not paid: {error}"),
+        match error {
+            ClientError::Incomplete(_) => format!("payment required; {error}"),
+            _ => format!("payment required, not paid: {error}"),
+        },
         details.into(),
         tonic::metadata::MetadataMap::from_headers(metadata),
     );

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -26,11 +26,22 @@ struct Source<B> {
     limit: usize,
     /// Whether what was read is still all kept (the body can be sent again).
     whole: bool,
-    /// The send reading now (earlier ones read an end), and the frame it reads next.
+    /// The send reading now (earlier ones read an error), and the frame it reads next.
     current: u64,
     position: usize,
+    /// The task of the current send, when it waits for the body: woken when a newer send
+    /// replaces it.
+    waiting: Option<Waker>,
     ended: bool,
 }
+
+/// What a send reads once a newer send of its call has replaced it: an error, so that its
+/// stream is reset, never ended as if it were whole.
+#[derive(Debug, thiserror::Error)]
+#[error("the call was sent again")]
+pub(crate) struct Replaced;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 enum Kept {
     Data(Bytes),
@@ -72,6 +83,7 @@ where
                 whole: true,
                 current: 1,
                 position: 0,
+                waiting: None,
                 ended: false,
             })),
         };
@@ -82,15 +94,25 @@ where
         (replay, first)
     }
 
-    /// A send of the body from its start; the send before it (if any) reads an end from now
-    /// on. `None` when what was read is no longer all kept.
-    pub(crate) fn send(&self) -> Option<Sending<B>> {
+    /// Stops the current send: it reads an error from now on (its task is woken), and reads
+    /// nothing more of the body.
+    pub(crate) fn stop(&self) {
         let mut source = self.lock();
+        source.current += 1;
+        source.position = 0;
+        if let Some(waiting) = source.waiting.take() {
+            waiting.wake();
+        }
+    }
+
+    /// A send of the body from its start; the send before it (if any) is stopped. `None`
+    /// when what was read is no longer all kept.
+    pub(crate) fn send(&self) -> Option<Sending<B>> {
+        self.stop();
+        let source = self.lock();
         if !source.whole {
             return None;
         }
-        source.current += 1;
-        source.position = 0;
         Some(Sending {
             shared: self.shared.clone(),
             send: source.current,
@@ -122,18 +144,19 @@ pub(crate) struct Sending<B> {
 impl<B> Body for Sending<B>
 where
     B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut source = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let source = &mut *source;
         if source.current != self.send {
-            return Poll::Ready(None);
+            return Poll::Ready(Some(Err(Box::new(Replaced))));
         }
         let index = source.position - source.dropped;
         if let Some(kept) = source.kept.get(index) {
@@ -168,9 +191,9 @@ where
             }
             Poll::Ready(Some(Err(_))) => source.stop_keeping(),
             Poll::Ready(None) => source.ended = true,
-            Poll::Pending => {}
+            Poll::Pending => source.waiting = Some(cx.waker().clone()),
         }
-        polled
+        polled.map(|frame| frame.map(|frame| frame.map_err(Into::into)))
     }
 }
 
@@ -185,7 +208,7 @@ mod tests {
 
     impl Body for Chunks {
         type Data = Bytes;
-        type Error = std::convert::Infallible;
+        type Error = std::io::Error;
 
         fn poll_frame(
             mut self: Pin<&mut Self>,
@@ -224,8 +247,9 @@ mod tests {
         let frame = first.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "a");
         let second = replay.send().unwrap();
-        // The first send is over: it reads an end from now on.
-        assert!(first.frame().await.is_none());
+        // The first send is over: it reads an error from now on.
+        let replaced = first.frame().await.unwrap().unwrap_err();
+        assert!(replaced.is::<Replaced>());
         assert_eq!(read(second).await, b"abc");
     }
 
@@ -235,6 +259,35 @@ mod tests {
         assert_eq!(read(first).await, b"abcdefg", "the first send is whole");
         assert!(!replay.whole());
         assert!(replay.send().is_none());
+    }
+
+    /// A body whose first frame never comes.
+    struct Silent;
+
+    impl Body for Silent {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_waiting_for_the_body_is_woken_when_replaced() {
+        let (replay, mut first) = Replay::start(Silent, 1024);
+        let waiting = tokio::spawn(async move { first.frame().await.map(|frame| frame.is_err()) });
+        tokio::task::yield_now().await;
+        let _second = replay.send().unwrap();
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+        assert_eq!(
+            woken.expect("woken").unwrap(),
+            Some(true),
+            "an error, not an end"
+        );
     }
 
     #[tokio::test]

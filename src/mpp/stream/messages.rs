@@ -148,6 +148,10 @@ impl Frame {
             #[serde(borrow)]
             mpp: Option<&'a serde_json::value::RawValue>,
         }
+        // Only an object names a payment frame (serde would read an array as one too).
+        if !text.trim_start().starts_with('{') {
+            return Ok(None);
+        }
         match serde_json::from_str::<Tagged<'_>>(text) {
             Ok(Tagged { mpp: Some(_) }) => serde_json::from_str(text)
                 .map(Some)
@@ -246,7 +250,14 @@ mod tests {
             Frame::CloseRequest.to_text(),
             r#"{"mpp":"payment-close-request"}"#
         );
-        for application in [r#"{"type":"chat","text":"hi"}"#, "plain text", "[1,2]", "{"] {
+        for application in [
+            r#"{"type":"chat","text":"hi"}"#,
+            "plain text",
+            "[1,2]",
+            r#"["x"]"#,
+            r#"[{"a":1}]"#,
+            "{",
+        ] {
             assert_eq!(Frame::read(application), Ok(None), "{application}");
         }
     }

@@ -41,8 +41,16 @@ pub struct Splitter {
     has_data: bool,
     /// The last line ended with CR: a LF right after it is part of that line end.
     after_cr: bool,
+    /// The bytes opening the current block that belong to no line (a byte order mark at the
+    /// stream's start, the LF of a CRLF that ended the block before).
+    blank_prefix: usize,
+    /// The stream's start (where a byte order mark may be) is behind.
+    started: bool,
     max_event: usize,
 }
+
+/// A byte order mark, which readers skip at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl Default for Splitter {
     fn default() -> Self {
@@ -59,6 +67,8 @@ impl Splitter {
             line_start: 0,
             has_data: false,
             after_cr: false,
+            blank_prefix: 0,
+            started: false,
             max_event,
         }
     }
@@ -75,6 +85,16 @@ impl Splitter {
     /// [`EventTooLarge`] when the block being read is over the limit (the splitter is then
     /// of no further use).
     pub fn next_block(&mut self) -> Result<Option<Block>, EventTooLarge> {
+        if !self.started {
+            let seen = self.buffer.len().min(BOM.len());
+            if self.buffer[..seen] == BOM[..seen] {
+                if seen < BOM.len() {
+                    return Ok(None);
+                }
+                (self.scanned, self.line_start, self.blank_prefix) = (seen, seen, seen);
+            }
+            self.started = true;
+        }
         while self.scanned < self.buffer.len() {
             let at = self.scanned;
             let byte = self.buffer[at];
@@ -86,6 +106,9 @@ impl Splitter {
             }
             if std::mem::take(&mut self.after_cr) && byte == b'\n' {
                 // The LF of a CRLF: the line ended at the CR.
+                if at == self.blank_prefix {
+                    self.blank_prefix += 1;
+                }
                 self.line_start = self.scanned;
                 continue;
             }
@@ -107,17 +130,23 @@ impl Splitter {
     }
 
     /// What is left unread at the end of the stream (an event without its blank line, which
-    /// dispatches nothing), if anything.
+    /// dispatches nothing), if anything but line ends and a byte order mark.
     pub fn finish(self) -> Option<Bytes> {
-        (!self.buffer.is_empty()).then(|| self.buffer.freeze())
+        (self.buffer.len() > self.blank_prefix).then(|| self.buffer.freeze())
     }
 
     fn cut(&mut self, dispatches: bool) -> Block {
         let raw = self.buffer.split_to(self.scanned).freeze();
         self.scanned = 0;
         self.line_start = 0;
+        self.blank_prefix = 0;
         Block { raw, dispatches }
     }
+}
+
+/// The lines of `text`, split at CRLF, LF or CR.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split("\r\n").flat_map(|line| line.split(['\r', '\n']))
 }
 
 /// Whether a line is a `data` field: `data` alone, or followed by `:`.
@@ -153,7 +182,8 @@ impl Event {
         let text = String::from_utf8_lossy(block);
         let mut event = Event::default();
         let mut data: Option<String> = None;
-        for line in text.split("\r\n").flat_map(|l| l.split(['\r', '\n'])) {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        for line in lines(text) {
             if line.is_empty() || line.starts_with(':') {
                 continue;
             }
@@ -178,20 +208,24 @@ impl Event {
         Some(event)
     }
 
-    /// The event as it goes on the wire: `event: <kind>`, one `data:` line per line of `data`,
-    /// and the blank line.
-    pub fn encode(kind: &str, data: &str) -> Bytes {
+    /// The event as it goes on the wire: `event: <kind>`, one `data:` line per line of `data`
+    /// (split at CRLF, LF or CR, as a reader splits them), and the blank line. `None` when
+    /// `kind` holds a line end.
+    pub fn encode(kind: &str, data: &str) -> Option<Bytes> {
+        if kind.contains(['\r', '\n']) {
+            return None;
+        }
         let mut out = String::with_capacity(kind.len() + data.len() + 16);
         out.push_str("event: ");
         out.push_str(kind);
         out.push('\n');
-        for line in data.split('\n') {
+        for line in lines(data) {
             out.push_str("data: ");
             out.push_str(line);
             out.push('\n');
         }
         out.push('\n');
-        Bytes::from(out)
+        Some(Bytes::from(out))
     }
 }
 
@@ -260,8 +294,43 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_and_a_last_crlf_are_not_content() {
+        let stream = b"\xEF\xBB\xBFdata: a\r\n\r\n";
+        for size in 1..=stream.len() {
+            let (blocks, rest) = split(stream, size);
+            assert_eq!(blocks.len(), 1, "chunks of {size}");
+            assert!(blocks[0].dispatches);
+            assert_eq!(Event::read(&blocks[0].raw).unwrap().data, "a");
+            assert_eq!(rest, None, "the last LF is the CRLF's");
+        }
+        let (blocks, rest) = split(b"\xEF\xBB\xBF", 1);
+        assert_eq!((blocks.len(), rest), (0, None), "a byte order mark alone");
+        let (_, rest) = split(b"\xEF\xBB", 1);
+        assert_eq!(
+            rest.as_deref(),
+            Some(&b"\xEF\xBB"[..]),
+            "not a byte order mark"
+        );
+        let (_, rest) = split(b"data: a\n\ndata: b\n", 4);
+        assert_eq!(
+            rest.as_deref(),
+            Some(&b"data: b\n"[..]),
+            "an event cut short"
+        );
+    }
+
+    #[test]
+    fn encoding_splits_data_at_every_line_end_and_refuses_a_kind_with_one() {
+        let raw = Event::encode("message", "a\rb\r\nc").unwrap();
+        assert_eq!(raw, "event: message\ndata: a\ndata: b\ndata: c\n\n");
+        assert_eq!(Event::read(&raw).unwrap().data, "a\nb\nc");
+        assert_eq!(Event::encode("mes\nsage", "x"), None);
+        assert_eq!(Event::encode("mes\rsage", "x"), None);
+    }
+
+    #[test]
     fn an_encoded_event_reads_back() {
-        let raw = Event::encode("payment-need-voucher", "{\"a\":1}\nsecond");
+        let raw = Event::encode("payment-need-voucher", "{\"a\":1}\nsecond").unwrap();
         assert_eq!(
             raw,
             "event: payment-need-voucher\ndata: {\"a\":1}\ndata: second\n\n"
