@@ -82,6 +82,11 @@ pub struct ChannelState {
     pub cumulative: i128,
     /// The commitment key's signature over `cumulative` (`None` before the first voucher).
     pub signature: Option<[u8; 64]>,
+    /// Of `cumulative`, what was paid ahead and is not drawn yet: the credit a metered stream
+    /// draws on (0 on channels paid request by request). Kept while the channel is open or
+    /// closing; 0 once it is closed. What the channel has paid for is
+    /// [`spent`](Self::spent).
+    pub unspent: i128,
     /// The phase.
     pub phase: ChannelPhase,
 }
@@ -91,8 +96,14 @@ impl ChannelState {
     pub const NEW: ChannelState = ChannelState {
         cumulative: 0,
         signature: None,
+        unspent: 0,
         phase: ChannelPhase::Open,
     };
+
+    /// What the channel has paid for: `cumulative - unspent`.
+    pub fn spent(&self) -> i128 {
+        self.cumulative - self.unspent
+    }
 }
 
 impl fmt::Debug for ChannelState {
@@ -101,6 +112,7 @@ impl fmt::Debug for ChannelState {
         f.debug_struct("ChannelState")
             .field("cumulative", &self.cumulative)
             .field("signed", &self.signature.is_some())
+            .field("unspent", &self.unspent)
             .field("phase", &self.phase)
             .finish()
     }

@@ -479,6 +479,7 @@ pub fn voucher(cumulative: i128, byte: u8) -> ChannelState {
     ChannelState {
         cumulative,
         signature: Some([byte; 64]),
+        unspent: 0,
         phase: ChannelPhase::Open,
     }
 }
@@ -510,6 +511,41 @@ async fn compare_and_set_is_atomic(store: Arc<dyn ChannelStore>) {
             .unwrap()
     );
     assert_eq!(store.load(a).await.unwrap(), Some(voucher(7, 3)));
+    // Credit paid ahead is part of the state: kept, and compared.
+    let credited = ChannelState {
+        unspent: 4,
+        ..voucher(7, 3)
+    };
+    assert!(
+        store
+            .compare_and_set(a, Some(voucher(7, 3)), credited)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.load(a).await.unwrap(), Some(credited));
+    assert!(
+        !store
+            .compare_and_set(a, Some(voucher(7, 3)), voucher(8, 3))
+            .await
+            .unwrap()
+    );
+    let closing = ChannelState {
+        phase: ChannelPhase::Closing,
+        ..credited
+    };
+    assert!(
+        store
+            .compare_and_set(a, Some(credited), closing)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.load(a).await.unwrap(), Some(closing));
+    assert!(
+        store
+            .compare_and_set(a, Some(closing), voucher(7, 3))
+            .await
+            .unwrap()
+    );
     // Channels are independent.
     assert_eq!(store.load(b).await.unwrap(), None);
     let closed = ChannelState {

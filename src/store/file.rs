@@ -37,12 +37,12 @@ const COMPACT_AFTER: usize = 65_536;
 /// |---|---|
 /// | 1 | format version (1) |
 /// | 1 | phase: 0 open, 1 closing, 2 closed |
-/// | 1 | flags: 1 signature present, 2 close transaction present |
+/// | 1 | flags: 1 signature present, 2 close transaction present, 4 unspent credit present |
 /// | 1 | zero |
 /// | 32 | channel contract id |
 /// | 16 | cumulative amount (i128) |
 /// | 64 | signature (zeros when absent) |
-/// | 32 | close transaction hash (zeros when absent) |
+/// | 32 | closed: the close transaction hash; open or closing: the unspent credit (i128) in the first 16 bytes; zeros when absent |
 /// | 8 | the first 8 bytes of SHA-256 over the 148 bytes before |
 ///
 /// ```
@@ -52,7 +52,7 @@ const COMPACT_AFTER: usize = 65_536;
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = std::env::temp_dir().join(format!("channels-doc-{}", std::process::id()));
 /// let channel = ChannelId([7; 32]);
-/// let voucher = ChannelState { cumulative: 250, signature: Some([1; 64]), phase: ChannelPhase::Open };
+/// let voucher = ChannelState { cumulative: 250, signature: Some([1; 64]), unspent: 0, phase: ChannelPhase::Open };
 /// {
 ///     let store = FileChannelStore::open(&dir)?;
 ///     assert!(store.compare_and_set(channel, None, voucher).await?);
@@ -296,12 +296,19 @@ fn encode(channel: ChannelId, state: &ChannelState) -> [u8; RECORD_LEN] {
         ChannelPhase::Closing => (1, None),
         ChannelPhase::Closed { transaction } => (2, transaction),
     };
+    // A closed channel has no credit left: its slot holds the close transaction.
+    let unspent = (phase != 2 && state.unspent != 0).then_some(state.unspent);
     record[1] = phase;
-    record[2] = u8::from(state.signature.is_some()) | (u8::from(transaction.is_some()) << 1);
+    record[2] = u8::from(state.signature.is_some())
+        | (u8::from(transaction.is_some()) << 1)
+        | (u8::from(unspent.is_some()) << 2);
     record[4..36].copy_from_slice(&channel.0);
     record[36..52].copy_from_slice(&state.cumulative.to_be_bytes());
     record[52..116].copy_from_slice(&state.signature.unwrap_or([0; 64]));
     record[116..148].copy_from_slice(&transaction.unwrap_or([0; 32]));
+    if let Some(unspent) = unspent {
+        record[116..132].copy_from_slice(&unspent.to_be_bytes());
+    }
     let digest = Sha256::digest(&record[..BODY_LEN]);
     record[BODY_LEN..].copy_from_slice(&digest[..8]);
     record
@@ -313,7 +320,7 @@ fn decode(record: &[u8]) -> Option<(ChannelId, ChannelState)> {
         return None;
     }
     let flags = record[2];
-    if flags & !3 != 0 {
+    if flags & !7 != 0 || flags & 6 == 6 {
         return None;
     }
     let transaction: Option<[u8; 32]> = if flags & 2 != 0 {
@@ -324,8 +331,19 @@ fn decode(record: &[u8]) -> Option<(ChannelId, ChannelState)> {
     let phase = match (record[1], transaction) {
         (0, None) => ChannelPhase::Open,
         (1, None) => ChannelPhase::Closing,
-        (2, transaction) => ChannelPhase::Closed { transaction },
+        (2, transaction) if flags & 4 == 0 => ChannelPhase::Closed { transaction },
         _ => return None,
+    };
+    let cumulative = i128::from_be_bytes(record[36..52].try_into().ok()?);
+    let unspent = if flags & 4 != 0 {
+        let unspent = i128::from_be_bytes(record[116..132].try_into().ok()?);
+        let valid = 0 < unspent && unspent <= cumulative && record[132..148] == [0; 16];
+        if !valid {
+            return None;
+        }
+        unspent
+    } else {
+        0
     };
     let signature = if flags & 1 != 0 {
         Some(record[52..116].try_into().ok()?)
@@ -335,8 +353,9 @@ fn decode(record: &[u8]) -> Option<(ChannelId, ChannelState)> {
     Some((
         ChannelId(record[4..36].try_into().ok()?),
         ChannelState {
-            cumulative: i128::from_be_bytes(record[36..52].try_into().ok()?),
+            cumulative,
             signature,
+            unspent,
             phase,
         },
     ))
@@ -488,10 +507,49 @@ mod tests {
             let state = ChannelState {
                 cumulative: -1,
                 signature: None,
+                unspent: 0,
                 phase,
             };
             assert_eq!(decode(&encode(channel, &state)), Some((channel, state)));
         }
+        // Credit paid ahead, open or closing; none once closed.
+        for phase in [ChannelPhase::Open, ChannelPhase::Closing] {
+            let state = ChannelState {
+                unspent: 3,
+                phase,
+                ..voucher(7, 7)
+            };
+            assert_eq!(decode(&encode(channel, &state)), Some((channel, state)));
+        }
+        let closed = ChannelState {
+            unspent: 3,
+            phase: ChannelPhase::Closed {
+                transaction: Some([9; 32]),
+            },
+            ..voucher(7, 7)
+        };
+        let (_, read) = decode(&encode(channel, &closed)).unwrap();
+        assert_eq!(
+            read,
+            ChannelState {
+                unspent: 0,
+                ..closed
+            }
+        );
+        // Credit that is not within the cumulative amount, or beside a transaction: refused.
+        for unspent in [-1_i128, 8] {
+            let mut record = encode(channel, &voucher(7, 7));
+            record[2] |= 4;
+            record[116..132].copy_from_slice(&unspent.to_be_bytes());
+            let digest = Sha256::digest(&record[..BODY_LEN]);
+            record[BODY_LEN..].copy_from_slice(&digest[..8]);
+            assert_eq!(decode(&record), None, "{unspent}");
+        }
+        let mut record = encode(channel, &closed);
+        record[2] |= 4;
+        let digest = Sha256::digest(&record[..BODY_LEN]);
+        record[BODY_LEN..].copy_from_slice(&digest[..8]);
+        assert_eq!(decode(&record), None, "credit beside a close transaction");
     }
 
     #[tokio::test]

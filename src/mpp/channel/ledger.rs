@@ -419,6 +419,7 @@ impl StellarChannel {
             }
             let closed = ChannelState {
                 phase: ChannelPhase::Closed { transaction: None },
+                unspent: 0,
                 ..state
             };
             self.store.compare_and_set(channel, current, closed).await?;
@@ -474,6 +475,7 @@ impl StellarChannel {
                     phase: ChannelPhase::Closed {
                         transaction: Some(hash.0),
                     },
+                    unspent: 0,
                     ..closing
                 };
                 if !self

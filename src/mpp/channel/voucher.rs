@@ -73,20 +73,28 @@ impl Voucher {
         if state.phase != ChannelPhase::Open {
             return Err(ProblemCode::ChannelFinalized);
         }
-        let least = state.cumulative.checked_add(price.max(1));
+        // A voucher raises the cumulative amount; a close may settle for what was spent, leaving
+        // out credit paid ahead and not drawn.
+        let floor = match self.action {
+            Action::Voucher => state.cumulative,
+            Action::Close => state.spent(),
+        };
+        let least = floor.checked_add(price.max(1));
         if least.is_none_or(|least| self.amount < least) {
             return Err(ProblemCode::DeltaTooSmall);
         }
         if self.amount > deposited {
             return Err(ProblemCode::AmountExceedsDeposit);
         }
+        let (unspent, phase) = match self.action {
+            Action::Voucher => (state.unspent, ChannelPhase::Open),
+            Action::Close => (0, ChannelPhase::Closing),
+        };
         Ok(ChannelState {
             cumulative: self.amount,
             signature: Some(self.signature),
-            phase: match self.action {
-                Action::Voucher => ChannelPhase::Open,
-                Action::Close => ChannelPhase::Closing,
-            },
+            unspent,
+            phase,
         })
     }
 }
@@ -156,6 +164,7 @@ mod tests {
         let state = ChannelState {
             cumulative: 1_000,
             signature: Some([9; 64]),
+            unspent: 0,
             phase: ChannelPhase::Open,
         };
         // Price 100, deposit 5 000.
@@ -196,6 +205,38 @@ mod tests {
         };
         assert_eq!(
             voucher(i128::MAX).accept(&full, 1, i128::MAX),
+            Err(ProblemCode::DeltaTooSmall)
+        );
+    }
+
+    #[test]
+    fn credit_paid_ahead_is_kept_by_a_voucher_and_left_out_by_a_close() {
+        // 1 000 accepted, 300 of it paid ahead and not drawn: 700 spent.
+        let state = ChannelState {
+            cumulative: 1_000,
+            signature: Some([9; 64]),
+            unspent: 300,
+            phase: ChannelPhase::Open,
+        };
+        let next = voucher(1_100).accept(&state, 100, 5_000).unwrap();
+        assert_eq!((next.cumulative, next.unspent), (1_100, 300));
+        assert_eq!(
+            voucher(1_099).accept(&state, 100, 5_000),
+            Err(ProblemCode::DeltaTooSmall),
+            "a voucher raises the cumulative amount"
+        );
+        let close = |amount| Voucher {
+            action: Action::Close,
+            ..voucher(amount)
+        };
+        // A close for what was spent, plus the close's own price: the credit is not claimed.
+        let closing = close(800).accept(&state, 100, 5_000).unwrap();
+        assert_eq!(
+            (closing.cumulative, closing.unspent, closing.phase),
+            (800, 0, ChannelPhase::Closing)
+        );
+        assert_eq!(
+            close(799).accept(&state, 100, 5_000),
             Err(ProblemCode::DeltaTooSmall)
         );
     }

@@ -932,6 +932,7 @@ mod tests {
         let voucher = ChannelState {
             cumulative: 300,
             signature: Some([5; 64]),
+            unspent: 120,
             phase: ChannelPhase::Open,
         };
         {
