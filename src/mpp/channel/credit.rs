@@ -5,7 +5,16 @@
 //! dies loses at most what its streams held, which the payer had paid ahead: never more
 //! content than was paid for).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::BoxFuture;
+use crate::layer::meter::CreditSource;
+use crate::mpp::expires::Timestamp;
 use crate::mpp::problem::ProblemCode;
+use crate::mpp::stream::{NeedVoucher, StreamReceipt};
 use crate::store::{ChannelId, ChannelPhase, ChannelState, ChannelStore, StoreError};
 
 use super::voucher::{Action, Voucher};
@@ -74,6 +83,96 @@ pub(crate) async fn update<T>(
         if next == state || store.compare_and_set(channel, current, next).await? {
             return Ok((state, next, value));
         }
+    }
+}
+
+/// A metered stream's credit on one channel: the [`CreditSource`] its body draws on.
+pub(crate) struct ChannelCredit {
+    pub(crate) store: Arc<dyn ChannelStore>,
+    pub(crate) channel: ChannelId,
+    /// Notified when a voucher pays ahead on this channel on this node.
+    pub(crate) paid: Arc<Notify>,
+    /// How often the store is read while waiting (a voucher paid on another node).
+    pub(crate) poll: Duration,
+    /// The channel's deposit, for the request for a voucher.
+    pub(crate) deposit: i128,
+    /// The intent and challenge the stream was opened with, for its receipt.
+    pub(crate) intent: &'static str,
+    pub(crate) challenge_id: String,
+}
+
+impl ChannelCredit {
+    async fn state(&self) -> ChannelState {
+        match self.store.load(self.channel).await {
+            Ok(state) => state.unwrap_or(ChannelState::NEW),
+            Err(error) => {
+                tracing::error!(%error, channel = %self.channel, "channel store unavailable");
+                ChannelState::NEW
+            }
+        }
+    }
+}
+
+impl CreditSource for ChannelCredit {
+    fn take(&self) -> BoxFuture<'_, i128> {
+        Box::pin(async move {
+            match update(&*self.store, self.channel, |state| Ok(take(state))).await {
+                Ok((_, _, taken)) => taken,
+                Err(error) => {
+                    tracing::error!(%error, channel = %self.channel, "cannot take a stream's credit");
+                    0
+                }
+            }
+        })
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(self.poll, self.paid.notified()).await;
+        })
+    }
+
+    fn give_back(&self, amount: i128) -> BoxFuture<'static, ()> {
+        let (store, channel) = (self.store.clone(), self.channel);
+        Box::pin(async move {
+            let given = update(&*store, channel, |state| Ok((give_back(state, amount), ()))).await;
+            if let Err(error) = given {
+                tracing::error!(%error, %channel, amount, "cannot give a stream's credit back");
+            }
+        })
+    }
+
+    fn need_voucher(&self, owed: i128) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let state = self.state().await;
+            let need = NeedVoucher {
+                channel_id: self.channel.address().to_string(),
+                required_cumulative: state.cumulative.saturating_add(owed),
+                accepted_cumulative: state.cumulative,
+                deposit: self.deposit,
+            };
+            serde_json::to_string(&need).unwrap_or_default()
+        })
+    }
+
+    fn receipt(&self, units: u64) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let state = self.state().await;
+            let channel = self.channel.address().to_string();
+            let receipt = StreamReceipt {
+                method: crate::mpp::server::METHOD.to_owned(),
+                intent: self.intent.to_owned(),
+                status: crate::mpp::receipt::STATUS_SUCCESS.to_owned(),
+                timestamp: Timestamp::now().format(),
+                reference: channel.clone(),
+                challenge_id: self.challenge_id.clone(),
+                channel_id: channel,
+                accepted_cumulative: state.cumulative,
+                spent: state.spent(),
+                units: Some(units),
+            };
+            serde_json::to_string(&receipt).unwrap_or_default()
+        })
     }
 }
 

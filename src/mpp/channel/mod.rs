@@ -72,7 +72,7 @@
 mod close;
 // The metered streams' credit: used by the layer's stream metering (being built).
 #[allow(dead_code)]
-mod credit;
+pub(crate) mod credit;
 mod ledger;
 mod voucher;
 

@@ -1,0 +1,478 @@
+//! Metered responses: an SSE body priced per event, drawing on credit paid ahead (a channel's)
+//! as events go out. An event is held until a unit is drawn for it; when the credit runs out,
+//! the body sends the in-band request for a voucher (`payment-need-voucher`) and waits for
+//! credit (a voucher paid ahead, on this node or another), up to a deadline; then it ends
+//! cleanly with a final `payment-receipt`. Nothing is sent beyond the credit; what was not
+//! drawn is given back when the body ends or is dropped (the client hung up).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame};
+
+use crate::BoxFuture;
+use crate::mpp::stream::messages::{NEED_VOUCHER, RECEIPT};
+use crate::mpp::stream::sse::{Event, Splitter};
+
+/// How long a stream waits for a voucher by default, as the MPP session draft suggests.
+pub(crate) const DEFAULT_VOUCHER_WAIT: Duration = Duration::from_secs(60);
+
+/// Where a metered stream's credit comes from (a channel's, through its store).
+pub(crate) trait CreditSource: Send + Sync + 'static {
+    /// Takes the credit paid ahead and not taken yet (0 when there is none).
+    fn take(&self) -> BoxFuture<'_, i128>;
+    /// Resolves when credit may have been paid ahead since it was called (a voucher arrived,
+    /// or a poll interval passed).
+    fn changed(&self) -> BoxFuture<'_, ()>;
+    /// Gives back credit that was not drawn.
+    fn give_back(&self, amount: i128) -> BoxFuture<'static, ()>;
+    /// The data of the request for a voucher covering `owed` more than the credit held.
+    fn need_voucher(&self, owed: i128) -> BoxFuture<'_, String>;
+    /// The data of the final receipt, after `units` units.
+    fn receipt(&self, units: u64) -> BoxFuture<'_, String>;
+}
+
+/// What a metered body is doing.
+enum State {
+    /// Passing the inner body's events on, drawing a unit for each.
+    Streaming,
+    /// Waiting for credit to send the held event (`None`: the deadline passed).
+    Waiting(BoxFuture<'static, Option<i128>>),
+    /// Giving back what was not drawn, then writing the final receipt.
+    Closing(BoxFuture<'static, String>),
+    /// Done: the queue is all that is left to send.
+    Done,
+}
+
+/// An SSE body metered per event (see the [module docs](self)).
+pub(crate) struct MeteredBody<B> {
+    inner: B,
+    source: Arc<dyn CreditSource>,
+    splitter: Splitter,
+    /// The price of one event.
+    price: i128,
+    /// Credit taken and not drawn.
+    credit: i128,
+    /// Events sent.
+    units: u64,
+    /// A dispatching event waiting for its unit.
+    held: Option<Bytes>,
+    /// The request for a voucher, once the wait has written it.
+    need: Option<tokio::sync::oneshot::Receiver<String>>,
+    /// Frames ready to send, in order.
+    out: VecDeque<Frame<Bytes>>,
+    trailers: Option<HeaderMap>,
+    inner_done: bool,
+    state: State,
+    voucher_wait: Duration,
+}
+
+impl<B> MeteredBody<B> {
+    /// `inner` (an event stream) metered at `price` an event, drawing on `source`, waiting
+    /// `voucher_wait` at most for a voucher.
+    pub(crate) fn new(
+        inner: B,
+        source: Arc<dyn CreditSource>,
+        price: i128,
+        voucher_wait: Duration,
+    ) -> Self {
+        MeteredBody {
+            inner,
+            source,
+            splitter: Splitter::default(),
+            price: price.max(1),
+            credit: 0,
+            units: 0,
+            held: None,
+            need: None,
+            out: VecDeque::new(),
+            trailers: None,
+            inner_done: false,
+            state: State::Streaming,
+            voucher_wait,
+        }
+    }
+
+    /// Waits for credit: what was paid ahead already; or else, after the request for a
+    /// voucher, what comes before the deadline.
+    fn wait(&mut self) -> BoxFuture<'static, Option<i128>> {
+        let (source, wait) = (self.source.clone(), self.voucher_wait);
+        let owed = self.price - self.credit;
+        let (sender, need) = tokio::sync::oneshot::channel();
+        self.need = Some(need);
+        Box::pin(async move {
+            let taken = source.take().await;
+            if taken > 0 {
+                return Some(taken);
+            }
+            let _ = sender.send(source.need_voucher(owed).await);
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                if tokio::time::timeout_at(deadline, source.changed())
+                    .await
+                    .is_err()
+                {
+                    return None;
+                }
+                let taken = source.take().await;
+                if taken > 0 {
+                    return Some(taken);
+                }
+            }
+        })
+    }
+
+    /// Ends the stream: the credit not drawn goes back, then the final receipt (in a task of
+    /// its own, so that a body dropped meanwhile still gives it back).
+    fn close(&mut self) {
+        let (source, credit, units) = (self.source.clone(), self.credit, self.units);
+        self.credit = 0;
+        self.held = None;
+        let ending = async move {
+            if credit > 0 {
+                source.give_back(credit).await;
+            }
+            source.receipt(units).await
+        };
+        self.state = State::Closing(match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = runtime.spawn(ending);
+                Box::pin(async move { task.await.unwrap_or_default() })
+            }
+            Err(_) => Box::pin(ending),
+        });
+    }
+}
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(frame) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Closing(receipt) => {
+                    let data = std::task::ready!(receipt.as_mut().poll(cx));
+                    if let Some(event) = Event::encode(RECEIPT, &data) {
+                        this.out.push_back(Frame::data(event));
+                    }
+                    if let Some(trailers) = this.trailers.take() {
+                        this.out.push_back(Frame::trailers(trailers));
+                    }
+                    this.state = State::Done;
+                    continue;
+                }
+                State::Waiting(wait) => {
+                    if let Some(need) = &mut this.need
+                        && let Poll::Ready(data) = Pin::new(need).poll(cx)
+                    {
+                        this.need = None;
+                        if let Some(event) = data.ok().and_then(|d| Event::encode(NEED_VOUCHER, &d))
+                        {
+                            this.out.push_back(Frame::data(event));
+                            continue;
+                        }
+                    }
+                    match std::task::ready!(wait.as_mut().poll(cx)) {
+                        Some(taken) => {
+                            this.credit += taken;
+                            this.need = None;
+                            this.state = State::Streaming;
+                        }
+                        // No voucher in time: the stream ends cleanly.
+                        None => this.close(),
+                    }
+                    continue;
+                }
+                State::Streaming => {}
+            }
+            if let Some(event) = this.held.take() {
+                if this.credit >= this.price {
+                    this.credit -= this.price;
+                    this.units += 1;
+                    this.out.push_back(Frame::data(event));
+                } else {
+                    this.held = Some(event);
+                    this.state = State::Waiting(this.wait());
+                }
+                continue;
+            }
+            match this.splitter.next_block() {
+                Ok(Some(block)) if block.dispatches => this.held = Some(block.raw),
+                Ok(Some(block)) => this.out.push_back(Frame::data(block.raw)),
+                // An event larger than any the stream sends (or an unfinished one at its
+                // end, which dispatches nothing): the stream ends.
+                Err(_) => this.close(),
+                Ok(None) if this.inner_done => this.close(),
+                Ok(None) => match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => this.splitter.push(&data),
+                        Err(frame) => this.trailers = frame.into_trailers().ok(),
+                    },
+                    Some(Err(error)) => {
+                        // The credit not drawn goes back when the body is dropped.
+                        this.state = State::Done;
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    None => this.inner_done = true,
+                },
+            }
+        }
+    }
+}
+
+impl<B> Drop for MeteredBody<B> {
+    /// A body dropped before its end (the client hung up) gives back what it did not draw.
+    fn drop(&mut self) {
+        let credit = std::mem::take(&mut self.credit);
+        if credit > 0
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(self.source.give_back(credit));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::mpp::channel::credit::ChannelCredit;
+    use crate::mpp::stream::{NeedVoucher, StreamReceipt, messages};
+    use crate::store::{ChannelId, ChannelPhase, ChannelState, ChannelStore, MemoryChannelStore};
+
+    const CHANNEL: ChannelId = ChannelId([5; 32]);
+    const PRICE: i128 = 100;
+
+    /// A body of `chunks`, one frame each.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+        }
+    }
+
+    /// `count` events `data: n`, with a keep-alive after the first, cut into 7-byte chunks.
+    fn events(count: usize) -> Chunks {
+        let mut stream = String::new();
+        for n in 0..count {
+            stream.push_str(&format!("data: {n}\n\n"));
+            if n == 0 {
+                stream.push_str(": keep-alive\n\n");
+            }
+        }
+        let bytes = Bytes::from(stream);
+        Chunks(
+            (0..bytes.len())
+                .step_by(7)
+                .map(|at| bytes.slice(at..(at + 7).min(bytes.len())))
+                .collect(),
+        )
+    }
+
+    struct Fixture {
+        store: Arc<dyn ChannelStore>,
+        paid: Arc<Notify>,
+    }
+
+    /// A channel with `cumulative` accepted, `unspent` of it paid ahead.
+    async fn fixture(cumulative: i128, unspent: i128) -> (Fixture, Arc<dyn CreditSource>) {
+        let store: Arc<dyn ChannelStore> = Arc::new(MemoryChannelStore::new());
+        let state = ChannelState {
+            cumulative,
+            signature: Some([1; 64]),
+            unspent,
+            phase: ChannelPhase::Open,
+        };
+        store.compare_and_set(CHANNEL, None, state).await.unwrap();
+        let paid = Arc::new(Notify::new());
+        let source = ChannelCredit {
+            store: store.clone(),
+            channel: CHANNEL,
+            paid: paid.clone(),
+            poll: Duration::from_secs(1),
+            deposit: 10_000,
+            intent: "channel",
+            challenge_id: "challenge".into(),
+        };
+        (Fixture { store, paid }, Arc::new(source))
+    }
+
+    impl Fixture {
+        /// A voucher of `amount` paid ahead, as a management request stores it.
+        async fn pay_ahead(&self, amount: i128) {
+            let mut state = self.store.load(CHANNEL).await.unwrap().unwrap();
+            let current = state;
+            state.unspent += amount - state.cumulative;
+            state.cumulative = amount;
+            assert!(
+                self.store
+                    .compare_and_set(CHANNEL, Some(current), state)
+                    .await
+                    .unwrap()
+            );
+            self.paid.notify_waiters();
+        }
+
+        async fn state(&self) -> ChannelState {
+            self.store.load(CHANNEL).await.unwrap().unwrap()
+        }
+    }
+
+    /// What a reader sees: each event's kind and data, in order.
+    async fn next_event<B: Body<Data = Bytes> + Unpin>(
+        body: &mut B,
+        text: &mut String,
+    ) -> Option<Event>
+    where
+        B::Error: std::fmt::Debug,
+    {
+        loop {
+            if let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                if let Some(event) = Event::read(block.as_bytes()) {
+                    return Some(event);
+                }
+                continue;
+            }
+            let frame = body.frame().await?.unwrap();
+            text.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn events_go_out_as_credit_allows_and_a_voucher_resumes_the_stream() {
+        // 1 000 accepted, 300 of it paid ahead: three events.
+        let (fixture, source) = fixture(1_000, 300).await;
+        let mut body = MeteredBody::new(events(6), source, PRICE, Duration::from_secs(60));
+        let mut text = String::new();
+        for n in 0..3 {
+            let event = next_event(&mut body, &mut text).await.unwrap();
+            assert_eq!(
+                (event.kind(), event.data.as_str()),
+                ("message", &*n.to_string())
+            );
+        }
+        let need = next_event(&mut body, &mut text).await.unwrap();
+        assert_eq!(need.kind(), messages::NEED_VOUCHER);
+        let need: NeedVoucher = messages::read_event(&need.data).unwrap();
+        assert_eq!(
+            (
+                need.required_cumulative,
+                need.accepted_cumulative,
+                need.deposit
+            ),
+            (1_100, 1_000, 10_000)
+        );
+        assert_eq!(need.channel_id, CHANNEL.address().to_string());
+        assert_eq!(
+            fixture.state().await.unspent,
+            0,
+            "the credit is the stream's"
+        );
+
+        // A voucher three events ahead (one at a time would do too).
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(event) = next_event(&mut body, &mut text).await {
+                seen.push((event.kind().to_owned(), event.data));
+            }
+            seen
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fixture.pay_ahead(1_300).await;
+        let seen = reader.await.unwrap();
+        let kinds: Vec<&str> = seen.iter().map(|(kind, _)| kind.as_str()).collect();
+        assert_eq!(kinds, ["message", "message", "message", messages::RECEIPT]);
+        assert_eq!(seen[2].1, "5");
+        let receipt: StreamReceipt = messages::read_event(&seen[3].1).unwrap();
+        assert_eq!(
+            (receipt.accepted_cumulative, receipt.spent, receipt.units),
+            (1_300, 1_300, Some(6)),
+            "six events, each paid once"
+        );
+        assert_eq!(fixture.state().await.spent(), 1_300);
+    }
+
+    #[tokio::test]
+    async fn without_a_voucher_the_stream_ends_cleanly_at_the_deadline() {
+        let (fixture, source) = fixture(1_000, 100).await;
+        let mut body = MeteredBody::new(events(3), source, PRICE, Duration::from_millis(200));
+        let mut text = String::new();
+        let mut seen = Vec::new();
+        while let Some(event) = next_event(&mut body, &mut text).await {
+            seen.push(event.kind().to_owned());
+        }
+        assert_eq!(seen, ["message", messages::NEED_VOUCHER, messages::RECEIPT]);
+        assert_eq!(
+            fixture.state().await.spent(),
+            1_000,
+            "charged for the one event sent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_pays_only_for_what_it_was_sent() {
+        // 500 paid ahead: five events' worth; the client reads two and goes.
+        let (fixture, source) = fixture(1_000, 500).await;
+        let mut body = MeteredBody::new(events(10), source, PRICE, Duration::from_secs(60));
+        let mut text = String::new();
+        for _ in 0..2 {
+            next_event(&mut body, &mut text).await.unwrap();
+        }
+        drop(body);
+        for _ in 0..100 {
+            if fixture.state().await.unspent == 300 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let state = fixture.state().await;
+        assert_eq!(
+            (state.unspent, state.spent()),
+            (300, 700),
+            "two events spent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_gives_its_credit_back_before_its_receipt() {
+        let (fixture, source) = fixture(1_000, 1_000).await;
+        let mut body = MeteredBody::new(events(4), source, PRICE, Duration::from_secs(60));
+        let mut text = String::new();
+        let mut last = None;
+        while let Some(event) = next_event(&mut body, &mut text).await {
+            last = Some(event);
+        }
+        let receipt: StreamReceipt = messages::read_event(&last.unwrap().data).unwrap();
+        assert_eq!((receipt.spent, receipt.units), (400, Some(4)));
+        assert_eq!(fixture.state().await.unspent, 600);
+    }
+}
