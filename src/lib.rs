@@ -78,7 +78,7 @@ pub use layer::{
     Paid, PaymentLayer, PaymentLayerBuilder, PaymentService, SettleError, SettleGuard,
 };
 pub use price::{
-    PaymentIdentifier, Price, PriceFuture, PriceRequest, Priced, Pricing, SettlementOrder,
+    PaymentIdentifier, Price, PriceFuture, PriceRequest, Priced, Pricing, SettlementOrder, Unit,
 };
 pub use scheme::{Intent, PaymentScheme, Reconciled};
 pub use store::{MemoryStore, PaymentStore};

@@ -60,13 +60,33 @@ pub enum SettlementOrder {
     InHandler,
 }
 
-/// The price of one request, in atomic units (7 decimals) of the asset each scheme sells in.
+/// The price of one request, in atomic units (7 decimals) of the asset each scheme sells in;
+/// or, [`per`](Price::per) a unit, of each unit of a metered response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Price {
     amount: Amount,
     description: Option<Arc<str>>,
     order: Option<SettlementOrder>,
     payment_identifier: PaymentIdentifier,
+    unit: Option<Unit>,
+}
+
+/// What a metered price is per (see the [layer docs](crate::layer#metered-streams)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Unit {
+    /// An event of a server-sent event stream (`text/event-stream`) that dispatches (has a
+    /// `data` line): the layer counts them as they go out. Comments (keep-alives) are free.
+    Event,
+}
+
+impl Unit {
+    /// The unit's name in a challenge (`unitType`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Event => "event",
+        }
+    }
 }
 
 /// Whether a route takes x402's `payment-identifier` extension: a client's idempotency key for
@@ -92,6 +112,7 @@ impl Price {
             description: None,
             order: None,
             payment_identifier: PaymentIdentifier::Off,
+            unit: None,
         }
     }
 
@@ -119,6 +140,20 @@ impl Price {
     pub fn with_payment_identifier(mut self, payment_identifier: PaymentIdentifier) -> Self {
         self.payment_identifier = payment_identifier;
         self
+    }
+
+    /// Meters the response: the amount is the price of each `unit` of it, drawn from a
+    /// payment channel's credit as units go out (MPP `channel` only; see the
+    /// [layer docs](crate::layer#metered-streams)).
+    #[must_use]
+    pub fn per(mut self, unit: Unit) -> Self {
+        self.unit = Some(unit);
+        self
+    }
+
+    /// The unit a metered price is per; `None` for a price per request.
+    pub fn unit(&self) -> Option<Unit> {
+        self.unit
     }
 
     /// The amount in atomic units.

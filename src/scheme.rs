@@ -457,4 +457,43 @@ pub trait PaymentScheme: Send + Sync + 'static {
         let _ = pending;
         Box::pin(std::future::ready(Reconciled::Unknown))
     }
+
+    /// This scheme's metering of responses priced [`per`](crate::Price::per) a unit, if it
+    /// meters (MPP `channel` does). Default: `None`; such routes do not offer this scheme.
+    fn metering(&self) -> Option<&dyn Metering> {
+        None
+    }
+}
+
+/// A scheme that meters responses: a stream draws on credit paid ahead (see the
+/// [layer docs](crate::layer#metered-streams)). The opening credential is verified and
+/// settled as any other, its settlement paying ahead instead of paying for the request.
+pub trait Metering: Send + Sync {
+    /// The credit a stream opened by `verified` (settled) draws on.
+    fn credit(&self, verified: &Verified) -> Option<Arc<dyn CreditSource>>;
+
+    /// Pays ahead with a credential (this scheme's) sent during a stream, on a request to the
+    /// stream's own resource without a body (`POST` or `HEAD`): the receipt of the answer.
+    fn pay_ahead<'a>(
+        &'a self,
+        credential: &'a Credential,
+        request: &'a http::request::Parts,
+        price: &'a Price,
+    ) -> BoxFuture<'a, Result<Receipt, Rejection>>;
+}
+
+/// Where a metered stream's credit comes from (a payment channel's, through its store).
+pub trait CreditSource: Send + Sync + 'static {
+    /// Takes the credit paid ahead and not taken yet (0 when there is none).
+    fn take(&self) -> BoxFuture<'_, i128>;
+    /// Resolves when credit may have been paid ahead since it was called (a voucher arrived,
+    /// or a poll interval passed).
+    fn changed(&self) -> BoxFuture<'_, ()>;
+    /// Gives back credit that was not drawn.
+    fn give_back(&self, amount: i128) -> BoxFuture<'static, ()>;
+    /// The data of the in-band request for a voucher covering `owed` more than the stream
+    /// holds (`payment-need-voucher`).
+    fn need_voucher(&self, owed: i128) -> BoxFuture<'_, String>;
+    /// The data of the final receipt (`payment-receipt`), after `units` units.
+    fn receipt(&self, units: u64) -> BoxFuture<'_, String>;
 }

@@ -1492,3 +1492,229 @@ async fn without_its_leases_no_close_is_submitted() {
         .unwrap();
     assert_eq!(info.withdrawn, 0);
 }
+
+/// The price of one event of a metered stream (0.001): 10 000 of them fit the deposit.
+const EVENT_PRICE: i128 = 10_000;
+
+/// A route selling `count` SSE events (`data: <n>`) at `EVENT_PRICE` each.
+fn metered_app(scheme: &Arc<StellarChannel>, count: usize) -> Router {
+    let layer = PaymentLayer::builder()
+        .shared_scheme(scheme.clone())
+        .price(
+            Price::parse("0.001")
+                .unwrap()
+                .per(tower_paywall::Unit::Event),
+        )
+        .build()
+        .unwrap();
+    let events: String = (0..count).map(|n| format!("data: {n}\n\n")).collect();
+    Router::new()
+        .route(
+            "/paid",
+            get(move || {
+                let events = events.clone();
+                async move { ([("content-type", "text/event-stream")], events) }
+            }),
+        )
+        .layer(layer)
+}
+
+/// Reads a metered SSE answer as a client would, paying `ahead` events per voucher (a bodyless
+/// `POST` of it to the resource) when asked; stops after `stop_after` events if set. The
+/// events' data, and the final receipt's data when it came.
+async fn read_metered(
+    world: &World,
+    app: &Router,
+    challenge: &Challenge,
+    response: http::Response<axum::body::Body>,
+    ahead: i128,
+    stop_after: Option<usize>,
+) -> (
+    Vec<String>,
+    Option<tower_paywall::mpp::stream::StreamReceipt>,
+) {
+    use tower_paywall::mpp::stream::{Event, NeedVoucher, Splitter, messages};
+    let mut body = response.into_body();
+    let mut splitter = Splitter::default();
+    let mut events = Vec::new();
+    while let Some(frame) = body.frame().await {
+        splitter.push(frame.unwrap().data_ref().unwrap());
+        while let Some(block) = splitter.next_block().unwrap() {
+            let Some(event) = Event::read(&block.raw) else {
+                continue;
+            };
+            match event.kind() {
+                messages::NEED_VOUCHER => {
+                    let need: NeedVoucher = messages::read_event(&event.data).unwrap();
+                    let amount = need.accepted_cumulative + ahead * EVENT_PRICE;
+                    assert!(amount >= need.required_cumulative);
+                    let signature = world.sign(&world.channel, amount);
+                    let credential = authorization(challenge.clone(), "voucher", amount, signature);
+                    let paid = app
+                        .clone()
+                        .oneshot(
+                            Request::post("/paid")
+                                .header("host", "example.com")
+                                .header("authorization", credential)
+                                .body(axum::body::Body::empty())
+                                .unwrap(),
+                        )
+                        .await
+                        .unwrap();
+                    let status = paid.status();
+                    let receipt = paid.headers().contains_key("payment-receipt");
+                    let text = paid.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(
+                        status,
+                        StatusCode::NO_CONTENT,
+                        "{need:?} {amount}: {}",
+                        String::from_utf8_lossy(&text)
+                    );
+                    assert!(receipt);
+                }
+                messages::RECEIPT => {
+                    return (events, Some(messages::read_event(&event.data).unwrap()));
+                }
+                _ => {
+                    events.push(event.data);
+                    if stop_after == Some(events.len()) {
+                        return (events, None);
+                    }
+                }
+            }
+        }
+    }
+    (events, None)
+}
+
+#[tokio::test]
+async fn a_metered_event_stream_is_paid_by_vouchers_ahead_and_closes_for_exactly_what_was_sent() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let store = Arc::new(MemoryChannelStore::new());
+    let scheme = world.scheme(store.clone()).await;
+    const EVENTS: usize = 10_000;
+    let app = metered_app(&scheme, EVENTS);
+    let recipient_before = world.usdc(&world.recipient.address()).await;
+
+    // The offer is per event.
+    let challenge = challenge(&app, &world.channel).await;
+    let request = challenge.request_json().unwrap();
+    assert_eq!(request["unitType"], "event");
+    assert_eq!(request["amount"], EVENT_PRICE.to_string());
+
+    // Open with a voucher 100 events ahead; then one voucher per 100 events, in band.
+    let opening = 100 * EVENT_PRICE;
+    let credential = authorization(
+        challenge.clone(),
+        "voucher",
+        opening,
+        world.sign(&world.channel, opening),
+    );
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/paid")
+                .header("host", "example.com")
+                .header("authorization", credential.clone())
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("payment-receipt"));
+    let (events, receipt) = read_metered(&world, &app, &challenge, response, 100, None).await;
+    assert_eq!(events.len(), EVENTS);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(n, data)| *data == n.to_string()),
+        "in order, once"
+    );
+    let receipt = receipt.expect("the final receipt");
+    let owed = EVENTS as i128 * EVENT_PRICE;
+    assert_eq!((receipt.spent, receipt.units), (owed, Some(EVENTS as u64)));
+    let state = store.load(channel_id).await.unwrap().unwrap();
+    assert_eq!((state.cumulative, state.unspent), (owed, 0));
+
+    // The opening credential is used up.
+    let again = send(&app, Some(credential)).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+
+    // A voucher replayed, or lower, is refused in band: nothing is credited.
+    for amount in [owed, owed - EVENT_PRICE] {
+        let stale = authorization(
+            challenge.clone(),
+            "voucher",
+            amount,
+            world.sign(&world.channel, amount),
+        );
+        let refused = app
+            .clone()
+            .oneshot(
+                Request::post("/paid")
+                    .header("host", "example.com")
+                    .header("authorization", stale)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED, "{amount}");
+    }
+    assert_eq!(store.load(channel_id).await.unwrap().unwrap(), state);
+
+    // Closing pays the recipient exactly what was sent.
+    scheme.close_channel(channel_id).await.unwrap();
+    assert_eq!(
+        world.usdc(&world.recipient.address()).await - recipient_before,
+        owed
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_has_spent_what_it_received() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let store = Arc::new(MemoryChannelStore::new());
+    let scheme = world.scheme(store.clone()).await;
+    let app = metered_app(&scheme, 1_000);
+    let challenge = challenge(&app, &world.channel).await;
+    let opening = 100 * EVENT_PRICE;
+    let credential = authorization(
+        challenge.clone(),
+        "voucher",
+        opening,
+        world.sign(&world.channel, opening),
+    );
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/paid")
+                .header("host", "example.com")
+                .header("authorization", credential)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // 250 events read with 300 paid ahead, then the client goes.
+    let (events, receipt) = read_metered(&world, &app, &challenge, response, 100, Some(250)).await;
+    assert_eq!((events.len(), receipt), (250, None));
+    let mut state = store.load(channel_id).await.unwrap().unwrap();
+    for _ in 0..100 {
+        if state.unspent > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        state = store.load(channel_id).await.unwrap().unwrap();
+    }
+    assert_eq!(state.cumulative, 300 * EVENT_PRICE);
+    assert_eq!(
+        state.spent(),
+        250 * EVENT_PRICE,
+        "what it received, not more"
+    );
+}

@@ -8,6 +8,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::meter::MeteredBody;
+
 pin_project! {
     /// The body of a response of [`PaymentService`](crate::PaymentService): the inner
     /// service's own body, passed through untouched (free requests, and paid answers not
@@ -25,6 +27,7 @@ pin_project! {
         Inner { #[pin] body: B },
         Made { data: Option<Bytes>, trailers: Option<HeaderMap> },
         Recorded { #[pin] body: B, recording: Option<Box<dyn Recording>> },
+        Metered { body: Box<MeteredBody<Pin<Box<B>>>> },
     }
 }
 
@@ -52,6 +55,15 @@ impl<B> PaymentBody<B> {
             kind: Kind::Recorded {
                 body,
                 recording: Some(recording),
+            },
+        }
+    }
+
+    /// A metered answer: the inner body drawing on credit as its units go out.
+    pub(crate) fn metered(body: MeteredBody<Pin<Box<B>>>) -> Self {
+        PaymentBody {
+            kind: Kind::Metered {
+                body: Box::new(body),
             },
         }
     }
@@ -118,6 +130,7 @@ impl<B: Body<Data = Bytes>> Body for PaymentBody<B> {
                 }
                 polled
             }
+            KindProj::Metered { body } => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -127,6 +140,8 @@ impl<B: Body<Data = Bytes>> Body for PaymentBody<B> {
             Kind::Made { data, trailers } => data.is_none() && trailers.is_none(),
             // Polled to its `None`, so that the recording sees the end.
             Kind::Recorded { recording, body } => recording.is_none() && body.is_end_stream(),
+            // Ends with its receipt, whatever the inner body says.
+            Kind::Metered { .. } => false,
         }
     }
 
@@ -136,6 +151,7 @@ impl<B: Body<Data = Bytes>> Body for PaymentBody<B> {
             Kind::Made { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
             }
+            Kind::Metered { .. } => SizeHint::default(),
         }
     }
 }
@@ -145,6 +161,7 @@ impl<B> std::fmt::Debug for PaymentBody<B> {
         match &self.kind {
             Kind::Inner { .. } => f.write_str("PaymentBody::Inner"),
             Kind::Recorded { .. } => f.write_str("PaymentBody::Recorded"),
+            Kind::Metered { .. } => f.write_str("PaymentBody::Metered"),
             Kind::Made { data, trailers } => f
                 .debug_struct("PaymentBody::Made")
                 .field("len", &data.as_ref().map_or(0, Bytes::len))

@@ -18,24 +18,38 @@ use http_body::{Body, Frame};
 use crate::BoxFuture;
 use crate::mpp::stream::messages::{NEED_VOUCHER, RECEIPT};
 use crate::mpp::stream::sse::{Event, Splitter};
+use crate::scheme::CreditSource;
+
+/// Whether a request on a metered route only pays ahead: a `POST` or `HEAD` without a body
+/// (no `content-type`, no length or a zero one), as a client sends a voucher during an SSE
+/// stream.
+pub(crate) fn pays_ahead(request: &http::request::Parts) -> bool {
+    let method = request.method == http::Method::POST || request.method == http::Method::HEAD;
+    let headers = &request.headers;
+    let empty = headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_none_or(|length| length.as_bytes() == b"0")
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !headers.contains_key(http::header::CONTENT_TYPE);
+    method && empty
+}
+
+/// The answer to a request that paid ahead: `204 No Content` with the receipt.
+pub(crate) fn paid_ahead<B: Default>(receipt: &crate::scheme::Receipt) -> http::Response<B> {
+    let mut response = http::Response::new(B::default());
+    *response.status_mut() = http::StatusCode::NO_CONTENT;
+    for (name, value) in &receipt.headers {
+        response.headers_mut().append(name.clone(), value.clone());
+    }
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("private"),
+    );
+    response
+}
 
 /// How long a stream waits for a voucher by default, as the MPP session draft suggests.
 pub(crate) const DEFAULT_VOUCHER_WAIT: Duration = Duration::from_secs(60);
-
-/// Where a metered stream's credit comes from (a channel's, through its store).
-pub(crate) trait CreditSource: Send + Sync + 'static {
-    /// Takes the credit paid ahead and not taken yet (0 when there is none).
-    fn take(&self) -> BoxFuture<'_, i128>;
-    /// Resolves when credit may have been paid ahead since it was called (a voucher arrived,
-    /// or a poll interval passed).
-    fn changed(&self) -> BoxFuture<'_, ()>;
-    /// Gives back credit that was not drawn.
-    fn give_back(&self, amount: i128) -> BoxFuture<'static, ()>;
-    /// The data of the request for a voucher covering `owed` more than the credit held.
-    fn need_voucher(&self, owed: i128) -> BoxFuture<'_, String>;
-    /// The data of the final receipt, after `units` units.
-    fn receipt(&self, units: u64) -> BoxFuture<'_, String>;
-}
 
 /// What a metered body is doing.
 enum State {

@@ -121,6 +121,47 @@
 //! carries a `grpc-status` other than `0`: the Trailers-Only form servers use for a call that
 //! fails before its first message. Responses of the inner service are never changed.
 //!
+//! # Metered streams
+//!
+//! A price [`per`](crate::Price::per) a unit meters the response instead of charging the
+//! request: a server-sent event stream ([`Unit::Event`](crate::Unit::Event)) draws on a
+//! payment channel's credit event by event. Only a scheme that meters (MPP `channel`,
+//! [`PaymentScheme::metering`](crate::PaymentScheme::metering)) is offered; its challenge
+//! carries `unitType` and the price of one unit as `amount`.
+//!
+//! ```
+//! use tower_paywall::{Price, Unit};
+//!
+//! // 0.001 USDC an event of the stream.
+//! let price = Price::parse("0.001")?.per(Unit::Event);
+//! # let _ = price;
+//! # Ok::<(), tower_paywall::stellar::AmountError>(())
+//! ```
+//!
+//! - **Opening.** The request carries a voucher raising the channel's cumulative amount by at
+//!   least one unit. It is settled before the handler runs, and its increase is paid ahead: it
+//!   becomes credit ([`ChannelState::unspent`](crate::store::ChannelState::unspent)). The
+//!   opening credential is then used up (a retry gets `409 payment_already_used`); the stream
+//!   is never recorded.
+//! - **Streaming.** Each event that dispatches (it has a `data` line) is held until a unit is
+//!   drawn from the credit; comments (keep-alives) pass free. Nothing goes out beyond the
+//!   credit.
+//! - **More credit, in band.** When the credit runs out, the stream sends
+//!   `event: payment-need-voucher` with `{"channelId", "requiredCumulative",
+//!   "acceptedCumulative", "deposit"}` (mppx's session shape) and waits. The client pays ahead
+//!   with a bodyless `POST` (or `HEAD`) of `Authorization: Payment <voucher>` to the same
+//!   resource, echoing the stream's challenge; it is answered `204` with `Payment-Receipt`. Any
+//!   increase counts, within the deposit; a voucher replayed or lowered is refused (`402`). A
+//!   stream on another node sharing the channel store sees the credit within 250 ms; one on
+//!   this node at once.
+//! - **The end.** When the handler's stream ends, or no voucher came within 60 s, the stream
+//!   ends cleanly with `event: payment-receipt` (`acceptedCumulative`, `spent`, `units`). A
+//!   client that hangs up pays only for what was sent: the credit not drawn goes back to the
+//!   channel, for its next stream. A node that dies loses at most the credit its streams held
+//!   (paid ahead, never delivered content).
+//! - **Closing.** The channel's `spent` (cumulative minus unspent) is what content was
+//!   delivered for; a client's `close` may settle for it (plus the close's own price).
+//!
 //! # One payment, one request
 //!
 //! A payment's record is bound to the request that made it: the method, the path and query,
@@ -262,9 +303,7 @@ mod future;
 pub mod grpc;
 pub mod hooks;
 mod idempotency;
-// Metered streams (being built): not yet reached from the flow.
-#[allow(dead_code)]
-pub(crate) mod meter;
+mod meter;
 pub mod metrics;
 mod negotiate;
 mod reconcile;

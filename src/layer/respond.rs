@@ -36,6 +36,8 @@ pub(crate) mod code {
     pub(crate) const PRICE_MISMATCH: &str = "payment_settled_for_another_price";
     /// The response body failed after the payment settled.
     pub(crate) const RESPONSE_FAILED: &str = "response_failed";
+    /// A route priced per unit takes only a scheme that meters (a payment channel).
+    pub(crate) const METERED: &str = "metered_route_needs_a_channel";
 }
 
 impl Shared {
@@ -68,6 +70,10 @@ impl Shared {
     ) -> Response<B> {
         let mut offers: Vec<(usize, Offer)> = Vec::with_capacity(self.schemes.len());
         for (index, scheme) in self.schemes.iter().enumerate() {
+            // A route priced per unit is paid through a scheme that meters, or not at all.
+            if price.unit().is_some() && scheme.metering().is_none() {
+                continue;
+            }
             match scheme.offer(price, request).await {
                 Ok(offer) => offers.push((index, offer)),
                 Err(refused) => {

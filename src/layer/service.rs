@@ -233,6 +233,25 @@ where
             Some((index, Ok(credential))) => (index, credential),
         };
         let intent = shared.schemes[index].intent();
+        if price.unit().is_some() {
+            let Some(metering) = shared.schemes[index].metering() else {
+                let rejection = Rejection::new(
+                    RejectionKind::PaymentRequired,
+                    intent.protocol,
+                    code::METERED,
+                );
+                return Ok(shared.rejected(&self.parts, &price, &rejection).await);
+            };
+            // A voucher sent during a stream, on its resource, with no body: it pays ahead.
+            if super::meter::pays_ahead(&self.parts) {
+                return Ok(
+                    match metering.pay_ahead(&credential, &self.parts, &price).await {
+                        Ok(receipt) => super::meter::paid_ahead(&receipt),
+                        Err(rejection) => shared.rejected(&self.parts, &price, &rejection).await,
+                    },
+                );
+            }
+        }
         let span = tracing::Span::current();
         span.record("intent", tracing::field::display(intent));
         span.record("amount", price.amount().atomic());
@@ -402,9 +421,17 @@ where
             resource,
         };
         let head = head(&self.parts);
-        let answer = match price.order().unwrap_or(shared.order) {
+        // A metered response draws on the credit its opening voucher paid ahead: settled first.
+        let metered = price.unit().map(|_| price.amount().atomic());
+        let order = match metered {
+            Some(_) => SettlementOrder::BeforeHandler,
+            None => price.order().unwrap_or(shared.order),
+        };
+        let answer = match order {
             SettlementOrder::AfterSuccess => self.after_success(hold, settlement).await?,
-            SettlementOrder::BeforeHandler => self.before_handler(hold, settlement).await?,
+            SettlementOrder::BeforeHandler => {
+                self.before_handler(hold, settlement, metered).await?
+            }
             SettlementOrder::InHandler => self.in_handler(hold, settlement).await?,
         };
         Ok(match answer {
@@ -436,18 +463,29 @@ where
         Ok(finish(&shared, hold, settled, response).await)
     }
 
-    /// Verify → settle → handler.
+    /// Verify → settle → handler; a metered response (`unit_price`) draws on the credit the
+    /// settlement paid ahead.
     async fn before_handler(
         self,
         hold: Hold,
         settlement: Settlement,
+        unit_price: Option<i128>,
     ) -> AnswerOr<ResBody, S::Error> {
         let shared = self.shared.clone();
+        let source = unit_price.and_then(|_| {
+            let metering = settlement.scheme.metering()?;
+            metering.credit(&settlement.verified)
+        });
         let settled = match settlement.run(StateKind::Reserved).await {
             Settled::Done(settled) => settled,
             other => return Ok(not_settled(&shared, hold, other).await),
         };
         let response = self.with(settled.paid.clone()).call_inner().await?;
+        if let (Some(price), Some(source)) = (unit_price, source)
+            && response.status().is_success()
+        {
+            return Ok(metered(hold, settled, response, source, price).await);
+        }
         Ok(complete(&shared, hold, settled, response).await)
     }
 
@@ -623,6 +661,37 @@ where
     };
     record(hold, PaymentState::Completed(Arc::new(completed))).await;
     Answered::Response(Response::from_parts(parts, PaymentBody::from(bytes)))
+}
+
+/// A metered answer: the receipt of its opening voucher, and its body drawing on `source`.
+/// The opening credential is used up (a retry gets `payment_already_used`); the stream itself
+/// is not recorded.
+async fn metered<ResBody>(
+    hold: Hold,
+    settled: Arc<SettledPayment>,
+    response: Response<ResBody>,
+    source: Arc<dyn crate::scheme::CreditSource>,
+    price: i128,
+) -> Answered<ResBody>
+where
+    ResBody: Body<Data = Bytes> + Send + 'static,
+{
+    let (mut parts, body) = response.into_parts();
+    for (name, value) in &settled.receipt.headers {
+        parts.headers.append(name.clone(), value.clone());
+    }
+    let completed = CompletedPayment {
+        settled,
+        response: None,
+    };
+    record(hold, PaymentState::Completed(Arc::new(completed))).await;
+    let body = super::meter::MeteredBody::new(
+        Box::pin(body),
+        source,
+        price,
+        super::meter::DEFAULT_VOUCHER_WAIT,
+    );
+    Answered::Response(Response::from_parts(parts, PaymentBody::metered(body)))
 }
 
 /// Records a streamed answer as it passes (see [`PaymentBody::recorded`]): the whole of it,

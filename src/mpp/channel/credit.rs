@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::BoxFuture;
-use crate::layer::meter::CreditSource;
 use crate::mpp::expires::Timestamp;
 use crate::mpp::problem::ProblemCode;
 use crate::mpp::stream::{NeedVoucher, StreamReceipt};
+use crate::scheme::CreditSource;
 use crate::store::{ChannelId, ChannelPhase, ChannelState, ChannelStore, StoreError};
 
 use super::voucher::{Action, Voucher};

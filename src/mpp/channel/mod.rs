@@ -70,8 +70,6 @@
 //! ```
 
 mod close;
-// The metered streams' credit: used by the layer's stream metering (being built).
-#[allow(dead_code)]
 pub(crate) mod credit;
 mod ledger;
 mod voucher;
@@ -116,6 +114,9 @@ const DEFAULT_WATCH_PERIOD: Duration = Duration::from_secs(5);
 const DEFAULT_MIN_REFUND_PERIOD: u32 = 120;
 /// The default number of channels offered in one 402.
 const DEFAULT_MAX_OFFERS: usize = 8;
+/// How often a metered stream waiting for credit reads the store (a voucher paid ahead on
+/// another node).
+const METERED_POLL: Duration = Duration::from_millis(250);
 /// The request header naming the client's channels.
 pub const PAYMENT_CHANNEL: http::HeaderName = http::HeaderName::from_static("payment-channel");
 
@@ -148,6 +149,9 @@ pub struct StellarChannel {
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set once the RPC's network was checked against ours.
     network_checked: OnceLock<()>,
+    /// Per channel, notified when a voucher pays ahead on it: wakes this node's metered
+    /// streams waiting for credit (other nodes' poll the store).
+    paid_ahead: Mutex<HashMap<ChannelId, Arc<tokio::sync::Notify>>>,
 }
 
 /// Builds a [`StellarChannel`].
@@ -335,6 +339,7 @@ impl StellarChannelBuilder {
             max_offers: self.max_offers,
             watcher: Mutex::new(None),
             network_checked: OnceLock::new(),
+            paid_ahead: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -374,6 +379,10 @@ struct ChannelVerified {
     channel: ChannelId,
     voucher: Voucher,
     reference: String,
+    /// The challenge answered (a metered stream's receipts name it).
+    challenge_id: String,
+    /// The price is per unit of a metered response: the voucher pays ahead.
+    metered: bool,
 }
 
 /// What the echoed challenge request says, once pinned.
@@ -451,9 +460,10 @@ impl StellarChannel {
         )
     }
 
-    /// The challenge request for `price` on `channel`, whose cumulative amount is `cumulative`.
+    /// The challenge request for `price` on `channel`, whose cumulative amount is `cumulative`
+    /// (with `unitType` when the price is per unit).
     fn request(&self, price: &Price, channel: ChannelId, cumulative: i128) -> Map<String, Value> {
-        let request = json!({
+        let mut request = json!({
             "amount": price.amount().to_atomic_string(),
             "channel": channel.to_string(),
             "methodDetails": {
@@ -462,6 +472,9 @@ impl StellarChannel {
                 "cumulativeAmount": cumulative.to_string(),
             },
         });
+        if let (Some(unit), Some(map)) = (price.unit(), request.as_object_mut()) {
+            map.insert("unitType".into(), unit.name().into());
+        }
         match request {
             Value::Object(map) => map,
             _ => Map::new(),
@@ -664,9 +677,15 @@ impl PaymentScheme for StellarChannel {
                     channel,
                     voucher,
                     reference,
+                    challenge_id: mpp.challenge.id.clone(),
+                    metered: context.price.unit().is_some(),
                 },
             ))
         })
+    }
+
+    fn metering(&self) -> Option<&dyn crate::scheme::Metering> {
+        Some(self)
     }
 
     /// A challenge answered by another credential before: it is used up.
@@ -693,8 +712,15 @@ impl PaymentScheme for StellarChannel {
                     return SettleOutcome::Rejected(problem(ProblemCode::VerificationFailed));
                 };
                 let price = verified.amount().atomic();
-                match self.credit(detail.channel, &detail.voucher, price).await {
-                    Ok(_) => SettleOutcome::Settled(server::receipt(detail.reference.clone())),
+                let credited = if detail.metered {
+                    self.pay_ahead_with(detail.channel, &detail.voucher).await
+                } else {
+                    self.credit(detail.channel, &detail.voucher, price)
+                        .await
+                        .map(|_| ())
+                };
+                match credited {
+                    Ok(()) => SettleOutcome::Settled(server::receipt(detail.reference.clone())),
                     Err(rejection) => SettleOutcome::Rejected(rejection),
                 }
             }),
@@ -728,6 +754,90 @@ impl PaymentScheme for StellarChannel {
                 Some(evidence) => self.reconcile_close(&evidence).await,
                 None => crate::scheme::Reconciled::Unknown,
             }
+        })
+    }
+}
+
+impl StellarChannel {
+    /// The notice of vouchers paying ahead on `channel`.
+    fn paid_ahead(&self, channel: ChannelId) -> Arc<tokio::sync::Notify> {
+        self.paid_ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(channel)
+            .or_default()
+            .clone()
+    }
+
+    /// Stores a voucher paying ahead on `channel` (its increase becomes credit) and wakes the
+    /// streams waiting on it.
+    async fn pay_ahead_with(&self, channel: ChannelId, voucher: &Voucher) -> Result<(), Rejection> {
+        let deposited = self
+            .info(channel)
+            .ok_or_else(|| problem(ProblemCode::ChannelNotFound))?
+            .deposited();
+        let stored = credit::update(&*self.store, channel, |state| {
+            credit::pay_ahead(voucher, state, deposited).map(|next| (next, ()))
+        })
+        .await;
+        match stored {
+            Ok(_) => {
+                self.paid_ahead(channel).notify_waiters();
+                Ok(())
+            }
+            Err(credit::CreditError::Refused(code)) => Err(problem(code)),
+            Err(credit::CreditError::Store(error)) => {
+                tracing::error!(%error, "channel store unavailable");
+                Err(busy())
+            }
+        }
+    }
+}
+
+impl crate::scheme::Metering for StellarChannel {
+    fn credit(&self, verified: &Verified) -> Option<Arc<dyn crate::scheme::CreditSource>> {
+        let detail = verified.detail::<ChannelVerified>()?;
+        let info = self.info(detail.channel)?;
+        Some(Arc::new(credit::ChannelCredit {
+            store: self.store.clone(),
+            channel: detail.channel,
+            paid: self.paid_ahead(detail.channel),
+            poll: METERED_POLL,
+            deposit: info.deposited(),
+            intent: INTENT,
+            challenge_id: detail.challenge_id.clone(),
+        }))
+    }
+
+    fn pay_ahead<'a>(
+        &'a self,
+        credential: &'a Credential,
+        request: &'a http::request::Parts,
+        price: &'a Price,
+    ) -> BoxFuture<'a, Result<crate::scheme::Receipt, Rejection>> {
+        Box::pin(async move {
+            let mpp = server::credential(credential)?;
+            // The voucher echoes the challenge the stream was opened with: a `GET` of this
+            // resource.
+            let mut opened = http::Request::new(());
+            *opened.uri_mut() = request.uri.clone();
+            *opened.headers_mut() = request.headers.clone();
+            let (opened, ()) = opened.into_parts();
+            let mut pinned = None;
+            self.issuer().check(&mpp.challenge, &opened, |echo| {
+                pinned = self.pin(echo, price);
+                pinned.is_some()
+            })?;
+            let Pinned { channel, reference } =
+                pinned.ok_or_else(|| problem(ProblemCode::InvalidChallenge))?;
+            let voucher = Voucher::parse(&mpp.payload).map_err(problem)?;
+            if voucher.action != voucher::Action::Voucher {
+                return Err(problem(ProblemCode::InvalidPayload));
+            }
+            // Any increase pays ahead; the signature is checked as for any voucher.
+            self.check_voucher(channel, &voucher, 1).await?;
+            self.pay_ahead_with(channel, &voucher).await?;
+            Ok(server::receipt(reference))
         })
     }
 }
