@@ -1519,6 +1519,27 @@ fn metered_app(scheme: &Arc<StellarChannel>, count: usize) -> Router {
         .layer(layer)
 }
 
+/// Sends `method` to the metered resource with the credential of a voucher for `amount`
+/// answering `challenge`: the answer, and the credential.
+async fn send_voucher(
+    world: &World,
+    app: &Router,
+    challenge: &Challenge,
+    method: http::Method,
+    amount: i128,
+) -> (http::Response<axum::body::Body>, String) {
+    let signature = world.sign(&world.channel, amount);
+    let credential = authorization(challenge.clone(), "voucher", amount, signature);
+    let request = Request::builder()
+        .method(method)
+        .uri("/paid")
+        .header("host", "example.com")
+        .header("authorization", credential.clone())
+        .body(axum::body::Body::empty())
+        .unwrap();
+    (app.clone().oneshot(request).await.unwrap(), credential)
+}
+
 /// Reads a metered SSE answer as a client would, paying `ahead` events per voucher (a bodyless
 /// `POST` of it to the resource) when asked; stops after `stop_after` events if set. The
 /// events' data, and the final receipt's data when it came.
@@ -1548,19 +1569,8 @@ async fn read_metered(
                     let need: NeedVoucher = messages::read_event(&event.data).unwrap();
                     let amount = need.accepted_cumulative + ahead * EVENT_PRICE;
                     assert!(amount >= need.required_cumulative);
-                    let signature = world.sign(&world.channel, amount);
-                    let credential = authorization(challenge.clone(), "voucher", amount, signature);
-                    let paid = app
-                        .clone()
-                        .oneshot(
-                            Request::post("/paid")
-                                .header("host", "example.com")
-                                .header("authorization", credential)
-                                .body(axum::body::Body::empty())
-                                .unwrap(),
-                        )
-                        .await
-                        .unwrap();
+                    let (paid, _) =
+                        send_voucher(world, app, challenge, http::Method::POST, amount).await;
                     let status = paid.status();
                     let receipt = paid.headers().contains_key("payment-receipt");
                     let text = paid.into_body().collect().await.unwrap().to_bytes();
@@ -1604,24 +1614,14 @@ async fn a_metered_event_stream_is_paid_by_vouchers_ahead_and_closes_for_exactly
     assert_eq!(request["amount"], EVENT_PRICE.to_string());
 
     // Open with a voucher 100 events ahead; then one voucher per 100 events, in band.
-    let opening = 100 * EVENT_PRICE;
-    let credential = authorization(
-        challenge.clone(),
-        "voucher",
-        opening,
-        world.sign(&world.channel, opening),
-    );
-    let response = app
-        .clone()
-        .oneshot(
-            Request::get("/paid")
-                .header("host", "example.com")
-                .header("authorization", credential.clone())
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let (response, credential) = send_voucher(
+        &world,
+        &app,
+        &challenge,
+        http::Method::GET,
+        100 * EVENT_PRICE,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().contains_key("payment-receipt"));
     let (events, receipt) = read_metered(&world, &app, &challenge, response, 100, None).await;
@@ -1645,23 +1645,7 @@ async fn a_metered_event_stream_is_paid_by_vouchers_ahead_and_closes_for_exactly
 
     // A voucher replayed, or lower, is refused in band: nothing is credited.
     for amount in [owed, owed - EVENT_PRICE] {
-        let stale = authorization(
-            challenge.clone(),
-            "voucher",
-            amount,
-            world.sign(&world.channel, amount),
-        );
-        let refused = app
-            .clone()
-            .oneshot(
-                Request::post("/paid")
-                    .header("host", "example.com")
-                    .header("authorization", stale)
-                    .body(axum::body::Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let (refused, _) = send_voucher(&world, &app, &challenge, http::Method::POST, amount).await;
         assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED, "{amount}");
     }
     assert_eq!(store.load(channel_id).await.unwrap().unwrap(), state);
@@ -1682,24 +1666,14 @@ async fn a_client_that_hangs_up_mid_stream_has_spent_what_it_received() {
     let scheme = world.scheme(store.clone()).await;
     let app = metered_app(&scheme, 1_000);
     let challenge = challenge(&app, &world.channel).await;
-    let opening = 100 * EVENT_PRICE;
-    let credential = authorization(
-        challenge.clone(),
-        "voucher",
-        opening,
-        world.sign(&world.channel, opening),
-    );
-    let response = app
-        .clone()
-        .oneshot(
-            Request::get("/paid")
-                .header("host", "example.com")
-                .header("authorization", credential)
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let (response, _) = send_voucher(
+        &world,
+        &app,
+        &challenge,
+        http::Method::GET,
+        100 * EVENT_PRICE,
+    )
+    .await;
     // 250 events read with 300 paid ahead, then the client goes.
     let (events, receipt) = read_metered(&world, &app, &challenge, response, 100, Some(250)).await;
     assert_eq!((events.len(), receipt), (250, None));
