@@ -755,3 +755,117 @@ async fn a_push_that_fails_after_submitting_counts_as_spent() {
         "the transfer landed"
     );
 }
+
+/// A channel of `deposit` from `payer` to `recipient` (commitment key `key`), served by a
+/// layer selling `events` SSE events at `price` each on `/paid`: the channel and the URL.
+async fn metered_server(
+    sandbox: &Sandbox,
+    payer: &Keypair,
+    recipient: &Keypair,
+    key: &Keypair,
+    deposit: i128,
+    price: &str,
+    events: usize,
+) -> (Address, String) {
+    let channel = sandbox
+        .deploy_channel(ChannelParams {
+            token: sandbox.usdc(),
+            from: payer,
+            commitment_key: key.public_key(),
+            to: recipient.address(),
+            amount: deposit,
+            refund_waiting_period: 200,
+        })
+        .await
+        .unwrap();
+    let scheme = StellarChannel::builder(
+        Network::testnet(),
+        recipient.clone(),
+        Arc::new(sandbox.clone()),
+        support::keys(),
+        Arc::new(MemoryChannelStore::new()),
+    )
+    .currency(sandbox.usdc())
+    .realm("example")
+    .build()
+    .unwrap();
+    let scheme = Arc::new(scheme);
+    scheme.add_channel(channel).await.unwrap();
+    let layer = PaymentLayer::builder()
+        .shared_scheme(scheme)
+        .price(Price::parse(price).unwrap().per(tower_paywall::Unit::Event))
+        .build()
+        .unwrap();
+    let body: String = (0..events).map(|n| format!("data: {n}\n\n")).collect();
+    let app = Router::new()
+        .route(
+            "/paid",
+            get(move || {
+                let body = body.clone();
+                async move { ([("content-type", "text/event-stream")], body) }
+            }),
+        )
+        .layer(layer);
+    (channel, serve(app).await)
+}
+
+#[tokio::test]
+async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
+    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
+    let sandbox = Sandbox::start(config).unwrap();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let recipient = sandbox.funded_keypair().await.unwrap();
+    let key = Keypair::from_seed([78; 32]);
+    // 0.0001 USDC an event: 1 000 events are 0.1 USDC.
+    let price: i128 = 1_000;
+    let (channel, url) = metered_server(
+        &sandbox, &payer, &recipient, &key, 10_000_000, "0.0001", 1_000,
+    )
+    .await;
+    let client =
+        PayingClient::builder(payer.clone(), Arc::new(sandbox.clone()), Network::testnet())
+            .channel(&url, channel, key.clone())
+            .stream_ahead(100)
+            .build()
+            .unwrap();
+
+    // The whole stream, a voucher per 100 events.
+    let mut stream = client.get(&url).send_stream().await.unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        events.push(event.unwrap().data);
+    }
+    assert_eq!(events.len(), 1_000);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(n, data)| *data == n.to_string())
+    );
+    let receipt = stream.receipt().expect("the final receipt").clone();
+    assert_eq!((receipt.spent, receipt.units), (1_000 * price, Some(1_000)));
+    assert_eq!(stream.paid(), 1_000 * price, "ten vouchers of 100 events");
+    assert_eq!(client.spent(), 1_000 * price);
+
+    // A cap of 250 events: paid up to 200 (the next voucher would pass it), then it stops.
+    let mut capped = client
+        .get(&url)
+        .stream_cap(250 * price)
+        .send_stream()
+        .await
+        .unwrap();
+    let mut read = 0;
+    let stopped = loop {
+        match capped.next().await {
+            Some(Ok(_)) => read += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the stream ended before its cap"),
+        }
+    };
+    assert!(
+        matches!(stopped, ClientError::BudgetExceeded { .. }),
+        "{stopped:?}"
+    );
+    assert_eq!((read, capped.paid()), (200, 200 * price));
+    assert_eq!(client.spent(), 1_200 * price);
+}

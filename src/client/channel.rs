@@ -274,6 +274,67 @@ pub(crate) enum Action {
     Close,
 }
 
+/// Signs a voucher raising `channel`'s cumulative amount to `target` (or to what this client
+/// signed already, when that is higher), the amount stored durably first: the payload and the
+/// amount signed. `accepted` is what the server holds; more than this client ever signed is
+/// refused.
+pub(crate) async fn voucher_to(
+    wallet: &Wallet,
+    origin: &str,
+    network: &Network,
+    request: &ChannelRequest,
+    accepted: i128,
+    target: i128,
+) -> Result<(Value, i128), Failure> {
+    let signer = wallet
+        .signer(origin, &request.channel)
+        .ok_or(PayError::Unsupported("not one of this client's channels"))?;
+    let signed = wallet
+        .store
+        .current(&request.network, &request.channel)
+        .map_err(|error| PayError::Channel(error.to_string()))?;
+    if accepted > signed {
+        return Err(PayError::InvalidOffer(
+            "the server holds a cumulative amount this client never signed",
+        )
+        .into());
+    }
+    let raise = target.saturating_sub(signed.max(accepted)).max(0);
+    let cumulative = wallet
+        .store
+        .advance(&request.network, &request.channel, accepted, raise)
+        .map_err(|error| PayError::Channel(error.to_string()))?;
+    sign(signer, network, request, cumulative, Action::Voucher)
+        .await
+        .map(|payload| (payload, cumulative))
+}
+
+/// The payload of a voucher (or close) for `cumulative`, already stored.
+async fn sign(
+    signer: &Arc<dyn Signer>,
+    network: &Network,
+    request: &ChannelRequest,
+    cumulative: i128,
+    action: Action,
+) -> Result<Value, Failure> {
+    // Raised, the amount is part of every later voucher: a failure from here on counts as
+    // spent.
+    let bytes = commitment_bytes(&network.id(), &request.channel, cumulative)
+        .map_err(|_| Failure::spent(PayError::InvalidOffer("channel commitment")))?;
+    let signature = crate::stellar::signer::sign_checked(&**signer, &bytes)
+        .await
+        .map_err(|error| Failure::spent(PayError::Signer(error.to_string())))?;
+    let action = match action {
+        Action::Voucher => "voucher",
+        Action::Close => "close",
+    };
+    Ok(json!({
+        "action": action,
+        "amount": cumulative.to_string(),
+        "signature": hex::encode(signature),
+    }))
+}
+
 /// The voucher's payload for `request`.
 pub(crate) async fn payload(
     wallet: &Wallet,
@@ -306,22 +367,7 @@ pub(crate) async fn payload(
             request.amount,
         )
         .map_err(|error| PayError::Channel(error.to_string()))?;
-    // Raised, the amount is part of every later voucher: a failure from here on counts as
-    // spent.
-    let bytes = commitment_bytes(&network.id(), &request.channel, cumulative)
-        .map_err(|_| Failure::spent(PayError::InvalidOffer("channel commitment")))?;
-    let signature = crate::stellar::signer::sign_checked(&**signer, &bytes)
-        .await
-        .map_err(|error| Failure::spent(PayError::Signer(error.to_string())))?;
-    let action = match action {
-        Action::Voucher => "voucher",
-        Action::Close => "close",
-    };
-    Ok(json!({
-        "action": action,
-        "amount": cumulative.to_string(),
-        "signature": hex::encode(signature),
-    }))
+    sign(signer, network, request, cumulative, action).await
 }
 
 #[cfg(test)]
@@ -345,6 +391,7 @@ mod tests {
             channel,
             network: "stellar:testnet".into(),
             cumulative,
+            unit: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -412,6 +459,7 @@ mod tests {
             channel,
             network: "stellar:testnet".into(),
             cumulative: 0,
+            unit: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

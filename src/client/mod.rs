@@ -7,6 +7,7 @@
 //! | x402 `exact` | a sponsored transfer, its authorization signed as `@x402/stellar` does |
 //! | MPP `charge` | pull (sponsored or from the payer's account) or push ([`ChargeMode`]) |
 //! | MPP `channel` | a voucher on one of the client's channels ([`PayingClientBuilder::channel`], opened with [`open_channel`](crate::stellar::channel::open_channel)); the cumulative amount is stored before it is signed ([`FileCumulativeStore`]); [`PayRequest::close_channel`] closes it |
+//! | MPP `channel`, metered | [`PayRequest::send_stream`]: a [`PaidStream`] of events, paying vouchers ahead as the server asks in band |
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -69,6 +70,7 @@ pub mod grpc;
 mod offer;
 mod policy;
 mod replay;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +83,7 @@ pub use charge::ChargeMode;
 pub use grpc::{PayingGrpc, PayingGrpcLayer};
 pub use offer::{ChannelRequest, ChargeRequest, PaymentOffer, read_offers};
 pub use policy::Policy;
+pub use stream::PaidStream;
 
 use crate::mpp::Credential as MppCredential;
 use crate::scheme::Intent;
@@ -89,6 +92,8 @@ use crate::stellar::{Address, Network, PrepareError, Signer, TransferError};
 use channel::{Action, Wallet, WalletChannel};
 use policy::{Refusal, Spent};
 
+/// How many units of a metered stream a voucher pays ahead, by default.
+const DEFAULT_STREAM_AHEAD: u32 = 100;
 /// How many times a paid request is sent again, with the same payment, by default.
 const DEFAULT_RETRIES: u32 = 3;
 /// The longest a payment authorization is signed for, whatever the server asks: an offer
@@ -175,6 +180,9 @@ pub enum ClientError {
     /// The request's body is a stream: it cannot be sent again with a payment.
     #[error("the request body cannot be sent twice")]
     BodyNotReplayable,
+    /// A stream was asked for, and the server answered with this status instead.
+    #[error("the server answered {0}")]
+    Status(StatusCode),
 }
 
 /// What was paid for a response; in the extensions of every paid response
@@ -240,6 +248,8 @@ struct Settings {
     charge_mode: ChargeMode,
     retries: u32,
     wallet: Wallet,
+    /// How many units of a metered stream each voucher pays ahead.
+    stream_ahead: u32,
 }
 
 /// Builds a [`PayingClient`].
@@ -275,6 +285,14 @@ impl PayingClientBuilder {
     /// connection (default 3).
     pub fn retries(mut self, retries: u32) -> Self {
         self.settings.retries = retries;
+        self
+    }
+
+    /// How many units of a metered stream (an SSE stream priced per event) each voucher pays
+    /// ahead (default 100, at least 1): fewer vouchers, or less credit left unused when the
+    /// stream stops (see [`PaidStream`]).
+    pub fn stream_ahead(mut self, units: u32) -> Self {
+        self.settings.stream_ahead = units.max(1);
         self
     }
 
@@ -373,6 +391,7 @@ pub struct PayRequest {
     client: PayingClient,
     builder: reqwest::RequestBuilder,
     action: Action,
+    stream_cap: Option<i128>,
 }
 
 impl PayRequest {
@@ -407,6 +426,37 @@ impl PayRequest {
         self
     }
 
+    /// The most a stream opened by [`send_stream`](Self::send_stream) may pay in all, its
+    /// opening voucher included (beside the policy and the budget).
+    pub fn stream_cap(mut self, amount: i128) -> Self {
+        self.stream_cap = Some(amount);
+        self
+    }
+
+    /// Sends the request, paying a 402 once, and reads its answer as a server-sent event
+    /// stream, paying a metered one as it flows (see [`PaidStream`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send); [`ClientError::Status`] when the answer is not a success.
+    pub async fn send_stream(self) -> Result<PaidStream, ClientError> {
+        let request = self.builder.build()?;
+        let client = self.client.clone();
+        let response = self.client.execute_as(request, self.action).await?;
+        if !response.status().is_success() {
+            return Err(ClientError::Status(response.status()));
+        }
+        let opened = response.extensions().get::<stream::Opened>().cloned();
+        let paid = payment(&response).map_or(0, |paid| paid.amount);
+        Ok(PaidStream::new(
+            client,
+            response,
+            opened,
+            paid,
+            self.stream_cap,
+        ))
+    }
+
     /// Sends the request, paying a 402 once.
     pub async fn send(self) -> Result<Response, ClientError> {
         let request = self.builder.build()?;
@@ -434,6 +484,7 @@ impl PayingClient {
                 charge_mode: ChargeMode::default(),
                 retries: DEFAULT_RETRIES,
                 wallet: Wallet::default(),
+                stream_ahead: DEFAULT_STREAM_AHEAD,
             },
         }
     }
@@ -444,6 +495,7 @@ impl PayingClient {
             client: self.clone(),
             builder: self.inner.http.request(method, url),
             action: Action::Voucher,
+            stream_cap: None,
         }
     }
 
@@ -504,6 +556,9 @@ impl PayingClient {
             response
                 .extensions_mut()
                 .insert(Payment { receipt, ..payment });
+            if let Some(opened) = built.metered {
+                response.extensions_mut().insert(opened);
+            }
         }
         Ok(response)
     }
@@ -517,7 +572,18 @@ impl PayingClient {
         action: Action,
     ) -> Result<(Built, Payment), ClientError> {
         let offer = self.choose(offers, origin, action)?;
-        let amount = offer.amount().unwrap_or_default();
+        let amount = match offer {
+            // A metered stream's opening voucher pays units ahead.
+            PaymentOffer::MppChannel { request, .. } if request.unit.is_some() => {
+                self.ahead(request)
+            }
+            _ => offer.amount().unwrap_or_default(),
+        };
+        if let Some(cap) = self.inner.settings.policy.max_per_payment
+            && amount > cap
+        {
+            return Err(ClientError::OverLimit { amount, cap });
+        }
         let budget = self.inner.settings.policy.budget;
         if !self.inner.spent.reserve(amount, budget) {
             return Err(ClientError::BudgetExceeded {
@@ -558,6 +624,13 @@ impl PayingClient {
         {
             headers.insert(crate::mpp::PAYMENT_CHANNEL, value);
         }
+    }
+
+    /// What a voucher of a metered stream pays ahead: the price of `stream_ahead` units.
+    fn ahead(&self, request: &ChannelRequest) -> i128 {
+        request
+            .amount
+            .saturating_mul(i128::from(self.inner.settings.stream_ahead))
     }
 
     /// The best offer the policy allows, or why there is none.
@@ -636,7 +709,11 @@ impl PayingClient {
                     *in_header,
                 )
                 .await?;
-                Ok(Built { name, value })
+                Ok(Built {
+                    name,
+                    value,
+                    metered: None,
+                })
             }
             PaymentOffer::MppCharge { challenge, request } => {
                 let payload = charge::payload(
@@ -658,18 +735,30 @@ impl PayingClient {
                 Ok(Built {
                     name: http::header::AUTHORIZATION,
                     value,
+                    metered: None,
                 })
             }
             PaymentOffer::MppChannel { challenge, request } => {
+                // A metered stream's opening voucher pays units ahead.
+                let ahead = request.unit.as_ref().map(|_| ChannelRequest {
+                    amount: self.ahead(request),
+                    ..request.clone()
+                });
+                let paying = ahead.as_ref().unwrap_or(request);
                 let payload =
-                    channel::payload(&inner.wallet, origin, &inner.network, request, action)
-                        .await?;
+                    channel::payload(&inner.wallet, origin, &inner.network, paying, action).await?;
                 let credential = MppCredential::new(challenge.clone(), payload);
                 let value = HeaderValue::try_from(credential.encode())
                     .map_err(|_| Failure::spent(PayError::InvalidOffer("channel credential")))?;
+                let metered = request.unit.is_some().then(|| stream::Opened {
+                    challenge: challenge.clone(),
+                    request: request.clone(),
+                    origin: origin.to_owned(),
+                });
                 Ok(Built {
                     name: http::header::AUTHORIZATION,
                     value,
+                    metered,
                 })
             }
         }
@@ -709,6 +798,8 @@ impl PayingClient {
 struct Built {
     name: HeaderName,
     value: HeaderValue,
+    /// The stream it opens, when the offer was metered.
+    metered: Option<stream::Opened>,
 }
 
 /// A payment that could not be made.

@@ -73,6 +73,9 @@ pub struct ChannelRequest {
     pub network: String,
     /// The highest cumulative amount the server holds for the channel.
     pub cumulative: i128,
+    /// `unitType`: the response is metered, and `amount` is the price of one of these units
+    /// (an SSE `event` …); `None` for a price per request.
+    pub unit: Option<String>,
 }
 
 impl PaymentOffer {
@@ -267,6 +270,8 @@ struct WireChannel {
     amount: String,
     channel: String,
     method_details: ChannelDetails,
+    #[serde(default)]
+    unit_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +293,7 @@ fn channel_request(request: Map<String, Value>) -> Option<ChannelRequest> {
         channel: wire.channel.parse().ok().filter(Address::is_contract)?,
         network: Some(wire.method_details.network).filter(|network| is_stellar(network))?,
         cumulative,
+        unit: wire.unit_type,
     })
 }
 

@@ -1,0 +1,239 @@
+//! Paying as a stream flows: [`PayRequest::send_stream`](super::PayRequest::send_stream) opens
+//! a metered SSE stream (a route priced per event, paid from one of the client's channels),
+//! and [`PaidStream`] hands out its events, answering each in-band request for a voucher
+//! (`payment-need-voucher`) with one paying [`stream_ahead`](super::PayingClientBuilder::stream_ahead)
+//! units ahead, sent as a bodyless `POST` to the stream's URL, within the policy, the budget
+//! and the stream's own cap ([`PayRequest::stream_cap`](super::PayRequest::stream_cap)).
+//!
+//! A stream that is dropped stops paying at once: the server has sent only what was paid for,
+//! and gives back to the channel what it did not draw.
+//!
+//! ```no_run
+//! # async fn run(client: tower_paywall::client::PayingClient) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut stream = client.get("https://api.example/tokens").send_stream().await?;
+//! while let Some(event) = stream.next().await {
+//!     print!("{}", event?.data);
+//! }
+//! println!("\npaid {} in all; {:?}", stream.paid(), stream.receipt());
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+
+use http::StatusCode;
+use reqwest::{Response, Url};
+
+use super::offer::ChannelRequest;
+use super::{ClientError, Failure, PayError, PayingClient, channel};
+use crate::mpp::Credential as MppCredential;
+use crate::mpp::challenge::Challenge as MppChallenge;
+use crate::mpp::stream::messages::{self, NEED_VOUCHER, RECEIPT};
+use crate::mpp::stream::{Event, NeedVoucher, Splitter, StreamReceipt};
+
+/// The stream a paid request opened: its challenge (each voucher echoes it) and channel.
+#[derive(Clone, Debug)]
+pub(crate) struct Opened {
+    pub(crate) challenge: MppChallenge,
+    pub(crate) request: ChannelRequest,
+    pub(crate) origin: String,
+}
+
+/// A metered stream being read (see the [module docs](self)).
+pub struct PaidStream {
+    client: PayingClient,
+    response: Response,
+    url: Url,
+    /// `None`: the stream is not metered (nothing was paid for it per unit).
+    opened: Option<Opened>,
+    splitter: Splitter,
+    events: VecDeque<Event>,
+    /// What this stream has paid: its opening voucher and those since.
+    paid: i128,
+    cap: Option<i128>,
+    receipt: Option<StreamReceipt>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for PaidStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaidStream")
+            .field("url", &self.url.as_str())
+            .field("paid", &self.paid)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PaidStream {
+    /// The stream opened by `response`, whose opening voucher paid `paid`.
+    pub(crate) fn new(
+        client: PayingClient,
+        response: Response,
+        opened: Option<Opened>,
+        paid: i128,
+        cap: Option<i128>,
+    ) -> PaidStream {
+        PaidStream {
+            client,
+            url: response.url().clone(),
+            response,
+            opened,
+            splitter: Splitter::default(),
+            events: VecDeque::new(),
+            paid,
+            cap,
+            receipt: None,
+            ended: false,
+        }
+    }
+
+    /// The next event of the application (payment events are answered, not handed out);
+    /// `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.ended {
+                return None;
+            }
+            let chunk = match self.response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    self.ended = true;
+                    continue;
+                }
+                Err(error) => {
+                    self.ended = true;
+                    return Some(Err(error.into()));
+                }
+            };
+            self.splitter.push(&chunk);
+            loop {
+                let block = match self.splitter.next_block() {
+                    Ok(Some(block)) => block,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.ended = true;
+                        return Some(Err(ClientError::Pay(PayError::InvalidOffer(
+                            "an event larger than the client reads",
+                        ))));
+                    }
+                };
+                let Some(event) = Event::read(&block.raw) else {
+                    continue;
+                };
+                match event.kind() {
+                    NEED_VOUCHER => {
+                        if let Err(error) = self.pay_ahead(&event.data).await {
+                            self.ended = true;
+                            return Some(Err(error));
+                        }
+                    }
+                    RECEIPT => self.receipt = messages::read_event(&event.data).ok(),
+                    _ => self.events.push_back(event),
+                }
+            }
+        }
+    }
+
+    /// What this stream has paid (its opening voucher and every one since), in atomic units.
+    pub fn paid(&self) -> i128 {
+        self.paid
+    }
+
+    /// The server's final receipt, once the stream has ended with one.
+    pub fn receipt(&self) -> Option<&StreamReceipt> {
+        self.receipt.as_ref()
+    }
+
+    /// Answers a request for a voucher: one paying `stream_ahead` units past what the server
+    /// holds (at least what it asks), sent to the stream's URL.
+    async fn pay_ahead(&mut self, data: &str) -> Result<(), ClientError> {
+        let need: NeedVoucher = messages::read_event(data)
+            .map_err(|_| ClientError::Pay(PayError::InvalidOffer("payment-need-voucher")))?;
+        let Some(opened) = &self.opened else {
+            return Err(ClientError::Pay(PayError::InvalidOffer(
+                "a voucher asked on a stream that was not paid per unit",
+            )));
+        };
+        let request = &opened.request;
+        if need.channel_id != request.channel.to_string() {
+            return Err(ClientError::Pay(PayError::InvalidOffer(
+                "a voucher asked for another channel",
+            )));
+        }
+        let ahead = self.client.ahead(request);
+        let target = need
+            .required_cumulative
+            .max(need.accepted_cumulative.saturating_add(ahead));
+        if need.required_cumulative > need.deposit {
+            return Err(ClientError::Pay(PayError::Unsupported(
+                "the channel's deposit is spent: it needs a top-up",
+            )));
+        }
+        let target = target.min(need.deposit);
+        let amount = target - need.accepted_cumulative;
+        let settings = &self.client.inner.settings;
+        if let Some(cap) = settings.policy.max_per_payment
+            && amount > cap
+        {
+            return Err(ClientError::OverLimit { amount, cap });
+        }
+        if let Some(cap) = self.cap
+            && self.paid + amount > cap
+        {
+            return Err(ClientError::BudgetExceeded {
+                amount,
+                budget: cap,
+                spent: self.paid,
+            });
+        }
+        let budget = settings.policy.budget;
+        if !self.client.inner.spent.reserve(amount, budget) {
+            return Err(ClientError::BudgetExceeded {
+                amount,
+                budget: budget.unwrap_or_default(),
+                spent: self.client.spent(),
+            });
+        }
+        let signed = channel::voucher_to(
+            &settings.wallet,
+            &opened.origin,
+            &settings.network,
+            request,
+            need.accepted_cumulative,
+            target,
+        )
+        .await;
+        let (payload, _) = match signed {
+            Ok(signed) => signed,
+            Err(Failure {
+                error,
+                spent: false,
+            }) => {
+                self.client.inner.spent.release(amount);
+                return Err(ClientError::Pay(error));
+            }
+            Err(Failure { error, spent: true }) => return Err(ClientError::Incomplete(error)),
+        };
+        // Signed and stored: it counts, whatever the answer.
+        self.paid += amount;
+        let credential = MppCredential::new(opened.challenge.clone(), payload).encode();
+        let answer = self
+            .client
+            .inner
+            .http
+            .post(self.url.clone())
+            .header(http::header::AUTHORIZATION, credential)
+            .send()
+            .await?;
+        if answer.status() != StatusCode::NO_CONTENT && !answer.status().is_success() {
+            return Err(ClientError::Incomplete(PayError::Submission(format!(
+                "the voucher was answered {}",
+                answer.status()
+            ))));
+        }
+        Ok(())
+    }
+}
