@@ -286,6 +286,30 @@ pub(crate) async fn voucher_to(
     accepted: i128,
     target: i128,
 ) -> Result<(Value, i128), Failure> {
+    let raise = |signed: i128| target.saturating_sub(signed.max(accepted)).max(0);
+    raise_and_sign(
+        wallet,
+        origin,
+        network,
+        request,
+        accepted,
+        raise,
+        Action::Voucher,
+    )
+    .await
+}
+
+/// Raises `request`'s channel above what the server holds (`accepted`) by `raise(signed)`,
+/// durably, then signs the amount for `action`: the payload and the amount.
+async fn raise_and_sign(
+    wallet: &Wallet,
+    origin: &str,
+    network: &Network,
+    request: &ChannelRequest,
+    accepted: i128,
+    raise: impl FnOnce(i128) -> i128,
+    action: Action,
+) -> Result<(Value, i128), Failure> {
     let signer = wallet
         .signer(origin, &request.channel)
         .ok_or(PayError::Unsupported("not one of this client's channels"))?;
@@ -293,18 +317,19 @@ pub(crate) async fn voucher_to(
         .store
         .current(&request.network, &request.channel)
         .map_err(|error| PayError::Channel(error.to_string()))?;
+    // The server's word on the channel is only trusted downwards: a server that claims more
+    // than this client ever signed would have it sign away the difference.
     if accepted > signed {
         return Err(PayError::InvalidOffer(
             "the server holds a cumulative amount this client never signed",
         )
         .into());
     }
-    let raise = target.saturating_sub(signed.max(accepted)).max(0);
     let cumulative = wallet
         .store
-        .advance(&request.network, &request.channel, accepted, raise)
+        .advance(&request.network, &request.channel, accepted, raise(signed))
         .map_err(|error| PayError::Channel(error.to_string()))?;
-    sign(signer, network, request, cumulative, Action::Voucher)
+    sign(signer, network, request, cumulative, action)
         .await
         .map(|payload| (payload, cumulative))
 }
@@ -335,7 +360,7 @@ async fn sign(
     }))
 }
 
-/// The voucher's payload for `request`.
+/// The voucher's payload for `request`: the stored amount raised by its price.
 pub(crate) async fn payload(
     wallet: &Wallet,
     origin: &str,
@@ -343,31 +368,18 @@ pub(crate) async fn payload(
     request: &ChannelRequest,
     action: Action,
 ) -> Result<Value, Failure> {
-    let signer = wallet
-        .signer(origin, &request.channel)
-        .ok_or(PayError::Unsupported("not one of this client's channels"))?;
-    let signed = wallet
-        .store
-        .current(&request.network, &request.channel)
-        .map_err(|error| PayError::Channel(error.to_string()))?;
-    // The server's word on the channel is only trusted downwards: a server that claims more
-    // than this client ever signed would have it sign away the difference.
-    if request.cumulative > signed {
-        return Err(PayError::InvalidOffer(
-            "the server holds a cumulative amount this client never signed",
-        )
-        .into());
-    }
-    let cumulative = wallet
-        .store
-        .advance(
-            &request.network,
-            &request.channel,
-            request.cumulative,
-            request.amount,
-        )
-        .map_err(|error| PayError::Channel(error.to_string()))?;
-    sign(signer, network, request, cumulative, action).await
+    let raise = |_| request.amount;
+    raise_and_sign(
+        wallet,
+        origin,
+        network,
+        request,
+        request.cumulative,
+        raise,
+        action,
+    )
+    .await
+    .map(|(payload, _)| payload)
 }
 
 #[cfg(test)]
