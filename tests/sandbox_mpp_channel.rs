@@ -1498,7 +1498,13 @@ const EVENT_PRICE: i128 = 10_000;
 
 /// A route selling `count` SSE events (`data: <n>`) at `EVENT_PRICE` each.
 fn metered_app(scheme: &Arc<StellarChannel>, count: usize) -> Router {
+    metered_app_waiting(scheme, count, tower_paywall::layer::DEFAULT_VOUCHER_WAIT)
+}
+
+/// [`metered_app`], waiting `wait` for a voucher.
+fn metered_app_waiting(scheme: &Arc<StellarChannel>, count: usize, wait: Duration) -> Router {
     let layer = PaymentLayer::builder()
+        .voucher_wait(wait)
         .shared_scheme(scheme.clone())
         .price(
             Price::parse("0.001")
@@ -1690,5 +1696,52 @@ async fn a_client_that_hangs_up_mid_stream_has_spent_what_it_received() {
         state.spent(),
         250 * EVENT_PRICE,
         "what it received, not more"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_paying_sees_the_request_then_the_end_and_pays_for_what_it_got() {
+    use tower_paywall::mpp::stream::{Event, Splitter, StreamReceipt, messages};
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let store = Arc::new(MemoryChannelStore::new());
+    let scheme = world.scheme(store.clone()).await;
+    let app = metered_app_waiting(&scheme, 1_000, Duration::from_millis(300));
+    let challenge = challenge(&app, &world.channel).await;
+    let (response, _) = send_voucher(
+        &world,
+        &app,
+        &challenge,
+        http::Method::GET,
+        100 * EVENT_PRICE,
+    )
+    .await;
+    let mut body = response.into_body();
+    let mut splitter = Splitter::default();
+    let mut kinds = Vec::new();
+    let mut receipt = None;
+    while let Some(frame) = body.frame().await {
+        splitter.push(frame.unwrap().data_ref().unwrap());
+        while let Some(block) = splitter.next_block().unwrap() {
+            if let Some(event) = Event::read(&block.raw) {
+                if event.kind() == messages::RECEIPT {
+                    receipt = Some(messages::read_event::<StreamReceipt>(&event.data).unwrap());
+                }
+                kinds.push(event.kind().to_owned());
+            }
+        }
+    }
+    // A hundred events, the request for a voucher, nothing more, then the clean end.
+    assert_eq!(kinds.len(), 102);
+    assert!(kinds[..100].iter().all(|kind| kind == "message"));
+    assert_eq!(kinds[100..], [messages::NEED_VOUCHER, messages::RECEIPT]);
+    let receipt = receipt.unwrap();
+    assert_eq!(
+        (receipt.spent, receipt.units),
+        (100 * EVENT_PRICE, Some(100))
+    );
+    assert_eq!(
+        store.load(channel_id).await.unwrap().unwrap().spent(),
+        100 * EVENT_PRICE
     );
 }

@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     pub(crate) retry_after: Duration,
     pub(crate) record_ttl: Duration,
     pub(crate) max_recorded_body: usize,
+    pub(crate) voucher_wait: Duration,
     pub(crate) public_url: Option<String>,
     /// At most one reconciliation per payment per `reconcile_interval`.
     pub(crate) reconciling: governor::DefaultKeyedRateLimiter<crate::store::PaymentKey>,
@@ -75,6 +76,7 @@ pub struct PaymentLayerBuilder {
     retry_after: Option<Duration>,
     record_ttl: Option<Duration>,
     max_recorded_body: Option<usize>,
+    voucher_wait: Option<Duration>,
     public_url: Option<String>,
     reconcile_interval: Option<Duration>,
     hooks: Option<Arc<dyn PaymentHooks>>,
@@ -94,6 +96,8 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// Default largest response body recorded for replay to retries.
 pub const DEFAULT_MAX_RECORDED_BODY: usize = 1024 * 1024;
+/// Default longest wait of a metered stream for a voucher, as the MPP session draft suggests.
+pub const DEFAULT_VOUCHER_WAIT: Duration = Duration::from_secs(60);
 
 impl PaymentLayerBuilder {
     /// Adds a payment scheme. Offers appear in the 402 in the order schemes are added, unless
@@ -171,6 +175,14 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// How long a metered stream whose credit ran out waits for a voucher before it ends
+    /// cleanly with its final receipt (default [`DEFAULT_VOUCHER_WAIT`]; see
+    /// [metered streams](crate::layer#metered-streams)).
+    pub fn voucher_wait(mut self, wait: Duration) -> Self {
+        self.voucher_wait = Some(wait);
+        self
+    }
+
     /// The public base URL (`https://api.example.com`) used for the 402's resource URL. Without
     /// it the URL is built from the request's `Host` header.
     pub fn public_url(mut self, url: impl Into<String>) -> Self {
@@ -243,6 +255,7 @@ impl PaymentLayerBuilder {
                 retry_after,
                 record_ttl,
                 max_recorded_body: self.max_recorded_body.unwrap_or(DEFAULT_MAX_RECORDED_BODY),
+                voucher_wait: self.voucher_wait.unwrap_or(DEFAULT_VOUCHER_WAIT),
                 public_url,
                 reconciling: governor::RateLimiter::dashmap(quota),
                 hooks: Hooks {

@@ -48,9 +48,6 @@ pub(crate) fn paid_ahead<B: Default>(receipt: &crate::scheme::Receipt) -> http::
     response
 }
 
-/// How long a stream waits for a voucher by default, as the MPP session draft suggests.
-pub(crate) const DEFAULT_VOUCHER_WAIT: Duration = Duration::from_secs(60);
-
 /// What a metered body is doing.
 enum State {
     /// Passing the inner body's events on, drawing a unit for each.

@@ -154,7 +154,8 @@
 //!   increase counts, within the deposit; a voucher replayed or lowered is refused (`402`). A
 //!   stream on another node sharing the channel store sees the credit within 250 ms; one on
 //!   this node at once.
-//! - **The end.** When the handler's stream ends, or no voucher came within 60 s, the stream
+//! - **The end.** When the handler's stream ends, or no voucher came within 60 s
+//!   ([`voucher_wait`](crate::PaymentLayerBuilder::voucher_wait)), the stream
 //!   ends cleanly with `event: payment-receipt` (`acceptedCumulative`, `spent`, `units`). A
 //!   client that hangs up pays only for what was sent: the credit not drawn goes back to the
 //!   channel, for its next stream. A node that dies loses at most the credit its streams held
@@ -314,8 +315,8 @@ mod settle;
 pub use body::PaymentBody;
 pub use builder::{
     BuildError, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECONCILE_INTERVAL,
-    DEFAULT_RECORD_TTL, DEFAULT_RETRY_AFTER, DEFAULT_SETTLE_WAIT, PaymentLayer,
-    PaymentLayerBuilder,
+    DEFAULT_RECORD_TTL, DEFAULT_RETRY_AFTER, DEFAULT_SETTLE_WAIT, DEFAULT_VOUCHER_WAIT,
+    PaymentLayer, PaymentLayerBuilder,
 };
 pub use future::ResponseFuture;
 pub use hooks::{Offered, PaymentEvent, PaymentHooks, Verdict};

@@ -484,7 +484,8 @@ where
         if let (Some(price), Some(source)) = (unit_price, source)
             && response.status().is_success()
         {
-            return Ok(metered(hold, settled, response, source, price).await);
+            let wait = shared.voucher_wait;
+            return Ok(metered(hold, settled, response, source, price, wait).await);
         }
         Ok(complete(&shared, hold, settled, response).await)
     }
@@ -672,6 +673,7 @@ async fn metered<ResBody>(
     response: Response<ResBody>,
     source: Arc<dyn crate::scheme::CreditSource>,
     price: i128,
+    voucher_wait: std::time::Duration,
 ) -> Answered<ResBody>
 where
     ResBody: Body<Data = Bytes> + Send + 'static,
@@ -685,12 +687,7 @@ where
         response: None,
     };
     record(hold, PaymentState::Completed(Arc::new(completed))).await;
-    let body = super::meter::MeteredBody::new(
-        Box::pin(body),
-        source,
-        price,
-        super::meter::DEFAULT_VOUCHER_WAIT,
-    );
+    let body = super::meter::MeteredBody::new(Box::pin(body), source, price, voucher_wait);
     Answered::Response(Response::from_parts(parts, PaymentBody::metered(body)))
 }
 
