@@ -265,7 +265,6 @@ mod tests {
     use std::sync::Arc;
 
     use http_body_util::BodyExt;
-    use tokio::sync::Notify;
 
     use super::*;
     use crate::mpp::channel::credit::ChannelCredit;
@@ -310,7 +309,7 @@ mod tests {
 
     struct Fixture {
         store: Arc<dyn ChannelStore>,
-        paid: Arc<Notify>,
+        paid: tokio::sync::watch::Sender<u64>,
     }
 
     /// A channel with `cumulative` accepted, `unspent` of it paid ahead.
@@ -323,11 +322,11 @@ mod tests {
             phase: ChannelPhase::Open,
         };
         store.compare_and_set(CHANNEL, None, state).await.unwrap();
-        let paid = Arc::new(Notify::new());
+        let paid = tokio::sync::watch::channel(0).0;
         let source = ChannelCredit {
             store: store.clone(),
             channel: CHANNEL,
-            paid: paid.clone(),
+            paid: tokio::sync::Mutex::new(paid.subscribe()),
             poll: Duration::from_secs(1),
             deposit: 10_000,
             intent: "channel",
@@ -349,7 +348,7 @@ mod tests {
                     .await
                     .unwrap()
             );
-            self.paid.notify_waiters();
+            self.paid.send_modify(|count| *count += 1);
         }
 
         async fn state(&self) -> ChannelState {

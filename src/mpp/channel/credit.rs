@@ -8,8 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use crate::BoxFuture;
 use crate::mpp::expires::Timestamp;
 use crate::mpp::problem::ProblemCode;
@@ -90,8 +88,9 @@ pub(crate) async fn update<T>(
 pub(crate) struct ChannelCredit {
     pub(crate) store: Arc<dyn ChannelStore>,
     pub(crate) channel: ChannelId,
-    /// Notified when a voucher pays ahead on this channel on this node.
-    pub(crate) paid: Arc<Notify>,
+    /// Counts the vouchers paid ahead on this channel on this node (made before the stream's
+    /// first look at its credit, so none is missed).
+    pub(crate) paid: tokio::sync::Mutex<tokio::sync::watch::Receiver<u64>>,
     /// How often the store is read while waiting (a voucher paid on another node).
     pub(crate) poll: Duration,
     /// The channel's deposit, for the request for a voucher.
@@ -128,7 +127,8 @@ impl CreditSource for ChannelCredit {
 
     fn changed(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let _ = tokio::time::timeout(self.poll, self.paid.notified()).await;
+            let mut paid = self.paid.lock().await;
+            let _ = tokio::time::timeout(self.poll, paid.changed()).await;
         })
     }
 

@@ -149,9 +149,10 @@ pub struct StellarChannel {
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set once the RPC's network was checked against ours.
     network_checked: OnceLock<()>,
-    /// Per channel, notified when a voucher pays ahead on it: wakes this node's metered
-    /// streams waiting for credit (other nodes' poll the store).
-    paid_ahead: Mutex<HashMap<ChannelId, Arc<tokio::sync::Notify>>>,
+    /// Per channel, a count of the vouchers paid ahead on it: wakes this node's metered
+    /// streams waiting for credit (other nodes' poll the store). A stream's receiver sees every
+    /// voucher paid after it was made, so none is missed between a look and a wait.
+    paid_ahead: Mutex<HashMap<ChannelId, tokio::sync::watch::Sender<u64>>>,
 }
 
 /// Builds a [`StellarChannel`].
@@ -759,14 +760,14 @@ impl PaymentScheme for StellarChannel {
 }
 
 impl StellarChannel {
-    /// The notice of vouchers paying ahead on `channel`.
-    fn paid_ahead(&self, channel: ChannelId) -> Arc<tokio::sync::Notify> {
+    /// The count of vouchers paid ahead on `channel`, to watch.
+    fn paid_ahead(&self, channel: ChannelId) -> tokio::sync::watch::Receiver<u64> {
         self.paid_ahead
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(channel)
-            .or_default()
-            .clone()
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .subscribe()
     }
 
     /// Stores a voucher paying ahead on `channel` (its increase becomes credit) and wakes the
@@ -782,7 +783,13 @@ impl StellarChannel {
         .await;
         match stored {
             Ok(_) => {
-                self.paid_ahead(channel).notify_waiters();
+                let counts = self
+                    .paid_ahead
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(count) = counts.get(&channel) {
+                    count.send_modify(|count| *count += 1);
+                }
                 Ok(())
             }
             Err(credit::CreditError::Refused(code)) => Err(problem(code)),
@@ -801,7 +808,7 @@ impl crate::scheme::Metering for StellarChannel {
         Some(Arc::new(credit::ChannelCredit {
             store: self.store.clone(),
             channel: detail.channel,
-            paid: self.paid_ahead(detail.channel),
+            paid: tokio::sync::Mutex::new(self.paid_ahead(detail.channel)),
             poll: METERED_POLL,
             deposit: info.deposited(),
             intent: INTENT,
