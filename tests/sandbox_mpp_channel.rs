@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -1744,4 +1745,96 @@ async fn a_client_that_stops_paying_sees_the_request_then_the_end_and_pays_for_w
         store.load(channel_id).await.unwrap().unwrap().spent(),
         100 * EVENT_PRICE
     );
+}
+
+#[tokio::test]
+async fn a_metered_opening_is_used_once_even_when_its_handler_fails() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let store = Arc::new(MemoryChannelStore::new());
+    let scheme = world.scheme(store.clone()).await;
+    let layer = PaymentLayer::builder()
+        .shared_scheme(scheme.clone())
+        .price(
+            Price::parse("0.001")
+                .unwrap()
+                .per(tower_paywall::Unit::Event),
+        )
+        .build()
+        .unwrap();
+    let failed = Arc::new(AtomicBool::new(false));
+    let app = Router::new()
+        .route(
+            "/paid",
+            get(move || {
+                let first = !failed.swap(true, Ordering::SeqCst);
+                async move {
+                    if first {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, "busy").into_response();
+                    }
+                    let body: String = (0..1_000).map(|n| format!("data: {n}\n\n")).collect();
+                    ([("content-type", "text/event-stream")], body).into_response()
+                }
+            }),
+        )
+        .layer(layer);
+    let challenge = challenge(&app, &world.channel).await;
+    let (failed, credential) = send_voucher(
+        &world,
+        &app,
+        &challenge,
+        http::Method::GET,
+        10 * EVENT_PRICE,
+    )
+    .await;
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // The same credential again: used, no stream; the credit stays the channel's.
+    let again = send(&app, Some(credential)).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let state = store.load(channel_id).await.unwrap().unwrap();
+    assert_eq!(
+        (state.cumulative, state.unspent),
+        (10 * EVENT_PRICE, 10 * EVENT_PRICE)
+    );
+}
+
+#[tokio::test]
+async fn vouchers_pay_a_stream_ahead_after_its_challenge_expired() {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let store = Arc::new(MemoryChannelStore::new());
+    let scheme = world
+        .builder(store.clone())
+        .challenge_ttl(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let scheme = Arc::new(scheme);
+    scheme.add_channel(world.channel).await.unwrap();
+    let app = metered_app(&scheme, 1_000);
+    let challenge = challenge(&app, &world.channel).await;
+    let (opened, _) = send_voucher(
+        &world,
+        &app,
+        &challenge,
+        http::Method::GET,
+        10 * EVENT_PRICE,
+    )
+    .await;
+    assert_eq!(opened.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (paid, _) = send_voucher(
+        &world,
+        &app,
+        &challenge,
+        http::Method::POST,
+        20 * EVENT_PRICE,
+    )
+    .await;
+    assert_eq!(paid.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        store.load(channel_id).await.unwrap().unwrap().cumulative,
+        20 * EVENT_PRICE
+    );
+    drop(opened);
 }

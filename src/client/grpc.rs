@@ -206,7 +206,10 @@ where
         if !replay.whole() {
             return Err(not_paid(&required, ClientError::BodyNotReplayable));
         }
-        let (built, payment) = match client.pay_offers(&offers, &origin, Action::Voucher).await {
+        let (built, payment) = match client
+            .pay_offers(&offers, &origin, Action::Voucher, None)
+            .await
+        {
             Ok(paid) => paid,
             Err(error) => return Err(not_paid(&required, error)),
         };

@@ -442,7 +442,9 @@ impl PayRequest {
     pub async fn send_stream(self) -> Result<PaidStream, ClientError> {
         let request = self.builder.build()?;
         let client = self.client.clone();
-        let response = self.client.execute_as(request, self.action).await?;
+        let response = (self.client)
+            .execute_as(request, self.action, self.stream_cap)
+            .await?;
         if !response.status().is_success() {
             return Err(ClientError::Status(response.status()));
         }
@@ -460,7 +462,7 @@ impl PayRequest {
     /// Sends the request, paying a 402 once.
     pub async fn send(self) -> Result<Response, ClientError> {
         let request = self.builder.build()?;
-        self.client.execute_as(request, self.action).await
+        self.client.execute_as(request, self.action, None).await
     }
 }
 
@@ -526,13 +528,16 @@ impl PayingClient {
 
     /// Sends `request`; a 402 is paid once (see the [module docs](self)).
     pub async fn execute(&self, request: Request) -> Result<Response, ClientError> {
-        self.execute_as(request, Action::Voucher).await
+        self.execute_as(request, Action::Voucher, None).await
     }
 
+    /// Sends `request`, paying a 402 once; a metered stream's opening voucher pays within
+    /// `stream_cap`.
     async fn execute_as(
         &self,
         mut request: Request,
         action: Action,
+        stream_cap: Option<i128>,
     ) -> Result<Response, ClientError> {
         let origin = request.url().origin().ascii_serialization();
         self.name_channels(&origin, request.headers_mut());
@@ -547,7 +552,9 @@ impl PayingClient {
         let headers = response.headers().clone();
         let body = read_limited(response).await;
         let offers = read_offers(&headers, &body);
-        let (built, payment) = self.pay_offers(&offers, &origin, action).await?;
+        let (built, payment) = self
+            .pay_offers(&offers, &origin, action, stream_cap)
+            .await?;
         // From here the payment is the server's: it counts against the budget whatever the
         // answer (a server that answers 402 may still settle it while it is valid).
         let mut response = self.send_paid(retry, &built).await?;
@@ -570,15 +577,17 @@ impl PayingClient {
         offers: &[PaymentOffer],
         origin: &str,
         action: Action,
+        stream_cap: Option<i128>,
     ) -> Result<(Built, Payment), ClientError> {
         let offer = self.choose(offers, origin, action)?;
-        let amount = match offer {
-            // A metered stream's opening voucher pays units ahead.
+        let opening = match offer {
+            // A metered stream's opening voucher pays units ahead, within the stream's cap.
             PaymentOffer::MppChannel { request, .. } if request.unit.is_some() => {
-                self.ahead(request)
+                Some(self.opening(request, stream_cap)?)
             }
-            _ => offer.amount().unwrap_or_default(),
+            _ => None,
         };
+        let amount = opening.unwrap_or_else(|| offer.amount().unwrap_or_default());
         if let Some(cap) = self.inner.settings.policy.max_per_payment
             && amount > cap
         {
@@ -592,7 +601,7 @@ impl PayingClient {
                 spent: self.inner.spent.total(),
             });
         }
-        let built = match self.pay(offer, origin, action).await {
+        let built = match self.pay(offer, origin, action, opening).await {
             Ok(built) => built,
             Err(Failure {
                 error,
@@ -624,6 +633,24 @@ impl PayingClient {
         {
             headers.insert(crate::mpp::PAYMENT_CHANNEL, value);
         }
+    }
+
+    /// What a metered stream's opening voucher pays: `stream_ahead` units, or as many whole
+    /// units as `cap` allows.
+    fn opening(&self, request: &ChannelRequest, cap: Option<i128>) -> Result<i128, ClientError> {
+        let ahead = self.ahead(request);
+        let Some(cap) = cap else {
+            return Ok(ahead);
+        };
+        let units = cap / request.amount.max(1);
+        if units < 1 {
+            return Err(ClientError::BudgetExceeded {
+                amount: request.amount,
+                budget: cap,
+                spent: 0,
+            });
+        }
+        Ok(ahead.min(units.saturating_mul(request.amount)))
     }
 
     /// What a voucher of a metered stream pays ahead: the price of `stream_ahead` units.
@@ -687,11 +714,13 @@ impl PayingClient {
         }
     }
 
+    /// Pays `offer`; a metered stream's opening voucher pays `opening`.
     async fn pay(
         &self,
         offer: &PaymentOffer,
         origin: &str,
         action: Action,
+        opening: Option<i128>,
     ) -> Result<Built, Failure> {
         let inner = &self.inner.settings;
         match offer {
@@ -739,9 +768,8 @@ impl PayingClient {
                 })
             }
             PaymentOffer::MppChannel { challenge, request } => {
-                // A metered stream's opening voucher pays units ahead.
-                let ahead = request.unit.as_ref().map(|_| ChannelRequest {
-                    amount: self.ahead(request),
+                let ahead = opening.map(|amount| ChannelRequest {
+                    amount,
                     ..request.clone()
                 });
                 let paying = ahead.as_ref().unwrap_or(request);

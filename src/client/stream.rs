@@ -51,6 +51,8 @@ pub struct PaidStream {
     paid: i128,
     cap: Option<i128>,
     receipt: Option<StreamReceipt>,
+    /// Why the stream stopped, handed out after the events read before it.
+    failed: Option<ClientError>,
     ended: bool,
 }
 
@@ -83,6 +85,7 @@ impl PaidStream {
             paid,
             cap,
             receipt: None,
+            failed: None,
             ended: false,
         }
     }
@@ -93,6 +96,9 @@ impl PaidStream {
         loop {
             if let Some(event) = self.events.pop_front() {
                 return Some(Ok(event));
+            }
+            if let Some(failed) = self.failed.take() {
+                return Some(Err(failed));
             }
             if self.ended {
                 return None;
@@ -126,8 +132,10 @@ impl PaidStream {
                 match event.kind() {
                     NEED_VOUCHER => {
                         if let Err(error) = self.pay_ahead(&event.data).await {
+                            // The events before it were paid for: they come first.
                             self.ended = true;
-                            return Some(Err(error));
+                            self.failed = Some(error);
+                            break;
                         }
                     }
                     RECEIPT => self.receipt = messages::read_event(&event.data).ok(),
@@ -163,17 +171,23 @@ impl PaidStream {
                 "a voucher asked for another channel",
             )));
         }
+        // The server's numbers are checked, not trusted: it asks for more than it holds, and
+        // for no more than one voucher of this client would pay.
         let ahead = self.client.ahead(request);
-        let target = need
-            .required_cumulative
-            .max(need.accepted_cumulative.saturating_add(ahead));
-        if need.required_cumulative > need.deposit {
+        let (accepted, required) = (need.accepted_cumulative, need.required_cumulative);
+        let asked = required.checked_sub(accepted).unwrap_or(0);
+        if asked <= 0 || asked > ahead || accepted < 0 {
+            return Err(ClientError::Pay(PayError::InvalidOffer(
+                "a request for a voucher that asks nothing, or more than a voucher pays",
+            )));
+        }
+        if required > need.deposit {
             return Err(ClientError::Pay(PayError::Unsupported(
                 "the channel's deposit is spent: it needs a top-up",
             )));
         }
-        let target = target.min(need.deposit);
-        let amount = target - need.accepted_cumulative;
+        let target = accepted.saturating_add(ahead).min(need.deposit);
+        let amount = target - accepted;
         let settings = &self.client.inner.settings;
         if let Some(cap) = settings.policy.max_per_payment
             && amount > cap
@@ -202,7 +216,7 @@ impl PaidStream {
             &opened.origin,
             &settings.network,
             request,
-            need.accepted_cumulative,
+            accepted,
             target,
         )
         .await;

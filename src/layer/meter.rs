@@ -110,32 +110,55 @@ impl<B> MeteredBody<B> {
     }
 
     /// Waits for credit: what was paid ahead already; or else, after the request for a
-    /// voucher, what comes before the deadline.
+    /// voucher, what comes before the deadline (`None`: nothing came). The wait runs in a task
+    /// of its own: credit it took for a body dropped meanwhile goes back, never lost.
     fn wait(&mut self) -> BoxFuture<'static, Option<i128>> {
         let (source, wait) = (self.source.clone(), self.voucher_wait);
         let owed = self.price - self.credit;
-        let (sender, need) = tokio::sync::oneshot::channel();
-        self.need = Some(need);
-        Box::pin(async move {
-            let taken = source.take().await;
-            if taken > 0 {
-                return Some(taken);
-            }
-            let _ = sender.send(source.need_voucher(owed).await);
-            let deadline = tokio::time::Instant::now() + wait;
+        let (need, needed) = tokio::sync::oneshot::channel();
+        self.need = Some(needed);
+        let (mut result, answer) = tokio::sync::oneshot::channel::<Option<i128>>();
+        let waiting = async move {
+            let now = tokio::time::Instant::now();
+            // A wait too long to add means no deadline worth keeping: a day.
+            let deadline = now
+                .checked_add(wait)
+                .unwrap_or(now + Duration::from_secs(86_400));
+            let mut need = Some(need);
             loop {
-                if tokio::time::timeout_at(deadline, source.changed())
-                    .await
-                    .is_err()
-                {
-                    return None;
-                }
+                // Never cut short: what it takes is handed over or given back.
                 let taken = source.take().await;
                 if taken > 0 {
-                    return Some(taken);
+                    if let Err(Some(taken)) = result.send(Some(taken)) {
+                        source.give_back(taken).await;
+                    }
+                    return;
+                }
+                if let Some(need) = need.take() {
+                    let _ = need.send(source.need_voucher(owed).await);
+                }
+                tokio::select! {
+                    // The body is gone: nothing more to wait for.
+                    () = result.closed() => return,
+                    changed = tokio::time::timeout_at(deadline, source.changed()) => {
+                        if changed.is_err() {
+                            let _ = result.send(None);
+                            return;
+                        }
+                    }
                 }
             }
-        })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(waiting);
+                Box::pin(async move { answer.await.ok().flatten() })
+            }
+            Err(_) => Box::pin(async move {
+                waiting.await;
+                None
+            }),
+        }
     }
 
     /// Ends the stream: the credit not drawn goes back, then the final receipt (in a task of

@@ -353,6 +353,19 @@ where
                 span.record("outcome", "replayed");
                 return Ok(shared.replay(&completed));
             }
+            // A metered stream's opening is recorded used before its handler runs; one that
+            // settled but was not recorded (a crash between the two) opens nothing more: its
+            // credit is the channel's, for the next stream.
+            Ok(Reservation::Resume(settled)) if price.unit().is_some() => {
+                let hold = Hold::new(&shared, key);
+                let completed = CompletedPayment {
+                    settled,
+                    response: None,
+                };
+                let completed = Arc::new(completed);
+                record(hold, PaymentState::Completed(completed.clone())).await;
+                return Ok(shared.replay(&completed));
+            }
             Ok(Reservation::Resume(settled)) => {
                 let hold = Hold::new(&shared, key);
                 // The money moved for one price; it buys nothing dearer.
@@ -480,13 +493,24 @@ where
             Settled::Done(settled) => settled,
             other => return Ok(not_settled(&shared, hold, other).await),
         };
-        let response = self.with(settled.paid.clone()).call_inner().await?;
-        if let (Some(price), Some(source)) = (unit_price, source)
-            && response.status().is_success()
-        {
+        if let (Some(price), Some(source)) = (unit_price, source) {
+            // Paid ahead: the credential is used up before the handler runs, so that no retry
+            // of it gets a stream again (a handler that fails leaves the credit to the channel).
+            let completed = CompletedPayment {
+                settled: settled.clone(),
+                response: None,
+            };
+            record(hold, PaymentState::Completed(Arc::new(completed))).await;
+            let response = self.with(settled.paid.clone()).call_inner().await?;
+            if !response.status().is_success() {
+                return Ok(Answered::Response(passed(response)));
+            }
             let wait = shared.voucher_wait;
-            return Ok(metered(hold, settled, response, source, price, wait).await);
+            return Ok(Answered::Response(metered(
+                &settled, response, source, price, wait,
+            )));
         }
+        let response = self.with(settled.paid.clone()).call_inner().await?;
         Ok(complete(&shared, hold, settled, response).await)
     }
 
@@ -664,17 +688,15 @@ where
     Answered::Response(Response::from_parts(parts, PaymentBody::from(bytes)))
 }
 
-/// A metered answer: the receipt of its opening voucher, and its body drawing on `source`.
-/// The opening credential is used up (a retry gets `payment_already_used`); the stream itself
-/// is not recorded.
-async fn metered<ResBody>(
-    hold: Hold,
-    settled: Arc<SettledPayment>,
+/// A metered answer: the receipt of its opening voucher, and its body drawing on `source`
+/// (its length is the meter's now: the inner one's is dropped).
+fn metered<ResBody>(
+    settled: &SettledPayment,
     response: Response<ResBody>,
     source: Arc<dyn crate::scheme::CreditSource>,
     price: i128,
     voucher_wait: std::time::Duration,
-) -> Answered<ResBody>
+) -> Response<PaymentBody<ResBody>>
 where
     ResBody: Body<Data = Bytes> + Send + 'static,
 {
@@ -682,13 +704,9 @@ where
     for (name, value) in &settled.receipt.headers {
         parts.headers.append(name.clone(), value.clone());
     }
-    let completed = CompletedPayment {
-        settled,
-        response: None,
-    };
-    record(hold, PaymentState::Completed(Arc::new(completed))).await;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
     let body = super::meter::MeteredBody::new(Box::pin(body), source, price, voucher_wait);
-    Answered::Response(Response::from_parts(parts, PaymentBody::metered(body)))
+    Response::from_parts(parts, PaymentBody::metered(body))
 }
 
 /// Records a streamed answer as it passes (see [`PaymentBody::recorded`]): the whole of it,

@@ -173,9 +173,6 @@ impl Issuer<'_> {
         parts: &http::request::Parts,
         pinned: impl FnOnce(&MppChallenge) -> bool,
     ) -> Result<(), Rejection> {
-        if !echo.verify_id(self.keys) {
-            return Err(problem(ProblemCode::InvalidChallenge));
-        }
         let expires = echo
             .expires_at()
             .ok()
@@ -184,12 +181,46 @@ impl Issuer<'_> {
         if expires.is_past(SystemTime::now()) {
             return Err(problem(ProblemCode::PaymentExpired));
         }
+        self.check_route(echo, parts, &[route_tag(parts)], pinned)
+    }
+
+    /// As [`check`](Self::check), for a voucher paying a metered stream ahead: the echo is of
+    /// the challenge that opened the stream, a `GET` or a `POST` of this path, and may have
+    /// expired since (a voucher must raise the cumulative amount, so an old echo replays
+    /// nothing).
+    pub(crate) fn check_stream(
+        &self,
+        echo: &MppChallenge,
+        parts: &http::request::Parts,
+        pinned: impl FnOnce(&MppChallenge) -> bool,
+    ) -> Result<(), Rejection> {
+        let opened_by = |method: http::Method| {
+            let mut request = http::Request::new(());
+            *request.method_mut() = method;
+            *request.uri_mut() = parts.uri.clone();
+            route_tag(&request.into_parts().0)
+        };
+        let routes = [opened_by(http::Method::GET), opened_by(http::Method::POST)];
+        self.check_route(echo, parts, &routes, pinned)
+    }
+
+    /// The echo is ours, for one of `routes`, this realm and intent, and `pinned` takes it.
+    fn check_route(
+        &self,
+        echo: &MppChallenge,
+        parts: &http::request::Parts,
+        routes: &[String],
+        pinned: impl FnOnce(&MppChallenge) -> bool,
+    ) -> Result<(), Rejection> {
+        if !echo.verify_id(self.keys) {
+            return Err(problem(ProblemCode::InvalidChallenge));
+        }
         let route = echo.opaque_json().ok().flatten();
         let same_route = route
             .as_ref()
             .and_then(|opaque| opaque.get(ROUTE))
             .and_then(Value::as_str)
-            .is_some_and(|tag| tag == route_tag(parts));
+            .is_some_and(|tag| routes.iter().any(|route| route == tag));
         let ours = echo.realm == realm(self.realm, parts)
             && same_route
             && echo.method == METHOD

@@ -824,17 +824,13 @@ impl crate::scheme::Metering for StellarChannel {
     ) -> BoxFuture<'a, Result<crate::scheme::Receipt, Rejection>> {
         Box::pin(async move {
             let mpp = server::credential(credential)?;
-            // The voucher echoes the challenge the stream was opened with: a `GET` of this
-            // resource.
-            let mut opened = http::Request::new(());
-            *opened.uri_mut() = request.uri.clone();
-            *opened.headers_mut() = request.headers.clone();
-            let (opened, ()) = opened.into_parts();
+            // The voucher echoes the challenge the stream was opened with.
             let mut pinned = None;
-            self.issuer().check(&mpp.challenge, &opened, |echo| {
-                pinned = self.pin(echo, price);
-                pinned.is_some()
-            })?;
+            self.issuer()
+                .check_stream(&mpp.challenge, request, |echo| {
+                    pinned = self.pin(echo, price);
+                    pinned.is_some()
+                })?;
             let Pinned { channel, reference } =
                 pinned.ok_or_else(|| problem(ProblemCode::InvalidChallenge))?;
             let voucher = Voucher::parse(&mpp.payload).map_err(problem)?;
