@@ -141,8 +141,9 @@
 //! - **Opening.** The request carries a voucher raising the channel's cumulative amount by at
 //!   least one unit. It is settled before the handler runs, and its increase is paid ahead: it
 //!   becomes credit ([`ChannelState::unspent`](crate::store::ChannelState::unspent)). The
-//!   opening credential is then used up (a retry gets `409 payment_already_used`); the stream
-//!   is never recorded.
+//!   opening credential is then used up, before the handler runs (a retry gets
+//!   `409 payment_already_used`; a handler that fails leaves the credit to the channel's next
+//!   stream); the stream is never recorded.
 //! - **Streaming.** Each event that dispatches (it has a `data` line) is held until a unit is
 //!   drawn from the credit; comments (keep-alives) pass free. Nothing goes out beyond the
 //!   credit.
@@ -150,8 +151,10 @@
 //!   `event: payment-need-voucher` with `{"channelId", "requiredCumulative",
 //!   "acceptedCumulative", "deposit"}` (mppx's session shape) and waits. The client pays ahead
 //!   with a bodyless `POST` (or `HEAD`) of `Authorization: Payment <voucher>` to the same
-//!   resource, echoing the stream's challenge; it is answered `204` with `Payment-Receipt`. Any
-//!   increase counts, within the deposit; a voucher replayed or lowered is refused (`402`). A
+//!   resource, echoing the challenge that opened the stream (a `GET` or a `POST` of it, even
+//!   once expired: a voucher must raise the cumulative amount, so an old echo replays
+//!   nothing); it is answered `204` with `Payment-Receipt`. Any increase counts, within the
+//!   deposit; a voucher replayed or lowered is refused (`402`). A
 //!   stream on another node sharing the channel store sees the credit within 250 ms; one on
 //!   this node at once.
 //! - **The end.** When the handler's stream ends, or no voucher came within 60 s
