@@ -1655,6 +1655,32 @@ async fn a_metered_event_stream_is_paid_by_vouchers_ahead_and_closes_for_exactly
         let (refused, _) = send_voucher(&world, &app, &challenge, http::Method::POST, amount).await;
         assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED, "{amount}");
     }
+    // A `close` sent to pay ahead is no voucher: refused, the channel left open.
+    let amount = owed + EVENT_PRICE;
+    let close = authorization(
+        challenge.clone(),
+        "close",
+        amount,
+        world.sign(&world.channel, amount),
+    );
+    let refused = app
+        .clone()
+        .oneshot(
+            Request::post("/paid")
+                .header("host", "example.com")
+                .header("authorization", close)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED);
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    let problem: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://paymentauth.org/problems/invalid-payload"
+    );
     assert_eq!(store.load(channel_id).await.unwrap().unwrap(), state);
 
     // Closing pays the recipient exactly what was sent.
