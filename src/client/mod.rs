@@ -593,24 +593,10 @@ impl PayingClient {
         {
             return Err(ClientError::OverLimit { amount, cap });
         }
-        let budget = self.inner.settings.policy.budget;
-        if !self.inner.spent.reserve(amount, budget) {
-            return Err(ClientError::BudgetExceeded {
-                amount,
-                budget: budget.unwrap_or_default(),
-                spent: self.inner.spent.total(),
-            });
-        }
+        self.reserve(amount)?;
         let built = match self.pay(offer, origin, action, opening).await {
             Ok(built) => built,
-            Err(Failure {
-                error,
-                spent: false,
-            }) => {
-                self.inner.spent.release(amount);
-                return Err(ClientError::Pay(error));
-            }
-            Err(Failure { error, spent: true }) => return Err(ClientError::Incomplete(error)),
+            Err(failure) => return Err(self.failed(amount, failure)),
         };
         let payment = Payment {
             intent: offer.intent(),
@@ -632,6 +618,34 @@ impl PayingClient {
             && let Ok(value) = HeaderValue::try_from(names.join(", "))
         {
             headers.insert(crate::mpp::PAYMENT_CHANNEL, value);
+        }
+    }
+
+    /// Reserves `amount` in the budget (what is being paid counts from now).
+    fn reserve(&self, amount: i128) -> Result<(), ClientError> {
+        let budget = self.inner.settings.policy.budget;
+        if self.inner.spent.reserve(amount, budget) {
+            return Ok(());
+        }
+        Err(ClientError::BudgetExceeded {
+            amount,
+            budget: budget.unwrap_or_default(),
+            spent: self.inner.spent.total(),
+        })
+    }
+
+    /// The error of a payment of `amount` that failed; its reservation is given back when
+    /// nothing was committed.
+    fn failed(&self, amount: i128, failure: Failure) -> ClientError {
+        match failure {
+            Failure {
+                error,
+                spent: false,
+            } => {
+                self.inner.spent.release(amount);
+                ClientError::Pay(error)
+            }
+            Failure { error, spent: true } => ClientError::Incomplete(error),
         }
     }
 

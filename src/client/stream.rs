@@ -24,7 +24,7 @@ use http::StatusCode;
 use reqwest::{Response, Url};
 
 use super::offer::ChannelRequest;
-use super::{ClientError, Failure, PayError, PayingClient, channel};
+use super::{ClientError, PayError, PayingClient, channel};
 use crate::mpp::Credential as MppCredential;
 use crate::mpp::challenge::Challenge as MppChallenge;
 use crate::mpp::stream::messages::{self, NEED_VOUCHER, RECEIPT};
@@ -203,14 +203,7 @@ impl PaidStream {
                 spent: self.paid,
             });
         }
-        let budget = settings.policy.budget;
-        if !self.client.inner.spent.reserve(amount, budget) {
-            return Err(ClientError::BudgetExceeded {
-                amount,
-                budget: budget.unwrap_or_default(),
-                spent: self.client.spent(),
-            });
-        }
+        self.client.reserve(amount)?;
         let signed = channel::voucher_to(
             &settings.wallet,
             &opened.origin,
@@ -222,14 +215,7 @@ impl PaidStream {
         .await;
         let (payload, _) = match signed {
             Ok(signed) => signed,
-            Err(Failure {
-                error,
-                spent: false,
-            }) => {
-                self.client.inner.spent.release(amount);
-                return Err(ClientError::Pay(error));
-            }
-            Err(Failure { error, spent: true }) => return Err(ClientError::Incomplete(error)),
+            Err(failure) => return Err(self.client.failed(amount, failure)),
         };
         // Signed and stored: it counts, whatever the answer.
         self.paid += amount;
