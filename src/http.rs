@@ -90,7 +90,7 @@ pub(crate) fn client(
 }
 
 /// rustls with the ring provider; webpki roots plus the extra PEM roots; ALPN h2 and http/1.1.
-fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, ClientError> {
+pub(crate) fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

@@ -869,3 +869,94 @@ async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
     assert_eq!((read, capped.paid()), (200, 200 * price));
     assert_eq!(client.spent(), 1_200 * price);
 }
+
+#[cfg(feature = "websocket")]
+#[tokio::test]
+async fn a_metered_socket_is_paid_as_it_flows_and_stops_at_its_cap() {
+    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
+    let sandbox = Sandbox::start(config).unwrap();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let recipient = sandbox.funded_keypair().await.unwrap();
+    let key = Keypair::from_seed([79; 32]);
+    let price: i128 = 1_000;
+    let (channel, url) = metered_server(
+        &sandbox, &payer, &recipient, &key, 10_000_000, "0.0001", 1_000,
+    )
+    .await;
+    let client =
+        PayingClient::builder(payer.clone(), Arc::new(sandbox.clone()), Network::testnet())
+            .channel(&url, channel, key.clone())
+            .stream_ahead(100)
+            .build()
+            .unwrap();
+
+    // The whole stream as messages, a voucher per 100 sent on the socket.
+    let mut socket = client.get(&url).send_socket().await.unwrap();
+    let opened = socket.receipt().expect("the opening's receipt").clone();
+    assert_eq!((opened.channel_id, opened.spent), (channel.to_string(), 0));
+    let mut messages = Vec::new();
+    while let Some(message) = socket.next().await {
+        messages.push(message.unwrap());
+    }
+    assert_eq!(messages.len(), 1_000);
+    assert!(
+        messages
+            .iter()
+            .enumerate()
+            .all(|(n, data)| *data == n.to_string())
+    );
+    let receipt = socket.receipt().expect("the final receipt").clone();
+    assert_eq!((receipt.spent, receipt.units), (1_000 * price, Some(1_000)));
+    assert_eq!(socket.paid(), 1_000 * price, "ten vouchers of 100 messages");
+    assert_eq!(client.spent(), 1_000 * price);
+
+    // A cap of 250 messages: paid up to 200 (the next voucher would pass it), then it stops.
+    let mut capped = client
+        .get(&url)
+        .stream_cap(250 * price)
+        .send_socket()
+        .await
+        .unwrap();
+    let mut read = 0;
+    let stopped = loop {
+        match capped.next().await {
+            Some(Ok(_)) => read += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the stream ended before its cap"),
+        }
+    };
+    assert!(
+        matches!(stopped, ClientError::BudgetExceeded { .. }),
+        "{stopped:?}"
+    );
+    assert_eq!((read, capped.paid()), (200, 200 * price));
+    assert!(capped.next().await.is_none(), "the socket is closed");
+
+    // A stop: the rest of what was paid, then the final receipt.
+    let mut stopped = client.get(&url).send_socket().await.unwrap();
+    let first = stopped.next().await.unwrap().unwrap();
+    assert_eq!(first, "0");
+    stopped.stop().await.unwrap();
+    let mut after = 0;
+    while let Some(message) = stopped.next().await {
+        message.unwrap();
+        after += 1;
+    }
+    let last = stopped.receipt().expect("the final receipt");
+    assert_eq!(last.units, Some(1 + after));
+    assert!(after < 100, "stopped before its credit ran out: {after}");
+
+    // A route that asks for no payment opens no socket, and pays nothing.
+    let spent = client.spent();
+    let elsewhere = support::serve(Router::new()).await;
+    let free = client
+        .get(format!("{elsewhere}/paid"))
+        .send_socket()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(free, ClientError::Status(status) if status == 404),
+        "{free:?}"
+    );
+    assert_eq!(client.spent(), spent);
+}

@@ -1864,3 +1864,387 @@ async fn vouchers_pay_a_stream_ahead_after_its_challenge_expired() {
     );
     drop(opened);
 }
+
+/// Metered WebSockets (feature `websocket`): the same stream as the SSE tests above, its
+/// payment carried on the socket. A raw client drives it by hand, frame by frame.
+#[cfg(feature = "websocket")]
+mod websocket {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tower_paywall::mpp::stream::{Frame, NeedVoucher, StreamReceipt};
+
+    use super::*;
+
+    type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// The app served on loopback: its socket URL.
+    async fn serve(app: Router) -> String {
+        let url = support::serve(app).await;
+        format!("{}/paid", url.replacen("http", "ws", 1))
+    }
+
+    /// Opens a socket at `url` and sends the opening voucher for `amount`.
+    async fn open(world: &World, url: &str, challenge: &Challenge, amount: i128) -> Socket {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        send_voucher(world, &mut socket, challenge, amount).await;
+        socket
+    }
+
+    async fn send_voucher(world: &World, socket: &mut Socket, challenge: &Challenge, amount: i128) {
+        let signature = world.sign(&world.channel, amount);
+        let authorization = authorization(challenge.clone(), "voucher", amount, signature);
+        let frame = Frame::Authorization { authorization };
+        socket.send(Message::text(frame.to_text())).await.unwrap();
+    }
+
+    /// What the socket said: its payment frames, and its close.
+    #[derive(Debug, PartialEq)]
+    #[allow(clippy::large_enum_variant)]
+    enum Said {
+        Frame(Frame),
+        Closed(Option<CloseCode>),
+    }
+
+    async fn next(socket: &mut Socket) -> Said {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+                .await
+                .expect("the socket said something");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Said::Frame(Frame::read(&text).unwrap().expect("a payment frame"));
+                }
+                Some(Ok(Message::Close(close))) => {
+                    return Said::Closed(close.map(|close| close.code));
+                }
+                None | Some(Err(_)) => return Said::Closed(None),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads the stream, paying `ahead` events per voucher when asked, until its end (or
+    /// `stop_after` messages): the messages, the receipts, the final one, and the close.
+    async fn read(
+        world: &World,
+        socket: &mut Socket,
+        challenge: &Challenge,
+        ahead: i128,
+        stop_after: Option<usize>,
+    ) -> (Vec<String>, usize, Option<StreamReceipt>, Option<CloseCode>) {
+        let (mut messages, mut receipts) = (Vec::new(), 0);
+        let mut last = None;
+        loop {
+            match next(socket).await {
+                Said::Frame(Frame::Message { data }) => {
+                    messages.push(data);
+                    if stop_after == Some(messages.len()) {
+                        return (messages, receipts, None, None);
+                    }
+                }
+                Said::Frame(Frame::NeedVoucher { data }) => {
+                    let amount = data.accepted_cumulative + ahead * EVENT_PRICE;
+                    assert!(amount >= data.required_cumulative);
+                    send_voucher(world, socket, challenge, amount).await;
+                }
+                Said::Frame(Frame::Receipt { .. }) => receipts += 1,
+                Said::Frame(Frame::CloseReady { data }) => last = Some(data),
+                Said::Closed(code) => return (messages, receipts, last, code),
+                Said::Frame(other) => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_messages_on_a_socket_are_paid_in_band_and_close_for_exactly_what_was_sent()
+     {
+        let world = World::new(1_000).await;
+        let channel_id = ChannelId::try_from(world.channel).unwrap();
+        let store = Arc::new(MemoryChannelStore::new());
+        let scheme = world.scheme(store.clone()).await;
+        const EVENTS: usize = 10_000;
+        let app = metered_app(&scheme, EVENTS);
+        let url = serve(app.clone()).await;
+        let recipient_before = world.usdc(&world.recipient.address()).await;
+        let challenge = challenge(&app, &world.channel).await;
+
+        let mut socket = open(&world, &url, &challenge, 100 * EVENT_PRICE).await;
+        let (messages, receipts, last, close) =
+            read(&world, &mut socket, &challenge, 100, None).await;
+        assert_eq!(messages.len(), EVENTS);
+        assert!(
+            messages
+                .iter()
+                .enumerate()
+                .all(|(n, data)| *data == n.to_string()),
+            "in order, once"
+        );
+        // The opening and each of the 99 vouchers since were acknowledged.
+        assert_eq!(receipts, 100);
+        let owed = EVENTS as i128 * EVENT_PRICE;
+        let last = last.expect("payment-close-ready");
+        assert_eq!((last.spent, last.units), (owed, Some(EVENTS as u64)));
+        assert_eq!(close, Some(CloseCode::Normal));
+        let state = store.load(channel_id).await.unwrap().unwrap();
+        assert_eq!((state.cumulative, state.unspent), (owed, 0));
+
+        // Closing pays the recipient exactly what was sent.
+        scheme.close_channel(channel_id).await.unwrap();
+        assert_eq!(
+            world.usdc(&world.recipient.address()).await - recipient_before,
+            owed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_socket_client_that_hangs_up_or_stops_paying_pays_for_what_it_received() {
+        let world = World::new(1_000).await;
+        let channel_id = ChannelId::try_from(world.channel).unwrap();
+        let store = Arc::new(MemoryChannelStore::new());
+        let scheme = world.scheme(store.clone()).await;
+        let app = metered_app_waiting(&scheme, 1_000, Duration::from_millis(300));
+        let url = serve(app.clone()).await;
+        let challenge = challenge(&app, &world.channel).await;
+
+        // A slow stream (an event a millisecond) paid 1 000 ahead: the client reads 250, then
+        // goes. It is charged for what was sent: what it read, and the few on their way.
+        let layer = PaymentLayer::builder()
+            .shared_scheme(scheme.clone())
+            .price(
+                Price::parse("0.001")
+                    .unwrap()
+                    .per(tower_paywall::Unit::Event),
+            )
+            .build()
+            .unwrap();
+        let slow = Router::new()
+            .route(
+                "/paid",
+                get(|| async {
+                    let events = futures_util::stream::iter(0..1_000).then(|n| async move {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        Ok::<_, std::io::Error>(format!("data: {n}\n\n"))
+                    });
+                    (
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(events),
+                    )
+                }),
+            )
+            .layer(layer);
+        let slow_url = serve(slow).await;
+        let mut socket = open(&world, &slow_url, &challenge, 1_000 * EVENT_PRICE).await;
+        let (messages, ..) = read(&world, &mut socket, &challenge, 100, Some(250)).await;
+        assert_eq!(messages.len(), 250);
+        drop(socket);
+        let mut state = store.load(channel_id).await.unwrap().unwrap();
+        for _ in 0..200 {
+            if state.unspent > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            state = store.load(channel_id).await.unwrap().unwrap();
+        }
+        assert_eq!(state.cumulative, 1_000 * EVENT_PRICE);
+        let sent = state.spent() / EVENT_PRICE;
+        assert!(
+            (250..500).contains(&sent),
+            "{sent} sent: what it received and those on their way"
+        );
+        assert_eq!(
+            state.spent() + state.unspent,
+            state.cumulative,
+            "the rest given back"
+        );
+
+        // Another stream pays its opening only, a hundred ahead: it gets those and what the
+        // first gave back, then the request, then the clean end with the final receipt.
+        let challenge = super::challenge(&app, &world.channel).await;
+        let opening = state.cumulative + 100 * EVENT_PRICE;
+        let paid_for = usize::try_from((opening - state.spent()) / EVENT_PRICE).unwrap();
+        let mut socket = open(&world, &url, &challenge, opening).await;
+        let mut said = Vec::new();
+        loop {
+            match next(&mut socket).await {
+                Said::Frame(Frame::Message { .. }) => said.push("message"),
+                Said::Frame(Frame::Receipt { .. }) => said.push("receipt"),
+                Said::Frame(Frame::NeedVoucher { data }) => {
+                    let NeedVoucher {
+                        required_cumulative,
+                        accepted_cumulative,
+                        ..
+                    } = data;
+                    assert_eq!(
+                        (accepted_cumulative, required_cumulative),
+                        (opening, opening + EVENT_PRICE)
+                    );
+                    said.push("need-voucher");
+                }
+                Said::Frame(Frame::CloseReady { data }) => {
+                    assert_eq!((data.spent, data.units), (opening, Some(paid_for as u64)));
+                    said.push("close-ready");
+                }
+                Said::Closed(code) => {
+                    assert_eq!(code, Some(CloseCode::Normal));
+                    break;
+                }
+                Said::Frame(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(said.len(), paid_for + 3);
+        assert_eq!(said[0], "receipt");
+        assert!(said[1..=paid_for].iter().all(|kind| *kind == "message"));
+        assert_eq!(said[paid_for + 1..], ["need-voucher", "close-ready"][..]);
+        assert_eq!(
+            store.load(channel_id).await.unwrap().unwrap().spent(),
+            opening
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_vouchers_on_a_socket_are_refused_in_band_and_close_it() {
+        let world = World::new(1_000).await;
+        let channel_id = ChannelId::try_from(world.channel).unwrap();
+        let store = Arc::new(MemoryChannelStore::new());
+        let scheme = world.scheme(store.clone()).await;
+        let app = metered_app(&scheme, 100);
+        let url = serve(app.clone()).await;
+        let challenge = challenge(&app, &world.channel).await;
+
+        // A voucher signed by another key.
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let forged = hex(&Keypair::from_seed([9; 32]).sign(
+            &commitment_bytes(&Network::testnet().id(), &world.channel, EVENT_PRICE).unwrap(),
+        ));
+        let authorization = authorization(challenge.clone(), "voucher", EVENT_PRICE, forged);
+        let frame = Frame::Authorization { authorization };
+        socket.send(Message::text(frame.to_text())).await.unwrap();
+        let Said::Frame(Frame::Error { status, .. }) = next(&mut socket).await else {
+            panic!("a payment error");
+        };
+        assert_eq!(status, 402);
+        assert_eq!(
+            next(&mut socket).await,
+            Said::Closed(Some(CloseCode::Policy))
+        );
+
+        // A payment frame of the wrong shape.
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        socket
+            .send(Message::text(
+                r#"{"mpp":"authorization","authorization":7}"#,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut socket).await,
+            Said::Frame(Frame::Error {
+                status: 400,
+                message: "invalid payment message".into()
+            })
+        );
+        assert_eq!(
+            next(&mut socket).await,
+            Said::Closed(Some(CloseCode::Policy))
+        );
+
+        // Application frames before the opening are ignored; a close request ends it unpaid.
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        socket.send(Message::text("hello")).await.unwrap();
+        socket
+            .send(Message::text(Frame::CloseRequest.to_text()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut socket).await,
+            Said::Closed(Some(CloseCode::Normal))
+        );
+        assert_eq!(store.load(channel_id).await.unwrap(), None, "nothing paid");
+
+        // A voucher replayed, then one lower, mid-stream: `payment-error` 402, then the close;
+        // nothing is credited.
+        for (opening, voucher) in [(10, 10), (20, 15)] {
+            let challenge = super::challenge(&app, &world.channel).await;
+            let mut socket = open(&world, &url, &challenge, opening * EVENT_PRICE).await;
+            let mut said = Vec::new();
+            loop {
+                match next(&mut socket).await {
+                    Said::Frame(Frame::NeedVoucher { .. }) => break,
+                    Said::Frame(Frame::Message { .. }) => said.push("message"),
+                    Said::Frame(Frame::Receipt { .. }) => said.push("receipt"),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(said.len(), 11, "the receipt, then ten messages");
+            send_voucher(&world, &mut socket, &challenge, voucher * EVENT_PRICE).await;
+            let Said::Frame(Frame::Error { status, .. }) = next(&mut socket).await else {
+                panic!("a payment error");
+            };
+            assert_eq!(status, 402, "{voucher}");
+            assert_eq!(
+                next(&mut socket).await,
+                Said::Closed(Some(CloseCode::Policy))
+            );
+        }
+        let state = store.load(channel_id).await.unwrap().unwrap();
+        assert_eq!(
+            (state.cumulative, state.spent()),
+            (20 * EVENT_PRICE, 20 * EVENT_PRICE)
+        );
+
+        // The route still answers plain HTTP with its offer.
+        let unpaid = send(&app, None).await;
+        assert_eq!(unpaid.status, StatusCode::PAYMENT_REQUIRED);
+    }
+
+    #[tokio::test]
+    async fn a_close_request_ends_the_socket_with_its_final_receipt() {
+        let world = World::new(1_000).await;
+        let channel_id = ChannelId::try_from(world.channel).unwrap();
+        let store = Arc::new(MemoryChannelStore::new());
+        let scheme = world.scheme(store.clone()).await;
+        // An endless stream.
+        let layer = PaymentLayer::builder()
+            .shared_scheme(scheme.clone())
+            .price(
+                Price::parse("0.001")
+                    .unwrap()
+                    .per(tower_paywall::Unit::Event),
+            )
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route(
+                "/paid",
+                get(|| async {
+                    let events = futures_util::stream::iter(0..)
+                        .map(|n| Ok::<_, std::io::Error>(format!("data: {n}\n\n")));
+                    (
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(events),
+                    )
+                }),
+            )
+            .layer(layer);
+        let url = serve(app.clone()).await;
+        let challenge = challenge(&app, &world.channel).await;
+        let mut socket = open(&world, &url, &challenge, 100 * EVENT_PRICE).await;
+        let (messages, ..) = read(&world, &mut socket, &challenge, 100, Some(150)).await;
+        assert_eq!(messages.len(), 150);
+        socket
+            .send(Message::text(Frame::CloseRequest.to_text()))
+            .await
+            .unwrap();
+        let (more, _, last, close) = read(&world, &mut socket, &challenge, 100, None).await;
+        let last = last.expect("payment-close-ready");
+        let units = 150 + more.len() as u64;
+        assert_eq!(last.units, Some(units));
+        assert_eq!(last.spent, i128::from(units as u32) * EVENT_PRICE);
+        assert_eq!(close, Some(CloseCode::Normal));
+        let state = store.load(channel_id).await.unwrap().unwrap();
+        assert_eq!(state.spent(), last.spent, "what was sent, not more");
+    }
+}

@@ -8,6 +8,7 @@
 //! | MPP `charge` | pull (sponsored or from the payer's account) or push ([`ChargeMode`]) |
 //! | MPP `channel` | a voucher on one of the client's channels ([`PayingClientBuilder::channel`], opened with [`open_channel`](crate::stellar::channel::open_channel)); the cumulative amount is stored before it is signed ([`FileCumulativeStore`]); [`PayRequest::close_channel`] closes it |
 //! | MPP `channel`, metered | [`PayRequest::send_stream`]: a [`PaidStream`] of events, paying vouchers ahead as the server asks in band |
+//! | MPP `channel`, metered socket | [`PayRequest::send_socket`]: a [`PaidSocket`] of messages, paying vouchers on the socket |
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -70,6 +71,7 @@ pub mod grpc;
 mod offer;
 mod policy;
 mod replay;
+pub mod socket;
 pub mod stream;
 
 use std::sync::Arc;
@@ -83,6 +85,7 @@ pub use charge::ChargeMode;
 pub use grpc::{PayingGrpc, PayingGrpcLayer};
 pub use offer::{ChannelRequest, ChargeRequest, PaymentOffer, read_offers};
 pub use policy::Policy;
+pub use socket::PaidSocket;
 pub use stream::PaidStream;
 
 use crate::mpp::Credential as MppCredential;
@@ -183,6 +186,18 @@ pub enum ClientError {
     /// A stream was asked for, and the server answered with this status instead.
     #[error("the server answered {0}")]
     Status(StatusCode),
+    /// A metered socket's payment was refused in band (`payment-error`): the server's status
+    /// and message. The socket is closed.
+    #[error("the server refused the stream's payment ({status}): {message}")]
+    Refused {
+        /// The HTTP status the refusal stands for (402, 400, 409 …).
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// A metered socket could not be opened, or broke.
+    #[error("the socket failed: {0}")]
+    Socket(String),
 }
 
 /// What was paid for a response; in the extensions of every paid response
@@ -235,6 +250,8 @@ pub struct PayingClient {
 
 struct Inner {
     http: reqwest::Client,
+    /// TLS for `wss://` sockets: the webpki roots and the extra ones, HTTP/1.1.
+    socket_tls: Arc<rustls::ClientConfig>,
     settings: Settings,
     spent: Spent,
 }
@@ -352,9 +369,13 @@ impl PayingClientBuilder {
             None => crate::http::client(CONNECT_TIMEOUT, &self.extra_roots)
                 .map_err(|_| ClientBuildError::Http)?,
         };
+        let mut socket_tls =
+            crate::http::tls_config(&self.extra_roots).map_err(|_| ClientBuildError::Http)?;
+        socket_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(PayingClient {
             inner: Arc::new(Inner {
                 http,
+                socket_tls: Arc::new(socket_tls),
                 settings: self.settings,
                 spent: Spent::default(),
             }),
@@ -457,6 +478,43 @@ impl PayRequest {
             paid,
             self.stream_cap,
         ))
+    }
+
+    /// Opens a metered WebSocket at the request's URL (see [`PaidSocket`]): the request (an
+    /// `http://` or `https://` one, usually a `GET`) learns the route's offer, its metered
+    /// channel offer is paid with an opening voucher, and the socket (`ws://`, `wss://`) is
+    /// opened with it.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send); [`ClientError::Status`] when the route does not answer 402;
+    /// [`ClientError::NoAcceptableOffer`] when it offers no metered channel of this client's;
+    /// [`ClientError::Refused`] when the server refuses the opening voucher;
+    /// [`ClientError::Socket`] when the socket fails.
+    pub async fn send_socket(self) -> Result<PaidSocket, ClientError> {
+        let mut request = self.builder.build()?;
+        let client = self.client;
+        let origin = request.url().origin().ascii_serialization();
+        let url = socket::socket_url(request.url())?;
+        client.name_channels(&origin, request.headers_mut());
+        let response = client.inner.http.execute(request).await?;
+        if response.status() != StatusCode::PAYMENT_REQUIRED {
+            return Err(ClientError::Status(response.status()));
+        }
+        let headers = response.headers().clone();
+        let body = read_limited(response).await;
+        let offers = socket::metered(read_offers(&headers, &body));
+        let (built, payment) = client
+            .pay_offers(&offers, &origin, self.action, self.stream_cap)
+            .await?;
+        let credential = built.value.to_str().unwrap_or_default().to_owned();
+        let paying = stream::StreamPayment {
+            client,
+            opened: built.metered,
+            paid: payment.amount,
+            cap: self.stream_cap,
+        };
+        PaidSocket::open(&url, credential, paying).await
     }
 
     /// Sends the request, paying a 402 once.

@@ -40,16 +40,11 @@ pub(crate) struct Opened {
 
 /// A metered stream being read (see the [module docs](self)).
 pub struct PaidStream {
-    client: PayingClient,
     response: Response,
     url: Url,
-    /// `None`: the stream is not metered (nothing was paid for it per unit).
-    opened: Option<Opened>,
+    payment: StreamPayment,
     splitter: Splitter,
     events: VecDeque<Event>,
-    /// What this stream has paid: its opening voucher and those since.
-    paid: i128,
-    cap: Option<i128>,
     receipt: Option<StreamReceipt>,
     /// Why the stream stopped, handed out after the events read before it.
     failed: Option<ClientError>,
@@ -60,7 +55,7 @@ impl std::fmt::Debug for PaidStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PaidStream")
             .field("url", &self.url.as_str())
-            .field("paid", &self.paid)
+            .field("paid", &self.payment.paid)
             .field("ended", &self.ended)
             .finish_non_exhaustive()
     }
@@ -76,14 +71,16 @@ impl PaidStream {
         cap: Option<i128>,
     ) -> PaidStream {
         PaidStream {
-            client,
             url: response.url().clone(),
             response,
-            opened,
+            payment: StreamPayment {
+                client,
+                opened,
+                paid,
+                cap,
+            },
             splitter: Splitter::default(),
             events: VecDeque::new(),
-            paid,
-            cap,
             receipt: None,
             failed: None,
             ended: false,
@@ -147,7 +144,7 @@ impl PaidStream {
 
     /// What this stream has paid (its opening voucher and every one since), in atomic units.
     pub fn paid(&self) -> i128 {
-        self.paid
+        self.payment.paid
     }
 
     /// The server's final receipt, once the stream has ended with one.
@@ -155,11 +152,42 @@ impl PaidStream {
         self.receipt.as_ref()
     }
 
-    /// Answers a request for a voucher: one paying `stream_ahead` units past what the server
-    /// holds (at least what it asks), sent to the stream's URL.
+    /// Answers a request for a voucher (the data of `payment-need-voucher`) with a `POST` of
+    /// one to the stream's URL.
     async fn pay_ahead(&mut self, data: &str) -> Result<(), ClientError> {
         let need: NeedVoucher = messages::read_event(data)
             .map_err(|_| ClientError::Pay(PayError::InvalidOffer("payment-need-voucher")))?;
+        let credential = self.payment.voucher(&need).await?;
+        let answer = (self.payment.client.inner.http)
+            .post(self.url.clone())
+            .header(http::header::AUTHORIZATION, credential)
+            .send()
+            .await?;
+        if answer.status() != StatusCode::NO_CONTENT && !answer.status().is_success() {
+            return Err(ClientError::Incomplete(PayError::Submission(format!(
+                "the voucher was answered {}",
+                answer.status()
+            ))));
+        }
+        Ok(())
+    }
+}
+
+/// What a metered stream (SSE or WebSocket) pays, voucher by voucher.
+pub(crate) struct StreamPayment {
+    pub(crate) client: PayingClient,
+    /// `None`: the stream is not metered (nothing was paid for it per unit).
+    pub(crate) opened: Option<Opened>,
+    /// What this stream has paid: its opening voucher and those since.
+    pub(crate) paid: i128,
+    pub(crate) cap: Option<i128>,
+}
+
+impl StreamPayment {
+    /// A voucher answering `need`: one paying `stream_ahead` units past what the server holds
+    /// (at least what it asks), within the policy, the budget and the stream's cap; the
+    /// credential to send (`Payment …`). Once signed it counts as paid.
+    pub(crate) async fn voucher(&mut self, need: &NeedVoucher) -> Result<String, ClientError> {
         let Some(opened) = &self.opened else {
             return Err(ClientError::Pay(PayError::InvalidOffer(
                 "a voucher asked on a stream that was not paid per unit",
@@ -219,21 +247,6 @@ impl PaidStream {
         };
         // Signed and stored: it counts, whatever the answer.
         self.paid += amount;
-        let credential = MppCredential::new(opened.challenge.clone(), payload).encode();
-        let answer = self
-            .client
-            .inner
-            .http
-            .post(self.url.clone())
-            .header(http::header::AUTHORIZATION, credential)
-            .send()
-            .await?;
-        if answer.status() != StatusCode::NO_CONTENT && !answer.status().is_success() {
-            return Err(ClientError::Incomplete(PayError::Submission(format!(
-                "the voucher was answered {}",
-                answer.status()
-            ))));
-        }
-        Ok(())
+        Ok(MppCredential::new(opened.challenge.clone(), payload).encode())
     }
 }

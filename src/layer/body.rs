@@ -68,6 +68,15 @@ impl<B> PaymentBody<B> {
         }
     }
 
+    /// Stops a metered answer where it is: its end (the final receipt) follows. Other bodies
+    /// are left as they are.
+    #[cfg(feature = "websocket")]
+    pub(crate) fn stop(self: Pin<&mut Self>) {
+        if let KindProj::Metered { body } = self.project().kind.project() {
+            body.stop();
+        }
+    }
+
     /// `data`, then `trailers` when there are some.
     pub(crate) fn made(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         PaymentBody {

@@ -48,6 +48,12 @@ pub(crate) fn paid_ahead<B: Default>(receipt: &crate::scheme::Receipt) -> http::
     response
 }
 
+/// The credit a metered answer draws on, in its extensions, for a transport that carries its
+/// payment messages itself (a WebSocket's receipts).
+#[cfg(feature = "websocket")]
+#[derive(Clone)]
+pub(crate) struct StreamCredit(pub(crate) Arc<dyn CreditSource>);
+
 /// What a metered body is doing.
 enum State {
     /// Passing the inner body's events on, drawing a unit for each.
@@ -158,6 +164,16 @@ impl<B> MeteredBody<B> {
                 waiting.await;
                 None
             }),
+        }
+    }
+
+    /// Stops the stream where it is (the client asked to): what follows is its end, the final
+    /// receipt.
+    #[cfg(feature = "websocket")]
+    pub(crate) fn stop(&mut self) {
+        if matches!(self.state, State::Streaming | State::Waiting(_)) {
+            self.need = None;
+            self.close();
         }
     }
 

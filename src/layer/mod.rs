@@ -166,6 +166,29 @@
 //! - **Closing.** The channel's `spent` (cumulative minus unspent) is what content was
 //!   delivered for; a client's `close` may settle for it (plus the close's own price).
 //!
+//! ## Over a WebSocket
+//!
+//! With the feature `websocket`, a metered route also answers a WebSocket upgrade (a `GET`
+//! with `Upgrade: websocket` and no credential): the layer does the upgrade itself, and the
+//! same handler's event stream goes out as messages, its payment carried on the socket in
+//! mppx's session frames (`{"mpp": …}` text frames):
+//!
+//! | step | client → server | server → client |
+//! |---|---|---|
+//! | learn the offer | a plain `GET` of the route (`402`) | |
+//! | open | `{"mpp":"authorization","authorization":"Payment …"}` (the opening voucher) | `payment-receipt`, or `payment-error` then close `1008` |
+//! | stream | | `{"mpp":"message","data":…}`, an event's data each, a unit drawn for each |
+//! | more credit | an `authorization` frame with the next voucher | `payment-need-voucher` when the credit runs out; `payment-receipt` for each voucher; `payment-error` then close `1008` for one refused |
+//! | stop | `{"mpp":"payment-close-request"}` | |
+//! | end | | `payment-close-ready` with the final receipt, then close `1000` |
+//!
+//! The handler sees the upgrade's request as a plain `GET` carrying the opening credential,
+//! through the same flow as above (settled before it runs, used once). The end comes with the
+//! handler's stream, a close request, or the voucher wait; a client that goes away pays for
+//! what was sent. The client's other frames are ignored. Serve with hyper's upgrades on
+//! (`axum::serve` does; hyper-util's `auto::Builder` needs `serve_connection_with_upgrades`).
+//! [`client::PaidSocket`](crate::client) reads such a socket, paying as it flows.
+//!
 //! # One payment, one request
 //!
 //! A payment's record is bound to the request that made it: the method, the path and query,
@@ -314,6 +337,8 @@ mod reconcile;
 mod respond;
 mod service;
 mod settle;
+#[cfg(feature = "websocket")]
+mod websocket;
 
 pub use body::PaymentBody;
 pub use builder::{

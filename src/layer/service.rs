@@ -90,7 +90,7 @@ impl ClaimedPayer for LazyCredential<'_> {
 
 impl Shared {
     /// The first credential a scheme accepts; else the first a scheme refuses; else none.
-    fn read(&self, headers: &http::HeaderMap) -> ReadCredential {
+    pub(super) fn read(&self, headers: &http::HeaderMap) -> ReadCredential {
         let mut refused = None;
         for (index, scheme) in self.schemes.iter().enumerate() {
             match scheme.read(headers) {
@@ -207,7 +207,7 @@ where
     ResBody::Error: Send,
 {
     async fn run(
-        self,
+        #[allow(unused_mut)] mut self,
         credential: ReadCredential,
         priced: Priced,
         binding: RequestBinding,
@@ -225,6 +225,20 @@ where
             }
             Priced::Charge(price) => price,
         };
+        // A metered route asked for a WebSocket: the socket carries the payment (its first
+        // frame opens the stream).
+        #[cfg(feature = "websocket")]
+        if price.unit().is_some()
+            && credential.is_none()
+            && let Some(upgrade) = super::websocket::Upgrade::take(&mut self.parts)
+        {
+            let response = upgrade.response();
+            let head = self.parts.clone();
+            let (shared, terms) = (shared.clone(), price.clone());
+            let open = move |authorization| self.socket_opened(authorization, price, binding);
+            tokio::spawn(upgrade.serve(shared, terms, head, open));
+            return Ok(response);
+        }
         let (index, credential) = match credential {
             None => return Ok(shared.challenge(&self.parts, &price, None).await),
             Some((_, Err(rejection))) => {
@@ -451,6 +465,23 @@ where
             Answered::Response(response) => response,
             Answered::Refused(rejection) => shared.rejected(&head, &price, &rejection).await,
         })
+    }
+
+    /// A metered WebSocket's opening: the upgrade's request, as a `GET` carrying the
+    /// credential of the socket's first frame, through the flow.
+    #[cfg(feature = "websocket")]
+    fn socket_opened(
+        mut self,
+        authorization: http::HeaderValue,
+        price: crate::price::Price,
+        binding: RequestBinding,
+    ) -> crate::BoxFuture<'static, Answer<ResBody, S::Error>> {
+        super::websocket::strip_upgrade(&mut self.parts.headers);
+        self.parts
+            .headers
+            .insert(http::header::AUTHORIZATION, authorization);
+        let credential = self.shared.read(&self.parts.headers);
+        Box::pin(self.run(credential, Priced::Charge(price), binding))
     }
 
     async fn call_inner(mut self) -> Result<Response<ResBody>, S::Error> {
@@ -705,6 +736,10 @@ where
         parts.headers.append(name.clone(), value.clone());
     }
     parts.headers.remove(http::header::CONTENT_LENGTH);
+    #[cfg(feature = "websocket")]
+    parts
+        .extensions
+        .insert(super::meter::StreamCredit(source.clone()));
     let body = super::meter::MeteredBody::new(Box::pin(body), source, price, voucher_wait);
     Response::from_parts(parts, PaymentBody::metered(body))
 }

@@ -1,0 +1,242 @@
+//! Paying as a socket's messages flow: [`PayRequest::send_socket`](super::PayRequest::send_socket)
+//! opens a metered WebSocket (a route priced per unit, served by a layer with the `websocket`
+//! feature), and [`PaidSocket`] hands out its messages, answering each in-band request for a
+//! voucher with one paying [`stream_ahead`](super::PayingClientBuilder::stream_ahead) units
+//! ahead, sent on the socket, within the policy, the budget and the stream's own cap
+//! ([`PayRequest::stream_cap`](super::PayRequest::stream_cap)).
+//!
+//! The request is the route's HTTP one (`http://` or `https://`): it learns the offer (the
+//! route's `402`); the socket is then opened at the same URL (`ws://` or `wss://`) and its
+//! first frame carries the opening voucher. A socket that is dropped stops paying at once.
+//!
+//! ```no_run
+//! # async fn run(client: tower_paywall::client::PayingClient) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut socket = client.get("https://api.example/ticks").send_socket().await?;
+//! while let Some(message) = socket.next().await {
+//!     println!("{}", message?);
+//! }
+//! println!("paid {} in all; {:?}", socket.paid(), socket.receipt());
+//! # Ok(()) }
+//! ```
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::stream::StreamPayment;
+use super::{ClientError, PayError, PaymentOffer};
+use crate::mpp::stream::messages::MAX_FRAME;
+use crate::mpp::stream::{Frame, StreamReceipt};
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The largest message read from the server.
+const MAX_MESSAGE: usize = 16 * MAX_FRAME;
+
+/// A metered socket being read (see the [module docs](self)).
+pub struct PaidSocket {
+    socket: Socket,
+    payment: StreamPayment,
+    receipt: Option<StreamReceipt>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for PaidSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaidSocket")
+            .field("paid", &self.payment.paid)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Only a metered channel offer opens a socket.
+pub(crate) fn metered(offers: Vec<PaymentOffer>) -> Vec<PaymentOffer> {
+    offers
+        .into_iter()
+        .filter(|offer| {
+            matches!(offer, PaymentOffer::MppChannel { request, .. } if request.unit.is_some())
+        })
+        .collect()
+}
+
+/// `url` (`http(s)://`) as the socket's (`ws(s)://`).
+pub(crate) fn socket_url(url: &reqwest::Url) -> Result<String, ClientError> {
+    let scheme = match url.scheme() {
+        "http" => "ws",
+        "https" => "wss",
+        _ => {
+            return Err(ClientError::Socket(
+                "a socket is opened from an http:// or https:// URL".into(),
+            ));
+        }
+    };
+    let mut url = url.clone();
+    url.set_fragment(None);
+    let rest = &url.as_str()[url.scheme().len()..];
+    Ok(format!("{scheme}{rest}"))
+}
+
+impl PaidSocket {
+    /// Opens the socket at `url` and sends the opening `credential` (whose voucher paid
+    /// `paid`); the server's first payment frame says whether the stream is open.
+    pub(crate) async fn open(
+        url: &str,
+        credential: String,
+        payment: StreamPayment,
+    ) -> Result<PaidSocket, ClientError> {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let tls = Connector::Rustls(payment.client.inner.socket_tls.clone());
+        let connected =
+            tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(tls))
+                .await;
+        let socket = match connected {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                return Err(ClientError::Incomplete(PayError::Submission(format!(
+                    "the socket could not be opened: {error}"
+                ))));
+            }
+        };
+        let mut socket = PaidSocket {
+            socket,
+            payment,
+            receipt: None,
+            ended: false,
+        };
+        socket
+            .send(&Frame::Authorization {
+                authorization: credential,
+            })
+            .await?;
+        // The stream is open once its opening voucher is acknowledged.
+        loop {
+            match socket.read().await {
+                Some(Ok(Read::Receipt)) => return Ok(socket),
+                Some(Ok(Read::Message(_))) => {
+                    return Err(ClientError::Socket(
+                        "a message came before the stream was paid".into(),
+                    ));
+                }
+                Some(Ok(Read::Paying)) => {}
+                Some(Err(error)) => return Err(error),
+                None => return Err(ClientError::Socket("the socket closed".into())),
+            }
+        }
+    }
+
+    /// The next message of the application (payment frames are answered, not handed out);
+    /// `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Result<String, ClientError>> {
+        loop {
+            match self.read().await? {
+                Ok(Read::Message(message)) => return Some(Ok(message)),
+                Ok(Read::Receipt | Read::Paying) => {}
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+
+    /// Asks the server to stop the stream (`payment-close-request`): the messages already on
+    /// their way still come, then its end (read on with [`next`](Self::next) to get them and
+    /// the final receipt).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Socket`] when the socket is broken.
+    pub async fn stop(&mut self) -> Result<(), ClientError> {
+        self.send(&Frame::CloseRequest).await
+    }
+
+    /// What this stream has paid (its opening voucher and every one since), in atomic units.
+    pub fn paid(&self) -> i128 {
+        self.payment.paid
+    }
+
+    /// The server's latest receipt: after the opening voucher and each one since, then the
+    /// final one (`payment-close-ready`).
+    pub fn receipt(&self) -> Option<&StreamReceipt> {
+        self.receipt.as_ref()
+    }
+
+    /// Reads one frame and answers it.
+    async fn read(&mut self) -> Option<Result<Read, ClientError>> {
+        if self.ended {
+            return None;
+        }
+        let text = match self.socket.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None => {
+                self.ended = true;
+                return None;
+            }
+            Some(Ok(_)) => return Some(Ok(Read::Paying)),
+            Some(Err(error)) => {
+                self.ended = true;
+                return Some(Err(ClientError::Socket(error.to_string())));
+            }
+        };
+        let frame = match Frame::read(&text) {
+            Ok(Some(frame)) => frame,
+            // Not a payment frame: the application's own.
+            Ok(None) => return Some(Ok(Read::Message(text.as_str().to_owned()))),
+            Err(_) => return Some(Err(self.fail("an unreadable payment frame"))),
+        };
+        let opened = self.payment.opened.as_ref()?;
+        let channel = opened.request.channel.to_string();
+        Some(match frame {
+            Frame::Message { data } => Ok(Read::Message(data)),
+            Frame::NeedVoucher { data } => match self.payment.voucher(&data).await {
+                Ok(authorization) => self
+                    .send(&Frame::Authorization { authorization })
+                    .await
+                    .map(|()| Read::Paying),
+                Err(error) => {
+                    self.ended = true;
+                    let _ = self.socket.close(None).await;
+                    Err(error)
+                }
+            },
+            Frame::Receipt { data } | Frame::CloseReady { data } if data.channel_id == channel => {
+                self.receipt = Some(data);
+                Ok(Read::Receipt)
+            }
+            Frame::Receipt { .. } | Frame::CloseReady { .. } => {
+                Err(self.fail("a receipt for another channel"))
+            }
+            Frame::Error { status, message } => {
+                self.ended = true;
+                Err(ClientError::Refused { status, message })
+            }
+            Frame::Authorization { .. } | Frame::CloseRequest => {
+                Err(self.fail("a client's frame from the server"))
+            }
+        })
+    }
+
+    /// Ends the socket on the server's protocol error.
+    fn fail(&mut self, why: &'static str) -> ClientError {
+        self.ended = true;
+        ClientError::Pay(PayError::InvalidOffer(why))
+    }
+
+    async fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        self.socket
+            .send(Message::text(frame.to_text()))
+            .await
+            .map_err(|error| ClientError::Socket(error.to_string()))
+    }
+}
+
+/// What one frame was.
+enum Read {
+    /// An application message.
+    Message(String),
+    /// A receipt (kept).
+    Receipt,
+    /// A payment frame answered, or one to skip.
+    Paying,
+}

@@ -1,0 +1,390 @@
+//! Metered WebSockets (feature `websocket`): a route priced per unit also answers a WebSocket
+//! upgrade. The layer does the upgrade itself, and the socket carries the stream's payment in
+//! band, in mppx's session frames ([`Frame`]):
+//!
+//! 1. The client learns the offer over HTTP (the route's `402`), then opens the socket; the
+//!    upgrade carries no credential (browsers cannot set one).
+//! 2. Its first payment frame is `{"mpp":"authorization","authorization":"Payment …"}`: the
+//!    stream's opening voucher. The handler is called with the upgrade's request as a plain
+//!    `GET` carrying that credential, through the same flow as an SSE stream; the socket
+//!    answers `payment-receipt`, or `payment-error` and closes (`1008`).
+//! 3. Each event of the handler's answer (an SSE body) goes out as
+//!    `{"mpp":"message","data":…}`, drawing a unit. When the credit runs out the socket sends
+//!    `payment-need-voucher`; each `authorization` frame holding a higher voucher pays ahead and
+//!    is acknowledged with `payment-receipt`; a refused one gets `payment-error` and the socket
+//!    closes (`1008`).
+//! 4. The stream ends when the handler's body ends, when the client sends
+//!    `payment-close-request`, or when no voucher came within the
+//!    [voucher wait](crate::PaymentLayerBuilder::voucher_wait): the socket sends
+//!    `payment-close-ready` with the final receipt and closes (`1000`). A client that goes away
+//!    pays for what was sent; the credit not drawn goes back to its channel.
+//!
+//! Frames the client sends that are not payment frames are ignored: the socket carries the
+//! handler's stream, one way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
+
+use super::PaymentBody;
+use super::builder::Shared;
+use super::meter::StreamCredit;
+use crate::BoxFuture;
+use crate::mpp::stream::messages::{self, MAX_FRAME, NEED_VOUCHER, RECEIPT};
+use crate::mpp::stream::{Event, Frame, Splitter};
+use crate::price::Price;
+
+/// The largest message read from the client (payment frames are read within [`MAX_FRAME`]).
+const MAX_MESSAGE: usize = 2 * MAX_FRAME;
+
+/// A WebSocket upgrade asked of a metered route.
+pub(super) struct Upgrade {
+    on: OnUpgrade,
+    accept: HeaderValue,
+}
+
+impl Upgrade {
+    /// The upgrade `request` asks for: a `GET` with `Upgrade: websocket`, `Connection:
+    /// upgrade`, `Sec-WebSocket-Version: 13` and a key, served by hyper with upgrades on (its
+    /// `OnUpgrade` is taken from the request).
+    pub(super) fn take(request: &mut Parts) -> Option<Upgrade> {
+        let headers = &request.headers;
+        let has = |name: header::HeaderName, token: &str| {
+            headers.get_all(name).iter().any(|value| {
+                value.to_str().is_ok_and(|value| {
+                    value
+                        .split(',')
+                        .any(|part| part.trim().eq_ignore_ascii_case(token))
+                })
+            })
+        };
+        let asked = request.method == http::Method::GET
+            && has(header::UPGRADE, "websocket")
+            && has(header::CONNECTION, "upgrade")
+            && headers
+                .get(header::SEC_WEBSOCKET_VERSION)
+                .is_some_and(|version| version == "13");
+        let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+        if !asked {
+            return None;
+        }
+        let accept = HeaderValue::try_from(derive_accept_key(key.as_bytes())).ok()?;
+        let on = request.extensions.remove::<OnUpgrade>()?;
+        Some(Upgrade { on, accept })
+    }
+
+    /// The `101 Switching Protocols` answer.
+    pub(super) fn response<B>(&self) -> Response<PaymentBody<B>> {
+        let mut response = Response::new(PaymentBody::default());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept.clone());
+        response
+    }
+
+    /// Serves the socket once the upgrade is done (see the [module docs](self)): `head` is the
+    /// upgrade's request head; `open` runs the flow for the opening credential.
+    pub(super) async fn serve<B, E>(
+        self,
+        shared: Arc<Shared>,
+        price: Price,
+        head: Parts,
+        open: impl FnOnce(HeaderValue) -> BoxFuture<'static, Result<Response<PaymentBody<B>>, E>>,
+    ) where
+        B: Body<Data = Bytes> + Send + 'static,
+    {
+        let Ok(upgraded) = self.on.await else {
+            return;
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let mut session = Session {
+            socket,
+            shared,
+            price,
+            head,
+        };
+        session.run(open).await;
+    }
+}
+
+/// The headers of a WebSocket upgrade, taken off the request the handler sees.
+pub(super) fn strip_upgrade(headers: &mut HeaderMap) {
+    for name in [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+        header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// One metered socket.
+struct Session<S> {
+    socket: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    price: Price,
+    head: Parts,
+}
+
+/// How a session ends.
+enum End {
+    /// The stream is over (`1000`).
+    Done,
+    /// A payment error was sent (`1008`, or `1011` for the server's own failure).
+    Error(u16, String),
+    /// The client went away.
+    Gone,
+}
+
+impl<S> Session<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    async fn run<B, E>(
+        &mut self,
+        open: impl FnOnce(HeaderValue) -> BoxFuture<'static, Result<Response<PaymentBody<B>>, E>>,
+    ) where
+        B: Body<Data = Bytes> + Send + 'static,
+    {
+        let end = self.stream(open).await;
+        let close = match end {
+            End::Gone => return,
+            End::Done => (CloseCode::Normal, "payment session closed".to_owned()),
+            End::Error(status, message) => {
+                let frame = Frame::Error { status, message };
+                if self.send(&frame).await.is_err() {
+                    return;
+                }
+                let code = if status >= 500 {
+                    CloseCode::Error
+                } else {
+                    CloseCode::Policy
+                };
+                (code, "payment error".to_owned())
+            }
+        };
+        let (code, reason) = close;
+        let _ = self
+            .socket
+            .close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }))
+            .await;
+    }
+
+    /// Opens the stream with the first payment frame, then pumps it.
+    async fn stream<B, E>(
+        &mut self,
+        open: impl FnOnce(HeaderValue) -> BoxFuture<'static, Result<Response<PaymentBody<B>>, E>>,
+    ) -> End
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+    {
+        let wait = self.shared.voucher_wait;
+        let authorization = match tokio::time::timeout(wait, self.opening()).await {
+            Ok(Ok(authorization)) => authorization,
+            Ok(Err(end)) => return end,
+            Err(_) => return End::Error(402, "no opening voucher in time".into()),
+        };
+        let Ok(response) = open(authorization).await else {
+            return End::Error(500, "websocket session failed".into());
+        };
+        let (mut parts, body) = response.into_parts();
+        let Some(StreamCredit(source)) = parts.extensions.remove::<StreamCredit>() else {
+            return failure(parts.status, body).await;
+        };
+        let opened = messages::read_event(&source.receipt(0).await);
+        if let Ok(data) = opened
+            && self.send(&Frame::Receipt { data }).await.is_err()
+        {
+            return End::Gone;
+        }
+        let mut body = Box::pin(body);
+        let mut splitter = Splitter::default();
+        let mut units = 0_u64;
+        loop {
+            tokio::select! {
+                frame = body.frame() => match frame {
+                    Some(Ok(frame)) => {
+                        let Ok(data) = frame.into_data() else { continue };
+                        splitter.push(&data);
+                        while let Ok(Some(block)) = splitter.next_block() {
+                            let Some(frame) = Event::read(&block.raw).and_then(|event| {
+                                to_frame(event, &mut units)
+                            }) else {
+                                continue;
+                            };
+                            if self.send(&frame).await.is_err() {
+                                return End::Gone;
+                            }
+                        }
+                    }
+                    Some(Err(_)) => return End::Error(500, "websocket session failed".into()),
+                    None => return End::Done,
+                },
+                message = self.socket.next() => match message {
+                    Some(Ok(Message::Text(text))) => match Frame::read(&text) {
+                        Ok(Some(Frame::Authorization { authorization })) => {
+                            match self.pay_ahead(&authorization).await {
+                                Ok(()) => {
+                                    let receipt = messages::read_event(&source.receipt(units).await);
+                                    if let Ok(data) = receipt
+                                        && self.send(&Frame::Receipt { data }).await.is_err()
+                                    {
+                                        return End::Gone;
+                                    }
+                                }
+                                Err(end) => return end,
+                            }
+                        }
+                        // The stream stops; its end (the final receipt) follows.
+                        Ok(Some(Frame::CloseRequest)) => body.as_mut().stop(),
+                        Ok(Some(_)) | Err(_) => {
+                            return End::Error(400, "invalid payment message".into());
+                        }
+                        Ok(None) => {}
+                    },
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return End::Gone,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// Reads up to the first payment frame: the opening credential.
+    async fn opening(&mut self) -> Result<HeaderValue, End> {
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => match Frame::read(&text) {
+                    Ok(Some(Frame::Authorization { authorization })) => {
+                        return HeaderValue::try_from(authorization)
+                            .map_err(|_| End::Error(400, "invalid payment message".into()));
+                    }
+                    Ok(Some(Frame::CloseRequest)) => return Err(End::Done),
+                    Ok(Some(_)) | Err(_) => {
+                        return Err(End::Error(400, "invalid payment message".into()));
+                    }
+                    Ok(None) => {}
+                },
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(End::Gone),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Pays ahead with a voucher sent on the socket, as a bodyless `POST` of it would.
+    async fn pay_ahead(&mut self, authorization: &str) -> Result<(), End> {
+        let Ok(value) = HeaderValue::try_from(authorization) else {
+            return Err(End::Error(400, "invalid payment message".into()));
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value);
+        let refused = match self.shared.read(&headers) {
+            Some((index, Ok(credential))) => match self.shared.schemes[index].metering() {
+                Some(metering) => {
+                    match metering
+                        .pay_ahead(&credential, &self.head, &self.price)
+                        .await
+                    {
+                        Ok(_) => return Ok(()),
+                        Err(rejection) => rejection,
+                    }
+                }
+                None => crate::scheme::Rejection::new(
+                    crate::scheme::RejectionKind::PaymentRequired,
+                    self.shared.schemes[index].intent().protocol,
+                    super::respond::code::METERED,
+                ),
+            },
+            Some((_, Err(rejection))) => rejection,
+            None => return Err(End::Error(400, "invalid payment message".into())),
+        };
+        let answer: Response<PaymentBody<http_body_util::Empty<Bytes>>> = self
+            .shared
+            .rejected(&self.head, &self.price, &refused)
+            .await;
+        let (parts, body) = answer.into_parts();
+        Err(failure(parts.status, body).await)
+    }
+
+    async fn send(&mut self, frame: &Frame) -> Result<(), ()> {
+        self.socket
+            .send(Message::text(frame.to_text()))
+            .await
+            .map_err(|_| ())
+    }
+}
+
+/// An SSE event of the metered body as a socket frame (`None`: nothing to send).
+fn to_frame(event: Event, units: &mut u64) -> Option<Frame> {
+    match event.kind() {
+        NEED_VOUCHER => messages::read_event(&event.data)
+            .ok()
+            .map(|data| Frame::NeedVoucher { data }),
+        RECEIPT => messages::read_event(&event.data)
+            .ok()
+            .map(|data| Frame::CloseReady { data }),
+        _ => {
+            *units += 1;
+            Some(Frame::Message { data: event.data })
+        }
+    }
+}
+
+/// The error frame for an answer that opened no stream: its status, and its problem's detail
+/// (or title), else the status's reason.
+async fn failure<B>(status: StatusCode, body: PaymentBody<B>) -> End
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    let mut body = std::pin::pin!(body);
+    let mut bytes = Vec::new();
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                bytes.extend_from_slice(&data);
+                if bytes.len() > MAX_FRAME {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    #[derive(serde::Deserialize)]
+    struct Problem {
+        detail: Option<String>,
+        title: Option<String>,
+        error: Option<String>,
+    }
+    let problem = serde_json::from_slice::<Problem>(&bytes).ok();
+    let message = problem
+        .and_then(|problem| problem.detail.or(problem.title).or(problem.error))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let status = if status.is_success() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        status
+    };
+    End::Error(status.as_u16(), message)
+}
