@@ -1934,8 +1934,13 @@ mod websocket {
         challenge: &Challenge,
         ahead: i128,
         stop_after: Option<usize>,
-    ) -> (Vec<String>, usize, Option<StreamReceipt>, Option<CloseCode>) {
-        let (mut messages, mut receipts) = (Vec::new(), 0);
+    ) -> (
+        Vec<String>,
+        Vec<StreamReceipt>,
+        Option<StreamReceipt>,
+        Option<CloseCode>,
+    ) {
+        let (mut messages, mut receipts) = (Vec::new(), Vec::new());
         let mut last = None;
         loop {
             match next(socket).await {
@@ -1950,7 +1955,7 @@ mod websocket {
                     assert!(amount >= data.required_cumulative);
                     send_voucher(world, socket, challenge, amount).await;
                 }
-                Said::Frame(Frame::Receipt { .. }) => receipts += 1,
+                Said::Frame(Frame::Receipt { data }) => receipts.push(data),
                 Said::Frame(Frame::CloseReady { data }) => last = Some(data),
                 Said::Closed(code) => return (messages, receipts, last, code),
                 Said::Frame(other) => panic!("{other:?}"),
@@ -1982,8 +1987,18 @@ mod websocket {
                 .all(|(n, data)| *data == n.to_string()),
             "in order, once"
         );
-        // The opening and each of the 99 vouchers since were acknowledged.
-        assert_eq!(receipts, 100);
+        // The opening and each of the 99 vouchers since were acknowledged, each with what was
+        // sent so far as spent (the credit the stream holds is not).
+        assert_eq!(receipts.len(), 100);
+        for receipt in &receipts {
+            let units = receipt.units.unwrap();
+            assert_eq!(
+                receipt.spent,
+                i128::from(units as u32) * EVENT_PRICE,
+                "{receipt:?}"
+            );
+            assert!(receipt.accepted_cumulative > receipt.spent);
+        }
         let owed = EVENTS as i128 * EVENT_PRICE;
         let last = last.expect("payment-close-ready");
         assert_eq!((last.spent, last.units), (owed, Some(EVENTS as u64)));
@@ -2154,6 +2169,9 @@ mod websocket {
         // Application frames before the opening are ignored; a close request ends it unpaid.
         let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
         socket.send(Message::text("hello")).await.unwrap();
+        // A payment frame only a server sends: ignored too (as mppx does).
+        let echoed = Frame::Message { data: "x".into() };
+        socket.send(Message::text(echoed.to_text())).await.unwrap();
         socket
             .send(Message::text(Frame::CloseRequest.to_text()))
             .await

@@ -507,7 +507,11 @@ impl PayRequest {
         let (built, payment) = client
             .pay_offers(&offers, &origin, self.action, self.stream_cap)
             .await?;
-        let credential = built.value.to_str().unwrap_or_default().to_owned();
+        let credential = built
+            .value
+            .to_str()
+            .map_err(|_| ClientError::Pay(PayError::InvalidOffer("channel credential")))?
+            .to_owned();
         let paying = stream::StreamPayment {
             client,
             opened: built.metered,

@@ -31,8 +31,12 @@ use crate::mpp::stream::{Frame, StreamReceipt};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The largest message read from the server.
-const MAX_MESSAGE: usize = 16 * MAX_FRAME;
+/// The largest message read from the server: an event of up to 1 MiB as a `message` frame,
+/// its data escaped as JSON.
+const MAX_MESSAGE: usize = 128 * MAX_FRAME;
+
+/// How long the socket may take to open, and the server to acknowledge its opening voucher.
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A metered socket being read (see the [module docs](self)).
 pub struct PaidSocket {
@@ -90,15 +94,22 @@ impl PaidSocket {
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE));
         let tls = Connector::Rustls(payment.client.inner.socket_tls.clone());
-        let connected =
-            tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(tls))
-                .await;
+        let connected = tokio::time::timeout(
+            OPEN_WAIT,
+            tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(tls)),
+        )
+        .await;
         let socket = match connected {
-            Ok((socket, _)) => socket,
-            Err(error) => {
+            Ok(Ok((socket, _))) => socket,
+            Ok(Err(error)) => {
                 return Err(ClientError::Incomplete(PayError::Submission(format!(
                     "the socket could not be opened: {error}"
                 ))));
+            }
+            Err(_) => {
+                return Err(ClientError::Incomplete(PayError::Submission(
+                    "the socket did not open in time".into(),
+                )));
             }
         };
         let mut socket = PaidSocket {
@@ -113,18 +124,28 @@ impl PaidSocket {
             })
             .await?;
         // The stream is open once its opening voucher is acknowledged.
-        loop {
-            match socket.read().await {
-                Some(Ok(Read::Receipt)) => return Ok(socket),
-                Some(Ok(Read::Message(_))) => {
-                    return Err(ClientError::Socket(
-                        "a message came before the stream was paid".into(),
-                    ));
+        let opened = tokio::time::timeout(OPEN_WAIT, async {
+            loop {
+                match socket.read().await {
+                    Some(Ok(Read::Receipt)) => return Ok(()),
+                    Some(Ok(Read::Message(_))) => {
+                        return Err(ClientError::Socket(
+                            "a message came before the stream was paid".into(),
+                        ));
+                    }
+                    Some(Ok(Read::Paying)) => {}
+                    Some(Err(error)) => return Err(error),
+                    None => return Err(ClientError::Socket("the socket closed".into())),
                 }
-                Some(Ok(Read::Paying)) => {}
-                Some(Err(error)) => return Err(error),
-                None => return Err(ClientError::Socket("the socket closed".into())),
             }
+        })
+        .await;
+        match opened {
+            Ok(Ok(())) => Ok(socket),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(ClientError::Socket(
+                "the opening voucher was not acknowledged in time".into(),
+            )),
         }
     }
 
@@ -183,7 +204,7 @@ impl PaidSocket {
             Ok(Some(frame)) => frame,
             // Not a payment frame: the application's own.
             Ok(None) => return Some(Ok(Read::Message(text.as_str().to_owned()))),
-            Err(_) => return Some(Err(self.fail("an unreadable payment frame"))),
+            Err(_) => return Some(Err(self.fail("an unreadable payment frame").await)),
         };
         let opened = self.payment.opened.as_ref()?;
         let channel = opened.request.channel.to_string();
@@ -195,6 +216,7 @@ impl PaidSocket {
                     .await
                     .map(|()| Read::Paying),
                 Err(error) => {
+                    // No voucher: the socket is closed, so that the server stops at once.
                     self.ended = true;
                     let _ = self.socket.close(None).await;
                     Err(error)
@@ -205,21 +227,23 @@ impl PaidSocket {
                 Ok(Read::Receipt)
             }
             Frame::Receipt { .. } | Frame::CloseReady { .. } => {
-                Err(self.fail("a receipt for another channel"))
+                Err(self.fail("a receipt for another channel").await)
             }
             Frame::Error { status, message } => {
                 self.ended = true;
                 Err(ClientError::Refused { status, message })
             }
             Frame::Authorization { .. } | Frame::CloseRequest => {
-                Err(self.fail("a client's frame from the server"))
+                Err(self.fail("a client's frame from the server").await)
             }
         })
     }
 
-    /// Ends the socket on the server's protocol error.
-    fn fail(&mut self, why: &'static str) -> ClientError {
+    /// Ends the socket on the server's protocol error: it is closed, so that nothing more is
+    /// sent (and drawn) for it.
+    async fn fail(&mut self, why: &'static str) -> ClientError {
         self.ended = true;
+        let _ = self.socket.close(None).await;
         ClientError::Pay(PayError::InvalidOffer(why))
     }
 

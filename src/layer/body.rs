@@ -77,6 +77,15 @@ impl<B> PaymentBody<B> {
         }
     }
 
+    /// The credit a metered answer took and has not drawn yet (0 for other bodies).
+    #[cfg(feature = "websocket")]
+    pub(crate) fn held(&self) -> i128 {
+        match &self.kind {
+            Kind::Metered { body } => body.held(),
+            _ => 0,
+        }
+    }
+
     /// `data`, then `trailers` when there are some.
     pub(crate) fn made(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         PaymentBody {

@@ -58,12 +58,19 @@ pub(crate) struct StreamCredit(pub(crate) Arc<dyn CreditSource>);
 enum State {
     /// Passing the inner body's events on, drawing a unit for each.
     Streaming,
-    /// Waiting for credit to send the held event (`None`: the deadline passed).
-    Waiting(BoxFuture<'static, Option<i128>>),
+    /// Waiting for credit to send the held event.
+    Waiting(Waiting),
     /// Giving back what was not drawn, then writing the final receipt.
     Closing(BoxFuture<'static, String>),
     /// Done: the queue is all that is left to send.
     Done,
+}
+
+/// A wait for credit, in a task of its own: it hands over what it takes (`None`: the deadline
+/// passed), or gives it back once the body stopped listening.
+struct Waiting {
+    answer: tokio::sync::oneshot::Receiver<Option<i128>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// An SSE body metered per event (see the [module docs](self)).
@@ -116,9 +123,10 @@ impl<B> MeteredBody<B> {
     }
 
     /// Waits for credit: what was paid ahead already; or else, after the request for a
-    /// voucher, what comes before the deadline (`None`: nothing came). The wait runs in a task
-    /// of its own: credit it took for a body dropped meanwhile goes back, never lost.
-    fn wait(&mut self) -> BoxFuture<'static, Option<i128>> {
+    /// voucher, what comes before the deadline. The wait runs in a task of its own: credit it
+    /// takes for a body that stopped waiting goes back, never lost. `None` outside a runtime.
+    fn wait(&mut self) -> Option<Waiting> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (source, wait) = (self.source.clone(), self.voucher_wait);
         let owed = self.price - self.credit;
         let (need, needed) = tokio::sync::oneshot::channel();
@@ -155,16 +163,30 @@ impl<B> MeteredBody<B> {
                 }
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(waiting);
-                Box::pin(async move { answer.await.ok().flatten() })
-            }
-            Err(_) => Box::pin(async move {
-                waiting.await;
-                None
-            }),
+        let task = runtime.spawn(waiting);
+        Some(Waiting { answer, task })
+    }
+
+    /// Stops waiting, if it was: what the wait handed over meanwhile joins the credit (the
+    /// wait gives back anything it takes from now on). The wait's task, to let it end first.
+    fn stop_waiting(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        if !matches!(self.state, State::Waiting(_)) {
+            return None;
         }
+        let State::Waiting(mut waiting) = std::mem::replace(&mut self.state, State::Done) else {
+            return None;
+        };
+        waiting.answer.close();
+        if let Ok(Some(taken)) = waiting.answer.try_recv() {
+            self.credit += taken;
+        }
+        Some(waiting.task)
+    }
+
+    /// The credit this body took and has not drawn yet.
+    #[cfg(feature = "websocket")]
+    pub(crate) fn held(&self) -> i128 {
+        self.credit
     }
 
     /// Stops the stream where it is (the client asked to): what follows is its end, the final
@@ -180,10 +202,17 @@ impl<B> MeteredBody<B> {
     /// Ends the stream: the credit not drawn goes back, then the final receipt (in a task of
     /// its own, so that a body dropped meanwhile still gives it back).
     fn close(&mut self) {
+        // A wait cut short: what it handed over is given back with the rest, and it ends
+        // (giving back anything it took after) before the receipt is read.
+        let waiting = self.stop_waiting();
+        self.need = None;
         let (source, credit, units) = (self.source.clone(), self.credit, self.units);
         self.credit = 0;
         self.held = None;
         let ending = async move {
+            if let Some(waiting) = waiting {
+                let _ = waiting.await;
+            }
             if credit > 0 {
                 source.give_back(credit).await;
             }
@@ -228,7 +257,7 @@ where
                     this.state = State::Done;
                     continue;
                 }
-                State::Waiting(wait) => {
+                State::Waiting(waiting) => {
                     if let Some(need) = &mut this.need
                         && let Poll::Ready(data) = Pin::new(need).poll(cx)
                     {
@@ -239,7 +268,10 @@ where
                             continue;
                         }
                     }
-                    match std::task::ready!(wait.as_mut().poll(cx)) {
+                    match std::task::ready!(Pin::new(&mut waiting.answer).poll(cx))
+                        .ok()
+                        .flatten()
+                    {
                         Some(taken) => {
                             this.credit += taken;
                             this.need = None;
@@ -259,7 +291,10 @@ where
                     this.out.push_back(Frame::data(event));
                 } else {
                     this.held = Some(event);
-                    this.state = State::Waiting(this.wait());
+                    match this.wait() {
+                        Some(waiting) => this.state = State::Waiting(waiting),
+                        None => this.close(),
+                    }
                 }
                 continue;
             }
@@ -290,6 +325,8 @@ where
 impl<B> Drop for MeteredBody<B> {
     /// A body dropped before its end (the client hung up) gives back what it did not draw.
     fn drop(&mut self) {
+        // What a wait handed over and was not read yet goes back too.
+        let _ = self.stop_waiting();
         let credit = std::mem::take(&mut self.credit);
         if credit > 0
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -468,6 +505,41 @@ mod tests {
             "six events, each paid once"
         );
         assert_eq!(fixture.state().await.spent(), 1_300);
+    }
+
+    #[cfg(feature = "websocket")]
+    #[tokio::test]
+    async fn a_stop_while_credit_is_handed_over_keeps_that_credit_for_the_channel() {
+        // 100 paid ahead: one event; then the wait for more.
+        let (fixture, source) = fixture(1_000, 100).await;
+        let mut body = MeteredBody::new(events(6), source, PRICE, Duration::from_secs(60));
+        let mut text = String::new();
+        assert_eq!(
+            next_event(&mut body, &mut text).await.unwrap().kind(),
+            "message"
+        );
+        let need = next_event(&mut body, &mut text).await.unwrap();
+        assert_eq!(need.kind(), messages::NEED_VOUCHER);
+        // A voucher three events ahead: the wait takes it and hands it over; the body is
+        // stopped before it reads it (a close request right after the voucher).
+        fixture.pay_ahead(1_300).await;
+        for _ in 0..100 {
+            if fixture.state().await.unspent == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        body.stop();
+        let end = next_event(&mut body, &mut text).await.unwrap();
+        assert_eq!(end.kind(), messages::RECEIPT);
+        let receipt: StreamReceipt = messages::read_event(&end.data).unwrap();
+        assert_eq!(
+            (receipt.spent, receipt.units),
+            (1_000, Some(1)),
+            "one event sent: the voucher's credit is the channel's"
+        );
+        assert_eq!(fixture.state().await.unspent, 300);
     }
 
     #[tokio::test]

@@ -185,7 +185,10 @@
 //! The handler sees the upgrade's request as a plain `GET` carrying the opening credential,
 //! through the same flow as above (settled before it runs, used once). The end comes with the
 //! handler's stream, a close request, or the voucher wait; a client that goes away pays for
-//! what was sent. The client's other frames are ignored. Serve with hyper's upgrades on
+//! what was sent. The client's other frames are ignored; the opening frame must come within
+//! 10 s; keep-alive comments go out as pings; a receipt's `spent` leaves out the credit the
+//! stream holds. The socket settles no `close` credential (close a channel over HTTP, or
+//! let the operator close it). Serve with hyper's upgrades on
 //! (`axum::serve` does; hyper-util's `auto::Builder` needs `serve_connection_with_upgrades`).
 //! [`client::PaidSocket`](crate::client) reads such a socket, paying as it flows.
 //!

@@ -19,8 +19,12 @@
 //!    `payment-close-ready` with the final receipt and closes (`1000`). A client that goes away
 //!    pays for what was sent; the credit not drawn goes back to its channel.
 //!
-//! Frames the client sends that are not payment frames are ignored: the socket carries the
-//! handler's stream, one way.
+//! Frames the client sends other than `authorization` and `payment-close-request` are ignored
+//! (the socket carries the handler's stream, one way); a payment frame that does not parse
+//! gets `payment-error` 400. The opening frame must come within 10 s (or the voucher wait, if
+//! shorter); a frame that cannot be sent within 30 s means the client is gone; the handler's
+//! keep-alive comments go out as pings. The socket does not settle a `close` credential: a
+//! channel is closed over HTTP (the client's `close`) or by the operator, as for SSE.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,11 +46,17 @@ use super::builder::Shared;
 use super::meter::StreamCredit;
 use crate::BoxFuture;
 use crate::mpp::stream::messages::{self, MAX_FRAME, NEED_VOUCHER, RECEIPT};
-use crate::mpp::stream::{Event, Frame, Splitter};
+use crate::mpp::stream::{Event, Frame, Splitter, StreamReceipt};
 use crate::price::Price;
 
 /// The largest message read from the client (payment frames are read within [`MAX_FRAME`]).
 const MAX_MESSAGE: usize = 2 * MAX_FRAME;
+
+/// How long a socket may take to send its opening voucher (at most the voucher wait).
+const OPENING_WAIT: Duration = Duration::from_secs(10);
+
+/// How long one frame may take to leave: a client that stops reading is let go.
+const SEND_WAIT: Duration = Duration::from_secs(30);
 
 /// A WebSocket upgrade asked of a metered route.
 pub(super) struct Upgrade {
@@ -184,13 +194,11 @@ where
             }
         };
         let (code, reason) = close;
-        let _ = self
-            .socket
-            .close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            }))
-            .await;
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(SEND_WAIT, self.socket.close(Some(frame))).await;
     }
 
     /// Opens the stream with the first payment frame, then pumps it.
@@ -201,7 +209,7 @@ where
     where
         B: Body<Data = Bytes> + Send + 'static,
     {
-        let wait = self.shared.voucher_wait;
+        let wait = self.shared.voucher_wait.min(OPENING_WAIT);
         let authorization = match tokio::time::timeout(wait, self.opening()).await {
             Ok(Ok(authorization)) => authorization,
             Ok(Err(end)) => return end,
@@ -214,13 +222,10 @@ where
         let Some(StreamCredit(source)) = parts.extensions.remove::<StreamCredit>() else {
             return failure(parts.status, body).await;
         };
-        let opened = messages::read_event(&source.receipt(0).await);
-        if let Ok(data) = opened
-            && self.send(&Frame::Receipt { data }).await.is_err()
-        {
+        let mut body = Box::pin(body);
+        if self.receipt(&*source, 0, 0).await.is_err() {
             return End::Gone;
         }
-        let mut body = Box::pin(body);
         let mut splitter = Splitter::default();
         let mut units = 0_u64;
         loop {
@@ -230,12 +235,18 @@ where
                         let Ok(data) = frame.into_data() else { continue };
                         splitter.push(&data);
                         while let Ok(Some(block)) = splitter.next_block() {
-                            let Some(frame) = Event::read(&block.raw).and_then(|event| {
-                                to_frame(event, &mut units)
-                            }) else {
-                                continue;
+                            let sent = if block.dispatches {
+                                let Some(frame) = Event::read(&block.raw).and_then(|event| {
+                                    to_frame(event, &mut units)
+                                }) else {
+                                    continue;
+                                };
+                                self.send(&frame).await
+                            } else {
+                                // A keep-alive: a ping, which also finds a peer that is gone.
+                                self.send_message(Message::Ping(Bytes::new())).await
                             };
-                            if self.send(&frame).await.is_err() {
+                            if sent.is_err() {
                                 return End::Gone;
                             }
                         }
@@ -248,10 +259,8 @@ where
                         Ok(Some(Frame::Authorization { authorization })) => {
                             match self.pay_ahead(&authorization).await {
                                 Ok(()) => {
-                                    let receipt = messages::read_event(&source.receipt(units).await);
-                                    if let Ok(data) = receipt
-                                        && self.send(&Frame::Receipt { data }).await.is_err()
-                                    {
+                                    let held = body.held();
+                                    if self.receipt(&*source, units, held).await.is_err() {
                                         return End::Gone;
                                     }
                                 }
@@ -260,10 +269,9 @@ where
                         }
                         // The stream stops; its end (the final receipt) follows.
                         Ok(Some(Frame::CloseRequest)) => body.as_mut().stop(),
-                        Ok(Some(_)) | Err(_) => {
-                            return End::Error(400, "invalid payment message".into());
-                        }
-                        Ok(None) => {}
+                        // Not a frame a client sends (as mppx, ignored), or the application's.
+                        Ok(Some(_) | None) => {}
+                        Err(_) => return End::Error(400, "invalid payment message".into()),
                     },
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return End::Gone,
                     Some(Ok(_)) => {}
@@ -282,10 +290,8 @@ where
                             .map_err(|_| End::Error(400, "invalid payment message".into()));
                     }
                     Ok(Some(Frame::CloseRequest)) => return Err(End::Done),
-                    Ok(Some(_)) | Err(_) => {
-                        return Err(End::Error(400, "invalid payment message".into()));
-                    }
-                    Ok(None) => {}
+                    Ok(Some(_) | None) => {}
+                    Err(_) => return Err(End::Error(400, "invalid payment message".into())),
                 },
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(End::Gone),
                 Some(Ok(_)) => {}
@@ -328,11 +334,32 @@ where
         Err(failure(parts.status, body).await)
     }
 
+    /// Sends `payment-receipt`: where the stream stands after `units`, the credit it holds
+    /// (`held`) not counted as spent.
+    async fn receipt(
+        &mut self,
+        source: &dyn crate::scheme::CreditSource,
+        units: u64,
+        held: i128,
+    ) -> Result<(), ()> {
+        let Ok(mut data) = messages::read_event::<StreamReceipt>(&source.receipt(units).await)
+        else {
+            return Ok(());
+        };
+        data.spent -= held;
+        self.send(&Frame::Receipt { data }).await
+    }
+
     async fn send(&mut self, frame: &Frame) -> Result<(), ()> {
-        self.socket
-            .send(Message::text(frame.to_text()))
-            .await
-            .map_err(|_| ())
+        self.send_message(Message::text(frame.to_text())).await
+    }
+
+    /// Sends `message`, within [`SEND_WAIT`].
+    async fn send_message(&mut self, message: Message) -> Result<(), ()> {
+        match tokio::time::timeout(SEND_WAIT, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
     }
 }
 

@@ -269,6 +269,36 @@ impl Client {
         json(response).await
     }
 
+    /// `stoka tail`: the payer's mailbox `topic` as a metered stream (a channel is needed:
+    /// `--channel`), each message handed to `each` as it arrives (the `pop` answer's JSON),
+    /// paid at the pop price a message; after `count` messages when set. What was paid.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError`]: the stream could not be opened or paid (the messages before it were
+    /// handed out).
+    pub async fn tail(
+        &self,
+        topic: &str,
+        count: Option<u64>,
+        mut each: impl FnMut(Value),
+    ) -> Result<i128, CliError> {
+        let url = format!("{}/v1/queue/{}/stream", self.url, encode_segment(topic));
+        let mut stream = self.paying.get(url).send_stream().await?;
+        let mut seen = 0_u64;
+        while count.is_none_or(|count| seen < count) {
+            let Some(event) = stream.next().await else {
+                break;
+            };
+            let event = event?;
+            let message = serde_json::from_str(&event.data)
+                .map_err(|_| usage("the server sent a message that is not JSON"))?;
+            each(message);
+            seen += 1;
+        }
+        Ok(stream.paid())
+    }
+
     /// `stoka challenge`: a challenge for `audience`, and the `Authorization` value signing it.
     ///
     /// # Errors

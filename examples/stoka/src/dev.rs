@@ -243,6 +243,7 @@ pub fn banner(stack: &DevStack, url: &str) -> String {
         format!("  STOKA_SECRET={secret2} stoka pop inbox --wait 5"),
         format!("  STOKA_SECRET={secret2} stoka ack inbox <receipt>"),
         format!("  stoka pop inbox --channel {channel}   # paid by a channel voucher"),
+        format!("  stoka tail inbox --channel {channel}  # your mailbox as it arrives, a voucher per 100"),
         "  stoka rm note.txt                           # wallet-signed, free".into(),
         "  stoka usage --days 7".into(),
     ]);

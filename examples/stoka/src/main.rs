@@ -1,5 +1,5 @@
 //! The `stoka` binary: the server (`stoka dev`, `stoka serve`) and its client commands
-//! (`put`, `get`, `update`, `rm`, `push`, `pop`, `ack`, `usage`, `challenge`).
+//! (`put`, `get`, `update`, `rm`, `push`, `pop`, `tail`, `ack`, `usage`, `challenge`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -119,6 +119,15 @@ enum Command {
         topic: String,
         #[arg(long, default_value_t = 0)]
         wait: u64,
+        #[command(flatten)]
+        pay: Pay,
+    },
+    /// Streams your mailbox: each message as a JSON line as it arrives, paid a message at a
+    /// time from your payment channel (`--channel`); until interrupted, or `--count` messages.
+    Tail {
+        topic: String,
+        #[arg(long)]
+        count: Option<u64>,
         #[command(flatten)]
         pay: Pay,
     },
@@ -253,6 +262,14 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 .await?,
         ),
         Command::Pop { topic, wait, pay } => print(&pay.client().await?.pop(&topic, wait).await?),
+        Command::Tail { topic, count, pay } => {
+            let paid = pay
+                .client()
+                .await?
+                .tail(&topic, count, |message| println!("{message}"))
+                .await?;
+            say(&format!("paid {paid} atomic units from the channel"));
+        }
         Command::Ack {
             topic,
             receipt,

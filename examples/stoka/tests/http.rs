@@ -45,7 +45,12 @@ async fn world(storage: Arc<dyn Storage>, swept: bool, dir: &std::path::Path) ->
         clock,
         storage,
         swept,
-        http: reqwest::Client::new(),
+        // Idle connections are dropped before the server's 10 s idle deadline closes them,
+        // so that no request races that close on a pooled connection.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
     }
 }
 
@@ -150,6 +155,7 @@ async fn suite(world: &World) {
     queues(world, &mut charged).await;
     wallet_signatures(world, &mut charged).await;
     channels(world, &mut charged).await;
+    streams(world, &mut charged).await;
     usage_adds_up(world, &charged).await;
 }
 
@@ -860,6 +866,150 @@ async fn channels(world: &World, charged: &mut Ledger) {
     let (amount, body) = paid(response).await;
     charged.charged[0] += amount;
     assert_eq!(body["empty"], true);
+}
+
+/// `stoka tail` (SSE) and a WebSocket on the same route: wallet 1's mailbox streamed from its
+/// own channel, each message pushed by wallet 0 received as it arrives and charged once, at
+/// the pop price.
+async fn streams(world: &World, charged: &mut Ledger) {
+    use stoka::cli::{Client, ClientOptions};
+    use tower_paywall::client::FileCumulativeStore;
+    use tower_paywall::sandbox::ChannelParams;
+    use tower_paywall::store::ChannelId;
+    const POP: i128 = 100;
+    let sandbox = &world.stack.sandbox;
+    let owner = world.wallet(1);
+    let pay_to: Address = world
+        .stack
+        .config
+        .pay_to
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let channel = sandbox
+        .deploy_channel(ChannelParams {
+            token: sandbox.usdc(),
+            from: owner,
+            commitment_key: owner.public_key(),
+            to: pay_to,
+            amount: 1_000_000,
+            refund_waiting_period: 1_000,
+        })
+        .await
+        .unwrap();
+    let channel_id = ChannelId::try_from(channel).unwrap();
+    let store = world.storage.channel_store();
+    let dir = std::env::temp_dir().join(format!("stoka-tail-{}", std::process::id()));
+    let options = ClientOptions {
+        url: world.url.clone(),
+        secret: owner.secret_seed(),
+        rpc_url: world.stack.rpc.http_url(),
+        max_per_payment: 1_000_000,
+        prefer: Vec::new(),
+        channel: Some(channel.to_string()),
+        channel_store: dir.clone(),
+    };
+    let tail = Client::connect(&options).await.unwrap();
+    let sender = world.payer(0, Intent::X402_EXACT);
+    let to = owner.address().to_string();
+    let push = |body: String| {
+        sender
+            .post(world.url(&format!("/v1/queue/{to}/live/push")))
+            .body(body)
+            .send()
+    };
+    let spent = || async { store.load(channel_id).await.unwrap().map(|s| s.spent()) };
+
+    // `stoka tail live --count 3`: messages pushed after it started, as they arrive.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let tailing = tokio::spawn(async move {
+        tail.tail("live", Some(3), |message| tx.send(message).unwrap())
+            .await
+            .unwrap()
+    });
+    for n in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (amount, _) = paid(push(format!("live {n}")).await.unwrap()).await;
+        charged.charged[0] += amount;
+        let message = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("delivered as it arrives")
+            .unwrap();
+        assert_eq!(message["body"], STANDARD_B64.encode(format!("live {n}")));
+        assert_eq!(
+            message["attributes"]["from_pubkey"],
+            world.wallet(0).address().to_string()
+        );
+        let ack = world
+            .http
+            .post(world.url(&format!(
+                "/v1/queue/live/ack/{}",
+                message["receipt"].as_str().unwrap()
+            )))
+            .header(
+                "authorization",
+                world.authorization(1, "queue-ack", true).await,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ack.status(), 204);
+    }
+    let paid_ahead = tailing.await.unwrap();
+    assert_eq!(
+        paid_ahead,
+        100 * POP,
+        "the opening voucher, 100 messages ahead"
+    );
+    let mut now = spent().await;
+    for _ in 0..200 {
+        if now == Some(3 * POP) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        now = spent().await;
+    }
+    assert_eq!(now, Some(3 * POP), "three messages, each charged once");
+    charged.charged[1] += 3 * POP;
+
+    // The same route over a WebSocket, from the same channel (its amounts in the same file).
+    let cumulative = FileCumulativeStore::open(dir.join(format!("{channel}.json"))).unwrap();
+    let client =
+        PayingClient::builder(owner.clone(), Arc::new(sandbox.clone()), Network::testnet())
+            .channel(&world.url, channel, owner.clone())
+            .cumulative_store(Arc::new(cumulative))
+            .build()
+            .unwrap();
+    let mut socket = client
+        .get(world.url("/v1/queue/live/stream"))
+        .header("payment-channel", channel.to_string())
+        .send_socket()
+        .await
+        .unwrap();
+    for n in 3..5 {
+        let (amount, _) = paid(push(format!("live {n}")).await.unwrap()).await;
+        charged.charged[0] += amount;
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("delivered as it arrives")
+            .unwrap()
+            .unwrap();
+        let message: Value = serde_json::from_str(&message).unwrap();
+        assert_eq!(message["body"], STANDARD_B64.encode(format!("live {n}")));
+    }
+    drop(socket);
+    let mut now = spent().await;
+    for _ in 0..200 {
+        if now == Some(5 * POP) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        now = spent().await;
+    }
+    assert_eq!(now, Some(5 * POP), "two more, each charged once");
+    charged.charged[1] += 2 * POP;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The usage counters add up to what each wallet was charged.

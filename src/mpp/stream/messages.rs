@@ -12,8 +12,9 @@
 //! | the server has stopped | the stream ends | `{"mpp":"payment-close-ready","data":{receipt}}` |
 //! | an error | the stream ends | `{"mpp":"payment-error","status":402,"message":"…"}` |
 //!
-//! Amounts are decimal strings of the token's atomic units. Frames are read with a size limit
-//! ([`MAX_FRAME`]) and nothing in them is trusted beyond its shape.
+//! Amounts are decimal strings of the token's atomic units. Payment frames are read with a size
+//! limit ([`MAX_FRAME`]; an application `message` is as large as its socket allows) and nothing
+//! in them is trusted beyond its shape.
 
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +125,7 @@ pub enum Frame {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MessageError {
-    /// Over [`MAX_FRAME`] bytes.
+    /// A payment frame (not a `message`) over [`MAX_FRAME`] bytes.
     #[error("a payment message of over {MAX_FRAME} bytes")]
     TooLarge,
     /// Not one of the shapes above.
@@ -140,9 +141,6 @@ impl Frame {
     ///
     /// [`MessageError`] for a payment frame over the limit or of the wrong shape.
     pub fn read(text: &str) -> Result<Option<Frame>, MessageError> {
-        if text.len() > MAX_FRAME {
-            return Err(MessageError::TooLarge);
-        }
         #[derive(Deserialize)]
         struct Tagged<'a> {
             #[serde(borrow)]
@@ -153,9 +151,16 @@ impl Frame {
             return Ok(None);
         }
         match serde_json::from_str::<Tagged<'_>>(text) {
-            Ok(Tagged { mpp: Some(_) }) => serde_json::from_str(text)
-                .map(Some)
-                .map_err(|_| MessageError::WrongShape),
+            Ok(Tagged { mpp: Some(tag) }) => {
+                // An application message is as large as its socket allows; payment frames are
+                // small.
+                if text.len() > MAX_FRAME && tag.get() != "\"message\"" {
+                    return Err(MessageError::TooLarge);
+                }
+                serde_json::from_str(text)
+                    .map(Some)
+                    .map_err(|_| MessageError::WrongShape)
+            }
             _ => Ok(None),
         }
     }
@@ -278,12 +283,26 @@ mod tests {
                 MessageError::WrongShape,
             ),
             (
-                format!(r#"{{"mpp":"message","data":"{}"}}"#, "x".repeat(MAX_FRAME)),
+                format!(
+                    r#"{{"mpp":"payment-error","status":402,"message":"{}"}}"#,
+                    "x".repeat(MAX_FRAME)
+                ),
                 MessageError::TooLarge,
             ),
         ] {
             assert_eq!(Frame::read(&text), Err(error), "{text:.60}");
         }
+        // An application message larger than a payment frame is read whole.
+        let large = "x".repeat(4 * MAX_FRAME);
+        assert_eq!(
+            Frame::read(
+                &Frame::Message {
+                    data: large.clone()
+                }
+                .to_text()
+            ),
+            Ok(Some(Frame::Message { data: large }))
+        );
         for amount in [
             "-1",
             "",

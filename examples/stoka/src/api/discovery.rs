@@ -56,7 +56,7 @@ impl ServiceInfo {
 }
 
 /// Every route: method, path, class, price name.
-const ROUTES: [(&str, &str, &str, &str); 15] = [
+const ROUTES: [(&str, &str, &str, &str); 16] = [
     ("GET", "/.well-known/stoka.json", "public", "free"),
     ("GET", "/llms.txt", "public", "free"),
     ("GET", "/", "public", "free"),
@@ -73,6 +73,7 @@ const ROUTES: [(&str, &str, &str, &str); 15] = [
     ),
     ("POST", "/v1/queue/{to_pubkey}/{topic}/push", "paid", "push"),
     ("POST", "/v1/queue/{topic}/pop", "paid", "pop"),
+    ("GET", "/v1/queue/{topic}/stream", "metered", "pop"),
     (
         "POST",
         "/v1/queue/{topic}/ack/{receipt}",
@@ -99,10 +100,15 @@ pub(crate) fn manifest_json(stoka: &Stoka) -> Value {
             let intents = match (*class, *price) {
                 ("paid", "pop") => Some(paid_intents(info, true)),
                 ("paid", _) => Some(paid_intents(info, false)),
+                ("metered", _) => Some(metered_intents(info)),
                 _ => None,
             };
             if let Some(intents) = intents {
                 route["intents"] = json!(intents);
+            }
+            if *class == "metered" {
+                route["unit"] = json!("message");
+                route["transports"] = json!(["sse", "websocket"]);
             }
             route
         })
@@ -126,7 +132,11 @@ pub(crate) fn manifest_json(stoka: &Stoka) -> Value {
             "realm": mpp.realm,
             "currency": info.asset,
             "recipient": info.pay_to,
-            "channel_routes": if mpp.channel { json!(["/v1/queue/{topic}/pop"]) } else { json!([]) },
+            "channel_routes": if mpp.channel {
+                json!(["/v1/queue/{topic}/pop", "/v1/queue/{topic}/stream"])
+            } else {
+                json!([])
+            },
         })),
         "pricing": {
             "unit": "USDC atomic (1 USDC = 10^7)",
@@ -157,6 +167,14 @@ pub(crate) fn manifest_json(stoka: &Stoka) -> Value {
         "limits": limits,
         "routes": routes,
     })
+}
+
+/// The intents of a metered route: MPP `channel` only (none without it).
+fn metered_intents(info: &super::ServiceInfo) -> Vec<&'static str> {
+    match &info.mpp {
+        Some(mpp) if mpp.channel => vec!["mpp/channel"],
+        _ => Vec::new(),
+    }
 }
 
 fn paid_intents(info: &super::ServiceInfo, pop: bool) -> Vec<&'static str> {
@@ -203,8 +221,10 @@ pub(crate) fn llms_text(stoka: &Stoka) -> String {
             mpp.realm
         ));
         if mpp.channel {
-            paid_with
-                .push("MPP `channel` on pop only (Payment-Channel: C… names your channel)".into());
+            paid_with.push(
+                "MPP `channel` on pop and stream only (Payment-Channel: C… names your channel)"
+                    .into(),
+            );
         }
     }
     let days = |seconds: u64| seconds / 86_400;
@@ -219,6 +239,7 @@ Machine-readable manifest: /.well-known/stoka.json (read prices from there; neve
 - retrieve: {rb} + {rk} × ceil(bytes/1024)\n\
 - push: {pb} + {pk} × ceil(bytes/1024) (the sender pays)\n\
 - pop: {pop} flat (the mailbox owner pays, also for an empty pop)\n\
+- stream: {pop} a message delivered (MPP `channel` only; nothing for the wait)\n\
 - delete, ack, profile, usage: free, wallet-signed\n\n\
 ## Limits\n\
 - blob ≤ {max_object} bytes; message ≤ {max_message} bytes (413 before any 402)\n\
@@ -231,6 +252,7 @@ Machine-readable manifest: /.well-known/stoka.json (read prices from there; neve
 - DELETE /v1/object/{{key}} — wallet-signed (object-delete). Always 204.\n\
 - POST /v1/queue/{{to_pubkey}}/{{topic}}/push — raw body. 200 {{message_id, to_pubkey, topic, size_bytes, sent_at, charged_atomic}}.\n\
 - POST /v1/queue/{{topic}}/pop — your own mailbox; ?wait_seconds=N or JSON {{\"wait_seconds\": N}}. 200 {{message_id, topic, body (base64), receipt, attributes {{from_pubkey, sent_at, receive_count}}}} or {{\"empty\": true}}.\n\
+- GET /v1/queue/{{topic}}/stream — your own mailbox as it arrives, metered per message at the pop price, paid from your MPP `channel` (the 402 offers only it; its unitType is event): server-sent events (id: message_id, data: the pop answer's JSON), or WebSocket messages on upgrade. The opening voucher pays messages ahead; when they run out the stream sends event payment-need-voucher (a WebSocket frame {{\"mpp\":\"payment-need-voucher\"}}): POST your next voucher (Authorization: Payment, no body) to the same URL, or send it on the socket ({{\"mpp\":\"authorization\",\"authorization\":\"Payment …\"}}). Messages not paid for are not sent; one popped and not sent is delivered again after the visibility timeout. Ack as for pop. `stoka tail <topic> --channel C…` does all of this.\n\
 - POST /v1/queue/{{topic}}/ack/{{receipt}} — wallet-signed (queue-ack). 204; 409 for a receipt of an earlier delivery; 404 for an unknown one.\n\
 - POST /v1/auth/challenge — {{\"audience\": \"object-delete\" | \"queue-ack\" | \"profile-bind\" | \"me-usage\"}} → {{challenge_id, message, expires_at}}. Single use, {challenge_ttl} s.\n\
 - POST /v1/profile — wallet-signed in the body: {{wallet, challenge_id, signature_hex, email?}}.\n\

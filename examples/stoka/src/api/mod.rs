@@ -178,6 +178,10 @@ pub fn router(stoka: Stoka, paid: PaymentLayer, pop_paid: PaymentLayer) -> Route
         .layer(paid);
     let pop_route = Router::new()
         .route("/v1/queue/{topic}/pop", post(queues::pop))
+        .route(
+            "/v1/queue/{topic}/stream",
+            get(queues::stream).post(queues::stream),
+        )
         .layer(pop_paid);
     let free = Router::new()
         .route("/v1/object/{key}", delete(blobs::remove))

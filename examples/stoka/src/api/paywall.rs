@@ -22,7 +22,7 @@ use tower_paywall::scheme::PaymentScheme;
 use tower_paywall::stellar::Address;
 use tower_paywall::stellar::ChannelReadError;
 use tower_paywall::store::PaymentStore;
-use tower_paywall::{PaymentLayer, SettlementOrder};
+use tower_paywall::{PaymentLayer, SettlementOrder, Unit};
 
 use super::{Stoka, error_answer};
 
@@ -95,8 +95,17 @@ pub(crate) enum PaidRoute {
     Store,
     Retrieve(String),
     Update(String),
-    Push { to: String, topic: String },
-    Pop { topic: String },
+    Push {
+        to: String,
+        topic: String,
+    },
+    Pop {
+        topic: String,
+    },
+    /// `GET /v1/queue/{topic}/stream` (and the bodyless `POST` of a voucher paying it ahead).
+    Stream {
+        topic: String,
+    },
     Head,
     Undecodable,
 }
@@ -119,6 +128,9 @@ impl PaidRoute {
                 .map(|(to, topic)| PaidRoute::Push { to, topic }),
             (&Method::POST, ["queue", topic, "pop"]) => {
                 decoded(topic).map(|topic| PaidRoute::Pop { topic })
+            }
+            (&Method::GET | &Method::POST, ["queue", topic, "stream"]) => {
+                decoded(topic).map(|topic| PaidRoute::Stream { topic })
             }
             _ => return None,
         };
@@ -213,6 +225,22 @@ fn charge(atomic: u64, description: String) -> Priced {
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             "the price is out of range",
+        ),
+    }
+}
+
+/// The price of a queue stream: `atomic` a message.
+fn per_message(atomic: u64) -> Priced {
+    match Amount::from_atomic(i128::from(atomic)) {
+        Ok(amount) => Priced::Charge(
+            Price::new(amount)
+                .per(Unit::Event)
+                .with_description("stream your mailbox, a message at the pop price".to_owned()),
+        ),
+        Err(_) => early(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "bad_price",
+            "the pop price is out of range",
         ),
     }
 }
@@ -351,16 +379,30 @@ impl Pricing for StokaPricing {
                 }
                 ready(charge(rates.push(length), format!("push {length} bytes")))
             }
-            PaidRoute::Pop { topic } => {
-                if !valid_topic(&topic) {
+            PaidRoute::Pop { ref topic } | PaidRoute::Stream { ref topic } => {
+                if !valid_topic(topic) {
                     return ready(invalid_topic());
                 }
+                let streaming = matches!(route, PaidRoute::Stream { .. });
                 if let Some(wait) = wait_from_query(request.uri().query())
+                    && !streaming
                     && parse_wait(wait, limits.max_wait_seconds).is_none()
                 {
                     return ready(invalid_wait(limits.max_wait_seconds));
                 }
-                let price = charge(rates.pop, "pop".into());
+                let price = if streaming {
+                    // Each message of the stream at the pop price, paid from a channel.
+                    if self.channel.is_none() {
+                        return ready(early(
+                            StatusCode::NOT_IMPLEMENTED,
+                            "no_channel",
+                            "this server takes no payment channel: use POST /v1/queue/{topic}/pop",
+                        ));
+                    }
+                    per_message(rates.pop)
+                } else {
+                    charge(rates.pop, "pop".into())
+                };
                 // Which channel to offer changes no price: read without binding the payment.
                 match self.unserved_channel(request.headers()) {
                     Some((channel, address)) => {
@@ -471,6 +513,15 @@ mod tests {
                 topic: "inbox".into()
             })
         );
+        for method in [Method::GET, Method::POST] {
+            assert_eq!(
+                PaidRoute::of(&method, "/v1/queue/in%20box/stream"),
+                Some(PaidRoute::Stream {
+                    topic: "in box".into()
+                })
+            );
+        }
+        assert_eq!(PaidRoute::of(&Method::PUT, "/v1/queue/inbox/stream"), None);
         assert_eq!(
             PaidRoute::of(&Method::GET, "/v1/retrieve/%FF"),
             Some(PaidRoute::Undecodable)

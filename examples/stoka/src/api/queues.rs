@@ -114,19 +114,69 @@ pub(super) async fn pop(
     stoka.count(&paid, 0, bytes_out).await;
     let body = match delivery {
         None => json!({ "empty": true, "topic": topic }),
-        Some(delivery) => json!({
-            "message_id": delivery.message_id,
-            "topic": topic,
-            "body": STANDARD.encode(&delivery.body),
-            "receipt": delivery.receipt,
-            "attributes": {
-                "from_pubkey": delivery.from,
-                "sent_at": rfc3339(delivery.sent_at),
-                "receive_count": delivery.receive_count,
-            },
-        }),
+        Some(delivery) => delivered(&topic, &delivery),
     };
     json_response(StatusCode::OK, body)
+}
+
+/// A delivered message as `pop` and `stream` answer it.
+fn delivered(topic: &str, delivery: &Delivery) -> Value {
+    json!({
+        "message_id": delivery.message_id,
+        "topic": topic,
+        "body": STANDARD.encode(&delivery.body),
+        "receipt": delivery.receipt,
+        "attributes": {
+            "from_pubkey": delivery.from,
+            "sent_at": rfc3339(delivery.sent_at),
+            "receive_count": delivery.receive_count,
+        },
+    })
+}
+
+/// How long a stream waits for a message before it sends a keep-alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /v1/queue/{topic}/stream`: the payer's mailbox as server-sent events (or WebSocket
+/// messages, on upgrade), a message each as it arrives, in the `pop` answer's JSON. The layer
+/// meters it: each message is charged at the pop price from the payer's channel, and goes out
+/// only once paid; one popped and not sent (the stream ended first) is delivered again once its
+/// visibility timeout lapses. Acks as for `pop`.
+pub(super) async fn stream(
+    State(stoka): State<Stoka>,
+    Extension(paid): Extension<Paid>,
+    Segments(topic): Segments<String>,
+) -> Response {
+    if !valid_topic(&topic) {
+        return error(StatusCode::BAD_REQUEST, "invalid_topic", "bad topic");
+    }
+    let events = futures_util::stream::unfold((stoka, paid, topic), |state| async move {
+        let (stoka, paid, topic) = state;
+        let event = match long_poll(&stoka, &paid.payer, &topic, KEEP_ALIVE).await {
+            Ok(Some(delivery)) => {
+                stoka.count(&paid, 0, delivery.body.len()).await;
+                let data = delivered(&topic, &delivery);
+                format!("id: {}\ndata: {data}\n\n", delivery.message_id)
+            }
+            Ok(None) => ": keep-alive\n\n".to_owned(),
+            Err(failure) => {
+                tracing::warn!(error = %failure, "a queue stream ends: storage unavailable");
+                return None;
+            }
+        };
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from(event)),
+            (stoka, paid, topic),
+        ))
+    });
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/event-stream"),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(events),
+    )
+        .into_response()
 }
 
 /// `wait_seconds` from the query or else a JSON body; `None` when invalid. Default 0.
