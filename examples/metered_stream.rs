@@ -1,10 +1,12 @@
 //! Pay as you stream, on the offline sandbox ledger: a model-like token stream sold per token
 //! over server-sent events, and an agent paying for it as the tokens flow.
 //!
-//! The seller prices `GET /generate` at 0.0001 USDC a token (`Price::per(Unit::Event)`, one
-//! event a token) with `StellarChannel`. The buyer opens a payment channel, reads the stream
-//! with `PayingClient::send_stream`, and pays a voucher every 50 tokens when the server asks
-//! in band. Closing the channel pays the seller exactly what was streamed.
+//! The seller prices `GET /generate` at 0.0001 USDC a token
+//! (`Price::per(Unit::Counted("token"))`) with `StellarChannel`; the model streams chunks of one
+//! to four tokens, each event saying how many it holds (`layer::counted_event`). The buyer opens
+//! a payment channel, reads the stream with `PayingClient::send_stream`, and pays a voucher
+//! every 50 tokens when the server asks in band. Closing the channel pays the seller exactly
+//! what was streamed.
 //!
 //! `cargo run --example metered_stream --features sandbox,client [-- TOKENS]`
 
@@ -15,6 +17,7 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
 use tower_paywall::client::PayingClient;
+use tower_paywall::layer::counted_event;
 use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel};
 use tower_paywall::sandbox::{ChannelParams, Sandbox, SandboxConfig};
 use tower_paywall::stellar::Keypair;
@@ -24,15 +27,24 @@ use tower_paywall::{PaymentLayer, Price, Unit};
 /// The price of one token, in USDC.
 const TOKEN_PRICE: &str = "0.0001";
 
-/// A "model": the words of a sentence, again and again, `tokens` of them, as SSE events.
-fn generate(tokens: usize) -> String {
+/// A "model": the words of a sentence, again and again, `tokens` of them, as SSE events of
+/// one to four tokens, each counting its tokens.
+fn generate(tokens: usize) -> Vec<u8> {
     const WORDS: [&str; 12] = [
         "a", "paywall", "walks", "into", "a", "bar", "and", "charges", "per", "token", "it",
         "serves",
     ];
-    (0..tokens)
-        .map(|n| format!("data: {}\n\n", WORDS[n % WORDS.len()]))
-        .collect()
+    let mut stream = Vec::new();
+    let (mut sent, mut chunk) = (0, 0);
+    while sent < tokens {
+        let count = (chunk % 4 + 1).min(tokens - sent);
+        let words: Vec<&str> = (sent..sent + count)
+            .map(|n| WORDS[n % WORDS.len()])
+            .collect();
+        stream.extend_from_slice(&counted_event(&words.join(" "), count as u64));
+        (sent, chunk) = (sent + count, chunk + 1);
+    }
+    stream
 }
 
 #[derive(serde::Deserialize)]
@@ -82,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     scheme.add_channel(channel).await?;
     let layer = PaymentLayer::builder()
         .shared_scheme(scheme.clone())
-        .price(Price::parse(TOKEN_PRICE)?.per(Unit::Event))
+        .price(Price::parse(TOKEN_PRICE)?.per(Unit::Counted("token")))
         .build()?;
     let app = Router::new()
         .route(
@@ -115,7 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if received < 24 {
             print!("{} ", event.data);
         }
-        received += 1;
+        received += event.data.split(' ').count();
     }
     let elapsed = started.elapsed();
     println!("…");
@@ -142,7 +154,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "closed: the seller received {earned}: {streamed} streamed ({received} × {price}) and {} paid ahead",
         earned - streamed
     );
-    if earned != stream.paid() || receipt.spent != streamed {
+    if earned != stream.paid()
+        || receipt.spent != streamed
+        || receipt.units != Some(received as u64)
+    {
         return Err("the ledger, the receipt and the client disagree".into());
     }
     Ok(())

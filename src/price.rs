@@ -78,6 +78,13 @@ pub enum Unit {
     /// An event of a server-sent event stream (`text/event-stream`) that dispatches (has a
     /// `data` line): the layer counts them as they go out. Comments (keep-alives) are free.
     Event,
+    /// A byte of an event's data (its `data` lines' values, without their line ends).
+    Byte,
+    /// A unit the handler counts, named (`"token"`): each event says how many it holds in a
+    /// `units` field (`units: 12`, written by the handler, or by
+    /// [`layer::counted_event`](crate::layer::counted_event)). An event without one holds one
+    /// unit; `units: 0` is free. SSE readers ignore the field.
+    Counted(&'static str),
 }
 
 impl Unit {
@@ -85,6 +92,8 @@ impl Unit {
     pub fn name(self) -> &'static str {
         match self {
             Unit::Event => "event",
+            Unit::Byte => "byte",
+            Unit::Counted(name) => name,
         }
     }
 }

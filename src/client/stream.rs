@@ -200,11 +200,14 @@ impl StreamPayment {
             )));
         }
         // The server's numbers are checked, not trusted: it asks for more than it holds, and
-        // for no more than one voucher of this client would pay.
+        // (per event) for no more than one voucher of this client would pay. An event of
+        // bytes or counted units may cost more than `stream_ahead` units: it is paid whole,
+        // within the caps below.
         let ahead = self.client.ahead(request);
         let (accepted, required) = (need.accepted_cumulative, need.required_cumulative);
         let asked = required.checked_sub(accepted).unwrap_or(0);
-        if asked <= 0 || asked > ahead || accepted < 0 {
+        let per_event = request.unit.as_deref().is_none_or(|unit| unit == "event");
+        if asked <= 0 || (per_event && asked > ahead) || accepted < 0 {
             return Err(ClientError::Pay(PayError::InvalidOffer(
                 "a request for a voucher that asks nothing, or more than a voucher pays",
             )));
@@ -214,7 +217,7 @@ impl StreamPayment {
                 "the channel's deposit is spent: it needs a top-up",
             )));
         }
-        let target = accepted.saturating_add(ahead).min(need.deposit);
+        let target = accepted.saturating_add(ahead.max(asked)).min(need.deposit);
         let amount = target - accepted;
         let settings = &self.client.inner.settings;
         if let Some(cap) = settings.policy.max_per_payment

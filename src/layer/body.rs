@@ -77,6 +77,15 @@ impl<B> PaymentBody<B> {
         }
     }
 
+    /// The units a metered answer has sent (0 for other bodies).
+    #[cfg(feature = "websocket")]
+    pub(crate) fn units(&self) -> u64 {
+        match &self.kind {
+            Kind::Metered { body } => body.units(),
+            _ => 0,
+        }
+    }
+
     /// The credit a metered answer took and has not drawn yet (0 for other bodies).
     #[cfg(feature = "websocket")]
     pub(crate) fn held(&self) -> i128 {

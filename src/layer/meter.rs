@@ -18,6 +18,7 @@ use http_body::{Body, Frame};
 use crate::BoxFuture;
 use crate::mpp::stream::messages::{NEED_VOUCHER, RECEIPT};
 use crate::mpp::stream::sse::{Event, Splitter};
+use crate::price::Unit;
 use crate::scheme::CreditSource;
 
 /// Whether a request on a metered route only pays ahead: a `POST` or `HEAD` without a body
@@ -66,6 +67,62 @@ enum State {
     Done,
 }
 
+/// What a metered answer charges: `price` a `unit`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meter {
+    pub(crate) unit: Unit,
+    pub(crate) price: i128,
+}
+
+/// The largest count an event's `units` field may give (larger ones are refused: the stream
+/// ends).
+const MAX_UNITS: u64 = 1 << 40;
+
+/// The units an event (a dispatching block) holds, by `unit`; `None` for a `units` field
+/// that is not a count.
+fn units_of(unit: Unit, block: &[u8]) -> Option<u64> {
+    match unit {
+        Unit::Event => Some(1),
+        Unit::Byte => Some(Event::read(block).map_or(0, |event| event.data.len() as u64)),
+        Unit::Counted(_) => {
+            let mut units = None;
+            for line in block.split(|byte| *byte == b'\n' || *byte == b'\r') {
+                if let Some(value) = line.strip_prefix(b"units:") {
+                    let value = value.strip_prefix(b" ").unwrap_or(value);
+                    let digits = !value.is_empty()
+                        && value.len() <= 13
+                        && value.iter().all(u8::is_ascii_digit);
+                    let count: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+                    if !digits || count > MAX_UNITS {
+                        return None;
+                    }
+                    units = Some(count);
+                }
+            }
+            Some(units.unwrap_or(1))
+        }
+    }
+}
+
+/// The bytes of an event of `data` holding `units` units of a
+/// [`Unit::Counted`](crate::Unit::Counted) price (the `units` field, then `data` lines), for a
+/// handler to stream.
+///
+/// ```
+/// let event = tower_paywall::layer::counted_event("Hello, world", 3);
+/// assert_eq!(&event[..], b"units: 3\ndata: Hello, world\n\n");
+/// ```
+pub fn counted_event(data: &str, units: u64) -> Bytes {
+    let mut event = format!("units: {units}\n");
+    for line in data.split('\n') {
+        event.push_str("data: ");
+        event.push_str(line.strip_suffix('\r').unwrap_or(line));
+        event.push('\n');
+    }
+    event.push('\n');
+    Bytes::from(event)
+}
+
 /// A wait for credit, in a task of its own: it hands over what it takes (`None`: the deadline
 /// passed), or gives it back once the body stopped listening.
 struct Waiting {
@@ -78,14 +135,15 @@ pub(crate) struct MeteredBody<B> {
     inner: B,
     source: Arc<dyn CreditSource>,
     splitter: Splitter,
-    /// The price of one event.
+    /// What a unit is, and its price.
+    unit: Unit,
     price: i128,
     /// Credit taken and not drawn.
     credit: i128,
-    /// Events sent.
+    /// Units sent.
     units: u64,
-    /// A dispatching event waiting for its unit.
-    held: Option<Bytes>,
+    /// A dispatching event waiting for its units to be drawn: the event, its units, their price.
+    held: Option<(Bytes, u64, i128)>,
     /// The request for a voucher, once the wait has written it.
     need: Option<tokio::sync::oneshot::Receiver<String>>,
     /// Frames ready to send, in order.
@@ -97,19 +155,20 @@ pub(crate) struct MeteredBody<B> {
 }
 
 impl<B> MeteredBody<B> {
-    /// `inner` (an event stream) metered at `price` an event, drawing on `source`, waiting
+    /// `inner` (an event stream) metered by `meter`, drawing on `source`, waiting
     /// `voucher_wait` at most for a voucher.
     pub(crate) fn new(
         inner: B,
         source: Arc<dyn CreditSource>,
-        price: i128,
+        meter: Meter,
         voucher_wait: Duration,
     ) -> Self {
         MeteredBody {
             inner,
             source,
             splitter: Splitter::default(),
-            price: price.max(1),
+            unit: meter.unit,
+            price: meter.price.max(1),
             credit: 0,
             units: 0,
             held: None,
@@ -125,10 +184,10 @@ impl<B> MeteredBody<B> {
     /// Waits for credit: what was paid ahead already; or else, after the request for a
     /// voucher, what comes before the deadline. The wait runs in a task of its own: credit it
     /// takes for a body that stopped waiting goes back, never lost. `None` outside a runtime.
-    fn wait(&mut self) -> Option<Waiting> {
+    fn wait(&mut self, cost: i128) -> Option<Waiting> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (source, wait) = (self.source.clone(), self.voucher_wait);
-        let owed = self.price - self.credit;
+        let owed = cost - self.credit;
         let (need, needed) = tokio::sync::oneshot::channel();
         self.need = Some(needed);
         let (mut result, answer) = tokio::sync::oneshot::channel::<Option<i128>>();
@@ -181,6 +240,12 @@ impl<B> MeteredBody<B> {
             self.credit += taken;
         }
         Some(waiting.task)
+    }
+
+    /// The units this body has sent.
+    #[cfg(feature = "websocket")]
+    pub(crate) fn units(&self) -> u64 {
+        self.units
     }
 
     /// The credit this body took and has not drawn yet.
@@ -284,14 +349,14 @@ where
                 }
                 State::Streaming => {}
             }
-            if let Some(event) = this.held.take() {
-                if this.credit >= this.price {
-                    this.credit -= this.price;
-                    this.units += 1;
+            if let Some((event, units, cost)) = this.held.take() {
+                if this.credit >= cost {
+                    this.credit -= cost;
+                    this.units += units;
                     this.out.push_back(Frame::data(event));
                 } else {
-                    this.held = Some(event);
-                    match this.wait() {
+                    this.held = Some((event, units, cost));
+                    match this.wait(cost) {
                         Some(waiting) => this.state = State::Waiting(waiting),
                         None => this.close(),
                     }
@@ -299,7 +364,16 @@ where
                 continue;
             }
             match this.splitter.next_block() {
-                Ok(Some(block)) if block.dispatches => this.held = Some(block.raw),
+                Ok(Some(block)) if block.dispatches => match units_of(this.unit, &block.raw) {
+                    // A free event (`units: 0`, or no data bytes) goes out as it is.
+                    Some(0) => this.out.push_back(Frame::data(block.raw)),
+                    Some(units) => {
+                        let cost = i128::from(units).saturating_mul(this.price);
+                        this.held = Some((block.raw, units, cost));
+                    }
+                    // An event whose count is not one: the stream ends before it.
+                    None => this.close(),
+                },
                 Ok(Some(block)) => this.out.push_back(Frame::data(block.raw)),
                 // An event larger than any the stream sends (or an unfinished one at its
                 // end, which dispatches nothing): the stream ends.
@@ -349,6 +423,10 @@ mod tests {
 
     const CHANNEL: ChannelId = ChannelId([5; 32]);
     const PRICE: i128 = 100;
+    const EVENT: Meter = Meter {
+        unit: Unit::Event,
+        price: PRICE,
+    };
 
     /// A body of `chunks`, one frame each.
     struct Chunks(VecDeque<Bytes>);
@@ -457,7 +535,7 @@ mod tests {
     async fn events_go_out_as_credit_allows_and_a_voucher_resumes_the_stream() {
         // 1 000 accepted, 300 of it paid ahead: three events.
         let (fixture, source) = fixture(1_000, 300).await;
-        let mut body = MeteredBody::new(events(6), source, PRICE, Duration::from_secs(60));
+        let mut body = MeteredBody::new(events(6), source, EVENT, Duration::from_secs(60));
         let mut text = String::new();
         for n in 0..3 {
             let event = next_event(&mut body, &mut text).await.unwrap();
@@ -512,7 +590,7 @@ mod tests {
     async fn a_stop_while_credit_is_handed_over_keeps_that_credit_for_the_channel() {
         // 100 paid ahead: one event; then the wait for more.
         let (fixture, source) = fixture(1_000, 100).await;
-        let mut body = MeteredBody::new(events(6), source, PRICE, Duration::from_secs(60));
+        let mut body = MeteredBody::new(events(6), source, EVENT, Duration::from_secs(60));
         let mut text = String::new();
         assert_eq!(
             next_event(&mut body, &mut text).await.unwrap().kind(),
@@ -542,10 +620,125 @@ mod tests {
         assert_eq!(fixture.state().await.unspent, 300);
     }
 
+    #[test]
+    fn an_events_units_are_its_count_its_bytes_or_one() {
+        let counted = Unit::Counted("token");
+        for (block, units) in [
+            (&b"units: 3\ndata: a b c\n\n"[..], Some(3)),
+            (b"data: x\nunits:7\r\n\r\n", Some(7)),
+            (b"data: no count\n\n", Some(1)),
+            (b"units: 0\ndata: free\n\n", Some(0)),
+            (b"units: -1\ndata: x\n\n", None),
+            (b"units: 3.5\ndata: x\n\n", None),
+            (b"units: +4\ndata: x\n\n", None),
+            (b"units: 99999999999999\ndata: x\n\n", None),
+            (b"units:\ndata: x\n\n", None),
+        ] {
+            assert_eq!(
+                units_of(counted, block),
+                units,
+                "{}",
+                String::from_utf8_lossy(block)
+            );
+        }
+        assert_eq!(units_of(Unit::Byte, b"data: abc\ndata: de\n\n"), Some(6));
+        assert_eq!(units_of(Unit::Event, b"units: 9\ndata: x\n\n"), Some(1));
+        assert_eq!(
+            &counted_event("two\nlines", 2)[..],
+            b"units: 2\ndata: two\ndata: lines\n\n"
+        );
+    }
+
+    /// Events of `counts` tokens each (`None`: no count), one chunk each.
+    fn counted(counts: &[Option<u64>]) -> Chunks {
+        Chunks(
+            counts
+                .iter()
+                .enumerate()
+                .map(|(n, count)| match count {
+                    Some(count) => counted_event(&n.to_string(), *count),
+                    None => Bytes::from(format!("data: {n}\n\n")),
+                })
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn counted_units_are_drawn_per_event_and_free_events_pass() {
+        // 600 paid ahead: six tokens' worth.
+        let (fixture, source) = fixture(1_000, 600).await;
+        let meter = Meter {
+            unit: Unit::Counted("token"),
+            price: PRICE,
+        };
+        let events = counted(&[Some(2), Some(0), None, Some(3), Some(4)]);
+        let mut body = MeteredBody::new(events, source, meter, Duration::from_secs(60));
+        let mut text = String::new();
+        let mut seen = Vec::new();
+        // 2 + 0 + 1 + 3 = 6 tokens go out; the 4-token event waits for 400 more.
+        for _ in 0..5 {
+            let event = next_event(&mut body, &mut text).await.unwrap();
+            seen.push((event.kind().to_owned(), event.data));
+        }
+        assert_eq!(
+            seen[..4]
+                .iter()
+                .map(|(_, data)| data.as_str())
+                .collect::<Vec<_>>(),
+            ["0", "1", "2", "3"]
+        );
+        assert_eq!(seen[4].0, messages::NEED_VOUCHER);
+        let need: NeedVoucher = messages::read_event(&seen[4].1).unwrap();
+        assert_eq!(
+            (need.accepted_cumulative, need.required_cumulative),
+            (1_000, 1_400),
+            "the whole event's price"
+        );
+        let reader = tokio::spawn(async move {
+            let mut rest = Vec::new();
+            while let Some(event) = next_event(&mut body, &mut text).await {
+                rest.push((event.kind().to_owned(), event.data));
+            }
+            rest
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fixture.pay_ahead(1_400).await;
+        let rest = reader.await.unwrap();
+        assert_eq!(rest[0], ("message".to_owned(), "4".to_owned()));
+        let receipt: StreamReceipt = messages::read_event(&rest[1].1).unwrap();
+        assert_eq!((receipt.spent, receipt.units), (1_400, Some(10)));
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_count_is_not_one_ends_the_stream_before_it() {
+        let (fixture, source) = fixture(1_000, 600).await;
+        let meter = Meter {
+            unit: Unit::Counted("token"),
+            price: PRICE,
+        };
+        let events = Chunks(VecDeque::from([
+            counted_event("0", 1),
+            Bytes::from_static(b"units: many\ndata: 1\n\n"),
+            counted_event("2", 1),
+        ]));
+        let mut body = MeteredBody::new(events, source, meter, Duration::from_secs(60));
+        let mut text = String::new();
+        let mut seen = Vec::new();
+        while let Some(event) = next_event(&mut body, &mut text).await {
+            seen.push(event.kind().to_owned());
+        }
+        assert_eq!(seen, ["message", messages::RECEIPT]);
+        assert_eq!(
+            fixture.state().await.spent(),
+            500,
+            "one token, the rest given back"
+        );
+    }
+
     #[tokio::test]
     async fn without_a_voucher_the_stream_ends_cleanly_at_the_deadline() {
         let (fixture, source) = fixture(1_000, 100).await;
-        let mut body = MeteredBody::new(events(3), source, PRICE, Duration::from_millis(200));
+        let mut body = MeteredBody::new(events(3), source, EVENT, Duration::from_millis(200));
         let mut text = String::new();
         let mut seen = Vec::new();
         while let Some(event) = next_event(&mut body, &mut text).await {
@@ -563,7 +756,7 @@ mod tests {
     async fn a_client_that_hangs_up_pays_only_for_what_it_was_sent() {
         // 500 paid ahead: five events' worth; the client reads two and goes.
         let (fixture, source) = fixture(1_000, 500).await;
-        let mut body = MeteredBody::new(events(10), source, PRICE, Duration::from_secs(60));
+        let mut body = MeteredBody::new(events(10), source, EVENT, Duration::from_secs(60));
         let mut text = String::new();
         for _ in 0..2 {
             next_event(&mut body, &mut text).await.unwrap();
@@ -586,7 +779,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_that_ends_gives_its_credit_back_before_its_receipt() {
         let (fixture, source) = fixture(1_000, 1_000).await;
-        let mut body = MeteredBody::new(events(4), source, PRICE, Duration::from_secs(60));
+        let mut body = MeteredBody::new(events(4), source, EVENT, Duration::from_secs(60));
         let mut text = String::new();
         let mut last = None;
         while let Some(event) = next_event(&mut body, &mut text).await {

@@ -144,9 +144,14 @@
 //!   opening credential is then used up, before the handler runs (a retry gets
 //!   `409 payment_already_used`; a handler that fails leaves the credit to the channel's next
 //!   stream); the stream is never recorded.
-//! - **Streaming.** Each event that dispatches (it has a `data` line) is held until a unit is
-//!   drawn from the credit; comments (keep-alives) pass free. Nothing goes out beyond the
-//!   credit.
+//! - **Streaming.** Each event that dispatches (it has a `data` line) is held until its units
+//!   are drawn from the credit; comments (keep-alives) pass free. Nothing goes out beyond the
+//!   credit. What an event holds depends on the unit: one ([`Unit::Event`](crate::Unit::Event)),
+//!   its data's bytes ([`Unit::Byte`](crate::Unit::Byte)), or the count the handler wrote in
+//!   its `units` field ([`Unit::Counted`](crate::Unit::Counted), such as model tokens: write
+//!   events with [`counted_event`]; `units: 0` is free, an event without the field holds one,
+//!   one with a field that is not a count ends the stream before it). An event dearer than
+//!   the credit left waits whole: the request for a voucher asks for all of it.
 //! - **More credit, in band.** When the credit runs out, the stream sends
 //!   `event: payment-need-voucher` with `{"channelId", "requiredCumulative",
 //!   "acceptedCumulative", "deposit"}` (mppx's session shape) and waits. The client pays ahead
@@ -351,6 +356,7 @@ pub use builder::{
 };
 pub use future::ResponseFuture;
 pub use hooks::{Offered, PaymentEvent, PaymentHooks, Verdict};
+pub use meter::counted_event;
 pub use reconcile::ReconcileReport;
 pub use service::PaymentService;
 pub use settle::{Paid, SettleError, SettleGuard};

@@ -449,7 +449,7 @@ where
         };
         let head = head(&self.parts);
         // A metered response draws on the credit its opening voucher paid ahead: settled first.
-        let metered = price.unit().map(|_| price.amount().atomic());
+        let metered = price.unit().map(|unit| (unit, price.amount().atomic()));
         let order = match metered {
             Some(_) => SettlementOrder::BeforeHandler,
             None => price.order().unwrap_or(shared.order),
@@ -513,7 +513,7 @@ where
         self,
         hold: Hold,
         settlement: Settlement,
-        unit_price: Option<i128>,
+        unit_price: Option<(crate::price::Unit, i128)>,
     ) -> AnswerOr<ResBody, S::Error> {
         let shared = self.shared.clone();
         let source = unit_price.and_then(|_| {
@@ -524,7 +524,7 @@ where
             Settled::Done(settled) => settled,
             other => return Ok(not_settled(&shared, hold, other).await),
         };
-        if let (Some(price), Some(source)) = (unit_price, source) {
+        if let (Some((unit, price)), Some(source)) = (unit_price, source) {
             // Paid ahead: the credential is used up before the handler runs, so that no retry
             // of it gets a stream again (a handler that fails leaves the credit to the channel).
             let completed = CompletedPayment {
@@ -538,7 +538,11 @@ where
             }
             let wait = shared.voucher_wait;
             return Ok(Answered::Response(metered(
-                &settled, response, source, price, wait,
+                &settled,
+                response,
+                source,
+                super::meter::Meter { unit, price },
+                wait,
             )));
         }
         let response = self.with(settled.paid.clone()).call_inner().await?;
@@ -725,7 +729,7 @@ fn metered<ResBody>(
     settled: &SettledPayment,
     response: Response<ResBody>,
     source: Arc<dyn crate::scheme::CreditSource>,
-    price: i128,
+    meter: super::meter::Meter,
     voucher_wait: std::time::Duration,
 ) -> Response<PaymentBody<ResBody>>
 where
@@ -740,7 +744,7 @@ where
     parts
         .extensions
         .insert(super::meter::StreamCredit(source.clone()));
-    let body = super::meter::MeteredBody::new(Box::pin(body), source, price, voucher_wait);
+    let body = super::meter::MeteredBody::new(Box::pin(body), source, meter, voucher_wait);
     Response::from_parts(parts, PaymentBody::metered(body))
 }
 

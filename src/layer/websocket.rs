@@ -227,7 +227,6 @@ where
             return End::Gone;
         }
         let mut splitter = Splitter::default();
-        let mut units = 0_u64;
         loop {
             tokio::select! {
                 frame = body.frame() => match frame {
@@ -236,9 +235,8 @@ where
                         splitter.push(&data);
                         while let Ok(Some(block)) = splitter.next_block() {
                             let sent = if block.dispatches {
-                                let Some(frame) = Event::read(&block.raw).and_then(|event| {
-                                    to_frame(event, &mut units)
-                                }) else {
+                                let Some(frame) = Event::read(&block.raw).and_then(to_frame)
+                                else {
                                     continue;
                                 };
                                 self.send(&frame).await
@@ -259,7 +257,7 @@ where
                         Ok(Some(Frame::Authorization { authorization })) => {
                             match self.pay_ahead(&authorization).await {
                                 Ok(()) => {
-                                    let held = body.held();
+                                    let (units, held) = (body.units(), body.held());
                                     if self.receipt(&*source, units, held).await.is_err() {
                                         return End::Gone;
                                     }
@@ -364,7 +362,7 @@ where
 }
 
 /// An SSE event of the metered body as a socket frame (`None`: nothing to send).
-fn to_frame(event: Event, units: &mut u64) -> Option<Frame> {
+fn to_frame(event: Event) -> Option<Frame> {
     match event.kind() {
         NEED_VOUCHER => messages::read_event(&event.data)
             .ok()
@@ -372,10 +370,7 @@ fn to_frame(event: Event, units: &mut u64) -> Option<Frame> {
         RECEIPT => messages::read_event(&event.data)
             .ok()
             .map(|data| Frame::CloseReady { data }),
-        _ => {
-            *units += 1;
-            Some(Frame::Message { data: event.data })
-        }
+        _ => Some(Frame::Message { data: event.data }),
     }
 }
 
