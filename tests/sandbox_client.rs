@@ -870,6 +870,56 @@ async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
     assert_eq!(client.spent(), 1_200 * price);
 }
 
+#[tokio::test]
+async fn a_client_that_prepays_pays_each_voucher_when_half_the_last_is_drawn() {
+    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
+    let sandbox = Sandbox::start(config).unwrap();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let recipient = sandbox.funded_keypair().await.unwrap();
+    let key = Keypair::from_seed([80; 32]);
+    let price: i128 = 1_000;
+    let (channel, url) = metered_server(
+        &sandbox, &payer, &recipient, &key, 10_000_000, "0.0001", 1_000,
+    )
+    .await;
+    let client =
+        PayingClient::builder(payer.clone(), Arc::new(sandbox.clone()), Network::testnet())
+            .channel(&url, channel, key.clone())
+            .stream_ahead(100)
+            .stream_prepay(true)
+            .build()
+            .unwrap();
+    let mut stream = client.get(&url).send_stream().await.unwrap();
+    let mut events = 0;
+    while let Some(event) = stream.next().await {
+        event.unwrap();
+        events += 1;
+    }
+    assert_eq!(events, 1_000);
+    let receipt = stream.receipt().unwrap();
+    assert_eq!((receipt.spent, receipt.units), (1_000 * price, Some(1_000)));
+    // The opening, then a voucher each time 50 events were left: the last one, at 950, is
+    // ahead of the stream's end.
+    assert_eq!(stream.paid(), 1_100 * price);
+    assert_eq!(client.spent(), 1_100 * price);
+
+    // Over a socket too (the credit paid ahead before is drawn first).
+    #[cfg(feature = "websocket")]
+    {
+        let mut socket = client.get(&url).send_socket().await.unwrap();
+        let mut messages = 0;
+        while let Some(message) = socket.next().await {
+            message.unwrap();
+            messages += 1;
+        }
+        assert_eq!(messages, 1_000);
+        let receipt = socket.receipt().unwrap();
+        assert_eq!(receipt.units, Some(1_000));
+        assert_eq!(receipt.spent, 2_000 * price);
+        assert!(socket.paid() >= 900 * price, "{}", socket.paid());
+    }
+}
+
 #[cfg(feature = "websocket")]
 #[tokio::test]
 async fn a_metered_socket_is_paid_as_it_flows_and_stops_at_its_cap() {

@@ -299,6 +299,27 @@ pub(crate) async fn voucher_to(
     .await
 }
 
+/// Signs a voucher raising `channel`'s cumulative amount by `more` over what this client signed
+/// (a stream paying ahead before the server asks), the amount stored durably first.
+pub(crate) async fn voucher_more(
+    wallet: &Wallet,
+    origin: &str,
+    network: &Network,
+    request: &ChannelRequest,
+    more: i128,
+) -> Result<(Value, i128), Failure> {
+    raise_and_sign(
+        wallet,
+        origin,
+        network,
+        request,
+        0,
+        |_| more,
+        Action::Voucher,
+    )
+    .await
+}
+
 /// Raises `request`'s channel above what the server holds (`accepted`) by `raise(signed)`,
 /// durably, then signs the amount for `action`: the payload and the amount.
 async fn raise_and_sign(

@@ -267,6 +267,8 @@ struct Settings {
     wallet: Wallet,
     /// How many units of a metered stream each voucher pays ahead.
     stream_ahead: u32,
+    /// Whether a per-event stream pays its next voucher once half the last one is drawn.
+    stream_prepay: bool,
 }
 
 /// Builds a [`PayingClient`].
@@ -310,6 +312,16 @@ impl PayingClientBuilder {
     /// stream stops (see [`PaidStream`]).
     pub fn stream_ahead(mut self, units: u32) -> Self {
         self.settings.stream_ahead = units.max(1);
+        self
+    }
+
+    /// Whether a stream priced per event pays its next voucher once half of the last one is
+    /// drawn, without waiting for the server to ask (default off: the server asks in band when
+    /// the credit runs out, and the stream stops until the voucher lands). On, a fast stream
+    /// need not stop; at most one and a half vouchers stay paid ahead when it ends (the
+    /// channel keeps them as credit for its next stream).
+    pub fn stream_prepay(mut self, on: bool) -> Self {
+        self.settings.stream_prepay = on;
         self
     }
 
@@ -512,12 +524,8 @@ impl PayRequest {
             .to_str()
             .map_err(|_| ClientError::Pay(PayError::InvalidOffer("channel credential")))?
             .to_owned();
-        let paying = stream::StreamPayment {
-            client,
-            opened: built.metered,
-            paid: payment.amount,
-            cap: self.stream_cap,
-        };
+        let paying =
+            stream::StreamPayment::new(client, built.metered, payment.amount, self.stream_cap);
         PaidSocket::open(&url, credential, paying).await
     }
 
@@ -549,6 +557,7 @@ impl PayingClient {
                 retries: DEFAULT_RETRIES,
                 wallet: Wallet::default(),
                 stream_ahead: DEFAULT_STREAM_AHEAD,
+                stream_prepay: false,
             },
         }
     }

@@ -154,7 +154,23 @@ impl PaidSocket {
     pub async fn next(&mut self) -> Option<Result<String, ClientError>> {
         loop {
             match self.read().await? {
-                Ok(Read::Message(message)) => return Some(Ok(message)),
+                Ok(Read::Message(message)) => {
+                    // The next voucher, early, when it is due (`stream_prepay`). A voucher that
+                    // cannot be paid or sent now is not fatal: the server asks in band when it
+                    // needs one, and the socket's own end or error comes with the next read.
+                    if let Some(paid) = self.payment.read_one().await {
+                        let sent = match paid {
+                            Ok(authorization) => {
+                                self.send(&Frame::Authorization { authorization }).await
+                            }
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = sent {
+                            tracing::debug!(%error, "no voucher paid ahead");
+                        }
+                    }
+                    return Some(Ok(message));
+                }
                 Ok(Read::Receipt | Read::Paying) => {}
                 Err(error) => return Some(Err(error)),
             }
@@ -210,6 +226,8 @@ impl PaidSocket {
         let channel = opened.request.channel.to_string();
         Some(match frame {
             Frame::Message { data } => Ok(Read::Message(data)),
+            // Paid ahead already: the voucher is on its way.
+            Frame::NeedVoucher { data } if self.payment.covers(&data) => Ok(Read::Paying),
             Frame::NeedVoucher { data } => match self.payment.voucher(&data).await {
                 Ok(authorization) => self
                     .send(&Frame::Authorization { authorization })

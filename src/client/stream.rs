@@ -6,7 +6,9 @@
 //! and the stream's own cap ([`PayRequest::stream_cap`](super::PayRequest::stream_cap)).
 //!
 //! A stream that is dropped stops paying at once: the server has sent only what was paid for,
-//! and gives back to the channel what it did not draw.
+//! and gives back to the channel what it did not draw. With
+//! [`stream_prepay`](super::PayingClientBuilder::stream_prepay), a stream priced per event pays
+//! its next voucher when half of the last one is drawn, so that the stream need not stop.
 //!
 //! ```no_run
 //! # async fn run(client: tower_paywall::client::PayingClient) -> Result<(), Box<dyn std::error::Error>> {
@@ -73,12 +75,7 @@ impl PaidStream {
         PaidStream {
             url: response.url().clone(),
             response,
-            payment: StreamPayment {
-                client,
-                opened,
-                paid,
-                cap,
-            },
+            payment: StreamPayment::new(client, opened, paid, cap),
             splitter: Splitter::default(),
             events: VecDeque::new(),
             receipt: None,
@@ -136,7 +133,10 @@ impl PaidStream {
                         }
                     }
                     RECEIPT => self.receipt = messages::read_event(&event.data).ok(),
-                    _ => self.events.push_back(event),
+                    _ => {
+                        self.events.push_back(event);
+                        self.pay_early().await;
+                    }
                 }
             }
         }
@@ -157,6 +157,9 @@ impl PaidStream {
     async fn pay_ahead(&mut self, data: &str) -> Result<(), ClientError> {
         let need: NeedVoucher = messages::read_event(data)
             .map_err(|_| ClientError::Pay(PayError::InvalidOffer("payment-need-voucher")))?;
+        if self.payment.covers(&need) {
+            return Ok(()); // paid ahead: the voucher is on its way
+        }
         let credential = self.payment.voucher(&need).await?;
         let answer = (self.payment.client.inner.http)
             .post(self.url.clone())
@@ -173,6 +176,31 @@ impl PaidStream {
     }
 }
 
+impl PaidStream {
+    /// Pays the next voucher early when it is due
+    /// ([`stream_prepay`](super::PayingClientBuilder::stream_prepay)): posted without waiting
+    /// for the answer. One that cannot be paid now is not fatal: the server asks in band when
+    /// it needs a voucher, and that request gets the error.
+    async fn pay_early(&mut self) {
+        let credential = match self.payment.read_one().await {
+            Some(Ok(credential)) => credential,
+            Some(Err(error)) => {
+                tracing::debug!(%error, "no voucher paid ahead");
+                return;
+            }
+            None => return,
+        };
+        let post = (self.payment.client.inner.http)
+            .post(self.url.clone())
+            .header(http::header::AUTHORIZATION, credential);
+        tokio::spawn(async move {
+            if let Err(error) = post.send().await {
+                tracing::debug!(%error, "a voucher paid ahead was not delivered");
+            }
+        });
+    }
+}
+
 /// What a metered stream (SSE or WebSocket) pays, voucher by voucher.
 pub(crate) struct StreamPayment {
     pub(crate) client: PayingClient,
@@ -181,9 +209,101 @@ pub(crate) struct StreamPayment {
     /// What this stream has paid: its opening voucher and those since.
     pub(crate) paid: i128,
     pub(crate) cap: Option<i128>,
+    /// What the events read so far cost (per-event streams).
+    pub(crate) drawn: i128,
 }
 
 impl StreamPayment {
+    /// A stream opened by `opened` (`None`: not metered), its opening voucher paying `paid`.
+    pub(crate) fn new(
+        client: PayingClient,
+        opened: Option<Opened>,
+        paid: i128,
+        cap: Option<i128>,
+    ) -> StreamPayment {
+        StreamPayment {
+            client,
+            opened,
+            paid,
+            cap,
+            drawn: 0,
+        }
+    }
+
+    /// An application event was read; with
+    /// [`stream_prepay`](super::PayingClientBuilder::stream_prepay) on, a stream priced per
+    /// event with less than half a voucher left pays the next one: its credential, to send
+    /// without waiting for the server to ask.
+    pub(crate) async fn read_one(&mut self) -> Option<Result<String, ClientError>> {
+        let opened = self.opened.as_ref()?;
+        let request = &opened.request;
+        if request.unit.as_deref() != Some("event") {
+            return None;
+        }
+        self.drawn = self.drawn.saturating_add(request.amount);
+        let ahead = self.client.ahead(request);
+        let left = self.paid - self.drawn;
+        if !self.client.inner.settings.stream_prepay || left * 2 > ahead {
+            return None;
+        }
+        Some(self.pay(ahead, None).await)
+    }
+
+    /// Whether what this client signed on the stream's channel already covers `need` (a
+    /// voucher paid ahead is on its way): nothing more to pay.
+    pub(crate) fn covers(&self, need: &NeedVoucher) -> bool {
+        let Some(opened) = &self.opened else {
+            return false;
+        };
+        let request = &opened.request;
+        let signed = (self.client.inner.settings.wallet.store)
+            .current(&request.network, &request.channel)
+            .unwrap_or_default();
+        need.channel_id == request.channel.to_string() && signed >= need.required_cumulative
+    }
+
+    /// Signs a voucher paying `amount` more: over what the server holds (`accepted`), or else
+    /// over what this client signed; within the policy, the budget and the stream's cap.
+    async fn pay(&mut self, amount: i128, accepted: Option<i128>) -> Result<String, ClientError> {
+        let Some(opened) = &self.opened else {
+            return Err(ClientError::Pay(PayError::InvalidOffer(
+                "a voucher asked on a stream that was not paid per unit",
+            )));
+        };
+        let settings = &self.client.inner.settings;
+        if let Some(cap) = settings.policy.max_per_payment
+            && amount > cap
+        {
+            return Err(ClientError::OverLimit { amount, cap });
+        }
+        if let Some(cap) = self.cap
+            && self.paid + amount > cap
+        {
+            return Err(ClientError::BudgetExceeded {
+                amount,
+                budget: cap,
+                spent: self.paid,
+            });
+        }
+        self.client.reserve(amount)?;
+        let (wallet, origin, network) = (&settings.wallet, &opened.origin, &settings.network);
+        let signed = match accepted {
+            Some(accepted) => {
+                let target = accepted.saturating_add(amount);
+                channel::voucher_to(wallet, origin, network, &opened.request, accepted, target)
+                    .await
+            }
+            None => channel::voucher_more(wallet, origin, network, &opened.request, amount).await,
+        };
+        let (payload, _) = match signed {
+            Ok(signed) => signed,
+            Err(failure) => return Err(self.client.failed(amount, failure)),
+        };
+        // Signed and stored: it counts, whatever the answer.
+        self.paid += amount;
+        Ok(MppCredential::new(opened.challenge.clone(), payload).encode())
+    }
+
     /// A voucher answering `need`: one paying `stream_ahead` units past what the server holds
     /// (at least what it asks), within the policy, the budget and the stream's cap; the
     /// credential to send (`Payment …`). Once signed it counts as paid.
@@ -218,38 +338,6 @@ impl StreamPayment {
             )));
         }
         let target = accepted.saturating_add(ahead.max(asked)).min(need.deposit);
-        let amount = target - accepted;
-        let settings = &self.client.inner.settings;
-        if let Some(cap) = settings.policy.max_per_payment
-            && amount > cap
-        {
-            return Err(ClientError::OverLimit { amount, cap });
-        }
-        if let Some(cap) = self.cap
-            && self.paid + amount > cap
-        {
-            return Err(ClientError::BudgetExceeded {
-                amount,
-                budget: cap,
-                spent: self.paid,
-            });
-        }
-        self.client.reserve(amount)?;
-        let signed = channel::voucher_to(
-            &settings.wallet,
-            &opened.origin,
-            &settings.network,
-            request,
-            accepted,
-            target,
-        )
-        .await;
-        let (payload, _) = match signed {
-            Ok(signed) => signed,
-            Err(failure) => return Err(self.client.failed(amount, failure)),
-        };
-        // Signed and stored: it counts, whatever the answer.
-        self.paid += amount;
-        Ok(MppCredential::new(opened.challenge.clone(), payload).encode())
+        self.pay(target - accepted, Some(accepted)).await
     }
 }
