@@ -756,24 +756,33 @@ async fn a_push_that_fails_after_submitting_counts_as_spent() {
     );
 }
 
-/// A channel of `deposit` from `payer` to `recipient` (commitment key `key`), served by a
-/// layer selling `events` SSE events at `price` each on `/paid`: the channel and the URL.
-async fn metered_server(
-    sandbox: &Sandbox,
-    payer: &Keypair,
-    recipient: &Keypair,
-    key: &Keypair,
-    deposit: i128,
-    price: &str,
-    events: usize,
-) -> (Address, String) {
+/// The price of an event of [`metered`]'s stream (0.0001 USDC): 1 000 events are 0.1 USDC.
+const EVENT_PRICE: i128 = 1_000;
+
+/// A metered stream on the sandbox, and a client paying it from its channel.
+struct Metered {
+    _sandbox: Sandbox,
+    channel: Address,
+    url: String,
+    client: PayingClient,
+}
+
+/// A channel of 1 USDC from a funded payer (commitment key from `seed`) to a recipient, served
+/// by a layer selling 1 000 SSE events at `EVENT_PRICE` each on `/paid`; a client paying it a
+/// voucher per 100 events, early when `prepay`.
+async fn metered(seed: u8, prepay: bool) -> Metered {
+    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
+    let sandbox = Sandbox::start(config).unwrap();
+    let payer = sandbox.funded_keypair().await.unwrap();
+    let recipient = sandbox.funded_keypair().await.unwrap();
+    let key = Keypair::from_seed([seed; 32]);
     let channel = sandbox
         .deploy_channel(ChannelParams {
             token: sandbox.usdc(),
-            from: payer,
+            from: &payer,
             commitment_key: key.public_key(),
             to: recipient.address(),
-            amount: deposit,
+            amount: 10_000_000,
             refund_waiting_period: 200,
         })
         .await
@@ -793,10 +802,14 @@ async fn metered_server(
     scheme.add_channel(channel).await.unwrap();
     let layer = PaymentLayer::builder()
         .shared_scheme(scheme)
-        .price(Price::parse(price).unwrap().per(tower_paywall::Unit::Event))
+        .price(
+            Price::parse("0.0001")
+                .unwrap()
+                .per(tower_paywall::Unit::Event),
+        )
         .build()
         .unwrap();
-    let body: String = (0..events).map(|n| format!("data: {n}\n\n")).collect();
+    let body: String = (0..1_000).map(|n| format!("data: {n}\n\n")).collect();
     let app = Router::new()
         .route(
             "/paid",
@@ -806,28 +819,46 @@ async fn metered_server(
             }),
         )
         .layer(layer);
-    (channel, serve(app).await)
+    let url = serve(app).await;
+    let client = PayingClient::builder(payer, Arc::new(sandbox.clone()), Network::testnet())
+        .channel(&url, channel, key)
+        .stream_ahead(100)
+        .stream_prepay(prepay)
+        .build()
+        .unwrap();
+    Metered {
+        _sandbox: sandbox,
+        channel,
+        url,
+        client,
+    }
+}
+
+/// A whole stream of [`metered`] read by a fresh client: its 1 000 items in order, once, and
+/// each paid once (ten vouchers of 100).
+fn assert_whole(
+    items: &[String],
+    receipt: &tower_paywall::mpp::stream::StreamReceipt,
+    paid: i128,
+    client: &PayingClient,
+) {
+    assert_eq!(items.len(), 1_000);
+    assert!(
+        items
+            .iter()
+            .enumerate()
+            .all(|(n, data)| *data == n.to_string())
+    );
+    let owed = 1_000 * EVENT_PRICE;
+    assert_eq!((receipt.spent, receipt.units), (owed, Some(1_000)));
+    assert_eq!(paid, owed, "ten vouchers of 100");
+    assert_eq!(client.spent(), owed);
 }
 
 #[tokio::test]
 async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
-    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
-    let sandbox = Sandbox::start(config).unwrap();
-    let payer = sandbox.funded_keypair().await.unwrap();
-    let recipient = sandbox.funded_keypair().await.unwrap();
-    let key = Keypair::from_seed([78; 32]);
-    // 0.0001 USDC an event: 1 000 events are 0.1 USDC.
-    let price: i128 = 1_000;
-    let (channel, url) = metered_server(
-        &sandbox, &payer, &recipient, &key, 10_000_000, "0.0001", 1_000,
-    )
-    .await;
-    let client =
-        PayingClient::builder(payer.clone(), Arc::new(sandbox.clone()), Network::testnet())
-            .channel(&url, channel, key.clone())
-            .stream_ahead(100)
-            .build()
-            .unwrap();
+    let Metered { url, client, .. } = metered(78, false).await;
+    let price = EVENT_PRICE;
 
     // The whole stream, a voucher per 100 events.
     let mut stream = client.get(&url).send_stream().await.unwrap();
@@ -835,17 +866,8 @@ async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
     while let Some(event) = stream.next().await {
         events.push(event.unwrap().data);
     }
-    assert_eq!(events.len(), 1_000);
-    assert!(
-        events
-            .iter()
-            .enumerate()
-            .all(|(n, data)| *data == n.to_string())
-    );
-    let receipt = stream.receipt().expect("the final receipt").clone();
-    assert_eq!((receipt.spent, receipt.units), (1_000 * price, Some(1_000)));
-    assert_eq!(stream.paid(), 1_000 * price, "ten vouchers of 100 events");
-    assert_eq!(client.spent(), 1_000 * price);
+    let receipt = stream.receipt().expect("the final receipt");
+    assert_whole(&events, receipt, stream.paid(), &client);
 
     // A cap of 250 events: paid up to 200 (the next voucher would pass it), then it stops.
     let mut capped = client
@@ -872,23 +894,8 @@ async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
 
 #[tokio::test]
 async fn a_client_that_prepays_pays_each_voucher_when_half_the_last_is_drawn() {
-    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
-    let sandbox = Sandbox::start(config).unwrap();
-    let payer = sandbox.funded_keypair().await.unwrap();
-    let recipient = sandbox.funded_keypair().await.unwrap();
-    let key = Keypair::from_seed([80; 32]);
-    let price: i128 = 1_000;
-    let (channel, url) = metered_server(
-        &sandbox, &payer, &recipient, &key, 10_000_000, "0.0001", 1_000,
-    )
-    .await;
-    let client =
-        PayingClient::builder(payer.clone(), Arc::new(sandbox.clone()), Network::testnet())
-            .channel(&url, channel, key.clone())
-            .stream_ahead(100)
-            .stream_prepay(true)
-            .build()
-            .unwrap();
+    let Metered { url, client, .. } = metered(80, true).await;
+    let price = EVENT_PRICE;
     let mut stream = client.get(&url).send_stream().await.unwrap();
     let mut events = 0;
     while let Some(event) = stream.next().await {
@@ -923,22 +930,13 @@ async fn a_client_that_prepays_pays_each_voucher_when_half_the_last_is_drawn() {
 #[cfg(feature = "websocket")]
 #[tokio::test]
 async fn a_metered_socket_is_paid_as_it_flows_and_stops_at_its_cap() {
-    let config = SandboxConfig::default().ledger_period(Duration::from_millis(100));
-    let sandbox = Sandbox::start(config).unwrap();
-    let payer = sandbox.funded_keypair().await.unwrap();
-    let recipient = sandbox.funded_keypair().await.unwrap();
-    let key = Keypair::from_seed([79; 32]);
-    let price: i128 = 1_000;
-    let (channel, url) = metered_server(
-        &sandbox, &payer, &recipient, &key, 10_000_000, "0.0001", 1_000,
-    )
-    .await;
-    let client =
-        PayingClient::builder(payer.clone(), Arc::new(sandbox.clone()), Network::testnet())
-            .channel(&url, channel, key.clone())
-            .stream_ahead(100)
-            .build()
-            .unwrap();
+    let Metered {
+        channel,
+        url,
+        client,
+        ..
+    } = metered(79, false).await;
+    let price = EVENT_PRICE;
 
     // The whole stream as messages, a voucher per 100 sent on the socket.
     let mut socket = client.get(&url).send_socket().await.unwrap();
@@ -948,17 +946,8 @@ async fn a_metered_socket_is_paid_as_it_flows_and_stops_at_its_cap() {
     while let Some(message) = socket.next().await {
         messages.push(message.unwrap());
     }
-    assert_eq!(messages.len(), 1_000);
-    assert!(
-        messages
-            .iter()
-            .enumerate()
-            .all(|(n, data)| *data == n.to_string())
-    );
-    let receipt = socket.receipt().expect("the final receipt").clone();
-    assert_eq!((receipt.spent, receipt.units), (1_000 * price, Some(1_000)));
-    assert_eq!(socket.paid(), 1_000 * price, "ten vouchers of 100 messages");
-    assert_eq!(client.spent(), 1_000 * price);
+    let receipt = socket.receipt().expect("the final receipt");
+    assert_whole(&messages, receipt, socket.paid(), &client);
 
     // A cap of 250 messages: paid up to 200 (the next voucher would pass it), then it stops.
     let mut capped = client

@@ -1494,6 +1494,21 @@ async fn without_its_leases_no_close_is_submitted() {
     assert_eq!(info.withdrawn, 0);
 }
 
+/// A world, its channel's id, an in-memory channel store and a scheme serving the channel
+/// from it.
+async fn metered_world() -> (
+    World,
+    ChannelId,
+    Arc<MemoryChannelStore>,
+    Arc<StellarChannel>,
+) {
+    let world = World::new(1_000).await;
+    let channel_id = ChannelId::try_from(world.channel).unwrap();
+    let store = Arc::new(MemoryChannelStore::new());
+    let scheme = world.scheme(store.clone()).await;
+    (world, channel_id, store, scheme)
+}
+
 /// The price of one event of a metered stream (0.001): 10 000 of them fit the deposit.
 const EVENT_PRICE: i128 = 10_000;
 
@@ -1502,9 +1517,9 @@ fn metered_app(scheme: &Arc<StellarChannel>, count: usize) -> Router {
     metered_app_waiting(scheme, count, tower_paywall::layer::DEFAULT_VOUCHER_WAIT)
 }
 
-/// [`metered_app`], waiting `wait` for a voucher.
-fn metered_app_waiting(scheme: &Arc<StellarChannel>, count: usize, wait: Duration) -> Router {
-    let layer = PaymentLayer::builder()
+/// A layer selling events at `EVENT_PRICE` each, waiting `wait` for a voucher.
+fn metered_layer(scheme: &Arc<StellarChannel>, wait: Duration) -> PaymentLayer {
+    PaymentLayer::builder()
         .voucher_wait(wait)
         .shared_scheme(scheme.clone())
         .price(
@@ -1513,7 +1528,12 @@ fn metered_app_waiting(scheme: &Arc<StellarChannel>, count: usize, wait: Duratio
                 .per(tower_paywall::Unit::Event),
         )
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`metered_app`], waiting `wait` for a voucher.
+fn metered_app_waiting(scheme: &Arc<StellarChannel>, count: usize, wait: Duration) -> Router {
+    let layer = metered_layer(scheme, wait);
     let events: String = (0..count).map(|n| format!("data: {n}\n\n")).collect();
     Router::new()
         .route(
@@ -1606,10 +1626,7 @@ async fn read_metered(
 
 #[tokio::test]
 async fn a_metered_event_stream_is_paid_by_vouchers_ahead_and_closes_for_exactly_what_was_sent() {
-    let world = World::new(1_000).await;
-    let channel_id = ChannelId::try_from(world.channel).unwrap();
-    let store = Arc::new(MemoryChannelStore::new());
-    let scheme = world.scheme(store.clone()).await;
+    let (world, channel_id, store, scheme) = metered_world().await;
     const EVENTS: usize = 10_000;
     let app = metered_app(&scheme, EVENTS);
     let recipient_before = world.usdc(&world.recipient.address()).await;
@@ -1693,10 +1710,7 @@ async fn a_metered_event_stream_is_paid_by_vouchers_ahead_and_closes_for_exactly
 
 #[tokio::test]
 async fn a_client_that_hangs_up_mid_stream_has_spent_what_it_received() {
-    let world = World::new(1_000).await;
-    let channel_id = ChannelId::try_from(world.channel).unwrap();
-    let store = Arc::new(MemoryChannelStore::new());
-    let scheme = world.scheme(store.clone()).await;
+    let (world, channel_id, store, scheme) = metered_world().await;
     let app = metered_app(&scheme, 1_000);
     let challenge = challenge(&app, &world.channel).await;
     let (response, _) = send_voucher(
@@ -1729,10 +1743,7 @@ async fn a_client_that_hangs_up_mid_stream_has_spent_what_it_received() {
 #[tokio::test]
 async fn a_client_that_stops_paying_sees_the_request_then_the_end_and_pays_for_what_it_got() {
     use tower_paywall::mpp::stream::{Event, Splitter, StreamReceipt, messages};
-    let world = World::new(1_000).await;
-    let channel_id = ChannelId::try_from(world.channel).unwrap();
-    let store = Arc::new(MemoryChannelStore::new());
-    let scheme = world.scheme(store.clone()).await;
+    let (world, channel_id, store, scheme) = metered_world().await;
     let app = metered_app_waiting(&scheme, 1_000, Duration::from_millis(300));
     let challenge = challenge(&app, &world.channel).await;
     let (response, _) = send_voucher(
@@ -1776,19 +1787,8 @@ async fn a_client_that_stops_paying_sees_the_request_then_the_end_and_pays_for_w
 #[tokio::test]
 async fn a_metered_opening_is_used_once_even_when_its_handler_fails() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let world = World::new(1_000).await;
-    let channel_id = ChannelId::try_from(world.channel).unwrap();
-    let store = Arc::new(MemoryChannelStore::new());
-    let scheme = world.scheme(store.clone()).await;
-    let layer = PaymentLayer::builder()
-        .shared_scheme(scheme.clone())
-        .price(
-            Price::parse("0.001")
-                .unwrap()
-                .per(tower_paywall::Unit::Event),
-        )
-        .build()
-        .unwrap();
+    let (world, channel_id, store, scheme) = metered_world().await;
+    let layer = metered_layer(&scheme, tower_paywall::layer::DEFAULT_VOUCHER_WAIT);
     let failed = Arc::new(AtomicBool::new(false));
     let app = Router::new()
         .route(
@@ -1966,10 +1966,7 @@ mod websocket {
     #[tokio::test]
     async fn ten_thousand_messages_on_a_socket_are_paid_in_band_and_close_for_exactly_what_was_sent()
      {
-        let world = World::new(1_000).await;
-        let channel_id = ChannelId::try_from(world.channel).unwrap();
-        let store = Arc::new(MemoryChannelStore::new());
-        let scheme = world.scheme(store.clone()).await;
+        let (world, channel_id, store, scheme) = metered_world().await;
         const EVENTS: usize = 10_000;
         let app = metered_app(&scheme, EVENTS);
         let url = serve(app.clone()).await;
@@ -2016,25 +2013,14 @@ mod websocket {
 
     #[tokio::test]
     async fn a_socket_client_that_hangs_up_or_stops_paying_pays_for_what_it_received() {
-        let world = World::new(1_000).await;
-        let channel_id = ChannelId::try_from(world.channel).unwrap();
-        let store = Arc::new(MemoryChannelStore::new());
-        let scheme = world.scheme(store.clone()).await;
+        let (world, channel_id, store, scheme) = metered_world().await;
         let app = metered_app_waiting(&scheme, 1_000, Duration::from_millis(300));
         let url = serve(app.clone()).await;
         let challenge = challenge(&app, &world.channel).await;
 
         // A slow stream (an event a millisecond) paid 1 000 ahead: the client reads 250, then
         // goes. It is charged for what was sent: what it read, and the few on their way.
-        let layer = PaymentLayer::builder()
-            .shared_scheme(scheme.clone())
-            .price(
-                Price::parse("0.001")
-                    .unwrap()
-                    .per(tower_paywall::Unit::Event),
-            )
-            .build()
-            .unwrap();
+        let layer = metered_layer(&scheme, tower_paywall::layer::DEFAULT_VOUCHER_WAIT);
         let slow = Router::new()
             .route(
                 "/paid",
@@ -2121,10 +2107,7 @@ mod websocket {
 
     #[tokio::test]
     async fn bad_vouchers_on_a_socket_are_refused_in_band_and_close_it() {
-        let world = World::new(1_000).await;
-        let channel_id = ChannelId::try_from(world.channel).unwrap();
-        let store = Arc::new(MemoryChannelStore::new());
-        let scheme = world.scheme(store.clone()).await;
+        let (world, channel_id, store, scheme) = metered_world().await;
         let app = metered_app(&scheme, 100);
         let url = serve(app.clone()).await;
         let challenge = challenge(&app, &world.channel).await;
@@ -2220,20 +2203,9 @@ mod websocket {
 
     #[tokio::test]
     async fn a_close_request_ends_the_socket_with_its_final_receipt() {
-        let world = World::new(1_000).await;
-        let channel_id = ChannelId::try_from(world.channel).unwrap();
-        let store = Arc::new(MemoryChannelStore::new());
-        let scheme = world.scheme(store.clone()).await;
+        let (world, channel_id, store, scheme) = metered_world().await;
         // An endless stream.
-        let layer = PaymentLayer::builder()
-            .shared_scheme(scheme.clone())
-            .price(
-                Price::parse("0.001")
-                    .unwrap()
-                    .per(tower_paywall::Unit::Event),
-            )
-            .build()
-            .unwrap();
+        let layer = metered_layer(&scheme, tower_paywall::layer::DEFAULT_VOUCHER_WAIT);
         let app = Router::new()
             .route(
                 "/paid",

@@ -82,6 +82,12 @@ impl World {
         sandbox.balance(&sandbox.usdc(), holder).await.unwrap()
     }
 
+    /// stoka's account, which channels pay.
+    fn pay_to(&self) -> Address {
+        let pay_to = self.stack.config.pay_to.as_deref().unwrap();
+        pay_to.parse().unwrap()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
@@ -789,14 +795,7 @@ async fn channels(world: &World, charged: &mut Ledger) {
             lo: v as u64,
         })
     };
-    let pay_to: Address = world
-        .stack
-        .config
-        .pay_to
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pay_to = world.pay_to();
     let args = vec![
         ScVal::Address(usdc.to_sc_address()),
         ScVal::Address(victim.address().to_sc_address()),
@@ -879,14 +878,7 @@ async fn streams(world: &World, charged: &mut Ledger) {
     const POP: i128 = 100;
     let sandbox = &world.stack.sandbox;
     let owner = world.wallet(1);
-    let pay_to: Address = world
-        .stack
-        .config
-        .pay_to
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pay_to = world.pay_to();
     let channel = sandbox
         .deploy_channel(ChannelParams {
             token: sandbox.usdc(),
@@ -919,7 +911,22 @@ async fn streams(world: &World, charged: &mut Ledger) {
             .body(body)
             .send()
     };
-    let spent = || async { store.load(channel_id).await.unwrap().map(|s| s.spent()) };
+    // What the channel has spent once it settles on `expected` (credit comes back after a
+    // stream ends), or what it is after two seconds.
+    let spent = |expected: i128| {
+        let store = store.clone();
+        async move {
+            let mut now = None;
+            for _ in 0..200 {
+                now = store.load(channel_id).await.unwrap().map(|s| s.spent());
+                if now == Some(expected) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            now
+        }
+    };
 
     // `stoka tail live --count 3`: messages pushed after it started, as they arrive.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -962,15 +969,11 @@ async fn streams(world: &World, charged: &mut Ledger) {
         100 * POP,
         "the opening voucher, 100 messages ahead"
     );
-    let mut now = spent().await;
-    for _ in 0..200 {
-        if now == Some(3 * POP) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        now = spent().await;
-    }
-    assert_eq!(now, Some(3 * POP), "three messages, each charged once");
+    assert_eq!(
+        spent(3 * POP).await,
+        Some(3 * POP),
+        "three messages, each charged once"
+    );
     charged.charged[1] += 3 * POP;
 
     // The same route over a WebSocket, from the same channel (its amounts in the same file).
@@ -999,15 +1002,11 @@ async fn streams(world: &World, charged: &mut Ledger) {
         assert_eq!(message["body"], STANDARD_B64.encode(format!("live {n}")));
     }
     drop(socket);
-    let mut now = spent().await;
-    for _ in 0..200 {
-        if now == Some(5 * POP) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        now = spent().await;
-    }
-    assert_eq!(now, Some(5 * POP), "two more, each charged once");
+    assert_eq!(
+        spent(5 * POP).await,
+        Some(5 * POP),
+        "two more, each charged once"
+    );
     charged.charged[1] += 2 * POP;
     let _ = std::fs::remove_dir_all(&dir);
 }
