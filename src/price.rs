@@ -78,7 +78,7 @@ pub enum Unit {
     /// An event of a server-sent event stream (`text/event-stream`) that dispatches (has a
     /// `data` line): the layer counts them as they go out. Comments (keep-alives) are free.
     Event,
-    /// A byte of an event's data (its `data` lines' values, without their line ends).
+    /// A byte of an event's data: its `data` lines' values as sent, without their line ends.
     Byte,
     /// A unit the handler counts, named (`"token"`): each event says how many it holds in a
     /// `units` field (`units: 12`, written by the handler, or by

@@ -318,8 +318,10 @@ impl PayingClientBuilder {
     /// Whether a stream priced per event pays its next voucher once half of the last one is
     /// drawn, without waiting for the server to ask (default off: the server asks in band when
     /// the credit runs out, and the stream stops until the voucher lands). On, a fast stream
-    /// need not stop; at most one and a half vouchers stay paid ahead when it ends (the
-    /// channel keeps them as credit for its next stream).
+    /// stops once (the first time its credit runs out, when it learns where it stands: credit
+    /// left on the channel by earlier streams is drawn first) and then need not stop; at most
+    /// one and a half vouchers stay paid ahead when it ends (the channel keeps them as credit
+    /// for its next stream).
     pub fn stream_prepay(mut self, on: bool) -> Self {
         self.settings.stream_prepay = on;
         self

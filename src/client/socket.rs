@@ -241,6 +241,8 @@ impl PaidSocket {
                 }
             },
             Frame::Receipt { data } | Frame::CloseReady { data } if data.channel_id == channel => {
+                // Each voucher sent is acknowledged: one paid early has landed.
+                self.payment.pending = None;
                 self.receipt = Some(data);
                 Ok(Read::Receipt)
             }

@@ -47,6 +47,8 @@ pub struct PaidStream {
     payment: StreamPayment,
     splitter: Splitter,
     events: VecDeque<Event>,
+    /// The `POST` of a voucher paid early, on its way.
+    early: Option<tokio::task::JoinHandle<()>>,
     receipt: Option<StreamReceipt>,
     /// Why the stream stopped, handed out after the events read before it.
     failed: Option<ClientError>,
@@ -78,6 +80,7 @@ impl PaidStream {
             payment: StreamPayment::new(client, opened, paid, cap),
             splitter: Splitter::default(),
             events: VecDeque::new(),
+            early: None,
             receipt: None,
             failed: None,
             ended: false,
@@ -158,7 +161,7 @@ impl PaidStream {
         let need: NeedVoucher = messages::read_event(data)
             .map_err(|_| ClientError::Pay(PayError::InvalidOffer("payment-need-voucher")))?;
         if self.payment.covers(&need) {
-            return Ok(()); // paid ahead: the voucher is on its way
+            return Ok(()); // paid early: the voucher crossed the request
         }
         let credential = self.payment.voucher(&need).await?;
         let answer = (self.payment.client.inner.http)
@@ -182,6 +185,15 @@ impl PaidStream {
     /// for the answer. One that cannot be paid now is not fatal: the server asks in band when
     /// it needs a voucher, and that request gets the error.
     async fn pay_early(&mut self) {
+        // A voucher whose `POST` is over has landed, or will not: the server asks if need be.
+        if self
+            .early
+            .as_ref()
+            .is_some_and(tokio::task::JoinHandle::is_finished)
+        {
+            self.early = None;
+            self.payment.pending = None;
+        }
         let credential = match self.payment.read_one().await {
             Some(Ok(credential)) => credential,
             Some(Err(error)) => {
@@ -193,13 +205,17 @@ impl PaidStream {
         let post = (self.payment.client.inner.http)
             .post(self.url.clone())
             .header(http::header::AUTHORIZATION, credential);
-        tokio::spawn(async move {
+        self.early = Some(tokio::spawn(async move {
             if let Err(error) = post.send().await {
                 tracing::debug!(%error, "a voucher paid ahead was not delivered");
             }
-        });
+        }));
     }
 }
+
+/// The most vouchers' worth (of `stream_ahead` units) one event of bytes or counted units may
+/// ask for.
+const MAX_VOUCHERS_AN_EVENT: i128 = 10;
 
 /// What a metered stream (SSE or WebSocket) pays, voucher by voucher.
 pub(crate) struct StreamPayment {
@@ -209,8 +225,16 @@ pub(crate) struct StreamPayment {
     /// What this stream has paid: its opening voucher and those since.
     pub(crate) paid: i128,
     pub(crate) cap: Option<i128>,
-    /// What the events read so far cost (per-event streams).
+    /// What the events read so far cost (per-event streams), from the last time the stream
+    /// ran dry.
     pub(crate) drawn: i128,
+    /// Whether the stream ran dry once (the server asked in band): from then on this stream
+    /// knows its credit (`paid - drawn`), and may pay early.
+    dry: bool,
+    /// The cumulative amount of a voucher paid early and not known to have landed yet.
+    pub(crate) pending: Option<i128>,
+    /// The highest cumulative amount this stream paid early.
+    early: i128,
 }
 
 impl StreamPayment {
@@ -227,6 +251,9 @@ impl StreamPayment {
             paid,
             cap,
             drawn: 0,
+            dry: false,
+            pending: None,
+            early: 0,
         }
     }
 
@@ -243,28 +270,32 @@ impl StreamPayment {
         self.drawn = self.drawn.saturating_add(request.amount);
         let ahead = self.client.ahead(request);
         let left = self.paid - self.drawn;
-        if !self.client.inner.settings.stream_prepay || left * 2 > ahead {
+        // Only once the stream ran dry (before, credit left on the channel by earlier streams
+        // is drawn first, and this stream cannot tell how much), one voucher at a time.
+        let due = self.dry && self.pending.is_none() && left * 2 <= ahead;
+        if !self.client.inner.settings.stream_prepay || !due {
             return None;
         }
-        Some(self.pay(ahead, None).await)
+        Some(self.pay(ahead, None).await.map(|(credential, cumulative)| {
+            self.pending = Some(cumulative);
+            self.early = self.early.max(cumulative);
+            credential
+        }))
     }
 
-    /// Whether what this client signed on the stream's channel already covers `need` (a
-    /// voucher paid ahead is on its way): nothing more to pay.
+    /// Whether a voucher this stream paid early covers `need` (the request crossed it on
+    /// its way): nothing more to pay.
     pub(crate) fn covers(&self, need: &NeedVoucher) -> bool {
-        let Some(opened) = &self.opened else {
-            return false;
-        };
-        let request = &opened.request;
-        let signed = (self.client.inner.settings.wallet.store)
-            .current(&request.network, &request.channel)
-            .unwrap_or_default();
-        need.channel_id == request.channel.to_string() && signed >= need.required_cumulative
+        self.early >= need.required_cumulative
     }
 
     /// Signs a voucher paying `amount` more: over what the server holds (`accepted`), or else
     /// over what this client signed; within the policy, the budget and the stream's cap.
-    async fn pay(&mut self, amount: i128, accepted: Option<i128>) -> Result<String, ClientError> {
+    async fn pay(
+        &mut self,
+        amount: i128,
+        accepted: Option<i128>,
+    ) -> Result<(String, i128), ClientError> {
         let Some(opened) = &self.opened else {
             return Err(ClientError::Pay(PayError::InvalidOffer(
                 "a voucher asked on a stream that was not paid per unit",
@@ -277,7 +308,10 @@ impl StreamPayment {
             return Err(ClientError::OverLimit { amount, cap });
         }
         if let Some(cap) = self.cap
-            && self.paid + amount > cap
+            && self
+                .paid
+                .checked_add(amount)
+                .is_none_or(|total| total > cap)
         {
             return Err(ClientError::BudgetExceeded {
                 amount,
@@ -295,13 +329,14 @@ impl StreamPayment {
             }
             None => channel::voucher_more(wallet, origin, network, &opened.request, amount).await,
         };
-        let (payload, _) = match signed {
+        let (payload, cumulative) = match signed {
             Ok(signed) => signed,
             Err(failure) => return Err(self.client.failed(amount, failure)),
         };
         // Signed and stored: it counts, whatever the answer.
         self.paid += amount;
-        Ok(MppCredential::new(opened.challenge.clone(), payload).encode())
+        let credential = MppCredential::new(opened.challenge.clone(), payload).encode();
+        Ok((credential, cumulative))
     }
 
     /// A voucher answering `need`: one paying `stream_ahead` units past what the server holds
@@ -326,8 +361,15 @@ impl StreamPayment {
         let ahead = self.client.ahead(request);
         let (accepted, required) = (need.accepted_cumulative, need.required_cumulative);
         let asked = required.checked_sub(accepted).unwrap_or(0);
+        // One event never asks more than one voucher pays; one of bytes or counted units at
+        // most ten.
         let per_event = request.unit.as_deref().is_none_or(|unit| unit == "event");
-        if asked <= 0 || (per_event && asked > ahead) || accepted < 0 {
+        let most = if per_event {
+            ahead
+        } else {
+            ahead.saturating_mul(MAX_VOUCHERS_AN_EVENT)
+        };
+        if asked <= 0 || asked > most || accepted < 0 {
             return Err(ClientError::Pay(PayError::InvalidOffer(
                 "a request for a voucher that asks nothing, or more than a voucher pays",
             )));
@@ -338,6 +380,12 @@ impl StreamPayment {
             )));
         }
         let target = accepted.saturating_add(ahead.max(asked)).min(need.deposit);
-        self.pay(target - accepted, Some(accepted)).await
+        let amount = target - accepted;
+        let (credential, _) = self.pay(amount, Some(accepted)).await?;
+        // The stream ran dry: what it holds now is this voucher.
+        self.dry = true;
+        self.drawn = self.paid - amount;
+        self.pending = None;
+        Ok(credential)
     }
 }

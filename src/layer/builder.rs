@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     pub(crate) record_ttl: Duration,
     pub(crate) max_recorded_body: usize,
     pub(crate) voucher_wait: Duration,
+    /// The metered WebSockets waiting for their opening voucher (a bound on unpaid sockets).
+    #[cfg(feature = "websocket")]
+    pub(crate) openings: Arc<tokio::sync::Semaphore>,
     pub(crate) public_url: Option<String>,
     /// At most one reconciliation per payment per `reconcile_interval`.
     pub(crate) reconciling: governor::DefaultKeyedRateLimiter<crate::store::PaymentKey>,
@@ -256,6 +259,8 @@ impl PaymentLayerBuilder {
                 record_ttl,
                 max_recorded_body: self.max_recorded_body.unwrap_or(DEFAULT_MAX_RECORDED_BODY),
                 voucher_wait: self.voucher_wait.unwrap_or(DEFAULT_VOUCHER_WAIT),
+                #[cfg(feature = "websocket")]
+                openings: Arc::new(tokio::sync::Semaphore::new(super::websocket::MAX_OPENINGS)),
                 public_url,
                 reconciling: governor::RateLimiter::dashmap(quota),
                 hooks: Hooks {

@@ -79,34 +79,54 @@ pub(crate) struct Meter {
 const MAX_UNITS: u64 = 1 << 40;
 
 /// The units an event (a dispatching block) holds, by `unit`; `None` for a `units` field
-/// that is not a count.
+/// that is not a count, or for more than one `units` field.
 fn units_of(unit: Unit, block: &[u8]) -> Option<u64> {
     match unit {
         Unit::Event => Some(1),
-        Unit::Byte => Some(Event::read(block).map_or(0, |event| event.data.len() as u64)),
+        // The bytes of the data lines' values, as sent (a line end joining two is not one).
+        Unit::Byte => Some(
+            block_lines(block)
+                .filter_map(|line| {
+                    let value = line.strip_prefix(b"data")?;
+                    match value.first() {
+                        None => Some(0),
+                        Some(b':') => {
+                            let value = &value[1..];
+                            Some(value.strip_prefix(b" ").unwrap_or(value).len() as u64)
+                        }
+                        Some(_) => None,
+                    }
+                })
+                .sum(),
+        ),
         Unit::Counted(_) => {
             let mut units = None;
-            for line in block.split(|byte| *byte == b'\n' || *byte == b'\r') {
-                if let Some(value) = line.strip_prefix(b"units:") {
-                    let value = value.strip_prefix(b" ").unwrap_or(value);
-                    let digits = !value.is_empty()
-                        && value.len() <= 13
-                        && value.iter().all(u8::is_ascii_digit);
-                    let count: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
-                    if !digits || count > MAX_UNITS {
-                        return None;
-                    }
-                    units = Some(count);
+            for line in block_lines(block) {
+                let Some(value) = line.strip_prefix(b"units:") else {
+                    continue;
+                };
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                let digits =
+                    !value.is_empty() && value.len() <= 13 && value.iter().all(u8::is_ascii_digit);
+                let count: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+                if !digits || count > MAX_UNITS || units.is_some() {
+                    return None;
                 }
+                units = Some(count);
             }
             Some(units.unwrap_or(1))
         }
     }
 }
 
+/// The lines of a block, however they end (CR, LF or CRLF).
+fn block_lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    block.split(|byte| *byte == b'\n' || *byte == b'\r')
+}
+
 /// The bytes of an event of `data` holding `units` units of a
-/// [`Unit::Counted`](crate::Unit::Counted) price (the `units` field, then `data` lines), for a
-/// handler to stream.
+/// [`Unit::Counted`](crate::Unit::Counted) price (the `units` field, then a `data` line for
+/// each line of `data`, however it ends), for a handler to stream.
 ///
 /// ```
 /// let event = tower_paywall::layer::counted_event("Hello, world", 3);
@@ -114,9 +134,9 @@ fn units_of(unit: Unit, block: &[u8]) -> Option<u64> {
 /// ```
 pub fn counted_event(data: &str, units: u64) -> Bytes {
     let mut event = format!("units: {units}\n");
-    for line in data.split('\n') {
+    for line in crate::mpp::stream::sse::lines(data) {
         event.push_str("data: ");
-        event.push_str(line.strip_suffix('\r').unwrap_or(line));
+        event.push_str(line);
         event.push('\n');
     }
     event.push('\n');
@@ -464,6 +484,8 @@ mod tests {
     struct Fixture {
         store: Arc<dyn ChannelStore>,
         paid: tokio::sync::watch::Sender<u64>,
+        /// The channel's deposit as the ledger was last read.
+        deposit: Arc<std::sync::atomic::AtomicU64>,
     }
 
     /// A channel with `cumulative` accepted, `unspent` of it paid ahead.
@@ -477,16 +499,25 @@ mod tests {
         };
         store.compare_and_set(CHANNEL, None, state).await.unwrap();
         let paid = tokio::sync::watch::channel(0).0;
+        let deposit = Arc::new(std::sync::atomic::AtomicU64::new(10_000));
+        let read = deposit.clone();
         let source = ChannelCredit {
             store: store.clone(),
             channel: CHANNEL,
             paid: tokio::sync::Mutex::new(paid.subscribe()),
             poll: Duration::from_secs(1),
-            deposit: 10_000,
+            deposit: Box::new(move || i128::from(read.load(std::sync::atomic::Ordering::Relaxed))),
             intent: "channel",
             challenge_id: "challenge".into(),
         };
-        (Fixture { store, paid }, Arc::new(source))
+        (
+            Fixture {
+                store,
+                paid,
+                deposit,
+            },
+            Arc::new(source),
+        )
     }
 
     impl Fixture {
@@ -641,7 +672,21 @@ mod tests {
                 String::from_utf8_lossy(block)
             );
         }
-        assert_eq!(units_of(Unit::Byte, b"data: abc\ndata: de\n\n"), Some(6));
+        assert_eq!(units_of(Unit::Byte, b"data: abc\ndata: de\n\n"), Some(5));
+        assert_eq!(
+            units_of(Unit::Byte, b"data:\xff\xfe\r\ndatum: x\n\n"),
+            Some(2)
+        );
+        // A second count, as data smuggled through a line end would bring, is refused.
+        assert_eq!(
+            units_of(counted, b"units: 500\ndata: a\nunits: 0\n\n"),
+            None
+        );
+        assert_eq!(
+            &counted_event("paid\runits: 0\r\ndata: x", 500)[..],
+            b"units: 500\ndata: paid\ndata: units: 0\ndata: data: x\n\n",
+            "a line end in the data is a data line of its own"
+        );
         assert_eq!(units_of(Unit::Event, b"units: 9\ndata: x\n\n"), Some(1));
         assert_eq!(
             &counted_event("two\nlines", 2)[..],
@@ -733,6 +778,19 @@ mod tests {
             500,
             "one token, the rest given back"
         );
+    }
+
+    #[tokio::test]
+    async fn the_request_for_a_voucher_names_the_deposit_as_last_read() {
+        let (fixture, source) = fixture(1_000, 0).await;
+        let need: NeedVoucher = messages::read_event(&source.need_voucher(100).await).unwrap();
+        assert_eq!(need.deposit, 10_000);
+        // A top-up, read from the ledger while the stream runs.
+        fixture
+            .deposit
+            .store(25_000, std::sync::atomic::Ordering::Relaxed);
+        let need: NeedVoucher = messages::read_event(&source.need_voucher(100).await).unwrap();
+        assert_eq!(need.deposit, 25_000);
     }
 
     #[tokio::test]

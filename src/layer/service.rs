@@ -232,11 +232,14 @@ where
             && credential.is_none()
             && let Some(upgrade) = super::websocket::Upgrade::take(&mut self.parts)
         {
+            let Ok(opening) = shared.openings.clone().try_acquire_owned() else {
+                return Ok(super::websocket::Upgrade::busy());
+            };
             let response = upgrade.response();
             let head = self.parts.clone();
             let (shared, terms) = (shared.clone(), price.clone());
             let open = move |authorization| self.socket_opened(authorization, price, binding);
-            tokio::spawn(upgrade.serve(shared, terms, head, open));
+            tokio::spawn(upgrade.serve(opening, shared, terms, head, open));
             return Ok(response);
         }
         let (index, credential) = match credential {

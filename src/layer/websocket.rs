@@ -52,6 +52,10 @@ use crate::price::Price;
 /// The largest message read from the client (payment frames are read within [`MAX_FRAME`]).
 const MAX_MESSAGE: usize = 2 * MAX_FRAME;
 
+/// How many sockets of a layer may wait for their opening voucher at once; an upgrade beyond
+/// gets `503` with `Retry-After`.
+pub(crate) const MAX_OPENINGS: usize = 1024;
+
 /// How long a socket may take to send its opening voucher (at most the voucher wait).
 const OPENING_WAIT: Duration = Duration::from_secs(10);
 
@@ -94,6 +98,16 @@ impl Upgrade {
         Some(Upgrade { on, accept })
     }
 
+    /// The answer when too many sockets wait for their opening voucher: `503`, try again.
+    pub(super) fn busy<B>() -> Response<PaymentBody<B>> {
+        let mut response = Response::new(PaymentBody::default());
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
+
     /// The `101 Switching Protocols` answer.
     pub(super) fn response<B>(&self) -> Response<PaymentBody<B>> {
         let mut response = Response::new(PaymentBody::default());
@@ -109,6 +123,7 @@ impl Upgrade {
     /// upgrade's request head; `open` runs the flow for the opening credential.
     pub(super) async fn serve<B, E>(
         self,
+        opening: tokio::sync::OwnedSemaphorePermit,
         shared: Arc<Shared>,
         price: Price,
         head: Parts,
@@ -129,6 +144,7 @@ impl Upgrade {
             shared,
             price,
             head,
+            opening: Some(opening),
         };
         session.run(open).await;
     }
@@ -154,6 +170,8 @@ struct Session<S> {
     shared: Arc<Shared>,
     price: Price,
     head: Parts,
+    /// The socket's place among those waiting for their opening voucher, until it comes.
+    opening: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// How a session ends.
@@ -215,6 +233,7 @@ where
             Ok(Err(end)) => return end,
             Err(_) => return End::Error(402, "no opening voucher in time".into()),
         };
+        self.opening = None;
         let Ok(response) = open(authorization).await else {
             return End::Error(500, "websocket session failed".into());
         };

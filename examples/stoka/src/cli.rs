@@ -65,6 +65,8 @@ pub struct Client {
     paying: PayingClient,
     keypair: Keypair,
     url: String,
+    /// The pop price the manifest gives (a stream's price per message).
+    pop_price: Option<i128>,
 }
 
 impl std::fmt::Debug for Client {
@@ -160,6 +162,7 @@ impl Client {
             paying,
             keypair,
             url,
+            pop_price: manifest["pricing"]["pop"]["flat"].as_u64().map(i128::from),
         })
     }
 
@@ -284,7 +287,12 @@ impl Client {
         mut each: impl FnMut(Value),
     ) -> Result<i128, CliError> {
         let url = format!("{}/v1/queue/{}/stream", self.url, encode_segment(topic));
-        let mut stream = self.paying.get(url).send_stream().await?;
+        let mut request = self.paying.get(url);
+        // `count` messages are all it pays for (none is sent unpaid, none left unread).
+        if let (Some(count), Some(price)) = (count, self.pop_price) {
+            request = request.stream_cap(i128::from(count).saturating_mul(price).max(price));
+        }
+        let mut stream = request.send_stream().await?;
         let mut seen = 0_u64;
         while count.is_none_or(|count| seen < count) {
             let Some(event) = stream.next().await else {

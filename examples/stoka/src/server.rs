@@ -314,8 +314,11 @@ fn default_facilitator(network: &Network) -> Option<&'static str> {
 pub async fn run(server: Server, listener: tokio::net::TcpListener) -> Result<(), ServerError> {
     let sweeper = server.stoka.spawn_sweeper(SWEEP_PERIOD);
     let reconciler = tokio::spawn(server.reconciling.reconciler(RECONCILE_PERIOD));
-    let served = crate::listen::serve(listener, server.router, server.http, async {
+    let stoka = server.stoka.clone();
+    let served = crate::listen::serve(listener, server.router, server.http, async move {
         let _ = tokio::signal::ctrl_c().await;
+        // Streams never end on their own: they end now, so that their connections drain.
+        stoka.close_streams();
     })
     .await;
     sweeper.abort();

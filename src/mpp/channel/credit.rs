@@ -93,8 +93,9 @@ pub(crate) struct ChannelCredit {
     pub(crate) paid: tokio::sync::Mutex<tokio::sync::watch::Receiver<u64>>,
     /// How often the store is read while waiting (a voucher paid on another node).
     pub(crate) poll: Duration,
-    /// The channel's deposit, for the request for a voucher.
-    pub(crate) deposit: i128,
+    /// The channel's deposit as last read from the ledger (a top-up shows), for the request
+    /// for a voucher.
+    pub(crate) deposit: Box<dyn Fn() -> i128 + Send + Sync>,
     /// The intent and challenge the stream was opened with, for its receipt.
     pub(crate) intent: &'static str,
     pub(crate) challenge_id: String,
@@ -149,7 +150,7 @@ impl CreditSource for ChannelCredit {
                 channel_id: self.channel.address().to_string(),
                 required_cumulative: state.cumulative.saturating_add(owed),
                 accepted_cumulative: state.cumulative,
-                deposit: self.deposit,
+                deposit: (self.deposit)(),
             };
             serde_json::to_string(&need).unwrap_or_default()
         })

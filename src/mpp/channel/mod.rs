@@ -135,7 +135,7 @@ pub struct StellarChannel {
     /// Submits the recipient's close and settle calls, from the recipient's account.
     submitter: Sponsor,
     /// The channels served, with their ledger state as last read.
-    channels: RwLock<HashMap<ChannelId, Arc<Served>>>,
+    channels: Arc<RwLock<HashMap<ChannelId, Arc<Served>>>>,
     /// Channels with a close or settle transaction in flight.
     submitting: Mutex<HashSet<ChannelId>>,
     /// The close leases, shared by the nodes that serve the channels.
@@ -328,7 +328,7 @@ impl StellarChannelBuilder {
             rpc: self.rpc,
             store: self.store,
             submitter,
-            channels: RwLock::new(HashMap::new()),
+            channels: Arc::new(RwLock::new(HashMap::new())),
             submitting: Mutex::new(HashSet::new()),
             leases: self
                 .leases
@@ -810,7 +810,18 @@ impl crate::scheme::Metering for StellarChannel {
             channel: detail.channel,
             paid: tokio::sync::Mutex::new(self.paid_ahead(detail.channel)),
             poll: METERED_POLL,
-            deposit: info.deposited(),
+            deposit: {
+                let (channels, channel, read) =
+                    (self.channels.clone(), detail.channel, info.deposited());
+                Box::new(move || {
+                    let channels = channels
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    channels
+                        .get(&channel)
+                        .map_or(read, |served| served.info.deposited())
+                })
+            },
             intent: INTENT,
             challenge_id: detail.challenge_id.clone(),
         }))

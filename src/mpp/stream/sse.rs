@@ -145,7 +145,7 @@ impl Splitter {
 }
 
 /// The lines of `text`, split at CRLF, LF or CR.
-fn lines(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn lines(text: &str) -> impl Iterator<Item = &str> {
     text.split("\r\n").flat_map(|line| line.split(['\r', '\n']))
 }
 

@@ -107,7 +107,8 @@ pub(crate) fn manifest_json(stoka: &Stoka) -> Value {
                 route["intents"] = json!(intents);
             }
             if *class == "metered" {
-                route["unit"] = json!("message");
+                // The challenge's `unitType`: an event of the stream, a message each.
+                route["unit"] = json!("event");
                 route["transports"] = json!(["sse", "websocket"]);
             }
             route

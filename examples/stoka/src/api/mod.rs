@@ -60,6 +60,11 @@ pub(crate) struct Inner {
     pub(crate) free: limits::FreeLimiter,
     /// Wallet challenges issued, for everyone.
     pub(crate) challenges: limits::ChallengeLimiter,
+    /// The mailbox streams open, by payer.
+    pub(crate) streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Set when the server stops: the streams end (their credit goes back, their receipt
+    /// goes out) so that connections drain.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Stoka {
@@ -97,6 +102,8 @@ impl Stoka {
                 mailboxes: (0..STRIPES).map(|_| Notify::new()).collect(),
                 free: limits::free_limiter(limits.free_requests_per_minute),
                 challenges: limits::challenge_limiter(limits.challenges_per_second),
+                streams: std::sync::Mutex::default(),
+                closing: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -137,6 +144,12 @@ impl Stoka {
             tracing::error!(%error, "cannot count usage");
         }
         charged
+    }
+
+    /// Ends the mailbox streams (the server is stopping): each sends its final receipt, and
+    /// gives back to its channel what it did not draw.
+    pub fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
     }
 
     /// Removes expired records every `period`, in batches, for as long as the runtime runs.

@@ -79,7 +79,10 @@ pub fn layers(
     let paid = base()
         .pricing(StokaPricing::new(stoka.clone(), None))
         .build()?;
-    let mut pop = base();
+    // A stream holds a popped message while it waits for a voucher: no longer than half its
+    // visibility timeout, so that no other delivery of it starts meanwhile.
+    let visibility = std::time::Duration::from_secs(stoka.inner.limits.visibility_timeout_seconds);
+    let mut pop = base().voucher_wait(visibility / 2);
     if let Some(channel) = &schemes.channel {
         pop = pop.shared_scheme(channel.clone());
     }
@@ -391,6 +394,19 @@ impl Pricing for StokaPricing {
                     return ready(invalid_wait(limits.max_wait_seconds));
                 }
                 let price = if streaming {
+                    // A `POST` to a stream only pays it ahead: without a body.
+                    let bodied = request.header("content-type").is_some()
+                        || request.header("transfer-encoding").is_some()
+                        || request
+                            .header("content-length")
+                            .is_some_and(|length| length.as_bytes() != b"0");
+                    if request.method() == Method::POST && bodied {
+                        return ready(early(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "method_not_allowed",
+                            "a POST to a stream carries a voucher and no body: GET opens it",
+                        ));
+                    }
                     // Each message of the stream at the pop price, paid from a channel.
                     if self.channel.is_none() {
                         return ready(early(

@@ -114,13 +114,13 @@ pub(super) async fn pop(
     stoka.count(&paid, 0, bytes_out).await;
     let body = match delivery {
         None => json!({ "empty": true, "topic": topic }),
-        Some(delivery) => delivered(&topic, &delivery),
+        Some(delivery) => delivered_json(&topic, &delivery),
     };
     json_response(StatusCode::OK, body)
 }
 
 /// A delivered message as `pop` and `stream` answer it.
-fn delivered(topic: &str, delivery: &Delivery) -> Value {
+fn delivered_json(topic: &str, delivery: &Delivery) -> Value {
     json!({
         "message_id": delivery.message_id,
         "topic": topic,
@@ -137,11 +137,56 @@ fn delivered(topic: &str, delivery: &Delivery) -> Value {
 /// How long a stream waits for a message before it sends a keep-alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How long a stream lasts at most: a client that wants more opens another.
+const STREAM_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How many mailbox streams one payer may have open at once.
+pub(crate) const STREAMS_PER_PAYER: usize = 4;
+
+/// A payer's open stream, counted until it is dropped.
+struct StreamSlot {
+    stoka: Stoka,
+    payer: String,
+}
+
+impl StreamSlot {
+    fn take(stoka: &Stoka, payer: &str) -> Option<StreamSlot> {
+        let mut streams = stoka
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let open = streams.entry(payer.to_owned()).or_default();
+        if *open >= STREAMS_PER_PAYER {
+            return None;
+        }
+        *open += 1;
+        Some(StreamSlot {
+            stoka: stoka.clone(),
+            payer: payer.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = (self.stoka.inner.streams.lock()).unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = streams.get_mut(&self.payer) {
+            *open -= 1;
+            if *open == 0 {
+                streams.remove(&self.payer);
+            }
+        }
+    }
+}
+
 /// `GET /v1/queue/{topic}/stream`: the payer's mailbox as server-sent events (or WebSocket
 /// messages, on upgrade), a message each as it arrives, in the `pop` answer's JSON. The layer
 /// meters it: each message is charged at the pop price from the payer's channel, and goes out
 /// only once paid; one popped and not sent (the stream ended first) is delivered again once its
-/// visibility timeout lapses. Acks as for `pop`.
+/// visibility timeout lapses. Acks as for `pop`. A payer has at most
+/// [`STREAMS_PER_PAYER`] open (429 beyond, its opening voucher left to the channel as credit);
+/// a stream lasts at most an hour, and ends when the server stops.
 pub(super) async fn stream(
     State(stoka): State<Stoka>,
     Extension(paid): Extension<Paid>,
@@ -150,12 +195,31 @@ pub(super) async fn stream(
     if !valid_topic(&topic) {
         return error(StatusCode::BAD_REQUEST, "invalid_topic", "bad topic");
     }
-    let events = futures_util::stream::unfold((stoka, paid, topic), |state| async move {
-        let (stoka, paid, topic) = state;
-        let event = match long_poll(&stoka, &paid.payer, &topic, KEEP_ALIVE).await {
+    let Some(slot) = StreamSlot::take(&stoka, &paid.payer) else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            &format!("at most {STREAMS_PER_PAYER} streams of a payer at once"),
+        );
+    };
+    let ends = tokio::time::Instant::now() + STREAM_LIFETIME;
+    let closing = stoka.inner.closing.subscribe();
+    let state = (slot, paid, topic, closing);
+    let events = futures_util::stream::unfold(state, move |state| async move {
+        let (slot, paid, topic, mut closing) = state;
+        let stoka = slot.stoka.clone();
+        let wait = KEEP_ALIVE.min(ends.saturating_duration_since(tokio::time::Instant::now()));
+        if wait.is_zero() || *closing.borrow() {
+            return None;
+        }
+        let delivered = tokio::select! {
+            delivered = long_poll(&stoka, &paid.payer, &topic, wait) => delivered,
+            _ = closing.wait_for(|closing| *closing) => return None,
+        };
+        let event = match delivered {
             Ok(Some(delivery)) => {
                 stoka.count(&paid, 0, delivery.body.len()).await;
-                let data = delivered(&topic, &delivery);
+                let data = delivered_json(&topic, &delivery);
                 format!("id: {}\ndata: {data}\n\n", delivery.message_id)
             }
             Ok(None) => ": keep-alive\n\n".to_owned(),
@@ -164,10 +228,8 @@ pub(super) async fn stream(
                 return None;
             }
         };
-        Some((
-            Ok::<_, std::convert::Infallible>(Bytes::from(event)),
-            (stoka, paid, topic),
-        ))
+        let state = (slot, paid, topic, closing);
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(event)), state))
     });
     (
         [
