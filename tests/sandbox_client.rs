@@ -890,6 +890,20 @@ async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
     );
     assert_eq!((read, capped.paid()), (200, 200 * price));
     assert_eq!(client.spent(), 1_200 * price);
+
+    // As a `Stream`, for combinators.
+    use futures_util::StreamExt;
+    let first: Vec<String> = client
+        .get(&url)
+        .send_stream()
+        .await
+        .unwrap()
+        .into_stream()
+        .take(3)
+        .map(|event| event.unwrap().data)
+        .collect()
+        .await;
+    assert_eq!(first, ["0", "1", "2"]);
 }
 
 #[tokio::test]
@@ -998,4 +1012,18 @@ async fn a_metered_socket_is_paid_as_it_flows_and_stops_at_its_cap() {
         "{free:?}"
     );
     assert_eq!(client.spent(), spent);
+
+    // As a `Stream`, for combinators.
+    use futures_util::StreamExt;
+    let first: Vec<String> = client
+        .get(&url)
+        .send_socket()
+        .await
+        .unwrap()
+        .into_stream()
+        .take(3)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(first, ["0", "1", "2"]);
 }

@@ -188,6 +188,17 @@ impl PaidSocket {
         self.send(&Frame::CloseRequest).await
     }
 
+    /// The messages as a [`Stream`](futures_util::Stream) (what [`next`](Self::next) hands
+    /// out), for stream combinators; the socket's figures are no longer readable then.
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<String, ClientError>> + Send {
+        futures_util::stream::unfold(self, |mut socket| async move {
+            let item = socket.next().await?;
+            Some((item, socket))
+        })
+    }
+
     /// What this stream has paid (its opening voucher and every one since), in atomic units.
     pub fn paid(&self) -> i128 {
         self.payment.paid

@@ -145,6 +145,17 @@ impl PaidStream {
         }
     }
 
+    /// The events as a [`Stream`](futures_util::Stream) (what [`next`](Self::next) hands
+    /// out), for stream combinators; the stream's figures are no longer readable then.
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<Event, ClientError>> + Send {
+        futures_util::stream::unfold(self, |mut stream| async move {
+            let item = stream.next().await?;
+            Some((item, stream))
+        })
+    }
+
     /// What this stream has paid (its opening voucher and every one since), in atomic units.
     pub fn paid(&self) -> i128 {
         self.payment.paid

@@ -171,6 +171,9 @@
 //! - **Closing.** The channel's `spent` (cumulative minus unspent) is what content was
 //!   delivered for; a client's `close` may settle for it (plus the close's own price).
 //!
+//! The MPP drafts call such a relationship a `session`; an `Accept-Payment` range naming it
+//! (`stellar/session`) takes the `channel` offers.
+//!
 //! ## Over a WebSocket
 //!
 //! With the feature `websocket`, a metered route also answers a WebSocket upgrade (a `GET`

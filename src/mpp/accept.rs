@@ -54,10 +54,19 @@ impl PaymentRange {
             Some(range) => range.eq_ignore_ascii_case(name).then_some(true),
         };
         let method = side(&self.method, method)?;
-        let intent = side(&self.intent, intent)?;
+        // The drafts' `session` intent (a metered payment relationship over a channel) names
+        // what our `channel` intent is: a range of it takes `channel` offers.
+        let intent = side(&self.intent, intent).or_else(|| {
+            let session = self.intent.as_deref()?.eq_ignore_ascii_case(SESSION);
+            (session && intent.eq_ignore_ascii_case("channel")).then_some(true)
+        })?;
         Some(u8::from(method) + u8::from(intent))
     }
 }
+
+/// The drafts' name for a metered payment relationship over a channel, taken as an alias of
+/// the `channel` intent.
+const SESSION: &str = "session";
 
 /// A parsed `Accept-Payment` header.
 ///
@@ -271,6 +280,12 @@ mod tests {
         assert_eq!(accept.weight("stellar", "channel"), Some(300));
         assert_eq!(accept.weight("tempo", "charge"), Some(200));
         assert_eq!(accept.weight("tempo", "session"), Some(100));
+        // `session` is our `channel`, not the other way round.
+        let session = AcceptPayment::parse("stellar/session, */*;q=0");
+        assert_eq!(session.weight("stellar", "channel"), Some(1000));
+        assert_eq!(session.weight("stellar", "charge"), Some(0));
+        let channel = AcceptPayment::parse("stellar/channel, */*;q=0");
+        assert_eq!(channel.weight("stellar", "session"), Some(0));
         assert_eq!(accept.weight("STELLAR", "Charge"), Some(400));
         // Among equally specific ranges the heaviest, as mppx ranks them: `stellar/*` and
         // `*/charge` are equally specific.
