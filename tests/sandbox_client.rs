@@ -890,6 +890,9 @@ async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
     );
     assert_eq!((read, capped.paid()), (200, 200 * price));
     assert_eq!(client.spent(), 1_200 * price);
+    // Stopped, it closed its connection (kept alive here): the server gave back what it held,
+    // and waits no more (a stream still waiting would draw on the next one's opening).
+    assert!(capped.next().await.is_none());
 
     // As a `Stream`, for combinators.
     use futures_util::StreamExt;
@@ -904,6 +907,7 @@ async fn a_metered_stream_is_paid_as_it_flows_and_stops_at_its_cap() {
         .collect()
         .await;
     assert_eq!(first, ["0", "1", "2"]);
+    drop(capped);
 }
 
 #[tokio::test]

@@ -42,7 +42,9 @@ pub(crate) struct Opened {
 
 /// A metered stream being read (see the [module docs](self)).
 pub struct PaidStream {
-    response: Response,
+    /// The answer being read; `None` once the stream stopped (its connection closed, so that
+    /// the server stops too and gives back the credit it holds).
+    response: Option<Response>,
     url: Url,
     payment: StreamPayment,
     splitter: Splitter,
@@ -76,7 +78,7 @@ impl PaidStream {
     ) -> PaidStream {
         PaidStream {
             url: response.url().clone(),
-            response,
+            response: Some(response),
             payment: StreamPayment::new(client, opened, paid, cap),
             splitter: Splitter::default(),
             events: VecDeque::new(),
@@ -97,10 +99,8 @@ impl PaidStream {
             if let Some(failed) = self.failed.take() {
                 return Some(Err(failed));
             }
-            if self.ended {
-                return None;
-            }
-            let chunk = match self.response.chunk().await {
+            let response = self.response.as_mut().filter(|_| !self.ended)?;
+            let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => {
                     self.ended = true;
@@ -129,8 +129,10 @@ impl PaidStream {
                 match event.kind() {
                     NEED_VOUCHER => {
                         if let Err(error) = self.pay_ahead(&event.data).await {
-                            // The events before it were paid for: they come first.
+                            // The events before it were paid for: they come first. The
+                            // connection closes now: the server stops waiting for a voucher.
                             self.ended = true;
+                            self.response = None;
                             self.failed = Some(error);
                             break;
                         }
