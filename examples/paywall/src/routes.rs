@@ -11,6 +11,7 @@
 //! | key | meaning |
 //! |---|---|
 //! | `upstream` | the service sold: an `http://` or `https://` URL (required) |
+//! | `title`, `description` | the service's name and what it is, in the discovery documents |
 //! | `route.method` | `GET`, `POST` … (default: any method) |
 //! | `route.path` | `/literal/{param}/…`, a `{param}` matching one segment; a last `*` matching the rest |
 //! | `route.price` | `"0.001"` (USDC), `"free"`, or `{ base = "0.001", per_kib = "0.0001", max_bytes = 1048576 }`, a price by the request's `Content-Length` |
@@ -18,10 +19,12 @@
 //! | `route.settle` | `"after-success"` (default: settled once the upstream answered 2xx; anything else is not charged) or `"before"` |
 //! | `route.description` | shown in the offers |
 //!
-//! The first route that matches a request prices it; a request no route matches is passed
-//! through free. Unknown keys, unreadable prices and patterns, and two routes for the same
+//! The first route that matches a request prices it; a request no route matches is answered
+//! 404 (sell the rest for nothing with a last `path = "/*"`, `price = "free"`). So is a path
+//! that could be read as another (see [`routed_path`]) is answered 400. Unknown keys, unreadable prices and patterns, and two routes for the same
 //! method and path are refused with the route's number and what is wrong.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::Method;
@@ -33,6 +36,10 @@ use tower_paywall::Price;
 pub struct Routes {
     /// The upstream's base URL (no trailing `/`).
     pub upstream: String,
+    /// The service's name (default `paywall`).
+    pub title: String,
+    /// What the service is.
+    pub description: Option<String>,
     /// The routes, in the file's order.
     pub routes: Vec<Route>,
 }
@@ -94,6 +101,31 @@ pub enum PriceRule {
     },
 }
 
+impl fmt::Display for PriceRule {
+    /// `free`, `0.001 USDC`, `0.001 USDC + 0.0001 a KiB (at most 1048576 bytes)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let usdc = |atomic: i128| {
+            tower_paywall::price::Amount::from_atomic(atomic)
+                .map_or_else(|_| atomic.to_string(), |amount| amount.to_string())
+        };
+        match *self {
+            PriceRule::Free => f.write_str("free"),
+            PriceRule::Fixed(atomic) => write!(f, "{} USDC", usdc(atomic)),
+            PriceRule::PerKib {
+                base,
+                per_kib,
+                max_bytes,
+            } => {
+                write!(f, "{} USDC + {} a KiB", usdc(base), usdc(per_kib))?;
+                match max_bytes {
+                    Some(max) => write!(f, " (at most {max} bytes)"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 /// Why a request cannot be priced before it is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unpriced {
@@ -132,6 +164,44 @@ impl PriceRule {
             }
         }
     }
+}
+
+/// The path a request is routed on: its path with percent-encoding decoded and one trailing
+/// `/` dropped (`/p%61id/x/` is routed as `/paid/x`), so that no spelling an upstream reads as
+/// a sold path escapes its price. `None` (400) for a path that could still be read as another:
+/// an empty, `.` or `..` segment, a backslash, an encoded `/`, `\\` or `%` (a double
+/// encoding), or bytes that are not UTF-8 once decoded.
+pub fn routed_path(path: &str) -> Option<Cow<'_, str>> {
+    let rest = path.strip_prefix('/')?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Some(Cow::Borrowed("/"));
+    }
+    let decoded: Cow<'_, str> = if rest.contains('%') {
+        let lower = rest.to_ascii_lowercase();
+        if ["%2f", "%5c", "%25"]
+            .iter()
+            .any(|encoded| lower.contains(encoded))
+        {
+            return None;
+        }
+        percent_encoding::percent_decode_str(rest)
+            .decode_utf8()
+            .ok()?
+    } else {
+        Cow::Borrowed(rest)
+    };
+    let clean = !decoded.contains('\\')
+        && decoded
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..");
+    if !clean {
+        return None;
+    }
+    Some(match decoded {
+        Cow::Borrowed(_) => Cow::Borrowed(&path[..=rest.len()]),
+        Cow::Owned(decoded) => Cow::Owned(format!("/{decoded}")),
+    })
 }
 
 /// A path pattern: literal segments, `{name}` for one segment, a last `*` for the rest.
@@ -201,26 +271,21 @@ impl PathPattern {
         let Some(path) = path.strip_prefix('/') else {
             return false;
         };
-        let mut parts = if path.is_empty() {
-            Vec::new()
-        } else {
-            path.split('/').collect::<Vec<_>>()
-        };
-        if self.rest {
-            if parts.len() < self.segments.len() {
+        let mut parts = (!path.is_empty())
+            .then(|| path.split('/'))
+            .into_iter()
+            .flatten();
+        for segment in &self.segments {
+            let matched = match (segment, parts.next()) {
+                (_, None) => false,
+                (Segment::Literal(literal), Some(part)) => literal == part,
+                (Segment::Param, Some(part)) => !part.is_empty(),
+            };
+            if !matched {
                 return false;
             }
-            parts.truncate(self.segments.len());
-        } else if parts.len() != self.segments.len() {
-            return false;
         }
-        self.segments
-            .iter()
-            .zip(parts)
-            .all(|(segment, part)| match segment {
-                Segment::Literal(literal) => literal == part,
-                Segment::Param => !part.is_empty(),
-            })
+        self.rest || parts.next().is_none()
     }
 
     /// The pattern as written.
@@ -263,6 +328,8 @@ pub enum RoutesError {
 #[serde(deny_unknown_fields)]
 struct FileText {
     upstream: String,
+    title: Option<String>,
+    description: Option<String>,
     #[serde(default, rename = "route")]
     routes: Vec<RouteText>,
 }
@@ -328,7 +395,12 @@ impl Routes {
             }
             routes.push(route);
         }
-        Ok(Routes { upstream, routes })
+        Ok(Routes {
+            upstream,
+            title: file.title.unwrap_or_else(|| "paywall".into()),
+            description: file.description,
+            routes,
+        })
     }
 
     /// The first route matching `method` and `path`.
@@ -477,6 +549,36 @@ price = "0.5"
         assert!(routes.find(&Method::GET, "/upload/a/b").is_none());
         assert!(routes.find(&Method::GET, "/").is_some());
         assert!(routes.find(&Method::GET, "/other").is_none());
+    }
+
+    #[test]
+    fn paths_are_routed_decoded_and_unreadable_spellings_refused() {
+        for (path, routed) in [
+            ("/", "/"),
+            ("/paid/x", "/paid/x"),
+            ("/paid/x/", "/paid/x"),
+            ("/p%61id/x", "/paid/x"),
+            ("/caf%C3%A9", "/café"),
+        ] {
+            assert_eq!(routed_path(path).as_deref(), Some(routed), "{path}");
+        }
+        for path in [
+            "",
+            "paid",
+            "//paid/x",
+            "/free//paid",
+            "/free/../paid",
+            "/free/%2e%2e/paid",
+            "/free/./x",
+            "/free%2fpaid",
+            "/free%2Fpaid",
+            "/free\\..\\paid",
+            "/free/%5c",
+            "/p%2561id",
+            "/%ff",
+        ] {
+            assert_eq!(routed_path(path), None, "{path}");
+        }
     }
 
     #[test]

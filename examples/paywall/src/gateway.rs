@@ -1,0 +1,400 @@
+//! The gateway: routes a request by the [routes file](crate::routes), prices it, and sends
+//! it through the [`PaymentLayer`] of the route's intents to the [upstream](crate::upstream).
+//!
+//! One layer is built for each set of intents the routes use, over one payment store, at
+//! start; a route's price, description and settlement order come from the routes file the
+//! request was routed with, so [`Gateway::reload`] swaps the file in one step: a request
+//! under way keeps the file it started with.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use tower_layer::Layer;
+use tower_paywall::price::{Amount, PriceFuture, PriceRequest, Priced};
+use tower_paywall::stellar::{Address, Network};
+use tower_paywall::x402::Exact;
+use tower_paywall::{
+    PaymentLayer, PaymentScheme, PaymentService, PaymentStore, Price, SettlementOrder,
+};
+
+use crate::discovery;
+use crate::routes::{Intent, PriceRule, Route, Routes, Settle, Unpriced, routed_path};
+use crate::upstream::{Target, Upstream, UpstreamBody, problem, problem_bytes};
+
+/// What the gateway answers with.
+pub type GatewayBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The payment side of a gateway: what it sells in, and the schemes it may offer.
+#[derive(Clone)]
+pub struct Payments {
+    /// The network paid on.
+    pub network: Network,
+    /// The asset (a token contract).
+    pub asset: Address,
+    /// Who is paid.
+    pub pay_to: Address,
+    /// x402 `exact`, when offered.
+    pub exact: Option<Arc<Exact>>,
+    /// MPP `charge`, when offered.
+    pub charge: Option<Arc<dyn PaymentScheme>>,
+    /// MPP `channel`, when offered.
+    pub channel: Option<Arc<dyn PaymentScheme>>,
+    /// Where payments are recorded (shared by every route).
+    pub store: Arc<dyn PaymentStore>,
+    /// The gateway's public URL (x402's `resource`, the discovery documents).
+    pub public_url: String,
+}
+
+impl std::fmt::Debug for Payments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payments")
+            .field("network", &self.network.caip2())
+            .field("asset", &self.asset.to_string())
+            .field("pay_to", &self.pay_to.to_string())
+            .field("x402", &self.exact.is_some())
+            .field("charge", &self.charge.is_some())
+            .field("channel", &self.channel.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a gateway could not start, or a routes file was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A route offers an intent this gateway is not set up for.
+    #[error("route {number} ({path}) offers {intent}, which this gateway is not set up for{hint}")]
+    Intent {
+        /// The route's number, from 1.
+        number: usize,
+        /// Its path.
+        path: String,
+        /// The intent.
+        intent: &'static str,
+        /// What to set.
+        hint: &'static str,
+    },
+    /// A layer refused its settings.
+    #[error("payment layer: {0}")]
+    Layer(String),
+}
+
+/// A routes file, ready to serve: the routes, and the discovery documents made from them.
+pub(crate) struct Table {
+    pub(crate) routes: Routes,
+    pub(crate) base: Arc<str>,
+    pub(crate) openapi: Bytes,
+    pub(crate) x402_index: Bytes,
+    pub(crate) x402_list: Bytes,
+}
+
+/// A request's route, in its extensions from the gateway to the pricing.
+#[derive(Clone)]
+struct Routed {
+    table: Arc<Table>,
+    index: usize,
+}
+
+impl Routed {
+    fn route(&self) -> &Route {
+        &self.table.routes.routes[self.index]
+    }
+}
+
+/// The gateway (cheap to clone).
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: ArcSwap<Table>,
+    /// The paid service of each set of intents, by [`mask`].
+    services: Vec<Option<PaymentService<Upstream>>>,
+    /// The layers, for reconciliation.
+    layers: Vec<PaymentLayer>,
+    upstream: Upstream,
+    payments: Payments,
+}
+
+const X402: usize = 1;
+const CHARGE: usize = 2;
+const CHANNEL: usize = 4;
+
+fn mask(intents: &[Intent]) -> usize {
+    intents.iter().fold(0, |mask, intent| {
+        mask | match intent {
+            Intent::X402 => X402,
+            Intent::Charge => CHARGE,
+            Intent::Channel => CHANNEL,
+        }
+    })
+}
+
+impl Gateway {
+    /// A gateway serving `routes` to `upstream` and selling through `payments`.
+    ///
+    /// # Errors
+    ///
+    /// [`GatewayError`] when a route offers an intent `payments` has no scheme for.
+    pub fn new(
+        routes: Routes,
+        payments: Payments,
+        upstream: Upstream,
+    ) -> Result<Gateway, GatewayError> {
+        let mut services = vec![None; 8];
+        let mut layers = Vec::new();
+        for (mask, service) in services.iter_mut().enumerate().skip(1) {
+            let schemes = [
+                (
+                    X402,
+                    payments.exact.clone().map(|e| e as Arc<dyn PaymentScheme>),
+                ),
+                (CHARGE, payments.charge.clone()),
+                (CHANNEL, payments.channel.clone()),
+            ];
+            let wanted: Vec<_> = schemes.iter().filter(|(bit, _)| mask & bit != 0).collect();
+            if wanted.iter().any(|(_, scheme)| scheme.is_none()) {
+                continue;
+            }
+            let mut builder = PaymentLayer::builder()
+                .shared_store(payments.store.clone())
+                .public_url(payments.public_url.clone())
+                .pricing(price);
+            for (_, scheme) in wanted {
+                builder = builder.shared_scheme(scheme.clone().expect("checked above"));
+            }
+            let layer = builder
+                .build()
+                .map_err(|error| GatewayError::Layer(error.to_string()))?;
+            *service = Some(layer.layer(upstream.clone()));
+            layers.push(layer);
+        }
+        let gateway = Gateway {
+            inner: Arc::new(Inner {
+                table: ArcSwap::from_pointee(Table {
+                    routes: routes.clone(),
+                    base: Arc::from(""),
+                    openapi: Bytes::new(),
+                    x402_index: Bytes::new(),
+                    x402_list: Bytes::new(),
+                }),
+                services,
+                layers,
+                upstream,
+                payments,
+            }),
+        };
+        gateway.reload(routes)?;
+        Ok(gateway)
+    }
+
+    /// Serves `routes` from now on: requests under way finish with the file they started with.
+    ///
+    /// # Errors
+    ///
+    /// [`GatewayError::Intent`] when a route offers an intent this gateway has no scheme
+    /// for; the file served so far stays.
+    pub fn reload(&self, routes: Routes) -> Result<(), GatewayError> {
+        let payments = &self.inner.payments;
+        for (n, route) in routes.routes.iter().enumerate() {
+            if route.price == PriceRule::Free {
+                continue;
+            }
+            for intent in &route.intents {
+                let (name, offered, hint) = match intent {
+                    Intent::X402 => ("x402", payments.exact.is_some(), ""),
+                    Intent::Charge => ("charge", payments.charge.is_some(), ""),
+                    Intent::Channel => (
+                        "channel",
+                        payments.channel.is_some(),
+                        " (it needs the recipient's secret key: --channel-secret)",
+                    ),
+                };
+                if !offered {
+                    return Err(GatewayError::Intent {
+                        number: n + 1,
+                        path: route.path.to_string(),
+                        intent: name,
+                        hint,
+                    });
+                }
+            }
+        }
+        let table = Table {
+            base: Arc::from(routes.upstream.as_str()),
+            openapi: discovery::openapi(&routes, payments),
+            x402_index: discovery::x402_index(&routes, payments),
+            x402_list: discovery::x402_list(&routes, payments),
+            routes,
+        };
+        self.inner.table.store(Arc::new(table));
+        Ok(())
+    }
+
+    /// What the gateway sells through.
+    pub fn payments(&self) -> &Payments {
+        &self.inner.payments
+    }
+
+    /// The routes served now.
+    pub fn routes(&self) -> Routes {
+        self.inner.table.load().routes.clone()
+    }
+
+    /// The layers, one per set of intents (to reconcile unknown settlements in the background).
+    pub fn layers(&self) -> &[PaymentLayer] {
+        &self.inner.layers
+    }
+
+    /// Answers one request from `remote`.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<GatewayBody> {
+        let table = self.inner.table.load_full();
+        if let Some(document) = discovery_document(&table, request.method(), request.uri().path()) {
+            return document.map(|body| body.map_err(|never| match never {}).boxed_unsync());
+        }
+        let Some(path) = routed_path(request.uri().path()) else {
+            return boxed(problem(
+                StatusCode::BAD_REQUEST,
+                "the path could be read as another: no empty, . or .. segments, no encoded / or \\",
+            ));
+        };
+        let Some(index) = table
+            .routes
+            .routes
+            .iter()
+            .position(|route| route_matches(route, request.method(), &path))
+        else {
+            return boxed(problem(StatusCode::NOT_FOUND, "no route sells this"));
+        };
+        let route = &table.routes.routes[index];
+        let free = route.price == PriceRule::Free;
+        let service = self.inner.services[mask(&route.intents)].clone();
+        let mut request = request;
+        request.extensions_mut().insert(Target {
+            base: table.base.clone(),
+            remote,
+        });
+        if free {
+            return boxed(self.inner.upstream.forward(request).await);
+        }
+        request.extensions_mut().insert(Routed {
+            table: table.clone(),
+            index,
+        });
+        let Some(mut service) = service else {
+            return boxed(problem(StatusCode::INTERNAL_SERVER_ERROR, "no layer"));
+        };
+        match tower_service::Service::call(&mut service, request).await {
+            Ok(response) => response.map(|body| body.map_err(Into::into).boxed_unsync()),
+            Err(never) => match never {},
+        }
+    }
+}
+
+fn route_matches(route: &Route, method: &Method, path: &str) -> bool {
+    route.method.as_ref().is_none_or(|own| own == method) && route.path.matches(path)
+}
+
+fn boxed(response: Response<UpstreamBody>) -> Response<GatewayBody> {
+    response.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+/// The discovery document a `GET` of `path` asks for, if it is one.
+fn discovery_document(
+    table: &Table,
+    method: &Method,
+    path: &str,
+) -> Option<Response<http_body_util::Full<Bytes>>> {
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    let body = match path {
+        discovery::OPENAPI_PATH => &table.openapi,
+        discovery::X402_INDEX_PATH => &table.x402_index,
+        discovery::X402_LIST_PATH => &table.x402_list,
+        _ => return None,
+    };
+    let mut response = Response::new(http_body_util::Full::new(body.clone()));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
+    headers.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        http::HeaderValue::from_static("*"),
+    );
+    Some(response)
+}
+
+/// The layers' pricing: the route the gateway found, priced by its rule.
+fn price(request: &PriceRequest<'_>) -> PriceFuture {
+    let Some(routed) = request.extensions().get::<Routed>() else {
+        // Never: the gateway routes every request it sends through a layer.
+        return PriceFuture::ready(respond(StatusCode::INTERNAL_SERVER_ERROR, "not routed"));
+    };
+    let route = routed.route();
+    let length = match route.price {
+        PriceRule::PerKib { .. } => request.content_length(),
+        _ => None,
+    };
+    PriceFuture::ready(match route.price.price(length) {
+        Ok(None) => Priced::Free,
+        Ok(Some(atomic)) => match Amount::from_atomic(atomic) {
+            Ok(amount) => {
+                let mut price = Price::new(amount);
+                if let Some(description) = &route.description {
+                    price = price.with_description(description.as_str());
+                }
+                if route.settle == Settle::Before {
+                    price = price.with_order(SettlementOrder::BeforeHandler);
+                }
+                Priced::Charge(price)
+            }
+            Err(_) => respond(StatusCode::PAYLOAD_TOO_LARGE, "the price is out of range"),
+        },
+        Err(Unpriced::LengthRequired) => respond(
+            StatusCode::LENGTH_REQUIRED,
+            "this route is priced by the body's length: send Content-Length",
+        ),
+        Err(Unpriced::TooLarge { max_bytes }) => respond(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("this route takes bodies of at most {max_bytes} bytes"),
+        ),
+    })
+}
+
+fn respond(status: StatusCode, detail: &str) -> Priced {
+    Priced::Respond(problem_bytes(status, detail))
+}
+
+/// The service hyper runs for each connection from `remote`.
+pub fn service(
+    gateway: Gateway,
+    remote: SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<GatewayBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<GatewayBody>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |request| {
+        let gateway = gateway.clone();
+        async move { Ok(gateway.handle(request, remote).await) }
+    })
+}

@@ -1,0 +1,438 @@
+//! `paywall pay`: a local endpoint any agent sends its requests through, which pays their
+//! 402s from a key in the environment ([`PayingClient`] underneath: one payment per request,
+//! within a cap per payment and a budget).
+//!
+//! Two ways in, no TLS interception:
+//! - **`http://` origins, as an `HTTP_PROXY`**: `curl -x http://127.0.0.1:8490 http://api/…`
+//!   (the request line carries the absolute URL);
+//! - **any origin, as a forward endpoint**: the target URL is the path, as in
+//!   `http://127.0.0.1:8490/https://api.example.com/path?q=1`. `https://` origins go this way:
+//!   the TLS to the origin is the proxy's own, checked against the web's roots (and `--ca`).
+//!
+//! `CONNECT` is refused with that hint. `GET /_paywall/spend` answers what was spent, the
+//! budget and the payments made. Every payment is logged (amount, intent, method and URL) to
+//! standard output, and with `--log FILE` appended to it as a JSON line. Only loopback peers
+//! are served: anyone who can reach the endpoint spends from the key.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tower_paywall::client::{ClientError, PayingClient, Policy, payment};
+
+/// Where `paywall pay` listens by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8490";
+/// The largest request body taken (it is kept to be sent again with the payment).
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+/// The path that answers what was spent.
+pub const SPEND_PATH: &str = "/_paywall/spend";
+/// How many payments `/_paywall/spend` lists (the most recent).
+const LISTED: usize = 1000;
+
+type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// One payment made.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Paid {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The amount, in atomic units.
+    pub amount: String,
+    /// `x402/exact`, `mpp/charge` …
+    pub intent: String,
+    /// The network.
+    pub network: String,
+    /// The request's method.
+    pub method: String,
+    /// The URL paid for.
+    pub url: String,
+    /// The status it was answered with.
+    pub status: u16,
+    /// Whether the server answered with a receipt (the money moved). A payment without one
+    /// was signed and handed over, and still counts against the budget: the server may settle
+    /// it while it is valid, though one that answers an error usually does not.
+    pub receipt: bool,
+}
+
+/// The paying proxy (cheap to clone).
+#[derive(Clone)]
+pub struct PayProxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: PayingClient,
+    budget: Option<i128>,
+    max_per_payment: Option<i128>,
+    max_body: usize,
+    payments: Mutex<Vec<Paid>>,
+    log: Option<tokio::sync::Mutex<tokio::fs::File>>,
+    quiet: bool,
+}
+
+impl std::fmt::Debug for PayProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayProxy")
+            .field("budget", &self.inner.budget)
+            .field("max_per_payment", &self.inner.max_per_payment)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a paying proxy is made with.
+#[derive(Debug, Default)]
+pub struct PayOptions {
+    /// The most one payment may cost, in atomic units.
+    pub max_per_payment: Option<i128>,
+    /// The most paid in all, in atomic units.
+    pub budget: Option<i128>,
+    /// The largest request body taken.
+    pub max_body: Option<usize>,
+    /// A JSON-lines file each payment is appended to.
+    pub log: Option<PathBuf>,
+    /// Log payments to tracing only, not standard output.
+    pub quiet: bool,
+}
+
+impl PayProxy {
+    /// A proxy paying with `client` (built with its own policy: the cap and budget in
+    /// `options` are set on it by [`policy`]).
+    ///
+    /// # Errors
+    ///
+    /// When the log file cannot be opened.
+    pub async fn new(client: PayingClient, options: PayOptions) -> std::io::Result<PayProxy> {
+        let log = match &options.log {
+            Some(path) => Some(tokio::sync::Mutex::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await?,
+            )),
+            None => None,
+        };
+        Ok(PayProxy {
+            inner: Arc::new(Inner {
+                client,
+                budget: options.budget,
+                max_per_payment: options.max_per_payment,
+                max_body: options.max_body.unwrap_or(DEFAULT_MAX_BODY),
+                payments: Mutex::new(Vec::new()),
+                log,
+                quiet: options.quiet,
+            }),
+        })
+    }
+
+    /// What was spent, in atomic units.
+    pub fn spent(&self) -> i128 {
+        self.inner.client.spent()
+    }
+
+    /// Answers one request from `remote`.
+    pub async fn handle(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        if !remote.ip().is_loopback() {
+            return text(
+                StatusCode::FORBIDDEN,
+                "paywall pay serves loopback peers only",
+            );
+        }
+        if request.method() == Method::CONNECT {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "paywall pay does not intercept TLS: send https:// requests to \
+                 http://<this proxy>/https://host/path instead of through CONNECT",
+            );
+        }
+        if request.uri().scheme().is_none() && request.uri().path() == SPEND_PATH {
+            return self.spend();
+        }
+        let Some(url) = target(request.uri()) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "send http://host/path as a proxy request, or http://<this proxy>/https://host/path",
+            );
+        };
+        self.pay(request, url).await
+    }
+
+    /// `GET /_paywall/spend`.
+    fn spend(&self) -> Response<Body> {
+        let payments = self
+            .inner
+            .payments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let body = json!({
+            "spent": self.spent().to_string(),
+            "budget": self.inner.budget.map(|b| b.to_string()),
+            "maxPerPayment": self.inner.max_per_payment.map(|m| m.to_string()),
+            "payments": payments,
+        });
+        let mut response = Response::new(full(Bytes::from(body.to_string())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    async fn pay(&self, request: Request<Incoming>, url: reqwest::Url) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, self.inner.max_body).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than --max-body (it is kept to be sent again with the payment)",
+                );
+            }
+        };
+        let method = parts.method.clone();
+        let mut outgoing = reqwest::Request::new(parts.method, url.clone());
+        let mut headers = parts.headers;
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        headers.remove(header::HOST);
+        *outgoing.headers_mut() = headers;
+        if !body.is_empty() {
+            *outgoing.body_mut() = Some(reqwest::Body::from(body));
+        }
+        let response = match self.inner.client.execute(outgoing).await {
+            Ok(response) => response,
+            Err(error) => return refused(&error),
+        };
+        let status = response.status();
+        let paid = payment(&response).cloned();
+        let mut response = http::Response::from(response);
+        for name in HOP_BY_HOP {
+            response.headers_mut().remove(name);
+        }
+        if let Some(paid) = paid {
+            let record = Paid {
+                at: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs(),
+                amount: paid.amount.to_string(),
+                intent: paid.intent.to_string(),
+                network: paid.network.clone(),
+                method: method.to_string(),
+                url: url.to_string(),
+                status: status.as_u16(),
+                receipt: paid.receipt.is_some(),
+            };
+            self.record(record).await;
+            let headers = response.headers_mut();
+            if let Ok(amount) = HeaderValue::try_from(paid.amount.to_string()) {
+                headers.insert(HeaderName::from_static("paywall-paid"), amount);
+            }
+            if let Ok(intent) = HeaderValue::try_from(paid.intent.to_string()) {
+                headers.insert(HeaderName::from_static("paywall-paid-intent"), intent);
+            }
+        }
+        response.map(|body| body.map_err(Into::into).boxed_unsync())
+    }
+
+    async fn record(&self, paid: Paid) {
+        tracing::debug!(amount = %paid.amount, intent = %paid.intent, url = %paid.url, "paid");
+        if !self.inner.quiet {
+            println!(
+                "paid {} ({}) {} {} {} -> {}",
+                paid.amount, paid.network, paid.intent, paid.method, paid.url, paid.status
+            );
+        }
+        if let Some(log) = &self.inner.log {
+            let mut line = serde_json::to_vec(&paid).unwrap_or_default();
+            line.push(b'\n');
+            if let Err(error) = log.lock().await.write_all(&line).await {
+                tracing::error!(%error, "the payment log cannot be written");
+            }
+        }
+        let mut payments = self
+            .inner
+            .payments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if payments.len() == LISTED {
+            payments.remove(0);
+        }
+        payments.push(paid);
+    }
+}
+
+/// The HTTP client the proxy pays through: `tls`, HTTP/2 where offered, and no redirects
+/// followed (a 3xx goes back to the agent, which decides).
+///
+/// # Errors
+///
+/// When reqwest refuses the configuration.
+pub fn http_client(mut tls: rustls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// The client's policy for `options`: its cap per payment and budget.
+pub fn policy(options: &PayOptions) -> Policy {
+    let mut policy = Policy::default();
+    if let Some(cap) = options.max_per_payment {
+        policy = policy.max_per_payment(cap);
+    }
+    if let Some(budget) = options.budget {
+        policy = policy.budget(budget);
+    }
+    policy
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// The URL a request asks for: its absolute URI (proxy form), or the `http(s)://…` its path
+/// carries (forward form).
+fn target(uri: &http::Uri) -> Option<reqwest::Url> {
+    let text = if uri.scheme().is_some() {
+        uri.to_string()
+    } else {
+        let forward = uri.path_and_query()?.as_str().strip_prefix('/')?;
+        forward.to_owned()
+    };
+    let url = reqwest::Url::parse(&text).ok()?;
+    (matches!(url.scheme(), "http" | "https") && url.host().is_some()).then_some(url)
+}
+
+/// The answer to a request that was not paid.
+fn refused(error: &ClientError) -> Response<Body> {
+    let (status, reason) = match error {
+        ClientError::OverLimit { .. } => (StatusCode::PAYMENT_REQUIRED, "over-limit"),
+        ClientError::BudgetExceeded { .. } => (StatusCode::PAYMENT_REQUIRED, "budget"),
+        ClientError::NoAcceptableOffer(_) => (StatusCode::PAYMENT_REQUIRED, "no-offer"),
+        ClientError::Http(error) if error.is_timeout() => {
+            (StatusCode::GATEWAY_TIMEOUT, "unreachable")
+        }
+        _ => (StatusCode::BAD_GATEWAY, "failed"),
+    };
+    tracing::warn!(%error, reason, "not paid");
+    let mut response = text(status, &format!("paywall pay: {error}"));
+    response.headers_mut().insert(
+        HeaderName::from_static("paywall-refused"),
+        HeaderValue::from_static(reason),
+    );
+    response
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(format!("{message}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves `proxy` on `listener` until `shutdown` resolves.
+///
+/// # Errors
+///
+/// Never, today (accept errors are logged and waited out).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    proxy: PayProxy,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let proxy = proxy.clone();
+                let service = hyper::service::service_fn(move |request| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(request, remote).await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_come_from_the_proxy_form_or_the_path() {
+        let url = |uri: &str| target(&uri.parse().unwrap()).map(|url| url.to_string());
+        assert_eq!(
+            url("http://api.example/a?b=1"),
+            Some("http://api.example/a?b=1".into())
+        );
+        assert_eq!(
+            url("/https://api.example/a/b?c=1"),
+            Some("https://api.example/a/b?c=1".into())
+        );
+        assert_eq!(
+            url("/http://127.0.0.1:8480/w"),
+            Some("http://127.0.0.1:8480/w".into())
+        );
+        for bad in [
+            "/",
+            "/api.example/a",
+            "/ftp://api.example/a",
+            "/https://",
+            "/file:///etc/passwd",
+        ] {
+            assert_eq!(url(bad), None, "{bad}");
+        }
+    }
+}

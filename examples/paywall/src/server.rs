@@ -1,0 +1,160 @@
+//! Serving a [`Gateway`]: the accept loop (HTTP/1.1 and HTTP/2, a header deadline, graceful
+//! shutdown), the reload on `SIGHUP`, and the background reconciliation of payments whose
+//! settlement outcome is unknown.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::gateway::{Gateway, GatewayError};
+use crate::routes::{Routes, RoutesError};
+
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connections may take to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often payments whose settlement outcome is unknown are looked up on the ledger.
+const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
+
+/// Why a routes file was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// It cannot be read.
+    #[error("{0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// It is not a routes file.
+    #[error("{0}: {1}")]
+    Routes(PathBuf, RoutesError),
+    /// The gateway cannot serve it.
+    #[error("{0}: {1}")]
+    Gateway(PathBuf, GatewayError),
+}
+
+/// Reads and checks the routes file at `path`.
+///
+/// # Errors
+///
+/// [`LoadError::Read`] or [`LoadError::Routes`].
+pub fn read(path: &Path) -> Result<Routes, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.into(), e))?;
+    Routes::parse(&text).map_err(|e| LoadError::Routes(path.into(), e))
+}
+
+/// Reads the routes file at `path` again and serves it; a file that is not taken leaves the
+/// one served as it was.
+///
+/// # Errors
+///
+/// [`LoadError`], saying what is wrong with the file.
+pub fn reload(gateway: &Gateway, path: &Path) -> Result<usize, LoadError> {
+    let routes = read(path)?;
+    let count = routes.routes.len();
+    gateway
+        .reload(routes)
+        .map_err(|e| LoadError::Gateway(path.into(), e))?;
+    Ok(count)
+}
+
+/// Reloads the routes file at `path` on every `SIGHUP`, logging what happened.
+///
+/// # Errors
+///
+/// When the signal cannot be listened for.
+pub fn reload_on_hangup(gateway: Gateway, path: PathBuf) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match reload(&gateway, &path) {
+                Ok(count) => {
+                    tracing::info!(routes = count, file = %path.display(), "routes reloaded")
+                }
+                Err(error) => {
+                    tracing::error!(%error, "routes not reloaded: the previous ones stay");
+                    eprintln!("paywall: routes not reloaded, the previous ones stay: {error}");
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then lets connections finish.
+///
+/// # Errors
+///
+/// When accepting fails for good.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let reconcilers: Vec<_> = gateway
+        .layers()
+        .iter()
+        .map(|layer| tokio::spawn(layer.reconciler(RECONCILE_PERIOD)))
+        .collect();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors and the like: wait a little rather than spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = crate::gateway::service(gateway.clone(), remote);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at shutdown were dropped");
+    }
+    for reconciler in reconcilers {
+        reconciler.abort();
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or `SIGTERM`.
+pub async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

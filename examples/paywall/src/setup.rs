@@ -1,0 +1,304 @@
+//! Putting the payment side together: the schemes a gateway offers, from its settings and
+//! the ledger it reaches ([`Ledger`]: a real network's RPC and facilitator, or the sandbox's).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
+use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc, Sponsor};
+use tower_paywall::store::{ChannelStore, FileChannelStore};
+use tower_paywall::x402::{Exact, Facilitator, HttpFacilitator};
+use tower_paywall::{MemoryStore, PaymentScheme, PaymentStore};
+
+use crate::gateway::Payments;
+
+/// The most a sponsored `charge` transaction may cost in fees, in stroops.
+const SPONSOR_MAX_FEE: u32 = 1_000_000;
+
+/// What the payment side is set up from (`paywall serve`'s flags and environment).
+#[derive(Clone, Default)]
+pub struct Settings {
+    /// `testnet`, `pubnet` or a CAIP-2 id.
+    pub network: String,
+    /// Who is paid (`G…`).
+    pub pay_to: Option<String>,
+    /// The asset (`C…`; default: the network's USDC).
+    pub asset: Option<String>,
+    /// Soroban RPC, for MPP.
+    pub rpc_url: Option<String>,
+    /// The x402 facilitator (default: the hosted one of testnet and pubnet).
+    pub facilitator_url: Option<String>,
+    /// Its API key.
+    pub facilitator_api_key: Option<String>,
+    /// Turns x402 off.
+    pub no_x402: bool,
+    /// The MPP challenge secret (MPP is off without it).
+    pub mpp_secret: Option<String>,
+    /// The MPP realm (default: the public URL's host).
+    pub realm: Option<String>,
+    /// A funded account that pays `charge` fees (`S…`).
+    pub fee_payer_secret: Option<String>,
+    /// `pay_to`'s secret key: offers MPP `channel` (it closes channels).
+    pub channel_secret: Option<String>,
+    /// Where channel vouchers are kept (without Redis).
+    pub state_dir: PathBuf,
+    /// Redis: payments, channels and leases shared by every replica.
+    pub redis_url: Option<String>,
+    /// The gateway's public URL.
+    pub public_url: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("network", &self.network)
+            .field("pay_to", &self.pay_to)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the gateway reaches the ledger.
+#[derive(Clone)]
+pub struct Ledger {
+    /// The network.
+    pub network: Network,
+    /// Soroban RPC, for MPP.
+    pub rpc: Option<Arc<dyn SorobanRpc>>,
+    /// The x402 facilitator.
+    pub facilitator: Option<Arc<dyn Facilitator>>,
+}
+
+/// Why the payment side could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A setting is missing or wrong.
+    #[error("{name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A scheme or store refused its settings.
+    #[error("payment setup: {0}")]
+    Payment(String),
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> SetupError {
+    SetupError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+fn payment(error: impl std::fmt::Display) -> SetupError {
+    SetupError::Payment(error.to_string())
+}
+
+/// The network `name` names.
+///
+/// # Errors
+///
+/// [`SetupError::Invalid`] for an unknown one.
+pub fn network(name: &str) -> Result<Network, SetupError> {
+    match name {
+        "testnet" => Ok(Network::testnet()),
+        "pubnet" | "mainnet" => Ok(Network::pubnet()),
+        other => Network::from_caip2(other).map_err(|error| invalid("network", error.to_string())),
+    }
+}
+
+/// The ledger of a real deployment: the configured RPC and facilitator.
+///
+/// # Errors
+///
+/// [`SetupError`] for a bad network, RPC URL or facilitator URL.
+pub fn ledger(settings: &Settings) -> Result<Ledger, SetupError> {
+    let network = network(&settings.network)?;
+    let rpc = match &settings.rpc_url {
+        Some(url) => Some(Arc::new(
+            JsonRpcClient::builder(url.clone())
+                .build()
+                .map_err(payment)?,
+        ) as Arc<dyn SorobanRpc>),
+        None => None,
+    };
+    let facilitator = if settings.no_x402 {
+        None
+    } else {
+        let url = match &settings.facilitator_url {
+            Some(url) => url.clone(),
+            None => default_facilitator(&network)
+                .ok_or_else(|| invalid("facilitator-url", "no default for this network"))?
+                .to_owned(),
+        };
+        let mut builder = HttpFacilitator::builder(url);
+        if let Some(key) = &settings.facilitator_api_key {
+            builder = builder.api_key(key.clone());
+        }
+        Some(Arc::new(builder.build().map_err(payment)?) as Arc<dyn Facilitator>)
+    };
+    Ok(Ledger {
+        network,
+        rpc,
+        facilitator,
+    })
+}
+
+/// The hosted OpenZeppelin facilitator of `network`.
+fn default_facilitator(network: &Network) -> Option<&'static str> {
+    match network.caip2() {
+        "stellar:testnet" => Some("https://channels.openzeppelin.com/x402/testnet"),
+        "stellar:pubnet" => Some("https://channels.openzeppelin.com/x402"),
+        _ => None,
+    }
+}
+
+/// The payment side, and the channel scheme when there is one (the sandbox adds its demo
+/// channel to it).
+pub struct Built {
+    /// What the gateway sells through.
+    pub payments: Payments,
+    /// MPP `channel`.
+    pub channel: Option<Arc<StellarChannel>>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("payments", &self.payments)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the schemes `settings` ask for over `ledger`.
+///
+/// # Errors
+///
+/// [`SetupError`] for a missing or wrong setting.
+pub async fn payments(settings: &Settings, ledger: &Ledger) -> Result<Built, SetupError> {
+    let network = ledger.network.clone();
+    let pay_to: Address = settings
+        .pay_to
+        .as_deref()
+        .ok_or_else(|| invalid("pay-to", "who is paid must be set (PAYWALL_PAY_TO)"))?
+        .parse()
+        .map_err(|_| invalid("pay-to", "not a Stellar address"))?;
+    let asset: Address = match &settings.asset {
+        Some(asset) => asset
+            .parse()
+            .map_err(|_| invalid("asset", "not a contract address"))?,
+        None => network
+            .usdc()
+            .ok_or_else(|| invalid("asset", "this network has no default USDC: set --asset"))?,
+    };
+    let redis = match &settings.redis_url {
+        Some(url) => Some(
+            tower_paywall::store::redis::RedisStore::connect(url, "paywall")
+                .await
+                .map_err(payment)?,
+        ),
+        None => None,
+    };
+    let exact = match &ledger.facilitator {
+        Some(facilitator) if !settings.no_x402 => {
+            let mut exact =
+                Exact::builder_shared(network.clone(), pay_to, facilitator.clone()).asset(asset);
+            if let Some(rpc) = &ledger.rpc {
+                exact = exact.rpc(rpc.clone());
+            }
+            Some(Arc::new(exact.build().map_err(payment)?))
+        }
+        _ => None,
+    };
+    let mut charge = None;
+    let mut channel = None;
+    if let Some(secret) = &settings.mpp_secret {
+        let rpc = ledger
+            .rpc
+            .clone()
+            .ok_or_else(|| invalid("rpc-url", "MPP needs a Soroban RPC URL"))?;
+        let keys = || -> Result<ChallengeKeys, SetupError> {
+            let secret = ChallengeSecret::new(secret.as_bytes().to_vec())
+                .map_err(|error| invalid("mpp-secret", error.to_string()))?;
+            Ok(ChallengeKeys::new(secret))
+        };
+        let realm = settings.realm.clone().unwrap_or_else(|| {
+            settings
+                .public_url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|uri| uri.host().map(str::to_owned))
+                .unwrap_or_else(|| "paywall".into())
+        });
+        let mut builder = StellarCharge::builder(network.clone(), pay_to, rpc.clone(), keys()?)
+            .currency(asset)
+            .realm(realm.clone());
+        if let Some(fee_payer) = &settings.fee_payer_secret {
+            let account: Keypair = fee_payer
+                .parse()
+                .map_err(|_| invalid("fee-payer-secret", "not a secret key (S…)"))?;
+            let sponsor = Sponsor::new(
+                rpc.clone(),
+                network.clone(),
+                vec![account],
+                None,
+                SPONSOR_MAX_FEE,
+            )
+            .map_err(payment)?;
+            builder = builder.sponsor(Arc::new(sponsor));
+        }
+        charge = Some(Arc::new(builder.build().map_err(payment)?) as Arc<dyn PaymentScheme>);
+        if let Some(recipient) = &settings.channel_secret {
+            let recipient: Keypair = recipient
+                .parse()
+                .map_err(|_| invalid("channel-secret", "not a secret key (S…)"))?;
+            if recipient.address() != pay_to {
+                return Err(invalid(
+                    "channel-secret",
+                    "it must be the secret key of pay-to",
+                ));
+            }
+            let vouchers: Arc<dyn ChannelStore> = match &redis {
+                Some(redis) => Arc::new(redis.channel_store()),
+                None => Arc::new(FileChannelStore::open(&settings.state_dir).map_err(payment)?),
+            };
+            let mut builder =
+                StellarChannel::builder(network.clone(), recipient, rpc, keys()?, vouchers)
+                    .currency(asset)
+                    .realm(realm);
+            if let Some(redis) = &redis {
+                builder = builder.leases(Arc::new(redis.leases()));
+            }
+            let scheme = Arc::new(builder.build().map_err(payment)?);
+            scheme.resume().await.map_err(payment)?;
+            channel = Some(scheme);
+        }
+    }
+    if exact.is_none() && charge.is_none() {
+        return Err(invalid(
+            "mpp-secret",
+            "nothing to sell with: x402 is off and MPP has no secret (PAYWALL_MPP_SECRET)",
+        ));
+    }
+    let store: Arc<dyn PaymentStore> = match &redis {
+        Some(redis) => Arc::new(redis.payment_store()),
+        None => Arc::new(MemoryStore::new()),
+    };
+    Ok(Built {
+        payments: Payments {
+            network,
+            asset,
+            pay_to,
+            exact,
+            charge,
+            channel: channel
+                .clone()
+                .map(|channel| channel as Arc<dyn PaymentScheme>),
+            store,
+            public_url: settings.public_url.clone(),
+        },
+        channel,
+    })
+}

@@ -1,0 +1,548 @@
+//! The gateway on a sandbox ledger (the real Soroban host, our facilitator), in front of an
+//! upstream written here with axum that records what it receives and checks the payer
+//! headers' signature with the shared secret. Payers are `PayingClient`s of the demo wallets;
+//! what moved is read from the ledger.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use http::{HeaderMap, Request, StatusCode};
+use paywall::dev::{DevOptions, DevStack, start};
+use paywall::payer::{self, UpstreamSecret};
+use paywall::routes::Routes;
+use paywall::server;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_paywall::Intent;
+use tower_paywall::client::{PayingClient, Policy, payment};
+use tower_paywall::stellar::{Keypair, Network, SorobanRpc};
+
+/// What the upstream received: the path and query, the headers, the body's length.
+#[derive(Clone, Debug)]
+struct Seen {
+    path: String,
+    headers: HeaderMap,
+    bytes: usize,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// An upstream on loopback: `/fail` answers 500, `/slow` after 3 s; anything else 200 with
+/// the payer it verified (`null` for an unpaid request) and the body's length.
+async fn upstream(secret: String) -> (String, Log) {
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    let secret = UpstreamSecret::new(secret.into_bytes()).unwrap();
+    let app = axum::Router::new().fallback(move |request: Request<Body>| {
+        let seen = seen.clone();
+        let secret = secret.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let path = parts.uri.path_and_query().unwrap().as_str().to_owned();
+            seen.lock().unwrap().push(Seen {
+                path: path.clone(),
+                headers: parts.headers.clone(),
+                bytes: body.len(),
+            });
+            let payer = match parts.headers.get(payer::PAYER) {
+                None => Value::Null,
+                Some(_) => {
+                    let verified = payer::verify(
+                        &parts.headers,
+                        parts.method.as_str(),
+                        &path,
+                        &secret,
+                        SystemTime::now(),
+                        Duration::from_secs(300),
+                    );
+                    match verified {
+                        Ok(payer) => json!(payer),
+                        Err(error) => {
+                            return (StatusCode::UNAUTHORIZED, error.to_string());
+                        }
+                    }
+                }
+            };
+            match parts.uri.path() {
+                "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "failed".to_owned()),
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    (StatusCode::OK, "slow".to_owned())
+                }
+                _ => {
+                    let answer = json!({"payer": payer, "bytes": body.len()});
+                    (StatusCode::OK, answer.to_string())
+                }
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, log)
+}
+
+const SECRET: &str = "a secret shared with the upstream, 32 bytes or more";
+
+fn routes(upstream: &str) -> String {
+    format!(
+        r#"
+upstream = "{upstream}"
+title = "test service"
+
+[[route]]
+method = "GET"
+path = "/weather/{{city}}"
+price = "0.001"
+description = "Today's weather"
+
+[[route]]
+method = "POST"
+path = "/upload"
+price = {{ base = "0.001", per_kib = "0.0001", max_bytes = 4096 }}
+
+[[route]]
+path = "/fail"
+price = "0.001"
+
+[[route]]
+path = "/slow"
+price = "0.001"
+
+[[route]]
+path = "/before/{{x}}"
+price = "0.002"
+settle = "before"
+
+[[route]]
+method = "GET"
+path = "/channel"
+price = "0.001"
+intents = ["channel"]
+
+[[route]]
+path = "/free/*"
+price = "free"
+"#
+    )
+}
+
+struct World {
+    stack: DevStack,
+    url: String,
+    log: Log,
+    upstream: String,
+}
+
+async fn world() -> World {
+    // The plain reqwest clients of these tests use the ring provider, as the crate does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (upstream, log) = upstream(SECRET.to_owned()).await;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let options = DevOptions {
+        listen: loopback,
+        rpc_listen: loopback,
+        facilitator_listen: loopback,
+        wallets: 2,
+        ledger_period: Duration::from_millis(200),
+        upstream_secret: Some(SECRET.to_owned()),
+        upstream_timeout: Duration::from_secs(1),
+    };
+    let routes = Routes::parse(&routes(&upstream)).unwrap();
+    let mut stack = start(&options, routes).await.unwrap();
+    let url = stack.selling.url.clone();
+    let listener = std::mem::replace(
+        &mut stack.selling.listener,
+        tokio::net::TcpListener::bind(loopback).await.unwrap(),
+    );
+    let gateway = stack.selling.gateway.clone();
+    tokio::spawn(server::serve(listener, gateway, std::future::pending()));
+    World {
+        stack,
+        url,
+        log,
+        upstream,
+    }
+}
+
+impl World {
+    fn payer(&self, n: usize, prefer: Intent) -> PayingClient {
+        PayingClient::builder(
+            self.wallet(n).clone(),
+            Arc::new(self.stack.sandbox.clone()) as Arc<dyn SorobanRpc>,
+            Network::testnet(),
+        )
+        .policy(
+            Policy::default()
+                .prefer([prefer])
+                .max_per_payment(10_000_000),
+        )
+        .build()
+        .unwrap()
+    }
+
+    fn wallet(&self, n: usize) -> &Keypair {
+        &self.stack.selling.wallets[n]
+    }
+
+    async fn balance(&self, who: &Keypair) -> i128 {
+        let usdc = self.stack.sandbox.usdc();
+        self.stack
+            .sandbox
+            .balance(&usdc, &who.address())
+            .await
+            .unwrap()
+    }
+
+    async fn balances(&self, n: usize) -> (i128, i128) {
+        (
+            self.balance(self.wallet(n)).await,
+            self.balance(&self.stack.selling.pay_to).await,
+        )
+    }
+
+    /// Lets the ledger close a few times, so that a settlement under way would have landed.
+    async fn settle_time(&self) {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+
+    fn last_seen(&self) -> Seen {
+        self.log.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x402_and_mpp_charge_each_pay_and_the_upstream_sees_the_signed_payer() {
+    let world = world().await;
+    let payer = world.wallet(0).address().to_string();
+    for (intent, name) in [
+        (Intent::X402_EXACT, "x402/exact"),
+        (Intent::MPP_CHARGE, "mpp/charge"),
+    ] {
+        let before = world.balances(0).await;
+        let response = world
+            .payer(0, intent)
+            .get(format!("{}/weather/paris?units=c", world.url))
+            // A payer header of the client's own never reaches the upstream.
+            .header("Paywall-Payer", "GFORGEDFORGEDFORGED")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{name}");
+        let paid = payment(&response).unwrap().clone();
+        assert_eq!(paid.amount, 10_000);
+        assert!(paid.receipt.is_some(), "{name}: a receipt");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["payer"], json!(payer), "{name}: the verified payer");
+        let seen = world.last_seen();
+        assert_eq!(seen.path, "/weather/paris?units=c");
+        assert_eq!(seen.headers[payer::INTENT], name);
+        assert_eq!(seen.headers[payer::AMOUNT], "10000");
+        assert_eq!(seen.headers[payer::PAYMENT].len(), 64);
+        assert_eq!(seen.headers.get_all(payer::PAYER).iter().count(), 1);
+        // The credential stays at the gateway.
+        for header in ["payment-signature", "x-payment", "authorization"] {
+            assert!(
+                seen.headers.get(header).is_none(),
+                "{name}: {header} forwarded"
+            );
+        }
+        let after = world.balances(0).await;
+        assert_eq!(after.0, before.0 - 10_000, "{name}: the payer paid once");
+        assert_eq!(
+            after.1,
+            before.1 + 10_000,
+            "{name}: the gateway's payee got it"
+        );
+    }
+    // A free route: no payer headers, and the client's own are removed.
+    let free = reqwest::Client::new()
+        .get(format!("{}/free/a/b", world.url))
+        .header("Paywall-Payer", "GFORGED")
+        .header("Paywall-Signature", "t=1,v1=00")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(free.status(), StatusCode::OK);
+    let body: Value = free.json().await.unwrap();
+    assert_eq!(body["payer"], Value::Null);
+    let seen = world.last_seen();
+    assert!(
+        seen.headers
+            .keys()
+            .all(|name| !name.as_str().starts_with("paywall-"))
+    );
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_timeouts_and_absence_are_not_charged() {
+    let world = world().await;
+    let client = world.payer(0, Intent::X402_EXACT);
+    let charge = world.payer(0, Intent::MPP_CHARGE);
+    let before = world.balances(0).await;
+    for (client, path, status) in [
+        (&client, "/fail", StatusCode::INTERNAL_SERVER_ERROR),
+        (&charge, "/fail", StatusCode::INTERNAL_SERVER_ERROR),
+        (&client, "/slow", StatusCode::GATEWAY_TIMEOUT),
+    ] {
+        let response = client
+            .get(format!("{}{path}", world.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert!(
+            response.headers().get("payment-response").is_none()
+                && response.headers().get("payment-receipt").is_none(),
+            "{path}: no receipt"
+        );
+    }
+    // The upstream goes away: the next file names a port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let gateway = &world.stack.selling.gateway;
+    gateway
+        .reload(Routes::parse(&routes(&gone)).unwrap())
+        .unwrap();
+    let response = client
+        .get(format!("{}/weather/rome", world.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["detail"], "the upstream cannot be reached");
+    world.settle_time().await;
+    assert_eq!(world.balances(0).await, before, "nothing moved");
+    // Back to the upstream: paid and charged once.
+    gateway
+        .reload(Routes::parse(&routes(&world.upstream)).unwrap())
+        .unwrap();
+    let response = client
+        .get(format!("{}/weather/rome", world.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(world.balances(0).await.0, before.0 - 10_000);
+}
+
+/// Sends `request` as written on a fresh connection and reads the status and the body.
+async fn raw(url: &str, request: &str) -> (u16, String) {
+    let address = url.strip_prefix("http://").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_by_length_refuse_chunked_and_oversized_bodies_and_charge_by_the_kib() {
+    let world = world().await;
+    let seen_before = world.log.lock().unwrap().len();
+    // Chunked: no length to price by.
+    let (status, body) = raw(
+        &world.url,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 411, "{body}");
+    assert!(body.contains("Content-Length"), "{body}");
+    // Larger than the route sells: refused before a 402, the body unread.
+    let (status, body) = raw(
+        &world.url,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4097\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("4096"), "{body}");
+    assert_eq!(
+        world.log.lock().unwrap().len(),
+        seen_before,
+        "nothing went upstream"
+    );
+    // 3 000 bytes: the base and three KiB begun, 0.0013 USDC.
+    let before = world.balances(0).await;
+    let response = world
+        .payer(0, Intent::X402_EXACT)
+        .post(format!("{}/upload", world.url))
+        .body(vec![7u8; 3000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(payment(&response).unwrap().amount, 13_000);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["bytes"], 3000);
+    assert_eq!(world.balances(0).await.0, before.0 - 13_000);
+    // A free route streams a chunked body through whole.
+    let (status, body) = raw(
+        &world.url,
+        "POST /free/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(world.last_seen().bytes, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_settled_before_gives_the_upstream_the_transaction() {
+    let world = world().await;
+    let before = world.balances(1).await;
+    let response = world
+        .payer(1, Intent::X402_EXACT)
+        .get(format!("{}/before/x", world.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = world.last_seen();
+    let reference = seen.headers[payer::REFERENCE].to_str().unwrap().to_owned();
+    assert_eq!(reference.len(), 64, "a transaction hash: {reference}");
+    assert!(reference.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(world.balances(1).await.0, before.0 - 20_000);
+    // Settled before, so an upstream failure after it is the payer's: the route says so.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_documents_describe_the_routes_and_a_bad_reload_keeps_them() {
+    let world = world().await;
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{}{path}", world.url);
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(response.headers()["cache-control"], "public, max-age=300");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let usdc = world.stack.sandbox.usdc().to_string();
+    let openapi = get("/openapi.json").await;
+    assert_eq!(openapi["openapi"], "3.1.0");
+    assert_eq!(openapi["info"]["title"], "test service");
+    let weather = &openapi["paths"]["/weather/{city}"]["get"];
+    assert_eq!(
+        weather["x-payment-info"],
+        json!({"offers": [{"intent": "charge", "method": "stellar", "amount": "10000",
+                          "currency": usdc, "description": "Today's weather"}]})
+    );
+    assert!(weather["responses"]["402"].is_object());
+    assert_eq!(weather["parameters"][0]["name"], "city");
+    let upload = &openapi["paths"]["/upload"]["post"];
+    assert_eq!(upload["x-payment-info"]["offers"][0]["amount"], Value::Null);
+    assert!(upload["responses"]["411"].is_object() && upload["responses"]["413"].is_object());
+    let channel = &openapi["paths"]["/channel"]["get"];
+    assert_eq!(channel["x-payment-info"]["offers"][0]["intent"], "session");
+    let free = &openapi["paths"]["/free/{rest}"]["get"];
+    assert!(free.get("x-payment-info").is_none() && free["responses"].get("402").is_none());
+
+    let index = get("/.well-known/x402.json").await;
+    assert_eq!(index["x402Version"], 2);
+    let items = index["items"].as_array().unwrap();
+    let weather = items
+        .iter()
+        .find(|item| item["input"]["routeTemplate"] == "/weather/:city")
+        .unwrap();
+    assert_eq!(
+        weather["resource"]["url"],
+        format!("{}/weather/:city", world.url)
+    );
+    assert_eq!(weather["input"]["method"], "GET");
+    let accepts = &weather["accepts"][0];
+    assert_eq!(accepts["scheme"], "exact");
+    assert_eq!(accepts["amount"], "10000");
+    assert_eq!(accepts["asset"], usdc);
+    assert_eq!(
+        accepts["payTo"],
+        world.stack.selling.pay_to.address().to_string()
+    );
+    // Only x402 routes: not the channel's, not the free one.
+    assert_eq!(items.len(), 5, "{items:#?}");
+    let list = get("/.well-known/x402").await;
+    assert_eq!(list["version"], 1);
+    assert_eq!(list["resources"].as_array().unwrap().len(), 5);
+
+    // A reload that fails leaves the routes served as they were.
+    let dir = std::env::temp_dir().join(format!("paywall-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("routes.toml");
+    std::fs::write(
+        &file,
+        "upstream = \"http://u\"\n[[route]]\npath = \"/x\"\nprice = \"abc\"\n",
+    )
+    .unwrap();
+    let gateway = &world.stack.selling.gateway;
+    let error = server::reload(gateway, &file).unwrap_err().to_string();
+    assert!(error.contains("route 1 (/x): price \"abc\""), "{error}");
+    assert_eq!(get("/openapi.json").await, openapi);
+    // A good one is served at once, discovery included.
+    let cheaper = routes(&world.upstream).replace(
+        "price = \"0.001\"\ndescription",
+        "price = \"0.0005\"\ndescription",
+    );
+    std::fs::write(&file, cheaper).unwrap();
+    assert_eq!(server::reload(gateway, &file).unwrap(), 7);
+    let openapi = get("/openapi.json").await;
+    let offer = &openapi["paths"]["/weather/{city}"]["get"]["x-payment-info"]["offers"][0];
+    assert_eq!(offer["amount"], "5000");
+    let response = world
+        .payer(0, Intent::X402_EXACT)
+        .get(format!("{}/weather/oslo", world.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(payment(&response).unwrap().amount, 5_000);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_no_route_sells_or_that_read_as_another_are_refused_before_any_payment() {
+    let world = world().await;
+    // Without a catch-all, what no route sells is not reachable.
+    let gateway = &world.stack.selling.gateway;
+    let narrow = routes(&world.upstream).replace("path = \"/free/*\"", "path = \"/free/{one}\"");
+    gateway.reload(Routes::parse(&narrow).unwrap()).unwrap();
+    let seen_before = world.log.lock().unwrap().len();
+    for (path, status) in [
+        ("/other", 404),
+        ("/free/a/b", 404),
+        ("/free/../weather/paris", 400),
+        ("/free/%2e%2e/weather/paris", 400),
+        ("/free%2fx", 400),
+        ("//weather/paris", 400),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (got, body) = raw(&world.url, &request).await;
+        assert_eq!(got, status, "{path}: {body}");
+    }
+    // Another spelling of a sold path is sold at its price.
+    let (status, _) = raw(
+        &world.url,
+        "GET /we%61ther/paris HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        world.log.lock().unwrap().len(),
+        seen_before,
+        "nothing went upstream"
+    );
+}
