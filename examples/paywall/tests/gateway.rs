@@ -8,15 +8,15 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use http::{HeaderMap, Request, StatusCode};
-use paywall::dev::{DevOptions, DevStack, start};
+mod support;
+
 use paywall::payer::{self, UpstreamSecret};
 use paywall::routes::Routes;
 use paywall::server;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{World, raw};
 use tower_paywall::Intent;
-use tower_paywall::client::{PayingClient, Policy, payment};
-use tower_paywall::stellar::{Keypair, Network, SorobanRpc};
+use tower_paywall::client::payment;
 
 /// What the upstream received: the path and query, the headers, the body's length.
 #[derive(Clone, Debug)]
@@ -129,93 +129,19 @@ price = "free"
     )
 }
 
-struct World {
-    stack: DevStack,
-    url: String,
-    log: Log,
-    upstream: String,
-}
-
-async fn world() -> World {
-    // The plain reqwest clients of these tests use the ring provider, as the crate does.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+async fn world() -> (World, Log) {
     let (upstream, log) = upstream(SECRET.to_owned()).await;
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let options = DevOptions {
-        listen: loopback,
-        rpc_listen: loopback,
-        facilitator_listen: loopback,
-        wallets: 2,
-        ledger_period: Duration::from_millis(200),
-        upstream_secret: Some(SECRET.to_owned()),
-        upstream_timeout: Duration::from_secs(1),
-    };
-    let routes = Routes::parse(&routes(&upstream)).unwrap();
-    let mut stack = start(&options, routes).await.unwrap();
-    let url = stack.selling.url.clone();
-    let listener = std::mem::replace(
-        &mut stack.selling.listener,
-        tokio::net::TcpListener::bind(loopback).await.unwrap(),
-    );
-    let gateway = stack.selling.gateway.clone();
-    tokio::spawn(server::serve(listener, gateway, std::future::pending()));
-    World {
-        stack,
-        url,
-        log,
-        upstream,
-    }
+    let world = World::start(&routes(&upstream), &upstream, SECRET, 2).await;
+    (world, log)
 }
 
-impl World {
-    fn payer(&self, n: usize, prefer: Intent) -> PayingClient {
-        PayingClient::builder(
-            self.wallet(n).clone(),
-            Arc::new(self.stack.sandbox.clone()) as Arc<dyn SorobanRpc>,
-            Network::testnet(),
-        )
-        .policy(
-            Policy::default()
-                .prefer([prefer])
-                .max_per_payment(10_000_000),
-        )
-        .build()
-        .unwrap()
-    }
-
-    fn wallet(&self, n: usize) -> &Keypair {
-        &self.stack.selling.wallets[n]
-    }
-
-    async fn balance(&self, who: &Keypair) -> i128 {
-        let usdc = self.stack.sandbox.usdc();
-        self.stack
-            .sandbox
-            .balance(&usdc, &who.address())
-            .await
-            .unwrap()
-    }
-
-    async fn balances(&self, n: usize) -> (i128, i128) {
-        (
-            self.balance(self.wallet(n)).await,
-            self.balance(&self.stack.selling.pay_to).await,
-        )
-    }
-
-    /// Lets the ledger close a few times, so that a settlement under way would have landed.
-    async fn settle_time(&self) {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-    }
-
-    fn last_seen(&self) -> Seen {
-        self.log.lock().unwrap().last().cloned().unwrap()
-    }
+fn last_seen(log: &Log) -> Seen {
+    log.lock().unwrap().last().cloned().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x402_and_mpp_charge_each_pay_and_the_upstream_sees_the_signed_payer() {
-    let world = world().await;
+    let (world, log) = world().await;
     let payer = world.wallet(0).address().to_string();
     for (intent, name) in [
         (Intent::X402_EXACT, "x402/exact"),
@@ -236,7 +162,7 @@ async fn x402_and_mpp_charge_each_pay_and_the_upstream_sees_the_signed_payer() {
         assert!(paid.receipt.is_some(), "{name}: a receipt");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["payer"], json!(payer), "{name}: the verified payer");
-        let seen = world.last_seen();
+        let seen = last_seen(&log);
         assert_eq!(seen.path, "/weather/paris?units=c");
         assert_eq!(seen.headers[payer::INTENT], name);
         assert_eq!(seen.headers[payer::AMOUNT], "10000");
@@ -268,7 +194,7 @@ async fn x402_and_mpp_charge_each_pay_and_the_upstream_sees_the_signed_payer() {
     assert_eq!(free.status(), StatusCode::OK);
     let body: Value = free.json().await.unwrap();
     assert_eq!(body["payer"], Value::Null);
-    let seen = world.last_seen();
+    let seen = last_seen(&log);
     assert!(
         seen.headers
             .keys()
@@ -279,7 +205,7 @@ async fn x402_and_mpp_charge_each_pay_and_the_upstream_sees_the_signed_payer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_errors_timeouts_and_absence_are_not_charged() {
-    let world = world().await;
+    let (world, log) = world().await;
     let client = world.payer(0, Intent::X402_EXACT);
     let charge = world.payer(0, Intent::MPP_CHARGE);
     let before = world.balances(0).await;
@@ -300,6 +226,14 @@ async fn upstream_errors_timeouts_and_absence_are_not_charged() {
             "{path}: no receipt"
         );
     }
+    // Both failures were the upstream's answers to verified payments.
+    let failed = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|seen| seen.path == "/fail")
+        .count();
+    assert_eq!(failed, 2);
     // The upstream goes away: the next file names a port nothing listens on.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gone = format!("http://{}", closed.local_addr().unwrap());
@@ -331,30 +265,10 @@ async fn upstream_errors_timeouts_and_absence_are_not_charged() {
     assert_eq!(world.balances(0).await.0, before.0 - 10_000);
 }
 
-/// Sends `request` as written on a fresh connection and reads the status and the body.
-async fn raw(url: &str, request: &str) -> (u16, String) {
-    let address = url.strip_prefix("http://").unwrap();
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prices_by_length_refuse_chunked_and_oversized_bodies_and_charge_by_the_kib() {
-    let world = world().await;
-    let seen_before = world.log.lock().unwrap().len();
+    let (world, log) = world().await;
+    let seen_before = log.lock().unwrap().len();
     // Chunked: no length to price by.
     let (status, body) = raw(
         &world.url,
@@ -372,7 +286,7 @@ async fn prices_by_length_refuse_chunked_and_oversized_bodies_and_charge_by_the_
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("4096"), "{body}");
     assert_eq!(
-        world.log.lock().unwrap().len(),
+        log.lock().unwrap().len(),
         seen_before,
         "nothing went upstream"
     );
@@ -397,12 +311,12 @@ async fn prices_by_length_refuse_chunked_and_oversized_bodies_and_charge_by_the_
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(world.last_seen().bytes, 11);
+    assert_eq!(last_seen(&log).bytes, 11);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_settled_before_gives_the_upstream_the_transaction() {
-    let world = world().await;
+    let (world, log) = world().await;
     let before = world.balances(1).await;
     let response = world
         .payer(1, Intent::X402_EXACT)
@@ -411,7 +325,7 @@ async fn a_route_settled_before_gives_the_upstream_the_transaction() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let seen = world.last_seen();
+    let seen = last_seen(&log);
     let reference = seen.headers[payer::REFERENCE].to_str().unwrap().to_owned();
     assert_eq!(reference.len(), 64, "a transaction hash: {reference}");
     assert!(reference.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -421,7 +335,7 @@ async fn a_route_settled_before_gives_the_upstream_the_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_documents_describe_the_routes_and_a_bad_reload_keeps_them() {
-    let world = world().await;
+    let (world, _log) = world().await;
     let http = reqwest::Client::new();
     let get = |path: &'static str| {
         let http = http.clone();
@@ -515,12 +429,12 @@ async fn discovery_documents_describe_the_routes_and_a_bad_reload_keeps_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_no_route_sells_or_that_read_as_another_are_refused_before_any_payment() {
-    let world = world().await;
+    let (world, log) = world().await;
     // Without a catch-all, what no route sells is not reachable.
     let gateway = &world.stack.selling.gateway;
     let narrow = routes(&world.upstream).replace("path = \"/free/*\"", "path = \"/free/{one}\"");
     gateway.reload(Routes::parse(&narrow).unwrap()).unwrap();
-    let seen_before = world.log.lock().unwrap().len();
+    let seen_before = log.lock().unwrap().len();
     for (path, status) in [
         ("/other", 404),
         ("/free/a/b", 404),
@@ -541,7 +455,7 @@ async fn paths_no_route_sells_or_that_read_as_another_are_refused_before_any_pay
     .await;
     assert_eq!(status, 402);
     assert_eq!(
-        world.log.lock().unwrap().len(),
+        log.lock().unwrap().len(),
         seen_before,
         "nothing went upstream"
     );

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use stoka::clock::{Clock, ManualClock, SystemClock};
 use stoka::dev::{DevOptions, DevStack, start_on};
 use stoka::storage::Storage;
@@ -18,6 +17,11 @@ use tower_paywall::stellar::Network;
 /// The mppx lines the interop package installs (shared with the library's interop tests).
 #[path = "../../../../tests/support/mppx.rs"]
 pub mod mppx;
+/// Running the interop package's node scripts (shared with paywall's interop tests).
+#[path = "../../../../tests/support/node.rs"]
+mod node_scripts;
+#[allow(unused_imports)]
+pub use node_scripts::{interop_enabled, node, workspace};
 
 /// A running stack and stoka's URL.
 pub struct Stack {
@@ -95,49 +99,6 @@ pub fn payer(dev: &DevStack, n: usize, prefer: Intent) -> PayingClient {
     )
     .build()
     .unwrap()
-}
-
-/// Whether the tests that need the node package run (`scripts/test` sets
-/// `TOWER_PAYWALL_INTEROP` after `npm ci`, in a loopback-only network namespace).
-pub fn interop_enabled() -> bool {
-    let on = std::env::var_os("TOWER_PAYWALL_INTEROP").is_some();
-    if !on {
-        eprintln!("this test runs from scripts/test (it needs the node package); skipped");
-    }
-    on
-}
-
-/// The repository's root.
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs `tests/interop/<script>` with `env` (5 minutes at most) and returns the JSON of its
-/// last line.
-pub async fn node(script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
-    let mut command = tokio::process::Command::new("node");
-    command
-        .arg(script)
-        .current_dir(workspace().join("tests/interop"))
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(300), command.output())
-        .await
-        .expect("the script finishes within 5 minutes")
-        .expect("node runs (scripts/test installs the package)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}"
-    );
-    if !stderr.trim().is_empty() {
-        eprintln!("{script} wrote to stderr: {stderr}");
-    }
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|_| panic!("{script} printed {stdout}\n{stderr}"))
 }
 
 /// `stoka serve` with `env`, once it answers on `url`.
