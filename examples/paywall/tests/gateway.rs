@@ -3,86 +3,16 @@
 //! headers' signature with the shared secret. Payers are `PayingClient`s of the demo wallets;
 //! what moved is read from the ledger.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-
-use axum::body::Body;
-use http::{HeaderMap, Request, StatusCode};
 mod support;
 
-use paywall::payer::{self, UpstreamSecret};
+use http::StatusCode;
+use paywall::payer;
 use paywall::routes::Routes;
 use paywall::server;
 use serde_json::{Value, json};
-use support::{World, raw};
+use support::{Log, Seen, World, raw, upstream};
 use tower_paywall::Intent;
 use tower_paywall::client::payment;
-
-/// What the upstream received: the path and query, the headers, the body's length.
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    headers: HeaderMap,
-    bytes: usize,
-}
-
-type Log = Arc<Mutex<Vec<Seen>>>;
-
-/// An upstream on loopback: `/fail` answers 500, `/slow` after 3 s; anything else 200 with
-/// the payer it verified (`null` for an unpaid request) and the body's length.
-async fn upstream(secret: String) -> (String, Log) {
-    let log: Log = Arc::default();
-    let seen = log.clone();
-    let secret = UpstreamSecret::new(secret.into_bytes()).unwrap();
-    let app = axum::Router::new().fallback(move |request: Request<Body>| {
-        let seen = seen.clone();
-        let secret = secret.clone();
-        async move {
-            let (parts, body) = request.into_parts();
-            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-            let path = parts.uri.path_and_query().unwrap().as_str().to_owned();
-            seen.lock().unwrap().push(Seen {
-                path: path.clone(),
-                headers: parts.headers.clone(),
-                bytes: body.len(),
-            });
-            let payer = match parts.headers.get(payer::PAYER) {
-                None => Value::Null,
-                Some(_) => {
-                    let verified = payer::verify(
-                        &parts.headers,
-                        parts.method.as_str(),
-                        &path,
-                        &secret,
-                        SystemTime::now(),
-                        Duration::from_secs(300),
-                    );
-                    match verified {
-                        Ok(payer) => json!(payer),
-                        Err(error) => {
-                            return (StatusCode::UNAUTHORIZED, error.to_string());
-                        }
-                    }
-                }
-            };
-            match parts.uri.path() {
-                "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "failed".to_owned()),
-                "/slow" => {
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                    (StatusCode::OK, "slow".to_owned())
-                }
-                _ => {
-                    let answer = json!({"payer": payer, "bytes": body.len()});
-                    (StatusCode::OK, answer.to_string())
-                }
-            }
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, log)
-}
 
 const SECRET: &str = "a secret shared with the upstream, 32 bytes or more";
 

@@ -1,0 +1,189 @@
+//! The `paywall` binary as an operator runs it: `check`, and `dev` in front of the Python
+//! demo upstream, its routes file reloaded on SIGHUP while a request is under way.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn paywall() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_paywall"))
+}
+
+fn demo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("demo")
+}
+
+#[test]
+fn check_prints_what_a_file_sells_or_what_is_wrong() {
+    let output = paywall()
+        .args(["check"])
+        .arg(demo().join("routes.toml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("/weather/{city}"), "{text}");
+    assert!(
+        text.contains("0.001 USDC + 0.0001 a KiB (at most 1048576 bytes)"),
+        "{text}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("paywall-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "upstream = \"http://u\"\n[[route]]\npath = \"/x\"\nprice = \"0\"\n",
+    )
+    .unwrap();
+    let output = paywall().arg("check").arg(&bad).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8(output.stderr).unwrap();
+    assert!(error.contains("route 1 (/x): a price of 0"), "{error}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Kills the child when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn hangup(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_reloads_its_routes_on_hangup_and_keeps_them_when_the_new_file_is_wrong() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let upstream_port = free_port();
+    let mut upstream = Child(
+        Command::new("python3")
+            .arg(demo().join("upstream.py"))
+            .arg(upstream_port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let mut line = String::new();
+    BufReader::new(upstream.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("paywall-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("routes.toml");
+    let routes = std::fs::read_to_string(demo().join("routes.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream_port}"));
+    std::fs::write(&file, &routes).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut dev = Child(
+        paywall()
+            .arg("dev")
+            .arg(&file)
+            .args(["--listen", &listen, "--rpc-listen", "127.0.0.1:0"])
+            .args(["--facilitator-listen", "127.0.0.1:0"])
+            .env("PAYWALL_LOG", "paywall=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut banner = BufReader::new(dev.0.stdout.take().unwrap());
+    let mut text = String::new();
+    while !text.contains("demo wallets") {
+        let mut line = String::new();
+        assert!(
+            banner.read_line(&mut line).unwrap() > 0,
+            "dev printed {text}"
+        );
+        text.push_str(&line);
+    }
+    let url = format!("http://{listen}");
+    assert!(text.contains(&format!("gateway       {url}")), "{text}");
+    let stderr = dev.0.stderr.take().unwrap();
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+
+    let http = reqwest::Client::new();
+    let amount = || {
+        let http = http.clone();
+        let url = format!("{url}/openapi.json");
+        async move {
+            let openapi: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            openapi["paths"]["/weather/{city}"]["get"]["x-payment-info"]["offers"][0]["amount"]
+                .clone()
+        }
+    };
+    assert_eq!(amount().await, "10000");
+
+    // A request under way when the file changes finishes on the connection it started on.
+    let slow = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{url}/slow?s=1.5");
+        async move { http.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(
+        &file,
+        routes.replace(
+            "price = \"0.001\"\ndescription = \"Today's",
+            "price = \"0.002\"\ndescription = \"Today's",
+        ),
+    )
+    .unwrap();
+    hangup(&dev);
+    let mut reloaded = false;
+    for _ in 0..50 {
+        if amount().await == "20000" {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "the new price is served after SIGHUP");
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+
+    // A wrong file: refused with what is wrong, the routes served stay.
+    std::fs::write(&file, "upstream = \"ftp://nowhere\"\n").unwrap();
+    hangup(&dev);
+    let refused = loop {
+        let line = log_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("dev says why it did not reload");
+        if line.contains("routes not reloaded") {
+            break line;
+        }
+    };
+    assert!(
+        refused.contains("upstream must be an http:// or https:// URL"),
+        "{refused}"
+    );
+    assert_eq!(amount().await, "20000");
+    drop(dev);
+    drop(upstream);
+    let _ = std::fs::remove_dir_all(dir);
+}
