@@ -489,16 +489,17 @@ mod tests {
     use super::*;
 
     /// The README's five-line file.
-    const README: &str = r#"upstream = "http://127.0.0.1:8000"
-
-[[route]]
-path = "/weather/{city}"
-price = "0.001"
-"#;
+    fn readme() -> &'static str {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("`paywall`\n").nth(1).unwrap();
+        let block = section.split("```toml\n").nth(1).unwrap();
+        block.split("```").next().unwrap()
+    }
 
     #[test]
     fn the_readme_file_reads() {
-        let routes = Routes::parse(README).unwrap();
+        let routes = Routes::parse(readme()).unwrap();
+        assert_eq!(readme().lines().count(), 5);
         assert_eq!(routes.upstream, "http://127.0.0.1:8000");
         let route = routes.find(&Method::GET, "/weather/paris").unwrap();
         assert_eq!(route.price, PriceRule::Fixed(10_000));

@@ -6,7 +6,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde_json::Value;
+use tower_paywall::client::{PayingClient, payment};
+use tower_paywall::stellar::{JsonRpcClient, Keypair, Network};
 
 fn paywall() -> Command {
     Command::new(env!("CARGO_BIN_EXE_paywall"))
@@ -56,6 +60,19 @@ impl Drop for Child {
     }
 }
 
+/// The README's five-line routes file.
+fn readme_routes() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let section = readme
+        .split("`paywall`\n")
+        .nth(1)
+        .expect("the README's paywall section");
+    let block = section.split("```toml\n").nth(1).unwrap();
+    block.split("```").next().unwrap().to_owned()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -91,10 +108,11 @@ async fn dev_reloads_its_routes_on_hangup_and_keeps_them_when_the_new_file_is_wr
     let dir = std::env::temp_dir().join(format!("paywall-hup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("routes.toml");
-    let routes = std::fs::read_to_string(demo().join("routes.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream_port}"));
-    std::fs::write(&file, &routes).unwrap();
+    let port = |text: String| text.replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream_port}"));
+    let readme = readme_routes();
+    assert_eq!(readme.lines().count(), 5, "{readme}");
+    std::fs::write(&file, port(readme)).unwrap();
+    let routes = port(std::fs::read_to_string(demo().join("routes.toml")).unwrap());
     let listen = format!("127.0.0.1:{}", free_port());
     let mut dev = Child(
         paywall()
@@ -110,7 +128,7 @@ async fn dev_reloads_its_routes_on_hangup_and_keeps_them_when_the_new_file_is_wr
     );
     let mut banner = BufReader::new(dev.0.stdout.take().unwrap());
     let mut text = String::new();
-    while !text.contains("demo wallets") {
+    while !text.contains("try, in another shell") {
         let mut line = String::new();
         assert!(
             banner.read_line(&mut line).unwrap() > 0,
@@ -139,6 +157,57 @@ async fn dev_reloads_its_routes_on_hangup_and_keeps_them_when_the_new_file_is_wr
         }
     };
     assert_eq!(amount().await, "10000");
+
+    // The README's file, as written: a demo wallet pays the Python API's weather.
+    let wallet = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("1  "))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .unwrap();
+    let rpc_url = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("ledger (RPC)"))
+        .unwrap()
+        .trim();
+    let payer = PayingClient::builder(
+        wallet.parse::<Keypair>().unwrap(),
+        Arc::new(JsonRpcClient::builder(rpc_url).build().unwrap()),
+        Network::testnet(),
+    )
+    .build()
+    .unwrap();
+    let paid = payer
+        .get(format!("{url}/weather/lima"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    assert_eq!(payment(&paid).unwrap().amount, 10_000);
+    let answer: Value = paid.json().await.unwrap();
+    assert_eq!(answer["city"], "lima");
+    assert!(
+        answer["payer"].as_str().unwrap().starts_with('G'),
+        "{answer}"
+    );
+
+    // The demo file: what no route sold is served now.
+    std::fs::write(&file, &routes).unwrap();
+    hangup(&dev);
+    let mut served = false;
+    for _ in 0..50 {
+        let free = http
+            .get(format!("{url}/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if free == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the demo file is served after SIGHUP");
 
     // A request under way when the file changes finishes on the connection it started on.
     let slow = tokio::spawn({
