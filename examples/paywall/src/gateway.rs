@@ -13,10 +13,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tower_layer::Layer;
+use tower_paywall::layer::PaymentBody;
 use tower_paywall::price::{Amount, PriceFuture, PriceRequest, Priced};
 use tower_paywall::stellar::{Address, Network};
 use tower_paywall::x402::Exact;
@@ -26,10 +26,11 @@ use tower_paywall::{
 
 use crate::discovery;
 use crate::routes::{Intent, PriceRule, Route, Routes, Settle, Unpriced, routed_path};
-use crate::upstream::{Target, Upstream, UpstreamBody, problem, problem_bytes};
+use crate::upstream::{Base, Target, Upstream, UpstreamBody, problem, problem_bytes};
 
-/// What the gateway answers with.
-pub type GatewayBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+/// What the gateway answers with: a paid route's answer through its layer, or a free one's
+/// (and the gateway's own answers) as they are.
+pub type GatewayBody = Either<PaymentBody<UpstreamBody>, UpstreamBody>;
 
 /// The payment side of a gateway: what it sells in, and the schemes it may offer.
 #[derive(Clone)]
@@ -80,6 +81,9 @@ pub enum GatewayError {
         /// What to set.
         hint: &'static str,
     },
+    /// The upstream is not a URL the gateway can send to.
+    #[error("{0}")]
+    Upstream(String),
     /// A layer refused its settings.
     #[error("payment layer: {0}")]
     Layer(String),
@@ -88,7 +92,7 @@ pub enum GatewayError {
 /// A routes file, ready to serve: the routes, and the discovery documents made from them.
 pub(crate) struct Table {
     pub(crate) routes: Routes,
-    pub(crate) base: Arc<str>,
+    pub(crate) base: Base,
     pub(crate) openapi: Bytes,
     pub(crate) x402_index: Bytes,
     pub(crate) x402_list: Bytes,
@@ -180,7 +184,7 @@ impl Gateway {
             inner: Arc::new(Inner {
                 table: ArcSwap::from_pointee(Table {
                     routes: routes.clone(),
-                    base: Arc::from(""),
+                    base: Base::parse(&routes.upstream).map_err(GatewayError::Upstream)?,
                     openapi: Bytes::new(),
                     x402_index: Bytes::new(),
                     x402_list: Bytes::new(),
@@ -228,7 +232,7 @@ impl Gateway {
             }
         }
         let table = Table {
-            base: Arc::from(routes.upstream.as_str()),
+            base: Base::parse(&routes.upstream).map_err(GatewayError::Upstream)?,
             openapi: discovery::openapi(&routes, payments),
             x402_index: discovery::x402_index(&routes, payments),
             x402_list: discovery::x402_list(&routes, payments),
@@ -261,10 +265,10 @@ impl Gateway {
     ) -> Response<GatewayBody> {
         let table = self.inner.table.load_full();
         if let Some(document) = discovery_document(&table, request.method(), request.uri().path()) {
-            return document.map(|body| body.map_err(|never| match never {}).boxed_unsync());
+            return document.map(Either::Right);
         }
         let Some(path) = routed_path(request.uri().path()) else {
-            return boxed(problem(
+            return plain(problem(
                 StatusCode::BAD_REQUEST,
                 "the path could be read as another: no empty, . or .. segments, no encoded / or \\",
             ));
@@ -275,28 +279,27 @@ impl Gateway {
             .iter()
             .position(|route| route_matches(route, request.method(), &path))
         else {
-            return boxed(problem(StatusCode::NOT_FOUND, "no route sells this"));
+            return plain(problem(StatusCode::NOT_FOUND, "no route sells this"));
         };
         let route = &table.routes.routes[index];
-        let free = route.price == PriceRule::Free;
-        let service = self.inner.services[mask(&route.intents)].clone();
-        let mut request = request;
-        request.extensions_mut().insert(Target {
+        let target = Target {
             base: table.base.clone(),
             remote,
-        });
-        if free {
-            return boxed(self.inner.upstream.forward(request).await);
+        };
+        if route.price == PriceRule::Free {
+            return plain(self.inner.upstream.forward_to(request, &target).await);
         }
+        let Some(mut service) = self.inner.services[mask(&route.intents)].clone() else {
+            return plain(problem(StatusCode::INTERNAL_SERVER_ERROR, "no layer"));
+        };
+        let mut request = request;
+        request.extensions_mut().insert(target);
         request.extensions_mut().insert(Routed {
             table: table.clone(),
             index,
         });
-        let Some(mut service) = service else {
-            return boxed(problem(StatusCode::INTERNAL_SERVER_ERROR, "no layer"));
-        };
         match tower_service::Service::call(&mut service, request).await {
-            Ok(response) => response.map(|body| body.map_err(Into::into).boxed_unsync()),
+            Ok(response) => response.map(Either::Left),
             Err(never) => match never {},
         }
     }
@@ -306,8 +309,8 @@ fn route_matches(route: &Route, method: &Method, path: &str) -> bool {
     route.method.as_ref().is_none_or(|own| own == method) && route.path.matches(path)
 }
 
-fn boxed(response: Response<UpstreamBody>) -> Response<GatewayBody> {
-    response.map(|body| body.map_err(Into::into).boxed_unsync())
+fn plain(response: Response<UpstreamBody>) -> Response<GatewayBody> {
+    response.map(Either::Right)
 }
 
 /// The discovery document a `GET` of `path` asks for, if it is one.
@@ -315,7 +318,7 @@ fn discovery_document(
     table: &Table,
     method: &Method,
     path: &str,
-) -> Option<Response<http_body_util::Full<Bytes>>> {
+) -> Option<Response<UpstreamBody>> {
     if method != Method::GET && method != Method::HEAD {
         return None;
     }
@@ -325,7 +328,7 @@ fn discovery_document(
         discovery::X402_LIST_PATH => &table.x402_list,
         _ => return None,
     };
-    let mut response = Response::new(http_body_util::Full::new(body.clone()));
+    let mut response = Response::new(Either::Right(Full::new(body.clone())));
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -51,12 +52,62 @@ const CREDENTIALS: [&str; 4] = [
     "accept-payment",
 ];
 
-/// Where a request goes and where it came from: set by the gateway before the layer.
+/// An upstream's base URL, read once per routes file: its scheme, authority and path prefix.
+#[derive(Clone, Debug)]
+pub struct Base {
+    scheme: Scheme,
+    authority: Authority,
+    /// The path before the request's (`""` or `/api`).
+    prefix: Arc<str>,
+}
+
+impl Base {
+    /// Reads `http(s)://host[:port][/prefix]`.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with it.
+    pub fn parse(url: &str) -> Result<Base, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|error| format!("upstream {url:?}: {error}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(format!("upstream {url:?} is not an absolute URL"));
+        };
+        if uri.query().is_some() {
+            return Err(format!("upstream {url:?} has a query"));
+        }
+        Ok(Base {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            prefix: Arc::from(uri.path().trim_end_matches('/')),
+        })
+    }
+
+    /// The upstream URI of a request for `path_and_query`.
+    fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Option<Uri> {
+        let path_and_query = match (path_and_query, self.prefix.is_empty()) {
+            (Some(pq), true) => pq.clone(),
+            (pq, _) => {
+                let pq = pq.map_or("/", PathAndQuery::as_str);
+                PathAndQuery::try_from(format!("{}{pq}", self.prefix)).ok()?
+            }
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .ok()
+    }
+}
+
+/// Where a request goes and where it came from: in a paid request's extensions, from the
+/// gateway through the layer.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// The upstream's base (scheme, authority and path prefix), from the routes file the
-    /// request was routed with.
-    pub base: Arc<str>,
+    /// The upstream, from the routes file the request was routed with.
+    pub base: Base,
     /// The client's address.
     pub remote: SocketAddr,
 }
@@ -111,16 +162,25 @@ impl Upstream {
         })
     }
 
-    /// Sends `request` upstream and gives back its answer, or a 502 or 504 of the gateway's.
-    pub async fn forward(&self, request: Request<Incoming>) -> Response<UpstreamBody> {
+    /// Sends `request` to the [`Target`] in its extensions, and gives back the upstream's
+    /// answer, or a 502 or 504 of the gateway's.
+    pub async fn forward(&self, mut request: Request<Incoming>) -> Response<UpstreamBody> {
+        match request.extensions_mut().remove::<Target>() {
+            Some(target) => self.forward_to(request, &target).await,
+            None => problem(StatusCode::INTERNAL_SERVER_ERROR, "request not routed"),
+        }
+    }
+
+    /// Sends `request` to `target`, and gives back the upstream's answer, or a 502 or 504 of
+    /// the gateway's.
+    pub async fn forward_to(
+        &self,
+        request: Request<Incoming>,
+        target: &Target,
+    ) -> Response<UpstreamBody> {
         let (mut parts, body) = request.into_parts();
-        let Some(target) = parts.extensions.remove::<Target>() else {
-            return problem(StatusCode::INTERNAL_SERVER_ERROR, "request not routed");
-        };
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri: Uri = match format!("{}{path}", target.base).parse() {
-            Ok(uri) => uri,
-            Err(_) => return problem(StatusCode::BAD_REQUEST, "unreadable request target"),
+        let Some(uri) = target.base.uri(parts.uri.path_and_query()) else {
+            return problem(StatusCode::BAD_REQUEST, "unreadable request target");
         };
         let forwarded_host = parts.headers.get(header::HOST).cloned();
         let payment = credential(&parts.headers).map(payer::payment_id);
