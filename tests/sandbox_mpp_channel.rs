@@ -2237,4 +2237,53 @@ mod websocket {
         let state = store.load(channel_id).await.unwrap().unwrap();
         assert_eq!(state.spent(), last.spent, "what was sent, not more");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sockets_beyond_those_allowed_to_wait_for_their_opening_get_503() {
+        let (world, _, _, scheme) = metered_world().await;
+        let layer = PaymentLayer::builder()
+            .shared_scheme(scheme.clone())
+            .price(
+                Price::parse("0.001")
+                    .unwrap()
+                    .per(tower_paywall::Unit::Event),
+            )
+            .max_waiting_sockets(1)
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route(
+                "/paid",
+                get(|| async { ([("content-type", "text/event-stream")], "data: 0\n\n") }),
+            )
+            .layer(layer);
+        let url = serve(app.clone()).await;
+        // One socket waits for its opening voucher: the next upgrade is refused, unpaid.
+        let (waiting, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+        let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        // Once the waiting socket is gone, another may wait (and pay).
+        drop(waiting);
+        let challenge = challenge(&app, &world.channel).await;
+        let mut opened = None;
+        for _ in 0..50 {
+            match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok((socket, _)) => {
+                    opened = Some(socket);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let mut socket = opened.expect("a socket may wait again once the first closed");
+        send_voucher(&world, &mut socket, &challenge, EVENT_PRICE).await;
+        let (messages, ..) = read(&world, &mut socket, &challenge, 100, None).await;
+        assert_eq!(messages.len(), 1);
+    }
 }

@@ -402,3 +402,158 @@ impl StreamPayment {
         Ok(credential)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc};
+
+    const ORIGIN: &str = "http://a";
+    const PRICE: i128 = 10;
+
+    /// A stream of `unit`s at 10 each, opened with 100 units paid, on a channel of this
+    /// client's: the payment its server's `payment-need-voucher`s are answered by. Signing a
+    /// voucher is local: the RPC is never asked.
+    async fn stream(unit: &str) -> (StreamPayment, Address) {
+        let channel = Address::Contract([7; 32]);
+        let key = Keypair::from_seed([3; 32]);
+        let rpc: Arc<dyn SorobanRpc> = Arc::new(
+            JsonRpcClient::builder("http://127.0.0.1:9")
+                .build()
+                .unwrap(),
+        );
+        let client = PayingClient::builder(key.clone(), rpc, Network::testnet())
+            .channel(ORIGIN, channel, key)
+            .build()
+            .unwrap();
+        let request = ChannelRequest {
+            amount: PRICE,
+            channel,
+            network: "stellar:testnet".into(),
+            cumulative: 0,
+            unit: Some(unit.into()),
+        };
+        // The opening voucher: 100 units, signed as the client's opening request does.
+        let settings = &client.inner.settings;
+        channel::voucher_more(
+            &settings.wallet,
+            ORIGIN,
+            &settings.network,
+            &request,
+            100 * PRICE,
+        )
+        .await
+        .unwrap();
+        let challenge = MppChallenge::new("ch_1", "a", "stellar", "channel", "e30");
+        let opened = Opened {
+            challenge,
+            request,
+            origin: ORIGIN.into(),
+        };
+        (
+            StreamPayment::new(client, Some(opened), 100 * PRICE, None),
+            channel,
+        )
+    }
+
+    fn need(channel: &Address, accepted: i128, required: i128, deposit: i128) -> NeedVoucher {
+        NeedVoucher {
+            channel_id: channel.to_string(),
+            required_cumulative: required,
+            accepted_cumulative: accepted,
+            deposit,
+        }
+    }
+
+    fn signed(payment: &StreamPayment, channel: &Address) -> i128 {
+        let store = &payment.client.inner.settings.wallet.store;
+        store.current("stellar:testnet", channel).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_servers_request_for_a_voucher_is_checked_before_anything_is_signed() {
+        // One voucher pays 100 units ahead: 1 000.
+        let ahead = 100 * PRICE;
+        let deposit = 100_000;
+        for (unit, accepted, required, why) in [
+            ("event", 1_000, 1_000, "asks nothing"),
+            ("event", 1_000, 990, "asks less than it holds"),
+            ("event", -10, 0, "holds a negative amount"),
+            (
+                "event",
+                1_000,
+                1_000 + ahead + 1,
+                "one event, more than a voucher",
+            ),
+            (
+                "byte",
+                1_000,
+                1_000 + 10 * ahead + 1,
+                "one event, more than ten vouchers",
+            ),
+        ] {
+            let (mut payment, channel) = stream(unit).await;
+            let refused = payment
+                .voucher(&need(&channel, accepted, required, deposit))
+                .await;
+            assert!(
+                matches!(refused, Err(ClientError::Pay(PayError::InvalidOffer(_)))),
+                "{why}: {refused:?}"
+            );
+            assert_eq!(payment.paid, 100 * PRICE, "{why}: nothing paid");
+            assert_eq!(payment.client.spent(), 0, "{why}: nothing spent");
+            assert_eq!(signed(&payment, &channel), 1_000, "{why}: nothing signed");
+        }
+
+        // Another channel than the stream's.
+        let (mut payment, channel) = stream("event").await;
+        let other = Address::Contract([8; 32]);
+        let refused = payment.voucher(&need(&other, 1_000, 1_010, deposit)).await;
+        assert!(
+            matches!(refused, Err(ClientError::Pay(PayError::InvalidOffer(_)))),
+            "{refused:?}"
+        );
+        assert_eq!(signed(&payment, &channel), 1_000);
+
+        // Above the deposit: the channel needs a top-up, nothing is signed.
+        let refused = payment.voucher(&need(&channel, 1_000, 1_010, 1_005)).await;
+        assert!(
+            matches!(refused, Err(ClientError::Pay(PayError::Unsupported(_)))),
+            "{refused:?}"
+        );
+        assert_eq!(payment.client.spent(), 0);
+
+        // A stream not paid per unit has no voucher to give.
+        let (mut unmetered, channel) = stream("event").await;
+        unmetered.opened = None;
+        let refused = unmetered.voucher(&need(&channel, 0, 10, deposit)).await;
+        assert!(matches!(
+            refused,
+            Err(ClientError::Pay(PayError::InvalidOffer(_)))
+        ));
+
+        // A fair request: a voucher of 100 units past what the server holds.
+        let paid = payment
+            .voucher(&need(&channel, 1_000, 1_010, deposit))
+            .await;
+        assert!(paid.unwrap().starts_with("Payment "));
+        assert_eq!(signed(&payment, &channel), 1_000 + ahead);
+        assert_eq!(payment.client.spent(), ahead);
+        // Bytes may ask up to ten vouchers' worth for one event, paid whole; short of the
+        // deposit, the voucher stops at it.
+        let (mut bytes, channel) = stream("byte").await;
+        let asked = 1_000 + 10 * ahead;
+        bytes
+            .voucher(&need(&channel, 1_000, asked, deposit))
+            .await
+            .unwrap();
+        assert_eq!(signed(&bytes, &channel), asked);
+        let (mut near, channel) = stream("event").await;
+        near.voucher(&need(&channel, 1_000, 1_010, 1_500))
+            .await
+            .unwrap();
+        assert_eq!(signed(&near, &channel), 1_500);
+    }
+}

@@ -82,6 +82,8 @@ pub struct PaymentLayerBuilder {
     voucher_wait: Option<Duration>,
     public_url: Option<String>,
     reconcile_interval: Option<Duration>,
+    #[cfg(feature = "websocket")]
+    max_waiting_sockets: Option<usize>,
     hooks: Option<Arc<dyn PaymentHooks>>,
     hook_timeout: Option<Duration>,
 }
@@ -99,6 +101,9 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// Default largest response body recorded for replay to retries.
 pub const DEFAULT_MAX_RECORDED_BODY: usize = 1024 * 1024;
+/// Default most metered WebSockets of a layer waiting for their opening voucher at once.
+#[cfg(feature = "websocket")]
+pub const DEFAULT_MAX_WAITING_SOCKETS: usize = 1024;
 /// Default longest wait of a metered stream for a voucher, as the MPP session draft suggests.
 pub const DEFAULT_VOUCHER_WAIT: Duration = Duration::from_secs(60);
 
@@ -186,6 +191,15 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// How many metered WebSockets may wait for their opening voucher at once (default
+    /// [`DEFAULT_MAX_WAITING_SOCKETS`]); an upgrade beyond gets `503` with `Retry-After`. A
+    /// socket waits at most 10 s, and stops waiting when it closes.
+    #[cfg(feature = "websocket")]
+    pub fn max_waiting_sockets(mut self, sockets: usize) -> Self {
+        self.max_waiting_sockets = Some(sockets);
+        self
+    }
+
     /// The public base URL (`https://api.example.com`) used for the 402's resource URL. Without
     /// it the URL is built from the request's `Host` header.
     pub fn public_url(mut self, url: impl Into<String>) -> Self {
@@ -260,7 +274,10 @@ impl PaymentLayerBuilder {
                 max_recorded_body: self.max_recorded_body.unwrap_or(DEFAULT_MAX_RECORDED_BODY),
                 voucher_wait: self.voucher_wait.unwrap_or(DEFAULT_VOUCHER_WAIT),
                 #[cfg(feature = "websocket")]
-                openings: Arc::new(tokio::sync::Semaphore::new(super::websocket::MAX_OPENINGS)),
+                openings: Arc::new(tokio::sync::Semaphore::new(
+                    self.max_waiting_sockets
+                        .unwrap_or(DEFAULT_MAX_WAITING_SOCKETS),
+                )),
                 public_url,
                 reconciling: governor::RateLimiter::dashmap(quota),
                 hooks: Hooks {

@@ -352,6 +352,8 @@ mod settle;
 mod websocket;
 
 pub use body::PaymentBody;
+#[cfg(feature = "websocket")]
+pub use builder::DEFAULT_MAX_WAITING_SOCKETS;
 pub use builder::{
     BuildError, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_RECORDED_BODY, DEFAULT_RECONCILE_INTERVAL,
     DEFAULT_RECORD_TTL, DEFAULT_RETRY_AFTER, DEFAULT_SETTLE_WAIT, DEFAULT_VOUCHER_WAIT,

@@ -52,10 +52,6 @@ use crate::price::Price;
 /// The largest message read from the client (payment frames are read within [`MAX_FRAME`]).
 const MAX_MESSAGE: usize = 2 * MAX_FRAME;
 
-/// How many sockets of a layer may wait for their opening voucher at once; an upgrade beyond
-/// gets `503` with `Retry-After`.
-pub(crate) const MAX_OPENINGS: usize = 1024;
-
 /// How long a socket may take to send its opening voucher (at most the voucher wait).
 const OPENING_WAIT: Duration = Duration::from_secs(10);
 

@@ -26,12 +26,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tower_paywall::client::{ClientError, PayingClient, Policy, payment};
+
+use crate::upstream::hop_by_hop;
 
 /// Where `paywall pay` listens by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8490";
@@ -206,9 +205,7 @@ impl PayProxy {
         let method = parts.method.clone();
         let mut outgoing = reqwest::Request::new(parts.method, url.clone());
         let mut headers = parts.headers;
-        for name in HOP_BY_HOP {
-            headers.remove(name);
-        }
+        hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         *outgoing.headers_mut() = headers;
         if !body.is_empty() {
@@ -221,9 +218,7 @@ impl PayProxy {
         let status = response.status();
         let paid = payment(&response).cloned();
         let mut response = http::Response::from(response);
-        for name in HOP_BY_HOP {
-            response.headers_mut().remove(name);
-        }
+        hop_by_hop(response.headers_mut());
         if let Some(paid) = paid {
             let record = Paid {
                 at: SystemTime::now()
@@ -304,17 +299,6 @@ pub fn policy(options: &PayOptions) -> Policy {
     policy
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 /// The URL a request asks for: its absolute URI (proxy form), or the `http(s)://…` its path
 /// carries (forward form).
 fn target(uri: &http::Uri) -> Option<reqwest::Url> {
@@ -374,36 +358,18 @@ pub async fn serve(
     proxy: PayProxy,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+    crate::server::accept(
+        listener,
+        move |remote| {
+            let proxy = proxy.clone();
+            hyper::service::service_fn(move |request| {
                 let proxy = proxy.clone();
-                let service = hyper::service::service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(request, remote).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
-    Ok(())
+                async move { Ok::<_, Infallible>(proxy.handle(request, remote).await) }
+            })
+        },
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

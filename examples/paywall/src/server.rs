@@ -2,8 +2,12 @@
 //! shutdown), the reload on `SIGHUP`, and the background reconciliation of payments whose
 //! settlement outcome is unknown.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -83,11 +87,12 @@ pub fn reload_on_hangup(gateway: Gateway, path: PathBuf) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then lets connections finish.
+/// Serves `gateway` on `listener` until `shutdown` resolves, then lets connections finish;
+/// meanwhile, payments whose settlement outcome is unknown are reconciled from the ledger.
 ///
 /// # Errors
 ///
-/// When accepting fails for good.
+/// Never, today (accept errors are logged and waited out).
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
@@ -98,6 +103,37 @@ pub async fn serve(
         .iter()
         .map(|layer| tokio::spawn(layer.reconciler(RECONCILE_PERIOD)))
         .collect();
+    let served = accept(
+        listener,
+        move |remote| crate::gateway::service(gateway.clone(), remote),
+        shutdown,
+    )
+    .await;
+    for reconciler in reconcilers {
+        reconciler.abort();
+    }
+    served
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, serving each (HTTP/1.1 or
+/// HTTP/2, a deadline for a request's head) with `service(its peer)`; then lets them finish.
+///
+/// # Errors
+///
+/// Never, today (accept errors are logged and waited out).
+pub async fn accept<S, B>(
+    listener: TcpListener,
+    service: impl Fn(SocketAddr) -> S,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -118,8 +154,7 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = crate::gateway::service(gateway.clone(), remote);
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let connection = builder.serve_connection(TokioIo::new(stream), service(remote));
                 let connection = graceful.watch(connection.into_owned());
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
@@ -136,9 +171,6 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open at shutdown were dropped");
-    }
-    for reconciler in reconcilers {
-        reconciler.abort();
     }
     Ok(())
 }

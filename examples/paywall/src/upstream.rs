@@ -184,7 +184,7 @@ impl Upstream {
         };
         let forwarded_host = parts.headers.get(header::HOST).cloned();
         let payment = credential(&parts.headers).map(payer::payment_id);
-        clean(&mut parts.headers);
+        hop_by_hop(&mut parts.headers);
         strip_credentials(&mut parts.headers);
         payer::strip(&mut parts.headers);
         if let Some(paid) = parts.extensions.get::<Paid>() {
@@ -214,7 +214,7 @@ impl Upstream {
             }
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
-                clean(&mut parts.headers);
+                hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Either::Left(body))
             }
         }
@@ -301,7 +301,7 @@ fn is_payment(value: &HeaderValue) -> bool {
 }
 
 /// Removes the hop-by-hop headers, and those `Connection` names.
-fn clean(headers: &mut HeaderMap) {
+pub(crate) fn hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -391,7 +391,7 @@ mod tests {
             );
         }
         assert_eq!(credential(&headers), Some(&b"eyJ4In0="[..]));
-        clean(&mut headers);
+        hop_by_hop(&mut headers);
         strip_credentials(&mut headers);
         let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["accept"]);
