@@ -213,6 +213,7 @@ impl Upstream {
                 problem(StatusCode::BAD_GATEWAY, "the upstream cannot be reached")
             }
             Ok(Ok(response)) => {
+                tracing::debug!(status = %response.status(), version = ?response.version(), "upstream answered");
                 let (mut parts, body) = response.into_parts();
                 hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Either::Left(body))

@@ -390,3 +390,29 @@ async fn paths_no_route_sells_or_that_read_as_another_are_refused_before_any_pay
         "nothing went upstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_reached_over_rustls_and_sold() {
+    let (world, _log) = world().await;
+    // The sandbox's own HTTPS RPC (HTTP/2 or HTTP/1.1 by ALPN, its certificate trusted by
+    // `paywall dev`) as the upstream: a JSON-RPC call sold at 0.001.
+    let https = world.stack.rpc.https_url().unwrap();
+    assert!(https.starts_with("https://"));
+    let routes = format!(
+        "upstream = \"{https}\"\n[[route]]\nmethod = \"POST\"\npath = \"/\"\nprice = \"0.001\"\n"
+    );
+    let gateway = &world.stack.selling.gateway;
+    gateway.reload(Routes::parse(&routes).unwrap()).unwrap();
+    let before = world.balances(0).await;
+    let response = world
+        .payer(0, Intent::X402_EXACT)
+        .post(format!("{}/", world.url))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "getHealth"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["result"]["status"], "healthy", "{answer}");
+    assert_eq!(world.balances(0).await.0, before.0 - 10_000);
+}
