@@ -31,6 +31,30 @@ pub const IN_FLIGHT: &str = "tower_paywall_settlements_in_flight";
 /// Payments ended from the ledger, by `intent` and `outcome`.
 pub const RECONCILIATIONS: &str = "tower_paywall_reconciliations_total";
 
+/// The `Content-Type` of Prometheus text.
+#[cfg(feature = "prometheus")]
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The process's Prometheus recorder, installed on first call (the `metrics` facade has one
+/// recorder a process): [`render`](metrics_exporter_prometheus::PrometheusHandle::render) is
+/// what a `/metrics` route answers with ([`PROMETHEUS_CONTENT_TYPE`]). Install it before the
+/// layers are built, so that the metrics' descriptions reach it.
+///
+/// # Errors
+///
+/// When another recorder was installed first.
+#[cfg(feature = "prometheus")]
+pub fn prometheus()
+-> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
 /// Describes the metrics to the recorder, once per process.
 pub(crate) fn describe() {
     static DESCRIBED: Once = Once::new();

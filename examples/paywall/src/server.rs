@@ -175,6 +175,43 @@ where
     Ok(())
 }
 
+/// Serves `GET /metrics` on `listener` until the runtime ends: the payment layers' counters
+/// and histograms (`tower_paywall::layer::metrics`) as Prometheus text. Call it before the
+/// gateway is built, so that the metrics' descriptions reach the recorder. Its URL.
+///
+/// # Errors
+///
+/// When another metrics recorder was installed first, or the address cannot be read.
+pub fn spawn_metrics(listener: TcpListener) -> Result<String, String> {
+    use tower_paywall::layer::metrics::{PROMETHEUS_CONTENT_TYPE, prometheus};
+    let handle = prometheus().map_err(|error| format!("metrics: {error}"))?;
+    let url = format!(
+        "http://{}/metrics",
+        listener.local_addr().map_err(|error| error.to_string())?
+    );
+    let service = move |_remote| {
+        let handle = handle.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let handle = handle.clone();
+            async move {
+                let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                if request.uri().path() == "/metrics" {
+                    *response.body_mut() = http_body_util::Full::new(handle.render().into());
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
+                    );
+                } else {
+                    *response.status_mut() = http::StatusCode::NOT_FOUND;
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    tokio::spawn(accept(listener, service, std::future::pending()));
+    Ok(url)
+}
+
 /// Resolves on Ctrl-C or `SIGTERM`.
 pub async fn interrupted() {
     use tokio::signal::unix::{SignalKind, signal};

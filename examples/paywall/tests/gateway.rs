@@ -416,3 +416,35 @@ async fn an_https_upstream_is_reached_over_rustls_and_sold() {
     assert_eq!(answer["result"]["status"], "healthy", "{answer}");
     assert_eq!(world.balances(0).await.0, before.0 - 10_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payment_layers_metrics_are_served_as_prometheus_text() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = server::spawn_metrics(listener).unwrap();
+    let (world, _log) = world().await;
+    let response = world
+        .payer(1, Intent::X402_EXACT)
+        .get(format!("{}/weather/lagos", world.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = reqwest::get(&metrics).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    // Counters are the process's: other tests of this binary add to them.
+    for line in [
+        "tower_paywall_settlements_total{intent=\"x402/exact\",outcome=\"settled\"}",
+        "tower_paywall_verifications_total{intent=\"x402/exact\",outcome=\"accepted\"}",
+        "tower_paywall_payment_required_total",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    let other = reqwest::get(metrics.replace("/metrics", "/other"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}

@@ -2,29 +2,20 @@
 //! as Prometheus text, on a listen address of its own (off unless configured; `stoka dev`
 //! turns it on).
 
-use std::sync::OnceLock;
-
 use axum::Router;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::server::ServerError;
 
-/// The process's Prometheus recorder, installed on first use (one per process: the `metrics`
-/// facade has one global recorder).
+/// The process's Prometheus recorder, installed on first use.
 ///
 /// # Errors
 ///
 /// [`ServerError::Payment`] when another recorder was installed first.
 pub fn recorder() -> Result<PrometheusHandle, ServerError> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|error| ServerError::Payment(format!("metrics: {error}")))?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    tower_paywall::layer::metrics::prometheus()
+        .map_err(|error| ServerError::Payment(format!("metrics: {error}")))
 }
 
 /// The router answering `GET /metrics` with `handle`'s Prometheus text.
@@ -37,7 +28,7 @@ pub fn router(handle: PrometheusHandle) -> Router {
                 (
                     [(
                         http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        tower_paywall::layer::metrics::PROMETHEUS_CONTENT_TYPE,
                     )],
                     handle.render(),
                 )
