@@ -16,7 +16,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tower_layer::Layer;
-use tower_paywall::layer::PaymentBody;
+use tower_paywall::BoxFuture;
+use tower_paywall::layer::{PaymentBody, PaymentEvent, PaymentHooks};
 use tower_paywall::price::{Amount, PriceFuture, PriceRequest, Priced};
 use tower_paywall::stellar::{Address, Network};
 use tower_paywall::x402::Exact;
@@ -168,6 +169,7 @@ impl Gateway {
                 continue;
             }
             let mut builder = PaymentLayer::builder()
+                .hooks(PaymentLog)
                 .shared_store(payments.store.clone())
                 .public_url(payments.public_url.clone())
                 .pricing(price);
@@ -384,6 +386,53 @@ fn price(request: &PriceRequest<'_>) -> PriceFuture {
 
 fn respond(status: StatusCode, detail: &str) -> Priced {
     Priced::Respond(problem_bytes(status, detail))
+}
+
+/// The layers' hooks: every payment's end, logged (target `paywall::gateway`).
+struct PaymentLog;
+
+impl PaymentHooks for PaymentLog {
+    fn on_after_settle(self: Arc<Self>, event: PaymentEvent) -> BoxFuture<'static, ()> {
+        let paid = &event.paid;
+        tracing::info!(
+            resource = event.resource.as_deref().unwrap_or_default(),
+            payer = %paid.payer,
+            amount = %paid.amount.atomic(),
+            intent = %paid.intent,
+            tx = paid.reference.as_deref().unwrap_or_default(),
+            "paid"
+        );
+        Box::pin(async {})
+    }
+
+    fn on_settle_failure(self: Arc<Self>, event: PaymentEvent) -> BoxFuture<'static, ()> {
+        tracing::warn!(
+            resource = event.resource.as_deref().unwrap_or_default(),
+            payer = %event.paid.payer,
+            code = event.code.as_deref().unwrap_or_default(),
+            "settlement refused: nothing moved"
+        );
+        Box::pin(async {})
+    }
+
+    fn on_settle_unknown(self: Arc<Self>, event: PaymentEvent) -> BoxFuture<'static, ()> {
+        tracing::warn!(
+            resource = event.resource.as_deref().unwrap_or_default(),
+            payer = %event.paid.payer,
+            "settlement outcome unknown: it is reconciled from the ledger"
+        );
+        Box::pin(async {})
+    }
+
+    fn on_reconciled(self: Arc<Self>, event: PaymentEvent) -> BoxFuture<'static, ()> {
+        tracing::info!(
+            payer = %event.paid.payer,
+            amount = %event.paid.amount.atomic(),
+            settled = event.code.is_none(),
+            "payment ended from the ledger"
+        );
+        Box::pin(async {})
+    }
 }
 
 /// The service hyper runs for each connection from `remote`.
