@@ -169,8 +169,9 @@ impl PriceRule {
 /// The path a request is routed on: its path with percent-encoding decoded and one trailing
 /// `/` dropped (`/p%61id/x/` is routed as `/paid/x`), so that no spelling an upstream reads as
 /// a sold path escapes its price. `None` (400) for a path that could still be read as another:
-/// an empty, `.` or `..` segment, a backslash, an encoded `/`, `\\` or `%` (a double
-/// encoding), or bytes that are not UTF-8 once decoded.
+/// an empty, `.` or `..` segment, a backslash, a `;` (path parameters, which some servers
+/// drop: `/paid;x`), an encoded `/`, `\\` or `%` (a double encoding), or bytes that are not
+/// UTF-8 once decoded.
 pub fn routed_path(path: &str) -> Option<Cow<'_, str>> {
     let rest = path.strip_prefix('/')?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -191,7 +192,7 @@ pub fn routed_path(path: &str) -> Option<Cow<'_, str>> {
     } else {
         Cow::Borrowed(rest)
     };
-    let clean = !decoded.contains('\\')
+    let clean = !decoded.contains(['\\', ';'])
         && decoded
             .split('/')
             .all(|segment| !segment.is_empty() && segment != "." && segment != "..");
@@ -278,7 +279,8 @@ impl PathPattern {
         for segment in &self.segments {
             let matched = match (segment, parts.next()) {
                 (_, None) => false,
-                (Segment::Literal(literal), Some(part)) => literal == part,
+                // Whatever the case: an upstream that routes without it is still charged.
+                (Segment::Literal(literal), Some(part)) => literal.eq_ignore_ascii_case(part),
                 (Segment::Param, Some(part)) => !part.is_empty(),
             };
             if !matched {
@@ -507,6 +509,9 @@ mod tests {
         assert_eq!(route.settle, Settle::AfterSuccess);
         assert!(routes.find(&Method::GET, "/weather").is_none());
         assert!(routes.find(&Method::GET, "/weather/paris/today").is_none());
+        // Literal segments match whatever their case: an upstream routing without it is
+        // still charged.
+        assert!(routes.find(&Method::GET, "/WEATHER/paris").is_some());
     }
 
     #[test]
@@ -577,6 +582,8 @@ price = "0.5"
             "/free/%5c",
             "/p%2561id",
             "/%ff",
+            "/paid;jsessionid=1",
+            "/paid%3bx",
         ] {
             assert_eq!(routed_path(path), None, "{path}");
         }
