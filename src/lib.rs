@@ -32,8 +32,8 @@
 //! | feature | default | enables |
 //! |---|---|---|
 //! | `http-facilitator` | yes | [`x402::HttpFacilitator`] (reqwest + rustls with the ring provider) |
-//! | `rpc` | yes | [`stellar::rpc`]: the [`SorobanRpc`](stellar::SorobanRpc) trait and [`JsonRpcClient`](stellar::JsonRpcClient), a Soroban JSON-RPC client (same stack) |
-//! | `sandbox` | no | `sandbox`: an offline Stellar ledger on the real Soroban host, usable in process as a [`SorobanRpc`](stellar::SorobanRpc) and served as Soroban JSON-RPC over HTTP and HTTPS with a friendbot; implies `local-facilitator` |
+//! | `rpc` | yes | [`stellar::rpc`]: the [`SorobanRpc`](stellar::SorobanRpc) trait and [`JsonRpcClient`](stellar::JsonRpcClient), a Soroban JSON-RPC client (same stack); with it MPP `charge` and `channel`, and `seller`, the schemes a seller offers made from one set of settings |
+//! | `sandbox` | no | `sandbox`: an offline Stellar ledger on the real Soroban host, usable in process as a [`SorobanRpc`](stellar::SorobanRpc) and served as Soroban JSON-RPC over HTTP and HTTPS with a friendbot, and a development stack on it (its RPC and our facilitator served, demo wallets and a demo payment channel); implies `local-facilitator` |
 //! | `client` | no | `client`: `PayingClient`, a reqwest client that pays 402s (x402 `exact`; MPP `charge` pull, sponsored or not, and push; MPP `channel` vouchers and close) within a policy and a budget; metered SSE streams and WebSockets paid as they flow; and `PayingGrpcLayer`, the same for a tonic client; implies `rpc` |
 //! | `websocket` | no | a metered route also answers a WebSocket upgrade, sending its events as messages paid by vouchers sent on the socket (the layer does the upgrade; serve with hyper's upgrades on, as `axum::serve` does) |
 //! | `redis` | no | `store::redis`: payments, channel states and leases in Redis 7+ (one server or a Redis Cluster), shared by every replica of a service |
@@ -48,6 +48,10 @@
 //!   ids, JCS, Problem Details, `Accept-Payment`), and its Stellar `charge` and `channel` intents.
 //! - [`price`], [`scheme`], [`store`]: the seams the layer is built on (the payment store; the
 //!   channel stores).
+//! - `seller` (feature `rpc`): the schemes a seller offers (x402 `exact`, MPP `charge`
+//!   sponsored or not, MPP `channel`), made and checked together from one set of settings.
+//! - `sandbox` (feature `sandbox`): an offline ledger, and a development stack on it (its RPC
+//!   and a facilitator served on loopback, funded demo wallets, a demo payment channel).
 //!
 //! [tower]: https://docs.rs/tower
 
@@ -71,6 +75,8 @@ pub mod price;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod scheme;
+#[cfg(feature = "rpc")]
+pub mod seller;
 pub mod stellar;
 pub mod store;
 pub mod x402;

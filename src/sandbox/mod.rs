@@ -44,6 +44,9 @@
 //!   `getEvents` starting before the oldest ledger kept is refused, as RPC refuses it.
 //! - **State**: temporary entries (nonces) expire at their live-until ledger; persistent entries
 //!   are never archived. Ledger close times follow the wall clock.
+//! - **Development stack**: [`DevStack`] runs a sandbox with its RPC and our x402 facilitator
+//!   served on loopback; [`DemoWallets`] funds wallets to pay with and opens a demo payment
+//!   channel. A paywalled service runs on it offline (`stoka dev` and `paywall dev` do).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -97,6 +100,7 @@ mod apply;
 mod channel;
 mod classic;
 mod deploy;
+mod dev;
 mod diagnostics;
 mod events;
 mod fees;
@@ -129,6 +133,10 @@ use crate::stellar::rpc::{
 use crate::stellar::{Address, Keypair, Network};
 
 pub use channel::{ChannelError, ChannelParams, channel_wasm};
+pub use dev::{
+    DEMO_CHANNEL_DEPOSIT, DEMO_REFUND_WAITING_PERIOD, DemoWallets, DemoWalletsError, DevConfig,
+    DevStack, DevStackError,
+};
 pub use invocation::{ContractCall, Invoked};
 pub use server::{RpcServer, ServeConfig, ServeError, rpc_router};
 pub use tls::TlsError;

@@ -156,6 +156,30 @@ impl Network {
         }
     }
 
+    /// A known network by the name an operator writes: `testnet`, `pubnet` (or `mainnet`), or
+    /// a CAIP-2 name ([`Network::from_caip2`]).
+    ///
+    /// ```
+    /// use tower_paywall::stellar::{Network, NetworkError};
+    ///
+    /// assert_eq!(Network::from_name("testnet")?, Network::testnet());
+    /// assert_eq!(Network::from_name("mainnet")?, Network::pubnet());
+    /// assert_eq!(Network::from_name("stellar:pubnet")?, Network::pubnet());
+    /// assert_eq!(Network::from_name("futurenet"), Err(NetworkError::InvalidCaip2));
+    /// # Ok::<(), NetworkError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Network::from_caip2`], for any other name.
+    pub fn from_name(name: &str) -> Result<Network, NetworkError> {
+        match name {
+            "testnet" => Ok(Network::testnet()),
+            "pubnet" | "mainnet" => Ok(Network::pubnet()),
+            caip2 => Network::from_caip2(caip2),
+        }
+    }
+
     /// The CAIP-2 name, e.g. `stellar:testnet`.
     #[must_use]
     pub fn caip2(&self) -> &str {
@@ -271,6 +295,28 @@ mod tests {
                 Network::from_caip2(malformed),
                 Err(NetworkError::InvalidCaip2),
                 "{malformed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn operator_names() {
+        assert_eq!(Network::from_name("testnet"), Ok(Network::testnet()));
+        assert_eq!(Network::from_name("pubnet"), Ok(Network::pubnet()));
+        assert_eq!(Network::from_name("mainnet"), Ok(Network::pubnet()));
+        assert_eq!(
+            Network::from_name("stellar:testnet"),
+            Ok(Network::testnet())
+        );
+        assert_eq!(
+            Network::from_name("stellar:local"),
+            Err(NetworkError::UnknownNetwork)
+        );
+        for refused in ["", "Testnet", "public", " testnet"] {
+            assert_eq!(
+                Network::from_name(refused),
+                Err(NetworkError::InvalidCaip2),
+                "{refused:?}"
             );
         }
     }

@@ -14,6 +14,7 @@ mod checks;
 mod exact;
 pub mod facilitator;
 pub mod header;
+mod hosted;
 #[cfg(feature = "local-facilitator")]
 mod local;
 pub mod payment_identifier;
@@ -23,6 +24,7 @@ pub use exact::{DEFAULT_MAX_TIMEOUT_SECONDS, Exact, ExactBuildError, ExactBuilde
 pub use facilitator::{Facilitator, FacilitatorError, FacilitatorRequest};
 #[cfg(feature = "http-facilitator")]
 pub use facilitator::{FacilitatorBuildError, HttpFacilitator, HttpFacilitatorBuilder};
+pub use hosted::hosted_facilitator_url;
 #[cfg(feature = "local-facilitator")]
 pub use local::{
     DEFAULT_MAX_FEE, LocalFacilitator, LocalFacilitatorBuilder, LocalFacilitatorError,

@@ -15,7 +15,6 @@
 //! rounds alternate bare, gateway, bare, gateway, and the best of each is kept).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,15 +26,13 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use paywall::dev::{DevOptions, sell_on};
-use paywall::routes::Routes;
-use paywall::server;
-use paywall::setup::Ledger;
-use stoka::clock::SystemClock;
-use stoka::storage::RedbStorage;
 use tower_paywall::Intent;
 use tower_paywall::client::{PayingClient, Policy};
 use tower_paywall::stellar::{Network, SorobanRpc};
+
+/// stoka and a gateway on one ledger (shared with the tests).
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 /// Connections the load generator keeps busy.
 const CONCURRENCY: usize = 32;
@@ -158,61 +155,22 @@ async fn main() {
     // built on the same ledger.
     let dir = std::env::temp_dir().join(format!("paywall-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let stoka_options = stoka::dev::DevOptions {
-        listen: "127.0.0.1:0".into(),
-        rpc_listen: loopback,
-        facilitator_listen: loopback,
-        store: None,
-        wallets: 1,
-        ledger_period: Duration::from_millis(200),
-        metrics_listen: None,
-    };
-    let storage = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
-    let stoka = stoka::dev::start_on(
-        &stoka_options,
-        storage,
-        dir.join("stoka.redb"),
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
-    let stoka_url = format!("http://{}", listener.local_addr().unwrap());
-    let router = stoka.server.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-
     let upstream = upstream().await;
     let bare = bare_proxy(upstream.clone()).await;
     let routes = format!(
         "upstream = \"{upstream}\"\n[[route]]\nmethod = \"GET\"\npath = \"/paid\"\nprice = \"0.001\"\nintents = [\"x402\"]\n[[route]]\npath = \"/*\"\nprice = \"free\"\n"
     );
-    let ledger = Ledger {
-        network: stoka.ledger.network.clone(),
-        rpc: stoka.ledger.rpc.clone(),
-        facilitator: stoka.ledger.facilitator.as_ref().map(|(f, _)| f.clone()),
-    };
-    let options = DevOptions {
-        listen: loopback,
-        wallets: 1,
-        upstream_secret: Some("a secret shared with the upstream, 32+ bytes".into()),
-        ..DevOptions::default()
-    };
-    let selling = sell_on(
-        &stoka.sandbox,
-        ledger,
-        stoka.rpc.certificate_pem(),
-        Routes::parse(&routes).unwrap(),
-        &options,
+    let support::Beside {
+        stoka,
+        stoka_url,
+        gateway_url: gateway,
+        ..
+    } = support::stoka_and_gateway(
+        &dir,
+        &routes,
+        "a secret shared with the upstream, 32+ bytes",
     )
-    .await
-    .unwrap();
-    let gateway = selling.url.clone();
-    tokio::spawn(server::serve(
-        selling.listener,
-        selling.gateway.clone(),
-        std::future::pending(),
-    ));
+    .await;
 
     // Paid, one after another, x402 through the local facilitator.
     let payer = PayingClient::builder(

@@ -7,20 +7,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower_paywall::sandbox::{ChannelParams, RpcServer, Sandbox, SandboxConfig, ServeConfig};
+use tower_paywall::sandbox::{
+    DemoWallets, DevConfig, RpcServer, Sandbox, SandboxConfig, ServeConfig,
+};
 use tower_paywall::stellar::{Address, Keypair, SorobanRpc};
-use tower_paywall::x402::{Facilitator, LocalFacilitator, facilitator_router};
+use tower_paywall::x402::Facilitator;
 
 use crate::gateway::Gateway;
 use crate::payer::UpstreamSecret;
 use crate::routes::Routes;
 use crate::setup::{self, Ledger, Settings, SetupError};
 use crate::upstream::{DEFAULT_TIMEOUT, Upstream};
-
-/// The deposit of the first demo wallet's channel: 10 USDC.
-const DEMO_CHANNEL_DEPOSIT: i128 = 100_000_000;
-/// The channel's refund waiting period, in ledgers.
-const DEMO_REFUND_PERIOD: u32 = 1_000;
 
 /// What `paywall dev` runs with.
 #[derive(Clone, Debug)]
@@ -39,6 +36,16 @@ pub struct DevOptions {
     pub upstream_secret: Option<String>,
     /// How long the upstream may take to answer.
     pub upstream_timeout: Duration,
+}
+
+impl DevOptions {
+    /// The ledger, its RPC and the facilitator these options ask for.
+    fn stack(&self) -> DevConfig {
+        DevConfig::default()
+            .sandbox(SandboxConfig::default().ledger_period(self.ledger_period))
+            .rpc(ServeConfig::default().http(Some(self.rpc_listen)))
+            .facilitator_listen(self.facilitator_listen)
+    }
 }
 
 impl Default for DevOptions {
@@ -117,35 +124,26 @@ fn random_hex() -> Result<String, SetupError> {
 ///
 /// [`SetupError`] if any part does not start, or the routes ask for what it does not sell.
 pub async fn start(options: &DevOptions, routes: Routes) -> Result<DevStack, SetupError> {
-    let sandbox = Sandbox::start(SandboxConfig::default().ledger_period(options.ledger_period))
-        .map_err(sandbox_error)?;
-    let rpc = sandbox
-        .serve(ServeConfig::default().http(Some(options.rpc_listen)))
+    let dev = tower_paywall::sandbox::DevStack::start(options.stack())
         .await
         .map_err(sandbox_error)?;
-    let network = sandbox.network().clone();
-    let facilitator_account = sandbox.funded_keypair().await.map_err(sandbox_error)?;
-    let facilitator =
-        LocalFacilitator::builder(sandbox.clone(), network.clone(), facilitator_account)
-            .build()
-            .map_err(sandbox_error)?;
-    let facilitator: Arc<dyn Facilitator> = Arc::new(facilitator);
-    let listener = tokio::net::TcpListener::bind(options.facilitator_listen)
-        .await
-        .map_err(sandbox_error)?;
-    let facilitator_url = format!("http://{}", listener.local_addr().map_err(sandbox_error)?);
-    let app = facilitator_router(facilitator.clone(), None);
-    tokio::spawn(async move { axum::serve(listener, app).await });
     let ledger = Ledger {
-        network,
-        rpc: Some(Arc::new(sandbox.clone()) as Arc<dyn SorobanRpc>),
-        facilitator: Some(facilitator),
+        network: dev.sandbox.network().clone(),
+        rpc: Some(Arc::new(dev.sandbox.clone()) as Arc<dyn SorobanRpc>),
+        facilitator: Some(Arc::new(dev.facilitator.clone()) as Arc<dyn Facilitator>),
     };
-    let selling = sell_on(&sandbox, ledger, rpc.certificate_pem(), routes, options).await?;
+    let selling = sell_on(
+        &dev.sandbox,
+        ledger,
+        dev.rpc.certificate_pem(),
+        routes,
+        options,
+    )
+    .await?;
     Ok(DevStack {
-        sandbox,
-        rpc,
-        facilitator_url,
+        sandbox: dev.sandbox,
+        rpc: dev.rpc,
+        facilitator_url: dev.facilitator_url,
         selling,
     })
 }
@@ -206,32 +204,21 @@ pub async fn sell_on(
     .map_err(|error| SetupError::Payment(error.to_string()))?;
     let gateway = Gateway::new(routes, built.payments, upstream)
         .map_err(|error| SetupError::Payment(error.to_string()))?;
-    let mut wallets = Vec::with_capacity(options.wallets);
-    for _ in 0..options.wallets.max(1) {
-        wallets.push(sandbox.funded_keypair().await.map_err(sandbox_error)?);
-    }
-    let first = &wallets[0];
-    let channel = sandbox
-        .deploy_channel(ChannelParams {
-            token: sandbox.usdc(),
-            from: first,
-            commitment_key: first.public_key(),
-            to: pay_to.address(),
-            amount: DEMO_CHANNEL_DEPOSIT,
-            refund_waiting_period: DEMO_REFUND_PERIOD,
-        })
-        .await
-        .map_err(sandbox_error)?;
-    if let Some(scheme) = &built.channel {
-        scheme.add_channel(channel).await.map_err(sandbox_error)?;
-    }
+    let demo = DemoWallets::fund(
+        sandbox,
+        options.wallets,
+        pay_to.address(),
+        built.channel.as_ref(),
+    )
+    .await
+    .map_err(sandbox_error)?;
     Ok(Selling {
         gateway,
         listener,
         url,
         pay_to,
-        wallets,
-        channel,
+        wallets: demo.wallets,
+        channel: demo.channel,
         upstream_secret,
     })
 }

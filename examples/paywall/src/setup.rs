@@ -4,16 +4,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
-use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc, Sponsor};
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel};
+use tower_paywall::seller::{Seller, SellerError};
+use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc};
 use tower_paywall::store::{ChannelStore, FileChannelStore};
-use tower_paywall::x402::{Exact, Facilitator, HttpFacilitator};
+use tower_paywall::x402::{Facilitator, HttpFacilitator, hosted_facilitator_url};
 use tower_paywall::{MemoryStore, PaymentScheme, PaymentStore};
 
 use crate::gateway::Payments;
-
-/// The most a sponsored `charge` transaction may cost in fees, in stroops.
-const SPONSOR_MAX_FEE: u32 = 1_000_000;
 
 /// What the payment side is set up from (`paywall serve`'s flags and environment).
 #[derive(Clone, Default)]
@@ -96,40 +94,26 @@ fn payment(error: impl std::fmt::Display) -> SetupError {
     SetupError::Payment(error.to_string())
 }
 
-/// The network `name` names.
-///
-/// # Errors
-///
-/// [`SetupError::Invalid`] for an unknown one.
-pub fn network(name: &str) -> Result<Network, SetupError> {
-    match name {
-        "testnet" => Ok(Network::testnet()),
-        "pubnet" | "mainnet" => Ok(Network::pubnet()),
-        other => Network::from_caip2(other).map_err(|error| invalid("network", error.to_string())),
-    }
-}
-
 /// The ledger of a real deployment: the configured RPC and facilitator.
 ///
 /// # Errors
 ///
 /// [`SetupError`] for a bad network, RPC URL or facilitator URL.
 pub fn ledger(settings: &Settings) -> Result<Ledger, SetupError> {
-    let network = network(&settings.network)?;
-    let rpc = match &settings.rpc_url {
-        Some(url) => Some(Arc::new(
-            JsonRpcClient::builder(url.clone())
-                .build()
-                .map_err(payment)?,
-        ) as Arc<dyn SorobanRpc>),
-        None => None,
-    };
+    let network = Network::from_name(&settings.network)
+        .map_err(|error| invalid("network", error.to_string()))?;
+    let rpc = settings
+        .rpc_url
+        .as_deref()
+        .map(|url| JsonRpcClient::builder(url).build().map_err(payment))
+        .transpose()?
+        .map(|rpc| Arc::new(rpc) as Arc<dyn SorobanRpc>);
     let facilitator = if settings.no_x402 {
         None
     } else {
         let url = match &settings.facilitator_url {
             Some(url) => url.clone(),
-            None => default_facilitator(&network)
+            None => hosted_facilitator_url(&network)
                 .ok_or_else(|| invalid("facilitator-url", "no default for this network"))?
                 .to_owned(),
         };
@@ -144,15 +128,6 @@ pub fn ledger(settings: &Settings) -> Result<Ledger, SetupError> {
         rpc,
         facilitator,
     })
-}
-
-/// The hosted OpenZeppelin facilitator of `network`.
-fn default_facilitator(network: &Network) -> Option<&'static str> {
-    match network.caip2() {
-        "stellar:testnet" => Some("https://channels.openzeppelin.com/x402/testnet"),
-        "stellar:pubnet" => Some("https://channels.openzeppelin.com/x402"),
-        _ => None,
-    }
 }
 
 /// The payment side, and the channel scheme when there is one (the sandbox adds its demo
@@ -178,21 +153,18 @@ impl std::fmt::Debug for Built {
 ///
 /// [`SetupError`] for a missing or wrong setting.
 pub async fn payments(settings: &Settings, ledger: &Ledger) -> Result<Built, SetupError> {
-    let network = ledger.network.clone();
     let pay_to: Address = settings
         .pay_to
         .as_deref()
         .ok_or_else(|| invalid("pay-to", "who is paid must be set (PAYWALL_PAY_TO)"))?
         .parse()
         .map_err(|_| invalid("pay-to", "not a Stellar address"))?;
-    let asset: Address = match &settings.asset {
-        Some(asset) => asset
-            .parse()
-            .map_err(|_| invalid("asset", "not a contract address"))?,
-        None => network
-            .usdc()
-            .ok_or_else(|| invalid("asset", "this network has no default USDC: set --asset"))?,
-    };
+    let asset: Option<Address> = settings
+        .asset
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|_| invalid("asset", "not a contract address"))?;
     let redis = match &settings.redis_url {
         Some(url) => Some(
             tower_paywall::store::redis::RedisStore::connect(url, "paywall")
@@ -201,29 +173,19 @@ pub async fn payments(settings: &Settings, ledger: &Ledger) -> Result<Built, Set
         ),
         None => None,
     };
-    let exact = match &ledger.facilitator {
-        Some(facilitator) if !settings.no_x402 => {
-            let mut exact =
-                Exact::builder_shared(network.clone(), pay_to, facilitator.clone()).asset(asset);
-            if let Some(rpc) = &ledger.rpc {
-                exact = exact.rpc(rpc.clone());
-            }
-            Some(Arc::new(exact.build().map_err(payment)?))
-        }
-        _ => None,
-    };
-    let mut charge = None;
-    let mut channel = None;
+    let mut seller = Seller::builder(ledger.network.clone(), pay_to);
+    if let Some(asset) = asset {
+        seller = seller.asset(asset);
+    }
+    if let Some(rpc) = &ledger.rpc {
+        seller = seller.rpc(rpc.clone());
+    }
+    if let Some(facilitator) = ledger.facilitator.clone().filter(|_| !settings.no_x402) {
+        seller = seller.facilitator(facilitator);
+    }
     if let Some(secret) = &settings.mpp_secret {
-        let rpc = ledger
-            .rpc
-            .clone()
-            .ok_or_else(|| invalid("rpc-url", "MPP needs a Soroban RPC URL"))?;
-        let keys = || -> Result<ChallengeKeys, SetupError> {
-            let secret = ChallengeSecret::new(secret.as_bytes().to_vec())
-                .map_err(|error| invalid("mpp-secret", error.to_string()))?;
-            Ok(ChallengeKeys::new(secret))
-        };
+        let secret = ChallengeSecret::new(secret.as_bytes().to_vec())
+            .map_err(|error| invalid("mpp-secret", error.to_string()))?;
         let realm = settings.realm.clone().unwrap_or_else(|| {
             settings
                 .public_url
@@ -232,73 +194,60 @@ pub async fn payments(settings: &Settings, ledger: &Ledger) -> Result<Built, Set
                 .and_then(|uri| uri.host().map(str::to_owned))
                 .unwrap_or_else(|| "paywall".into())
         });
-        let mut builder = StellarCharge::builder(network.clone(), pay_to, rpc.clone(), keys()?)
-            .currency(asset)
-            .realm(realm.clone());
+        seller = seller
+            .challenge_keys(ChallengeKeys::new(secret))
+            .realm(realm);
         if let Some(fee_payer) = &settings.fee_payer_secret {
-            let account: Keypair = fee_payer
-                .parse()
-                .map_err(|_| invalid("fee-payer-secret", "not a secret key (S…)"))?;
-            let sponsor = Sponsor::new(
-                rpc.clone(),
-                network.clone(),
-                vec![account],
-                None,
-                SPONSOR_MAX_FEE,
-            )
-            .map_err(payment)?;
-            builder = builder.sponsor(Arc::new(sponsor));
+            seller = seller.fee_payer(
+                fee_payer
+                    .parse::<Keypair>()
+                    .map_err(|_| invalid("fee-payer-secret", "not a secret key (S…)"))?,
+            );
         }
-        charge = Some(Arc::new(builder.build().map_err(payment)?) as Arc<dyn PaymentScheme>);
         if let Some(recipient) = &settings.channel_secret {
-            let recipient: Keypair = recipient
-                .parse()
+            let recipient = recipient
+                .parse::<Keypair>()
                 .map_err(|_| invalid("channel-secret", "not a secret key (S…)"))?;
-            if recipient.address() != pay_to {
-                return Err(invalid(
-                    "channel-secret",
-                    "it must be the secret key of pay-to",
-                ));
-            }
             let vouchers: Arc<dyn ChannelStore> = match &redis {
                 Some(redis) => Arc::new(redis.channel_store()),
                 None => Arc::new(FileChannelStore::open(&settings.state_dir).map_err(payment)?),
             };
-            let mut builder =
-                StellarChannel::builder(network.clone(), recipient, rpc, keys()?, vouchers)
-                    .currency(asset)
-                    .realm(realm);
+            seller = seller.channel(recipient, vouchers);
             if let Some(redis) = &redis {
-                builder = builder.leases(Arc::new(redis.leases()));
+                seller = seller.leases(Arc::new(redis.leases()));
             }
-            let scheme = Arc::new(builder.build().map_err(payment)?);
-            scheme.resume().await.map_err(payment)?;
-            channel = Some(scheme);
         }
     }
-    if exact.is_none() && charge.is_none() {
-        return Err(invalid(
+    let seller = seller.build().await.map_err(|error| match error {
+        SellerError::NoAsset => invalid("asset", "this network has no default USDC: set --asset"),
+        SellerError::NoRpc => invalid("rpc-url", "MPP needs a Soroban RPC URL"),
+        SellerError::ChannelRecipient => {
+            invalid("channel-secret", "it must be the secret key of pay-to")
+        }
+        SellerError::NothingOffered => invalid(
             "mpp-secret",
             "nothing to sell with: x402 is off and MPP has no secret (PAYWALL_MPP_SECRET)",
-        ));
-    }
+        ),
+        other => payment(other),
+    })?;
     let store: Arc<dyn PaymentStore> = match &redis {
         Some(redis) => Arc::new(redis.payment_store()),
         None => Arc::new(MemoryStore::new()),
     };
     Ok(Built {
         payments: Payments {
-            network,
-            asset,
+            network: seller.network,
+            asset: seller.asset,
             pay_to,
-            exact,
-            charge,
-            channel: channel
+            exact: seller.exact,
+            charge: seller.charge.map(|charge| charge as Arc<dyn PaymentScheme>),
+            channel: seller
+                .channel
                 .clone()
                 .map(|channel| channel as Arc<dyn PaymentScheme>),
             store,
             public_url: settings.public_url.clone(),
         },
-        channel,
+        channel: seller.channel,
     })
 }

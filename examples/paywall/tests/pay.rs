@@ -7,14 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paywall::dev::{DevOptions, sell_on};
 use paywall::pay::{self, PayOptions, PayProxy};
-use paywall::routes::Routes;
-use paywall::server;
-use paywall::setup::Ledger;
 use serde_json::Value;
-use stoka::clock::SystemClock;
-use stoka::storage::RedbStorage;
 use tower_paywall::client::PayingClient;
 use tower_paywall::stellar::{Address, Network, SorobanRpc};
 
@@ -51,65 +45,19 @@ async fn proxy(client: PayingClient, options: PayOptions) -> (PayProxy, String) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_through_paywall_pay_pays_stoka_and_a_gateway_once_each_and_a_dear_route_is_refused_before_signing()
  {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    // stoka, on its dev stack.
+    // stoka, on its dev stack, and a gateway on the same ledger, in front of an upstream.
     let dir = std::env::temp_dir().join(format!("paywall-pay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let stoka_options = stoka::dev::DevOptions {
-        listen: "127.0.0.1:0".into(),
-        rpc_listen: loopback,
-        facilitator_listen: loopback,
-        store: None,
-        wallets: 1,
-        ledger_period: Duration::from_millis(200),
-        metrics_listen: None,
-    };
-    let storage = Arc::new(RedbStorage::open(dir.join("stoka.redb")).unwrap());
-    let stoka = stoka::dev::start_on(
-        &stoka_options,
-        storage,
-        dir.join("stoka.redb"),
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
-    let stoka_url = format!("http://{}", listener.local_addr().unwrap());
-    let router = stoka.server.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-
-    // A gateway on the same ledger, in front of an upstream.
     let (upstream, _log) = support::upstream(SECRET.to_owned()).await;
     let routes = format!(
         "upstream = \"{upstream}\"\n[[route]]\nmethod = \"GET\"\npath = \"/weather/{{city}}\"\nprice = \"0.001\"\n"
     );
-    let ledger = Ledger {
-        network: stoka.ledger.network.clone(),
-        rpc: stoka.ledger.rpc.clone(),
-        facilitator: stoka.ledger.facilitator.as_ref().map(|(f, _)| f.clone()),
-    };
-    let options = DevOptions {
-        listen: loopback,
-        upstream_secret: Some(SECRET.to_owned()),
-        wallets: 1,
-        ..DevOptions::default()
-    };
-    let selling = sell_on(
-        &stoka.sandbox,
-        ledger,
-        stoka.rpc.certificate_pem(),
-        Routes::parse(&routes).unwrap(),
-        &options,
-    )
-    .await
-    .unwrap();
-    let gateway_url = selling.url.clone();
-    tokio::spawn(server::serve(
-        selling.listener,
-        selling.gateway.clone(),
-        std::future::pending(),
-    ));
+    let support::Beside {
+        stoka,
+        stoka_url,
+        gateway_url,
+        gateway_pay_to,
+    } = support::stoka_and_gateway(&dir, &routes, SECRET).await;
 
     // The agent's proxy, paying from stoka's first demo wallet.
     let wallet = stoka.wallets[0].clone();
@@ -139,7 +87,7 @@ async fn curl_through_paywall_pay_pays_stoka_and_a_gateway_once_each_and_a_dear_
     let before = (
         balance(wallet.address()).await,
         balance(stoka_payee).await,
-        balance(selling.pay_to.address()).await,
+        balance(gateway_pay_to.address()).await,
     );
 
     // stoka's store, through the proxy as HTTP_PROXY.
@@ -176,7 +124,7 @@ async fn curl_through_paywall_pay_pays_stoka_and_a_gateway_once_each_and_a_dear_
     let after = (
         balance(wallet.address()).await,
         balance(stoka_payee).await,
-        balance(selling.pay_to.address()).await,
+        balance(gateway_pay_to.address()).await,
     );
     assert_eq!(
         after.0,

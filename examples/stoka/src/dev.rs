@@ -12,19 +12,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower_paywall::sandbox::{ChannelParams, RpcServer, Sandbox, SandboxConfig, ServeConfig};
+use tower_paywall::sandbox::{
+    DemoWallets, DevConfig, DevStackError, RpcServer, Sandbox, SandboxConfig, ServeConfig,
+};
 use tower_paywall::stellar::{Address, Keypair, SorobanRpc};
-use tower_paywall::x402::{Facilitator, LocalFacilitator, facilitator_router};
+use tower_paywall::x402::Facilitator;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::server::{Ledger, Server, ServerError, build};
 use crate::storage::Storage;
-
-/// The deposit of the first demo wallet's channel: 10 USDC.
-const DEMO_CHANNEL_DEPOSIT: i128 = 100_000_000;
-/// The channel's refund waiting period, in ledgers.
-const DEMO_REFUND_PERIOD: u32 = 1_000;
 
 /// What `stoka dev` runs with.
 #[derive(Clone, Debug)]
@@ -123,25 +120,27 @@ pub async fn start_on(
     store: PathBuf,
     clock: Arc<dyn Clock>,
 ) -> Result<DevStack, ServerError> {
-    let sandbox = Sandbox::start(SandboxConfig::default().ledger_period(options.ledger_period))
-        .map_err(sandbox_error)?;
-    let rpc = sandbox
-        .serve(ServeConfig::default().http(Some(options.rpc_listen)))
-        .await
-        .map_err(sandbox_error)?;
+    let stack = tower_paywall::sandbox::DevStack::start(
+        DevConfig::default()
+            .sandbox(SandboxConfig::default().ledger_period(options.ledger_period))
+            .rpc(ServeConfig::default().http(Some(options.rpc_listen)))
+            .facilitator_listen(options.facilitator_listen),
+    )
+    .await
+    .map_err(|error| match error {
+        DevStackError::FacilitatorListen { source, .. } => ServerError::Io(source),
+        other => sandbox_error(other),
+    })?;
+    let tower_paywall::sandbox::DevStack {
+        sandbox,
+        rpc,
+        facilitator,
+        facilitator_url,
+        ..
+    } = stack;
     let network = sandbox.network().clone();
     let pay_to = sandbox.funded_keypair().await.map_err(sandbox_error)?;
-    let facilitator_account = sandbox.funded_keypair().await.map_err(sandbox_error)?;
     let sponsor_account = sandbox.funded_keypair().await.map_err(sandbox_error)?;
-    let facilitator =
-        LocalFacilitator::builder(sandbox.clone(), network.clone(), facilitator_account)
-            .build()
-            .map_err(sandbox_error)?;
-    let facilitator: Arc<dyn Facilitator> = Arc::new(facilitator);
-    let listener = tokio::net::TcpListener::bind(options.facilitator_listen).await?;
-    let facilitator_url = format!("http://{}", listener.local_addr()?);
-    let app = facilitator_router(facilitator.clone(), None);
-    tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret).map_err(sandbox_error)?;
@@ -163,29 +162,21 @@ pub async fn start_on(
     let ledger = Ledger {
         network,
         rpc: Some(Arc::new(sandbox.clone()) as Arc<dyn SorobanRpc>),
-        facilitator: Some((facilitator, facilitator_url.clone())),
+        facilitator: Some((
+            Arc::new(facilitator) as Arc<dyn Facilitator>,
+            facilitator_url.clone(),
+        )),
     };
     let server = build(&config, storage, clock, &ledger).await?;
 
-    let mut wallets = Vec::with_capacity(options.wallets);
-    for _ in 0..options.wallets.max(1) {
-        wallets.push(sandbox.funded_keypair().await.map_err(sandbox_error)?);
-    }
-    let first = &wallets[0];
-    let channel = sandbox
-        .deploy_channel(ChannelParams {
-            token: sandbox.usdc(),
-            from: first,
-            commitment_key: first.public_key(),
-            to: pay_to.address(),
-            amount: DEMO_CHANNEL_DEPOSIT,
-            refund_waiting_period: DEMO_REFUND_PERIOD,
-        })
-        .await
-        .map_err(sandbox_error)?;
-    if let Some(scheme) = &server.channel {
-        scheme.add_channel(channel).await.map_err(sandbox_error)?;
-    }
+    let demo = DemoWallets::fund(
+        &sandbox,
+        options.wallets,
+        pay_to.address(),
+        server.channel.as_ref(),
+    )
+    .await
+    .map_err(sandbox_error)?;
     Ok(DevStack {
         ledger,
         sandbox,
@@ -193,8 +184,8 @@ pub async fn start_on(
         facilitator_url,
         server,
         config,
-        wallets,
-        channel,
+        wallets: demo.wallets,
+        channel: demo.channel,
     })
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel, StellarCharge};
-use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc, Sponsor};
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel};
+use tower_paywall::seller::{Seller, SellerError};
+use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc};
 use tower_paywall::store::BackedStore;
-use tower_paywall::x402::{Exact, Facilitator, HttpFacilitator};
+use tower_paywall::x402::{Facilitator, HttpFacilitator, hosted_facilitator_url};
 use tower_paywall::{PaymentLayer, PaymentScheme};
 
 use crate::api::paywall::{Schemes, layers};
@@ -22,8 +23,6 @@ use crate::storage::{RedbStorage, RedisStorage, Storage, StorageError};
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(30);
 /// How often the payments whose settlement outcome is unknown are looked up on the ledger.
 pub const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
-/// The most a sponsored `charge` transaction may cost in fees, in stroops.
-const SPONSOR_MAX_FEE: u32 = 1_000_000;
 
 /// Why a server could not be put together.
 #[derive(Debug, thiserror::Error)]
@@ -52,19 +51,6 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> ServerError {
 
 fn payment(error: impl std::fmt::Display) -> ServerError {
     ServerError::Payment(error.to_string())
-}
-
-/// The network a configuration names.
-///
-/// # Errors
-///
-/// [`ServerError::Config`] for an unknown name.
-pub fn network(config: &Config) -> Result<Network, ServerError> {
-    match config.network.as_str() {
-        "testnet" => Ok(Network::testnet()),
-        "pubnet" | "mainnet" => Ok(Network::pubnet()),
-        other => Network::from_caip2(other).map_err(|error| invalid("network", error.to_string())),
-    }
 }
 
 /// Opens the configured store.
@@ -151,92 +137,73 @@ pub async fn build(
         .ok_or_else(|| invalid("pay_to", "who is paid must be set (STOKA_PAY_TO)"))?
         .parse()
         .map_err(|_| invalid("pay_to", "not a Stellar address"))?;
-    let asset: Address = match &config.asset {
-        Some(asset) => asset
-            .parse()
-            .map_err(|_| invalid("asset", "not a contract address"))?,
-        None => network
-            .usdc()
-            .ok_or_else(|| invalid("asset", "this network has no default USDC: set asset"))?,
-    };
-    let mut schemes = Schemes::default();
+    let mut seller = Seller::builder(network.clone(), pay_to);
+    if let Some(asset) = &config.asset {
+        seller = seller.asset(
+            asset
+                .parse()
+                .map_err(|_| invalid("asset", "not a contract address"))?,
+        );
+    }
+    // With a ledger to ask, an x402 settlement whose answer was lost is ended from it.
+    if let Some(rpc) = &ledger.rpc {
+        seller = seller.rpc(rpc.clone());
+    }
     let mut x402 = None;
     if config.x402.enabled {
         let (facilitator, url) = ledger
             .facilitator
             .clone()
             .ok_or_else(|| invalid("x402.facilitator_url", "x402 needs a facilitator"))?;
-        let mut exact = Exact::builder_shared(network.clone(), pay_to, facilitator)
-            .asset(asset)
+        seller = seller
+            .facilitator(facilitator)
             .max_timeout_seconds(config.x402.max_timeout_seconds);
-        // With a ledger to ask, a settlement whose answer was lost is ended from it.
-        if let Some(rpc) = &ledger.rpc {
-            exact = exact.rpc(rpc.clone());
-        }
-        let exact = exact.build().map_err(payment)?;
-        schemes.exact = Some(Arc::new(exact) as Arc<dyn PaymentScheme>);
         x402 = Some(X402Info {
             facilitator_url: url,
             max_timeout_seconds: config.x402.max_timeout_seconds,
         });
     }
-    let mut mpp = None;
+    let realm = realm(config);
     if let Some(secret) = &config.mpp.secret {
-        let rpc = ledger
-            .rpc
-            .clone()
-            .ok_or_else(|| invalid("rpc_url", "MPP needs a Soroban RPC URL"))?;
-        let keys = || -> Result<ChallengeKeys, ServerError> {
-            let secret = ChallengeSecret::new(secret.as_bytes().to_vec())
-                .map_err(|error| invalid("mpp.secret", error.to_string()))?;
-            Ok(ChallengeKeys::new(secret))
-        };
-        let realm = realm(config);
-        let mut charge = StellarCharge::builder(network.clone(), pay_to, rpc.clone(), keys()?)
-            .currency(asset)
+        let secret = ChallengeSecret::new(secret.as_bytes().to_vec())
+            .map_err(|error| invalid("mpp.secret", error.to_string()))?;
+        seller = seller
+            .challenge_keys(ChallengeKeys::new(secret))
             .realm(realm.clone());
         if let Some(fee_payer) = &config.mpp.fee_payer_secret {
-            let account: Keypair = fee_payer
-                .parse()
-                .map_err(|_| invalid("mpp.fee_payer_secret", "not a secret key (S…)"))?;
-            let sponsor = Sponsor::new(
-                rpc.clone(),
-                network.clone(),
-                vec![account],
-                None,
-                SPONSOR_MAX_FEE,
-            )
-            .map_err(payment)?;
-            charge = charge.sponsor(Arc::new(sponsor));
+            seller = seller.fee_payer(
+                fee_payer
+                    .parse::<Keypair>()
+                    .map_err(|_| invalid("mpp.fee_payer_secret", "not a secret key (S…)"))?,
+            );
         }
-        schemes.charge = Some(Arc::new(charge.build().map_err(payment)?) as Arc<dyn PaymentScheme>);
         if let Some(recipient) = &config.mpp.channel_secret {
-            let recipient: Keypair = recipient
-                .parse()
+            let recipient = recipient
+                .parse::<Keypair>()
                 .map_err(|_| invalid("mpp.channel_secret", "not a secret key (S…)"))?;
-            if recipient.address() != pay_to {
-                return Err(invalid(
-                    "mpp.channel_secret",
-                    "it must be the secret key of pay_to",
-                ));
-            }
-            let vouchers = storage.channel_store();
-            let channel =
-                StellarChannel::builder(network.clone(), recipient, rpc, keys()?, vouchers)
-                    .currency(asset)
-                    .realm(realm.clone())
-                    .leases(storage.leases())
-                    .build()
-                    .map_err(payment)?;
-            let channel = Arc::new(channel);
-            channel.resume().await.map_err(payment)?;
-            schemes.channel = Some(channel);
+            seller = seller
+                .channel(recipient, storage.channel_store())
+                .leases(storage.leases());
         }
-        mpp = Some(MppInfo {
-            realm,
-            channel: schemes.channel.is_some(),
-        });
     }
+    let seller = seller.build().await.map_err(|error| match error {
+        SellerError::NoAsset => invalid("asset", "this network has no default USDC: set asset"),
+        SellerError::NoRpc => invalid("rpc_url", "MPP needs a Soroban RPC URL"),
+        SellerError::ChannelRecipient => {
+            invalid("mpp.channel_secret", "it must be the secret key of pay_to")
+        }
+        other => payment(other),
+    })?;
+    let asset = seller.asset;
+    let schemes = Schemes {
+        exact: seller.exact.map(|exact| exact as Arc<dyn PaymentScheme>),
+        charge: seller.charge.map(|charge| charge as Arc<dyn PaymentScheme>),
+        channel: seller.channel,
+    };
+    let mpp = config.mpp.secret.as_ref().map(|_| MppInfo {
+        realm,
+        channel: schemes.channel.is_some(),
+    });
     let info = ServiceInfo {
         network: network.caip2().to_owned(),
         asset: asset.to_string(),
@@ -265,7 +232,8 @@ pub async fn build(
 ///
 /// [`ServerError`] for a bad network, RPC URL or facilitator URL.
 pub fn ledger(config: &Config) -> Result<Ledger, ServerError> {
-    let network = network(config)?;
+    let network = Network::from_name(&config.network)
+        .map_err(|error| invalid("network", error.to_string()))?;
     let rpc = match &config.rpc_url {
         Some(url) => Some(Arc::new(
             JsonRpcClient::builder(url.clone())
@@ -277,7 +245,7 @@ pub fn ledger(config: &Config) -> Result<Ledger, ServerError> {
     let facilitator = if config.x402.enabled {
         let url = match &config.x402.facilitator_url {
             Some(url) => url.clone(),
-            None => default_facilitator(&network)
+            None => hosted_facilitator_url(&network)
                 .ok_or_else(|| invalid("x402.facilitator_url", "no default for this network"))?
                 .to_owned(),
         };
@@ -295,15 +263,6 @@ pub fn ledger(config: &Config) -> Result<Ledger, ServerError> {
         rpc,
         facilitator,
     })
-}
-
-/// The hosted OpenZeppelin facilitator of `network`.
-fn default_facilitator(network: &Network) -> Option<&'static str> {
-    match network.caip2() {
-        "stellar:testnet" => Some("https://channels.openzeppelin.com/x402/testnet"),
-        "stellar:pubnet" => Some("https://channels.openzeppelin.com/x402"),
-        _ => None,
-    }
 }
 
 /// Serves `server` on `listener` until the process is interrupted, sweeping expired records.

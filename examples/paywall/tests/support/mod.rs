@@ -1,9 +1,10 @@
-//! What paywall's integration tests share: a gateway on a sandbox ledger (`paywall dev`'s
-//! stack, on loopback ports of its own) in front of an upstream, paying clients of its demo
-//! wallets, balances read from the ledger, and raw HTTP/1.1 for requests a client would not
-//! send as written.
+//! What paywall's integration tests (and its bench) share: a gateway on a sandbox ledger
+//! (`paywall dev`'s stack, on loopback ports of its own) in front of an upstream, or beside
+//! stoka on stoka's dev stack; paying clients of its demo wallets, balances read from the
+//! ledger, and raw HTTP/1.1 for requests a client would not send as written.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -12,9 +13,10 @@ use http::{HeaderMap, Request, StatusCode};
 use paywall::payer::{self, UpstreamSecret};
 use serde_json::{Value, json};
 
-use paywall::dev::{DevOptions, DevStack, start};
+use paywall::dev::{DevOptions, DevStack, sell_on, start};
 use paywall::routes::Routes;
 use paywall::server;
+use paywall::setup::Ledger;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_paywall::Intent;
 use tower_paywall::client::{PayingClient, Policy};
@@ -170,6 +172,81 @@ impl World {
     /// Lets the ledger close a few times, so that a settlement under way would have landed.
     pub async fn settle_time(&self) {
         tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+}
+
+/// stoka and a gateway on one sandbox ledger, both serving on loopback.
+pub struct Beside {
+    /// stoka's dev stack: the ledger, its RPC, stoka, one demo wallet.
+    pub stoka: stoka::dev::DevStack,
+    /// stoka's URL.
+    pub stoka_url: String,
+    /// The gateway's URL.
+    pub gateway_url: String,
+    /// Who the gateway pays.
+    pub gateway_pay_to: Keypair,
+}
+
+/// stoka's dev stack (its store in `dir`, 200 ms ledgers, one demo wallet), serving, and a
+/// gateway selling `routes` on the same ledger (`paywall::dev::sell_on`), signing payer
+/// headers with `secret`, serving.
+pub async fn stoka_and_gateway(dir: &Path, routes: &str, secret: &str) -> Beside {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let stoka_options = stoka::dev::DevOptions {
+        listen: "127.0.0.1:0".into(),
+        rpc_listen: loopback,
+        facilitator_listen: loopback,
+        store: None,
+        wallets: 1,
+        ledger_period: Duration::from_millis(200),
+        metrics_listen: None,
+    };
+    let store = dir.join("stoka.redb");
+    let storage = Arc::new(stoka::storage::RedbStorage::open(&store).unwrap());
+    let stoka = stoka::dev::start_on(
+        &stoka_options,
+        storage,
+        store,
+        Arc::new(stoka::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
+    let stoka_url = format!("http://{}", listener.local_addr().unwrap());
+    let router = stoka.server.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let ledger = Ledger {
+        network: stoka.ledger.network.clone(),
+        rpc: stoka.ledger.rpc.clone(),
+        facilitator: stoka.ledger.facilitator.as_ref().map(|(f, _)| f.clone()),
+    };
+    let options = DevOptions {
+        listen: loopback,
+        upstream_secret: Some(secret.to_owned()),
+        wallets: 1,
+        ..DevOptions::default()
+    };
+    let selling = sell_on(
+        &stoka.sandbox,
+        ledger,
+        stoka.rpc.certificate_pem(),
+        Routes::parse(routes).unwrap(),
+        &options,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(server::serve(
+        selling.listener,
+        selling.gateway,
+        std::future::pending(),
+    ));
+    Beside {
+        stoka,
+        stoka_url,
+        gateway_url: selling.url,
+        gateway_pay_to: selling.pay_to,
     }
 }
 
