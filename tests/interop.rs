@@ -21,6 +21,9 @@
 //! `PAYMENT-SIGNATURE` it received there (see `tests/data/golden/`).
 #![cfg(feature = "sandbox")]
 
+#[path = "support/node.rs"]
+#[allow(dead_code)]
+mod node_scripts;
 mod support;
 
 use std::path::PathBuf;
@@ -42,15 +45,11 @@ use tower_paywall::{PaymentIdentifier, PaymentLayer, PaymentLayerBuilder, Price}
 const PRICE_ATOMIC: i128 = 100_000;
 
 fn enabled() -> bool {
-    let on = std::env::var_os("TOWER_PAYWALL_INTEROP").is_some();
-    if !on {
-        eprintln!("interop tests run from scripts/test (an isolated network namespace); skipped");
-    }
-    on
+    node_scripts::interop_enabled()
 }
 
 fn package() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+    node_scripts::workspace().join("tests/interop")
 }
 
 struct World {
@@ -82,10 +81,8 @@ async fn world() -> World {
 
 /// A script of the node package, with the world's RPC, payer and USDC in its environment.
 fn node_command(script: &str, world: &World, env: &[(&str, String)]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("node");
+    let mut command = node_scripts::command(script);
     command
-        .arg(script)
-        .current_dir(package())
         .env("NODE_EXTRA_CA_CERTS", world.rpc.certificate_path())
         .env("RPC_URL", world.rpc.https_url().unwrap())
         .env("PAYER_SECRET", world.payer.secret_seed())
@@ -96,18 +93,7 @@ fn node_command(script: &str, world: &World, env: &[(&str, String)]) -> tokio::p
 
 /// Runs a script of the node package and parses the JSON line it prints.
 async fn node(script: &str, world: &World, env: &[(&str, String)]) -> serde_json::Value {
-    let output = node_command(script, world, env)
-        .output()
-        .await
-        .expect("node runs (scripts/test installs the package)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}"
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|_| panic!("{script} printed {stdout}\n{stderr}"))
+    node_scripts::run(script, node_command(script, world, env)).await
 }
 
 async fn usdc(world: &World, holder: &Address) -> i128 {

@@ -27,17 +27,29 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `tests/interop/<script>` with `env` (5 minutes at most) and returns the JSON of its
-/// last line.
-pub async fn node(script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
+/// `node tests/interop/<script>`, in the package's directory, killed when dropped.
+pub fn command(script: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("node");
     command
         .arg(script)
         .current_dir(workspace().join("tests/interop"))
         .kill_on_drop(true);
+    command
+}
+
+/// Runs `tests/interop/<script>` with `env` (5 minutes at most) and returns the JSON of its
+/// last line.
+pub async fn node(script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
+    let mut command = command(script);
     for (name, value) in env {
         command.env(name, value);
     }
+    run(script, command).await
+}
+
+/// Runs `command` (of `script`; 5 minutes at most), which must succeed, and returns the JSON
+/// of the last line it printed.
+pub async fn run(script: &str, mut command: tokio::process::Command) -> Value {
     let output = tokio::time::timeout(Duration::from_secs(300), command.output())
         .await
         .expect("the script finishes within 5 minutes")

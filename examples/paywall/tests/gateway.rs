@@ -65,6 +65,12 @@ async fn world() -> (World, Log) {
     (world, log)
 }
 
+/// Serves the test routes in front of `upstream` from now on.
+fn sell(world: &World, upstream: &str) {
+    let routes = Routes::parse(&routes(upstream)).unwrap();
+    world.stack.selling.gateway.reload(routes).unwrap();
+}
+
 fn last_seen(log: &Log) -> Seen {
     log.lock().unwrap().last().cloned().unwrap()
 }
@@ -168,10 +174,7 @@ async fn upstream_errors_timeouts_and_absence_are_not_charged() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gone = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let gateway = &world.stack.selling.gateway;
-    gateway
-        .reload(Routes::parse(&routes(&gone)).unwrap())
-        .unwrap();
+    sell(&world, &gone);
     let response = client
         .get(format!("{}/weather/rome", world.url))
         .send()
@@ -183,9 +186,7 @@ async fn upstream_errors_timeouts_and_absence_are_not_charged() {
     world.settle_time().await;
     assert_eq!(world.balances(0).await, before, "nothing moved");
     // Back to the upstream: paid and charged once.
-    gateway
-        .reload(Routes::parse(&routes(&world.upstream)).unwrap())
-        .unwrap();
+    sell(&world, &world.upstream);
     let response = client
         .get(format!("{}/weather/rome", world.url))
         .send()
