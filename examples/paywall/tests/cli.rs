@@ -73,13 +73,11 @@ fn readme_routes() -> String {
     block.split("```").next().unwrap().to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../tests/support/peers.rs"]
+#[allow(dead_code)]
+mod peers;
+
+use peers::free_port;
 
 fn hangup(child: &Child) {
     let status = Command::new("kill")

@@ -13,6 +13,8 @@
 
 mod support;
 
+use support::peers::free_port;
+
 use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,15 +95,6 @@ async fn world() -> World {
         commitment_key,
         http: reqwest::Client::new(),
     }
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The nodes: `stoka serve` processes with `store` (each node's own environment), all under

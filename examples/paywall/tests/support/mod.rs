@@ -19,8 +19,8 @@ use paywall::server;
 use paywall::setup::Ledger;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_paywall::Intent;
-use tower_paywall::client::{PayingClient, Policy};
-use tower_paywall::stellar::{Keypair, Network, SorobanRpc};
+use tower_paywall::client::PayingClient;
+use tower_paywall::stellar::Keypair;
 
 /// What the upstream received: the path and query, the headers, the body's length.
 #[derive(Clone, Debug)]
@@ -88,6 +88,10 @@ pub async fn upstream(secret: String) -> (String, Log) {
     (url, log)
 }
 
+/// Peers on loopback (shared with stoka's tests).
+#[path = "../../../../tests/support/peers.rs"]
+pub mod peers;
+
 /// A gateway serving on loopback.
 pub struct World {
     pub stack: DevStack,
@@ -132,18 +136,7 @@ impl World {
 
     /// A client paying as demo wallet `n` with `prefer` only, up to 1 USDC a payment.
     pub fn payer(&self, n: usize, prefer: Intent) -> PayingClient {
-        PayingClient::builder(
-            self.wallet(n).clone(),
-            Arc::new(self.stack.sandbox.clone()) as Arc<dyn SorobanRpc>,
-            Network::testnet(),
-        )
-        .policy(
-            Policy::default()
-                .prefer([prefer])
-                .max_per_payment(10_000_000),
-        )
-        .build()
-        .unwrap()
+        peers::payer(self.wallet(n), &self.stack.sandbox, prefer)
     }
 
     /// Demo wallet `n`.

@@ -11,8 +11,7 @@ use stoka::clock::{Clock, ManualClock, SystemClock};
 use stoka::dev::{DevOptions, DevStack, start_on};
 use stoka::storage::Storage;
 use tower_paywall::Intent;
-use tower_paywall::client::{PayingClient, Policy};
-use tower_paywall::stellar::Network;
+use tower_paywall::client::PayingClient;
 
 /// The mppx lines the interop package installs (shared with the library's interop tests).
 #[path = "../../../../tests/support/mppx.rs"]
@@ -20,6 +19,9 @@ pub mod mppx;
 /// Running the interop package's node scripts (shared with paywall's interop tests).
 #[path = "../../../../tests/support/node.rs"]
 mod node_scripts;
+/// Peers on loopback (shared with paywall's tests).
+#[path = "../../../../tests/support/peers.rs"]
+pub mod peers;
 #[allow(unused_imports)]
 pub use node_scripts::{interop_enabled, node, workspace};
 
@@ -87,18 +89,7 @@ impl Stack {
 
 /// A client paying as demo wallet `n` of `dev` with `prefer` only, up to 1 USDC a payment.
 pub fn payer(dev: &DevStack, n: usize, prefer: Intent) -> PayingClient {
-    PayingClient::builder(
-        dev.wallets[n].clone(),
-        Arc::new(dev.sandbox.clone()),
-        Network::testnet(),
-    )
-    .policy(
-        Policy::default()
-            .prefer([prefer])
-            .max_per_payment(10_000_000),
-    )
-    .build()
-    .unwrap()
+    peers::payer(&dev.wallets[n], &dev.sandbox, prefer)
 }
 
 /// `stoka serve` with `env`, once it answers on `url`.
