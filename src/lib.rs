@@ -37,6 +37,7 @@
 //! | `client` | no | `client`: `PayingClient`, a reqwest client that pays 402s (x402 `exact`; MPP `charge` pull, sponsored or not, and push; MPP `channel` vouchers and close) within a policy and a budget; metered SSE streams and WebSockets paid as they flow; and `PayingGrpcLayer`, the same for a tonic client; implies `rpc` |
 //! | `websocket` | no | a metered route also answers a WebSocket upgrade, sending its events as messages paid by vouchers sent on the socket (the layer does the upgrade; serve with hyper's upgrades on, as `axum::serve` does) |
 //! | `redis` | no | `store::redis`: payments, channel states and leases in Redis 7+ (one server or a Redis Cluster), shared by every replica of a service |
+//! | `prometheus` | no | [`layer::metrics::prometheus`](layer::metrics): the process's Prometheus recorder for the layer's metrics, the text a `/metrics` route answers with |
 //! | `local-facilitator` | no | `x402::LocalFacilitator` (the Stellar `exact` facilitator against a Soroban RPC) and `x402::facilitator_router`, its HTTP server |
 //!
 //! # Modules

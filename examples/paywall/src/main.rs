@@ -106,6 +106,9 @@ struct ServeArgs {
     /// A PEM file of extra CA certificates an https:// upstream is checked against.
     #[arg(long, env = "PAYWALL_UPSTREAM_CA")]
     upstream_ca: Option<PathBuf>,
+    /// Where `GET /metrics` (the payment layers' metrics, Prometheus text) is served.
+    #[arg(long, env = "PAYWALL_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     upstream: UpstreamArgs,
 }
@@ -126,6 +129,9 @@ struct DevArgs {
     /// How many demo wallets to fund.
     #[arg(long, default_value_t = 3)]
     wallets: usize,
+    /// Where `GET /metrics` (the payment layers' metrics, Prometheus text) is served.
+    #[arg(long, default_value = "127.0.0.1:8485")]
+    metrics_listen: SocketAddr,
     #[command(flatten)]
     upstream: UpstreamArgs,
 }
@@ -237,6 +243,11 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", args.listen));
+    // Before the layers are built, so that the metrics' descriptions reach the recorder.
+    if let Some(listen) = args.metrics_listen {
+        let url = server::spawn_metrics(tokio::net::TcpListener::bind(listen).await?)?;
+        tracing::info!(%url, "metrics served");
+    }
     let settings = Settings {
         network: args.network,
         pay_to: Some(args.pay_to),
@@ -280,6 +291,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
 
 async fn run_dev(args: DevArgs) -> Result<(), Failure> {
     let routes = server::read(&args.file)?;
+    let metrics = server::spawn_metrics(tokio::net::TcpListener::bind(args.metrics_listen).await?)?;
     let options = DevOptions {
         listen: args.listen,
         rpc_listen: args.rpc_listen,
@@ -290,7 +302,10 @@ async fn run_dev(args: DevArgs) -> Result<(), Failure> {
         ..DevOptions::default()
     };
     let stack = dev::start(&options, routes.clone()).await?;
-    println!("{}", dev::banner(&stack, &routes));
+    println!(
+        "{}\n\nmetrics (Prometheus text): {metrics}",
+        dev::banner(&stack, &routes)
+    );
     server::reload_on_hangup(stack.selling.gateway.clone(), args.file.clone())?;
     let dev::DevStack {
         selling,

@@ -117,6 +117,7 @@ async fn dev_reloads_its_routes_on_hangup_and_keeps_them_when_the_new_file_is_wr
             .arg("dev")
             .arg(&file)
             .args(["--listen", &listen, "--rpc-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--facilitator-listen", "127.0.0.1:0"])
             .env("PAYWALL_LOG", "paywall=info")
             .stdout(Stdio::piped())
@@ -252,5 +253,110 @@ async fn dev_reloads_its_routes_on_hangup_and_keeps_them_when_the_new_file_is_wr
     assert_eq!(amount().await, "20000");
     drop(dev);
     drop(upstream);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `paywall serve` as on a real network: the ledger is a sandbox reached only by URL (its
+/// RPC over HTTP, our facilitator over HTTP), the settings from flags and the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sells_on_the_network_its_rpc_and_facilitator_reach() {
+    use tower_paywall::Intent;
+    use tower_paywall::sandbox::{DevConfig, DevStack, SandboxConfig, ServeConfig};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let ledger = DevStack::start(
+        DevConfig::default()
+            .sandbox(SandboxConfig::default().ledger_period(Duration::from_millis(200)))
+            .rpc(ServeConfig::default().http(Some(loopback))),
+    )
+    .await
+    .unwrap();
+    let sandbox = &ledger.sandbox;
+    let (pay_to, fee_payer, wallet) = (
+        sandbox.funded_keypair().await.unwrap(),
+        sandbox.funded_keypair().await.unwrap(),
+        sandbox.funded_keypair().await.unwrap(),
+    );
+    let upstream_port = free_port();
+    let mut upstream = Child(
+        Command::new("python3")
+            .arg(demo().join("upstream.py"))
+            .arg(upstream_port.to_string())
+            .env(
+                "PAYWALL_UPSTREAM_SECRET",
+                "a secret for the upstream, 32 bytes or more",
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let mut line = String::new();
+    BufReader::new(upstream.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("paywall-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("routes.toml");
+    let routes = readme_routes().replace("127.0.0.1:8000", &format!("127.0.0.1:{upstream_port}"));
+    std::fs::write(&file, routes).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _serve = Child(
+        paywall()
+            .arg("serve")
+            .arg(&file)
+            .args(["--listen", &listen, "--network", "testnet"])
+            .args(["--pay-to", &pay_to.address().to_string()])
+            .args(["--asset", &sandbox.usdc().to_string()])
+            .args(["--rpc-url", &ledger.rpc.http_url().unwrap()])
+            .args(["--facilitator-url", &ledger.facilitator_url])
+            .args(["--state-dir", &dir.join("state").display().to_string()])
+            .env(
+                "PAYWALL_MPP_SECRET",
+                "an MPP challenge secret, 32 bytes or more",
+            )
+            .env("PAYWALL_FEE_PAYER_SECRET", fee_payer.secret_seed())
+            .env(
+                "PAYWALL_UPSTREAM_SECRET",
+                "a secret for the upstream, 32 bytes or more",
+            )
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(format!("{url}/openapi.json")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "paywall serve answers");
+    let balance = || async {
+        sandbox
+            .balance(&sandbox.usdc(), &pay_to.address())
+            .await
+            .unwrap()
+    };
+    let before = balance().await;
+    for intent in [Intent::X402_EXACT, Intent::MPP_CHARGE] {
+        let payer = peers::payer(&wallet, sandbox, intent);
+        let paid = payer
+            .get(format!("{url}/weather/quito"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(paid.status(), 200, "{intent}");
+        let answer: Value = paid.json().await.unwrap();
+        assert_eq!(
+            answer["payer"],
+            wallet.address().to_string(),
+            "{intent}: verified"
+        );
+        assert_eq!(answer["intent"], intent.to_string());
+    }
+    assert_eq!(balance().await, before + 20_000);
     let _ = std::fs::remove_dir_all(dir);
 }
