@@ -167,6 +167,11 @@ struct PayArgs {
     /// A PEM file of extra CA certificates (for https:// origins and the RPC).
     #[arg(long, env = "PAYWALL_CA")]
     ca: Option<PathBuf>,
+    /// A token every request must carry (the proxy password:
+    /// HTTP_PROXY=http://agent:TOKEN@127.0.0.1:8490, or Paywall-Pay-Token), so that other users
+    /// of the machine cannot spend from the key.
+    #[arg(long, env = "PAYWALL_PAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -356,6 +361,7 @@ async fn run_pay(args: PayArgs) -> Result<(), Failure> {
         max_body: Some(args.max_body),
         log: args.log,
         quiet: false,
+        token: args.token,
     };
     let tls = paywall::upstream::tls_config(ca.as_deref())?;
     let http = pay::http_client(tls)?;

@@ -80,6 +80,7 @@ struct Inner {
     payments: Mutex<Vec<Paid>>,
     log: Option<tokio::sync::Mutex<tokio::fs::File>>,
     quiet: bool,
+    token: Option<String>,
 }
 
 impl std::fmt::Debug for PayProxy {
@@ -104,6 +105,10 @@ pub struct PayOptions {
     pub log: Option<PathBuf>,
     /// Log payments to tracing only, not standard output.
     pub quiet: bool,
+    /// A token every request must carry (as the password of `Proxy-Authorization: Basic`, so
+    /// `HTTP_PROXY=http://agent:TOKEN@127.0.0.1:8490`, or in `Paywall-Pay-Token`), so that
+    /// other users of the machine cannot spend from the key.
+    pub token: Option<String>,
 }
 
 impl PayProxy {
@@ -133,6 +138,7 @@ impl PayProxy {
                 payments: Mutex::new(Vec::new()),
                 log,
                 quiet: options.quiet,
+                token: options.token,
             }),
         })
     }
@@ -149,6 +155,20 @@ impl PayProxy {
                 StatusCode::FORBIDDEN,
                 "paywall pay serves loopback peers only",
             );
+        }
+        if let Some(token) = &self.inner.token
+            && !carries(request.headers(), token)
+        {
+            let mut response = text(
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "paywall pay needs its token: http://agent:TOKEN@<this proxy> as the proxy, or \
+                 Paywall-Pay-Token: TOKEN",
+            );
+            response.headers_mut().insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"paywall pay\""),
+            );
+            return response;
         }
         if request.method() == Method::CONNECT {
             return text(
@@ -207,6 +227,7 @@ impl PayProxy {
         let mut headers = parts.headers;
         hop_by_hop(&mut headers);
         headers.remove(header::HOST);
+        headers.remove(TOKEN);
         *outgoing.headers_mut() = headers;
         if !body.is_empty() {
             *outgoing.body_mut() = Some(reqwest::Body::from(body));
@@ -299,6 +320,41 @@ pub fn policy(options: &PayOptions) -> Policy {
     policy
 }
 
+/// The header a forward request may carry the token in (never forwarded).
+const TOKEN: &str = "paywall-pay-token";
+
+/// Whether `headers` carry `token`: as the password of `Proxy-Authorization: Basic`, or in
+/// `Paywall-Pay-Token` (compared in constant time).
+fn carries(headers: &http::HeaderMap, token: &str) -> bool {
+    use base64::Engine;
+    use subtle::ConstantTimeEq;
+    let same = |given: &[u8]| bool::from(given.ct_eq(token.as_bytes()));
+    let basic = headers
+        .get(header::PROXY_AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, encoded) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("basic")
+                .then_some(encoded.trim())
+        })
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+        })
+        .is_some_and(|decoded| {
+            decoded
+                .iter()
+                .position(|&byte| byte == b':')
+                .is_some_and(|colon| same(&decoded[colon + 1..]))
+        });
+    basic
+        || headers
+            .get(TOKEN)
+            .is_some_and(|value| same(value.as_bytes()))
+}
+
 /// The URL a request asks for: its absolute URI (proxy form), or the `http(s)://…` its path
 /// carries (forward form).
 fn target(uri: &http::Uri) -> Option<reqwest::Url> {
@@ -375,6 +431,43 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_taken_as_a_proxy_password_or_a_header_and_nothing_else() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            headers
+        };
+        let basic = |credentials: &str| {
+            use base64::Engine;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            )
+        };
+        let token = "s3cret-token";
+        for good in [
+            headers(&[("proxy-authorization", &basic("agent:s3cret-token"))]),
+            headers(&[("proxy-authorization", &basic(":s3cret-token"))]),
+            headers(&[("paywall-pay-token", token)]),
+        ] {
+            assert!(carries(&good, token), "{good:?}");
+        }
+        for bad in [
+            headers(&[]),
+            headers(&[("proxy-authorization", &basic("agent:s3cret-tokeN"))]),
+            headers(&[("proxy-authorization", &basic("s3cret-token"))]),
+            headers(&[("proxy-authorization", "Bearer s3cret-token")]),
+            headers(&[("proxy-authorization", "Basic !!!")]),
+            headers(&[("paywall-pay-token", "s3cret")]),
+            headers(&[("authorization", &basic("agent:s3cret-token"))]),
+        ] {
+            assert!(!carries(&bad, token), "{bad:?}");
+        }
+    }
 
     #[test]
     fn targets_come_from_the_proxy_form_or_the_path() {

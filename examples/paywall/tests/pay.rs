@@ -48,7 +48,7 @@ async fn curl_through_paywall_pay_pays_stoka_and_a_gateway_once_each_and_a_dear_
     // stoka, on its dev stack, and a gateway on the same ledger, in front of an upstream.
     let dir = std::env::temp_dir().join(format!("paywall-pay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (upstream, _log) = support::upstream(SECRET.to_owned()).await;
+    let (upstream, log) = support::upstream(SECRET.to_owned()).await;
     let routes = format!(
         "upstream = \"{upstream}\"\n[[route]]\nmethod = \"GET\"\npath = \"/weather/{{city}}\"\nprice = \"0.001\"\n"
     );
@@ -171,5 +171,34 @@ async fn curl_through_paywall_pay_pays_stoka_and_a_gateway_once_each_and_a_dear_
     // TLS is not intercepted: CONNECT is refused with the way to go.
     let (status, _, body) = curl(&["-p", "-x", &proxy_url, "https://127.0.0.1:9/"]).await;
     assert_eq!(status, 405, "{body}");
+
+    // With a token, a request without it spends nothing (407); with it, as the proxy's
+    // password or in Paywall-Pay-Token, it is paid, and the token goes no further.
+    let guarded = PayOptions {
+        token: Some("t0ken-of-this-agent".into()),
+        quiet: true,
+        ..PayOptions::default()
+    };
+    let (guarded_proxy, guarded_url) = proxy(client_of(&guarded), guarded).await;
+    let weather = format!("{gateway_url}/weather/bern");
+    let (status, head, _) = curl(&["-x", &guarded_url, &weather]).await;
+    assert_eq!(status, 407, "{head}");
+    assert!(
+        head.contains("proxy-authenticate: basic realm=\"paywall pay\""),
+        "{head}"
+    );
+    let (status, _, _) = curl(&[&format!("{guarded_url}/_paywall/spend")]).await;
+    assert_eq!(status, 407);
+    assert_eq!(guarded_proxy.spent(), 0);
+    let with_password = guarded_url.replace("http://", "http://agent:t0ken-of-this-agent@");
+    let (status, head, body) = curl(&["-x", &with_password, &weather]).await;
+    assert_eq!(status, 200, "{head}\n{body}");
+    let forward = format!("{guarded_url}/{weather}");
+    let (status, _, body) = curl(&["-H", "Paywall-Pay-Token: t0ken-of-this-agent", &forward]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(guarded_proxy.spent(), 20_000);
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    assert!(seen.headers.get("paywall-pay-token").is_none());
+    assert!(seen.headers.get("proxy-authorization").is_none());
     let _ = std::fs::remove_dir_all(dir);
 }
