@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,6 +20,8 @@ use crate::routes::{Routes, RoutesError};
 
 /// How long a client may take to send a request's head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most connections served at once (each holds a socket and its buffers).
+pub const MAX_CONNECTIONS: usize = 10_000;
 /// How long connections may take to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often payments whose settlement outcome is unknown are looked up on the ledger.
@@ -116,7 +119,8 @@ pub async fn serve(
 }
 
 /// Accepts connections on `listener` until `shutdown` resolves, serving each (HTTP/1.1 or
-/// HTTP/2, a deadline for a request's head) with `service(its peer)`; then lets them finish.
+/// HTTP/2, a deadline for a request's head, at most [`MAX_CONNECTIONS`] at once) with
+/// `service(its peer)`; then lets them finish.
 ///
 /// # Errors
 ///
@@ -140,8 +144,14 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // At most MAX_CONNECTIONS at once: the next waits in the listener's backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, remote) = match accepted {
@@ -160,6 +170,7 @@ where
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, "connection ended");
                     }
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,
