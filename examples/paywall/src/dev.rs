@@ -270,12 +270,33 @@ pub fn banner(stack: &DevStack, routes: &Routes) -> String {
         ));
     }
     let secret = stack.selling.wallets[0].secret_seed();
+    // A path the first paid route sells, its parameters filled in.
+    let sold = routes
+        .routes
+        .iter()
+        .find(|route| route.price != crate::routes::PriceRule::Free)
+        .map(|route| {
+            let parts: Vec<&str> = route
+                .path
+                .as_str()
+                .split('/')
+                .map(|part| {
+                    if part.starts_with('{') || part == "*" {
+                        "example"
+                    } else {
+                        part
+                    }
+                })
+                .collect();
+            parts.join("/")
+        })
+        .unwrap_or_else(|| "/".into());
     lines.extend([
         format!("  wallet 1 has a payment channel to the gateway: {} (10 USDC)", stack.selling.channel),
         String::new(),
         "try, in another shell (from the repository: cargo run -q -p paywall -- <command>):".into(),
         format!("  PAYWALL_SECRET={secret} PAYWALL_RPC_URL={rpc} paywall pay --budget 1 &   # listens on 127.0.0.1:8490"),
-        format!("  curl -x http://127.0.0.1:8490 {}/<a sold path>   # paid by paywall pay", stack.selling.url),
+        format!("  curl -x http://127.0.0.1:8490 {}{sold}   # paid by paywall pay", stack.selling.url),
         "  curl http://127.0.0.1:8490/_paywall/spend             # what it paid".into(),
     ]);
     lines.join("\n")
