@@ -358,6 +358,30 @@ fn optional_string(
     }
 }
 
+/// Splits field lines (of `Authorization`) into the tokens of their `Payment` credentials and
+/// their other credentials, each as written: what a proxy in front of the layer keeps, and what
+/// it forwards (`Bearer …` to the service behind it).
+///
+/// ```
+/// use tower_paywall::mpp::credential::split_payment;
+///
+/// let (payment, others) = split_payment(["Bearer t0k, Payment\teyJ4IjoxfQ", "Basic YTpi"]);
+/// assert_eq!(payment, ["eyJ4IjoxfQ"]);
+/// assert_eq!(others, ["Bearer t0k", "Basic YTpi"]);
+/// ```
+pub fn split_payment<'a>(lines: impl IntoIterator<Item = &'a str>) -> (Vec<&'a str>, Vec<&'a str>) {
+    let (mut payment, mut others) = (Vec::new(), Vec::new());
+    for line in lines {
+        for element in split_list(line) {
+            match payment_token(element) {
+                Some(token) => payment.push(token),
+                None => others.push(element),
+            }
+        }
+    }
+    (payment, others)
+}
+
 /// The token of a list element whose scheme is `Payment` (`Payment` alone gives an empty token).
 fn payment_token(element: &str) -> Option<&str> {
     let scheme_end = element.find([' ', '\t']).unwrap_or(element.len());

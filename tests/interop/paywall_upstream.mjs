@@ -10,7 +10,7 @@ import express from "express";
 
 const secret = process.env.PAYWALL_UPSTREAM_SECRET ?? "";
 const SIGNED = ["paywall-payer", "paywall-amount", "paywall-asset", "paywall-intent",
-  "paywall-payment", "paywall-reference"];
+  "paywall-payment", "paywall-reference", "content-length"];
 
 function verifiedPayer(request) {
   const payer = request.get("paywall-payer") ?? null;

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 SECRET = os.environ.get("PAYWALL_UPSTREAM_SECRET", "").encode()
 MAX_AGE = 300
 SIGNED = ["paywall-payer", "paywall-amount", "paywall-asset", "paywall-intent",
-          "paywall-payment", "paywall-reference"]
+          "paywall-payment", "paywall-reference", "content-length"]
 
 
 def verified_payer(method, path, headers):

@@ -275,20 +275,42 @@ impl Gateway {
                 "the path could be read as another: no empty, . or .. segments, no encoded / or \\",
             ));
         };
-        let Some(index) = table
-            .routes
-            .routes
-            .iter()
-            .position(|route| route_matches(route, request.method(), &path))
-        else {
+        let method = request.method();
+        if method
+            .as_str()
+            .bytes()
+            .any(|byte| byte.is_ascii_lowercase())
+        {
+            // `get` is not `GET`, but some servers read it so.
+            return plain(problem(StatusCode::BAD_REQUEST, "methods are upper case"));
+        }
+        let Some(index) = table.routes.position(method, &path) else {
             return plain(problem(StatusCode::NOT_FOUND, "no route sells this"));
         };
         let route = &table.routes.routes[index];
+        // A path sold for some methods reaches the upstream by others only through a route
+        // naming them: a catch-all for any method does not give it away (a `POST` an upstream
+        // answers as its `GET`).
+        if route.method.is_none() && route.price == PriceRule::Free {
+            let sold_for = table.routes.sold_for(&path);
+            if !sold_for.is_empty() {
+                let mut refused = problem(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "this path is sold for other methods",
+                );
+                if let Ok(allow) = http::HeaderValue::try_from(sold_for.join(", ")) {
+                    refused.headers_mut().insert(http::header::ALLOW, allow);
+                }
+                return plain(refused);
+            }
+        }
+        // A CORS preflight of a route sold for any method is the upstream's to answer, unpaid.
+        let preflight = method == Method::OPTIONS && route.method.is_none();
         let target = Target {
             base: table.base.clone(),
             remote,
         };
-        if route.price == PriceRule::Free {
+        if route.price == PriceRule::Free || preflight {
             return plain(self.inner.upstream.forward_to(request, &target).await);
         }
         let Some(mut service) = self.inner.services[mask(&route.intents)].clone() else {
@@ -305,10 +327,6 @@ impl Gateway {
             Err(never) => match never {},
         }
     }
-}
-
-fn route_matches(route: &Route, method: &Method, path: &str) -> bool {
-    route.method.as_ref().is_none_or(|own| own == method) && route.path.matches(path)
 }
 
 fn plain(response: Response<UpstreamBody>) -> Response<GatewayBody> {

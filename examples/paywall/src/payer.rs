@@ -15,8 +15,8 @@
 //!
 //! The signature is HMAC-SHA256 keyed with the shared secret over these lines, joined by
 //! `\n`: `paywall-v1`, `t`, the method, the path and query as sent upstream, then the values
-//! of `Paywall-Payer`, `-Amount`, `-Asset`, `-Intent`, `-Payment` and `-Reference` (empty when
-//! absent). An upstream checks it in constant time and refuses a `t` older than a few minutes;
+//! of `Paywall-Payer`, `-Amount`, `-Asset`, `-Intent`, `-Payment`, `-Reference` and
+//! `Content-Length` (each empty when absent). An upstream checks it in constant time and refuses a `t` older than a few minutes;
 //! [`verify`] is that check, and the demo upstreams do the same in Python and JavaScript.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,8 +44,16 @@ pub const REFERENCE: HeaderName = HeaderName::from_static("paywall-reference");
 /// `Paywall-Signature`.
 pub const SIGNATURE: HeaderName = HeaderName::from_static("paywall-signature");
 
-/// The signed fields, in the order signed.
-const SIGNED: [HeaderName; 6] = [PAYER, AMOUNT, ASSET, INTENT, PAYMENT, REFERENCE];
+/// The signed fields, in the order signed: the payer headers, and the body's declared length.
+const SIGNED: [HeaderName; 7] = [
+    PAYER,
+    AMOUNT,
+    ASSET,
+    INTENT,
+    PAYMENT,
+    REFERENCE,
+    http::header::CONTENT_LENGTH,
+];
 
 /// The shortest upstream secret taken.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -93,11 +101,20 @@ impl std::fmt::Debug for UpstreamSecret {
     }
 }
 
-/// Removes every `Paywall-*` header: only the gateway sets them.
+/// Whether `name` reads as a `Paywall-*` header, `_` taken for `-` (CGI, WSGI, Rack and PHP
+/// give `Paywall_Payer` the same variable as `Paywall-Payer`).
+fn is_ours(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.len() > PREFIX.len()
+        && name[..PREFIX.len() - 1] == PREFIX.as_bytes()[..PREFIX.len() - 1]
+        && matches!(name[PREFIX.len() - 1], b'-' | b'_')
+}
+
+/// Removes every `Paywall-*` header (and `Paywall_*`): only the gateway sets them.
 pub fn strip(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with(PREFIX))
+        .filter(|name| is_ours(name))
         .cloned()
         .collect();
     for name in names {
@@ -283,7 +300,10 @@ mod tests {
         let other = UpstreamSecret::new(vec![7; 32]).unwrap();
         let wrong_key = super::verify(&headers, "GET", "/w/paris?x=1", &other, now, MAX_AGE);
         assert_eq!(wrong_key, Err(Unverified::Mismatch));
-        for name in SIGNED {
+        for name in SIGNED
+            .iter()
+            .filter(|name| **name != http::header::CONTENT_LENGTH)
+        {
             let mut changed = headers.clone();
             changed.insert(name.clone(), HeaderValue::from_static("GOTHER"));
             assert_eq!(
@@ -292,6 +312,13 @@ mod tests {
                 "{name}"
             );
         }
+        // The body's declared length is signed too.
+        let mut longer = headers.clone();
+        longer.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        assert_eq!(
+            verify(&longer, "GET", "/w/paris?x=1", now),
+            Err(Unverified::Mismatch)
+        );
         let mut unsigned = headers.clone();
         unsigned.remove(SIGNATURE);
         assert_eq!(
@@ -310,9 +337,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(PAYER, HeaderValue::from_static("GFORGED"));
         headers.insert("paywall-anything", HeaderValue::from_static("x"));
+        headers.insert("paywall_payer", HeaderValue::from_static("GFORGED"));
+        headers.insert("paywallx", HeaderValue::from_static("kept"));
         headers.insert("accept", HeaderValue::from_static("*/*"));
         strip(&mut headers);
-        assert_eq!(headers.len(), 1);
+        assert_eq!(headers.len(), 2);
+        assert!(headers.contains_key("paywallx"));
         assert!(UpstreamSecret::new(vec![1; 31]).is_err());
         assert_eq!(format!("{:?}", secret()), "UpstreamSecret(…)");
     }

@@ -407,9 +407,29 @@ impl Routes {
 
     /// The first route matching `method` and `path`.
     pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| {
-            route.method.as_ref().is_none_or(|own| own == method) && route.path.matches(path)
+        self.position(method, path).map(|index| &self.routes[index])
+    }
+
+    /// The index of the first route matching `method` and `path` (its routed form, see
+    /// [`routed_path`]). `HEAD` matches a `GET` route: it is priced as the `GET` it answers
+    /// like.
+    pub fn position(&self, method: &Method, path: &str) -> Option<usize> {
+        self.routes.iter().position(|route| {
+            let method_matches = route
+                .method
+                .as_ref()
+                .is_none_or(|own| own == method || (*own == Method::GET && method == Method::HEAD));
+            method_matches && route.path.matches(path)
         })
+    }
+
+    /// The methods of the paid routes naming one that match `path`.
+    pub fn sold_for(&self, path: &str) -> Vec<&str> {
+        self.routes
+            .iter()
+            .filter(|route| route.price != PriceRule::Free && route.path.matches(path))
+            .filter_map(|route| route.method.as_ref().map(Method::as_str))
+            .collect()
     }
 }
 
@@ -512,6 +532,8 @@ mod tests {
         // Literal segments match whatever their case: an upstream routing without it is
         // still charged.
         assert!(routes.find(&Method::GET, "/WEATHER/paris").is_some());
+        // HEAD is priced as GET.
+        assert!(routes.find(&Method::HEAD, "/weather/paris").is_some());
     }
 
     #[test]

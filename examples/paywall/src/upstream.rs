@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower_paywall::Paid;
+use tower_paywall::mpp::credential::split_payment;
 
 use crate::payer::{self, PayerFields, UpstreamSecret};
 
@@ -44,12 +45,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// The headers that carry a payment to the gateway, not the upstream's business.
-const CREDENTIALS: [&str; 4] = [
+/// The headers that carry a payment to the gateway, not the upstream's business; and the
+/// method overrides some frameworks honour (a `POST` read as the sold `GET`).
+const CREDENTIALS: [&str; 7] = [
     "payment-signature",
     "x-payment",
     "payment-channel",
     "accept-payment",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// An upstream's base URL, read once per routes file: its scheme, authority and path prefix.
@@ -182,12 +187,24 @@ impl Upstream {
         let Some(uri) = target.base.uri(parts.uri.path_and_query()) else {
             return problem(StatusCode::BAD_REQUEST, "unreadable request target");
         };
-        let forwarded_host = parts.headers.get(header::HOST).cloned();
-        let payment = credential(&parts.headers).map(payer::payment_id);
+        let forwarded_host = match parts.headers.get(header::HOST) {
+            Some(host) => Some(host.clone()),
+            None => (parts.uri.authority())
+                .and_then(|authority| HeaderValue::try_from(authority.as_str()).ok()),
+        };
         hop_by_hop(&mut parts.headers);
-        strip_credentials(&mut parts.headers);
+        let payment = strip_credentials(&mut parts.headers);
         payer::strip(&mut parts.headers);
         if let Some(paid) = parts.extensions.get::<Paid>() {
+            // The length is signed as the upstream will read it: hyper writes a known one.
+            if !parts.headers.contains_key(header::CONTENT_LENGTH)
+                && let Some(length) = http_body::Body::size_hint(&body).exact()
+                && length > 0
+            {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
             let fields = PayerFields::of(paid, payment.unwrap_or_default());
             let signed_path = uri.path_and_query().map_or("/", |pq| pq.as_str());
             fields.add(
@@ -284,23 +301,6 @@ impl tower_service::Service<Request<Incoming>> for Upstream {
     }
 }
 
-/// The credential a request pays with, as presented.
-fn credential(headers: &HeaderMap) -> Option<&[u8]> {
-    ["payment-signature", "x-payment"]
-        .iter()
-        .find_map(|name| headers.get(*name))
-        .or_else(|| headers.get(header::AUTHORIZATION).filter(|v| is_payment(v)))
-        .map(HeaderValue::as_bytes)
-}
-
-/// Whether an `Authorization` value is MPP's `Payment` scheme.
-fn is_payment(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .get(..8)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"payment "))
-}
-
 /// Removes the hop-by-hop headers, and those `Connection` names.
 pub(crate) fn hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -316,17 +316,40 @@ pub(crate) fn hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Removes the client's payment credential and payment negotiation.
-fn strip_credentials(headers: &mut HeaderMap) {
+/// Removes the client's payment credential (x402's headers, and every `Payment` credential
+/// among the `Authorization` lines, other credentials kept), its payment negotiation and the
+/// method overrides some frameworks honour; the payment's identity ([`payer::payment_id`] of
+/// the credential as presented), if one was there.
+fn strip_credentials(headers: &mut HeaderMap) -> Option<String> {
+    let mut payment = ["payment-signature", "x-payment"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .map(|value| payer::payment_id(value.as_bytes()));
     for name in CREDENTIALS {
         headers.remove(name);
     }
-    if headers.get(header::AUTHORIZATION).is_some_and(is_payment) {
+    let lines: Vec<String> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
+    let (tokens, others) = split_payment(lines.iter().map(String::as_str));
+    if let Some(token) = tokens.first() {
+        payment = payment.or_else(|| Some(payer::payment_id(token.as_bytes())));
+        let others: Vec<HeaderValue> = others
+            .into_iter()
+            .filter_map(|other| HeaderValue::try_from(other).ok())
+            .collect();
         headers.remove(header::AUTHORIZATION);
+        for other in others {
+            headers.append(header::AUTHORIZATION, other);
+        }
     }
+    payment
 }
 
-/// `X-Forwarded-For` (appended), `-Proto` and `-Host`, as a reverse proxy sets them.
+/// `X-Forwarded-For` (the peer appended), `-Proto` and `-Host` (the client's own replaced),
+/// as a reverse proxy sets them; a client's `Forwarded` is removed.
 fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<HeaderValue>) {
     let ip = remote.ip().to_string();
     let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -336,10 +359,12 @@ fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<HeaderVal
     if let Ok(chain) = HeaderValue::try_from(chain) {
         headers.insert("x-forwarded-for", chain);
     }
+    headers.remove(header::FORWARDED);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
-    }
+    match host {
+        Some(host) => headers.insert("x-forwarded-host", host),
+        None => headers.remove("x-forwarded-host"),
+    };
 }
 
 /// A small `application/problem+json` answer of the gateway's own.
@@ -384,6 +409,7 @@ mod tests {
             ("payment-channel", "CABC"),
             ("accept-payment", "stellar/charge"),
             ("authorization", "PAYMENT eyJ4In0="),
+            ("x-http-method-override", "GET"),
             ("accept", "*/*"),
         ] {
             headers.insert(
@@ -391,24 +417,51 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        assert_eq!(credential(&headers), Some(&b"eyJ4In0="[..]));
         hop_by_hop(&mut headers);
-        strip_credentials(&mut headers);
+        let payment = strip_credentials(&mut headers);
+        assert_eq!(payment, Some(payer::payment_id(b"eyJ4In0=")));
         let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["accept"]);
-        // Another authorization scheme is the upstream's: kept.
-        let mut bearer = HeaderMap::new();
-        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-        strip_credentials(&mut bearer);
-        assert_eq!(bearer.len(), 1);
-        assert_eq!(credential(&bearer), None);
+        // Another authorization scheme is the upstream's: kept, alone or beside a payment,
+        // however the payment is written.
+        for (lines, kept, id) in [
+            (&["Bearer t"][..], &["Bearer t"][..], None),
+            (
+                &["Bearer t, Payment eyJ5In0"][..],
+                &["Bearer t"][..],
+                Some("eyJ5In0"),
+            ),
+            (
+                &["Bearer t", "payment\teyJ5In0"][..],
+                &["Bearer t"][..],
+                Some("eyJ5In0"),
+            ),
+            (&["Payment eyJ5In0"][..], &[][..], Some("eyJ5In0")),
+        ] {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(header::AUTHORIZATION, HeaderValue::from_static(line));
+            }
+            let payment = strip_credentials(&mut headers);
+            assert_eq!(
+                payment,
+                id.map(|id| payer::payment_id(id.as_bytes())),
+                "{lines:?}"
+            );
+            let left: Vec<_> = headers.get_all(header::AUTHORIZATION).iter().collect();
+            assert_eq!(left, kept, "{lines:?}");
+        }
     }
 
     #[test]
-    fn forwarded_headers_append_to_a_chain() {
+    fn forwarded_headers_append_to_a_chain_and_replace_the_clients_own() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("forwarded", HeaderValue::from_static("host=evil.example"));
         let remote: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let mut without_host = headers.clone();
         forwarded(
             &mut headers,
             remote,
@@ -416,5 +469,9 @@ mod tests {
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(headers["x-forwarded-host"], "api.example");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert!(headers.get("forwarded").is_none());
+        forwarded(&mut without_host, remote, None);
+        assert!(without_host.get("x-forwarded-host").is_none());
     }
 }

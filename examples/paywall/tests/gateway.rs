@@ -123,7 +123,10 @@ async fn x402_and_mpp_charge_each_pay_and_the_upstream_sees_the_signed_payer() {
     let free = reqwest::Client::new()
         .get(format!("{}/free/a/b", world.url))
         .header("Paywall-Payer", "GFORGED")
+        .header("Paywall_Payer", "GFORGED")
         .header("Paywall-Signature", "t=1,v1=00")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("Forwarded", "host=evil.example")
         .send()
         .await
         .unwrap();
@@ -378,6 +381,44 @@ async fn paths_no_route_sells_or_that_read_as_another_are_refused_before_any_pay
         let (got, body) = raw(&world.url, &request).await;
         assert_eq!(got, status, "{path}: {body}");
     }
+    // With a catch-all for any method, another method on a path sold for GET is refused, not
+    // given away; HEAD is priced as GET; a lower-case method is refused.
+    let catch_all = format!("{narrow}\n[[route]]\npath = \"/*\"\nprice = \"free\"\n");
+    gateway.reload(Routes::parse(&catch_all).unwrap()).unwrap();
+    for (request, status) in [
+        ("POST /weather/paris", 405),
+        ("PUT /weather/paris", 405),
+        ("HEAD /weather/paris", 402),
+        ("get /weather/paris", 400),
+        ("POST /upload", 402),
+    ] {
+        let raw_request = format!(
+            "{request} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let (got, body) = raw(&world.url, &raw_request).await;
+        assert_eq!(got, status, "{request}: {body}");
+    }
+    let allow = reqwest::Client::new()
+        .post(format!("{}/weather/paris", world.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allow.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(allow.headers()["allow"], "GET");
+    assert_eq!(
+        log.lock().unwrap().len(),
+        seen_before,
+        "nothing went upstream"
+    );
+    // A CORS preflight of a route sold for any method goes through unpaid.
+    let (status, _) = raw(
+        &world.url,
+        "OPTIONS /fail HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 500, "the upstream's own answer");
+    assert_eq!(last_seen(&log).path, "/fail");
+    let seen_before = log.lock().unwrap().len();
     // Another spelling of a sold path is sold at its price.
     let (status, _) = raw(
         &world.url,
