@@ -90,6 +90,8 @@ pub struct Selling {
     pub channel: Address,
     /// The secret the payer headers are signed with.
     pub upstream_secret: String,
+    /// Whether it was made here (and may be printed), not given.
+    pub upstream_secret_made: bool,
 }
 
 impl std::fmt::Debug for DevStack {
@@ -220,6 +222,7 @@ pub async fn sell_on(
         wallets: demo.wallets,
         channel: demo.channel,
         upstream_secret,
+        upstream_secret_made: options.upstream_secret.is_none(),
     })
 }
 
@@ -244,10 +247,14 @@ pub fn banner(stack: &DevStack, routes: &Routes) -> String {
         format!("  facilitator   {}", stack.facilitator_url),
         format!("  USDC          {}", stack.sandbox.usdc()),
         format!("  paid to       {}", stack.selling.pay_to.address()),
-        format!(
-            "  upstream secret (Paywall-Signature)  {}",
-            stack.selling.upstream_secret
-        ),
+        if stack.selling.upstream_secret_made {
+            format!(
+                "  upstream secret (Paywall-Signature; made for this run)  {}",
+                stack.selling.upstream_secret
+            )
+        } else {
+            "  upstream secret (Paywall-Signature)  the one given".to_owned()
+        },
         String::new(),
         "routes:".to_owned(),
     ];

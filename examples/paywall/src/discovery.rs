@@ -98,8 +98,21 @@ fn mpp_offers(route: &Route, payments: &Payments) -> Vec<Value> {
 /// `/openapi.json`.
 pub fn openapi(routes: &Routes, payments: &Payments) -> Bytes {
     let mut paths = Map::new();
+    // One path item per shape: `/a/{x}` and a later `/a/{y}` are one path to OpenAPI.
+    let mut shapes: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for route in &routes.routes {
-        let (path, params) = template(route, false);
+        let (path, _) = template(route, false);
+        let shape = path
+            .split('/')
+            .map(|part| if part.starts_with('{') { "{}" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        let path = shapes.entry(shape).or_insert(path).clone();
+        let params: Vec<String> = path
+            .split('/')
+            .filter_map(|part| part.strip_prefix('{').and_then(|p| p.strip_suffix('}')))
+            .map(str::to_owned)
+            .collect();
         let item = paths
             .entry(path)
             .or_insert_with(|| json!({}))
@@ -236,4 +249,67 @@ pub fn x402_list(routes: &Routes, payments: &Payments) -> Bytes {
         .collect();
     let document = json!({"version": 1, "resources": resources});
     Bytes::from(serde_json::to_vec_pretty(&document).expect("JSON values serialize"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tower_paywall::MemoryStore;
+    use tower_paywall::stellar::{Address, Network};
+
+    use super::*;
+
+    fn payments() -> Payments {
+        Payments {
+            network: Network::testnet(),
+            asset: Address::Contract([1; 32]),
+            pay_to: Address::Contract([2; 32]),
+            exact: None,
+            charge: None,
+            channel: None,
+            store: Arc::new(MemoryStore::new()),
+            public_url: "http://gateway".into(),
+        }
+    }
+
+    #[test]
+    fn routes_of_one_shape_are_one_openapi_path_named_as_the_first() {
+        let routes = Routes::parse(
+            r#"
+upstream = "http://u"
+[[route]]
+method = "GET"
+path = "/a/{x}"
+price = "0.001"
+intents = ["charge"]
+[[route]]
+method = "POST"
+path = "/a/{y}"
+price = "0.002"
+intents = ["charge"]
+[[route]]
+path = "/files/*"
+price = "free"
+"#,
+        )
+        .unwrap();
+        let document: Value = serde_json::from_slice(&openapi(&routes, &payments())).unwrap();
+        let paths = document["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), 2, "{paths:#?}");
+        let post = &paths["/a/{x}"]["post"];
+        assert_eq!(post["parameters"][0]["name"], "x");
+        assert_eq!(post["x-payment-info"]["offers"][0]["amount"], "20000");
+        assert_eq!(
+            paths["/a/{x}"]["get"]["x-payment-info"]["offers"][0]["amount"],
+            "10000"
+        );
+        assert_eq!(
+            paths["/files/{rest}"]["get"]["parameters"][0]["name"],
+            "rest"
+        );
+        // Without x402, nothing is listed for x402 indexers.
+        let index: Value = serde_json::from_slice(&x402_index(&routes, &payments())).unwrap();
+        assert_eq!(index["items"], json!([]));
+    }
 }

@@ -124,6 +124,7 @@ impl PayProxy {
                 tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(path)
                     .await?,
             )),
@@ -155,6 +156,9 @@ impl PayProxy {
                 StatusCode::FORBIDDEN,
                 "paywall pay serves loopback peers only",
             );
+        }
+        if let Some(refusal) = from_a_browser(&request) {
+            return text(StatusCode::FORBIDDEN, refusal);
         }
         if let Some(token) = &self.inner.token
             && !carries(request.headers(), token)
@@ -240,6 +244,8 @@ impl PayProxy {
         let paid = payment(&response).cloned();
         let mut response = http::Response::from(response);
         hop_by_hop(response.headers_mut());
+        // Only this proxy says what it paid or refused.
+        crate::payer::strip(response.headers_mut());
         if let Some(paid) = paid {
             let record = Paid {
                 at: SystemTime::now()
@@ -318,6 +324,40 @@ pub fn policy(options: &PayOptions) -> Policy {
         policy = policy.budget(budget);
     }
     policy
+}
+
+/// Why a request is refused as one a web page made (a page must not spend from the key, nor
+/// read what the proxy fetched): it names its origin or its site (`Origin`, `Sec-Fetch-Site`
+/// other than `none`, which browsers add), or, in the forward form, its `Host` is not a
+/// loopback name (a DNS name rebound to 127.0.0.1).
+fn from_a_browser<B>(request: &Request<B>) -> Option<&'static str> {
+    let headers = request.headers();
+    if headers.contains_key(header::ORIGIN) {
+        return Some("paywall pay does not serve requests from web pages (Origin)");
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() != b"none")
+    {
+        return Some("paywall pay does not serve requests from web pages (Sec-Fetch-Site)");
+    }
+    if request.uri().scheme().is_none() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| host.parse::<http::uri::Authority>().ok());
+        let loopback = host.is_some_and(|host| {
+            let name = host.host().trim_start_matches('[').trim_end_matches(']');
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if !loopback {
+            return Some("paywall pay is reached by a loopback address (Host)");
+        }
+    }
+    None
 }
 
 /// The header a forward request may carry the token in (never forwarded).
@@ -466,6 +506,61 @@ mod tests {
             headers(&[("authorization", &basic("agent:s3cret-token"))]),
         ] {
             assert!(!carries(&bad, token), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests_from_web_pages_are_refused() {
+        let request = |target: &str, headers: &[(&'static str, &'static str)]| {
+            let mut request = Request::builder().uri(target);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.body(()).unwrap()
+        };
+        for (target, headers) in [
+            ("/https://a.example/x", &[("host", "127.0.0.1:8490")][..]),
+            ("/https://a.example/x", &[("host", "localhost:8490")][..]),
+            ("/https://a.example/x", &[("host", "[::1]:8490")][..]),
+            // curl, an agent's own HTTP client, a user typing the URL.
+            ("http://a.example/x", &[("host", "a.example")][..]),
+            (
+                "/_paywall/spend",
+                &[("host", "127.0.0.1:8490"), ("sec-fetch-site", "none")][..],
+            ),
+        ] {
+            assert_eq!(
+                from_a_browser(&request(target, headers)),
+                None,
+                "{target} {headers:?}"
+            );
+        }
+        for (target, headers) in [
+            (
+                "/https://a.example/x",
+                &[
+                    ("host", "127.0.0.1:8490"),
+                    ("origin", "https://evil.example"),
+                ][..],
+            ),
+            (
+                "/https://a.example/x",
+                &[("host", "127.0.0.1:8490"), ("sec-fetch-site", "cross-site")][..],
+            ),
+            (
+                "http://a.example/x",
+                &[("sec-fetch-site", "cross-site")][..],
+            ),
+            (
+                "/_paywall/spend",
+                &[("host", "rebound.evil.example:8490")][..],
+            ),
+            ("/_paywall/spend", &[][..]),
+        ] {
+            assert!(
+                from_a_browser(&request(target, headers)).is_some(),
+                "{target} {headers:?}"
+            );
         }
     }
 

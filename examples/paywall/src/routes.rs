@@ -16,7 +16,7 @@
 //! | `route.path` | `/literal/{param}/…`, a `{param}` matching one segment; a last `*` matching the rest |
 //! | `route.price` | `"0.001"` (USDC), `"free"`, or `{ base = "0.001", per_kib = "0.0001", max_bytes = 1048576 }`, a price by the request's `Content-Length` |
 //! | `route.intents` | what is offered: `"x402"`, `"charge"`, `"channel"` (default: `x402` and `charge`) |
-//! | `route.settle` | `"after-success"` (default: settled once the upstream answered 2xx; anything else is not charged) or `"before"` |
+//! | `route.settle` | `"after-success"` (default: settled once the upstream answered below 400, a redirect included; an error is not charged) or `"before"` |
 //! | `route.description` | shown in the offers |
 //!
 //! The first route that matches a request prices it; a request no route matches is answered
@@ -75,7 +75,7 @@ pub enum Intent {
 /// When a route's payment settles.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Settle {
-    /// Once the upstream answered 2xx; another answer is not charged.
+    /// Once the upstream answered below 400 (a redirect is an answer); an error is not charged.
     #[default]
     AfterSuccess,
     /// Before the request goes upstream.

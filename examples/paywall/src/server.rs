@@ -22,6 +22,9 @@ use crate::routes::{Routes, RoutesError};
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most connections served at once (each holds a socket and its buffers).
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// How often an HTTP/2 connection is pinged, and how long its answer may take.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connections may take to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often payments whose settlement outcome is unknown are looked up on the ledger.
@@ -143,6 +146,12 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
+    // An HTTP/2 connection that stops answering pings is closed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -164,11 +173,17 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection(TokioIo::new(stream), service(remote));
-                let connection = graceful.watch(connection.into_owned());
+                let (builder, watcher, service) = (builder.clone(), graceful.watcher(), service(remote));
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection ended");
+                    // A connection that says nothing gives its place back (the head's own
+                    // deadline starts with its first byte).
+                    let mut first = [0u8; 1];
+                    let said = tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await;
+                    if matches!(said, Ok(Ok(n)) if n > 0) {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(error) = watcher.watch(connection.into_owned()).await {
+                            tracing::debug!(%error, "connection ended");
+                        }
                     }
                     drop(permit);
                 });
