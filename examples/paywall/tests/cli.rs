@@ -79,6 +79,26 @@ mod peers;
 
 use peers::free_port;
 
+/// The Python demo upstream on a free port, checking payer headers with `secret` if given,
+/// once it listens; and its port.
+fn python_upstream(secret: Option<&str>) -> (Child, u16) {
+    let port = free_port();
+    let mut command = Command::new("python3");
+    command
+        .arg(demo().join("upstream.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::piped());
+    if let Some(secret) = secret {
+        command.env("PAYWALL_UPSTREAM_SECRET", secret);
+    }
+    let mut upstream = Child(command.spawn().expect("python3 runs"));
+    let mut line = String::new();
+    BufReader::new(upstream.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (upstream, port)
+}
+
 fn hangup(child: &Child) {
     let status = Command::new("kill")
         .args(["-HUP", &child.0.id().to_string()])
@@ -90,19 +110,7 @@ fn hangup(child: &Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_reloads_its_routes_on_hangup_and_keeps_them_when_the_new_file_is_wrong() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let upstream_port = free_port();
-    let mut upstream = Child(
-        Command::new("python3")
-            .arg(demo().join("upstream.py"))
-            .arg(upstream_port.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs"),
-    );
-    let mut line = String::new();
-    BufReader::new(upstream.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (upstream, upstream_port) = python_upstream(None);
     let dir = std::env::temp_dir().join(format!("paywall-hup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("routes.toml");
@@ -278,23 +286,8 @@ async fn serve_sells_on_the_network_its_rpc_and_facilitator_reach() {
         sandbox.funded_keypair().await.unwrap(),
         sandbox.funded_keypair().await.unwrap(),
     );
-    let upstream_port = free_port();
-    let mut upstream = Child(
-        Command::new("python3")
-            .arg(demo().join("upstream.py"))
-            .arg(upstream_port.to_string())
-            .env(
-                "PAYWALL_UPSTREAM_SECRET",
-                "a secret for the upstream, 32 bytes or more",
-            )
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs"),
-    );
-    let mut line = String::new();
-    BufReader::new(upstream.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (_upstream, upstream_port) =
+        python_upstream(Some("a secret for the upstream, 32 bytes or more"));
     let dir = std::env::temp_dir().join(format!("paywall-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("routes.toml");
