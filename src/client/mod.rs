@@ -241,6 +241,33 @@ pub async fn x402_payment(
     Ok(value)
 }
 
+/// The TLS configuration of this crate's clients: rustls with the ring provider, the webpki
+/// roots and the certificates of `extra_roots` (PEM texts), ALPN `h2` and `http/1.1`. For a
+/// client of your own beside them: a reqwest client given to
+/// [`PayingClientBuilder::http`], or a proxy's connections to the service it fronts.
+///
+/// # Errors
+///
+/// [`TlsError`] for an extra root that is not a readable certificate.
+pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, TlsError> {
+    crate::http::tls_config(extra_roots).map_err(|error| match error {
+        crate::http::ClientError::Certificate(why) => TlsError::Certificate(why),
+        crate::http::ClientError::Tls | crate::http::ClientError::Client => TlsError::Config,
+    })
+}
+
+/// Why [`tls_config`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// An extra root certificate could not be read or used.
+    #[error("an extra root certificate: {0}")]
+    Certificate(&'static str),
+    /// rustls refused the configuration.
+    #[error("the TLS configuration was refused")]
+    Config,
+}
+
 /// A reqwest client that pays 402s (see the [module docs](self)). Cheap to clone: clones share
 /// the budget.
 #[derive(Clone)]

@@ -88,10 +88,9 @@ pub struct Selling {
     pub wallets: Vec<Keypair>,
     /// The first wallet's open channel to the gateway.
     pub channel: Address,
-    /// The secret the payer headers are signed with.
-    pub upstream_secret: String,
-    /// Whether it was made here (and may be printed), not given.
-    pub upstream_secret_made: bool,
+    /// The secret the payer headers are signed with, when it was made for this run (and may
+    /// be printed); `None` when one was given.
+    pub made_secret: Option<String>,
 }
 
 impl std::fmt::Debug for DevStack {
@@ -187,12 +186,15 @@ pub async fn sell_on(
         public_url: url.clone(),
         ..Settings::default()
     };
-    let built = setup::payments(&settings, &ledger).await?;
-    let upstream_secret = match &options.upstream_secret {
-        Some(secret) => secret.clone(),
-        None => random_hex()?,
+    let payments = setup::payments(&settings, &ledger).await?;
+    let channel_scheme = payments.seller.channel.clone();
+    let made_secret = match options.upstream_secret {
+        Some(_) => None,
+        None => Some(random_hex()?),
     };
-    let secret = UpstreamSecret::new(upstream_secret.clone().into_bytes()).map_err(|reason| {
+    let upstream_secret = options.upstream_secret.as_ref().or(made_secret.as_ref());
+    let upstream_secret = upstream_secret.expect("given or made").clone();
+    let secret = UpstreamSecret::new(upstream_secret.into_bytes()).map_err(|reason| {
         SetupError::Invalid {
             name: "upstream-secret",
             reason,
@@ -204,13 +206,13 @@ pub async fn sell_on(
         Some(secret),
     )
     .map_err(|error| SetupError::Payment(error.to_string()))?;
-    let gateway = Gateway::new(routes, built.payments, upstream)
+    let gateway = Gateway::new(routes, payments, upstream)
         .map_err(|error| SetupError::Payment(error.to_string()))?;
     let demo = DemoWallets::fund(
         sandbox,
         options.wallets,
         pay_to.address(),
-        built.channel.as_ref(),
+        channel_scheme.as_ref(),
     )
     .await
     .map_err(sandbox_error)?;
@@ -221,8 +223,7 @@ pub async fn sell_on(
         pay_to,
         wallets: demo.wallets,
         channel: demo.channel,
-        upstream_secret,
-        upstream_secret_made: options.upstream_secret.is_none(),
+        made_secret,
     })
 }
 
@@ -247,13 +248,11 @@ pub fn banner(stack: &DevStack, routes: &Routes) -> String {
         format!("  facilitator   {}", stack.facilitator_url),
         format!("  USDC          {}", stack.sandbox.usdc()),
         format!("  paid to       {}", stack.selling.pay_to.address()),
-        if stack.selling.upstream_secret_made {
-            format!(
-                "  upstream secret (Paywall-Signature; made for this run)  {}",
-                stack.selling.upstream_secret
-            )
-        } else {
-            "  upstream secret (Paywall-Signature)  the one given".to_owned()
+        match &stack.selling.made_secret {
+            Some(secret) => {
+                format!("  upstream secret (Paywall-Signature; made for this run)  {secret}")
+            }
+            None => "  upstream secret (Paywall-Signature)  the one given".to_owned(),
         },
         String::new(),
         "routes:".to_owned(),

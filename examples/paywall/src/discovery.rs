@@ -85,7 +85,7 @@ fn mpp_offers(route: &Route, payments: &Payments) -> Vec<Value> {
                 "intent": intent,
                 "method": "stellar",
                 "amount": amount,
-                "currency": payments.asset.to_string(),
+                "currency": payments.seller.asset.to_string(),
             });
             if let Some(description) = &route.description {
                 offer["description"] = json!(description);
@@ -188,7 +188,7 @@ fn x402_routes<'a>(
     payments: &'a Payments,
 ) -> impl Iterator<Item = (&'a Route, String, Value)> + 'a {
     routes.routes.iter().filter_map(move |route| {
-        let exact = payments.exact.as_ref()?;
+        let exact = payments.seller.exact.as_ref()?;
         if !route.intents.contains(&Intent::X402) {
             return None;
         }
@@ -256,25 +256,35 @@ mod tests {
     use std::sync::Arc;
 
     use tower_paywall::MemoryStore;
-    use tower_paywall::stellar::{Address, Network};
+    use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret};
+    use tower_paywall::seller::Seller;
+    use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network};
 
     use super::*;
 
-    fn payments() -> Payments {
+    /// A gateway offering MPP `charge` only (the RPC is never asked).
+    async fn payments() -> Payments {
+        let rpc = JsonRpcClient::builder("http://127.0.0.1:9")
+            .build()
+            .unwrap();
+        let secret = ChallengeSecret::new(b"a challenge secret of 32 bytes or more".to_vec());
+        let seller = Seller::builder(Network::testnet(), Keypair::from_seed([2; 32]).address())
+            .asset(Address::Contract([1; 32]))
+            .rpc(Arc::new(rpc))
+            .challenge_keys(ChallengeKeys::new(secret.unwrap()))
+            .build()
+            .await
+            .unwrap();
         Payments {
-            network: Network::testnet(),
-            asset: Address::Contract([1; 32]),
-            pay_to: Address::Contract([2; 32]),
-            exact: None,
-            charge: None,
-            channel: None,
+            seller,
             store: Arc::new(MemoryStore::new()),
             public_url: "http://gateway".into(),
         }
     }
 
-    #[test]
-    fn routes_of_one_shape_are_one_openapi_path_named_as_the_first() {
+    #[tokio::test]
+    async fn routes_of_one_shape_are_one_openapi_path_named_as_the_first() {
+        let payments = payments().await;
         let routes = Routes::parse(
             r#"
 upstream = "http://u"
@@ -294,7 +304,7 @@ price = "free"
 "#,
         )
         .unwrap();
-        let document: Value = serde_json::from_slice(&openapi(&routes, &payments())).unwrap();
+        let document: Value = serde_json::from_slice(&openapi(&routes, &payments)).unwrap();
         let paths = document["paths"].as_object().unwrap();
         assert_eq!(paths.len(), 2, "{paths:#?}");
         let post = &paths["/a/{x}"]["post"];
@@ -309,7 +319,7 @@ price = "free"
             "rest"
         );
         // Without x402, nothing is listed for x402 indexers.
-        let index: Value = serde_json::from_slice(&x402_index(&routes, &payments())).unwrap();
+        let index: Value = serde_json::from_slice(&x402_index(&routes, &payments)).unwrap();
         assert_eq!(index["items"], json!([]));
     }
 }

@@ -19,8 +19,7 @@ use tower_layer::Layer;
 use tower_paywall::BoxFuture;
 use tower_paywall::layer::{PaymentBody, PaymentEvent, PaymentHooks};
 use tower_paywall::price::{Amount, PriceFuture, PriceRequest, Priced};
-use tower_paywall::stellar::{Address, Network};
-use tower_paywall::x402::Exact;
+use tower_paywall::seller::Seller;
 use tower_paywall::{
     PaymentLayer, PaymentScheme, PaymentService, PaymentStore, Price, SettlementOrder,
 };
@@ -33,21 +32,11 @@ use crate::upstream::{Base, Target, Upstream, UpstreamBody, problem, problem_byt
 /// (and the gateway's own answers) as they are.
 pub type GatewayBody = Either<PaymentBody<UpstreamBody>, UpstreamBody>;
 
-/// The payment side of a gateway: what it sells in, and the schemes it may offer.
-#[derive(Clone)]
+/// The payment side of a gateway: the schemes it may offer (with their network, payee and
+/// asset), where payments are recorded, and the URL it is reached at.
 pub struct Payments {
-    /// The network paid on.
-    pub network: Network,
-    /// The asset (a token contract).
-    pub asset: Address,
-    /// Who is paid.
-    pub pay_to: Address,
-    /// x402 `exact`, when offered.
-    pub exact: Option<Arc<Exact>>,
-    /// MPP `charge`, when offered.
-    pub charge: Option<Arc<dyn PaymentScheme>>,
-    /// MPP `channel`, when offered.
-    pub channel: Option<Arc<dyn PaymentScheme>>,
+    /// The schemes.
+    pub seller: Seller,
     /// Where payments are recorded (shared by every route).
     pub store: Arc<dyn PaymentStore>,
     /// The gateway's public URL (x402's `resource`, the discovery documents).
@@ -57,12 +46,8 @@ pub struct Payments {
 impl std::fmt::Debug for Payments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Payments")
-            .field("network", &self.network.caip2())
-            .field("asset", &self.asset.to_string())
-            .field("pay_to", &self.pay_to.to_string())
-            .field("x402", &self.exact.is_some())
-            .field("charge", &self.charge.is_some())
-            .field("channel", &self.channel.is_some())
+            .field("seller", &self.seller)
+            .field("public_url", &self.public_url)
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +84,44 @@ pub(crate) struct Table {
     pub(crate) x402_list: Bytes,
 }
 
+impl Table {
+    /// `routes`, checked against what `payments` can offer, with their discovery documents.
+    fn new(routes: Routes, payments: &Payments) -> Result<Table, GatewayError> {
+        let seller = &payments.seller;
+        for (n, route) in routes.routes.iter().enumerate() {
+            if route.price == PriceRule::Free {
+                continue;
+            }
+            for intent in &route.intents {
+                let (name, offered, hint) = match intent {
+                    Intent::X402 => ("x402", seller.exact.is_some(), ""),
+                    Intent::Charge => ("charge", seller.charge.is_some(), ""),
+                    Intent::Channel => (
+                        "channel",
+                        seller.channel.is_some(),
+                        " (it needs the recipient's secret key: --channel-secret)",
+                    ),
+                };
+                if !offered {
+                    return Err(GatewayError::Intent {
+                        number: n + 1,
+                        path: route.path.to_string(),
+                        intent: name,
+                        hint,
+                    });
+                }
+            }
+        }
+        Ok(Table {
+            base: Base::parse(&routes.upstream).map_err(GatewayError::Upstream)?,
+            openapi: discovery::openapi(&routes, payments),
+            x402_index: discovery::x402_index(&routes, payments),
+            x402_list: discovery::x402_list(&routes, payments),
+            routes,
+        })
+    }
+}
+
 /// A request's route, in its extensions from the gateway to the pricing.
 #[derive(Clone)]
 struct Routed {
@@ -122,8 +145,9 @@ struct Inner {
     table: ArcSwap<Table>,
     /// The paid service of each set of intents, by [`mask`].
     services: Vec<Option<PaymentService<Upstream>>>,
-    /// The layers, for reconciliation.
-    layers: Vec<PaymentLayer>,
+    /// The layer with every scheme, to reconcile the payments of all of them (they share one
+    /// store).
+    reconciling: PaymentLayer,
     upstream: Upstream,
     payments: Payments,
 }
@@ -153,52 +177,58 @@ impl Gateway {
         payments: Payments,
         upstream: Upstream,
     ) -> Result<Gateway, GatewayError> {
+        let seller = &payments.seller;
+        let schemes = [
+            (
+                X402,
+                seller.exact.clone().map(|s| s as Arc<dyn PaymentScheme>),
+            ),
+            (
+                CHARGE,
+                seller.charge.clone().map(|s| s as Arc<dyn PaymentScheme>),
+            ),
+            (
+                CHANNEL,
+                seller.channel.clone().map(|s| s as Arc<dyn PaymentScheme>),
+            ),
+        ];
         let mut services = vec![None; 8];
-        let mut layers = Vec::new();
+        let mut reconciling = None;
         for (mask, service) in services.iter_mut().enumerate().skip(1) {
-            let schemes = [
-                (
-                    X402,
-                    payments.exact.clone().map(|e| e as Arc<dyn PaymentScheme>),
-                ),
-                (CHARGE, payments.charge.clone()),
-                (CHANNEL, payments.channel.clone()),
-            ];
             let wanted: Vec<_> = schemes.iter().filter(|(bit, _)| mask & bit != 0).collect();
-            if wanted.iter().any(|(_, scheme)| scheme.is_none()) {
+            let Some(wanted) = wanted
+                .iter()
+                .map(|(_, scheme)| scheme.clone())
+                .collect::<Option<Vec<_>>>()
+            else {
                 continue;
-            }
+            };
             let mut builder = PaymentLayer::builder()
                 .hooks(PaymentLog)
                 .shared_store(payments.store.clone())
                 .public_url(payments.public_url.clone())
                 .pricing(price);
-            for (_, scheme) in wanted {
-                builder = builder.shared_scheme(scheme.clone().expect("checked above"));
+            for scheme in wanted {
+                builder = builder.shared_scheme(scheme);
             }
             let layer = builder
                 .build()
                 .map_err(|error| GatewayError::Layer(error.to_string()))?;
             *service = Some(layer.layer(upstream.clone()));
-            layers.push(layer);
+            // Masks grow, so the last built is the one with every scheme.
+            reconciling = Some(layer);
         }
-        let gateway = Gateway {
+        let reconciling = reconciling.ok_or_else(|| GatewayError::Layer("no scheme".into()))?;
+        let table = Table::new(routes, &payments)?;
+        Ok(Gateway {
             inner: Arc::new(Inner {
-                table: ArcSwap::from_pointee(Table {
-                    routes: routes.clone(),
-                    base: Base::parse(&routes.upstream).map_err(GatewayError::Upstream)?,
-                    openapi: Bytes::new(),
-                    x402_index: Bytes::new(),
-                    x402_list: Bytes::new(),
-                }),
+                table: ArcSwap::from_pointee(table),
                 services,
-                layers,
+                reconciling,
                 upstream,
                 payments,
             }),
-        };
-        gateway.reload(routes)?;
-        Ok(gateway)
+        })
     }
 
     /// Serves `routes` from now on: requests under way finish with the file they started with.
@@ -208,55 +238,16 @@ impl Gateway {
     /// [`GatewayError::Intent`] when a route offers an intent this gateway has no scheme
     /// for; the file served so far stays.
     pub fn reload(&self, routes: Routes) -> Result<(), GatewayError> {
-        let payments = &self.inner.payments;
-        for (n, route) in routes.routes.iter().enumerate() {
-            if route.price == PriceRule::Free {
-                continue;
-            }
-            for intent in &route.intents {
-                let (name, offered, hint) = match intent {
-                    Intent::X402 => ("x402", payments.exact.is_some(), ""),
-                    Intent::Charge => ("charge", payments.charge.is_some(), ""),
-                    Intent::Channel => (
-                        "channel",
-                        payments.channel.is_some(),
-                        " (it needs the recipient's secret key: --channel-secret)",
-                    ),
-                };
-                if !offered {
-                    return Err(GatewayError::Intent {
-                        number: n + 1,
-                        path: route.path.to_string(),
-                        intent: name,
-                        hint,
-                    });
-                }
-            }
-        }
-        let table = Table {
-            base: Base::parse(&routes.upstream).map_err(GatewayError::Upstream)?,
-            openapi: discovery::openapi(&routes, payments),
-            x402_index: discovery::x402_index(&routes, payments),
-            x402_list: discovery::x402_list(&routes, payments),
-            routes,
-        };
+        let table = Table::new(routes, &self.inner.payments)?;
         self.inner.table.store(Arc::new(table));
         Ok(())
     }
 
-    /// What the gateway sells through.
-    pub fn payments(&self) -> &Payments {
-        &self.inner.payments
-    }
-
-    /// The routes served now.
-    pub fn routes(&self) -> Routes {
-        self.inner.table.load().routes.clone()
-    }
-
-    /// The layers, one per set of intents (to reconcile unknown settlements in the background).
-    pub fn layers(&self) -> &[PaymentLayer] {
-        &self.inner.layers
+    /// The layer with every scheme the gateway offers: its
+    /// [`reconciler`](PaymentLayer::reconciler) ends the payments of every route whose
+    /// settlement outcome is unknown.
+    pub fn reconciling_layer(&self) -> &PaymentLayer {
+        &self.inner.reconciling
     }
 
     /// Answers one request from `remote`.

@@ -235,6 +235,12 @@ fn print_routes(routes: &Routes) {
     }
 }
 
+/// The PEM file at `path`, if one is named.
+fn read_pem(path: Option<&Path>) -> Result<Option<Vec<u8>>, Failure> {
+    path.map(|path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()).into()))
+        .transpose()
+}
+
 fn upstream_secret(args: &UpstreamArgs) -> Result<Option<UpstreamSecret>, Failure> {
     match &args.upstream_secret {
         Some(secret) => Ok(Some(UpstreamSecret::new(secret.clone().into_bytes())?)),
@@ -270,11 +276,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         public_url: public_url.trim_end_matches('/').to_owned(),
     };
     let ledger = setup::ledger(&settings)?;
-    let built = setup::payments(&settings, &ledger).await?;
-    let ca = match &args.upstream_ca {
-        Some(path) => Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
-        None => None,
-    };
+    let payments = setup::payments(&settings, &ledger).await?;
+    let ca = read_pem(args.upstream_ca.as_deref())?;
     let secret = upstream_secret(&args.upstream)?;
     if secret.is_none() {
         tracing::warn!(
@@ -286,7 +289,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         ca.as_deref(),
         secret,
     )?;
-    let gateway = Gateway::new(routes, built.payments, upstream)?;
+    let gateway = Gateway::new(routes, payments, upstream)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     server::reload_on_hangup(gateway.clone(), args.file.clone())?;
     tracing::info!(listen = %args.listen, %public_url, "paywall serving");
@@ -334,10 +337,7 @@ async fn run_pay(args: PayArgs) -> Result<(), Failure> {
         .secret
         .parse()
         .map_err(|_| "PAYWALL_SECRET is not a secret key (S…)")?;
-    let ca = match &args.ca {
-        Some(path) => Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
-        None => None,
-    };
+    let ca = read_pem(args.ca.as_deref())?;
     let mut rpc = JsonRpcClient::builder(args.rpc_url.clone());
     if let Some(ca) = &ca {
         rpc = rpc.root_certificate_pem(ca);

@@ -14,6 +14,7 @@
 //! standard output, and with `--log FILE` appended to it as a JSON line. Only loopback peers
 //! are served: anyone who can reach the endpoint spends from the key.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,7 +78,7 @@ struct Inner {
     budget: Option<i128>,
     max_per_payment: Option<i128>,
     max_body: usize,
-    payments: Mutex<Vec<Paid>>,
+    payments: Mutex<VecDeque<Paid>>,
     log: Option<tokio::sync::Mutex<tokio::fs::File>>,
     quiet: bool,
     token: Option<String>,
@@ -136,7 +137,7 @@ impl PayProxy {
                 budget: options.budget,
                 max_per_payment: options.max_per_payment,
                 max_body: options.max_body.unwrap_or(DEFAULT_MAX_BODY),
-                payments: Mutex::new(Vec::new()),
+                payments: Mutex::new(VecDeque::with_capacity(LISTED)),
                 log,
                 quiet: options.quiet,
                 token: options.token,
@@ -275,8 +276,13 @@ impl PayProxy {
     async fn record(&self, paid: Paid) {
         tracing::debug!(amount = %paid.amount, intent = %paid.intent, url = %paid.url, "paid");
         if !self.inner.quiet {
+            let receipt = if paid.receipt {
+                "receipt"
+            } else {
+                "no receipt: not settled (yet)"
+            };
             println!(
-                "paid {} ({}) {} {} {} -> {}",
+                "paid {} ({}) {} {} {} -> {}, {receipt}",
                 paid.amount, paid.network, paid.intent, paid.method, paid.url, paid.status
             );
         }
@@ -293,20 +299,19 @@ impl PayProxy {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if payments.len() == LISTED {
-            payments.remove(0);
+            payments.pop_front();
         }
-        payments.push(paid);
+        payments.push_back(paid);
     }
 }
 
-/// The HTTP client the proxy pays through: `tls`, HTTP/2 where offered, and no redirects
+/// The HTTP client the proxy pays through: `tls` (HTTP/2 where offered), and no redirects
 /// followed (a 3xx goes back to the agent, which decides).
 ///
 /// # Errors
 ///
 /// When reqwest refuses the configuration.
-pub fn http_client(mut tls: rustls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+pub fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_secs(10))

@@ -104,20 +104,14 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let reconcilers: Vec<_> = gateway
-        .layers()
-        .iter()
-        .map(|layer| tokio::spawn(layer.reconciler(RECONCILE_PERIOD)))
-        .collect();
+    let reconciler = tokio::spawn(gateway.reconciling_layer().reconciler(RECONCILE_PERIOD));
     let served = accept(
         listener,
         move |remote| crate::gateway::service(gateway.clone(), remote),
         shutdown,
     )
     .await;
-    for reconciler in reconcilers {
-        reconciler.abort();
-    }
+    reconciler.abort();
     served
 }
 

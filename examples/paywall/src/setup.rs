@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret, StellarChannel};
+use tower_paywall::mpp::{ChallengeKeys, ChallengeSecret};
 use tower_paywall::seller::{Seller, SellerError};
 use tower_paywall::stellar::{Address, JsonRpcClient, Keypair, Network, SorobanRpc};
 use tower_paywall::store::{ChannelStore, FileChannelStore};
 use tower_paywall::x402::{Facilitator, HttpFacilitator, hosted_facilitator_url};
-use tower_paywall::{MemoryStore, PaymentScheme, PaymentStore};
+use tower_paywall::{MemoryStore, PaymentStore};
 
 use crate::gateway::Payments;
 
@@ -130,29 +130,12 @@ pub fn ledger(settings: &Settings) -> Result<Ledger, SetupError> {
     })
 }
 
-/// The payment side, and the channel scheme when there is one (the sandbox adds its demo
-/// channel to it).
-pub struct Built {
-    /// What the gateway sells through.
-    pub payments: Payments,
-    /// MPP `channel`.
-    pub channel: Option<Arc<StellarChannel>>,
-}
-
-impl std::fmt::Debug for Built {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Built")
-            .field("payments", &self.payments)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Builds the schemes `settings` ask for over `ledger`.
 ///
 /// # Errors
 ///
 /// [`SetupError`] for a missing or wrong setting.
-pub async fn payments(settings: &Settings, ledger: &Ledger) -> Result<Built, SetupError> {
+pub async fn payments(settings: &Settings, ledger: &Ledger) -> Result<Payments, SetupError> {
     let pay_to: Address = settings
         .pay_to
         .as_deref()
@@ -234,20 +217,9 @@ pub async fn payments(settings: &Settings, ledger: &Ledger) -> Result<Built, Set
         Some(redis) => Arc::new(redis.payment_store()),
         None => Arc::new(MemoryStore::new()),
     };
-    Ok(Built {
-        payments: Payments {
-            network: seller.network,
-            asset: seller.asset,
-            pay_to,
-            exact: seller.exact,
-            charge: seller.charge.map(|charge| charge as Arc<dyn PaymentScheme>),
-            channel: seller
-                .channel
-                .clone()
-                .map(|channel| channel as Arc<dyn PaymentScheme>),
-            store,
-            public_url: settings.public_url.clone(),
-        },
-        channel: seller.channel,
+    Ok(Payments {
+        seller,
+        store,
+        public_url: settings.public_url.clone(),
     })
 }

@@ -146,7 +146,9 @@ impl Upstream {
         extra_roots: Option<&[u8]>,
         secret: Option<UpstreamSecret>,
     ) -> Result<Upstream, UpstreamError> {
-        let tls = tls_config(extra_roots)?;
+        let mut tls = tls_config(extra_roots)?;
+        // The connector sets ALPN from the versions it enables (and refuses a preset list).
+        tls.alpn_protocols.clear();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -239,37 +241,16 @@ impl Upstream {
     }
 }
 
-/// rustls with the ring provider, trusting the web's roots and the certificates of
-/// `extra_roots` (PEM).
+/// The crate's TLS configuration ([`tower_paywall::client::tls_config`]), trusting the
+/// certificates of `extra_roots` (PEM) beside the web's roots.
 ///
 /// # Errors
 ///
 /// [`UpstreamError::Certificate`] for an unreadable `extra_roots`.
 pub fn tls_config(extra_roots: Option<&[u8]>) -> Result<rustls::ClientConfig, UpstreamError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-
-    let unreadable = |error: &dyn std::fmt::Display| UpstreamError::Certificate(error.to_string());
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(pem) = extra_roots {
-        let mut added = 0;
-        for certificate in CertificateDer::pem_slice_iter(pem) {
-            let certificate = certificate.map_err(|error| unreadable(&error))?;
-            roots.add(certificate).map_err(|error| unreadable(&error))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(UpstreamError::Certificate("no CERTIFICATE in it".into()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| unreadable(&error))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    let extra_roots: Vec<Vec<u8>> = extra_roots.map(<[u8]>::to_vec).into_iter().collect();
+    tower_paywall::client::tls_config(&extra_roots)
+        .map_err(|error| UpstreamError::Certificate(error.to_string()))
 }
 
 impl std::fmt::Debug for Upstream {
